@@ -1,0 +1,297 @@
+"""Capture containers → an index of records (where each packet's bytes lie, when, on which link).
+
+pcap (µs or ns magic, either byte order), pcapng (any number of sections and interfaces, each with its own
+link type, timestamp resolution and offset) and gzip-compressed files of either. The file is read into one
+buffer; walking the record chain is the only per-record loop in synlens (each record's length says where
+the next begins, so it cannot be vectorised), and it keeps no Python object per record: offsets go into
+typed arrays and every other header field is gathered from the buffer with numpy afterwards.
+
+Damage policy: a capture cut short, or a record whose length is absurd, ends the walk at the last good
+record with a `CaptureWarning`; an unreadable file raises `CaptureError` naming the file and the problem.
+"""
+
+from __future__ import annotations
+
+import gzip
+import os
+import struct
+import warnings
+import zlib
+from array import array
+from dataclasses import dataclass
+
+import numpy as np
+
+from .errors import CaptureError, CaptureWarning
+
+PCAP_MAGIC_US = 0xA1B2C3D4
+PCAP_MAGIC_NS = 0xA1B23C4D
+PCAPNG_SHB = 0x0A0D0D0A
+PCAPNG_BOM = 0x1A2B3C4D
+# A record longer than this is damage, not a packet: the largest link MTUs (and pcap's own
+# MAXIMUM_SNAPLEN, 262144) are far below it. Refusing it up front avoids allocating a forged length.
+MAX_RECORD = 1 << 20
+
+
+@dataclass(frozen=True)
+class Records:
+    """Where each record's packet bytes are in `data`, with its header fields, as parallel arrays."""
+
+    path: str
+    data: np.ndarray  # uint8 view of the whole (decompressed) file
+    offset: np.ndarray  # int64: first byte of the packet
+    caplen: np.ndarray  # int64
+    wirelen: np.ndarray  # int64
+    ts_ns: np.ndarray  # int64
+    linktype: np.ndarray  # uint16
+    iface: np.ndarray  # uint16
+    format: str  # "pcap" | "pcapng"
+    compressed: bool
+
+    def __len__(self) -> int:
+        return len(self.offset)
+
+
+def _load(path: str) -> tuple[bytes, bool]:
+    try:
+        with open(path, "rb") as f:
+            raw = f.read()
+    except IsADirectoryError:
+        raise CaptureError(path, "is a directory, not a capture file") from None
+    except FileNotFoundError:
+        raise CaptureError(path, "no such file") from None
+    except PermissionError:
+        raise CaptureError(path, "permission denied") from None
+    except OSError as e:
+        raise CaptureError(path, e.strerror or str(e)) from None
+    if raw[:2] != b"\x1f\x8b":
+        return raw, False
+    # Stream-decompress so a gzip cut short still yields everything before the cut.
+    out = []
+    d = zlib.decompressobj(wbits=31)
+    try:
+        out.append(d.decompress(raw))
+        while d.eof and d.unused_data:  # concatenated gzip members
+            rest = d.unused_data
+            d = zlib.decompressobj(wbits=31)
+            out.append(d.decompress(rest))
+        if not d.eof:
+            warnings.warn(CaptureWarning(path, "gzip stream cut short; reading what was decompressed"))
+    except (zlib.error, gzip.BadGzipFile) as e:
+        warnings.warn(CaptureWarning(path, f"gzip data damaged ({e}); reading what was decompressed"))
+    return b"".join(out), True
+
+
+def read_records(path: str | os.PathLike[str]) -> Records:
+    """Index every record of a capture file. Raises `CaptureError`; warns `CaptureWarning` on damage."""
+    path = os.fspath(path)
+    raw, compressed = _load(path)
+    if len(raw) == 0:
+        raise CaptureError(path, "empty file (0 bytes), not a capture")
+    if len(raw) < 4:
+        raise CaptureError(path, f"too short to be a capture ({len(raw)} bytes)")
+    magic_le = struct.unpack_from("<I", raw)[0]
+    magic_be = struct.unpack_from(">I", raw)[0]
+    if magic_le in (PCAP_MAGIC_US, PCAP_MAGIC_NS):
+        return _pcap(path, raw, "<", magic_le == PCAP_MAGIC_NS, compressed)
+    if magic_be in (PCAP_MAGIC_US, PCAP_MAGIC_NS):
+        return _pcap(path, raw, ">", magic_be == PCAP_MAGIC_NS, compressed)
+    if magic_le == PCAPNG_SHB:
+        return _pcapng(path, raw, compressed)
+    if magic_le in (0xA1B2CD34, 0x34CDB2A1):
+        raise CaptureError(path, "Kuznetzov's modified pcap format is not supported")
+    raise CaptureError(path, f"not a pcap or pcapng file (starts with bytes {raw[:4].hex()})")
+
+
+def _gather_u32(data: np.ndarray, pos: np.ndarray, big: bool) -> np.ndarray:
+    b = [data[pos + i].astype(np.uint64) for i in range(4)]
+    if big:
+        b.reverse()
+    return b[0] | (b[1] << 8) | (b[2] << 16) | (b[3] << 24)
+
+
+def _pcap(path: str, raw: bytes, endian: str, nano: bool, compressed: bool) -> Records:
+    if len(raw) < 24:
+        raise CaptureError(path, f"pcap global header cut short ({len(raw)} of 24 bytes)")
+    _, _, _, _, snaplen, network = struct.unpack_from(endian + "HHiIII", raw, 4)
+    linktype = network & 0x0FFFFFFF  # upper bits carry FCS flags in newer pcap
+    limit = max(min(MAX_RECORD, max(snaplen, 65535) * 4), 65535 + 64)
+    caplen_at = struct.Struct(endian + "I").unpack_from
+    starts = array("q")
+    append = starts.append
+    pos, end = 24, len(raw)
+    damage = None
+    while pos + 16 <= end:
+        cap = caplen_at(raw, pos + 8)[0]
+        if cap > limit:
+            damage = f"record {len(starts) + 1} at byte {pos} claims {cap} bytes (snaplen {snaplen}); stopping there"
+            break
+        nxt = pos + 16 + cap
+        if nxt > end:
+            damage = f"capture cut short inside record {len(starts) + 1} (byte {pos})"
+            break
+        append(pos)
+        pos = nxt
+    if damage is None and pos != end:
+        damage = f"capture cut short inside record header {len(starts) + 1} (byte {pos})"
+    if damage:
+        warnings.warn(CaptureWarning(path, damage + f"; read {len(starts)} records"))
+    data = np.frombuffer(raw, np.uint8)
+    hdr = np.frombuffer(starts, np.int64)
+    big = endian == ">"
+    sec = _gather_u32(data, hdr, big).astype(np.int64)
+    frac = _gather_u32(data, hdr + 4, big).astype(np.int64)
+    return Records(
+        path=path,
+        data=data,
+        offset=hdr + 16,
+        caplen=_gather_u32(data, hdr + 8, big).astype(np.int64),
+        wirelen=_gather_u32(data, hdr + 12, big).astype(np.int64),
+        ts_ns=sec * 1_000_000_000 + (frac if nano else frac * 1000),
+        linktype=np.full(len(hdr), linktype, np.uint16),
+        iface=np.zeros(len(hdr), np.uint16),
+        format="pcap",
+        compressed=compressed,
+    )
+
+
+@dataclass
+class _Iface:
+    linktype: int
+    snaplen: int
+    tsresol: tuple[bool, int]  # (binary?, exponent): units of 10^-e or 2^-e seconds
+    tsoffset_s: int
+
+
+def _idb_options(body: memoryview, endian: str) -> tuple[tuple[bool, int], int]:
+    tsresol, tsoffset = (False, 6), 0
+    pos = 8
+    while pos + 4 <= len(body):
+        code, length = struct.unpack_from(endian + "HH", body, pos)
+        if code == 0:
+            break
+        value = body[pos + 4 : pos + 4 + length]
+        if code == 9 and length >= 1:
+            tsresol = (bool(value[0] & 0x80), value[0] & 0x7F)
+        elif code == 14 and length == 8:
+            tsoffset = struct.unpack_from(endian + "q", value)[0]
+        pos += 4 + length + (-length % 4)
+    return tsresol, tsoffset
+
+
+def _pcapng(path: str, raw: bytes, compressed: bool) -> Records:
+    end = len(raw)
+    view = memoryview(raw)
+    starts, ifs, tshi, tslo, caps, wires = (array("q"), array("H"), array("Q"), array("Q"), array("q"), array("q"))
+    interfaces: list[_Iface] = []
+    all_ifaces: list[_Iface] = []  # across sections, so iface ids stay unique in the table
+    base = 0  # index in all_ifaces of this section's interface 0
+    endian = "<"
+    pos = 0
+    damage = None
+    skipped = 0
+    while pos + 12 <= end:
+        btype = struct.unpack_from(endian + "I", raw, pos)[0]
+        if btype == PCAPNG_SHB:
+            bom = raw[pos + 8 : pos + 12]
+            if bom == b"\x4d\x3c\x2b\x1a":
+                endian = "<"
+            elif bom == b"\x1a\x2b\x3c\x4d":
+                endian = ">"
+            else:
+                damage = f"section header at byte {pos} has no valid byte-order mark"
+                break
+            base = len(all_ifaces)
+            interfaces = []
+        blen = struct.unpack_from(endian + "I", raw, pos + 4)[0]
+        if blen < 12 or blen % 4 or blen > MAX_RECORD + 64:
+            damage = f"block at byte {pos} claims length {blen}; stopping there"
+            break
+        if pos + blen > end:
+            damage = f"capture cut short inside block at byte {pos}"
+            break
+        body = view[pos + 8 : pos + blen - 4]
+        if btype == 1:  # interface description
+            lt, _, snap = struct.unpack_from(endian + "HHI", body, 0)
+            res, off = _idb_options(body, endian)
+            iface = _Iface(lt, snap, res, off)
+            interfaces.append(iface)
+            all_ifaces.append(iface)
+        elif btype == 6:  # enhanced packet
+            ifid, hi, lo, cap, wire = struct.unpack_from(endian + "IIIII", body, 0)
+            if ifid >= len(interfaces) or 20 + cap > len(body):
+                damage = f"enhanced packet block at byte {pos} is inconsistent (interface {ifid}, caplen {cap})"
+                break
+            starts.append(pos + 28)
+            ifs.append(base + ifid)
+            tshi.append(hi)
+            tslo.append(lo)
+            caps.append(cap)
+            wires.append(wire)
+        elif btype in (3, 2):  # simple packet (no timestamp), obsolete packet block
+            if not interfaces:
+                damage = f"packet block at byte {pos} before any interface description"
+                break
+            if btype == 3:
+                wire = struct.unpack_from(endian + "I", body, 0)[0]
+                cap = min(wire, len(body) - 4, interfaces[0].snaplen or wire)
+                starts.append(pos + 12)
+                ifs.append(base)
+                tshi.append(0)
+                tslo.append(0)
+            else:
+                ifid, _, hi, lo, cap, wire = struct.unpack_from(endian + "HHIIII", body, 0)
+                if ifid >= len(interfaces) or 20 + cap > len(body):
+                    damage = f"packet block at byte {pos} is inconsistent"
+                    break
+                starts.append(pos + 28)
+                ifs.append(base + ifid)
+                tshi.append(hi)
+                tslo.append(lo)
+            caps.append(cap)
+            wires.append(wire)
+        elif btype != PCAPNG_SHB:
+            skipped += 1  # name resolution, statistics, custom, decryption secrets …: not packets
+        pos += blen
+    if damage is None and pos != end:
+        damage = f"capture cut short inside block header at byte {pos}"
+    if not all_ifaces and not starts and damage:
+        raise CaptureError(path, damage)
+    if damage:
+        warnings.warn(CaptureWarning(path, damage + f"; read {len(starts)} packets"))
+    ifid = np.frombuffer(ifs, np.uint16).copy()
+    ts_units = (np.frombuffer(tshi, np.uint64) << np.uint64(32)) | np.frombuffer(tslo, np.uint64)
+    ts_ns = np.zeros(len(ifid), np.int64)
+    linktype = np.zeros(len(ifid), np.uint16)
+    for i, iface in enumerate(all_ifaces):
+        sel = ifid == i
+        if not sel.any():
+            continue
+        linktype[sel] = iface.linktype
+        ts_ns[sel] = _units_to_ns(ts_units[sel], iface.tsresol) + iface.tsoffset_s * 1_000_000_000
+    return Records(
+        path=path,
+        data=np.frombuffer(raw, np.uint8),
+        offset=np.frombuffer(starts, np.int64).copy(),
+        caplen=np.frombuffer(caps, np.int64).copy(),
+        wirelen=np.frombuffer(wires, np.int64).copy(),
+        ts_ns=ts_ns,
+        linktype=linktype,
+        iface=ifid,
+        format="pcapng",
+        compressed=compressed,
+    )
+
+
+def _units_to_ns(units: np.ndarray, tsresol: tuple[bool, int]) -> np.ndarray:
+    """Timestamps in an interface's units → integer ns, exactly (no float on the way)."""
+    binary, exp = tsresol
+    if binary:
+        sec = units >> np.uint64(exp)
+        frac = units & np.uint64((1 << exp) - 1)
+        # frac < 2^exp; with exp <= 32 the product fits in 64 bits. Finer binary clocks are unheard of.
+        frac_ns = (frac * np.uint64(1_000_000_000)) >> np.uint64(exp) if exp <= 32 else frac >> np.uint64(exp - 30)
+        return (sec * np.uint64(1_000_000_000) + frac_ns).astype(np.int64)
+    if exp <= 9:
+        return (units * np.uint64(10 ** (9 - exp))).astype(np.int64)
+    return (units // np.uint64(10 ** (exp - 9))).astype(np.int64)

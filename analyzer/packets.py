@@ -1,0 +1,482 @@
+"""Records → the packets table: every header field decoded for all packets at once, as numpy columns.
+
+Each layer is a vectorised step over the rows that have it: link header → (VLAN tags) → IPv4/IPv6 (with
+IPv6 extension headers) → TCP (with options) / UDP / ICMP / ICMPv6 (with the header an ICMP error quotes).
+Every byte read is bounds-checked against the record's captured length: a field that lies beyond it is
+absent (NA), never read from the next record. Rows whose IP or TCP header is inconsistent are kept with
+what could be decoded, and counted in ``attrs["malformed"]``.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+
+import numpy as np
+import pandas as pd
+
+from .capture import Records, read_records
+from .schema import column, empty_packets, frame_from_columns
+
+# Link types (tcpdump.org/linktypes.html)
+LINKTYPE_NULL, LINKTYPE_ETHERNET, LINKTYPE_RAW, LINKTYPE_LOOP = 0, 1, 101, 108
+LINKTYPE_SLL, LINKTYPE_SLL2, LINKTYPE_IPV4, LINKTYPE_IPV6 = 113, 276, 228, 229
+RAW_LINKTYPES = (LINKTYPE_RAW, 12, 14, LINKTYPE_IPV4, LINKTYPE_IPV6)
+VLAN_TPIDS = (0x8100, 0x88A8, 0x9100)
+ETH_IPV4, ETH_IPV6 = 0x0800, 0x86DD
+IPV6_EXT = (0, 43, 60, 135, 139, 140)  # hop-by-hop, routing, dest opts, mobility, HIP, shim6: (len+1)*8
+IPV6_FRAG, IPV6_AH = 44, 51
+ICMP4_ERRORS = (3, 4, 5, 11, 12)
+ICMP6_ERRORS = (1, 2, 3, 4)
+ICMP4_QUERIES = (0, 8, 13, 14, 15, 16, 17, 18)  # echo, timestamp, info, address mask: id + seq
+ICMP6_QUERIES = (128, 129)
+
+
+class _Bytes:
+    """Bounds-checked big-endian gathers from the capture buffer for a subset of rows."""
+
+    def __init__(self, data: np.ndarray, end: np.ndarray) -> None:
+        self.data = data
+        self.end = end  # per row: one past the last captured byte
+
+    def ok(self, rows: np.ndarray, pos: np.ndarray, size: int) -> np.ndarray:
+        return (pos >= 0) & (pos + size <= self.end[rows])
+
+    def u(self, rows: np.ndarray, pos: np.ndarray, size: int) -> tuple[np.ndarray, np.ndarray]:
+        good = self.ok(rows, pos, size)
+        safe = np.where(good, pos, 0)
+        value = np.zeros(len(rows), np.uint64)
+        for i in range(size):
+            value = (value << np.uint64(8)) | self.data[safe + i].astype(np.uint64)
+        return np.where(good, value, 0), good
+
+
+class _Columns:
+    """Output arrays, all rows, with presence masks for the nullable ones."""
+
+    def __init__(self, n: int) -> None:
+        self.n = n
+        self.values: dict[str, np.ndarray] = {}
+        self.present: dict[str, np.ndarray] = {}
+
+    def set(self, name: str, rows: np.ndarray, values: np.ndarray, good: np.ndarray | None = None) -> None:
+        if name not in self.values:
+            self.values[name] = np.zeros(self.n, np.uint64)
+            self.present[name] = np.zeros(self.n, bool)
+        if good is None:
+            good = np.ones(len(rows), bool)
+        self.values[name][rows[good]] = values[good]
+        self.present[name][rows[good]] = True
+
+    def get(self, name: str) -> tuple[np.ndarray, np.ndarray]:
+        if name not in self.values:
+            return np.zeros(self.n, np.uint64), np.zeros(self.n, bool)
+        return self.values[name], self.present[name]
+
+
+def read(path: str | os.PathLike[str]) -> pd.DataFrame:
+    """Read a capture file into the packets table (analyzer.schema), one row per record.
+
+    Raises `CaptureError` when the file cannot be read; warns `CaptureWarning` and returns the records
+    before the damage when it is cut short or corrupt. ``attrs``: path, format, compressed, malformed.
+    """
+    return decode(read_records(path))
+
+
+def decode(rec: Records) -> pd.DataFrame:
+    """Decode every record's headers into the packets table."""
+    n = len(rec)
+    if n == 0:
+        frame = empty_packets()
+        frame.attrs.update(path=rec.path, format=rec.format, compressed=rec.compressed, malformed=0)
+        return frame
+    buf = _Bytes(rec.data, rec.offset + rec.caplen)
+    out = _Columns(n)
+    malformed = np.zeros(n, bool)
+    l3, ethertype = _link(buf, rec, out)
+    addr = _Addresses()
+    _ip(buf, l3, ethertype, out, addr, malformed)
+    cols: dict[str, object] = {
+        "frame": np.arange(1, n + 1, dtype=np.int64),
+        "ts_ns": rec.ts_ns,
+        "iface": rec.iface,
+        "linktype": rec.linktype,
+        "caplen": rec.caplen.astype(np.uint32),
+        "wirelen": rec.wirelen.astype(np.uint32),
+    }
+    from .schema import PACKET_COLUMNS
+
+    categories = addr.categories()
+    for c in PACKET_COLUMNS:
+        if c.name in cols:
+            continue
+        if c.dtype == "category":
+            codes = addr.codes(c.name, n)
+            cols[c.name] = pd.Categorical.from_codes(codes, categories=categories)
+        elif c.name == "ip_version":
+            cols[c.name] = out.get("ip_version")[0].astype(np.uint8)
+        elif c.name == "fragment":
+            cols[c.name] = out.get("fragment")[0].astype(bool)
+        else:
+            values, present = out.get(c.name)
+            cols[c.name] = column(c.dtype, values, present)
+    frame = frame_from_columns(cols)
+    frame.attrs.update(path=rec.path, format=rec.format, compressed=rec.compressed, malformed=int(malformed.sum()))
+    return frame
+
+
+def _link(buf: _Bytes, rec: Records, out: _Columns) -> tuple[np.ndarray, np.ndarray]:
+    """Per row: offset of the network header (-1 when none) and its ethertype."""
+    n = len(rec)
+    l3 = np.full(n, -1, np.int64)
+    etype = np.zeros(n, np.uint64)
+    lt = rec.linktype
+    start = rec.offset
+
+    rows = np.flatnonzero(lt == LINKTYPE_ETHERNET)
+    if len(rows):
+        dst, ok = buf.u(rows, start[rows], 6)
+        out.set("eth_dst", rows, dst, ok)
+        src, ok = buf.u(rows, start[rows] + 6, 6)
+        out.set("eth_src", rows, src, ok)
+        pos = start[rows] + 12
+        et, ok = buf.u(rows, pos, 2)
+        vlan = np.zeros(len(rows), np.uint64)
+        has_vlan = np.zeros(len(rows), bool)
+        for _ in range(3):  # up to three stacked tags (802.1ad + 802.1Q + one spare)
+            tagged = ok & np.isin(et, VLAN_TPIDS)
+            if not tagged.any():
+                break
+            tci, tok = buf.u(rows, pos + 2, 2)
+            first = tagged & ~has_vlan & tok
+            vlan[first] = tci[first] & 0x0FFF
+            has_vlan |= first
+            pos = np.where(tagged, pos + 4, pos)
+            nxt, nok = buf.u(rows, pos, 2)
+            et = np.where(tagged, nxt, et)
+            ok = np.where(tagged, nok, ok)
+        out.set("vlan", rows, vlan, has_vlan)
+        out.set("ethertype", rows, et, ok)
+        l3[rows] = np.where(ok, pos + 2, -1)
+        etype[rows] = et
+
+    for lt_value, proto_at, hdr_len, addr_len_at, addr_at in ((LINKTYPE_SLL, 14, 16, 4, 6), (LINKTYPE_SLL2, 0, 20, 11, 12)):
+        rows = np.flatnonzero(lt == lt_value)
+        if not len(rows):
+            continue
+        et, ok = buf.u(rows, start[rows] + proto_at, 2)
+        alen, aok = buf.u(rows, start[rows] + addr_len_at, 2 if lt_value == LINKTYPE_SLL else 1)
+        mac, mok = buf.u(rows, start[rows] + addr_at, 6)
+        out.set("eth_src", rows, mac, mok & aok & (alen == 6))
+        out.set("ethertype", rows, et, ok)
+        l3[rows] = np.where(ok & buf.ok(rows, start[rows], hdr_len), start[rows] + hdr_len, -1)
+        etype[rows] = et
+
+    rows = np.flatnonzero(np.isin(lt, RAW_LINKTYPES))
+    if len(rows):
+        first, ok = buf.u(rows, start[rows], 1)
+        et = np.where(first >> 4 == 6, ETH_IPV6, np.where(first >> 4 == 4, ETH_IPV4, 0)).astype(np.uint64)
+        out.set("ethertype", rows, et, ok & (et != 0))
+        l3[rows] = np.where(ok, start[rows], -1)
+        etype[rows] = et
+
+    for lt_value in (LINKTYPE_NULL, LINKTYPE_LOOP):
+        rows = np.flatnonzero(lt == lt_value)
+        if not len(rows):
+            continue
+        fam, ok = buf.u(rows, start[rows], 4)
+        if lt_value == LINKTYPE_NULL:  # host byte order of the capturing machine: accept either
+            swapped = ((fam & 0xFF) << 24) | ((fam & 0xFF00) << 8) | ((fam >> 8) & 0xFF00) | (fam >> 24)
+            fam = np.where(fam > 0xFFFF, swapped, fam)
+        # AF_INET is 2 everywhere; AF_INET6 is 10 (Linux), 24 (NetBSD/OpenBSD), 28 (FreeBSD), 30 (macOS)
+        et = np.where(fam == 2, ETH_IPV4, np.where(np.isin(fam, (10, 24, 28, 30)), ETH_IPV6, 0)).astype(np.uint64)
+        out.set("ethertype", rows, et, ok & (et != 0))
+        l3[rows] = np.where(ok, start[rows] + 4, -1)
+        etype[rows] = et
+    return l3, etype
+
+
+class _Addresses:
+    """Addresses as integers while decoding; text only for the distinct ones, shared by all four columns.
+
+    IPv4 addresses are held as their 32-bit value, IPv6 as 16 raw bytes. One category list serves src, dst,
+    q_src and q_dst, so their codes compare directly (the matcher joins on codes).
+    """
+
+    def __init__(self) -> None:
+        self.v4: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+        self.v6: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+        self._built = False
+
+    def add4(self, name: str, rows: np.ndarray, value: np.ndarray) -> None:
+        self.v4[name] = (rows, value.astype(np.uint32))
+
+    def add6(self, name: str, rows: np.ndarray, raw16: np.ndarray) -> None:
+        self.v6[name] = (rows, raw16)
+
+    def _build(self) -> None:
+        if self._built:
+            return
+        v4_all = [v for _, v in self.v4.values()]
+        v4_vals = np.concatenate(v4_all) if v4_all else np.zeros(0, np.uint32)
+        self.u4, inv4 = np.unique(v4_vals, return_inverse=True)
+        v6_all = [v for _, v in self.v6.values()]
+        v6_vals = np.concatenate(v6_all) if v6_all else np.zeros((0, 16), np.uint8)
+        if len(v6_vals):
+            self.u6, inv6 = np.unique(v6_vals, axis=0, return_inverse=True)
+        else:
+            self.u6, inv6 = np.zeros((0, 16), np.uint8), np.zeros(0, np.int64)
+        self.code4, self.code6 = {}, {}
+        i = 0
+        for name, (rows, _) in self.v4.items():
+            self.code4[name] = inv4.reshape(-1)[i : i + len(rows)]
+            i += len(rows)
+        i = 0
+        for name, (rows, _) in self.v6.items():
+            self.code6[name] = inv6.reshape(-1)[i : i + len(rows)] + len(self.u4)
+            i += len(rows)
+        self._built = True
+
+    def categories(self) -> pd.Index:
+        self._build()
+        text = [str(ipaddress.IPv4Address(int(a))) for a in self.u4]
+        text += [str(ipaddress.IPv6Address(bytes(a))) for a in self.u6]
+        return pd.Index(text, dtype=object)
+
+    def codes(self, name: str, n: int) -> np.ndarray:
+        self._build()
+        codes = np.full(n, -1, np.int64)
+        if name in self.v4:
+            codes[self.v4[name][0]] = self.code4[name]
+        if name in self.v6:
+            codes[self.v6[name][0]] = self.code6[name]
+        return codes
+
+
+def _raw16(buf: _Bytes, rows: np.ndarray, pos: np.ndarray) -> np.ndarray:
+    return buf.data[pos[:, None] + np.arange(16)[None, :]]
+
+
+def _ip(buf: _Bytes, l3: np.ndarray, etype: np.ndarray, out: _Columns, addr: _Addresses, malformed: np.ndarray) -> None:
+    # IPv4
+    rows = np.flatnonzero((l3 >= 0) & (etype == ETH_IPV4))
+    l4 = np.full(len(l3), -1, np.int64)
+    l4_end = np.zeros(len(l3), np.int64)
+    proto = np.zeros(len(l3), np.uint64)
+    if len(rows):
+        pos = l3[rows]
+        vihl, ok = buf.u(rows, pos, 1)
+        hdr_ok = ok & buf.ok(rows, pos, 20) & (vihl >> 4 == 4) & ((vihl & 15) >= 5)
+        malformed[rows[ok & ~hdr_ok]] = True
+        rows, pos, vihl = rows[hdr_ok], pos[hdr_ok], vihl[hdr_ok]
+        ihl = (vihl & 15).astype(np.int64) * 4
+        total, _ = buf.u(rows, pos + 2, 2)
+        ident, _ = buf.u(rows, pos + 4, 2)
+        frag, _ = buf.u(rows, pos + 6, 2)
+        ttl, _ = buf.u(rows, pos + 8, 1)
+        p, _ = buf.u(rows, pos + 9, 1)
+        src, _ = buf.u(rows, pos + 12, 4)
+        dst, _ = buf.u(rows, pos + 16, 4)
+        out.set("ip_version", rows, np.full(len(rows), 4, np.uint64))
+        for name, v in (("ip_len", total), ("ip_id", ident), ("ttl", ttl), ("ip_proto", p)):
+            out.set(name, rows, v)
+        addr.add4("src", rows, src)
+        addr.add4("dst", rows, dst)
+        fragmented = ((frag & 0x1FFF) != 0) | ((frag & 0x2000) != 0)
+        out.set("fragment", rows, fragmented.astype(np.uint64))
+        bad_len = (total.astype(np.int64) < ihl)
+        malformed[rows[bad_len]] = True
+        # Only the first fragment carries the transport header; judge it by offset 0.
+        has_l4 = ~bad_len & ((frag & 0x1FFF) == 0) & buf.ok(rows, pos, 1)
+        l4[rows[has_l4]] = (pos + ihl)[has_l4]
+        l4_end[rows[has_l4]] = (pos + total.astype(np.int64))[has_l4]
+        proto[rows[has_l4]] = p[has_l4]
+
+    # IPv6
+    rows = np.flatnonzero((l3 >= 0) & (etype == ETH_IPV6))
+    if len(rows):
+        pos = l3[rows]
+        first, ok = buf.u(rows, pos, 1)
+        hdr_ok = ok & buf.ok(rows, pos, 40) & (first >> 4 == 6)
+        malformed[rows[ok & ~hdr_ok]] = True
+        rows, pos = rows[hdr_ok], pos[hdr_ok]
+        plen, _ = buf.u(rows, pos + 4, 2)
+        nh, _ = buf.u(rows, pos + 6, 1)
+        hlim, _ = buf.u(rows, pos + 7, 1)
+        out.set("ip_version", rows, np.full(len(rows), 6, np.uint64))
+        out.set("ip_len", rows, plen + 40)
+        out.set("ttl", rows, hlim)
+        addr.add6("src", rows, _raw16(buf, rows, pos + 8))
+        addr.add6("dst", rows, _raw16(buf, rows, pos + 24))
+        end = pos + 40 + plen.astype(np.int64)
+        cur, fragmented, alive = pos + 40, np.zeros(len(rows), bool), np.ones(len(rows), bool)
+        frag_id = np.zeros(len(rows), np.uint64)
+        has_frag_id = np.zeros(len(rows), bool)
+        no_l4 = np.zeros(len(rows), bool)
+        for _ in range(8):  # a longer chain than this is an evasion attempt, not a probe
+            ext = alive & np.isin(nh, IPV6_EXT + (IPV6_FRAG, IPV6_AH))
+            if not ext.any():
+                break
+            nxt, ok1 = buf.u(rows, cur, 1)
+            hl, ok2 = buf.u(rows, cur + 1, 1)
+            size = np.where(nh == IPV6_AH, (hl.astype(np.int64) + 2) * 4, (hl.astype(np.int64) + 1) * 8)
+            size = np.where(nh == IPV6_FRAG, 8, size)
+            isfrag = ext & (nh == IPV6_FRAG)
+            if isfrag.any():
+                fo, _ = buf.u(rows, cur + 2, 2)
+                fid, fok = buf.u(rows, cur + 4, 4)
+                frag_id = np.where(isfrag & fok, fid, frag_id)
+                has_frag_id |= isfrag & fok
+                fragmented |= isfrag & ((fo & 0xFFF9) != 0)  # offset != 0 or M flag
+                no_l4 |= isfrag & ((fo & 0xFFF8) != 0)
+            bad = ext & ~(ok1 & ok2)
+            alive &= ~bad
+            no_l4 |= bad
+            nh = np.where(ext & ~bad, nxt, nh)
+            cur = np.where(ext & ~bad, cur + size, cur)
+        out.set("ip_proto", rows, nh)
+        out.set("ip_id", rows, frag_id, has_frag_id)
+        out.set("fragment", rows, fragmented.astype(np.uint64))
+        bad_len = end < cur
+        malformed[rows[bad_len]] = True
+        has_l4 = ~no_l4 & ~bad_len
+        l4[rows[has_l4]] = cur[has_l4]
+        l4_end[rows[has_l4]] = end[has_l4]
+        proto[rows[has_l4]] = nh[has_l4]
+
+    _tcp(buf, np.flatnonzero((l4 >= 0) & (proto == 6)), l4, l4_end, out, malformed)
+    _udp(buf, np.flatnonzero((l4 >= 0) & (proto == 17)), l4, l4_end, out, malformed)
+    _icmp(buf, np.flatnonzero((l4 >= 0) & (proto == 1)), l4, out, addr, v6=False)
+    _icmp(buf, np.flatnonzero((l4 >= 0) & (proto == 58)), l4, out, addr, v6=True)
+
+
+def _tcp(buf: _Bytes, rows: np.ndarray, l4: np.ndarray, l4_end: np.ndarray, out: _Columns, malformed: np.ndarray) -> None:
+    if not len(rows):
+        return
+    pos = l4[rows]
+    complete = buf.ok(rows, pos, 20)
+    # Ports and sequence number sit in the first 8 bytes: keep them even when the header is cut short.
+    for name, off, size in (("sport", 0, 2), ("dport", 2, 2), ("seq", 4, 4)):
+        v, ok = buf.u(rows, pos + off, size)
+        out.set(name, rows, v, ok)
+    malformed[rows[~complete]] = True
+    rows, pos = rows[complete], pos[complete]
+    ack, _ = buf.u(rows, pos + 8, 4)
+    off_flags, _ = buf.u(rows, pos + 12, 2)
+    win, _ = buf.u(rows, pos + 14, 2)
+    doff = ((off_flags >> 12) * 4).astype(np.int64)
+    out.set("ack", rows, ack)
+    out.set("tcp_flags", rows, off_flags & 0x1FF)
+    out.set("window", rows, win)
+    seg_len = l4_end[rows] - pos
+    bad = (doff < 20) | (seg_len < doff)
+    malformed[rows[bad]] = True
+    out.set("payload_len", rows, np.maximum(seg_len - doff, 0).astype(np.uint64), ~bad)
+    _tcp_options(buf, rows[~bad & (doff > 20)], pos[~bad & (doff > 20)], doff[~bad & (doff > 20)], out)
+
+
+def _tcp_options(buf: _Bytes, rows: np.ndarray, pos: np.ndarray, doff: np.ndarray, out: _Columns) -> None:
+    if not len(rows):
+        return
+    cur, end = pos + 20, pos + doff
+    kinds = np.zeros(len(rows), np.uint64)
+    count = np.zeros(len(rows), np.int64)
+    alive = np.ones(len(rows), bool)
+    for _ in range(40):  # at most 40 option bytes, so at most 40 options
+        alive &= cur < end
+        if not alive.any():
+            break
+        kind, ok = buf.u(rows, cur, 1)
+        alive &= ok
+        record = alive & (count < 8)
+        kinds = np.where(record, (kinds << np.uint64(8)) | kind, kinds)
+        count += record
+        single = alive & ((kind == 0) | (kind == 1))
+        length, lok = buf.u(rows, cur + 1, 1)
+        multi = alive & ~single & lok & (length >= 2) & (cur + length.astype(np.int64) <= end)
+        for name, k, size, off, vsize in (("mss", 2, 4, 2, 2), ("wscale", 3, 3, 2, 1), ("tsval", 8, 10, 2, 4), ("tsecr", 8, 10, 6, 4)):
+            sel = multi & (kind == k) & (length == size)
+            if sel.any():
+                v, vok = buf.u(rows, cur + off, vsize)
+                out.set(name, rows, v, sel & vok)
+        alive &= (kind != 0) & (single | multi)
+        cur = np.where(single, cur + 1, np.where(multi, cur + length.astype(np.int64), cur))
+    # Left-align so the first option is in the top byte: the layout reads the same whatever the count.
+    shift = (8 - np.minimum(count, 8)) * 8
+    aligned = np.where(count > 0, kinds << shift.astype(np.uint64), 0)
+    out.set("tcp_options", rows, aligned, count > 0)
+
+
+def _udp(buf: _Bytes, rows: np.ndarray, l4: np.ndarray, l4_end: np.ndarray, out: _Columns, malformed: np.ndarray) -> None:
+    if not len(rows):
+        return
+    pos = l4[rows]
+    for name, off in (("sport", 0), ("dport", 2)):
+        v, ok = buf.u(rows, pos + off, 2)
+        out.set(name, rows, v, ok)
+    ulen, ok = buf.u(rows, pos + 4, 2)
+    seg = l4_end[rows] - pos
+    good = ok & (ulen >= 8)
+    malformed[rows[ok & ~good]] = True
+    # The IP length is the authority (the UDP length can lie); payload is what the IP packet carries.
+    out.set("payload_len", rows, np.maximum(seg - 8, 0).astype(np.uint64), good)
+
+
+def _icmp(buf: _Bytes, rows: np.ndarray, l4: np.ndarray, out: _Columns, addr: _Addresses, v6: bool) -> None:
+    if not len(rows):
+        return
+    pos = l4[rows]
+    typ, ok = buf.u(rows, pos, 1)
+    code, cok = buf.u(rows, pos + 1, 1)
+    out.set("icmp_type", rows, typ, ok)
+    out.set("icmp_code", rows, code, cok)
+    queries = ICMP6_QUERIES if v6 else ICMP4_QUERIES
+    q = ok & np.isin(typ, queries)
+    ident, iok = buf.u(rows, pos + 4, 2)
+    seq, sok = buf.u(rows, pos + 6, 2)
+    out.set("icmp_id", rows, ident, q & iok)
+    out.set("icmp_seq", rows, seq, q & sok)
+    err = ok & np.isin(typ, ICMP6_ERRORS if v6 else ICMP4_ERRORS)
+    rows, inner = rows[err], pos[err] + 8
+    if not len(rows):
+        return
+    qproto = np.zeros(len(rows), np.uint64)
+    ql4 = np.full(len(rows), -1, np.int64)
+    if not v6:
+        vihl, ok = buf.u(rows, inner, 1)
+        good = ok & buf.ok(rows, inner, 20) & (vihl >> 4 == 4) & ((vihl & 15) >= 5)
+        ident, _ = buf.u(rows, inner + 4, 2)
+        p, _ = buf.u(rows, inner + 9, 1)
+        src, _ = buf.u(rows, inner + 12, 4)
+        dst, _ = buf.u(rows, inner + 16, 4)
+        out.set("q_ip_id", rows, ident, good)
+        out.set("q_proto", rows, p, good)
+        addr.add4("q_src", rows[good], src[good])
+        addr.add4("q_dst", rows[good], dst[good])
+        qproto = np.where(good, p, 0)
+        ql4 = np.where(good, inner + (vihl & 15).astype(np.int64) * 4, -1)
+    else:
+        first, ok = buf.u(rows, inner, 1)
+        good = ok & buf.ok(rows, inner, 40) & (first >> 4 == 6)
+        nh, _ = buf.u(rows, inner + 6, 1)
+        cur = inner + 40
+        for _ in range(4):
+            ext = good & np.isin(nh, IPV6_EXT)
+            if not ext.any():
+                break
+            nxt, ok1 = buf.u(rows, cur, 1)
+            hl, ok2 = buf.u(rows, cur + 1, 1)
+            nh = np.where(ext & ok1 & ok2, nxt, np.where(ext, 255, nh))
+            cur = np.where(ext, cur + (hl.astype(np.int64) + 1) * 8, cur)
+        safe = np.where(good, inner, 0)
+        addr.add6("q_src", rows[good], _raw16(buf, rows, safe + 8)[good])
+        addr.add6("q_dst", rows[good], _raw16(buf, rows, safe + 24)[good])
+        out.set("q_proto", rows, nh, good)
+        qproto = np.where(good, nh, 0)
+        ql4 = np.where(good, cur, -1)
+    ports = (qproto == 6) | (qproto == 17)
+    for name, off, size in (("q_sport", 0, 2), ("q_dport", 2, 2)):
+        v, vok = buf.u(rows, ql4 + off, size)
+        out.set(name, rows, v, ports & vok & (ql4 >= 0))
+    v, vok = buf.u(rows, ql4 + 4, 4)
+    out.set("q_seq", rows, v, (qproto == 6) & vok & (ql4 >= 0))
