@@ -7,7 +7,7 @@ import sys
 import warnings
 
 from .errors import CaptureError, CaptureWarning
-from .families import DEFAULT_CONFIDENCE, METHODS, families
+from .families import DEFAULT_CONFIDENCE, METHODS, MIN_DIFF_US, MIN_RATIO, families
 from .match import DEFAULT_WINDOW_S, match
 from .output import rtt_csv, rtt_json, rtt_table
 from .packets import read
@@ -46,6 +46,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--method", choices=METHODS, default="robust",
                    help="robust (default): Welch ANOVA on trimmed log RTT, divisive, FWER-controlled; "
                    "qscan: nmap qscan's greedy pooled t with exact quantiles; qscan-table: qscan's table as shipped")
+    p.add_argument("--min-ratio", type=_positive, default=MIN_RATIO, metavar="R",
+                   help=f"robust: floors closer than this ratio are one family (default {MIN_RATIO:g})")
+    p.add_argument("--min-diff", type=_positive, default=MIN_DIFF_US, metavar="US",
+                   help=f"robust: floors closer than this many µs are one family (default {MIN_DIFF_US:g})")
     p.add_argument("--target", action="append", metavar="ADDR", help="only this target (repeatable)")
     p.add_argument("--format", choices=("table", "json", "csv"), default="table", help="output format")
     p.add_argument("--probes", choices=("syn", "any"), default="syn",
@@ -65,7 +69,8 @@ def cmd_rtt(args: argparse.Namespace) -> int:
     probes = match(packets, window_s=args.window)
     if args.target:
         probes = probes[probes["dst"].astype(str).isin(args.target)]
-    fams = families(probes, method=args.method, confidence=args.confidence, probes=args.probes)
+    fams = families(probes, method=args.method, confidence=args.confidence, probes=args.probes,
+                    min_ratio=args.min_ratio, min_diff_us=args.min_diff)
     meta = {
         "capture": args.capture,
         "method": args.method,

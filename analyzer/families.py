@@ -12,7 +12,8 @@ Two methods (README "Methods" says why in full):
     forwarded ports also vary more; one omnibus test per set instead of k(k-1)/2 pairwise tests, because
     pooling gives the power that ten probes a port cannot; the floor to place the cut, because the path
     shows in the lower part of the distribution. α = 1 - confidence is spent in proportion to each set's
-    share of the ports: true families are disjoint, so the chance of splitting any of them falsely is at
+    share of the ports, and a cut must also clear equivalence margins (floors ≥ 1.25× and ≥ 30 µs
+    apart): one path drifts by less over a scan. True families are disjoint, so the chance of splitting any of them falsely is at
     most α (family-wise control). Order-independent: only the data decide. Families are numbered by
     floor location, fastest first.
 
@@ -38,6 +39,11 @@ from .stats import DEFAULT_TRIM, Summary, holm, port_stats, rtt_samples, summari
 METHODS = ("robust", "qscan", "qscan-table")
 DEFAULT_CONFIDENCE = {"robust": 0.99, "qscan": 0.95, "qscan-table": 0.95}
 MIN_SAMPLES = 2
+# Equivalence margins: floors closer than this are one path. Measured in the namespace lab, one host's
+# ports differ by up to ~1.5x at tens of µs (scheduling, timer and drift over a scan); a forwarded
+# hop adds far more. Both must be exceeded; callers can lower them for quiet networks.
+MIN_RATIO = 1.25
+MIN_DIFF_US = 30.0
 # Below this an RTT is a timestamp artefact; flooring it keeps log() finite.
 _FLOOR_US = 0.001
 
@@ -47,12 +53,15 @@ def _check_confidence(confidence: float) -> None:
         raise ValueError(f"confidence must be in (0, 1), not {confidence}")
 
 
-def group_robust(samples: list[np.ndarray], confidence: float = 0.99, trim: float = DEFAULT_TRIM) -> np.ndarray:
+def group_robust(samples: list[np.ndarray], confidence: float = 0.99, trim: float = DEFAULT_TRIM,
+                 min_ratio: float = MIN_RATIO, min_diff_us: float = MIN_DIFF_US) -> np.ndarray:
     """Family label per sample (0 = fastest). Samples are RTTs in µs, each with at least two values.
 
     Divisive: a set of ports is one family unless Welch's ANOVA on trimmed log-RTT means rejects
     "all alike" at α = 1 - confidence; then it is cut in two where the weighted between-group sum of
     squares of the sorted trimmed means is largest, and each part is examined the same way.
+    A cut is made only where the two sides' floors differ by at least `min_ratio` and `min_diff_us`:
+    smaller differences are within what one path shows over a scan (clock drift, load, timer jitter).
     """
     _check_confidence(confidence)
     k = len(samples)
@@ -61,8 +70,6 @@ def group_robust(samples: list[np.ndarray], confidence: float = 0.99, trim: floa
     alpha = 1.0 - confidence
     logs = [np.log(np.maximum(np.asarray(s, float), _FLOOR_US)) for s in samples]
     full = summarize(logs, trim)
-    # Zero spread (identical RTTs at the capture's resolution) would weigh a port infinitely.
-    full = Summary(full.n, full.h, full.mean, np.maximum(np.nan_to_num(full.d, nan=np.inf), 1e-12))
     floor = np.array([_floor_location(x) for x in logs])
     labels = np.zeros(k, int)
     pending = [np.arange(k)]
@@ -74,8 +81,11 @@ def group_robust(samples: list[np.ndarray], confidence: float = 0.99, trim: floa
         if len(node) < 2 or welch_anova(_subset(full, node))[3] > alpha * len(node) / k:
             leaves.append(node)
             continue
-        left, right = _best_cut(floor, full.h, node)
-        pending += [left, right]
+        cut = _best_cut(floor, full.h, node, np.log(min_ratio), min_diff_us)
+        if cut is None:
+            leaves.append(node)
+            continue
+        pending += list(cut)
     for i, leaf in enumerate(leaves):
         labels[leaf] = i
     return _number_by_speed(labels, floor)
@@ -95,14 +105,20 @@ def _floor_location(log_rtt: np.ndarray) -> float:
     return float(x[: max(1, (len(x) + 1) // 2)].mean())
 
 
-def _best_cut(location: np.ndarray, size: np.ndarray, node: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Cut the node's ports, sorted by location, where the between-group sum of squares is largest."""
+def _best_cut(location: np.ndarray, size: np.ndarray, node: np.ndarray, min_log_ratio: float,
+              min_diff_us: float) -> tuple[np.ndarray, np.ndarray] | None:
+    """Cut the node's ports, sorted by floor location, where the between-group sum of squares is
+    largest among the cuts whose two sides differ by the margins; None when no cut does."""
     order = node[np.lexsort((node, location[node]))]
     w, x = size[order].astype(float), location[order]
     wl, wxl = np.cumsum(w)[:-1], np.cumsum(w * x)[:-1]
     wr, wxr = w.sum() - wl, (w * x).sum() - wxl
-    between = wl * wr / (wl + wr) * (wxl / wl - wxr / wr) ** 2
-    cut = int(np.argmax(between)) + 1
+    mean_l, mean_r = wxl / wl, wxr / wr
+    between = wl * wr / (wl + wr) * (mean_l - mean_r) ** 2
+    wide = (mean_r - mean_l >= min_log_ratio) & (np.exp(mean_r) - np.exp(mean_l) >= min_diff_us)
+    if not wide.any():
+        return None
+    cut = int(np.argmax(np.where(wide, between, -np.inf))) + 1
     return order[:cut], order[cut:]
 
 
@@ -173,7 +189,7 @@ def group_qscan(samples: list[np.ndarray], confidence: float = 0.95, table: bool
 
 
 def families(matches: pd.DataFrame, *, method: str = "robust", confidence: float | None = None,
-             probes: str = "syn") -> pd.DataFrame:
+             probes: str = "syn", min_ratio: float = MIN_RATIO, min_diff_us: float = MIN_DIFF_US) -> pd.DataFrame:
     """Port statistics (`port_stats`) plus each port's family and its kind, per target.
 
     `family_kind`: "answered" (a tested family), "no answer" (no reply at all: one family per target),
@@ -199,7 +215,7 @@ def families(matches: pd.DataFrame, *, method: str = "robust", confidence: float
         if testable.any():
             sub = [d for d, ok in zip(data, testable) if ok]
             if method == "robust":
-                labels[testable] = group_robust(sub, confidence)
+                labels[testable] = group_robust(sub, confidence, min_ratio=min_ratio, min_diff_us=min_diff_us)
             else:
                 labels[testable] = group_qscan(sub, confidence, table=method == "qscan-table")
         nxt = labels.max() + 1
@@ -212,7 +228,8 @@ def families(matches: pd.DataFrame, *, method: str = "robust", confidence: float
     out = table.copy()
     out["family"] = family
     out["family_kind"] = kind
-    out.attrs.update(method=method, confidence=confidence, probes=probes)
+    out.attrs.update(method=method, confidence=confidence, probes=probes, min_ratio=min_ratio,
+                     min_diff_us=min_diff_us)
     return out
 
 

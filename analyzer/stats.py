@@ -135,7 +135,13 @@ def welch_anova(s: Summary) -> tuple[float, float, float, float]:
     version. For two groups F = t² and df2 is Welch's dof, so p equals Yuen–Welch's two-sided p exactly.
     """
     k = len(s.n)
-    w = 1.0 / s.d
+    d = np.asarray(s.d, float)
+    if not (d > 0).any():  # no spread anywhere: equal means are one group, unequal ones certainly not
+        same = np.all(s.mean == s.mean[0])
+        return (0.0 if same else np.inf), float(k - 1), np.inf, (1.0 if same else 0.0)
+    # A group without spread weighs infinitely; a floor far below the others' gives the limit exactly
+    # (for two groups: Welch's t with that variance zero).
+    w = 1.0 / np.maximum(d, d.max() * 1e-15)
     u = w.sum()
     grand = (w * s.mean).sum() / u
     a = (w * (s.mean - grand) ** 2).sum() / (k - 1)

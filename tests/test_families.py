@@ -1,0 +1,125 @@
+"""Families: properties of the grouping methods and the simulation the issue sets as the bar."""
+
+import numpy as np
+import pandas as pd
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from analyzer.families import group_qscan, group_robust
+
+RNG_SEEDS = st.integers(0, 2**32 - 1)
+
+
+def same_partition(a, b):
+    a, b = np.asarray(a), np.asarray(b)
+    return all((a[i] == a[j]) == (b[i] == b[j]) for i in range(len(a)) for j in range(len(a)))
+
+
+def lab_like(rng, n_ports=8, n=10, slow=(), factor=1.6):
+    """RTT = 80 µs + lognormal (median 60 µs, σ 0.6); `slow` ports answer `factor` times slower."""
+    out = [80 + rng.lognormal(np.log(60), 0.6, n) for _ in range(n_ports)]
+    return [s * factor if i in slow else s for i, s in enumerate(out)]
+
+
+def simulate(seed, slow_count, targets=200, confidence=0.99, method="robust"):
+    rng = np.random.default_rng(seed)
+    right = 0
+    for _ in range(targets):
+        slow = set(rng.choice(8, slow_count, replace=False).tolist()) if slow_count else set()
+        samples = lab_like(rng, slow=slow)
+        truth = [int(i in slow) for i in range(8)]
+        labels = group_robust(samples, confidence) if method == "robust" else group_qscan(samples, confidence)
+        right += same_partition(labels, truth)
+    return right / targets
+
+
+def test_simulation_all_alike_kept_together():
+    """200 targets × 8 alike ports × 10 probes: at least 95 % kept in one family (qscan: ~60 %)."""
+    assert simulate(seed=2026, slow_count=0) >= 0.95
+    assert simulate(seed=2026, slow_count=0, confidence=0.95, method="qscan") < 0.8
+
+
+def test_simulation_three_slow_ports_found():
+    """3 of 8 ports answer 1.6× slower: the exact two families in at least 95 % of 200 targets."""
+    assert simulate(seed=2027, slow_count=3) >= 0.95
+    assert simulate(seed=2027, slow_count=3, confidence=0.95, method="qscan") < 0.8
+
+
+@settings(max_examples=40, deadline=None)
+@given(RNG_SEEDS, st.permutations(range(8)))
+def test_permuting_ports_changes_nothing(seed, perm):
+    samples = lab_like(np.random.default_rng(seed), slow={1, 4, 6})
+    labels = group_robust(samples)
+    permuted = group_robust([samples[i] for i in perm])
+    assert same_partition(permuted, labels[list(perm)])
+
+
+@settings(max_examples=40, deadline=None)
+@given(RNG_SEEDS, st.integers(0, 7), st.floats(1000, 20000))
+def test_one_spike_does_not_split(seed, port, spike_us):
+    """One spike (e.g. 2 ms among ~100 µs replies) in one port's ten replies never splits a family."""
+    rng = np.random.default_rng(seed)
+    samples = [100 + rng.lognormal(np.log(20), 0.3, 10) for _ in range(8)]
+    before = group_robust(samples)
+    samples[port] = samples[port].copy()
+    samples[port][rng.integers(10)] = spike_us
+    after = group_robust(samples)
+    assert same_partition(before, after) or len(set(before)) > 1  # never a new split from the spike
+    if len(set(before)) == 1:
+        assert len(set(after)) == 1
+
+
+def test_nat_like_families_are_found_and_numbered_fastest_first():
+    rng = np.random.default_rng(5)
+    local = [100 + rng.lognormal(np.log(20), 0.5, 10) for _ in range(3)]
+    forwarded = [2900 + rng.lognormal(np.log(100), 0.5, 10) for _ in range(3)]
+    labels = group_robust(forwarded[:1] + local + forwarded[1:])
+    assert labels.tolist() == [1, 0, 0, 0, 1, 1]
+
+
+@pytest.mark.parametrize("confidence", [0.5, 0.9, 0.999999])
+def test_any_confidence_in_open_interval(confidence):
+    rng = np.random.default_rng(1)
+    assert len(group_robust(lab_like(rng), confidence)) == 8
+
+
+@pytest.mark.parametrize("confidence", [0.0, 1.0, -1, 2])
+def test_confidence_outside_open_interval_refused(confidence):
+    with pytest.raises(ValueError):
+        group_robust(lab_like(np.random.default_rng(1)), confidence)
+
+
+def test_qscan_greedy_depends_on_port_order():
+    """qscan's greedy grouping is order-dependent: a middle port bridges two ports or not."""
+    a = np.array([100, 101, 99, 100, 102, 98, 100, 101, 99, 100.0])
+    b, c = a + 0.7, a + 1.4  # a ~ b and b ~ c, but a differs from c
+    in_order = group_qscan([a, b, c], 0.95)  # a opens, b joins a, c differs from a: two families
+    b_first = group_qscan([b, a, c], 0.95)  # b opens, a and c both join b: one family
+    assert len(set(in_order)) == 2 and len(set(b_first)) == 1
+    robust = group_robust([a, b, c]), group_robust([b, a, c])
+    assert same_partition(robust[0], robust[1][[1, 0, 2]])
+
+
+def test_families_frame_kinds(tmp_path):
+    from analyzer.families import families
+
+    rows = []
+    rng = np.random.default_rng(0)
+    for port, base in ((22, 100), (80, 100), (443, 3000)):
+        for i in range(10):
+            rows.append(dict(dst="10.0.0.2", protocol="tcp", dport=port, flags=2, reply_frame=1,
+                             transmissions=1, rtt_ns=int((base + rng.normal(0, 5)) * 1000)))
+    for i in range(10):
+        rows.append(dict(dst="10.0.0.2", protocol="tcp", dport=135, flags=2, reply_frame=pd.NA,
+                         transmissions=1, rtt_ns=pd.NA))
+    rows.append(dict(dst="10.0.0.2", protocol="tcp", dport=25, flags=2, reply_frame=7, transmissions=1,
+                     rtt_ns=90_000))
+    frame = pd.DataFrame(rows).astype({"flags": "UInt16", "reply_frame": "Int64", "rtt_ns": "Int64",
+                                       "dport": "UInt16"})
+    fams = families(frame).set_index("port")
+    assert fams.loc[22, "family"] == fams.loc[80, "family"] == 0
+    assert fams.loc[443, "family"] == 1
+    assert fams.loc[135, "family_kind"] == "no answer" and fams.loc[135, "family"] == 2
+    assert fams.loc[135, "loss"] == 1.0 and fams.loc[135, "sent"] == 10
+    assert fams.loc[25, "family_kind"] == "too few samples" and fams.loc[25, "family"] == -1
