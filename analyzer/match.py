@@ -116,6 +116,8 @@ def match(packets: pd.DataFrame, *, window_s: float = DEFAULT_WINDOW_S) -> pd.Da
 
     # ---- probe transmissions and their groups
     probe_rows = np.flatnonzero(tcp_probe | udp_probe | icmp_probe)
+    if not len(probe_rows):
+        return _no_probes(pk, synack, rst, flags, icmp_error, echo_reply, udp_reply, window_s)
     icmp_id, icmp_seq = _np(pk.icmp_id), _np(pk.icmp_seq)
     r = probe_rows
     tx = pd.DataFrame({
@@ -260,6 +262,34 @@ def match(packets: pd.DataFrame, *, window_s: float = DEFAULT_WINDOW_S) -> pd.Da
     return out
 
 
+def _no_probes(pk: pd.DataFrame, synack: np.ndarray, rst: np.ndarray, flags: np.ndarray, icmp_error: np.ndarray,
+               echo_reply: np.ndarray, udp_reply: np.ndarray, window_s: float) -> pd.DataFrame:
+    """The probes table with no rows (a capture of replies only, or of nothing)."""
+    # Matching a one-SYN table gives the empty probes table its exact columns and dtypes.
+    out = match(_one_probe_table(), window_s=window_s).iloc[0:0].copy()
+    answers = synack | (rst & ((flags & ACK) != 0)) | icmp_error | echo_reply | udp_reply
+    out.attrs["unsolicited_replies"] = int(answers.sum())
+    out.attrs["window_s"] = window_s
+    return out
+
+
+def _one_probe_table() -> pd.DataFrame:
+    from .schema import PACKET_COLUMNS, column, frame_from_columns
+
+    cols: dict[str, object] = {}
+    for c in PACKET_COLUMNS:
+        if c.dtype == "category":
+            cols[c.name] = pd.Categorical.from_codes([0], categories=pd.Index(["0.0.0.0"], dtype=object))
+        elif c.dtype == "bool":
+            cols[c.name] = np.zeros(1, bool)
+        else:
+            present = None if c.name in ("ip_proto", "tcp_flags", "sport", "dport", "seq", "ack", "payload_len") \
+                else np.zeros(1, bool)
+            value = {"ip_proto": 6, "tcp_flags": SYN, "ip_version": 4}.get(c.name, 0)
+            cols[c.name] = column(c.dtype, np.array([value]), present)
+    return frame_from_columns(cols)
+
+
 def _udp_replies(udp: np.ndarray, src: np.ndarray, dst: np.ndarray, sport: np.ndarray, dport: np.ndarray,
                  ts: np.ndarray, window_ns: int) -> np.ndarray:
     """UDP datagrams that follow, within the window, a datagram going the other way on the same ports."""
@@ -275,3 +305,4 @@ def _udp_replies(udp: np.ndarray, src: np.ndarray, dst: np.ndarray, sport: np.nd
                            tolerance=window_ns)
     result[merged["i"].to_numpy()] = merged["seen"].fillna(False).to_numpy(bool)
     return result
+

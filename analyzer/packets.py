@@ -23,7 +23,7 @@ LINKTYPE_NULL, LINKTYPE_ETHERNET, LINKTYPE_RAW, LINKTYPE_LOOP = 0, 1, 101, 108
 LINKTYPE_SLL, LINKTYPE_SLL2, LINKTYPE_IPV4, LINKTYPE_IPV6 = 113, 276, 228, 229
 RAW_LINKTYPES = (LINKTYPE_RAW, 12, 14, LINKTYPE_IPV4, LINKTYPE_IPV6)
 VLAN_TPIDS = (0x8100, 0x88A8, 0x9100)
-ETH_IPV4, ETH_IPV6 = 0x0800, 0x86DD
+ETH_IPV4, ETH_IPV6, ETH_ARP = 0x0800, 0x86DD, 0x0806
 IPV6_EXT = (0, 43, 60, 135, 139, 140)  # hop-by-hop, routing, dest opts, mobility, HIP, shim6: (len+1)*8
 IPV6_FRAG, IPV6_AH = 44, 51
 ICMP4_ERRORS = (3, 4, 5, 11, 12)
@@ -94,6 +94,9 @@ def decode(rec: Records) -> pd.DataFrame:
     out = _Columns(n)
     malformed = np.zeros(n, bool)
     l3, ethertype = _link(buf, rec, out)
+    # A frame too short for its own link header is malformed (tshark agrees); unknown link types are not.
+    known = np.isin(rec.linktype, (LINKTYPE_ETHERNET, LINKTYPE_SLL, LINKTYPE_SLL2, LINKTYPE_NULL, LINKTYPE_LOOP) + RAW_LINKTYPES)
+    malformed |= known & (l3 < 0)
     addr = _Addresses()
     _ip(buf, l3, ethertype, out, addr, malformed)
     cols: dict[str, object] = {
@@ -204,36 +207,37 @@ class _Addresses:
     """
 
     def __init__(self) -> None:
-        self.v4: dict[str, tuple[np.ndarray, np.ndarray]] = {}
-        self.v6: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+        # Per column, the (rows, values) segments added so far: IPv4, ARP and quoted headers add to the
+        # same columns at different rows.
+        self.v4: list[tuple[str, np.ndarray, np.ndarray]] = []
+        self.v6: list[tuple[str, np.ndarray, np.ndarray]] = []
         self._built = False
 
     def add4(self, name: str, rows: np.ndarray, value: np.ndarray) -> None:
-        self.v4[name] = (rows, value.astype(np.uint32))
+        self.v4.append((name, rows, value.astype(np.uint32)))
 
     def add6(self, name: str, rows: np.ndarray, raw16: np.ndarray) -> None:
-        self.v6[name] = (rows, raw16)
+        self.v6.append((name, rows, raw16))
 
     def _build(self) -> None:
         if self._built:
             return
-        v4_all = [v for _, v in self.v4.values()]
-        v4_vals = np.concatenate(v4_all) if v4_all else np.zeros(0, np.uint32)
+        v4_vals = np.concatenate([v for _, _, v in self.v4]) if self.v4 else np.zeros(0, np.uint32)
         self.u4, inv4 = np.unique(v4_vals, return_inverse=True)
-        v6_all = [v for _, v in self.v6.values()]
-        v6_vals = np.concatenate(v6_all) if v6_all else np.zeros((0, 16), np.uint8)
+        v6_vals = np.concatenate([v for _, _, v in self.v6]) if self.v6 else np.zeros((0, 16), np.uint8)
         if len(v6_vals):
             self.u6, inv6 = np.unique(v6_vals, axis=0, return_inverse=True)
         else:
             self.u6, inv6 = np.zeros((0, 16), np.uint8), np.zeros(0, np.int64)
-        self.code4, self.code6 = {}, {}
+        inv4, inv6 = inv4.reshape(-1), inv6.reshape(-1) + len(self.u4)
+        self.segments: list[tuple[str, np.ndarray, np.ndarray]] = []
         i = 0
-        for name, (rows, _) in self.v4.items():
-            self.code4[name] = inv4.reshape(-1)[i : i + len(rows)]
+        for name, rows, _ in self.v4:
+            self.segments.append((name, rows, inv4[i : i + len(rows)]))
             i += len(rows)
         i = 0
-        for name, (rows, _) in self.v6.items():
-            self.code6[name] = inv6.reshape(-1)[i : i + len(rows)] + len(self.u4)
+        for name, rows, _ in self.v6:
+            self.segments.append((name, rows, inv6[i : i + len(rows)]))
             i += len(rows)
         self._built = True
 
@@ -246,10 +250,9 @@ class _Addresses:
     def codes(self, name: str, n: int) -> np.ndarray:
         self._build()
         codes = np.full(n, -1, np.int64)
-        if name in self.v4:
-            codes[self.v4[name][0]] = self.code4[name]
-        if name in self.v6:
-            codes[self.v6[name][0]] = self.code6[name]
+        for seg_name, rows, seg_codes in self.segments:
+            if seg_name == name:
+                codes[rows] = seg_codes
         return codes
 
 
@@ -344,21 +347,41 @@ def _ip(buf: _Bytes, l3: np.ndarray, etype: np.ndarray, out: _Columns, addr: _Ad
         l4_end[rows[has_l4]] = end[has_l4]
         proto[rows[has_l4]] = nh[has_l4]
 
+    _arp(buf, np.flatnonzero((l3 >= 0) & (etype == ETH_ARP)), l3, out, addr)
     _tcp(buf, np.flatnonzero((l4 >= 0) & (proto == 6)), l4, l4_end, out, malformed)
     _udp(buf, np.flatnonzero((l4 >= 0) & (proto == 17)), l4, l4_end, out, malformed)
     _icmp(buf, np.flatnonzero((l4 >= 0) & (proto == 1)), l4, out, addr, v6=False)
     _icmp(buf, np.flatnonzero((l4 >= 0) & (proto == 58)), l4, out, addr, v6=True)
 
 
+def _arp(buf: _Bytes, rows: np.ndarray, l3: np.ndarray, out: _Columns, addr: _Addresses) -> None:
+    """ARP for IPv4 over Ethernet: the operation, and the protocol addresses as src / dst."""
+    if not len(rows):
+        return
+    pos = l3[rows]
+    head, ok = buf.u(rows, pos, 6)  # htype(2) ptype(2) hlen(1) plen(1)
+    good = ok & (head == 0x000108000604) & buf.ok(rows, pos, 28)
+    rows, pos = rows[good], pos[good]
+    op, _ = buf.u(rows, pos + 6, 2)
+    spa, _ = buf.u(rows, pos + 14, 4)
+    tpa, _ = buf.u(rows, pos + 24, 4)
+    out.set("arp_op", rows, op)
+    addr.add4("src", rows, spa)
+    addr.add4("dst", rows, tpa)
+
+
 def _tcp(buf: _Bytes, rows: np.ndarray, l4: np.ndarray, l4_end: np.ndarray, out: _Columns, malformed: np.ndarray) -> None:
     if not len(rows):
         return
     pos = l4[rows]
-    complete = buf.ok(rows, pos, 20)
+    # A field must lie inside both the captured bytes and the IP packet: bytes past the IP length are
+    # padding or garbage, never TCP header.
+    inside = l4_end[rows]
+    complete = buf.ok(rows, pos, 20) & (pos + 20 <= inside)
     # Ports and sequence number sit in the first 8 bytes: keep them even when the header is cut short.
     for name, off, size in (("sport", 0, 2), ("dport", 2, 2), ("seq", 4, 4)):
         v, ok = buf.u(rows, pos + off, size)
-        out.set(name, rows, v, ok)
+        out.set(name, rows, v, ok & (pos + off + size <= inside))
     malformed[rows[~complete]] = True
     rows, pos = rows[complete], pos[complete]
     ack, _ = buf.u(rows, pos + 8, 4)
@@ -411,10 +434,12 @@ def _udp(buf: _Bytes, rows: np.ndarray, l4: np.ndarray, l4_end: np.ndarray, out:
     if not len(rows):
         return
     pos = l4[rows]
+    inside = l4_end[rows]
     for name, off in (("sport", 0), ("dport", 2)):
         v, ok = buf.u(rows, pos + off, 2)
-        out.set(name, rows, v, ok)
+        out.set(name, rows, v, ok & (pos + off + 2 <= inside))
     ulen, ok = buf.u(rows, pos + 4, 2)
+    ok &= pos + 8 <= inside
     seg = l4_end[rows] - pos
     good = ok & (ulen >= 8)
     malformed[rows[ok & ~good]] = True
