@@ -9,7 +9,7 @@ import warnings
 from .errors import CaptureError, CaptureWarning
 from .families import DEFAULT_CONFIDENCE, METHODS, MIN_DIFF_US, MIN_RATIO, families
 from .match import DEFAULT_WINDOW_S, match
-from .output import rtt_csv, rtt_json, rtt_table
+from .output import hosts_table, rtt_csv, rtt_json, rtt_table, scans_csv, scans_json, scans_table
 from .packets import read
 
 
@@ -56,7 +56,47 @@ def build_parser() -> argparse.ArgumentParser:
                    help="probes to draw RTTs from: bare SYNs (default, as qscan) or every probe")
     p.add_argument("--window", type=_positive, default=DEFAULT_WINDOW_S, metavar="SECONDS",
                    help=f"reply window: later replies are unsolicited and the probe lost (default {DEFAULT_WINDOW_S:g})")
+    for name, text in (("scans", "port scans: scanner, target, technique, phases, tool, and each port's state"),
+                       ("hosts", "hosts: MAC, vendor (offline OUI table), OS hints with their evidence")):
+        q = sub.add_parser(name, help=text, description=text)
+        q.add_argument("capture", help="pcap or pcapng file (gzip-compressed is fine)")
+        q.add_argument("--format", choices=("table", "json", "csv"), default="table", help="output format")
+        q.add_argument("--window", type=_positive, default=DEFAULT_WINDOW_S, metavar="SECONDS",
+                       help="reply window (default 10)")
     return parser
+
+
+def _scan_results(args: argparse.Namespace) -> tuple:
+    from .hosts import hosts
+    from .scans import scans
+
+    packets = read(args.capture)
+    probes = match(packets, window_s=args.window)
+    found, states = scans(packets, probes)
+    return packets, found, states, hosts(packets, probes, states)
+
+
+def cmd_scans(args: argparse.Namespace) -> int:
+    packets, found, states, host_table = _scan_results(args)
+    meta = {"capture": args.capture, "packets": len(packets)}
+    if args.format == "json":
+        print(scans_json(found, states, host_table, meta))
+    elif args.format == "csv":
+        sys.stdout.write(scans_csv(states))
+    else:
+        print(scans_table(found, states, meta))
+    return 0
+
+
+def cmd_hosts(args: argparse.Namespace) -> int:
+    packets, found, states, host_table = _scan_results(args)
+    if args.format == "json":
+        print(scans_json(found.iloc[0:0], states.iloc[0:0], host_table, {"capture": args.capture}))
+    elif args.format == "csv":
+        sys.stdout.write(host_table.to_csv(index=False))
+    else:
+        print(hosts_table(host_table))
+    return 0
 
 
 def _warn_line(message, category, filename, lineno, file=None, line=None) -> None:  # noqa: ANN001
@@ -89,7 +129,7 @@ def cmd_rtt(args: argparse.Namespace) -> int:
     return 0
 
 
-COMMANDS = {"rtt": cmd_rtt}
+COMMANDS = {"rtt": cmd_rtt, "scans": cmd_scans, "hosts": cmd_hosts}
 
 
 def main(argv: list[str] | None = None) -> int:

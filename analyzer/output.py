@@ -66,3 +66,80 @@ def rtt_table(fams: pd.DataFrame, meta: dict[str, object]) -> str:
         if "too few samples" in notes:
             lines.append("+ fewer than two RTT samples: cannot be tested, no family")
     return "\n".join(lines)
+
+
+def service_name(port: int, protocol: str) -> str:
+    """The system's name for a port (/etc/services), as nmap's SERVICE column shows it."""
+    import socket
+
+    try:
+        return socket.getservbyport(int(port), protocol)
+    except (OSError, OverflowError):
+        return "unknown"
+
+
+def _epoch_text(seconds: float) -> str:
+    import datetime as dt
+
+    return dt.datetime.fromtimestamp(seconds, dt.timezone.utc).strftime("%Y-%m-%d %H:%M:%S.%f")[:-3] + " UTC"
+
+
+def scans_json(scans: pd.DataFrame, states: pd.DataFrame, hosts: pd.DataFrame, meta: dict[str, object]) -> str:
+    out = []
+    for _, s in scans.iterrows():
+        mine = states[(states["phase"] == s["phase"]) & (states["target"] == s["target"])]
+        ports = [{"port": int(r["port"]), "protocol": r["protocol"], "state": r["state"], "reason": r["reason"],
+                  "service": service_name(r["port"], r["protocol"]), "probes": int(r["probes"])}
+                 for _, r in mine.iterrows()]
+        out.append({k: _num(s[k], 6 if k in ("first", "last") else 2) for k in scans.columns} | {"ports": ports})
+    host_list = [{k: (None if pd.isna(v) else _num(v)) for k, v in h.items()} for _, h in hosts.iterrows()]
+    return json.dumps({**meta, "scans": out, "hosts": host_list}, indent=2)
+
+
+def scans_csv(states: pd.DataFrame) -> str:
+    return states.to_csv(index=False)
+
+
+def scans_table(scans: pd.DataFrame, states: pd.DataFrame, meta: dict[str, object], hide_over: int = 25) -> str:
+    """Per scan phase and target, the table its operator would have seen: PORT STATE SERVICE."""
+    lines = [f"# {meta['capture']}: {len(scans)} scan(s)"]
+    if scans.empty:
+        lines.append("no port scan found")
+    for _, s in scans.iterrows():
+        lines.append("")
+        tool = s["tool"] if s["tool"] != "unknown" else "tool unknown"
+        lines.append(f"{s['type']} scan ({s['flags'] or '-'}) {s['scanner']} -> {s['target']}  [{tool}; {s['shape']}; "
+                     f"{s['probes']} probes, {s['rate']:.1f}/s]")
+        lines.append(f"  {_epoch_text(s['first'])} .. {_epoch_text(s['last'])}")
+        if s["tool_evidence"]:
+            lines.append(f"  tool evidence: {s['tool_evidence']}")
+        mine = states[(states["phase"] == s["phase"]) & (states["target"] == s["target"])]
+        shown = mine
+        note = ""
+        if len(mine) > hide_over:
+            common = mine["state"].mode().iloc[0]
+            hidden = mine[mine["state"] == common]
+            shown = mine[mine["state"] != common]
+            note = f"Not shown: {len(hidden)} {common} ports"
+        rows = [[f"{int(r['port'])}/{r['protocol']}", r["state"], service_name(r["port"], r["protocol"])]
+                for _, r in shown.iterrows()]
+        if note:
+            lines.append(note)
+        header = ["PORT", "STATE", "SERVICE"]
+        widths = [max(len(x) for x in col) for col in zip(header, *rows)] if rows else [len(h) for h in header]
+        for row in [header] + rows:
+            lines.append("  ".join(c.ljust(w) for c, w in zip(row, widths)).rstrip())
+    return "\n".join(lines)
+
+
+def hosts_table(hosts: pd.DataFrame) -> str:
+    lines = []
+    for _, h in hosts.iterrows():
+        lines.append(f"{h['address']}")
+        if h["mac"]:
+            lines.append(f"  MAC {h['mac']} ({h['vendor']})")
+        if h["os"]:
+            lines.append(f"  OS hint: {h['os']}")
+        elif h["os_evidence"]:
+            lines.append(f"  evidence: {h['os_evidence']}")
+    return "\n".join(lines) if lines else "no hosts"

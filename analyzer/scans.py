@@ -1,0 +1,291 @@
+"""Packets + probes → port scans: who scanned whom, with which technique, and what each port's state was.
+
+Every rule is in one place and visible (STYLE: "classify in one place"):
+
+* A probe's **technique** follows from its protocol and TCP flags alone (`TECHNIQUES`); a SYN phase is a
+  CONNECT scan when the prober completed handshakes (an ACK answering the SYN/ACK), and an ACK phase is
+  read as a WINDOW scan when its RSTs carry non-zero windows (the probes are the same; only the reading
+  of the replies differs, as in nmap's -sA and -sW).
+* A probe is **scan-like** when its prober sent no payload on the 4-tuple (ordinary clients send data;
+  scanners, even connect() scanners, do not). A set of scan-like probes is a **scan** when it touches at
+  least `MIN_PORTS` ports of one target (vertical), or one port of `MIN_HOSTS` targets (horizontal), or
+  uses stealth flags (anything but a bare SYN), or repeats `MIN_REPEATS` SYNs to one port (qscan-style).
+* **Phases**: per scanner, probes of one technique; a silence longer than `PHASE_GAP_S` starts a new one.
+* **Port states**: nmap's rules per technique (`state_of`), from the first reply to any of the port's
+  probes in the phase. No reply is "filtered" / "open|filtered" as nmap would say; a port whose replies
+  contradict each other is "unknown" rather than a guess.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+from .flags import ACK, CWR, ECE, FIN, PSH, RST, SYN, URG, flag_text
+from .match import match as match_probes
+
+MIN_PORTS = 3
+MIN_HOSTS = 5
+MIN_REPEATS = 5
+PHASE_GAP_S = 60.0
+# ICMP destination-unreachable codes nmap reads as "filtered" (3, port unreachable, is "closed" for UDP)
+FILTERED_CODES = (0, 1, 2, 3, 9, 10, 13)
+ICMP6_FILTERED_CODES = (0, 1, 3, 4)  # no route, admin prohibited, address unreachable, port (TCP)
+
+# flags (SYN, ACK, FIN, RST, PSH, URG, ECE, CWR) of the probe → technique, as nmap names its scans
+TECHNIQUES: dict[int, str] = {
+    SYN: "SYN",
+    FIN: "FIN",
+    0: "NULL",
+    FIN | PSH | URG: "XMAS",
+    ACK: "ACK",
+    FIN | ACK: "MAIMON",
+    RST: "RST",
+}
+STATE_RULES = """
+technique        reply                         state
+SYN, CONNECT     SYN/ACK                       open
+                 RST                           closed
+                 ICMP unreachable (filtering)  filtered
+                 none                          filtered
+FIN, NULL, XMAS, MAIMON, RST
+                 RST                           closed
+                 ICMP unreachable              filtered
+                 none                          open|filtered
+ACK              RST                           unfiltered
+                 ICMP unreachable / none       filtered
+WINDOW           RST with window > 0           open
+                 RST with window 0             closed
+                 ICMP unreachable / none       filtered
+UDP              UDP                           open
+                 ICMP port unreachable         closed
+                 other ICMP unreachable        filtered
+                 none                          open|filtered
+CUSTOM           as SYN (nmap's default base for --scanflags)
+IPPROTO          reply in that protocol        open
+                 ICMP protocol unreachable     closed
+                 other ICMP unreachable        filtered
+                 none                          open|filtered
+"""
+
+
+@dataclass(frozen=True)
+class ScanConfig:
+    min_ports: int = MIN_PORTS
+    min_hosts: int = MIN_HOSTS
+    min_repeats: int = MIN_REPEATS
+    phase_gap_s: float = PHASE_GAP_S
+
+
+def technique_of(protocol: str, flags: int) -> str:
+    """The scan technique a single probe belongs to (before the SYN/CONNECT and ACK/WINDOW readings)."""
+    if protocol == "udp":
+        return "UDP"
+    if protocol == "icmp":
+        return "PING"
+    base = flags & (SYN | ACK | FIN | RST | PSH | URG | ECE | CWR)
+    return TECHNIQUES.get(base, "CUSTOM")
+
+
+def state_of(technique: str, reply_kind: str | None, reply_flags: int, icmp_type: int, icmp_code: int,
+             window: int, ip_version: int) -> str:
+    """nmap's reading of one reply (or of none) for a probe of `technique` (see STATE_RULES)."""
+    unreach = reply_kind == "icmp" and ((ip_version == 4 and icmp_type == 3) or (ip_version == 6 and icmp_type == 1))
+    port_unreach = unreach and ((ip_version == 4 and icmp_code == 3) or (ip_version == 6 and icmp_code == 4))
+    if technique == "UDP":
+        if reply_kind == "udp":
+            return "open"
+        if port_unreach:
+            return "closed"
+        return "filtered" if unreach else "open|filtered"
+    if technique in ("SYN", "CONNECT", "CUSTOM"):
+        if reply_kind == "syn-ack":
+            return "open"
+        if reply_kind == "rst":
+            return "closed"
+        return "filtered"
+    if technique in ("FIN", "NULL", "XMAS", "MAIMON", "RST"):
+        if reply_kind == "rst":
+            return "closed"
+        if reply_kind == "syn-ack":  # no RFC 793 stack answers these with SYN/ACK
+            return "unknown"
+        return "filtered" if unreach else "open|filtered"
+    if technique == "ACK":
+        return "unfiltered" if reply_kind == "rst" else "filtered"
+    if technique == "WINDOW":
+        if reply_kind == "rst":
+            return "open" if window > 0 else "closed"
+        return "filtered"
+    return "unknown"
+
+
+def _scan_like(packets: pd.DataFrame, probes: pd.DataFrame) -> np.ndarray:
+    """Probes whose prober never sent payload on the probe's 4-tuple (ordinary clients do)."""
+    data = packets[(packets["payload_len"].fillna(0) > 0) & packets["sport"].notna()]
+    sent = set(zip(data["src"].astype(str), data["dst"].astype(str), data["sport"].astype(int),
+                   data["dport"].astype(int), data["ip_proto"].astype(int)))
+    proto_num = probes["protocol"].map({"tcp": 6, "udp": 17, "icmp": -1}).astype(int)
+    keys = zip(probes["src"].astype(str), probes["dst"].astype(str), probes["sport"].fillna(0).astype(int),
+               probes["dport"].fillna(0).astype(int), proto_num)
+    tcp_like = np.array([k not in sent for k in keys], bool)
+    # UDP and ICMP carry payload by nature: judged by breadth alone, later.
+    return np.where(probes["protocol"].astype(str).to_numpy() == "tcp", tcp_like, True)
+
+
+def _connects(packets: pd.DataFrame, probes: pd.DataFrame) -> np.ndarray:
+    """SYN probes whose prober completed the handshake: an ACK with ack = SYN/ACK seq + 1 on the 4-tuple."""
+    flags = packets["tcp_flags"].fillna(0).astype(int).to_numpy()
+    acks = packets[(flags & (SYN | ACK | RST)) == ACK]
+    completed = set(zip(acks["src"].astype(str), acks["dst"].astype(str), acks["sport"].astype(int),
+                        acks["dport"].astype(int), acks["ack"].astype(int)))
+    synacks = packets.set_index("frame")
+    out = np.zeros(len(probes), bool)
+    answered = probes["reply_kind"].astype(str).to_numpy() == "syn-ack"
+    for i in np.flatnonzero(answered):
+        p = probes.iloc[i]
+        reply = synacks.loc[int(p["reply_frame"])]
+        out[i] = (str(p["src"]), str(p["dst"]), int(p["sport"]), int(p["dport"]),
+                  (int(reply["seq"]) + 1) % (1 << 32)) in completed
+    return out
+
+
+def classify_probes(packets: pd.DataFrame, probes: pd.DataFrame | None = None) -> pd.DataFrame:
+    """The probes table with each probe's `technique`, `scan_like` flag and provisional state."""
+    probes = match_probes(packets) if probes is None else probes
+    p = probes.copy()
+    flags = p["flags"].fillna(0).astype(int).to_numpy()
+    proto = p["protocol"].astype(str).to_numpy()
+    p["technique"] = [technique_of(pr, f) for pr, f in zip(proto, flags)]
+    p["scan_like"] = _scan_like(packets, p) if len(p) else np.zeros(0, bool)
+    p["completed"] = _connects(packets, p) if len(p) else np.zeros(0, bool)
+    rows = np.searchsorted(packets["frame"].to_numpy(), p["probe_frame"].to_numpy())
+    p["probe_window"] = packets["window"].to_numpy()[rows] if len(p) else []
+    p["probe_options"] = packets["tcp_options"].to_numpy()[rows] if len(p) else []
+    p["probe_ttl"] = packets["ttl"].to_numpy()[rows] if len(p) else []
+    return p
+
+
+def _phases(p: pd.DataFrame, cfg: ScanConfig) -> pd.Series:
+    """Phase number per probe: per (scanner, technique, probe header signature), split by silences.
+
+    The signature (TCP window and option layout of the probe) tells tools apart when one scanner runs
+    several in a row: nmap's raw SYNs, the kernel's connect() SYNs and hping3's differ in both.
+    """
+    fam = p["technique"].replace({"CONNECT": "SYN", "WINDOW": "ACK"})
+    parts = pd.DataFrame({"src": p["src"].astype(object), "fam": fam.astype(object),
+                          "flags": np.where(fam == "CUSTOM", p["flags"].astype(object), -1),
+                          "win": p["probe_window"].astype(object), "opts": p["probe_options"].astype(object)})
+    key = parts.fillna(-1).groupby(list(parts.columns), sort=True, dropna=False).ngroup()
+    order = np.lexsort((p["ts_ns"].to_numpy(), key.to_numpy()))
+    k, ts = key.to_numpy()[order], p["ts_ns"].to_numpy()[order]
+    new = np.ones(len(order), bool)
+    new[1:] = (k[1:] != k[:-1]) | (ts[1:] - ts[:-1] > cfg.phase_gap_s * 1e9)
+    phase = np.empty(len(order), int)
+    phase[order] = np.cumsum(new) - 1
+    return pd.Series(phase, index=p.index)
+
+
+def scans(packets: pd.DataFrame, probes: pd.DataFrame | None = None, *, config: ScanConfig = ScanConfig()) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Scans found in a capture: (scans table, port states table).
+
+    scans: one row per (phase, target): scanner, target, type, flags, first, last (epoch s), probes,
+    ports_probed, rate (probes/s), shape (vertical | horizontal | block), phase, tool, tool_evidence.
+    port states: scanner, target, phase, type, protocol, port, state, reason, probes, reply_ttl,
+    reply_window.
+    """
+    from .tools import tool_of_phase
+
+    p = classify_probes(packets, probes)
+    p = p[p["scan_like"] & p["src"].notna() & (p["protocol"].astype(str) != "icmp")]
+    if p.empty:
+        return _empty_scans(), _empty_states()
+    p = p.assign(phase=_phases(p, config))
+    rows, states = [], []
+    for phase, ph in p.groupby("phase", sort=False):
+        technique = ph["technique"].iloc[0]
+        if technique == "SYN":
+            answered_open = ph["reply_kind"].astype(str) == "syn-ack"
+            if answered_open.any() and ph.loc[answered_open, "completed"].mean() > 0.5:
+                technique = "CONNECT"
+        if technique == "ACK":
+            rst = ph["reply_kind"].astype(str) == "rst"
+            if rst.any() and (ph.loc[rst, "reply_window"].fillna(0).astype(int) > 0).any():
+                technique = "WINDOW"
+        n_targets = ph["dst"].astype(str).nunique()
+        n_ports = ph["dport"].nunique()
+        per_port_repeats = ph.groupby(["dst", "dport"], observed=True).size().max()
+        stealth = technique not in ("SYN", "CONNECT", "UDP")
+        big_enough = (n_ports >= config.min_ports or n_targets >= config.min_hosts or per_port_repeats >= config.min_repeats
+                      or (stealth and len(ph) >= 2))
+        if not big_enough:
+            continue
+        shape = "vertical" if n_targets == 1 else ("horizontal" if n_ports == 1 else "block")
+        flags_text = flag_text(int(ph["flags"].fillna(0).iloc[0])) if technique != "UDP" else ""
+        tool, evidence = tool_of_phase(packets, ph, technique)
+        for target, tp in ph.groupby(ph["dst"].astype(str), sort=False):
+            first, last = int(tp["ts_ns"].min()), int(tp["ts_ns"].max())
+            dur = (last - first) / 1e9
+            rows.append(dict(phase=int(phase), scanner=str(tp["src"].iloc[0]), target=target, type=technique,
+                             flags=flags_text, first=first / 1e9, last=last / 1e9, probes=len(tp),
+                             ports_probed=int(tp["dport"].nunique()), rate=(len(tp) / dur if dur > 0 else float(len(tp))),
+                             shape=shape, tool=tool, tool_evidence=evidence))
+            states.extend(_port_states(tp, technique, int(phase)))
+    scans_df = pd.DataFrame(rows) if rows else _empty_scans()
+    states_df = pd.DataFrame(states) if states else _empty_states()
+    if len(scans_df):
+        scans_df = scans_df.sort_values(["first", "scanner", "target"], kind="stable").reset_index(drop=True)
+    return scans_df, states_df
+
+
+def _port_states(tp: pd.DataFrame, technique: str, phase: int) -> list[dict]:
+    out = []
+    for (proto, port), pp in tp.groupby([tp["protocol"].astype(str), tp["dport"].astype(int)], sort=True):
+        readings = []
+        for _, r in pp.iterrows():
+            kind = None if pd.isna(r["reply_kind"]) else str(r["reply_kind"])
+            readings.append(state_of(technique, kind, int(r["reply_flags"]) if pd.notna(r["reply_flags"]) else 0,
+                                     int(r["reply_icmp_type"]) if pd.notna(r["reply_icmp_type"]) else -1,
+                                     int(r["reply_icmp_code"]) if pd.notna(r["reply_icmp_code"]) else -1,
+                                     int(r["reply_window"]) if pd.notna(r["reply_window"]) else 0,
+                                     int(r["ip_version"])))
+        answered = [s for s, k in zip(readings, pp["reply_kind"]) if pd.notna(k)]
+        if answered:
+            state = answered[0] if len(set(answered)) == 1 else "unknown"
+            reason = "contradicting replies" if state == "unknown" else _reason(pp[pp["reply_kind"].notna()].iloc[0])
+        else:
+            state, reason = readings[0], "no-response"
+        first = pp[pp["reply_kind"].notna()].head(1)
+        out.append(dict(scanner=str(pp["src"].iloc[0]), target=str(pp["dst"].iloc[0]), phase=phase, type=technique,
+                        protocol=proto, port=port, state=state, reason=reason, probes=len(pp),
+                        reply_ttl=int(first["reply_ttl"].iloc[0]) if len(first) and pd.notna(first["reply_ttl"].iloc[0]) else None,
+                        reply_window=int(first["reply_window"].iloc[0]) if len(first) and pd.notna(first["reply_window"].iloc[0]) else None))
+    return out
+
+
+def _reason(r: pd.Series) -> str:
+    """nmap's --reason words for a reply."""
+    kind = str(r["reply_kind"])
+    if kind == "syn-ack":
+        return "syn-ack"
+    if kind == "rst":
+        return "reset"
+    if kind == "udp":
+        return "udp-response"
+    if kind == "icmp":
+        t, c = int(r["reply_icmp_type"]), int(r["reply_icmp_code"])
+        names = {(3, 3): "port-unreach", (3, 13): "admin-prohibited", (3, 1): "host-unreach", (3, 0): "net-unreach",
+                 (3, 2): "proto-unreach", (3, 9): "net-prohibited", (3, 10): "host-prohibited"}
+        return names.get((t, c), f"icmp-{t}-{c}") if int(r["ip_version"]) == 4 else f"icmpv6-{t}-{c}"
+    return kind
+
+
+def _empty_scans() -> pd.DataFrame:
+    return pd.DataFrame(columns=["phase", "scanner", "target", "type", "flags", "first", "last", "probes",
+                                 "ports_probed", "rate", "shape", "tool", "tool_evidence"])
+
+
+def _empty_states() -> pd.DataFrame:
+    return pd.DataFrame(columns=["scanner", "target", "phase", "type", "protocol", "port", "state", "reason",
+                                 "probes", "reply_ttl", "reply_window"])

@@ -1,0 +1,67 @@
+"""nmap's port-state rules, one row per (technique, reply), as the nmap book documents them."""
+
+import pytest
+
+from analyzer.flags import ACK, FIN, PSH, RST, SYN, URG, flag_text
+from analyzer.hosts import initial_ttl, ip_id_class, option_layout
+from analyzer.scans import state_of, technique_of
+
+import numpy as np
+
+RULES = [
+    # technique, reply kind, icmp type, code, rst window, ip version → state
+    ("SYN", "syn-ack", -1, -1, 0, 4, "open"),
+    ("SYN", "rst", -1, -1, 0, 4, "closed"),
+    ("SYN", None, -1, -1, 0, 4, "filtered"),
+    ("SYN", "icmp", 3, 13, 0, 4, "filtered"),
+    ("CONNECT", "syn-ack", -1, -1, 0, 4, "open"),
+    ("FIN", "rst", -1, -1, 0, 4, "closed"),
+    ("FIN", None, -1, -1, 0, 4, "open|filtered"),
+    ("NULL", "icmp", 3, 1, 0, 4, "filtered"),
+    ("XMAS", None, -1, -1, 0, 4, "open|filtered"),
+    ("MAIMON", "rst", -1, -1, 0, 4, "closed"),
+    ("ACK", "rst", -1, -1, 0, 4, "unfiltered"),
+    ("ACK", None, -1, -1, 0, 4, "filtered"),
+    ("ACK", "icmp", 3, 10, 0, 4, "filtered"),
+    ("WINDOW", "rst", -1, -1, 512, 4, "open"),
+    ("WINDOW", "rst", -1, -1, 0, 4, "closed"),
+    ("WINDOW", None, -1, -1, 0, 4, "filtered"),
+    ("UDP", "udp", -1, -1, 0, 4, "open"),
+    ("UDP", "icmp", 3, 3, 0, 4, "closed"),
+    ("UDP", "icmp", 3, 13, 0, 4, "filtered"),
+    ("UDP", "icmp", 3, 9, 0, 4, "filtered"),
+    ("UDP", None, -1, -1, 0, 4, "open|filtered"),
+    ("UDP", "icmp", 1, 4, 0, 6, "closed"),  # ICMPv6 port unreachable
+    ("UDP", "icmp", 1, 1, 0, 6, "filtered"),  # ICMPv6 administratively prohibited
+    ("CUSTOM", "syn-ack", -1, -1, 0, 4, "open"),
+    ("FIN", "syn-ack", -1, -1, 0, 4, "unknown"),  # impossible for RFC 793 stacks: never guessed
+]
+
+
+@pytest.mark.parametrize("technique,kind,itype,icode,window,version,expected", RULES)
+def test_state_rules(technique, kind, itype, icode, window, version, expected):
+    assert state_of(technique, kind, 0, itype, icode, window, version) == expected
+
+
+@pytest.mark.parametrize("flags,technique", [
+    (SYN, "SYN"), (FIN, "FIN"), (0, "NULL"), (FIN | PSH | URG, "XMAS"), (ACK, "ACK"), (FIN | ACK, "MAIMON"),
+    (RST, "RST"), (SYN | 0x40 | 0x80, "CUSTOM"), (SYN | FIN, "CUSTOM"),
+])
+def test_technique_from_flags(flags, technique):
+    assert technique_of("tcp", flags) == technique
+
+
+def test_flag_text_is_nmaps_letters():
+    assert flag_text(SYN | 0x40 | 0x80) == "SEC"
+    assert flag_text(FIN | PSH | URG) == "FPU"
+    assert flag_text(0) == ""
+
+
+def test_os_evidence_helpers():
+    assert [initial_ttl(t) for t in (30, 63, 64, 65, 127, 200)] == [32, 64, 64, 128, 128, 255]
+    linux = (2 << 56) | (4 << 48) | (8 << 40) | (1 << 32) | (3 << 24)
+    assert option_layout(linux) == "MSS,SACK,TS,NOP,WS"
+    assert option_layout(2 << 56) == "MSS"
+    assert ip_id_class(np.array([0, 0, 0])) == "zero"
+    assert ip_id_class(np.array([100, 101, 103, 104])) == "incremental"
+    assert ip_id_class(np.array([100, 40000, 7, 23000])) == "random"
