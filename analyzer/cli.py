@@ -10,7 +10,7 @@ from .errors import CaptureError, CaptureWarning
 from .families import DEFAULT_CONFIDENCE, METHODS, MIN_DIFF_US, MIN_RATIO, families
 from .match import DEFAULT_WINDOW_S, match
 from .output import hosts_table, rtt_csv, rtt_json, rtt_table, scans_csv, scans_json, scans_table
-from .packets import read
+from .packets import read as read_native
 
 
 def _confidence(text: str) -> float:
@@ -41,6 +41,7 @@ def build_parser() -> argparse.ArgumentParser:
                        description="Pair probes with replies and group each target's ports into families "
                        "whose round-trip times differ significantly.")
     p.add_argument("capture", help="pcap or pcapng file (gzip-compressed is fine)")
+    _engine_option(p)
     p.add_argument("--confidence", type=_confidence, default=None,
                    help="confidence of the family tests, in (0, 1) (default: 0.99 robust, 0.95 qscan)")
     p.add_argument("--method", choices=METHODS, default="robust",
@@ -60,17 +61,46 @@ def build_parser() -> argparse.ArgumentParser:
                        ("hosts", "hosts: MAC, vendor (offline OUI table), OS hints with their evidence")):
         q = sub.add_parser(name, help=text, description=text)
         q.add_argument("capture", help="pcap or pcapng file (gzip-compressed is fine)")
+        _engine_option(q)
         q.add_argument("--format", choices=("table", "json", "csv"), default="table", help="output format")
         q.add_argument("--window", type=_positive, default=DEFAULT_WINDOW_S, metavar="SECONDS",
                        help="reply window (default 10)")
+    r = sub.add_parser("report", help="one self-contained HTML report: capture, hosts, scans, ports, RTT families",
+                       description="Write a self-contained HTML report (no network needed to view it).")
+    r.add_argument("capture", help="pcap or pcapng file (gzip-compressed is fine)")
+    _engine_option(r)
+    r.add_argument("--output", "-o", required=True, metavar="FILE", help="HTML file to write")
     return parser
+
+
+def _engine_option(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--engine", choices=("native", "tshark"), default="native",
+                   help="native (default): synlens's own reader; tshark: Wireshark's dissectors through pyshark "
+                   "(slow; for encapsulations the native reader does not decode)")
+
+
+def read(path: str, engine: str = "native"):  # noqa: ANN201
+    """The packets table from either engine."""
+    if engine == "tshark":
+        from .engine_tshark import read_tshark
+
+        return read_tshark(path)
+    return read_native(path)
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from .report import write_report
+
+    write_report(args.capture, args.output, engine=args.engine, progress=sys.stderr.isatty())
+    print(f"wrote {args.output}", file=sys.stderr)
+    return 0
 
 
 def _scan_results(args: argparse.Namespace) -> tuple:
     from .hosts import hosts
     from .scans import scans
 
-    packets = read(args.capture)
+    packets = read(args.capture, args.engine)
     probes = match(packets, window_s=args.window)
     found, states = scans(packets, probes)
     return packets, found, states, hosts(packets, probes, states)
@@ -105,7 +135,7 @@ def _warn_line(message, category, filename, lineno, file=None, line=None) -> Non
 
 
 def cmd_rtt(args: argparse.Namespace) -> int:
-    packets = read(args.capture)
+    packets = read(args.capture, args.engine)
     probes = match(packets, window_s=args.window)
     if args.target:
         probes = probes[probes["dst"].astype(str).isin(args.target)]
@@ -129,7 +159,7 @@ def cmd_rtt(args: argparse.Namespace) -> int:
     return 0
 
 
-COMMANDS = {"rtt": cmd_rtt, "scans": cmd_scans, "hosts": cmd_hosts}
+COMMANDS = {"rtt": cmd_rtt, "scans": cmd_scans, "hosts": cmd_hosts, "report": cmd_report}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -72,10 +72,26 @@ def service_name(port: int, protocol: str) -> str:
     """The system's name for a port (/etc/services), as nmap's SERVICE column shows it."""
     import socket
 
+    if protocol == "ip":
+        return _ip_protocols().get(int(port), "unknown")
     try:
         return socket.getservbyport(int(port), protocol)
     except (OSError, OverflowError):
         return "unknown"
+
+
+def _ip_protocols() -> dict[int, str]:
+    """IP protocol numbers → names from /etc/protocols (netbase), for -sO scans' tables."""
+    names: dict[int, str] = {}
+    try:
+        with open("/etc/protocols", encoding="utf-8") as f:
+            for line in f:
+                parts = line.split("#", 1)[0].split()
+                if len(parts) >= 2 and parts[1].isdigit():
+                    names.setdefault(int(parts[1]), parts[0])
+    except OSError:
+        pass
+    return names
 
 
 def _epoch_text(seconds: float) -> str:

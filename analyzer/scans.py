@@ -198,11 +198,14 @@ def scans(packets: pd.DataFrame, probes: pd.DataFrame | None = None, *, config: 
     from .tools import tool_of_phase
 
     p = classify_probes(packets, probes)
+    icmp_probes = p[p["protocol"].astype(str) == "icmp"]
     p = p[p["scan_like"] & p["src"].notna() & (p["protocol"].astype(str) != "icmp")]
-    if p.empty:
-        return _empty_scans(), _empty_states()
-    p = p.assign(phase=_phases(p, config))
     rows, states = [], []
+    next_phase = _discovery(packets, icmp_probes, config, rows, states, first_phase=0)
+    next_phase = _ipproto(packets, config, rows, states, first_phase=next_phase)
+    if p.empty:
+        return _finish(rows, states)
+    p = p.assign(phase=_phases(p, config) + next_phase)
     for phase, ph in p.groupby("phase", sort=False):
         technique = ph["technique"].iloc[0]
         if technique == "SYN":
@@ -225,18 +228,103 @@ def scans(packets: pd.DataFrame, probes: pd.DataFrame | None = None, *, config: 
         flags_text = flag_text(int(ph["flags"].fillna(0).iloc[0])) if technique != "UDP" else ""
         tool, evidence = tool_of_phase(packets, ph, technique)
         for target, tp in ph.groupby(ph["dst"].astype(str), sort=False):
-            first, last = int(tp["ts_ns"].min()), int(tp["ts_ns"].max())
-            dur = (last - first) / 1e9
-            rows.append(dict(phase=int(phase), scanner=str(tp["src"].iloc[0]), target=target, type=technique,
-                             flags=flags_text, first=first / 1e9, last=last / 1e9, probes=len(tp),
-                             ports_probed=int(tp["dport"].nunique()), rate=(len(tp) / dur if dur > 0 else float(len(tp))),
-                             shape=shape, tool=tool, tool_evidence=evidence))
+            rows.append(_row(int(phase), str(tp["src"].iloc[0]), target, technique, flags_text, tp["ts_ns"].to_numpy(),
+                             int(tp["dport"].nunique()), shape, tool, evidence) | {"host_state": "up"})
             states.extend(_port_states(tp, technique, int(phase)))
+    return _finish(rows, states)
+
+
+def _finish(rows: list[dict], states: list[dict]) -> tuple[pd.DataFrame, pd.DataFrame]:
     scans_df = pd.DataFrame(rows) if rows else _empty_scans()
     states_df = pd.DataFrame(states) if states else _empty_states()
     if len(scans_df):
         scans_df = scans_df.sort_values(["first", "scanner", "target"], kind="stable").reset_index(drop=True)
     return scans_df, states_df
+
+
+def _row(phase: int, scanner: str, target: str, technique: str, flags: str, ts: np.ndarray, ports: int, shape: str,
+         tool: str, evidence: str) -> dict:
+    first, last = int(ts.min()), int(ts.max())
+    dur = (last - first) / 1e9
+    return dict(phase=phase, scanner=scanner, target=target, type=technique, flags=flags, first=first / 1e9,
+                last=last / 1e9, probes=len(ts), ports_probed=ports, rate=(len(ts) / dur if dur > 0 else float(len(ts))),
+                shape=shape, tool=tool, tool_evidence=evidence)
+
+
+def _discovery(packets: pd.DataFrame, icmp_probes: pd.DataFrame, cfg: ScanConfig, rows: list, states: list,
+               first_phase: int) -> int:
+    """Host discovery: ARP requests or ICMP echo/timestamp queries sweeping several hosts, or an echo and a
+    timestamp query to one host (nmap -sn's pair). One PING row per target, its "state" up or down."""
+    phase = first_phase
+    arp = packets[packets["arp_op"].notna()]
+    requests = arp[arp["arp_op"] == 1]
+    for scanner, req in requests.groupby(requests["src"].astype(str), observed=True):
+        targets = req["dst"].astype(str).unique()
+        if len(targets) < 3:
+            continue
+        answered = set(arp[(arp["arp_op"] == 2) & (arp["dst"].astype(str) == scanner)]["src"].astype(str))
+        for target in targets:
+            ts = req[req["dst"].astype(str) == target]["ts_ns"].to_numpy()
+            rows.append(_row(phase, scanner, target, "PING", "ARP", ts, 0, "horizontal", "unknown", "") |
+                        {"host_state": "up" if target in answered else "down"})
+        phase += 1
+    if len(icmp_probes):
+        for scanner, q in icmp_probes.groupby(icmp_probes["src"].astype(str), observed=True):
+            targets = q["dst"].astype(str).unique()
+            kinds = set(q["icmp_type"].dropna().astype(int))
+            if len(targets) < cfg.min_hosts and not ({8, 13} <= kinds):
+                continue
+            for target, tq in q.groupby(q["dst"].astype(str), observed=True):
+                up = tq["reply_kind"].notna().any()
+                names = "+".join(sorted({8: "echo", 13: "timestamp", 15: "info", 17: "mask", 128: "echo"}.get(k, str(k))
+                                        for k in set(tq["icmp_type"].dropna().astype(int))))
+                rows.append(_row(phase, scanner, target, "PING", f"ICMP {names}", tq["ts_ns"].to_numpy(), 0,
+                                 "horizontal" if len(targets) > 1 else "vertical", "unknown", "") |
+                            {"host_state": "up" if up else "down"})
+            phase += 1
+    return phase
+
+
+def _ipproto(packets: pd.DataFrame, cfg: ScanConfig, rows: list, states: list, first_phase: int) -> int:
+    """IP protocol scans (nmap -sO): one source sending packets of many IP protocols to one target."""
+    phase = first_phase
+    ip = packets[(packets["ip_version"] > 0) & packets["ip_proto"].notna()]
+    if ip.empty:
+        return phase
+    src, dst = ip["src"].astype(str), ip["dst"].astype(str)
+    proto = ip["ip_proto"].astype(int)
+    for (scanner, target), idx in ip.groupby([src, dst], observed=True).groups.items():
+        protos = set(proto.loc[idx])
+        odd = protos - {1, 6, 17, 58}
+        if len(protos) < 4 or len(odd) < 2:
+            continue
+        sent = ip.loc[idx]
+        back = ip[(src == target) & (dst == scanner)]
+        errors = ip[(dst == scanner) & ip["q_proto"].notna() & (ip["q_dst"].astype(str) == target)]
+        for p_num in sorted(protos):
+            if p_num in (1, 58) and not (sent["ip_proto"] == p_num).any():
+                continue
+            err = errors[errors["q_proto"] == p_num]
+            icmp_unreach = err[(err["icmp_type"] == 3)]
+            if (back["ip_proto"] == p_num).any() and p_num != 1:
+                state, reason = "open", f"proto-response"
+            elif (icmp_unreach["icmp_code"] == 2).any():
+                state, reason = "closed", "proto-unreach"
+            elif len(icmp_unreach):
+                state, reason = "filtered", f"icmp-3-{int(icmp_unreach['icmp_code'].iloc[0])}"
+            elif p_num == 1 and (back["icmp_type"] == 0).any():
+                state, reason = "open", "echo-reply"
+            else:
+                state, reason = "open|filtered", "no-response"
+            states.append(dict(scanner=scanner, target=target, phase=phase, type="IPPROTO", protocol="ip",
+                               port=int(p_num), state=state, reason=reason,
+                               probes=int((sent["ip_proto"] == p_num).sum()), reply_ttl=None, reply_window=None))
+        ttl = sent["ttl"].dropna().astype(int)
+        nmap_ttl = len(ttl) and ttl.between(37, 59).all() and ttl.nunique() > 1
+        rows.append(_row(phase, scanner, target, "IPPROTO", "", sent["ts_ns"].to_numpy(), len(protos), "vertical",
+                         "nmap" if nmap_ttl else "unknown", "TTL varies within 37–59: nmap's random TTL" if nmap_ttl else ""))
+        phase += 1
+    return phase
 
 
 def _port_states(tp: pd.DataFrame, technique: str, phase: int) -> list[dict]:
@@ -283,7 +371,7 @@ def _reason(r: pd.Series) -> str:
 
 def _empty_scans() -> pd.DataFrame:
     return pd.DataFrame(columns=["phase", "scanner", "target", "type", "flags", "first", "last", "probes",
-                                 "ports_probed", "rate", "shape", "tool", "tool_evidence"])
+                                 "ports_probed", "rate", "shape", "tool", "tool_evidence", "host_state"])
 
 
 def _empty_states() -> pd.DataFrame:
