@@ -51,6 +51,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help=f"robust: floors closer than this ratio are one family (default {MIN_RATIO:g})")
     p.add_argument("--min-diff", type=_positive, default=MIN_DIFF_US, metavar="US",
                    help=f"robust: floors closer than this many µs are one family (default {MIN_DIFF_US:g})")
+    p.add_argument("--signals", choices=("all", "rtt"), default="all",
+                   help="all (default): families from RTT, TTL, TCP stack, timestamp clock and IP ID, with the "
+                   "evidence that decided; rtt: RTT alone, qscan's meaning")
     p.add_argument("--target", action="append", metavar="ADDR", help="only this target (repeatable)")
     p.add_argument("--format", choices=("table", "json", "csv"), default="table", help="output format")
     p.add_argument("--probes", choices=("syn", "any"), default="syn",
@@ -139,10 +142,19 @@ def cmd_rtt(args: argparse.Namespace) -> int:
     probes = match(packets, window_s=args.window)
     if args.target:
         probes = probes[probes["dst"].astype(str).isin(args.target)]
-    fams = families(probes, method=args.method, confidence=args.confidence, probes=args.probes,
-                    min_ratio=args.min_ratio, min_diff_us=args.min_diff)
+    options = dict(method=args.method, confidence=args.confidence, probes=args.probes, min_ratio=args.min_ratio,
+                   min_diff_us=args.min_diff)
+    family_table = None
+    if args.signals == "all":
+        from .signals import signal_families
+
+        fams, family_table = signal_families(packets, probes, **options)
+        fams = fams.rename(columns={"family": "rtt_family"}).rename(columns={"signal_family": "family"})
+    else:
+        fams = families(probes, **options)
     meta = {
         "capture": args.capture,
+        "signals": args.signals,
         "method": args.method,
         "confidence": args.confidence or DEFAULT_CONFIDENCE[args.method],
         "packets": len(packets),
@@ -151,7 +163,7 @@ def cmd_rtt(args: argparse.Namespace) -> int:
         "unsolicited_replies": probes.attrs.get("unsolicited_replies", 0),
     }
     if args.format == "json":
-        print(rtt_json(fams, meta))
+        print(rtt_json(fams, meta, family_table))
     elif args.format == "csv":
         sys.stdout.write(rtt_csv(fams))
     else:

@@ -9,6 +9,8 @@ import pandas as pd
 
 RTT_COLUMNS = ["port", "protocol", "family", "family_kind", "sent", "received", "loss", "retransmissions",
                "samples", "mean_us", "stddev_us", "min_us", "median_us", "p95_us"]
+SIGNAL_COLUMNS = ["rtt_family", "deciding_signal", "ttl", "ttl_agree", "window", "options", "ip_id_class",
+                  "ts_offset", "ts_rate"]
 
 
 def _num(value: object, digits: int = 2) -> object:
@@ -21,15 +23,23 @@ def _num(value: object, digits: int = 2) -> object:
     return value
 
 
-def rtt_json(fams: pd.DataFrame, meta: dict[str, object]) -> str:
+def rtt_json(fams: pd.DataFrame, meta: dict[str, object], family_table: pd.DataFrame | None = None) -> str:
     targets = []
+    columns = RTT_COLUMNS + [c for c in SIGNAL_COLUMNS if c in fams.columns]
     for target, rows in fams.groupby("target", sort=False):
-        ports = [{k: _num(r[k], 4 if k == "loss" else 2) for k in RTT_COLUMNS} for _, r in rows.iterrows()]
+        ports = [{k: _num(r[k], 4 if k == "loss" else 2) for k in columns} for _, r in rows.iterrows()]
         for p in ports:
-            if p["family"] == -1:
-                p["family"] = None
+            for key in ("family", "rtt_family"):
+                if p.get(key) == -1:
+                    p[key] = None
         groups = []
-        for (proto, fam), members in rows[rows["family"] >= 0].groupby(["protocol", "family"], sort=True):
+        if family_table is not None:
+            for _, f in family_table[family_table["target"] == target].iterrows():
+                groups.append({"family": int(f["family"]), "protocol": f["protocol"], "kind": f["kind"],
+                               "ports": [int(p) for p in f["ports"]], "signals": list(f["signals"]),
+                               "evidence": list(f["evidence"])})
+        for (proto, fam), members in ([] if family_table is not None else
+                                      rows[rows["family"] >= 0].groupby(["protocol", "family"], sort=True)):
             groups.append({"family": int(fam), "protocol": proto, "kind": members["family_kind"].iloc[0],
                            "ports": [int(p) for p in members["port"]]})
         targets.append({"address": target, "ports": ports, "families": groups})
@@ -47,17 +57,23 @@ def rtt_table(fams: pd.DataFrame, meta: dict[str, object]) -> str:
     for (target, proto), rows in fams.groupby(["target", "protocol"], sort=False):
         lines.append("")
         lines.append(f"{target} ({proto})")
-        header = ["PORT", "FAMILY", "MEAN (us)", "STDDEV", "LOSS (%)"]
+        signals = "deciding_signal" in rows.columns
+        header = ["PORT", "FAMILY", "MEAN (us)", "STDDEV", "LOSS (%)"] + (["SIGNAL", "TTL"] if signals else [])
         body = []
         notes = set()
         for _, r in rows.iterrows():
             fam = str(r["family"]) if r["family"] >= 0 else "-"
-            if r["family_kind"] != "answered":
+            if r["family_kind"] != "answered" and not (signals and r["family_kind"] == "too few samples" and r["family"] >= 0):
                 fam += "*" if r["family_kind"] == "no answer" else "+"
                 notes.add(r["family_kind"])
             mean = "-" if math.isnan(r["mean_us"]) else f"{r['mean_us']:.2f}"
             std = "-" if math.isnan(r["stddev_us"]) else f"{r['stddev_us']:.2f}"
-            body.append([str(r["port"]), fam, mean, std, f"{100 * r['loss']:.1f}%"])
+            extra = []
+            if signals:
+                deciding = r["deciding_signal"]
+                extra = ["-" if deciding is None or pd.isna(deciding) else str(deciding),
+                         "-" if pd.isna(r["ttl"]) else str(int(r["ttl"]))]
+            body.append([str(r["port"]), fam, mean, std, f"{100 * r['loss']:.1f}%"] + extra)
         widths = [max(len(x) for x in col) for col in zip(header, *body)]
         for row in [header] + body:
             lines.append("  ".join(c.ljust(w) for c, w in zip(row, widths)).rstrip())

@@ -1,0 +1,192 @@
+"""Which machine really answers each port: families from every signal a reply carries, with evidence.
+
+A port forwarded to another machine gives itself away in more ways than time: its replies come from another
+IP stack, usually one hop further. Per port (from the replies to its SYN probes):
+
+=============  ==============================================================================================
+signal         apart when …  (each needs enough replies to be trusted: a one-off glitch never splits)
+=============  ==============================================================================================
+ttl            modal reply TTLs differ, each agreed by ≥ 80 % of ≥ 3 replies ("TTL 63 vs 64 on 30/30 replies")
+rtt            the robust RTT families (analyzer.families) put them apart ("RTT 2.9 ms vs 0.1 ms, p = 1e-7")
+stack          SYN/ACK window or TCP option layout differ (open ports only), each consistent over ≥ 2 replies
+clock          TCP timestamp clocks differ: TSval − rate·t offsets more than `CLOCK_TOLERANCE` ticks apart
+               after fitting one rate per port (needs probes that carry the option: agent --tcp-timestamps)
+ip_id          both ports use an incremental IP ID counter and the merged sequence is not one counter
+               ("IP ID counters 1 apart vs 4000 apart")
+=============  ==============================================================================================
+
+Families: ports are taken fastest first (by RTT floor) and each joins the first family none of whose members
+it is apart from; a port apart from all opens a new family. Each family split records the evidence that
+decided it. `signals=("rtt",)` keeps qscan's RTT-only meaning.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+
+from .families import families as rtt_families
+from .flags import ACK, SYN
+from .hosts import option_layout
+from .stats import select_probes
+
+ALL_SIGNALS = ("ttl", "rtt", "stack", "clock", "ip_id")
+TTL_AGREEMENT = 0.8
+TTL_MIN_REPLIES = 3
+CLOCK_TOLERANCE = 1000  # TSval ticks (1 s at Linux's 1 kHz): one machine's clock stays far closer
+IPID_STEP = 1000
+
+
+@dataclass(frozen=True)
+class PortSignals:
+    port: int
+    replies: int
+    ttl: int | None
+    ttl_agree: int
+    window: int | None
+    options: str | None
+    stack_agree: int
+    ip_id_class: str
+    ts_offset: float | None
+    ts_rate: float | None
+    ipid_series: tuple = field(default=(), repr=False)  # (ts_ns, ip_id) of replies
+
+
+def _port_signals(port: int, replies: pd.DataFrame) -> PortSignals:
+    ttl_vals = replies["ttl"].dropna().astype(int)
+    ttl, agree = (None, 0)
+    if len(ttl_vals):
+        counts = ttl_vals.value_counts()
+        ttl, agree = int(counts.index[0]), int(counts.iloc[0])
+    flags = replies["tcp_flags"].fillna(0).astype(int)
+    synacks = replies[(flags & (SYN | ACK)) == (SYN | ACK)]
+    window = options = None
+    stack_agree = 0
+    if len(synacks):
+        sig = synacks["window"].astype("Int64").astype(str) + "|" + synacks["tcp_options"].astype("UInt64").fillna(0).astype(str)
+        counts = sig.value_counts()
+        top = counts.index[0].split("|")
+        window = int(top[0]) if top[0] != "<NA>" else None
+        options = option_layout(int(top[1])) or "none"
+        stack_agree = int(counts.iloc[0])
+    ids = replies[["ts_ns", "ip_id"]].dropna()
+    id_vals = ids["ip_id"].astype(int).to_numpy()
+    if len(id_vals) < 3:
+        id_class = "unknown"
+    elif (id_vals == 0).all():
+        id_class = "zero"
+    else:
+        steps = np.diff(id_vals) % 65536
+        id_class = "incremental" if (steps < IPID_STEP).mean() > 0.9 else "random"
+    ts = replies[["ts_ns", "tsval"]].dropna()
+    ts_offset = ts_rate = None
+    if len(ts) >= 2:
+        t = (ts["ts_ns"].to_numpy(float) - ts["ts_ns"].iloc[0]) / 1e9
+        v = ts["tsval"].to_numpy(float)
+        if t[-1] - t[0] > 0.05:
+            ts_rate = float(np.polyfit(t, v, 1)[0])
+        ts_offset = float(np.median(v - (ts_rate or 1000.0) * (ts["ts_ns"].to_numpy(float) / 1e9)))
+    return PortSignals(port, len(replies), ttl, agree, window, options, stack_agree, id_class, ts_offset, ts_rate,
+                       tuple(zip(ids["ts_ns"].astype(np.int64), id_vals)))
+
+
+def _apart(a: PortSignals, b: PortSignals, rtt_apart: str | None, use: tuple[str, ...]) -> list[tuple[str, str]]:
+    """Every (signal, evidence) that separates ports a and b, most certain first; empty when none does."""
+    found = []
+    if "ttl" in use and a.ttl is not None and b.ttl is not None and a.ttl != b.ttl:
+        ok = all(s.ttl_agree >= TTL_MIN_REPLIES and s.ttl_agree >= TTL_AGREEMENT * s.replies for s in (a, b))
+        if ok:
+            found.append(("ttl", f"TTL {a.ttl} vs {b.ttl} on {a.ttl_agree}/{a.replies} and {b.ttl_agree}/{b.replies} replies"))
+    if "clock" in use and a.ts_offset is not None and b.ts_offset is not None:
+        gap = abs(a.ts_offset - b.ts_offset)
+        if gap > CLOCK_TOLERANCE:
+            found.append(("clock", f"TCP timestamp clocks {gap:.0f} ticks apart"))
+    if "stack" in use and a.options is not None and b.options is not None and min(a.stack_agree, b.stack_agree) >= 2:
+        if (a.window, a.options) != (b.window, b.options):
+            found.append(("stack", f"SYN/ACK window {a.window} [{a.options}] vs {b.window} [{b.options}]"))
+    if "ip_id" in use and a.ip_id_class == b.ip_id_class == "incremental":
+        merged = sorted(a.ipid_series + b.ipid_series)
+        steps = np.diff([v for _, v in merged]) % 65536
+        own = np.median(np.concatenate([np.diff([v for _, v in s.ipid_series]) % 65536 for s in (a, b)]))
+        if len(steps) and (steps >= IPID_STEP).mean() > 0.3:
+            found.append(("ip_id", f"IP ID counters {own:.0f} apart vs {np.median(steps):.0f} apart when merged"))
+    if "rtt" in use and rtt_apart:
+        found.append(("rtt", rtt_apart))
+    return found
+
+
+def signal_families(packets: pd.DataFrame, matches: pd.DataFrame, *, signals: tuple[str, ...] = ALL_SIGNALS,
+                    **rtt_options: object) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(ports, families): per port its RTT statistics, observed signals and family; per family its evidence.
+
+    ports: the columns of `analyzer.families` plus ttl, ttl_agree, window, options, ip_id_class, ts_offset,
+    ts_rate, signal_family, deciding_signal. families: target, protocol, family, ports, kind, evidence.
+    """
+    unknown = set(signals) - set(ALL_SIGNALS)
+    if unknown:
+        raise ValueError(f"unknown signals {sorted(unknown)}; choose from {ALL_SIGNALS}")
+    base = rtt_families(matches, **rtt_options)
+    syn = select_probes(matches, rtt_options.get("probes", "syn"))  # type: ignore[arg-type]
+    syn = syn[syn["reply_frame"].notna()]
+    frame_pos = np.searchsorted(packets["frame"].to_numpy(), syn["reply_frame"].astype(np.int64).to_numpy())
+    reply_rows = packets.iloc[frame_pos].reset_index(drop=True)
+    reply_rows["_target"] = syn["dst"].astype(str).to_numpy()
+    reply_rows["_port"] = syn["dport"].astype(int).to_numpy()
+    port_rows, fam_rows = [], []
+    for (target, proto), rows in base.groupby(["target", "protocol"], sort=False):
+        sig = {}
+        for port in rows["port"].astype(int):
+            mine = reply_rows[(reply_rows["_target"] == target) & (reply_rows["_port"] == port)]
+            sig[port] = _port_signals(port, mine)
+        rtt_fam = dict(zip(rows["port"].astype(int), rows["family"].astype(int)))
+        means = dict(zip(rows["port"].astype(int), rows["median_us"]))
+        answered = [p for p in rtt_fam if rtt_fam[p] >= 0 and rows.set_index("port").loc[p, "family_kind"] != "no answer"]
+        answered += [p for p in rtt_fam if rtt_fam[p] < 0]  # untestable by RTT, maybe placed by other signals
+        answered.sort(key=lambda p: (np.nan_to_num(means[p], nan=np.inf), p))
+        fams: list[list[int]] = []
+        decided: dict[int, tuple[str, str]] = {}
+        for p in answered:
+            placed = False
+            for fam in fams:
+                reasons = []
+                for q in fam:
+                    rtt_reason = None
+                    if rtt_fam[p] >= 0 and rtt_fam[q] >= 0 and rtt_fam[p] != rtt_fam[q]:
+                        rtt_reason = (f"RTT median {means[q] / 1000:.2f} ms vs {means[p] / 1000:.2f} ms "
+                                      f"(robust families {rtt_fam[q]} and {rtt_fam[p]})")
+                    reasons += _apart(sig[p], sig[q], rtt_reason, signals)
+                if not reasons:
+                    fam.append(p)
+                    placed = True
+                    break
+                if p not in decided:
+                    decided[p] = reasons
+            if not placed:
+                fams.append([p])
+        silent = [p for p in rtt_fam if p not in answered]
+        labels = {p: i for i, fam in enumerate(fams) for p in fam}
+        for p in silent:
+            labels[p] = len(fams)
+        for i, fam in enumerate(fams):
+            # Evidence of the family's first member: why it could join no earlier family (all signals).
+            why = decided.get(fam[0], [])
+            first_per_signal = dict(reversed(why))  # one line of evidence per signal, the first found
+            deciding = list(dict.fromkeys(s for s, _ in why))
+            evidence = [first_per_signal[s] for s in deciding]
+            fam_rows.append(dict(target=target, protocol=proto, family=i, ports=sorted(fam), kind="answered",
+                                 signals=deciding, evidence=evidence))
+        if silent:
+            fam_rows.append(dict(target=target, protocol=proto, family=len(fams), ports=sorted(silent), kind="no answer",
+                                 signals=[], evidence=["no reply to any probe"]))
+        for _, r in rows.iterrows():
+            s = sig[int(r["port"])]
+            port_rows.append(dict(r) | dict(
+                ttl=s.ttl, ttl_agree=s.ttl_agree, window=s.window, options=s.options, ip_id_class=s.ip_id_class,
+                ts_offset=s.ts_offset, ts_rate=s.ts_rate, signal_family=labels[int(r["port"])],
+                deciding_signal=(decided[int(r["port"])][0][0] if int(r["port"]) in decided else None)))
+    ports = pd.DataFrame(port_rows)
+    fam_table = pd.DataFrame(fam_rows, columns=["target", "protocol", "family", "ports", "kind", "signals", "evidence"])
+    ports.attrs.update(base.attrs, signals=list(signals))
+    return ports, fam_table

@@ -1,0 +1,43 @@
+"""Shared fixtures. Lab fixtures build real network namespaces (tests/lab.py) and skip,
+with the reason shown in the summary, where that is impossible (not root, tools missing)."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from collections.abc import Iterator
+
+import pytest
+from lab import NatLab, lab_available, nat_lab, remove_orphan_labs
+
+# Lab names carry the session's PID: concurrent pytest sessions (several engineers on one
+# machine) each get their own lab, and labs of killed sessions can be told apart and swept.
+LAB_STEM = "slt"
+
+
+def require_lab() -> None:
+    """Skip the calling test or fixture, visibly, when namespaces can't be built here."""
+    ok, reason = lab_available()
+    if not ok:
+        pytest.skip(f"network lab unavailable: {reason}")
+
+
+def require_tools(*tools: str) -> None:
+    """Skip, visibly, when a command-line tool the test drives is not installed."""
+    missing = [tool for tool in tools if shutil.which(tool) is None]
+    if missing:
+        pytest.skip(f"tools not installed: {', '.join(missing)}")
+
+
+def lab_prefix(tag: str = "") -> str:
+    """A lab name unique to this pytest session (and `tag`, for several labs at once)."""
+    return f"{LAB_STEM}{os.getpid()}{tag}"
+
+
+@pytest.fixture(scope="session")
+def lab() -> Iterator[NatLab]:
+    """The default IPv4 NAT lab (delay 1 ms each way), shared by the whole session."""
+    require_lab()
+    remove_orphan_labs(LAB_STEM)
+    with nat_lab(lab_prefix()) as built:
+        yield built
