@@ -1,23 +1,29 @@
-"""synlens analyzer: captures → packets → matched probes → RTT statistics → port families.
+"""synlens analyzer: captures → packets → matched probes → RTT statistics → port families, scans, hosts.
 
 The public API, each step a pure function over DataFrames::
 
-    packets = read("scan.pcap")       # packets table (analyzer.schema)
-    probes = match(packets)           # one row per probe, its reply, RTT (ns)
-    stats = rtt(probes)               # per (target, protocol, port): sent, loss, RTT statistics (µs)
-    fams = families(probes)           # stats plus each port's family
-    pairs = pairwise(probes)          # every pair of ports: t, dof, p, Holm-adjusted p
+    packets = read("scan.pcap")                 # packets table (analyzer.schema)
+    probes = match(packets)                     # one row per probe, its reply, RTT (ns)
+    stats = rtt(probes)                         # per (target, protocol, port): sent, loss, RTT statistics (µs)
+    fams = families(probes)                     # stats plus each port's RTT family
+    pairs = pairwise(probes)                    # every pair of ports: t, dof, p, Holm-adjusted p
+    ports, fam = signal_families(packets, probes)   # families from RTT, TTL, stack, clock, IP ID + evidence
+    found, states = scans(packets, probes)      # scan phases, and each probed port's state
+    host_table = hosts(packets, probes, states) # MAC, vendor, OS hints with evidence
 """
 
 from .errors import CaptureError, CaptureWarning
 from .families import families, pairwise
+from .hosts import hosts
 from .match import match
 from .packets import read
+from .scans import scans
+from .signals import signal_families
 from .stats import TTest, port_stats, pooled_t, yuen_welch
 
 rtt = port_stats
 
 __all__ = [
-    "CaptureError", "CaptureWarning", "TTest", "families", "match", "pairwise", "pooled_t", "port_stats",
-    "read", "rtt", "yuen_welch",
+    "CaptureError", "CaptureWarning", "TTest", "families", "hosts", "match", "pairwise", "pooled_t", "port_stats",
+    "read", "rtt", "scans", "signal_families", "yuen_welch",
 ]

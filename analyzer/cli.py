@@ -167,7 +167,7 @@ def cmd_rtt(args: argparse.Namespace) -> int:
     elif args.format == "csv":
         sys.stdout.write(rtt_csv(fams))
     else:
-        print(rtt_table(fams, meta))
+        print(rtt_table(fams, meta, family_table))
     return 0
 
 

@@ -42,7 +42,11 @@ def rtt_json(fams: pd.DataFrame, meta: dict[str, object], family_table: pd.DataF
                                       rows[rows["family"] >= 0].groupby(["protocol", "family"], sort=True)):
             groups.append({"family": int(fam), "protocol": proto, "kind": members["family_kind"].iloc[0],
                            "ports": [int(p) for p in members["port"]]})
-        targets.append({"address": target, "ports": ports, "families": groups})
+        entry = {"address": target, "ports": ports, "families": groups}
+        if family_table is not None:
+            mine = family_table[family_table["target"] == target]
+            entry["signals_unavailable"] = list(mine["unavailable"].iloc[0]) if len(mine) else []
+        targets.append(entry)
     return json.dumps({**meta, "targets": targets}, indent=2)
 
 
@@ -50,7 +54,7 @@ def rtt_csv(fams: pd.DataFrame) -> str:
     return fams[["target"] + RTT_COLUMNS].to_csv(index=False, float_format="%.3f")
 
 
-def rtt_table(fams: pd.DataFrame, meta: dict[str, object]) -> str:
+def rtt_table(fams: pd.DataFrame, meta: dict[str, object], family_table: pd.DataFrame | None = None) -> str:
     """qscan's table (PORT FAMILY MEAN (us) STDDEV LOSS (%)) for each target."""
     lines = [f"# {meta['capture']}: method {meta['method']}, confidence {meta['confidence']}, "
              f"{meta['probes_matched']} probes, {meta['unsolicited_replies']} unsolicited replies"]
@@ -81,6 +85,14 @@ def rtt_table(fams: pd.DataFrame, meta: dict[str, object]) -> str:
             lines.append("* no reply to any probe: the \"no answer\" family")
         if "too few samples" in notes:
             lines.append("+ fewer than two RTT samples: cannot be tested, no family")
+        if family_table is not None:
+            mine = family_table[(family_table["target"] == target) & (family_table["protocol"] == proto)]
+            for _, f in mine.iterrows():
+                if f["evidence"] and f["kind"] == "answered":
+                    lines.append(f"family {f['family']} apart: " + "; ".join(f["evidence"]))
+            if len(mine):
+                for note in mine["unavailable"].iloc[0]:
+                    lines.append(f"cannot tell by {note}")
     return "\n".join(lines)
 
 

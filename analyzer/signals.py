@@ -117,12 +117,26 @@ def _apart(a: PortSignals, b: PortSignals, rtt_apart: str | None, use: tuple[str
     return found
 
 
+def _unavailable(sig: list[PortSignals], use: tuple[str, ...]) -> list[str]:
+    """Signals that could not be read for this target, and why: ports they would separate may still differ."""
+    out = []
+    if "clock" in use and not any(s.ts_offset is not None for s in sig):
+        out.append("clock: no TCP timestamps in the replies (probes carried no timestamp option; "
+                   "synlens-agent --tcp-timestamps adds one): machines alike in TTL and RTT cannot be told apart")
+    if "ip_id" in use and not any(s.ip_id_class == "incremental" for s in sig):
+        out.append("ip_id: no incremental IP ID counter (zero or random IDs carry no host identity)")
+    if "stack" in use and sum(s.options is not None for s in sig) < 2:
+        out.append("stack: fewer than two open ports answered with SYN/ACKs")
+    return out
+
+
 def signal_families(packets: pd.DataFrame, matches: pd.DataFrame, *, signals: tuple[str, ...] = ALL_SIGNALS,
                     **rtt_options: object) -> tuple[pd.DataFrame, pd.DataFrame]:
     """(ports, families): per port its RTT statistics, observed signals and family; per family its evidence.
 
     ports: the columns of `analyzer.families` plus ttl, ttl_agree, window, options, ip_id_class, ts_offset,
-    ts_rate, signal_family, deciding_signal. families: target, protocol, family, ports, kind, evidence.
+    ts_rate, signal_family, deciding_signal. families: target, protocol, family, ports, kind, signals (those
+    that separate it from the families before it), evidence, unavailable (signals with no data, and why).
     """
     unknown = set(signals) - set(ALL_SIGNALS)
     if unknown:
@@ -166,6 +180,7 @@ def signal_families(packets: pd.DataFrame, matches: pd.DataFrame, *, signals: tu
             if not placed:
                 fams.append([p])
         silent = [p for p in rtt_fam if p not in answered]
+        missing = _unavailable(list(sig.values()), signals)
         labels = {p: i for i, fam in enumerate(fams) for p in fam}
         for p in silent:
             labels[p] = len(fams)
@@ -176,10 +191,10 @@ def signal_families(packets: pd.DataFrame, matches: pd.DataFrame, *, signals: tu
             deciding = list(dict.fromkeys(s for s, _ in why))
             evidence = [first_per_signal[s] for s in deciding]
             fam_rows.append(dict(target=target, protocol=proto, family=i, ports=sorted(fam), kind="answered",
-                                 signals=deciding, evidence=evidence))
+                                 signals=deciding, evidence=evidence, unavailable=missing))
         if silent:
             fam_rows.append(dict(target=target, protocol=proto, family=len(fams), ports=sorted(silent), kind="no answer",
-                                 signals=[], evidence=["no reply to any probe"]))
+                                 signals=[], evidence=["no reply to any probe"], unavailable=missing))
         for _, r in rows.iterrows():
             s = sig[int(r["port"])]
             port_rows.append(dict(r) | dict(
@@ -187,6 +202,7 @@ def signal_families(packets: pd.DataFrame, matches: pd.DataFrame, *, signals: tu
                 ts_offset=s.ts_offset, ts_rate=s.ts_rate, signal_family=labels[int(r["port"])],
                 deciding_signal=(decided[int(r["port"])][0][0] if int(r["port"]) in decided else None)))
     ports = pd.DataFrame(port_rows)
-    fam_table = pd.DataFrame(fam_rows, columns=["target", "protocol", "family", "ports", "kind", "signals", "evidence"])
+    fam_table = pd.DataFrame(fam_rows, columns=["target", "protocol", "family", "ports", "kind", "signals", "evidence",
+                                                "unavailable"])
     ports.attrs.update(base.attrs, signals=list(signals))
     return ports, fam_table
