@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 import math
 
+import numpy as np
+
 import pandas as pd
 
 RTT_COLUMNS = ["port", "protocol", "family", "family_kind", "sent", "received", "loss", "retransmissions",
@@ -23,71 +25,94 @@ def _num(value: object, digits: int = 2) -> object:
     return value
 
 
+# Python's json module drops to its pure-Python encoder when asked to indent; big results stay compact.
+INDENT_UP_TO_ROWS = 2000
+
+
+def _records(frame: pd.DataFrame, columns: list[str]) -> list[dict]:
+    """Rows as dicts of plain Python values (None for missing), built column-wise, not row by row."""
+    out = frame[columns].copy()
+    for c in columns:
+        if pd.api.types.is_float_dtype(out[c]):
+            out[c] = out[c].round(4 if c == "loss" else 2)
+    return out.astype(object).where(out.notna(), None).to_dict("records")
+
+
 def rtt_json(fams: pd.DataFrame, meta: dict[str, object], family_table: pd.DataFrame | None = None) -> str:
     targets = []
     columns = RTT_COLUMNS + [c for c in SIGNAL_COLUMNS if c in fams.columns]
     for target, rows in fams.groupby("target", sort=False):
-        ports = [{k: _num(r[k], 4 if k == "loss" else 2) for k in columns} for _, r in rows.iterrows()]
+        ports = _records(rows, columns)
         for p in ports:
             for key in ("family", "rtt_family"):
                 if p.get(key) == -1:
                     p[key] = None
         groups = []
         if family_table is not None:
-            for _, f in family_table[family_table["target"] == target].iterrows():
+            for f in family_table[family_table["target"] == target].to_dict("records"):
                 groups.append({"family": int(f["family"]), "protocol": f["protocol"], "kind": f["kind"],
                                "ports": [int(p) for p in f["ports"]], "signals": list(f["signals"]),
                                "evidence": list(f["evidence"])})
-        for (proto, fam), members in ([] if family_table is not None else
-                                      rows[rows["family"] >= 0].groupby(["protocol", "family"], sort=True)):
-            groups.append({"family": int(fam), "protocol": proto, "kind": members["family_kind"].iloc[0],
-                           "ports": [int(p) for p in members["port"]]})
+        else:
+            answered = rows[rows["family"] >= 0]
+            for (proto, fam), members in answered.groupby(["protocol", "family"], sort=True):
+                groups.append({"family": int(fam), "protocol": proto, "kind": members["family_kind"].iloc[0],
+                               "ports": members["port"].astype(int).tolist()})
         entry = {"address": target, "ports": ports, "families": groups}
         if family_table is not None:
             mine = family_table[family_table["target"] == target]
             entry["signals_unavailable"] = list(mine["unavailable"].iloc[0]) if len(mine) else []
         targets.append(entry)
-    return json.dumps({**meta, "targets": targets}, indent=2)
+    return json.dumps({**meta, "targets": targets}, indent=2 if len(fams) <= INDENT_UP_TO_ROWS else None)
 
 
 def rtt_csv(fams: pd.DataFrame) -> str:
     return fams[["target"] + RTT_COLUMNS].to_csv(index=False, float_format="%.3f")
 
 
+def _text(values: pd.Series, fmt: str = "{}") -> pd.Series:
+    """Display text of a column, "-" where missing (pandas keeps NA as missing through astype(str))."""
+    present = values.notna()
+    out = pd.Series("-", index=values.index, dtype=object)
+    out[present] = [fmt.format(v) for v in values[present].tolist()]
+    return out
+
+
+def _fixed(values: pd.Series, digits: int = 2) -> pd.Series:
+    return _text(values.astype(float), "{:." + str(digits) + "f}")
+
+
 def rtt_table(fams: pd.DataFrame, meta: dict[str, object], family_table: pd.DataFrame | None = None) -> str:
-    """qscan's table (PORT FAMILY MEAN (us) STDDEV LOSS (%)) for each target."""
+    """qscan's table (PORT FAMILY MEAN (us) STDDEV LOSS (%)) for each target, built column-wise."""
     lines = [f"# {meta['capture']}: method {meta['method']}, confidence {meta['confidence']}, "
              f"{meta['probes_matched']} probes, {meta['unsolicited_replies']} unsolicited replies"]
+    signals = "deciding_signal" in fams.columns
     for (target, proto), rows in fams.groupby(["target", "protocol"], sort=False):
         lines.append("")
         lines.append(f"{target} ({proto})")
-        signals = "deciding_signal" in rows.columns
-        header = ["PORT", "FAMILY", "MEAN (us)", "STDDEV", "LOSS (%)"] + (["SIGNAL", "TTL"] if signals else [])
-        body = []
-        notes = set()
-        for _, r in rows.iterrows():
-            fam = str(r["family"]) if r["family"] >= 0 else "-"
-            if r["family_kind"] != "answered" and not (signals and r["family_kind"] == "too few samples" and r["family"] >= 0):
-                fam += "*" if r["family_kind"] == "no answer" else "+"
-                notes.add(r["family_kind"])
-            mean = "-" if math.isnan(r["mean_us"]) else f"{r['mean_us']:.2f}"
-            std = "-" if math.isnan(r["stddev_us"]) else f"{r['stddev_us']:.2f}"
-            extra = []
-            if signals:
-                deciding = r["deciding_signal"]
-                extra = ["-" if deciding is None or pd.isna(deciding) else str(deciding),
-                         "-" if pd.isna(r["ttl"]) else str(int(r["ttl"]))]
-            body.append([str(r["port"]), fam, mean, std, f"{100 * r['loss']:.1f}%"] + extra)
-        widths = [max(len(x) for x in col) for col in zip(header, *body)]
-        for row in [header] + body:
-            lines.append("  ".join(c.ljust(w) for c, w in zip(row, widths)).rstrip())
-        if "no answer" in notes:
+        kind = rows["family_kind"]
+        fam = _text(rows["family"].astype("Int64").where(rows["family"] >= 0))
+        untested = (kind == "too few samples") & ~(signals & (rows["family"] >= 0))
+        fam = fam + np.where(kind == "no answer", "*", "") + np.where(untested, "+", "")
+        cols = [_text(rows["port"]), fam, _fixed(rows["mean_us"]), _fixed(rows["stddev_us"]),
+                _text(100 * rows["loss"], "{:.1f}%")]
+        header = ["PORT", "FAMILY", "MEAN (us)", "STDDEV", "LOSS (%)"]
+        if signals:
+            header += ["SIGNAL", "TTL"]
+            cols += [_text(rows["deciding_signal"]), _text(rows["ttl"].astype("Int64"))]
+        widths = [max(len(h), int(c.str.len().max())) for h, c in zip(header, cols)]
+        lines.append("  ".join(h.ljust(w) for h, w in zip(header, widths)).rstrip())
+        body = cols[0].str.ljust(widths[0])
+        for c, w in zip(cols[1:], widths[1:]):
+            body = body + "  " + c.str.ljust(w)
+        lines.extend(body.str.rstrip().tolist())
+        if (kind == "no answer").any():
             lines.append("* no reply to any probe: the \"no answer\" family")
-        if "too few samples" in notes:
+        if untested.any():
             lines.append("+ fewer than two RTT samples: cannot be tested, no family")
         if family_table is not None:
             mine = family_table[(family_table["target"] == target) & (family_table["protocol"] == proto)]
-            for _, f in mine.iterrows():
+            for f in mine.to_dict("records"):
                 if f["evidence"] and f["kind"] == "answered":
                     lines.append(f"family {f['family']} apart: " + "; ".join(f["evidence"]))
             if len(mine):
