@@ -96,7 +96,8 @@ def ip_id_class(ids: np.ndarray) -> str:
 
 def hosts(packets: pd.DataFrame, probes: pd.DataFrame | None = None, states: pd.DataFrame | None = None) -> pd.DataFrame:
     """One row per IP address seen as a source: mac, vendor, os (hint), os_evidence, packets."""
-    ip = packets[packets["ip_version"] > 0]
+    # IP packets by their source, and ARP frames by their sender: a host that only answered ARP is a host.
+    ip = packets[(packets["ip_version"] > 0) | packets["arp_op"].notna()]
     rows = []
     flags = ip["tcp_flags"].fillna(0).astype(int)
     for addr, hp in ip.groupby(ip["src"].astype(str), sort=True, observed=True):

@@ -89,6 +89,38 @@ def technique_of(protocol: str, flags: int) -> str:
     return TECHNIQUES.get(base, "CUSTOM")
 
 
+def techniques(protocol: np.ndarray, flags: np.ndarray) -> np.ndarray:
+    """`technique_of` for whole columns."""
+    base = flags & (SYN | ACK | FIN | RST | PSH | URG | ECE | CWR)
+    out = np.full(len(flags), "CUSTOM", dtype=object)
+    for bits, name in TECHNIQUES.items():
+        out[base == bits] = name
+    out[protocol == "udp"] = "UDP"
+    out[protocol == "icmp"] = "PING"
+    return out
+
+
+def states(technique: np.ndarray, kind: np.ndarray, icmp_type: np.ndarray, icmp_code: np.ndarray,
+           window: np.ndarray, ip_version: np.ndarray) -> np.ndarray:
+    """`state_of` for whole columns (kind: reply kind text, "" for none; ints -1 where absent)."""
+    unreach = (kind == "icmp") & (((ip_version == 4) & (icmp_type == 3)) | ((ip_version == 6) & (icmp_type == 1)))
+    port_unreach = unreach & (((ip_version == 4) & (icmp_code == 3)) | ((ip_version == 6) & (icmp_code == 4)))
+    synack, rst, udp = kind == "syn-ack", kind == "rst", kind == "udp"
+    t = technique
+    stealth = np.isin(t, ("FIN", "NULL", "XMAS", "MAIMON", "RST"))
+    conds = [
+        (t == "UDP") & udp, (t == "UDP") & port_unreach, (t == "UDP") & unreach, t == "UDP",
+        np.isin(t, ("SYN", "CONNECT", "CUSTOM")) & synack, np.isin(t, ("SYN", "CONNECT", "CUSTOM")) & rst,
+        np.isin(t, ("SYN", "CONNECT", "CUSTOM")),
+        stealth & rst, stealth & synack, stealth & unreach, stealth,
+        (t == "ACK") & rst, t == "ACK",
+        (t == "WINDOW") & rst & (window > 0), (t == "WINDOW") & rst, t == "WINDOW",
+    ]
+    choices = ["open", "closed", "filtered", "open|filtered", "open", "closed", "filtered", "closed", "unknown",
+               "filtered", "open|filtered", "unfiltered", "filtered", "open", "closed", "filtered"]
+    return np.select(conds, choices, "unknown")
+
+
 def state_of(technique: str, reply_kind: str | None, reply_flags: int, icmp_type: int, icmp_code: int,
              window: int, ip_version: int) -> str:
     """nmap's reading of one reply (or of none) for a probe of `technique` (see STATE_RULES)."""
@@ -123,15 +155,45 @@ def state_of(technique: str, reply_kind: str | None, reply_flags: int, icmp_type
 
 def _scan_like(packets: pd.DataFrame, probes: pd.DataFrame) -> np.ndarray:
     """Probes whose prober never sent payload on the probe's 4-tuple (ordinary clients do)."""
-    data = packets[(packets["payload_len"].fillna(0) > 0) & packets["sport"].notna()]
-    sent = set(zip(data["src"].astype(str), data["dst"].astype(str), data["sport"].astype(int),
-                   data["dport"].astype(int), data["ip_proto"].astype(int)))
-    proto_num = probes["protocol"].map({"tcp": 6, "udp": 17, "icmp": -1}).astype(int)
-    keys = zip(probes["src"].astype(str), probes["dst"].astype(str), probes["sport"].fillna(0).astype(int),
-               probes["dport"].fillna(0).astype(int), proto_num)
-    tcp_like = np.array([k not in sent for k in keys], bool)
-    # UDP and ICMP carry payload by nature: judged by breadth alone, later.
-    return np.where(probes["protocol"].astype(str).to_numpy() == "tcp", tcp_like, True)
+    data = packets[(packets["payload_len"].fillna(0) > 0) & packets["sport"].notna() & (packets["ip_proto"] == 6)]
+    tcp = probes["protocol"].astype(str).to_numpy() == "tcp"
+    if data.empty or not tcp.any():
+        return np.ones(len(probes), bool)
+    sent = pd.MultiIndex.from_arrays([data["src"].astype(str), data["dst"].astype(str), data["sport"].astype(int),
+                                      data["dport"].astype(int)]).unique()
+    keys = pd.MultiIndex.from_arrays([probes["src"].astype(str), probes["dst"].astype(str),
+                                      probes["sport"].fillna(0).astype(int), probes["dport"].fillna(0).astype(int)])
+    # UDP and ICMP carry payload by nature: they are judged by breadth alone, later.
+    return ~(keys.isin(sent) & tcp)
+
+
+def _tcp_pings(p: pd.DataFrame, icmp_probes: pd.DataFrame) -> np.ndarray:
+    """TCP probes that belong to host discovery: SYN to 443 / ACK to 80 (nmap -sn's set) sent to hosts the
+    same scanner also queried with ICMP, and no other TCP port of those hosts probed."""
+    if icmp_probes.empty or p.empty:
+        return np.zeros(len(p), bool)
+    queried = set(zip(icmp_probes["src"].astype(str), icmp_probes["dst"].astype(str)))
+    pair = list(zip(p["src"].astype(str), p["dst"].astype(str)))
+    tcp = p["protocol"].astype(str).to_numpy() == "tcp"
+    ports_per_pair = p[tcp].groupby([p["src"].astype(str), p["dst"].astype(str)])["dport"].nunique()
+    ping_port = np.isin(p["dport"].fillna(0).astype(int).to_numpy(), (80, 443))
+    few = np.array([ports_per_pair.get(k, 0) <= 2 for k in pair])
+    return tcp & ping_port & few & np.array([k in queried for k in pair])
+
+
+def _udp_scan_like(packets: pd.DataFrame, probes: pd.DataFrame) -> np.ndarray:
+    """UDP probes that look like a scanner's: from a source port reused for several destination ports
+    (nmap keeps one), or empty. A client's requests come from fresh ports and carry a request."""
+    udp = probes["protocol"].astype(str).to_numpy() == "udp"
+    out = np.ones(len(probes), bool)
+    if not udp.any():
+        return out
+    u = probes[udp]
+    rows = np.searchsorted(packets["frame"].to_numpy(), u["probe_frame"].to_numpy())
+    empty = packets["payload_len"].fillna(0).to_numpy()[rows] == 0
+    shared = u.groupby([u["src"].astype(str), u["sport"].astype(int)])["dport"].transform("nunique").to_numpy() >= 3
+    out[np.flatnonzero(udp)] = empty | shared
+    return out
 
 
 def _connects(packets: pd.DataFrame, probes: pd.DataFrame) -> np.ndarray:
@@ -157,8 +219,8 @@ def classify_probes(packets: pd.DataFrame, probes: pd.DataFrame | None = None) -
     p = probes.copy()
     flags = p["flags"].fillna(0).astype(int).to_numpy()
     proto = p["protocol"].astype(str).to_numpy()
-    p["technique"] = [technique_of(pr, f) for pr, f in zip(proto, flags)]
-    p["scan_like"] = _scan_like(packets, p) if len(p) else np.zeros(0, bool)
+    p["technique"] = techniques(proto, flags)
+    p["scan_like"] = (_scan_like(packets, p) & _udp_scan_like(packets, p)) if len(p) else np.zeros(0, bool)
     p["completed"] = _connects(packets, p) if len(p) else np.zeros(0, bool)
     rows = np.searchsorted(packets["frame"].to_numpy(), p["probe_frame"].to_numpy())
     p["probe_window"] = packets["window"].to_numpy()[rows] if len(p) else []
@@ -200,6 +262,7 @@ def scans(packets: pd.DataFrame, probes: pd.DataFrame | None = None, *, config: 
     p = classify_probes(packets, probes)
     icmp_probes = p[p["protocol"].astype(str) == "icmp"]
     p = p[p["scan_like"] & p["src"].notna() & (p["protocol"].astype(str) != "icmp")]
+    p = p[~_tcp_pings(p, icmp_probes)]
     rows, states = [], []
     next_phase = _discovery(packets, icmp_probes, config, rows, states, first_phase=0)
     next_phase = _ipproto(packets, config, rows, states, first_phase=next_phase)
@@ -218,7 +281,8 @@ def scans(packets: pd.DataFrame, probes: pd.DataFrame | None = None, *, config: 
                 technique = "WINDOW"
         n_targets = ph["dst"].astype(str).nunique()
         n_ports = ph["dport"].nunique()
-        per_port_repeats = ph.groupby(["dst", "dport"], observed=True).size().max()
+        # Repeated bare SYNs to one port are qscan-style probing; repeated UDP requests are clients.
+        per_port_repeats = ph.groupby(["dst", "dport"], observed=True).size().max() if technique in ("SYN", "CUSTOM") else 0
         stealth = technique not in ("SYN", "CONNECT", "UDP")
         big_enough = (n_ports >= config.min_ports or n_targets >= config.min_hosts or per_port_repeats >= config.min_repeats
                       or (stealth and len(ph) >= 2))
@@ -239,6 +303,11 @@ def _finish(rows: list[dict], states: list[dict]) -> tuple[pd.DataFrame, pd.Data
     states_df = pd.DataFrame(states) if states else _empty_states()
     if len(scans_df):
         scans_df = scans_df.sort_values(["first", "scanner", "target"], kind="stable").reset_index(drop=True)
+        # Phases numbered in time order, so a reader can follow the capture.
+        order = {ph: i for i, ph in enumerate(dict.fromkeys(scans_df["phase"]))}
+        scans_df["phase"] = scans_df["phase"].map(order)
+        if len(states_df):
+            states_df["phase"] = states_df["phase"].map(order)
     return scans_df, states_df
 
 
@@ -307,7 +376,9 @@ def _ipproto(packets: pd.DataFrame, cfg: ScanConfig, rows: list, states: list, f
             err = errors[errors["q_proto"] == p_num]
             icmp_unreach = err[(err["icmp_type"] == 3)]
             if (back["ip_proto"] == p_num).any() and p_num != 1:
-                state, reason = "open", f"proto-response"
+                state, reason = "open", "proto-response"
+            elif (icmp_unreach["icmp_code"] == 3).any():  # the protocol itself answered: port unreachable
+                state, reason = "open", "port-unreach"
             elif (icmp_unreach["icmp_code"] == 2).any():
                 state, reason = "closed", "proto-unreach"
             elif len(icmp_unreach):
@@ -328,45 +399,53 @@ def _ipproto(packets: pd.DataFrame, cfg: ScanConfig, rows: list, states: list, f
 
 
 def _port_states(tp: pd.DataFrame, technique: str, phase: int) -> list[dict]:
-    out = []
-    for (proto, port), pp in tp.groupby([tp["protocol"].astype(str), tp["dport"].astype(int)], sort=True):
-        readings = []
-        for _, r in pp.iterrows():
-            kind = None if pd.isna(r["reply_kind"]) else str(r["reply_kind"])
-            readings.append(state_of(technique, kind, int(r["reply_flags"]) if pd.notna(r["reply_flags"]) else 0,
-                                     int(r["reply_icmp_type"]) if pd.notna(r["reply_icmp_type"]) else -1,
-                                     int(r["reply_icmp_code"]) if pd.notna(r["reply_icmp_code"]) else -1,
-                                     int(r["reply_window"]) if pd.notna(r["reply_window"]) else 0,
-                                     int(r["ip_version"])))
-        answered = [s for s, k in zip(readings, pp["reply_kind"]) if pd.notna(k)]
-        if answered:
-            state = answered[0] if len(set(answered)) == 1 else "unknown"
-            reason = "contradicting replies" if state == "unknown" else _reason(pp[pp["reply_kind"].notna()].iloc[0])
-        else:
-            state, reason = readings[0], "no-response"
-        first = pp[pp["reply_kind"].notna()].head(1)
-        out.append(dict(scanner=str(pp["src"].iloc[0]), target=str(pp["dst"].iloc[0]), phase=phase, type=technique,
-                        protocol=proto, port=port, state=state, reason=reason, probes=len(pp),
-                        reply_ttl=int(first["reply_ttl"].iloc[0]) if len(first) and pd.notna(first["reply_ttl"].iloc[0]) else None,
-                        reply_window=int(first["reply_window"].iloc[0]) if len(first) and pd.notna(first["reply_window"].iloc[0]) else None))
+    """One row per probed port: the state the first reply gives; "unknown" when replies contradict."""
+    n = len(tp)
+    kind = tp["reply_kind"].astype(object).where(tp["reply_kind"].notna(), "").to_numpy(str)
+    state = states(np.full(n, technique, dtype=object), kind,
+                   tp["reply_icmp_type"].astype("Int64").fillna(-1).to_numpy(int),
+                   tp["reply_icmp_code"].astype("Int64").fillna(-1).to_numpy(int),
+                   tp["reply_window"].astype("Int64").fillna(0).to_numpy(int), tp["ip_version"].to_numpy(int))
+    answered = kind != ""
+    frame = pd.DataFrame({"protocol": tp["protocol"].astype(str).to_numpy(), "port": tp["dport"].astype(int).to_numpy(),
+                          "state": state, "answered": answered, "ts": tp["ts_ns"].to_numpy(),
+                          "reason": _reasons(tp, kind)})
+    frame = frame.sort_values(["protocol", "port", "answered", "ts"], ascending=[True, True, False, True], kind="stable")
+    g = frame.groupby(["protocol", "port"], sort=True)
+    first = g.head(1).set_index(["protocol", "port"])
+    distinct = frame[frame["answered"]].groupby(["protocol", "port"])["state"].nunique()
+    contradict = distinct.reindex(first.index, fill_value=1) > 1
+    out = pd.DataFrame({"scanner": str(tp["src"].iloc[0]), "target": str(tp["dst"].iloc[0]), "phase": phase,
+                        "type": technique, "protocol": first.index.get_level_values(0),
+                        "port": first.index.get_level_values(1),
+                        "state": np.where(contradict, "unknown", first["state"]),
+                        "reason": np.where(contradict, "contradicting replies",
+                                           np.where(first["answered"], first["reason"], "no-response")),
+                        "probes": g.size().to_numpy()})
+    replies = tp[answered].drop_duplicates("dport")
+    out = out.merge(pd.DataFrame({"port": replies["dport"].astype(int).to_numpy(),
+                                  "reply_ttl": replies["reply_ttl"].astype("Int64").to_numpy(),
+                                  "reply_window": replies["reply_window"].astype("Int64").to_numpy()}),
+                    on="port", how="left")
+    return out.to_dict("records")
+
+
+def _reasons(tp: pd.DataFrame, kind: np.ndarray) -> np.ndarray:
+    """nmap's --reason words for each probe's reply."""
+    itype = tp["reply_icmp_type"].astype("Int64").fillna(-1).to_numpy(int)
+    icode = tp["reply_icmp_code"].astype("Int64").fillna(-1).to_numpy(int)
+    v4 = tp["ip_version"].to_numpy(int) == 4
+    out = np.array(kind, dtype=object)
+    out[kind == "syn-ack"] = "syn-ack"
+    out[kind == "rst"] = "reset"
+    out[kind == "udp"] = "udp-response"
+    icmp = np.flatnonzero(kind == "icmp")
+    names = {(3, 3): "port-unreach", (3, 13): "admin-prohibited", (3, 1): "host-unreach", (3, 0): "net-unreach",
+             (3, 2): "proto-unreach", (3, 9): "net-prohibited", (3, 10): "host-prohibited"}
+    for i in icmp:
+        t, c = int(itype[i]), int(icode[i])
+        out[i] = names.get((t, c), f"icmp-{t}-{c}") if v4[i] else f"icmpv6-{t}-{c}"
     return out
-
-
-def _reason(r: pd.Series) -> str:
-    """nmap's --reason words for a reply."""
-    kind = str(r["reply_kind"])
-    if kind == "syn-ack":
-        return "syn-ack"
-    if kind == "rst":
-        return "reset"
-    if kind == "udp":
-        return "udp-response"
-    if kind == "icmp":
-        t, c = int(r["reply_icmp_type"]), int(r["reply_icmp_code"])
-        names = {(3, 3): "port-unreach", (3, 13): "admin-prohibited", (3, 1): "host-unreach", (3, 0): "net-unreach",
-                 (3, 2): "proto-unreach", (3, 9): "net-prohibited", (3, 10): "host-prohibited"}
-        return names.get((t, c), f"icmp-{t}-{c}") if int(r["ip_version"]) == 4 else f"icmpv6-{t}-{c}"
-    return kind
 
 
 def _empty_scans() -> pd.DataFrame:

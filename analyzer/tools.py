@@ -50,8 +50,8 @@ def _signature(probe_pkts: pd.DataFrame, technique: str) -> tuple[str, str]:
     if nmap_win and one_port and syn_opts_ok:
         return "nmap", "window in {1024,2048,3072,4096}, options none or MSS 1460, one source port"
     if len(win) and (win == win[0]).all() and (opts == 0).all() and len(sport) > 2:
-        steps = np.diff(sport)  # in send order
-        if (steps == 1).mean() > 0.8:
+        steps = np.diff(sport)  # in send order; each hping3 run starts again from its base port
+        if (steps == 1).sum() >= 0.5 * len(steps) and (steps > 1).mean() < 0.2:
             return "hping3", f"no options, window {win[0]}, source port rising by one per probe"
     return "unknown", ""
 

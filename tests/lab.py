@@ -409,6 +409,7 @@ class NatLab:
             "-Z", "root",  # Debian's tcpdump drops to user tcpdump, which can't write to root's dirs
             "--immediate-mode",  # otherwise the last ring block can be lost on SIGINT
             "-B", "8192",  # KiB: headroom for benchmark-rate scans
+            "-s", "2048",  # immediate mode gives snaplen-sized ring slots: 256 KiB slots leave too few
         ]  # fmt: skip
         proc = subprocess.Popen(
             cmd, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,

@@ -1,0 +1,283 @@
+"""`synlens scans` against real scans made in a namespace lab (tests/scanlab.py, tests/make_scan_captures.py).
+
+A session fixture builds the lab once and makes every capture with its truth (nmap's own ``-oX`` verdict,
+or the lab's configuration for hping3) into a temporary directory; each test then runs
+``python -m analyzer scans CAPTURE --format json`` (once per capture, cached) and compares:
+
+* the set of (scanner, target, type) found is exactly the truth's (ACK and WINDOW may stand for each
+  other: a capture shows the same probes; PING scans of swept addresses nmap found down are allowed);
+  ordinary traffic yields ``"scans": []``;
+* every port nmap reported has the same state in ours (for -sA/-sW, whose probes are identical on the
+  wire, the state nmap's rule gives for the type ours reports);
+* probe flags, tool, first/last inside the tool's run, probe count between ports and probe packets;
+* each target's MAC in ``hosts``; the analyzer finishes each capture in under 10 s.
+
+Set ``SYNLENS_SCAN_CAPTURES=DIR`` to reuse captures made before by ``tests/make_scan_captures.py DIR``
+(no lab needed then, only the analyzer).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import make_scan_captures as gen
+import pytest
+from conftest import require_lab, require_tools
+from scanlab import remove_orphan_scan_labs
+
+pytestmark = pytest.mark.lab
+
+REPO = Path(__file__).resolve().parent.parent
+STEM = "slsc"
+ANALYZER_TIMEOUT_S = 10.0
+WINDOW_SLACK_S = (0.5, 1.0)  # before the tool started, after it ended
+
+NAMES = gen.NAMES
+SCAN_NAMES = [n for n in NAMES if gen.KINDS[n] != "ordinary"]
+ORDINARY_NAMES = [n for n in NAMES if gen.KINDS[n] == "ordinary"]
+EQUIVALENT_TYPES = {"ACK": {"ACK", "WINDOW"}, "WINDOW": {"ACK", "WINDOW"}}
+# Raw-packet TCP scans carry nmap's signature (window 1024, one source port per phase): tool must be nmap.
+NMAP_SIGNED = {"SYN", "FIN", "NULL", "XMAS", "ACK", "WINDOW", "MAIMON", "CUSTOM"}
+UNKNOWN_TOOL = {None, "", "unknown"}
+FLAG_NAMES = {"FIN": "F", "SYN": "S", "RST": "R", "PSH": "P", "ACK": "A", "URG": "U", "ECE": "E", "CWR": "C"}
+
+
+# ---------------------------------------------------------------------------------------------- fixtures
+
+
+@pytest.fixture(scope="session")
+def captures(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, dict]]:
+    """(directory, {name: truth}) of every capture, made once per session."""
+    reuse = os.environ.get("SYNLENS_SCAN_CAPTURES")
+    if reuse:
+        d = Path(reuse)
+        truths = {
+            n: json.loads((d / f"{n}.truth.json").read_text())
+            for n in NAMES
+            if (d / f"{n}.truth.json").exists()
+        }
+        if not truths:
+            pytest.skip(f"SYNLENS_SCAN_CAPTURES={reuse} holds no truth files")
+        return d, truths
+    require_lab()
+    require_tools("nmap", "hping3", "tcpdump", "tshark")
+    remove_orphan_scan_labs(STEM)
+    d = tmp_path_factory.mktemp("scan_captures")
+    truths = gen.make_all(d, prefix=f"{STEM}{os.getpid()}")
+    return d, {t["name"]: t for t in truths}
+
+
+@pytest.fixture(scope="session")
+def scans_cli() -> None:
+    """Skip, visibly, while the analyzer has no `scans` command."""
+    r = subprocess.run([sys.executable, "-m", "analyzer", "scans", "--help"], check=False, cwd=REPO,
+                       capture_output=True, text=True, timeout=60)  # fmt: skip
+    if r.returncode != 0:
+        pytest.skip(
+            f"`python -m analyzer scans` unavailable: {(r.stderr or r.stdout).strip().splitlines()[-1:]}"
+        )
+
+
+_RESULTS: dict[str, tuple[dict, float]] = {}
+
+
+def analyze(captures: tuple[Path, dict[str, dict]], name: str) -> tuple[dict, dict, float]:
+    """(analyzer JSON, truth, seconds) for capture `name`; the analyzer runs once per capture."""
+    d, truths = captures
+    if name not in truths:
+        pytest.skip(f"capture {name} was not made")
+    if name not in _RESULTS:
+        started = time.monotonic()
+        r = subprocess.run(
+            [sys.executable, "-m", "analyzer", "scans", str(d / f"{name}.pcap"), "--format", "json"],
+            check=False, cwd=REPO, capture_output=True, text=True, timeout=120,
+        )  # fmt: skip
+        elapsed = time.monotonic() - started
+        assert r.returncode == 0, f"analyzer failed on {name}.pcap (rc {r.returncode}):\n{r.stderr[-3000:]}"
+        _RESULTS[name] = (json.loads(r.stdout), elapsed)
+    out, elapsed = _RESULTS[name]
+    return out, truths[name], elapsed
+
+
+# ---------------------------------------------------------------------------------------------- helpers
+
+
+def flag_set(flags: str | None) -> set[str] | None:
+    """TCP flags as a set of letters, from letters ("SEC", "FPU") or names ("SYN,ECE,CWR", "SYN|ECE")."""
+    if flags is None:
+        return None
+    text = flags.upper()
+    letters = set()
+    for name, letter in FLAG_NAMES.items():
+        if name in text:
+            letters.add(letter)
+            text = text.replace(name, "")
+    letters |= {{"W": "C"}.get(c, c) for c in text if c.isalpha()}  # tcpdump writes CWR as W
+    return letters
+
+
+def key(scan: dict) -> tuple[str, str, str]:
+    return scan["scanner"], scan["target"], scan["type"]
+
+
+def find_ours(ours: list[dict], want: dict) -> dict | None:
+    """Our scan matching a truth scan: same scanner and target, same or equivalent type."""
+    types = EQUIVALENT_TYPES.get(want["type"], {want["type"]})
+    hits = [s for s in ours if s.get("scanner") == want["scanner"] and s.get("target") == want["target"]
+            and s.get("type") in types]  # fmt: skip
+    exact = [s for s in hits if s.get("type") == want["type"]]
+    return (exact or hits or [None])[0]
+
+
+def describe(ours: list[dict]) -> str:
+    return json.dumps([{k: v for k, v in s.items() if k != "ports"} | {"ports": len(s.get("ports", []))}
+                       for s in ours], indent=1)  # fmt: skip
+
+
+# ---------------------------------------------------------------------------------------------- the lab
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_capture_made(captures, name: str) -> None:
+    """Each capture exists, is small, lost nothing, and nmap agreed with the lab's configuration."""
+    d, truths = captures
+    if name not in truths:
+        pytest.skip(f"capture {name} was not made")
+    t = truths[name]
+    pcap = d / t["file"]
+    assert pcap.exists() and t["packets"] > 0
+    assert pcap.stat().st_size < gen.MAX_CAPTURE_BYTES
+    assert t["tcpdump_dropped"] == 0, f"tcpdump dropped {t['tcpdump_dropped']} packets"
+    assert not t["nmap_vs_lab"], "nmap's verdict differs from the lab's configuration: " + "; ".join(
+        t["nmap_vs_lab"]
+    )
+    if t["kind"] != "ordinary":
+        assert t["scans"], "truth lists no scan"
+        for s in t["scans"]:
+            assert s["probe_packets"] >= max(1, len(s["ports"])) or s["type"] == "PING"
+
+
+# ---------------------------------------------------------------------------------------------- the analyzer
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_scan_types(captures, scans_cli, name: str) -> None:
+    """Exactly the scans the capture holds: scanner, target and technique."""
+    out, truth, _ = analyze(captures, name)
+    ours = out["scans"]
+    if not truth["scans"]:
+        assert ours == [], f"ordinary traffic reported as scans:\n{describe(ours)}"
+        return
+    missing = [key(w) for w in truth["scans"] if find_ours(ours, w) is None]
+    allowed = {key(w) for w in truth["scans"]}
+    for w in truth["scans"]:
+        allowed |= {(w["scanner"], w["target"], t) for t in EQUIVALENT_TYPES.get(w["type"], ())}
+    allowed |= {(truth["scanner"], a, "PING") for a in truth.get("swept", [])}
+    extra = [key(s) for s in ours if key(s) not in allowed]
+    # Two of ours for one truth scan (a scan split in two) is wrong too.
+    counts = {}
+    for s in ours:
+        k = (s["scanner"], s["target"], "ACK" if s["type"] in ("ACK", "WINDOW") else s["type"])
+        counts[k] = counts.get(k, 0) + 1
+    split = {k: n for k, n in counts.items() if n > 1}
+    assert not missing and not extra and not split, (
+        f"missing {missing}, unexpected {extra}, split {split}\nours:\n{describe(ours)}"
+    )
+
+
+@pytest.mark.parametrize("name", SCAN_NAMES)
+def test_port_states(captures, scans_cli, name: str) -> None:
+    """Every port nmap (or, for hping3, the lab) reported has the same state in ours."""
+    out, truth, _ = analyze(captures, name)
+    wrong = []
+    for want in truth["scans"]:
+        ours = find_ours(out["scans"], want)
+        if ours is None:
+            if want["ports"]:
+                wrong.append(f"{key(want)}: no such scan")
+            continue
+        by_port = {(p.get("protocol"), p.get("port")): p.get("state") for p in ours.get("ports", [])}
+        for p in want["ports"]:
+            got = by_port.get((p["protocol"], p["port"]), "<absent>")
+            expected = p["state"]
+            if ours["type"] != want["type"] and "states_by_type" in p:
+                # -sA/-sW probes are identical on the wire: judge ours by nmap's rule for the type
+                # ours reports (RST -> unfiltered for ACK; RST window 0 -> closed for WINDOW).
+                expected = p["states_by_type"][ours["type"]]
+            if got != expected:
+                wrong.append(f"{want['type']} {want['target']} {p['protocol']}/{p['port']}: ours {got} "
+                             f"as {ours['type']}, want {expected} (nmap {want['type']}: {p['state']}, "
+                             f"{p['reason']})")  # fmt: skip
+    assert not wrong, "\n".join(wrong)
+
+
+@pytest.mark.parametrize("name", SCAN_NAMES)
+def test_flags_and_tool(captures, scans_cli, name: str) -> None:
+    """Probe flags (order ignored) and the tool that the packets' signature names."""
+    out, truth, _ = analyze(captures, name)
+    wrong = []
+    for want in truth["scans"]:
+        ours = find_ours(out["scans"], want)
+        if ours is None:
+            continue  # test_scan_types reports it
+        if want["flags"] is not None and flag_set(ours.get("flags")) != flag_set(want["flags"]):
+            wrong.append(f"{key(want)}: flags {ours.get('flags')!r}, want {want['flags']!r}")
+        tool = ours.get("tool")
+        if want["tool"] == "hping3":
+            ok = tool == "hping3"
+        elif want["type"] in NMAP_SIGNED:
+            ok = tool == "nmap"
+        else:  # kernel-made (connect) or signature-poor probes: nmap or unknown, never another tool
+            ok = tool == "nmap" or tool in UNKNOWN_TOOL
+        if not ok:
+            wrong.append(f"{key(want)}: tool {tool!r}, want {want['tool']!r}")
+    assert not wrong, "\n".join(wrong)
+
+
+@pytest.mark.parametrize("name", SCAN_NAMES)
+def test_times_and_probes(captures, scans_cli, name: str) -> None:
+    """first/last lie within the tool's run; probes between the ports reported and the probe packets sent."""
+    out, truth, _ = analyze(captures, name)
+    wrong = []
+    before, after = WINDOW_SLACK_S
+    for want in truth["scans"]:
+        ours = find_ours(out["scans"], want)
+        if ours is None:
+            continue
+        first, last = float(ours["first"]), float(ours["last"])
+        if not (want["started"] - before <= first <= last <= want["ended"] + after):
+            wrong.append(f"{key(want)}: first/last {first:.3f}/{last:.3f} outside the run "
+                         f"{want['started']:.3f}..{want['ended']:.3f}")  # fmt: skip
+        lo, hi = len(want["ports"]), want["probe_packets"]
+        if not (max(lo, 1) <= int(ours["probes"]) <= hi):
+            wrong.append(f"{key(want)}: probes {ours['probes']}, want {max(lo, 1)}..{hi}")
+    assert not wrong, "\n".join(wrong)
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_hosts(captures, scans_cli, name: str) -> None:
+    """Every host the truth knows is listed with its MAC (scanner included)."""
+    out, truth, _ = analyze(captures, name)
+    ours = {h.get("address"): h for h in out.get("hosts", [])}
+    wrong = []
+    for h in truth["hosts"]:
+        if h["status"] != "up" or not h["mac"]:
+            continue
+        got = ours.get(h["address"])
+        if got is None:
+            wrong.append(f"{h['address']}: not in hosts")
+        elif (got.get("mac") or "").lower() != h["mac"].lower():
+            wrong.append(f"{h['address']}: mac {got.get('mac')!r}, want {h['mac']}")
+    assert not wrong, "\n".join(wrong) + f"\nours: {json.dumps(list(ours.values()))}"
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_fast_enough(captures, scans_cli, name: str) -> None:
+    """A sanity bound, not a benchmark: each capture (< 1 MB) is analyzed in under 10 s."""
+    _, _, elapsed = analyze(captures, name)
+    assert elapsed < ANALYZER_TIMEOUT_S, f"{name}: {elapsed:.1f} s"
