@@ -1,0 +1,237 @@
+"""Speed benchmark: synlens against tshark and a dpkt loop on one capture, as whole processes.
+
+Each tool runs once, as its own process, in turn (never two at once), with its output sent to
+/dev/null. Measured: wall time of the whole process (interpreter start, imports, reading, output), its
+CPU time (user + system: steadier than wall time on a busy machine) and its peak resident memory, from
+GNU time (`/usr/bin/time -v`) when installed, else from `getrusage(RUSAGE_CHILDREN)` in a wrapper process.
+MB are 10^6 bytes, the file's size in the same unit, so "peak RSS / file" reads straight off the table.
+
+    python benchmarks/bench.py [CAPTURE] [--quick N] [--only NAME ...] [--save-rtt PATH]
+
+CAPTURE defaults to benchmarks/data/big.pcap (make it with benchmarks/make_big_capture.py).
+--quick N benchmarks the first N packets only (copied to a temporary file): a fast sanity run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import os
+import platform
+import re
+import shutil
+import struct
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent
+DEFAULT_CAPTURE = HERE / "data" / "big.pcap"
+GNU_TIME = "/usr/bin/time"
+TSHARK_FIELDS = [
+    "frame.time_epoch",
+    "ip.src",
+    "ip.dst",
+    "tcp.srcport",
+    "tcp.dstport",
+    "tcp.flags",
+    "tcp.seq_raw",
+    "tcp.ack_raw",
+]
+
+# getrusage fallback: run the command, report its peak RSS (KiB on Linux) and CPU time on stderr's last line.
+_RUSAGE_WRAPPER = """
+import resource, subprocess, sys
+rc = subprocess.run(sys.argv[1:], stdout=subprocess.DEVNULL).returncode
+ru = resource.getrusage(resource.RUSAGE_CHILDREN)
+print("maxrss_kib", ru.ru_maxrss, "cpu_s", ru.ru_utime + ru.ru_stime, file=sys.stderr)
+sys.exit(rc)
+"""
+
+
+@dataclass
+class Result:
+    name: str
+    seconds: float
+    cpu_seconds: float
+    rss_bytes: int
+
+
+def pcap_records(path: Path) -> tuple[bytes, str, list[tuple[int, int]]]:
+    """Classic pcap → (global header, byte order, [(record start, record end)]), without the analyzer."""
+    raw = path.read_bytes()
+    for endian in ("<", ">"):
+        if struct.unpack(endian + "I", raw[:4])[0] in (0xA1B2C3D4, 0xA1B23C4D):
+            break
+    else:
+        sys.exit(f"bench: {path} is not a classic pcap file")
+    caplen = struct.Struct(endian + "I").unpack_from
+    spans = []
+    pos, end = 24, len(raw)
+    while pos + 16 <= end:
+        nxt = pos + 16 + caplen(raw, pos + 8)[0]
+        if nxt > end:
+            break
+        spans.append((pos, nxt))
+        pos = nxt
+    return raw[:24], endian, spans
+
+
+def count_packets(path: Path) -> int:
+    return len(pcap_records(path)[2])
+
+
+def head_capture(path: Path, n: int, out: Path) -> int:
+    """The first n records of `path`, verbatim, into `out`. Returns how many were written."""
+    raw = path.read_bytes()
+    header, _, spans = pcap_records(path)
+    spans = spans[:n]
+    with open(out, "wb") as f:
+        f.write(header)
+        if spans:
+            f.write(raw[spans[0][0] : spans[-1][1]])
+    return len(spans)
+
+
+def commands(capture: Path, save_rtt: Path | None) -> dict[str, tuple[list[str], Path | None]]:
+    """name → (argv, file for stdout or None for /dev/null)."""
+    py = sys.executable
+    fields = [arg for f in TSHARK_FIELDS for arg in ("-e", f)]
+    return {
+        "synlens rtt": ([py, "-m", "analyzer", "rtt", str(capture), "--format", "json"], save_rtt),
+        "synlens read": ([py, "-c", f"import analyzer; analyzer.read({str(capture)!r})"], None),
+        "tshark -T fields": (["tshark", "-r", str(capture), "-T", "fields", *fields], None),
+        "dpkt loop": ([py, str(HERE / "dpkt_loop.py"), str(capture)], None),
+    }
+
+
+def measure(name: str, argv: list[str], stdout_path: Path | None) -> Result:
+    """Run argv once; wall time of the whole process and its peak RSS."""
+    env = dict(
+        os.environ, PYTHONPATH=os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))
+    )
+    gnu = os.path.exists(GNU_TIME)
+    if stdout_path and not gnu:
+        sys.exit("bench: --save-rtt needs GNU time (/usr/bin/time)")
+    with contextlib.ExitStack() as stack:
+        stdout = stack.enter_context(open(stdout_path, "w")) if stdout_path else subprocess.DEVNULL
+        report = stack.enter_context(tempfile.NamedTemporaryFile("r", suffix=".time"))
+        cmd = (
+            [GNU_TIME, "-v", "-o", report.name, *argv]
+            if gnu
+            else [sys.executable, "-c", _RUSAGE_WRAPPER, *argv]
+        )
+        t0 = time.perf_counter()
+        proc = subprocess.run(
+            cmd, check=False, stdout=stdout, stderr=subprocess.PIPE, text=True, cwd=ROOT, env=env
+        )
+        seconds = time.perf_counter() - t0
+        if gnu:
+            text = report.read()
+            m = re.search(r"Maximum resident set size \(kbytes\): (\d+)", text)
+            cpu = sum(float(x) for x in re.findall(r"(?:User|System) time \(seconds\): ([\d.]+)", text))
+            status = re.search(r"Exit status: (\d+)", text)
+            rc = int(status.group(1)) if status else proc.returncode
+        else:
+            m = re.search(r"maxrss_kib (\d+) cpu_s ([\d.]+)\s*$", proc.stderr)
+            cpu = float(m.group(2)) if m else 0.0
+            rc = proc.returncode
+    if rc != 0 or m is None:
+        tail = "\n".join(proc.stderr.splitlines()[-15:])
+        sys.exit(f"bench: {name} failed (exit {rc}):\n{tail}")
+    return Result(name, seconds, cpu, int(m.group(1)) * 1024)
+
+
+def versions() -> str:
+    import dpkt
+    import numpy
+    import pandas
+
+    tshark = subprocess.run(
+        ["tshark", "--version"], check=False, capture_output=True, text=True
+    ).stdout.splitlines()
+    return (
+        f"Python {platform.python_version()}, numpy {numpy.__version__}, pandas {pandas.__version__}, "
+        f"dpkt {dpkt.__version__}, {tshark[0] if tshark else 'tshark ?'}; {os.cpu_count()} CPUs"
+    )
+
+
+def table(results: list[Result], packets: int, size: int) -> str:
+    base = next((r for r in results if r.name == "synlens rtt"), None)
+    lines = [
+        (
+            "| tool | seconds | CPU seconds | peak RSS (MB) | RSS / file size | packets/s "
+            "| synlens rtt speed-up (wall) | (CPU) |"
+        ),
+        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+    ]
+    for r in results:
+        wall = f"{r.seconds / base.seconds:.1f}×" if base else "n/a"
+        cpu = f"{r.cpu_seconds / base.cpu_seconds:.1f}×" if base and base.cpu_seconds else "n/a"
+        lines.append(
+            f"| {r.name} | {r.seconds:.2f} | {r.cpu_seconds:.2f} | {r.rss_bytes / 1e6:.0f} | "
+            f"{r.rss_bytes / size:.2f}× | {packets / r.seconds:,.0f} | {wall} | {cpu} |"
+        )
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("capture", nargs="?", type=Path, default=DEFAULT_CAPTURE)
+    ap.add_argument("--quick", type=int, metavar="N", help="benchmark the first N packets only")
+    ap.add_argument(
+        "--only",
+        action="append",
+        metavar="NAME",
+        help="run only the tools whose name contains NAME (repeatable)",
+    )
+    ap.add_argument(
+        "--save-rtt", type=Path, metavar="PATH", help="keep synlens rtt's JSON here instead of /dev/null"
+    )
+    args = ap.parse_args(argv)
+    if not args.capture.exists():
+        sys.exit(f"bench: {args.capture} not found; make it with: python benchmarks/make_big_capture.py")
+    for tool in ("tshark",):
+        if shutil.which(tool) is None:
+            sys.exit(f"bench: {tool} is not installed")
+    t_start = time.perf_counter()
+    with tempfile.TemporaryDirectory(prefix="slbn") as tmp:
+        capture = args.capture
+        if args.quick:
+            capture = Path(tmp) / f"head{args.quick}.pcap"
+            head_capture(args.capture, args.quick, capture)
+        packets = count_packets(capture)
+        size = capture.stat().st_size
+        capture.read_bytes()  # into the page cache, so the first tool does not pay for the disk
+        print(f"capture: {capture} — {packets:,} packets, {size:,} bytes ({size / 1e6:.1f} MB)")
+        print(versions())
+        print(
+            f"peak RSS from {'GNU time -v' if os.path.exists(GNU_TIME) else 'getrusage(RUSAGE_CHILDREN)'}; "
+            "each tool run once, in turn\n",
+            flush=True,
+        )
+        results = []
+        for name, (cmd, out) in commands(capture, args.save_rtt).items():
+            if args.only and not any(o in name for o in args.only):
+                continue
+            r = measure(name, cmd, out)
+            print(
+                f"  {name}: {r.seconds:.2f} s ({r.cpu_seconds:.2f} s CPU), {r.rss_bytes / 1e6:.0f} MB",
+                flush=True,
+            )
+            results.append(r)
+    print()
+    print(table(results, packets, size))
+    print(
+        f"\nfile: {size / 1e6:.1f} MB, {packets:,} packets; "
+        f"benchmark took {time.perf_counter() - t_start:.1f} s"
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
