@@ -45,3 +45,19 @@ def test_every_cli_option_is_documented(where, option):
 def test_cli_help_runs():
     out = subprocess.run([sys.executable, "-m", "analyzer", "rtt", "--help"], capture_output=True, text=True)
     assert out.returncode == 0 and "--confidence" in out.stdout
+
+
+def _agent_options():
+    from agent.cli import _parser
+
+    for action in _parser()._actions:
+        if hasattr(action, "choices") and isinstance(action.choices, dict):
+            for name, sub in action.choices.items():
+                yield from ((f"agent {name} {o}", o) for a in sub._actions for o in a.option_strings
+                            if o.startswith("--") and o != "--help")
+
+
+@pytest.mark.parametrize("where,option", sorted(set(_agent_options())))
+def test_every_agent_option_is_documented(where, option):
+    agent_readme = (ROOT / "agent" / "README.md").read_text()
+    assert option in README and option in agent_readme, f"{where} is not documented"
