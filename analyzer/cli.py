@@ -149,7 +149,6 @@ def cmd_rtt(args: argparse.Namespace) -> int:
         from .signals import signal_families
 
         fams, family_table = signal_families(packets, probes, **options)
-        fams = fams.rename(columns={"family": "rtt_family"}).rename(columns={"signal_family": "family"})
     else:
         fams = families(probes, **options)
     meta = {

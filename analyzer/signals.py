@@ -134,8 +134,9 @@ def signal_families(packets: pd.DataFrame, matches: pd.DataFrame, *, signals: tu
                     **rtt_options: object) -> tuple[pd.DataFrame, pd.DataFrame]:
     """(ports, families): per port its RTT statistics, observed signals and family; per family its evidence.
 
-    ports: the columns of `analyzer.families` plus ttl, ttl_agree, window, options, ip_id_class, ts_offset,
-    ts_rate, signal_family, deciding_signal. families: target, protocol, family, ports, kind, signals (those
+    ports: the columns of `analyzer.families`, with `family` now the family from all signals and
+    `rtt_family` the RTT-only one, plus ttl, ttl_agree, window, options, ip_id_class, ts_offset, ts_rate,
+    deciding_signal. families: target, protocol, family, ports, kind, signals (those
     that separate it from the families before it), evidence, unavailable (signals with no data, and why).
     """
     unknown = set(signals) - set(ALL_SIGNALS)
@@ -201,7 +202,7 @@ def signal_families(packets: pd.DataFrame, matches: pd.DataFrame, *, signals: tu
                 ttl=s.ttl, ttl_agree=s.ttl_agree, window=s.window, options=s.options, ip_id_class=s.ip_id_class,
                 ts_offset=s.ts_offset, ts_rate=s.ts_rate, signal_family=labels[int(r["port"])],
                 deciding_signal=(decided[int(r["port"])][0][0] if int(r["port"]) in decided else None)))
-    ports = pd.DataFrame(port_rows)
+    ports = pd.DataFrame(port_rows).rename(columns={"family": "rtt_family"}).rename(columns={"signal_family": "family"})
     fam_table = pd.DataFrame(fam_rows, columns=["target", "protocol", "family", "ports", "kind", "signals", "evidence",
                                                 "unavailable"])
     ports.attrs.update(base.attrs, signals=list(signals))

@@ -1,0 +1,69 @@
+"""Every bundled sample capture meets its machine-readable truth file (sample_pcaps/*.truth.json)."""
+
+import json
+from pathlib import Path
+
+import pytest
+
+import analyzer
+
+SAMPLES = Path(__file__).resolve().parent.parent / "sample_pcaps"
+TRUTHS = sorted(SAMPLES.glob("*.truth.json"))
+
+
+def capture_of(truth_path: Path) -> Path:
+    truth = json.loads(truth_path.read_text())
+    name = truth.get("file") or truth.get("capture")
+    return SAMPLES / Path(name).name
+
+
+def partition(groups):
+    return {frozenset(g) for g in groups}
+
+
+def test_samples_are_small():
+    sizes = {p.name: p.stat().st_size for p in SAMPLES.glob("*.pcap*")}
+    assert sizes and all(s < 1_000_000 for s in sizes.values()), sizes
+    assert sum(sizes.values()) < 10_000_000
+
+
+@pytest.mark.parametrize("truth_path", [t for t in TRUTHS if "families" in json.loads(t.read_text())],
+                         ids=lambda p: p.name)
+def test_families_meet_truth(truth_path):
+    truth = json.loads(truth_path.read_text())
+    packets = analyzer.read(capture_of(truth_path))
+    ports, _ = analyzer.signal_families(packets, analyzer.match(packets))
+    mine = ports[(ports["target"] == truth["target"]) & (ports["family_kind"] != "no answer")]
+    got = {}
+    for port, fam in zip(mine["port"].astype(int), mine["family"].astype(int)):
+        got.setdefault(fam, set()).add(port)
+    expected = partition(truth["families"])
+    covered = set().union(*expected)
+    got_restricted = {frozenset(g & covered) for g in got.values() if g & covered}
+    assert got_restricted == expected
+    silent = set(ports[(ports["target"] == truth["target"]) & (ports["family_kind"] == "no answer")]["port"])
+    assert set(truth.get("dropped", [])) <= silent
+
+
+@pytest.mark.parametrize("truth_path", [t for t in TRUTHS if "scans" in json.loads(t.read_text())],
+                         ids=lambda p: p.name)
+def test_scans_meet_truth(truth_path):
+    truth = json.loads(truth_path.read_text())
+    packets = analyzer.read(capture_of(truth_path))
+    found, states = analyzer.scans(packets, analyzer.match(packets))
+    expected = truth["scans"]
+    if not expected:
+        assert found.empty
+        return
+    for scan in expected:
+        mine = found[(found["scanner"] == scan["scanner"]) & (found["target"] == scan["target"])]
+        types = set(mine["type"])
+        want = {scan["type"]} | ({"ACK", "WINDOW"} if scan["type"] in ("ACK", "WINDOW") else set())
+        assert types & want, (scan["type"], types)
+        for port in scan.get("ports", []):
+            st = states[(states["target"] == scan["target"]) & (states["port"] == port["port"])
+                        & (states["protocol"] == port["protocol"]) & states["type"].isin(want)]
+            assert len(st), port
+            reading = st["type"].iloc[0]
+            expected_state = port.get("states", {}).get(reading, port["state"]) if "states" in port else port["state"]
+            assert st["state"].iloc[0] == expected_state, (port, reading)
