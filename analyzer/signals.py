@@ -37,6 +37,7 @@ TTL_AGREEMENT = 0.8
 TTL_MIN_REPLIES = 3
 CLOCK_TOLERANCE = 1000  # TSval ticks (1 s at Linux's 1 kHz): one machine's clock stays far closer
 IPID_STEP = 1000
+WRAP = 1 << 32
 
 
 @dataclass(frozen=True)
@@ -52,9 +53,50 @@ class PortSignals:
     ts_offset: float | None
     ts_rate: float | None
     ipid_series: tuple = field(default=(), repr=False)  # (ts_ns, ip_id) of replies
+    ts_consistent: bool | None = None  # None: no timestamps; False: replies do not fit one clock
+
+    @property
+    def ttl_trusted(self) -> bool:
+        return self.ttl is not None and self.ttl_agree >= TTL_MIN_REPLIES and self.ttl_agree >= TTL_AGREEMENT * self.replies
+
+    @property
+    def has_evidence(self) -> bool:
+        """Whether any signal of this port can be trusted on its own (else it cannot be placed)."""
+        return self.ttl_trusted or self.stack_agree >= 2 or self.ts_offset is not None
 
 
-def _port_signals(port: int, replies: pd.DataFrame) -> PortSignals:
+def _clock(replies: pd.DataFrame, t_ref_ns: int) -> tuple[float | None, float | None, bool | None]:
+    """(offset at t_ref, rate in Hz, consistent) of the TCP timestamp clock behind a port's replies.
+
+    TSvals are unwrapped modulo 2^32; the rate is the median of pairwise slopes (robust to a bad TSval);
+    the offset is taken at one reference time shared by the target's ports, so a small rate error does not
+    grow into a false gap. Replies that do not fit one clock (per-connection offsets, which current Linux
+    uses: it hashes the ports into the offset) make the signal unusable for this port.
+    """
+    ts = replies[["ts_ns", "tsval"]].dropna()
+    if len(ts) < 3:
+        return None, None, None
+    v = ts["tsval"].astype(np.int64).to_numpy()
+    d = np.diff(v) % WRAP
+    d[d >= WRAP // 2] -= WRAP
+    u = v[0] + np.concatenate([[0], np.cumsum(d)])
+    t = (ts["ts_ns"].astype(np.int64).to_numpy() - t_ref_ns) / 1e9
+    rate = 1000.0
+    if t[-1] - t[0] > 0.05:
+        i, j = np.triu_indices(len(t), 1)
+        ok = t[j] - t[i] > 0.01
+        if ok.any():
+            rate = float(np.median((u[j] - u[i])[ok] / (t[j] - t[i])[ok]))
+    if not 1.0 <= rate <= 10_000:  # RFC 7323: a tick between 1 ms and 1 s
+        return None, None, False
+    resid = u - rate * t
+    offset = float(np.median(resid))
+    if np.mean(np.abs(resid - offset) < CLOCK_TOLERANCE) < 0.8:
+        return None, None, False
+    return offset % WRAP, rate, True
+
+
+def _port_signals(port: int, replies: pd.DataFrame, t_ref_ns: int = 0) -> PortSignals:
     ttl_vals = replies["ttl"].dropna().astype(int)
     ttl, agree = (None, 0)
     if len(ttl_vals):
@@ -80,27 +122,20 @@ def _port_signals(port: int, replies: pd.DataFrame) -> PortSignals:
     else:
         steps = np.diff(id_vals) % 65536
         id_class = "incremental" if (steps < IPID_STEP).mean() > 0.9 else "random"
-    ts = replies[["ts_ns", "tsval"]].dropna()
-    ts_offset = ts_rate = None
-    if len(ts) >= 2:
-        t = (ts["ts_ns"].to_numpy(float) - ts["ts_ns"].iloc[0]) / 1e9
-        v = ts["tsval"].to_numpy(float)
-        if t[-1] - t[0] > 0.05:
-            ts_rate = float(np.polyfit(t, v, 1)[0])
-        ts_offset = float(np.median(v - (ts_rate or 1000.0) * (ts["ts_ns"].to_numpy(float) / 1e9)))
+    ts_offset, ts_rate, ts_consistent = _clock(replies, t_ref_ns)
     return PortSignals(port, len(replies), ttl, agree, window, options, stack_agree, id_class, ts_offset, ts_rate,
-                       tuple(zip(ids["ts_ns"].astype(np.int64), id_vals)))
+                       tuple(zip(ids["ts_ns"].astype(np.int64), id_vals)), ts_consistent)
 
 
 def _apart(a: PortSignals, b: PortSignals, rtt_apart: str | None, use: tuple[str, ...]) -> list[tuple[str, str]]:
     """Every (signal, evidence) that separates ports a and b, most certain first; empty when none does."""
     found = []
     if "ttl" in use and a.ttl is not None and b.ttl is not None and a.ttl != b.ttl:
-        ok = all(s.ttl_agree >= TTL_MIN_REPLIES and s.ttl_agree >= TTL_AGREEMENT * s.replies for s in (a, b))
-        if ok:
+        if a.ttl_trusted and b.ttl_trusted:
             found.append(("ttl", f"TTL {a.ttl} vs {b.ttl} on {a.ttl_agree}/{a.replies} and {b.ttl_agree}/{b.replies} replies"))
     if "clock" in use and a.ts_offset is not None and b.ts_offset is not None:
-        gap = abs(a.ts_offset - b.ts_offset)
+        gap = abs(a.ts_offset - b.ts_offset) % WRAP
+        gap = min(gap, WRAP - gap)  # two 32-bit clocks are never more than 2^31 ticks apart
         if gap > CLOCK_TOLERANCE:
             found.append(("clock", f"TCP timestamp clocks {gap:.0f} ticks apart"))
     if "stack" in use and a.options is not None and b.options is not None and min(a.stack_agree, b.stack_agree) >= 2:
@@ -120,7 +155,10 @@ def _apart(a: PortSignals, b: PortSignals, rtt_apart: str | None, use: tuple[str
 def _unavailable(sig: list[PortSignals], use: tuple[str, ...]) -> list[str]:
     """Signals that could not be read for this target, and why: ports they would separate may still differ."""
     out = []
-    if "clock" in use and not any(s.ts_offset is not None for s in sig):
+    if "clock" in use and any(s.ts_consistent is False for s in sig) and not any(s.ts_offset is not None for s in sig):
+        out.append("clock: TCP timestamps do not follow one clock per port (per-connection offsets, as current "
+                   "Linux hashes the ports into them): they carry no host identity")
+    elif "clock" in use and not any(s.ts_offset is not None for s in sig):
         out.append("clock: no TCP timestamps in the replies (probes carried no timestamp option; "
                    "synlens-agent --tcp-timestamps adds one): machines alike in TTL and RTT cannot be told apart")
     if "ip_id" in use and not any(s.ip_id_class == "incremental" for s in sig):
@@ -152,13 +190,17 @@ def signal_families(packets: pd.DataFrame, matches: pd.DataFrame, *, signals: tu
     port_rows, fam_rows = [], []
     for (target, proto), rows in base.groupby(["target", "protocol"], sort=False):
         sig = {}
+        of_target = reply_rows[reply_rows["_target"] == target]
+        t_ref = int(of_target["ts_ns"].min()) if len(of_target) else 0
         for port in rows["port"].astype(int):
-            mine = reply_rows[(reply_rows["_target"] == target) & (reply_rows["_port"] == port)]
-            sig[port] = _port_signals(port, mine)
+            mine = of_target[of_target["_port"] == port]
+            sig[port] = _port_signals(port, mine, t_ref)
         rtt_fam = dict(zip(rows["port"].astype(int), rows["family"].astype(int)))
         means = dict(zip(rows["port"].astype(int), rows["median_us"]))
         answered = [p for p in rtt_fam if rtt_fam[p] >= 0 and rows.set_index("port").loc[p, "family_kind"] != "no answer"]
-        answered += [p for p in rtt_fam if rtt_fam[p] < 0]  # untestable by RTT, maybe placed by other signals
+        # Untestable by RTT: placed only when another signal of its own can be trusted; else no family.
+        unplaced = [p for p in rtt_fam if rtt_fam[p] < 0 and not sig[p].has_evidence]
+        answered += [p for p in rtt_fam if rtt_fam[p] < 0 and sig[p].has_evidence]
         answered.sort(key=lambda p: (np.nan_to_num(means[p], nan=np.inf), p))
         fams: list[list[int]] = []
         decided: dict[int, tuple[str, str]] = {}
@@ -176,15 +218,16 @@ def signal_families(packets: pd.DataFrame, matches: pd.DataFrame, *, signals: tu
                     fam.append(p)
                     placed = True
                     break
-                if p not in decided:
-                    decided[p] = reasons
+                decided[p] = reasons  # the last family tried: the nearest in RTT order
             if not placed:
                 fams.append([p])
-        silent = [p for p in rtt_fam if p not in answered]
+        silent = [p for p in rtt_fam if p not in answered and p not in unplaced]
         missing = _unavailable(list(sig.values()), signals)
         labels = {p: i for i, fam in enumerate(fams) for p in fam}
         for p in silent:
             labels[p] = len(fams)
+        for p in unplaced:
+            labels[p] = -1
         for i, fam in enumerate(fams):
             # Evidence of the family's first member: why it could join no earlier family (all signals).
             why = decided.get(fam[0], [])
