@@ -41,7 +41,7 @@ def test_families_meet_truth(truth_path):
     got = {}
     for port, fam in zip(placed["port"].astype(int), placed["family"].astype(int)):
         got.setdefault(fam, set()).add(port)
-    expected = {frozenset(g & set(placed["port"])) for g in truth["families"]} - {frozenset()}
+    expected = {frozenset(set(g) & set(placed["port"])) for g in truth["families"]} - {frozenset()}
     covered = set().union(*expected)
     got_restricted = {frozenset(g & covered) for g in got.values() if g & covered}
     assert got_restricted == expected
