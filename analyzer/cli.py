@@ -181,6 +181,10 @@ def main(argv: list[str] | None = None) -> int:
     except CaptureError as e:
         print(f"synlens: error: {e}", file=sys.stderr)
         return 2
+    except OSError as e:  # an output that cannot be written, a full disk …
+        where = f"{e.filename}: " if getattr(e, "filename", None) else ""
+        print(f"synlens: error: {where}{e.strerror or e}", file=sys.stderr)
+        return 2
     except KeyboardInterrupt:
         print("synlens: interrupted", file=sys.stderr)
         return 130
