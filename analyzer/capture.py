@@ -13,6 +13,7 @@ record with a `CaptureWarning`; an unreadable file raises `CaptureError` naming 
 from __future__ import annotations
 
 import gzip
+import itertools
 import os
 import struct
 import warnings
@@ -103,11 +104,100 @@ def read_records(path: str | os.PathLike[str]) -> Records:
     raise CaptureError(path, f"not a pcap or pcapng file (starts with bytes {raw[:4].hex()})")
 
 
-def _gather_u32(data: np.ndarray, pos: np.ndarray, big: bool) -> np.ndarray:
-    b = [data[pos + i].astype(np.uint64) for i in range(4)]
-    if big:
-        b.reverse()
-    return b[0] | (b[1] << 8) | (b[2] << 16) | (b[3] << 24)
+def _u32_view(raw: bytes, big: bool) -> np.ndarray:
+    """The 32-bit integer starting at every byte of `raw` (overlapping views, stride 1): one gather reads a field."""
+    return np.ndarray((max(len(raw) - 3, 0),), ">u4" if big else "<u4", buffer=raw, strides=(1,))
+
+
+# Record walk: after this many records walked one by one, try to predict the next ones (see _walk_pcap).
+_SPECULATE_AFTER = 16
+_SPECULATE_MAX = 1 << 16
+
+
+def _walk_pcap(raw: bytes, endian: str, limit: int, snaplen: int) -> tuple[np.ndarray, int, str | None]:
+    """Record starts of a classic pcap, the position where the walk stopped, and the damage found (or None).
+
+    Each record's length says where the next begins, so the walk is sequential; but captures repeat
+    themselves (a scan's probe and reply lengths alternate for millions of records). So after a few records
+    walked one by one, the walk guesses that the last one or two record lengths repeat, computes where the
+    next K records would start, and checks the guess with numpy: the caplen read at each guessed start must
+    be the guessed one. The records up to the first wrong guess are exactly those the one-by-one walk would
+    have found (it reads nothing else); it resumes there. K doubles while guesses hold, and guessing backs
+    off while they fail, so captures that do not repeat pay almost nothing for it.
+    """
+    caplen_at = struct.Struct(endian + "I").unpack_from
+    view = _u32_view(raw, endian == ">")
+    chunks: list[np.ndarray] = []  # record starts found, in order: walked arrays and verified guesses
+    done = 0  # records in chunks
+    pos, end = 24, len(raw)
+    damage = None
+    k = 64  # records guessed at once
+    budget = _SPECULATE_AFTER
+    while True:
+        starts = array("q")
+        append = starts.append
+        for _ in range(budget):
+            if pos + 16 > end:
+                break
+            cap = caplen_at(raw, pos + 8)[0]
+            if cap > limit:
+                damage = f"record {done + len(starts) + 1} at byte {pos} claims {cap} bytes (snaplen {snaplen}); stopping there"
+                break
+            nxt = pos + 16 + cap
+            if nxt > end:
+                damage = f"capture cut short inside record {done + len(starts) + 1} (byte {pos})"
+                break
+            append(pos)
+            pos = nxt
+        else:
+            starts_np = np.frombuffer(starts, np.int64)
+            chunks.append(starts_np)
+            done += len(starts_np)
+            guessed = _guess(view, starts_np, pos, end, k)
+            if guessed is None:
+                budget = min(budget * 2, 4096)  # nothing to guess from, or a wrong guess: walk longer first
+                continue
+            found, pos = guessed
+            chunks.append(found)
+            done += len(found)
+            if len(found) == k:
+                k = min(k * 2, _SPECULATE_MAX)
+                budget = 2
+            else:
+                k = 64
+                budget = _SPECULATE_AFTER if len(found) else min(budget * 2, 4096)
+            continue
+        chunks.append(np.frombuffer(starts, np.int64))
+        break
+    return (np.concatenate(chunks) if chunks else np.zeros(0, np.int64)), pos, damage
+
+
+def _guess(view: np.ndarray, walked: np.ndarray, pos: int, end: int, k: int) -> tuple[np.ndarray, int] | None:
+    """Guess the next k records repeat the last one's or last two's lengths; keep the verified prefix."""
+    if len(walked) < 4:
+        return None
+    s = walked[-4:].tolist() + [pos]
+    sizes = [b - a for a, b in itertools.pairwise(s)]
+    if sizes[3] == sizes[2] == sizes[1]:
+        period = sizes[3:]
+    elif sizes[3] == sizes[1] and sizes[2] == sizes[0]:
+        period = sizes[2:]
+    else:
+        return None
+    step = sum(period)
+    k = min(k, ((end - pos) // step) * len(period))  # every guessed record must end inside the file
+    if k <= 0:
+        return None
+    i = np.arange(k)
+    phase = i % len(period)
+    size = np.array(period, np.int64)[phase]
+    prefix = np.array([0] + period[:-1], np.int64).cumsum()  # where each phase starts within a period
+    start = pos + (i // len(period)) * step + prefix[phase]
+    wrong = np.flatnonzero(view[start + 8] != size - 16)
+    m = int(wrong[0]) if len(wrong) else k
+    if m == 0:
+        return None
+    return start[:m], int(start[m - 1] + size[m - 1])
 
 
 def _pcap(path: str, raw: bytes, endian: str, nano: bool, compressed: bool) -> Records:
@@ -116,37 +206,22 @@ def _pcap(path: str, raw: bytes, endian: str, nano: bool, compressed: bool) -> R
     _, _, _, _, snaplen, network = struct.unpack_from(endian + "HHiIII", raw, 4)
     linktype = network & 0x0FFFFFFF  # upper bits carry FCS flags in newer pcap
     limit = max(min(MAX_RECORD, max(snaplen, 65535) * 4), 65535 + 64)
-    caplen_at = struct.Struct(endian + "I").unpack_from
-    starts = array("q")
-    append = starts.append
-    pos, end = 24, len(raw)
-    damage = None
-    while pos + 16 <= end:
-        cap = caplen_at(raw, pos + 8)[0]
-        if cap > limit:
-            damage = f"record {len(starts) + 1} at byte {pos} claims {cap} bytes (snaplen {snaplen}); stopping there"
-            break
-        nxt = pos + 16 + cap
-        if nxt > end:
-            damage = f"capture cut short inside record {len(starts) + 1} (byte {pos})"
-            break
-        append(pos)
-        pos = nxt
+    hdr, pos, damage = _walk_pcap(raw, endian, limit, snaplen)
+    end = len(raw)
     if damage is None and pos != end:
-        damage = f"capture cut short inside record header {len(starts) + 1} (byte {pos})"
+        damage = f"capture cut short inside record header {len(hdr) + 1} (byte {pos})"
     if damage:
-        warnings.warn(CaptureWarning(path, damage + f"; read {len(starts)} records"))
+        warnings.warn(CaptureWarning(path, damage + f"; read {len(hdr)} records"))
     data = np.frombuffer(raw, np.uint8)
-    hdr = np.frombuffer(starts, np.int64)
-    big = endian == ">"
-    sec = _gather_u32(data, hdr, big).astype(np.int64)
-    frac = _gather_u32(data, hdr + 4, big).astype(np.int64)
+    view = _u32_view(raw, endian == ">")
+    sec = view[hdr].astype(np.int64)
+    frac = view[hdr + 4].astype(np.int64)
     return Records(
         path=path,
         data=data,
         offset=hdr + 16,
-        caplen=_gather_u32(data, hdr + 8, big).astype(np.int64),
-        wirelen=_gather_u32(data, hdr + 12, big).astype(np.int64),
+        caplen=view[hdr + 8].astype(np.int64),
+        wirelen=view[hdr + 12].astype(np.int64),
         ts_ns=sec * 1_000_000_000 + (frac if nano else frac * 1000),
         linktype=np.full(len(hdr), linktype, np.uint16),
         iface=np.zeros(len(hdr), np.uint16),

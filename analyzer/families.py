@@ -20,7 +20,7 @@ Two methods (README "Methods" says why in full):
 ``qscan``
     nmap's qscan.nse: ports in port order, each unassigned port opens a family and absorbs every later
     unassigned port whose pooled-variance Student t is below the critical value. The critical value is
-    `scipy.stats.t.ppf(confidence, n1 + n2 - 2)` applied to |t|, which is qscan's own (one-sided
+    `scipy.stats.t.ppf(confidence, n1 + n2 - 2)` (scipy.special.stdtrit) applied to |t|, which is qscan's own (one-sided
     quantile, absolute statistic): at confidence C it is a two-sided test at α = 2(1 - C).
     ``qscan-table`` uses qscan's hard-coded table as shipped, errors included, to reproduce nmap exactly.
 
@@ -32,9 +32,24 @@ from __future__ import annotations
 
 import numpy as np
 import pandas as pd
-from scipy import stats as sps
+from scipy import special as _sp
 
-from .stats import DEFAULT_TRIM, Summary, holm, port_stats, rtt_samples, summarize, welch_anova, yuen_welch_matrix
+from .stats import (
+    DEFAULT_TRIM,
+    Summary,
+    _grouped_samples,
+    _port_stats,
+    _PortKeys,
+    _ranges,
+    holm,
+    rtt_samples,
+    select_probes,
+    sorted_blocks,
+    summarize,
+    summarize_blocks,
+    welch_anova,
+    yuen_welch_matrix,
+)
 
 METHODS = ("robust", "qscan", "qscan-table")
 DEFAULT_CONFIDENCE = {"robust": 0.99, "qscan": 0.95, "qscan-table": 0.95}
@@ -64,13 +79,22 @@ def group_robust(samples: list[np.ndarray], confidence: float = 0.99, trim: floa
     smaller differences are within what one path shows over a scan (clock drift, load, timer jitter).
     """
     _check_confidence(confidence)
-    k = len(samples)
+    lengths = np.array([len(s) for s in samples], dtype=np.int64)
+    values = np.concatenate([np.asarray(s, float).reshape(-1) for s in samples]) if len(samples) else np.zeros(0)
+    return _group_robust(values, lengths, confidence, trim, min_ratio, min_diff_us)
+
+
+def _group_robust(values: np.ndarray, lengths: np.ndarray, confidence: float, trim: float, min_ratio: float,
+                  min_diff_us: float) -> np.ndarray:
+    """`group_robust` of samples given concatenated (`values`, float µs) with their `lengths`."""
+    _check_confidence(confidence)
+    k = len(lengths)
     if k <= 1:
         return np.zeros(k, int)
     alpha = 1.0 - confidence
-    logs = [np.log(np.maximum(np.asarray(s, float), _FLOOR_US)) for s in samples]
-    full = summarize(logs, trim)
-    floor = np.array([_floor_location(x) for x in logs])
+    blocks = sorted_blocks(np.log(np.maximum(values, _FLOOR_US)), lengths)
+    full = summarize_blocks(blocks, k, trim)
+    floor = _floor_locations(blocks, k)
     labels = np.zeros(k, int)
     pending = [np.arange(k)]
     leaves = []
@@ -103,6 +127,15 @@ def _floor_location(log_rtt: np.ndarray) -> float:
     """
     x = np.sort(log_rtt)
     return float(x[: max(1, (len(x) + 1) // 2)].mean())
+
+
+def _floor_locations(blocks: list[tuple[int, np.ndarray, np.ndarray]], k: int) -> np.ndarray:
+    """`_floor_location` of every sample, from `sorted_blocks` (bit for bit: numpy's mean along rows)."""
+    out = np.full(k, np.nan)
+    for size, rows, x in blocks:
+        if size:
+            out[rows] = x[:, : max(1, (size + 1) // 2)].mean(axis=1)
+    return out
 
 
 def _best_cut(location: np.ndarray, size: np.ndarray, node: np.ndarray, min_log_ratio: float,
@@ -182,7 +215,7 @@ def group_qscan(samples: list[np.ndarray], confidence: float = 0.95, table: bool
             dof = n1 + n2 - 2
             with np.errstate(divide="ignore", invalid="ignore"):
                 t = abs(u1 - u2) / np.sqrt((n1 + n2) / (n1 * n2) * (((n1 - 1) * v1 + (n2 - 1) * v2) / dof))
-            crit = qscan_table_quantile(confidence, dof) if table else float(sps.t.ppf(confidence, dof))
+            crit = qscan_table_quantile(confidence, dof) if table else float(_sp.stdtrit(dof, confidence))
             if t < crit:  # NaN (a zero-variance pair) is never below: qscan keeps such ports apart too
                 fam[j] = fam[i]
     return fam
@@ -200,24 +233,37 @@ def families(matches: pd.DataFrame, *, method: str = "robust", confidence: float
         raise ValueError(f"method must be one of {METHODS}, not {method!r}")
     confidence = DEFAULT_CONFIDENCE[method] if confidence is None else confidence
     _check_confidence(confidence)
-    table = port_stats(matches, probes=probes)
-    samples = rtt_samples(matches, probes=probes)
+    m = select_probes(matches, probes)
+    keys = _PortKeys(m)
+    table, port_keys = _port_stats(m, keys)
+    sample_keys, counts, values = _grouped_samples(m, keys)
+    starts = np.zeros(len(counts), np.int64)
+    np.cumsum(counts[:-1], out=starts[1:])
+    # Each table row's samples: a slice of `values` (ports without samples have none).
+    at = np.minimum(np.searchsorted(sample_keys, port_keys), max(len(sample_keys) - 1, 0))
+    found = (sample_keys[at] == port_keys) if len(sample_keys) else np.zeros(len(port_keys), bool)
+    n_samples = np.where(found, counts[at] if len(counts) else 0, 0)
+    first = np.where(found, starts[at] if len(starts) else 0, 0)
+    received = table["received"].to_numpy()
     family = np.full(len(table), -1)
     kind = np.array(["answered"] * len(table), dtype=object)
-    for (_, _), idx in table.groupby(["target", "protocol"], sort=False).groups.items():
-        idx = np.asarray(list(idx))
-        rows = table.loc[idx]
-        keys = list(zip(rows["target"], rows["protocol"], rows["port"].astype(int)))
-        data = [samples.get(key, np.zeros(0)) for key in keys]
-        testable = np.array([len(d) >= MIN_SAMPLES for d in data])
-        silent = rows["received"].to_numpy() == 0
+    # Rows are sorted by (target, protocol, port): each (target, protocol) is one run of rows.
+    run = keys.target_protocol(port_keys)
+    bounds = np.flatnonzero(np.diff(run)) + 1
+    runs = zip(np.concatenate([[0], bounds]).tolist(), np.concatenate([bounds, [len(run)]]).tolist()) if len(run) else ()
+    for a, b in runs:
+        idx = np.arange(a, b)
+        testable = n_samples[a:b] >= MIN_SAMPLES
+        silent = received[a:b] == 0
         labels = np.full(len(idx), -1)
         if testable.any():
-            sub = [d for d, ok in zip(data, testable) if ok]
+            lens = n_samples[a:b][testable]
+            sub = values[_ranges(first[a:b][testable], lens)]
             if method == "robust":
-                labels[testable] = group_robust(sub, confidence, min_ratio=min_ratio, min_diff_us=min_diff_us)
+                labels[testable] = _group_robust(sub, lens, confidence, DEFAULT_TRIM, min_ratio, min_diff_us)
             else:
-                labels[testable] = group_qscan(sub, confidence, table=method == "qscan-table")
+                parts = np.split(sub, np.cumsum(lens)[:-1])
+                labels[testable] = group_qscan(parts, confidence, table=method == "qscan-table")
         nxt = labels.max() + 1
         # Untestable ports get no family (-1): a number of their own would claim they differ.
         kind[idx[~testable & ~silent]] = "too few samples"

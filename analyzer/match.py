@@ -31,6 +31,9 @@ import pandas as pd
 from .flags import ACK, FIN, RST, SYN
 
 DEFAULT_WINDOW_S = 10.0
+# Candidates whose group's last transmission is this much beyond the window before the reply are dropped
+# early; 1 ms is far above the rounding of ns timestamps held as float64 (at most a few µs).
+_WINDOW_MARGIN_NS = 1_000_000
 
 # Key families: a reply key only meets probe keys of the same family.
 _K_NEXTSEQ, _K_ACK, _K_SEQ, _K_UDP, _K_ICMP = 1, 2, 3, 4, 5
@@ -42,12 +45,15 @@ PROTOCOLS = ["tcp", "udp", "icmp"]
 
 
 def _np(series: pd.Series, fill: int = 0, dtype: type = np.int64) -> np.ndarray:
+    """A column as a plain numpy array, absent values as `fill`; a categorical as its codes (in the
+    narrow integer type pandas keeps them in; -1 for absent)."""
     if isinstance(series.dtype, pd.CategoricalDtype):
-        return series.cat.codes.to_numpy(np.int64)
+        return series.cat.codes.to_numpy()
     return series.to_numpy(dtype=dtype, na_value=fill)
 
 
-def _in_connection(pk: pd.DataFrame, tcp: np.ndarray, flags: np.ndarray) -> np.ndarray:
+def _in_connection(pk: pd.DataFrame, tcp: np.ndarray, flags: np.ndarray, src: np.ndarray, dst: np.ndarray,
+                   sport: np.ndarray, dport: np.ndarray) -> np.ndarray:
     """True for TCP segments sent inside a connection the peer accepted (SYN/ACK seen, no RST since)."""
     n = len(pk)
     result = np.zeros(n, bool)
@@ -56,8 +62,7 @@ def _in_connection(pk: pd.DataFrame, tcp: np.ndarray, flags: np.ndarray) -> np.n
         return result
     synack = np.flatnonzero(tcp & ((flags & (SYN | ACK)) == (SYN | ACK)))
     rst = np.flatnonzero(tcp & ((flags & RST) != 0))
-    src, dst = _np(pk.src), _np(pk.dst)
-    sport, dport, ts = _np(pk.sport), _np(pk.dport), pk.ts_ns.to_numpy()
+    ts = pk.ts_ns.to_numpy()  # (src … dport: the caller's arrays; every row used here is TCP, so has ports)
     # Events keyed in the candidate's orientation: a SYN/ACK from the peer opens, a RST either way closes.
     ev = pd.DataFrame({
         "a": np.concatenate([dst[synack], src[rst], dst[rst]]),
@@ -87,16 +92,16 @@ def match(packets: pd.DataFrame, *, window_s: float = DEFAULT_WINDOW_S) -> pd.Da
     """
     window_ns = int(window_s * 1e9)
     pk = packets
-    n = len(pk)
-    proto = _np(pk.ip_proto)
+    # Narrow types (each column's values fit; sums of them are done in int64 on the rows that need them).
+    proto = _np(pk.ip_proto, 0, np.int16)
     frag = pk.fragment.to_numpy(bool)
-    flags = _np(pk.tcp_flags, -1)
+    flags = _np(pk.tcp_flags, -1, np.int32)
     src, dst = _np(pk.src), _np(pk.dst)
-    sport, dport = _np(pk.sport, -1), _np(pk.dport, -1)
-    seq, ack = _np(pk.seq), _np(pk.ack)
-    plen = _np(pk.payload_len)
+    sport, dport = _np(pk.sport, -1, np.int32), _np(pk.dport, -1, np.int32)
+    seq, ack = _np(pk.seq, 0, np.uint32), _np(pk.ack, 0, np.uint32)
+    plen = _np(pk.payload_len, 0, np.uint32)
     ts = pk.ts_ns.to_numpy()
-    itype, icode = _np(pk.icmp_type, -1), _np(pk.icmp_code, -1)
+    itype, icode = _np(pk.icmp_type, -1, np.int16), _np(pk.icmp_code, -1, np.int16)
     ver = pk.ip_version.to_numpy()
 
     tcp = (proto == 6) & ~frag & (flags >= 0) & (sport >= 0)
@@ -105,7 +110,7 @@ def match(packets: pd.DataFrame, *, window_s: float = DEFAULT_WINDOW_S) -> pd.Da
     synack = tcp & ((flags & (SYN | ACK)) == (SYN | ACK))
     rst = tcp & ((flags & RST) != 0)
     tcp_probe = tcp & ~rst & ~synack & (((flags & SYN) != 0) | (plen == 0))
-    tcp_probe &= ~_in_connection(pk, tcp, flags)
+    tcp_probe &= ~_in_connection(pk, tcp, flags, src, dst, sport, dport)
     udp_reply = _udp_replies(udp, src, dst, sport, dport, ts, window_ns)
     udp_probe = udp & ~udp_reply
     v4q = (proto == 1) & np.isin(itype, list(_ICMP4_REPLY))
@@ -118,148 +123,346 @@ def match(packets: pd.DataFrame, *, window_s: float = DEFAULT_WINDOW_S) -> pd.Da
     probe_rows = np.flatnonzero(tcp_probe | udp_probe | icmp_probe)
     if not len(probe_rows):
         return _no_probes(pk, synack, rst, flags, icmp_error, echo_reply, udp_reply, window_s)
-    icmp_id, icmp_seq = _np(pk.icmp_id), _np(pk.icmp_seq)
+    icmp_id, icmp_seq = _np(pk.icmp_id, 0, np.int32), _np(pk.icmp_seq, 0, np.int32)
     r = probe_rows
-    tx = pd.DataFrame({
-        "row": r,
-        "ts": ts[r],
-        "p": proto[r],
-        "a": src[r],
-        "b": dst[r],
-        "x": np.where(icmp_probe[r], icmp_id[r], sport[r]),
-        "y": np.where(icmp_probe[r], icmp_seq[r], dport[r]),
-        "seq": np.where(tcp_probe[r], seq[r], 0),
-        "f": np.where(tcp_probe[r], flags[r], np.where(icmp_probe[r], itype[r], 0)),
-    })
-    tx = tx.sort_values(["p", "a", "b", "x", "y", "seq", "f", "ts"], kind="stable")
-    ident = tx[["p", "a", "b", "x", "y", "seq", "f"]].to_numpy()
-    tsv = tx["ts"].to_numpy()
-    new_group = np.ones(len(tx), bool)
-    if len(tx) > 1:
-        same = (ident[1:] == ident[:-1]).all(axis=1)
-        new_group[1:] = ~same | (tsv[1:] - tsv[:-1] > window_ns)
-    tx["g"] = np.cumsum(new_group) - 1
-    tx["nth"] = tx.groupby("g").cumcount() + 1
-    groups = tx[new_group].set_index("g")
-    n_tx = tx.groupby("g").size()
+    t_ts = ts[r]
+    t_x = np.where(icmp_probe[r], icmp_id[r], sport[r])
+    t_y = np.where(icmp_probe[r], icmp_seq[r], dport[r])
+    t_seq = np.where(tcp_probe[r], seq[r], 0)
+    t_f = np.where(tcp_probe[r], flags[r], np.where(icmp_probe[r], itype[r], 0))
+    # Transmissions ordered by (protocol, src, dst, x, y, seq, flags, ts), ties in capture order; the
+    # identity packed into a few order-preserving uint64 words.
+    ident = _pack([proto[r], src[r], dst[r], t_x, t_y, t_seq, t_f])
+    order = np.lexsort((t_ts,) + tuple(reversed(ident)))
+    ident = [w[order] for w in ident]
+    tx_ts = t_ts[order]
+    new_group = np.ones(len(order), bool)
+    if len(order) > 1:
+        same = np.ones(len(order) - 1, bool)
+        for w in ident:
+            same &= w[1:] == w[:-1]
+        new_group[1:] = ~same | (tx_ts[1:] - tx_ts[:-1] > window_ns)
+    del ident
+    tx_g = np.cumsum(new_group) - 1
+    g_start = np.flatnonzero(new_group)
+    n_groups = len(g_start)
+    g_end = np.append(g_start[1:], len(order))
+    tx_nth = np.arange(len(order)) - g_start[tx_g] + 1
+    n_tx = g_end - g_start
+    g_first = r[order[g_start]]  # each group's first transmission
+    g_x, g_y = t_x[order[g_start]], t_y[order[g_start]]
+    del t_x, t_y, t_seq, t_f, t_ts
 
-    # ---- keys each group can be answered on
-    first = groups["row"].to_numpy()
-    g_ids = groups.index.to_numpy()
-    gp = proto[first]
-    keys = []
-    is_tcp_g = tcp_probe[first]
-    if is_tcp_g.any():
-        rows, gid = first[is_tcp_g], g_ids[is_tcp_g]
-        f = flags[rows]
-        nxt = (seq[rows] + plen[rows] + ((f & SYN) != 0) + ((f & FIN) != 0)) % (1 << 32)
-        base = dict(a=src[rows], b=dst[rows], x=sport[rows], y=dport[rows], p=6)
-        keys.append(pd.DataFrame(dict(g=gid, fam=_K_NEXTSEQ, s=nxt, **base)))
-        keys.append(pd.DataFrame(dict(g=gid, fam=_K_SEQ, s=seq[rows], **base)))
-        has_ack = (f & ACK) != 0
-        keys.append(pd.DataFrame(dict(g=gid[has_ack], fam=_K_ACK, s=ack[rows][has_ack],
-                                      **{k: (v[has_ack] if isinstance(v, np.ndarray) else v) for k, v in base.items()})))
-    is_udp_g = udp_probe[first]
-    if is_udp_g.any():
-        rows, gid = first[is_udp_g], g_ids[is_udp_g]
-        keys.append(pd.DataFrame(dict(g=gid, fam=_K_UDP, a=src[rows], b=dst[rows], x=sport[rows], y=dport[rows], p=17, s=0)))
-    is_icmp_g = icmp_probe[first]
-    if is_icmp_g.any():
-        rows, gid = first[is_icmp_g], g_ids[is_icmp_g]
-        want = np.array([(_ICMP4_REPLY if p == 1 else _ICMP6_REPLY).get(t, -1) for p, t in zip(gp[is_icmp_g], itype[rows])])
-        keys.append(pd.DataFrame(dict(g=gid, fam=_K_ICMP, a=src[rows], b=dst[rows], x=icmp_id[rows], y=icmp_seq[rows],
-                                      p=proto[rows], s=want)))
-    probe_keys = pd.concat(keys, ignore_index=True) if keys else pd.DataFrame(columns=["g"] + _KEY)
-
-    # ---- keys each reply candidate offers
+    # ---- keys each reply candidate offers (built first: probe key families no reply offers are skipped)
     q_src, q_dst = _np(pk.q_src), _np(pk.q_dst)
-    q_sport, q_dport, q_seq, q_proto = _np(pk.q_sport, -1), _np(pk.q_dport, -1), _np(pk.q_seq), _np(pk.q_proto, -1)
+    q_sport, q_dport = _np(pk.q_sport, -1, np.int32), _np(pk.q_dport, -1, np.int32)
+    q_seq, q_proto = _np(pk.q_seq, 0, np.uint32), _np(pk.q_proto, -1, np.int16)
     rk = []
     sel = np.flatnonzero((synack | rst) & ((flags & ACK) != 0))
-    rk.append(dict(r=sel, fam=_K_NEXTSEQ, a=dst[sel], b=src[sel], x=dport[sel], y=sport[sel], p=6, s=ack[sel]))
+    rk.append((sel, _K_NEXTSEQ, dst[sel], src[sel], dport[sel], sport[sel], 6, ack[sel]))
     sel = np.flatnonzero(rst & ((flags & ACK) == 0))
-    rk.append(dict(r=sel, fam=_K_ACK, a=dst[sel], b=src[sel], x=dport[sel], y=sport[sel], p=6, s=seq[sel]))
+    rk.append((sel, _K_ACK, dst[sel], src[sel], dport[sel], sport[sel], 6, seq[sel]))
     sel = np.flatnonzero(icmp_error & (q_proto == 6) & (q_sport >= 0))
-    rk.append(dict(r=sel, fam=_K_SEQ, a=q_src[sel], b=q_dst[sel], x=q_sport[sel], y=q_dport[sel], p=6, s=q_seq[sel]))
+    rk.append((sel, _K_SEQ, q_src[sel], q_dst[sel], q_sport[sel], q_dport[sel], 6, q_seq[sel]))
     sel = np.flatnonzero(icmp_error & (q_proto == 17) & (q_sport >= 0))
-    rk.append(dict(r=sel, fam=_K_UDP, a=q_src[sel], b=q_dst[sel], x=q_sport[sel], y=q_dport[sel], p=17, s=0))
+    rk.append((sel, _K_UDP, q_src[sel], q_dst[sel], q_sport[sel], q_dport[sel], 17, 0))
     sel = np.flatnonzero(udp_reply)
-    rk.append(dict(r=sel, fam=_K_UDP, a=dst[sel], b=src[sel], x=dport[sel], y=sport[sel], p=17, s=0))
+    rk.append((sel, _K_UDP, dst[sel], src[sel], dport[sel], sport[sel], 17, 0))
     sel = np.flatnonzero(echo_reply)
-    rk.append(dict(r=sel, fam=_K_ICMP, a=dst[sel], b=src[sel], x=icmp_id[sel], y=icmp_seq[sel], p=proto[sel], s=itype[sel]))
-    reply_keys = pd.concat([pd.DataFrame(d) for d in rk], ignore_index=True)
-    for c in _KEY:
-        reply_keys[c] = reply_keys[c].astype(np.int64)
-        probe_keys[c] = probe_keys[c].astype(np.int64)
-    reply_keys["ts"] = ts[reply_keys["r"].to_numpy()]
+    rk.append((sel, _K_ICMP, dst[sel], src[sel], icmp_id[sel], icmp_seq[sel], proto[sel], itype[sel]))
+    del q_src, q_dst, q_sport, q_dport, q_seq, q_proto
+    offered = {fam for sel, fam, *_ in rk if len(sel)}
 
-    cand = reply_keys.merge(probe_keys, on=_KEY, how="inner")[["r", "g", "ts"]]
+    # ---- keys each group can be answered on
+    pk_keys = _group_keys(g_first, offered, tcp_probe, udp_probe, icmp_probe, proto, flags, src, dst, sport, dport,
+                          seq, ack, plen, itype, icmp_id, icmp_seq)
+
+    # ---- candidates: every (reply, group) whose keys are equal
+    c_r, c_g = _join(rk, pk_keys)
+    del rk, pk_keys
+    c_ts = ts[c_r]
+    # Most candidates pair a reply with the same probe in another scan of the same ports, long before or
+    # after: drop those first. No transmission at or before the reply: dropped below in any case (but
+    # whether there is any such candidate decides the arithmetic below). Last transmission more than the
+    # window (plus a margin far above float rounding) before it: so is every earlier one.
+    no_tx = tx_ts[g_start][c_g] > c_ts
+    any_without_tx = bool(no_tx.any())
+    near = ~no_tx & (c_ts - tx_ts[g_end - 1][c_g] <= window_ns + _WINDOW_MARGIN_NS)
+    del no_tx
+    c_r, c_g, c_ts = c_r[near], c_g[near], c_ts[near]
+    del near
     # The latest transmission of the group at or before the reply: a reply never precedes its probe.
-    cand = cand.sort_values("ts", kind="stable")
-    txs = tx[["g", "ts", "nth"]].rename(columns={"ts": "tx_ts"}).sort_values("tx_ts", kind="stable")
-    cand = pd.merge_asof(cand, txs, left_on="ts", right_on="tx_ts", by="g", direction="backward")
-    cand = cand[cand["tx_ts"].notna() & (cand["ts"] - cand["tx_ts"] <= window_ns)]
+    # (Ties in time: the transmission last in capture order.) Binary search inside each group's run.
+    lo, hi = g_start[c_g], g_end[c_g]
+    while True:
+        active = lo < hi
+        if not active.any():
+            break
+        mid = (lo + hi) // 2
+        le = active & (tx_ts[np.minimum(mid, len(tx_ts) - 1)] <= c_ts)
+        gt = active & ~le
+        lo = np.where(le, mid + 1, lo)
+        hi = np.where(gt, mid, hi)
+    pos = lo - 1  # >= the group's start: candidates without a transmission are gone
+    del lo, hi, active
+    c_tx_ts = tx_ts[pos]
+    c_nth = tx_nth[pos]
+    del pos
+    if not any_without_tx:
+        keep = c_ts - c_tx_ts <= window_ns
+        tx_key = c_tx_ts
+    else:
+        # A candidate without a transmission made the transmission times float in the table join this
+        # replaces; the window test and the ordering below are done on those floats, as they always were.
+        tx_key = c_tx_ts.astype(float)
+        keep = c_ts.astype(float) - tx_key <= window_ns
+    c_r, c_g, c_ts, c_nth, tx_key = c_r[keep], c_g[keep], c_ts[keep], c_nth[keep], tx_key[keep]
+    del keep, c_tx_ts
     # A reply answers one probe: the candidate most recently sent (ties: the first group).
-    cand = cand.sort_values(["r", "tx_ts", "g"], ascending=[True, False, True], kind="stable").drop_duplicates("r")
-    cand = cand.sort_values(["g", "ts"], kind="stable")
-    answer = cand.drop_duplicates("g")
-    dups = cand.groupby("g").size() - 1
+    o = np.lexsort((c_g, -tx_key, c_r))
+    o = o[_first_of_runs(c_r[o])]
+    c_r, c_g, c_ts, c_nth = c_r[o], c_g[o], c_ts[o], c_nth[o]
+    # Each group's answer: its earliest reply (ties: the first reply); the others are duplicates.
+    o = np.lexsort((c_r, c_ts, c_g))
+    ans = o[_first_of_runs(c_g[o])]
+    dups = np.maximum(np.bincount(c_g, minlength=n_groups) - 1, 0)
 
-    out_index = groups.index
-    ans = answer.set_index("g").reindex(out_index)
-    reply_row = ans["r"].to_numpy(float)
-    answered = ~np.isnan(reply_row)
-    rr = np.where(answered, reply_row, 0).astype(np.int64)
-    karn_ok = answered & (ans["nth"].to_numpy(float) == 1)
-    reply_kind = np.full(len(out_index), -1, np.int64)
+    answered = np.zeros(n_groups, bool)
+    answered[c_g[ans]] = True
+    rr = np.zeros(n_groups, np.int64)
+    rr[c_g[ans]] = c_r[ans]
+    nth_ans = np.zeros(n_groups, np.int64)
+    nth_ans[c_g[ans]] = c_nth[ans]
+    karn_ok = answered & (nth_ans == 1)
+    reply_kind = np.full(n_groups, -1, np.int64)
     rkinds = np.select(
         [synack[rr], rst[rr], icmp_error[rr], udp_reply[rr], echo_reply[rr]], [0, 1, 2, 3, 4], -1)
     reply_kind[answered] = rkinds[answered]
-    g_first = groups["row"].to_numpy()
     protocol_code = np.select([tcp_probe[g_first], udp_probe[g_first]], [0, 1], 2)
 
-    def reply_col(series: pd.Series) -> pd.api.extensions.ExtensionArray:
-        values = series.to_numpy()[rr]
-        return pd.array(np.where(answered, values, pd.NA), dtype=str(series.dtype))
+    # Unsolicited: answers no probe claimed. Bare RSTs are left out: most tear down a SYN/ACK the
+    # prober's own kernel did not expect (nmap's SYN scan), which answers no probe by design.
+    answers = np.flatnonzero(synack | (rst & ((flags & ACK) != 0)) | icmp_error | echo_reply | udp_reply)
+    unsolicited = int(len(answers) - np.isin(answers, c_r).sum())
+    # Free what the output does not need before building it.
+    del (answers, proto, frag, src, dst, sport, dport, ack, plen, icmp_id, icmp_seq, udp, synack, rst, udp_reply,
+         v4q, v6q, icmp_error, echo_reply, probe_rows, r, order, tx_ts, tx_g, g_start, g_end, tx_nth, new_group,
+         c_r, c_g, c_ts, c_nth, tx_key, o, ans, nth_ans, rkinds)
+    # Output rows in order of first transmission (ties: frame number).
+    frame = pk.frame.to_numpy()
+    out_order = np.lexsort((frame[g_first], ts[g_first]))
+    g_first, rr, answered, karn_ok = g_first[out_order], rr[out_order], answered[out_order], karn_ok[out_order]
 
+    def nullable(dtype: str, values: np.ndarray, present: np.ndarray) -> pd.api.extensions.ExtensionArray:
+        return _masked(dtype, np.where(present, values, 0), present)
+
+    def reply_col(series: pd.Series) -> pd.api.extensions.ExtensionArray:
+        arr = series.array
+        return _masked(str(series.dtype), np.where(answered, arr._data[rr], 0), answered & ~arr._mask[rr])
+
+    is_tcp, is_icmp = tcp_probe[g_first], icmp_probe[g_first]
+    reply_tcp, reply_icmp = answered & tcp[rr], answered & icmp[rr]
+    dport_values = g_y[out_order]
     out = pd.DataFrame({
-        "probe_frame": pk.frame.to_numpy()[g_first],
+        "probe_frame": frame[g_first],
         "ts_ns": ts[g_first],
-        "src": pk.src.iloc[g_first].to_numpy(),
-        "dst": pk.dst.iloc[g_first].to_numpy(),
-        "protocol": pd.Categorical.from_codes(protocol_code, PROTOCOLS),
+        "src": _text(pk.src, g_first),
+        "dst": _text(pk.dst, g_first),
+        "protocol": pd.Categorical.from_codes(protocol_code[out_order], PROTOCOLS),
         "ip_version": ver[g_first],
-        "sport": pd.array(groups["x"].to_numpy(), dtype="UInt16"),
-        "dport": pd.array(groups["y"].to_numpy(), dtype="UInt16"),
-        "seq": pd.array(np.where(tcp_probe[g_first], seq[g_first], 0), dtype="UInt32").copy(),
-        "flags": pd.array(np.where(tcp_probe[g_first], flags[g_first], 0), dtype="UInt16"),
-        "icmp_type": pd.array(np.where(icmp_probe[g_first], itype[g_first], 0), dtype="UInt8"),
-        "transmissions": n_tx.reindex(out_index).to_numpy(np.int64),
-        "reply_frame": pd.array(np.where(answered, pk.frame.to_numpy()[rr], 0), dtype="Int64"),
-        "reply_ts_ns": pd.array(np.where(answered, ts[rr], 0), dtype="Int64"),
-        "reply_kind": pd.Categorical.from_codes(reply_kind, REPLY_KINDS),
-        "reply_flags": pd.array(np.where(answered & tcp[rr], flags[rr], 0), dtype="UInt16"),
-        "reply_icmp_type": pd.array(np.where(answered & icmp[rr], itype[rr], 0), dtype="UInt8"),
-        "reply_icmp_code": pd.array(np.where(answered & icmp[rr], icode[rr], 0), dtype="UInt8"),
+        "sport": _masked("UInt16", g_x[out_order], np.ones(n_groups, bool)),
+        "dport": (_masked("UInt16", dport_values, np.ones(n_groups, bool)) if (dport_values >= 0).all()
+                  else pd.array(dport_values, dtype="UInt16")),
+        "seq": nullable("UInt32", seq[g_first], is_tcp),
+        "flags": nullable("UInt16", flags[g_first], is_tcp),
+        "icmp_type": nullable("UInt8", itype[g_first], is_icmp),
+        "transmissions": n_tx[out_order],
+        "reply_frame": nullable("Int64", frame[rr], answered),
+        "reply_ts_ns": nullable("Int64", ts[rr], answered),
+        "reply_kind": pd.Categorical.from_codes(reply_kind[out_order], REPLY_KINDS),
+        "reply_flags": nullable("UInt16", flags[rr], reply_tcp),
+        "reply_icmp_type": nullable("UInt8", itype[rr], reply_icmp),
+        "reply_icmp_code": nullable("UInt8", icode[rr], reply_icmp),
         "reply_ttl": reply_col(pk.ttl),
         "reply_ip_id": reply_col(pk.ip_id),
         "reply_window": reply_col(pk.window),
         "reply_ip_len": reply_col(pk.ip_len),
-        "rtt_ns": pd.array(np.where(karn_ok, ts[rr] - ts[g_first], 0), dtype="Int64"),
-        "duplicates": dups.reindex(out_index).fillna(0).to_numpy(np.int64),
+        "rtt_ns": nullable("Int64", ts[rr] - ts[g_first], karn_ok),
+        "duplicates": dups[out_order],
     })
-    for name, mask in (("seq", tcp_probe[g_first]), ("flags", tcp_probe[g_first]), ("icmp_type", icmp_probe[g_first]),
-                       ("reply_frame", answered), ("reply_ts_ns", answered), ("rtt_ns", karn_ok),
-                       ("reply_flags", answered & tcp[rr]), ("reply_icmp_type", answered & icmp[rr]),
-                       ("reply_icmp_code", answered & icmp[rr])):
-        out.loc[~mask, name] = pd.NA
-    out = out.sort_values(["ts_ns", "probe_frame"], kind="stable").reset_index(drop=True)
-    # Unsolicited: answers no probe claimed. Bare RSTs are left out: most tear down a SYN/ACK the
-    # prober's own kernel did not expect (nmap's SYN scan), which answers no probe by design.
-    answers = np.flatnonzero(synack | (rst & ((flags & ACK) != 0)) | icmp_error | echo_reply | udp_reply)
-    out.attrs["unsolicited_replies"] = int(len(answers) - np.isin(answers, cand["r"].to_numpy()).sum())
+    out.attrs["unsolicited_replies"] = unsolicited
     out.attrs["window_s"] = window_s
     return out
+
+
+_MASKED = {"UInt8": (pd.arrays.IntegerArray, np.uint8), "UInt16": (pd.arrays.IntegerArray, np.uint16),
+           "UInt32": (pd.arrays.IntegerArray, np.uint32), "UInt64": (pd.arrays.IntegerArray, np.uint64),
+           "Int64": (pd.arrays.IntegerArray, np.int64)}
+
+
+def _masked(dtype: str, values: np.ndarray, present: np.ndarray) -> pd.api.extensions.ExtensionArray:
+    """A nullable integer array straight from values and presence (no per-element conversion)."""
+    cls, np_dtype = _MASKED[dtype]
+    return cls(np.asarray(values).astype(np_dtype), ~np.asarray(present, bool))
+
+
+def _text(column: pd.Series, rows: np.ndarray) -> np.ndarray:
+    """column.iloc[rows].to_numpy() of a categorical: the categories' objects, taken by code."""
+    codes = column.cat.codes.to_numpy()[rows]
+    if (codes < 0).any():
+        return column.iloc[rows].to_numpy()
+    return np.asarray(column.cat.categories, dtype=object)[codes]
+
+
+def _first_of_runs(sorted_values: np.ndarray) -> np.ndarray:
+    """Positions where a new value starts in a sorted array."""
+    if not len(sorted_values):
+        return np.zeros(0, np.int64)
+    starts = np.ones(len(sorted_values), bool)
+    starts[1:] = sorted_values[1:] != sorted_values[:-1]
+    return np.flatnonzero(starts)
+
+
+def _group_keys(g_first: np.ndarray, offered: set[int], tcp_probe: np.ndarray, udp_probe: np.ndarray,
+                icmp_probe: np.ndarray, proto: np.ndarray, flags: np.ndarray, src: np.ndarray, dst: np.ndarray,
+                sport: np.ndarray, dport: np.ndarray, seq: np.ndarray, ack: np.ndarray, plen: np.ndarray,
+                itype: np.ndarray, icmp_id: np.ndarray, icmp_seq: np.ndarray) -> list[tuple]:
+    """Key parts (group, fam, a, b, x, y, p, s) each probe group can be answered on, for the families
+    some reply offers."""
+    n_groups = len(g_first)
+    g_ids = np.arange(n_groups)
+    first = g_first
+    pk_keys = []
+    is_tcp_g = tcp_probe[first]
+    if is_tcp_g.any():
+        rows, gid = first[is_tcp_g], g_ids[is_tcp_g]
+        f = flags[rows]
+        base = (src[rows], dst[rows], sport[rows], dport[rows], 6)
+        if _K_NEXTSEQ in offered:
+            nxt = (seq[rows].astype(np.int64) + plen[rows] + ((f & SYN) != 0) + ((f & FIN) != 0)) % (1 << 32)
+            pk_keys.append((gid, _K_NEXTSEQ) + base + (nxt,))
+        if _K_SEQ in offered:
+            pk_keys.append((gid, _K_SEQ) + base + (seq[rows],))
+        if _K_ACK in offered:
+            has_ack = (f & ACK) != 0
+            pk_keys.append((gid[has_ack], _K_ACK) + tuple(v[has_ack] if isinstance(v, np.ndarray) else v for v in base)
+                           + (ack[rows][has_ack],))
+    is_udp_g = udp_probe[first]
+    if is_udp_g.any() and _K_UDP in offered:
+        rows, gid = first[is_udp_g], g_ids[is_udp_g]
+        pk_keys.append((gid, _K_UDP, src[rows], dst[rows], sport[rows], dport[rows], 17, 0))
+    is_icmp_g = icmp_probe[first]
+    if is_icmp_g.any() and _K_ICMP in offered:
+        rows, gid = first[is_icmp_g], g_ids[is_icmp_g]
+        want = np.full(len(rows), -1, np.int64)
+        for p_, table in ((1, _ICMP4_REPLY), (58, _ICMP6_REPLY)):
+            for t_, reply in table.items():
+                want[(proto[rows] == p_) & (itype[rows] == t_)] = reply
+        pk_keys.append((gid, _K_ICMP, src[rows], dst[rows], icmp_id[rows], icmp_seq[rows], proto[rows], want))
+    return pk_keys
+
+
+def _column(parts: list[tuple], j: int) -> np.ndarray:
+    """Column j of key parts (tuples of arrays and scalars, each part as long as its first array), int64."""
+    cols = [np.broadcast_to(np.int64(v), (len(part[0]),)) if np.ndim(v) == 0 else np.asarray(v, np.int64)
+            for part in parts for v in (part[j],)]
+    return np.concatenate(cols) if cols else np.zeros(0, np.int64)
+
+
+def _pack(columns: list[np.ndarray]) -> list[np.ndarray]:
+    """Integer columns → as few uint64 words as hold them, most significant first, each column offset by
+    its minimum and given the bits its range needs: the words sort (and compare) as the columns do."""
+    words: list[np.ndarray] = []
+    n = len(columns[0]) if columns else 0
+    word = np.zeros(n, np.uint64)
+    used = 0
+    for c in columns:
+        c = np.asarray(c, np.int64)
+        lo = int(c.min()) if n else 0
+        span = (int(c.max()) - lo) if n else 0
+        bits = max(span.bit_length(), 1)
+        if used + bits > 64:
+            words.append(word)
+            word = np.zeros(n, np.uint64)
+            used = 0
+        shifted = (c - lo).astype(np.uint64) if lo else c.astype(np.uint64)
+        word = (word << np.uint64(bits)) | shifted if used else shifted
+        used += bits
+    words.append(word)
+    return words
+
+
+def _join(left_parts: list[tuple], right_parts: list[tuple]) -> tuple[np.ndarray, np.ndarray]:
+    """Inner equi-join of two key tables given as parts (owner, fam, a, b, x, y, p, s): the owners of every
+    (left row, right row) pair whose seven key values are all equal."""
+    left_owner, right_owner = _column(left_parts, 0), _column(right_parts, 0)
+    nl, nr = len(left_owner), len(right_owner)
+    if not nl or not nr:
+        return np.zeros(0, np.int64), np.zeros(0, np.int64)
+    # Pack the keys column by column into uint64 words, each column offset and sized by the right side's
+    # range: a left value outside it matches nothing (that row is dropped), so every kept value fits.
+    keep = np.ones(nl, bool)
+    lwords: list[np.ndarray] = []
+    rwords: list[np.ndarray] = []
+    lw, rw = np.zeros(nl, np.uint64), np.zeros(nr, np.uint64)
+    used = 0
+    for j in range(1, 8):
+        rc, lc = _column(right_parts, j), _column(left_parts, j)
+        lo, hi = int(rc.min()), int(rc.max())
+        keep &= (lc >= lo) & (lc <= hi)
+        bits = max((hi - lo).bit_length(), 1)
+        if used + bits > 64:
+            lwords.append(lw)
+            rwords.append(rw)
+            lw, rw = np.zeros(nl, np.uint64), np.zeros(nr, np.uint64)
+            used = 0
+        np.subtract(lc, lo, out=lc)
+        np.subtract(rc, lo, out=rc)
+        lc[~keep] = 0
+        lw = (lw << np.uint64(bits)) | lc.astype(np.uint64)
+        rw = (rw << np.uint64(bits)) | rc.astype(np.uint64)
+        used += bits
+        del rc, lc
+    lwords.append(lw)
+    rwords.append(rw)
+    lrows = np.flatnonzero(keep)
+    words = [np.concatenate([r, l[lrows]]) for r, l in zip(rwords, lwords)]
+    del lwords, rwords, lw, rw
+    if len(words) == 1:
+        ids = words[0]
+    else:
+        o = np.lexsort(tuple(reversed(words)))
+        new = np.zeros(len(o), bool)
+        new[0] = True
+        for w in words:
+            ws = w[o]
+            new[1:] |= ws[1:] != ws[:-1]
+        ids = np.empty(len(o), np.int64)
+        ids[o] = np.cumsum(new) - 1
+    del words
+    # Sort right and left ids together (right first among equals): each left row then pairs with the
+    # right rows at the start of its run of equal ids.
+    o = np.argsort(ids, kind="stable")
+    so = ids[o]
+    del ids
+    run_start = np.ones(len(o), bool)
+    run_start[1:] = so[1:] != so[:-1]
+    del so
+    run = np.cumsum(run_start) - 1
+    first = np.flatnonzero(run_start)
+    is_left = o >= nr
+    n_right = np.bincount(run[~is_left], minlength=len(first))
+    at = np.flatnonzero(is_left)
+    cnt = n_right[run[at]]
+    pairs_left = np.repeat(lrows[o[at] - nr], cnt)
+    pairs_right = o[_ranges(first[run[at]], cnt)]
+    return left_owner[pairs_left], right_owner[pairs_right]
+
+
+def _ranges(starts: np.ndarray, counts: np.ndarray) -> np.ndarray:
+    """np.concatenate([np.arange(s, s + c) for s, c in zip(starts, counts)]) without a Python loop."""
+    offsets = np.cumsum(counts) - counts
+    return np.arange(int(counts.sum()), dtype=np.int64) - np.repeat(offsets - starts, counts)
 
 
 def _no_probes(pk: pd.DataFrame, synack: np.ndarray, rst: np.ndarray, flags: np.ndarray, icmp_error: np.ndarray,

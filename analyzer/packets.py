@@ -38,40 +38,78 @@ class _Bytes:
     def __init__(self, data: np.ndarray, end: np.ndarray) -> None:
         self.data = data
         self.end = end  # per row: one past the last captured byte
+        # Big-endian views starting at every byte (overlapping, stride 1): one gather reads a field.
+        self.views = {1: data}
+        for size, fmt in ((2, ">u2"), (4, ">u4")):
+            if len(data) >= size:
+                self.views[size] = np.ndarray((len(data) - size + 1,), fmt, buffer=data, strides=(1,))
+        self._rows: np.ndarray | None = None
+        self._rows_end: np.ndarray | None = None
+
+    def release(self) -> None:
+        """Drop the references to the capture buffer (decoding is over)."""
+        self.data = self.views = self.end = self._rows = self._rows_end = None  # type: ignore[assignment]
+
+    def _end(self, rows: np.ndarray) -> np.ndarray:
+        if rows is not self._rows:  # layers call with the same rows many times in a row
+            self._rows, self._rows_end = rows, self.end[rows]
+        return self._rows_end  # type: ignore[return-value]
 
     def ok(self, rows: np.ndarray, pos: np.ndarray, size: int) -> np.ndarray:
-        return (pos >= 0) & (pos + size <= self.end[rows])
+        return (pos >= 0) & (pos + size <= self._end(rows))
 
     def u(self, rows: np.ndarray, pos: np.ndarray, size: int) -> tuple[np.ndarray, np.ndarray]:
         good = self.ok(rows, pos, size)
         safe = np.where(good, pos, 0)
-        value = np.zeros(len(rows), np.uint64)
-        for i in range(size):
-            value = (value << np.uint64(8)) | self.data[safe + i].astype(np.uint64)
-        return np.where(good, value, 0), good
+        if size in self.views:
+            value = self.views[size][safe].astype(np.uint64)
+        elif size == 6 and 4 in self.views:
+            value = (self.views[4][safe].astype(np.uint64) << np.uint64(16)) | self.views[2][safe + 4]
+        else:
+            value = np.zeros(len(rows), np.uint64)
+            for i in range(size):
+                value = (value << np.uint64(8)) | self.data[safe + i].astype(np.uint64)
+        value[~good] = 0
+        return value, good
 
 
 class _Columns:
-    """Output arrays, all rows, with presence masks for the nullable ones."""
+    """Output arrays, all rows, each in its schema dtype, with presence masks for the nullable ones."""
 
     def __init__(self, n: int) -> None:
+        from .schema import PACKET_DTYPES
+
         self.n = n
+        self.dtypes = PACKET_DTYPES
         self.values: dict[str, np.ndarray] = {}
         self.present: dict[str, np.ndarray] = {}
 
+    def _dtype(self, name: str) -> np.dtype:
+        dtype = self.dtypes.get(name, "uint64")
+        return np.dtype(dtype.lower()) if dtype[0] == "U" or dtype == "Int64" else np.dtype(dtype)
+
     def set(self, name: str, rows: np.ndarray, values: np.ndarray, good: np.ndarray | None = None) -> None:
         if name not in self.values:
-            self.values[name] = np.zeros(self.n, np.uint64)
+            self.values[name] = np.zeros(self.n, self._dtype(name))
             self.present[name] = np.zeros(self.n, bool)
         if good is None:
-            good = np.ones(len(rows), bool)
-        self.values[name][rows[good]] = values[good]
-        self.present[name][rows[good]] = True
+            self.values[name][rows] = values
+            self.present[name][rows] = True
+            return
+        target = rows[good]
+        self.values[name][target] = values[good]
+        self.present[name][target] = True
 
     def get(self, name: str) -> tuple[np.ndarray, np.ndarray]:
         if name not in self.values:
-            return np.zeros(self.n, np.uint64), np.zeros(self.n, bool)
+            return np.zeros(self.n, self._dtype(name)), np.zeros(self.n, bool)
         return self.values[name], self.present[name]
+
+    def pop(self, name: str) -> tuple[np.ndarray, np.ndarray]:
+        values, present = self.get(name)
+        self.values.pop(name, None)
+        self.present.pop(name, None)
+        return values, present
 
 
 def read(path: str | os.PathLike[str]) -> pd.DataFrame:
@@ -109,6 +147,7 @@ def decode(rec: Records) -> pd.DataFrame:
     }
     from .schema import PACKET_COLUMNS
 
+    buf.release()
     categories = addr.categories()
     for c in PACKET_COLUMNS:
         if c.name in cols:
@@ -116,12 +155,10 @@ def decode(rec: Records) -> pd.DataFrame:
         if c.dtype == "category":
             codes = addr.codes(c.name, n)
             cols[c.name] = pd.Categorical.from_codes(codes, categories=categories)
-        elif c.name == "ip_version":
-            cols[c.name] = out.get("ip_version")[0].astype(np.uint8)
-        elif c.name == "fragment":
-            cols[c.name] = out.get("fragment")[0].astype(bool)
+        elif c.name in ("ip_version", "fragment"):
+            cols[c.name] = out.pop(c.name)[0]
         else:
-            values, present = out.get(c.name)
+            values, present = out.pop(c.name)
             cols[c.name] = column(c.dtype, values, present)
     frame = frame_from_columns(cols)
     frame.attrs.update(path=rec.path, format=rec.format, compressed=rec.compressed, malformed=int(malformed.sum()))

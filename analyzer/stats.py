@@ -1,6 +1,7 @@
 """Probes table → per-port RTT and loss statistics, and the two-sample tests the families are built from.
 
-All distributions are scipy's exact ones (`scipy.stats.t`); the statistics are computed here in
+All distributions are scipy's exact ones (the `scipy.special` functions behind `scipy.stats.t` and
+`scipy.stats.f`, without the cost of importing `scipy.stats`); the statistics are computed here in
 vectorised form so that every pair of ports of a target is tested at once, and the test suite checks
 each against `scipy.stats.ttest_ind` on the same samples.
 """
@@ -11,7 +12,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
-from scipy import stats as sps
+from scipy import special as _sp
 
 from .flags import ACK, FIN, RST, SYN
 
@@ -44,6 +45,45 @@ def select_probes(matches: pd.DataFrame, probes: str = "syn") -> pd.DataFrame:
     return matches[keep]
 
 
+def _text_codes(col: pd.Series) -> tuple[np.ndarray, np.ndarray]:
+    """Per row an int64 code into the sorted distinct texts of `col.astype(str)`, without making that text
+    per row: only the distinct values become strings (a categorical's categories, or factorize's uniques)."""
+    if isinstance(col.dtype, pd.CategoricalDtype):
+        codes = col.cat.codes.to_numpy(np.int64)
+        text = [str(c) for c in col.cat.categories]
+        if (codes < 0).any():  # astype(str) writes a missing value as "nan"
+            codes = np.where(codes < 0, len(text), codes)
+            text.append("nan")
+    else:
+        codes, uniques = pd.factorize(col, use_na_sentinel=False)
+        codes = codes.astype(np.int64, copy=False)
+        text = [str(u) for u in uniques]
+    sorted_text, inverse = np.unique(np.array(text, dtype=object), return_inverse=True)
+    return inverse.reshape(-1).astype(np.int64)[codes], sorted_text
+
+
+class _PortKeys:
+    """One int64 per row whose order is the order of (target text, protocol text, port): the three keys
+    port statistics are grouped on, compared as numbers instead of as 2 × rows strings."""
+
+    _PORTS = 65537  # dport -1 (absent) … 65535
+
+    def __init__(self, m: pd.DataFrame) -> None:
+        dst, self.targets = _text_codes(m["dst"])
+        proto, self.protocols = _text_codes(m["protocol"])
+        dport = m["dport"].to_numpy(dtype=np.int64, na_value=-1)
+        self.key = (dst * len(self.protocols) + proto) * self._PORTS + (dport + 1)
+
+    def target_protocol(self, keys: np.ndarray) -> np.ndarray:
+        return np.asarray(keys, np.int64) // self._PORTS
+
+    def decode(self, keys: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(target, protocol) as object arrays of text, port as int64, for sorted keys."""
+        tp, port = np.divmod(np.asarray(keys, np.int64), self._PORTS)
+        t, p = np.divmod(tp, len(self.protocols)) if len(self.protocols) else (tp, tp)
+        return self.targets[t].astype(object), self.protocols[p].astype(object), port - 1
+
+
 def port_stats(matches: pd.DataFrame, *, probes: str = "syn") -> pd.DataFrame:
     """Per (target, protocol, port): sent, received, loss, and RTT mean, sample stddev, min, median, p95 (µs).
 
@@ -53,16 +93,21 @@ def port_stats(matches: pd.DataFrame, *, probes: str = "syn") -> pd.DataFrame:
     (stddev: fewer than two).
     """
     m = select_probes(matches, probes)
+    return _port_stats(m, _PortKeys(m))[0]
+
+
+def _port_stats(m: pd.DataFrame, keys: _PortKeys) -> tuple[pd.DataFrame, np.ndarray]:
+    """`port_stats` of the selected probes, and each row's port key."""
     rtt_us = m["rtt_ns"].to_numpy(dtype=float, na_value=np.nan) / 1000.0
     frame = pd.DataFrame({
-        "dst": m["dst"].astype(str).to_numpy(),
-        "protocol": m["protocol"].astype(str).to_numpy(),
-        "dport": m["dport"].to_numpy(dtype=np.int64, na_value=-1),
+        "key": keys.key,
         "answered": m["reply_frame"].notna().to_numpy(),
         "retrans": m["transmissions"].to_numpy() - 1,
         "rtt_us": rtt_us,
     })
-    g = frame.groupby(PORT_KEYS, sort=True)
+    # One integer key sorts as (target, protocol, port) would, and each group sees its rows in the same
+    # order, so every aggregate is bit-for-bit what grouping on the three columns gives.
+    g = frame.groupby("key", sort=True)
     out = pd.DataFrame({
         "sent": g.size(),
         "received": g["answered"].sum(),
@@ -75,22 +120,50 @@ def port_stats(matches: pd.DataFrame, *, probes: str = "syn") -> pd.DataFrame:
         "p95_us": g["rtt_us"].quantile(0.95),
     })
     out["loss"] = 1.0 - out["received"] / out["sent"]
-    out = out.reset_index().rename(columns={"dst": "target", "dport": "port"})
+    port_keys = out.index.to_numpy()
+    target, protocol, port = keys.decode(port_keys)
+    out = out.reset_index(drop=True)
+    out["target"], out["protocol"], out["port"] = target, protocol, port
     cols = ["target", "protocol", "port", "sent", "received", "loss", "retransmissions", "samples",
             "mean_us", "stddev_us", "min_us", "median_us", "p95_us"]
-    return out[cols]
+    return out[cols], port_keys
+
+
+def _grouped_samples(m: pd.DataFrame, keys: _PortKeys) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """RTT samples (µs) grouped by port key: (distinct keys ascending, their sample counts, the samples
+    concatenated in that key order, each port's in capture order)."""
+    rtt = m["rtt_ns"].to_numpy(dtype=float, na_value=np.nan)
+    has = ~np.isnan(rtt)
+    key = keys.key[has]
+    order = np.argsort(key, kind="stable")
+    values = rtt[has][order] / 1000.0
+    ukeys, counts = np.unique(key[order], return_counts=True)
+    return ukeys, counts, values
+
+
+def _ranges(starts: np.ndarray, counts: np.ndarray) -> np.ndarray:
+    """np.concatenate([np.arange(s, s + c) for s, c in zip(starts, counts)]) without a Python loop."""
+    counts = np.asarray(counts, np.int64)
+    seg_start = np.zeros(len(counts), np.int64)
+    np.cumsum(counts[:-1], out=seg_start[1:])
+    return np.arange(int(counts.sum()), dtype=np.int64) - np.repeat(seg_start - np.asarray(starts, np.int64), counts)
 
 
 def rtt_samples(matches: pd.DataFrame, *, probes: str = "syn") -> dict[tuple[str, str, int], np.ndarray]:
     """RTT samples in µs per (target, protocol, port), in capture order."""
     m = select_probes(matches, probes)
-    m = m[m["rtt_ns"].notna()]
-    keys = zip(m["dst"].astype(str), m["protocol"].astype(str), m["dport"].astype(int))
-    values = m["rtt_ns"].to_numpy(dtype=float) / 1000.0
-    out: dict[tuple[str, str, int], list[float]] = {}
-    for key, v in zip(keys, values):
-        out.setdefault(key, []).append(v)
-    return {k: np.asarray(v) for k, v in out.items()}
+    keys = _PortKeys(m)
+    ukeys, counts, values = _grouped_samples(m, keys)
+    target, protocol, port = keys.decode(ukeys)
+    starts = np.concatenate([[0], np.cumsum(counts)[:-1]]).astype(np.int64)
+    # Ports in order of their first sample in the capture, as a dict filled row by row would hold them.
+    rtt = m["rtt_ns"].to_numpy(dtype=float, na_value=np.nan)
+    key = keys.key[~np.isnan(rtt)]
+    _, first = np.unique(key, return_index=True)
+    out = {}
+    for i in np.argsort(first, kind="stable").tolist():
+        out[(target[i], protocol[i], int(port[i]))] = values[starts[i] : starts[i] + counts[i]]
+    return out
 
 
 # ---------------------------------------------------------------- tests
@@ -111,21 +184,49 @@ def summarize(samples: list[np.ndarray], trim: float = DEFAULT_TRIM) -> Summary:
 
     With trim = 0 it is the ordinary mean and s²/n, so Welch's test is the special case.
     """
-    n = np.array([len(s) for s in samples])
-    g = np.floor(trim * n).astype(int)
-    h = n - 2 * g
-    mean = np.empty(len(samples))
-    d = np.empty(len(samples))
-    for i, s in enumerate(samples):
-        x = np.sort(np.asarray(s, float))
-        lo, hi = g[i], n[i] - g[i]
-        mean[i] = x[lo:hi].mean()
-        if n[i] < 2 or h[i] < 2:
-            d[i] = np.nan
+    lengths = np.array([len(s) for s in samples], dtype=np.int64)
+    values = np.concatenate([np.asarray(s, float).reshape(-1) for s in samples]) if len(samples) else np.zeros(0)
+    return summarize_blocks(sorted_blocks(values, lengths), len(lengths), trim)
+
+
+def sorted_blocks(values: np.ndarray, lengths: np.ndarray) -> list[tuple[int, np.ndarray, np.ndarray]]:
+    """Samples given concatenated (`lengths` long each), as blocks of equal size: (size, which samples,
+    a matrix with one sorted sample per row).
+
+    Numpy's mean and var along the rows of a matrix are bit for bit those of each row on its own, so the
+    statistics of thousands of ports take one numpy call per distinct sample size, not one per port.
+    """
+    lengths = np.asarray(lengths, np.int64)
+    starts = np.zeros(len(lengths), np.int64)
+    np.cumsum(lengths[:-1], out=starts[1:])
+    order = np.argsort(lengths, kind="stable")
+    sizes, first = np.unique(lengths[order], return_index=True)
+    blocks = []
+    for size, rows in zip(sizes.tolist(), np.split(order, first[1:])):
+        matrix = values[starts[rows, None] + np.arange(size)]
+        matrix.sort(axis=1)
+        blocks.append((size, rows, matrix))
+    return blocks
+
+
+def summarize_blocks(blocks: list[tuple[int, np.ndarray, np.ndarray]], k: int, trim: float = DEFAULT_TRIM) -> Summary:
+    """`summarize` of k samples given as `sorted_blocks`."""
+    n = np.zeros(k, np.int64)
+    mean = np.full(k, np.nan)
+    d = np.full(k, np.nan)
+    for size, rows, x in blocks:
+        n[rows] = size
+        g = int(np.floor(trim * size))
+        h = size - 2 * g
+        lo, hi = g, size - g
+        if h > 0:
+            mean[rows] = x[:, lo:hi].mean(axis=1)
+        if size < 2 or h < 2:
             continue
-        w = np.clip(x, x[lo], x[hi - 1])
-        d[i] = (n[i] - 1) * w.var(ddof=1) / (h[i] * (h[i] - 1))
-    return Summary(n=n, h=h, mean=mean, d=d)
+        w = np.clip(x, x[:, lo : lo + 1], x[:, hi - 1 : hi])
+        d[rows] = (size - 1) * w.var(axis=1, ddof=1) / (h * (h - 1))
+    g = np.floor(trim * n).astype(int)
+    return Summary(n=n, h=n - 2 * g, mean=mean, d=d)
 
 
 def welch_anova(s: Summary) -> tuple[float, float, float, float]:
@@ -148,7 +249,14 @@ def welch_anova(s: Summary) -> tuple[float, float, float, float]:
     lam = ((1 - w / u) ** 2 / (s.h - 1)).sum()
     f = a / (1 + 2 * (k - 2) / (k**2 - 1) * lam)
     df2 = (k**2 - 1) / (3 * lam)
-    return float(f), float(k - 1), float(df2), float(sps.f.sf(f, k - 1, df2))
+    return float(f), float(k - 1), float(df2), _f_sf(f, k - 1, df2)
+
+
+def _f_sf(f: float, dfn: float, dfd: float) -> float:
+    """scipy.stats.f.sf(f, dfn, dfd), exactly: fdtrc, plus the distribution wrapper's 1 at and below 0."""
+    if f <= 0 and dfn > 0 and dfd > 0:
+        return 1.0
+    return float(_sp.fdtrc(dfn, dfd, f))
 
 
 def yuen_welch_matrix(s: Summary) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -158,7 +266,7 @@ def yuen_welch_matrix(s: Summary) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     with np.errstate(divide="ignore", invalid="ignore"):
         t = diff / np.sqrt(dsum)
         dof = dsum**2 / (s.d[:, None] ** 2 / (s.h[:, None] - 1) + s.d[None, :] ** 2 / (s.h[None, :] - 1))
-        p = 2 * sps.t.sf(np.abs(t), dof)
+        p = 2 * _sp.stdtr(dof, -np.abs(t))
     # Two samples without spread: equal means are the same, unequal ones certainly differ.
     flat = (dsum == 0) & np.isfinite(diff)
     p = np.where(flat, np.where(diff == 0, 1.0, 0.0), p)
@@ -180,7 +288,7 @@ def pooled_t(a: np.ndarray, b: np.ndarray) -> TTest:
     sp2 = ((na - 1) * np.var(a, ddof=1) + (nb - 1) * np.var(b, ddof=1)) / dof
     with np.errstate(divide="ignore", invalid="ignore"):
         t = (np.mean(a) - np.mean(b)) / np.sqrt(sp2 * (1 / na + 1 / nb))
-    return TTest(float(t), float(2 * sps.t.sf(abs(t), dof)), float(dof), na, nb)
+    return TTest(float(t), float(2 * _sp.stdtr(dof, -abs(t))), float(dof), na, nb)
 
 
 def holm(pvalues: np.ndarray) -> np.ndarray:
