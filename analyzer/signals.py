@@ -127,6 +127,70 @@ def _port_signals(port: int, replies: pd.DataFrame, t_ref_ns: int = 0) -> PortSi
                        tuple(zip(ids["ts_ns"].astype(np.int64), id_vals)), ts_consistent)
 
 
+def _mode_per_port(frame: pd.DataFrame, keys: list[str]) -> pd.DataFrame:
+    """Per port: the most frequent value of `keys` (ties: the smallest) and how many rows have it."""
+    counts = frame.groupby(["_port"] + keys, dropna=False).size().reset_index(name="n")
+    counts = counts.sort_values(["_port", "n"] + keys, ascending=[True, False] + [True] * len(keys), kind="stable")
+    return counts.drop_duplicates("_port").set_index("_port")
+
+
+def _signals_of_ports(replies: pd.DataFrame, ports: list[int], t_ref_ns: int) -> dict[int, PortSignals]:
+    """`_port_signals` for every port of a target at once (column-wise: 65,535 ports take a second)."""
+    n = replies.groupby("_port").size()
+    ttl = _mode_per_port(replies[replies["ttl"].notna()].assign(ttl=lambda f: f["ttl"].astype(int)), ["ttl"])
+    flags = replies["tcp_flags"].fillna(0).astype(int)
+    synacks = replies[(flags & (SYN | ACK)) == (SYN | ACK)].assign(
+        window=lambda f: f["window"].fillna(-1).astype(int), tcp_options=lambda f: f["tcp_options"].fillna(0).astype(np.uint64))
+    stack = _mode_per_port(synacks, ["window", "tcp_options"]) if len(synacks) else None
+    ids = replies[replies["ip_id"].notna()].sort_values(["_port", "ts_ns"], kind="stable")
+    id_port = ids["_port"].to_numpy()
+    id_vals = ids["ip_id"].astype(np.int64).to_numpy()
+    same = np.r_[False, id_port[1:] == id_port[:-1]] if len(id_port) else np.zeros(0, bool)
+    small = (np.r_[False, (np.diff(id_vals) % 65536) < IPID_STEP] & same) if len(id_port) else same
+    id_stats = pd.DataFrame({"_port": id_port, "zero": id_vals == 0, "small": small, "step": same}).groupby("_port").sum()
+    id_count = pd.Series(id_port).value_counts()
+    has_ts = replies[replies["tsval"].notna()].groupby("_port").size().to_dict()
+    # Plain dicts: a pandas lookup per port and field would cost more than all the grouping above.
+    n, id_count = n.to_dict(), id_count.to_dict()
+    ttl_of = dict(zip(ttl.index, zip(ttl["ttl"].astype(int), ttl["n"].astype(int))))
+    stack_of = {} if stack is None else dict(zip(stack.index, zip(stack["window"].astype(int),
+                                                                  stack["tcp_options"].astype(np.uint64), stack["n"])))
+    ids_of = dict(zip(id_stats.index, zip(id_stats["zero"], id_stats["small"], id_stats["step"])))
+    layouts: dict[int, str] = {}
+    out = {}
+    for port in ports:
+        replies_n = int(n.get(port, 0))
+        t_val, t_agree = ttl_of.get(port, (None, 0))
+        window = options = None
+        stack_agree = 0
+        if port in stack_of:
+            w, opts, stack_agree = stack_of[port]
+            window = int(w) if w >= 0 else None
+            if opts not in layouts:
+                layouts[opts] = option_layout(int(opts)) or "none"
+            options = layouts[opts]
+            stack_agree = int(stack_agree)
+        count = int(id_count.get(port, 0))
+        zero, small, steps = ids_of.get(port, (0, 0, 0))
+        if count < 3:
+            id_class = "unknown"
+        elif zero == count:
+            id_class = "zero"
+        else:
+            id_class = "incremental" if steps and small / steps > 0.9 else "random"
+        series: tuple = ()
+        ts_offset = ts_rate = ts_ok = None
+        if id_class == "incremental" or has_ts.get(port, 0) >= 3:
+            mine = replies[replies["_port"] == port]  # only the few ports whose series matter
+            if id_class == "incremental":
+                pairs = mine[["ts_ns", "ip_id"]].dropna()
+                series = tuple(zip(pairs["ts_ns"].astype(np.int64), pairs["ip_id"].astype(int)))
+            ts_offset, ts_rate, ts_ok = _clock(mine, t_ref_ns)
+        out[port] = PortSignals(port, replies_n, t_val, t_agree, window, options, stack_agree, id_class,
+                                ts_offset, ts_rate, series, ts_ok)
+    return out
+
+
 def _apart(a: PortSignals, b: PortSignals, rtt_apart: str | None, use: tuple[str, ...]) -> list[tuple[str, str]]:
     """Every (signal, evidence) that separates ports a and b, most certain first; empty when none does."""
     found = []
@@ -150,6 +214,14 @@ def _apart(a: PortSignals, b: PortSignals, rtt_apart: str | None, use: tuple[str
     if "rtt" in use and rtt_apart:
         found.append(("rtt", rtt_apart))
     return found
+
+
+def _signature(s: PortSignals, rtt_family: int) -> tuple:
+    """What `_apart` looks at, as a key; ports whose verdicts depend on their own series stay unique."""
+    if s.ts_offset is not None or s.ip_id_class == "incremental":
+        return ("port", s.port)
+    return (rtt_family, s.ttl if s.ttl_trusted else None, s.ttl_trusted,
+            (s.window, s.options) if s.stack_agree >= 2 else None)
 
 
 def _unavailable(sig: list[PortSignals], use: tuple[str, ...]) -> list[str]:
@@ -192,23 +264,25 @@ def signal_families(packets: pd.DataFrame, matches: pd.DataFrame, *, signals: tu
         sig = {}
         of_target = reply_rows[reply_rows["_target"] == target]
         t_ref = int(of_target["ts_ns"].min()) if len(of_target) else 0
-        for port in rows["port"].astype(int):
-            mine = of_target[of_target["_port"] == port]
-            sig[port] = _port_signals(port, mine, t_ref)
+        sig = _signals_of_ports(of_target, rows["port"].astype(int).tolist(), t_ref)
         rtt_fam = dict(zip(rows["port"].astype(int), rows["family"].astype(int)))
         means = dict(zip(rows["port"].astype(int), rows["median_us"]))
-        answered = [p for p in rtt_fam if rtt_fam[p] >= 0 and rows.set_index("port").loc[p, "family_kind"] != "no answer"]
+        kinds = dict(zip(rows["port"].astype(int), rows["family_kind"]))
+        answered = [p for p in rtt_fam if rtt_fam[p] >= 0 and kinds[p] != "no answer"]
         # Untestable by RTT: placed only when another signal of its own can be trusted; else no family.
         unplaced = [p for p in rtt_fam if rtt_fam[p] < 0 and not sig[p].has_evidence]
         answered += [p for p in rtt_fam if rtt_fam[p] < 0 and sig[p].has_evidence]
         answered.sort(key=lambda p: (np.nan_to_num(means[p], nan=np.inf), p))
         fams: list[list[int]] = []
+        # Per family, one representative per signal signature: members alike in every signal give the
+        # same verdict, so a port is compared with each signature once, not with every member.
+        reps: list[dict[tuple, int]] = []
         decided: dict[int, tuple[str, str]] = {}
         for p in answered:
             placed = False
-            for fam in fams:
+            for fam, fam_reps in zip(fams, reps):
                 reasons = []
-                for q in fam:
+                for q in fam_reps.values():
                     rtt_reason = None
                     if rtt_fam[p] >= 0 and rtt_fam[q] >= 0 and rtt_fam[p] != rtt_fam[q]:
                         rtt_reason = (f"RTT median {means[q] / 1000:.2f} ms vs {means[p] / 1000:.2f} ms "
@@ -216,12 +290,15 @@ def signal_families(packets: pd.DataFrame, matches: pd.DataFrame, *, signals: tu
                     reasons += _apart(sig[p], sig[q], rtt_reason, signals)
                 if not reasons:
                     fam.append(p)
+                    fam_reps.setdefault(_signature(sig[p], rtt_fam[p]), p)
                     placed = True
                     break
                 decided[p] = reasons  # the last family tried: the nearest in RTT order
             if not placed:
                 fams.append([p])
-        silent = [p for p in rtt_fam if p not in answered and p not in unplaced]
+                reps.append({_signature(sig[p], rtt_fam[p]): p})
+        placed_or_not = set(answered) | set(unplaced)
+        silent = [p for p in rtt_fam if p not in placed_or_not]
         missing = _unavailable(list(sig.values()), signals)
         labels = {p: i for i, fam in enumerate(fams) for p in fam}
         for p in silent:
@@ -239,13 +316,15 @@ def signal_families(packets: pd.DataFrame, matches: pd.DataFrame, *, signals: tu
         if silent:
             fam_rows.append(dict(target=target, protocol=proto, family=len(fams), ports=sorted(silent), kind="no answer",
                                  signals=[], evidence=["no reply to any probe"], unavailable=missing))
-        for _, r in rows.iterrows():
-            s = sig[int(r["port"])]
-            port_rows.append(dict(r) | dict(
-                ttl=s.ttl, ttl_agree=s.ttl_agree, window=s.window, options=s.options, ip_id_class=s.ip_id_class,
-                ts_offset=s.ts_offset, ts_rate=s.ts_rate, signal_family=labels[int(r["port"])],
-                deciding_signal=(decided[int(r["port"])][0][0] if int(r["port"]) in decided else None)))
-    ports = pd.DataFrame(port_rows).rename(columns={"family": "rtt_family"}).rename(columns={"signal_family": "family"})
+        order = [sig[p] for p in rows["port"].astype(int)]
+        port_rows.append(rows.assign(
+            ttl=pd.array([s.ttl for s in order], dtype="Int64"), ttl_agree=[s.ttl_agree for s in order],
+            window=pd.array([s.window for s in order], dtype="Int64"), options=[s.options for s in order],
+            ip_id_class=[s.ip_id_class for s in order], ts_offset=[s.ts_offset for s in order],
+            ts_rate=[s.ts_rate for s in order], signal_family=[labels[s.port] for s in order],
+            deciding_signal=[decided[s.port][0][0] if s.port in decided else None for s in order]))
+    ports = (pd.concat(port_rows, ignore_index=True) if port_rows else base.iloc[0:0])
+    ports = ports.rename(columns={"family": "rtt_family"}).rename(columns={"signal_family": "family"})
     fam_table = pd.DataFrame(fam_rows, columns=["target", "protocol", "family", "ports", "kind", "signals", "evidence",
                                                 "unavailable"])
     ports.attrs.update(base.attrs, signals=list(signals))
