@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 
@@ -34,7 +35,7 @@ def _records(frame: pd.DataFrame, columns: list[str]) -> list[dict]:
     out = frame[columns].copy()
     for c in columns:
         if pd.api.types.is_float_dtype(out[c]):
-            out[c] = out[c].round(4 if c == "loss" else 2)
+            out[c] = out[c].round(6 if c in ("first", "last") else 4 if c == "loss" else 2)
     return out.astype(object).where(out.notna(), None).to_dict("records")
 
 
@@ -121,6 +122,7 @@ def rtt_table(fams: pd.DataFrame, meta: dict[str, object], family_table: pd.Data
     return "\n".join(lines)
 
 
+@functools.cache
 def service_name(port: int, protocol: str) -> str:
     """The system's name for a port (/etc/services), as nmap's SERVICE column shows it."""
     import socket
@@ -154,15 +156,25 @@ def _epoch_text(seconds: float) -> str:
 
 
 def scans_json(scans: pd.DataFrame, states: pd.DataFrame, hosts: pd.DataFrame, meta: dict[str, object]) -> str:
+    port_cols = ["port", "protocol", "state", "reason", "probes"]
+    by_scan: dict[tuple, list[dict]] = {}
+    if len(states):
+        st = states.assign(port=states["port"].astype(int), probes=states["probes"].astype(int))
+        keys = list(zip(st["phase"], st["target"]))
+        for key, rec in zip(keys, _records(st, port_cols)):
+            rec["service"] = service_name(rec["port"], rec["protocol"])
+            by_scan.setdefault(key, []).append(rec)
     out = []
-    for _, s in scans.iterrows():
-        mine = states[(states["phase"] == s["phase"]) & (states["target"] == s["target"])]
-        ports = [{"port": int(r["port"]), "protocol": r["protocol"], "state": r["state"], "reason": r["reason"],
-                  "service": service_name(r["port"], r["protocol"]), "probes": int(r["probes"])}
-                 for _, r in mine.iterrows()]
-        out.append({k: _num(s[k], 6 if k in ("first", "last") else 2) for k in scans.columns} | {"ports": ports})
-    host_list = [{k: (None if pd.isna(v) else _num(v)) for k, v in h.items()} for _, h in hosts.iterrows()]
-    return json.dumps({**meta, "scans": out, "hosts": host_list}, indent=2)
+    for rec in _records(scans, list(scans.columns)):
+        rec["first"], rec["last"] = scans_time(rec["first"]), scans_time(rec["last"])
+        out.append(rec | {"ports": by_scan.get((rec["phase"], rec["target"]), [])})
+    host_list = _records(hosts, list(hosts.columns))
+    return json.dumps({**meta, "scans": out, "hosts": host_list},
+                      indent=2 if len(states) <= INDENT_UP_TO_ROWS else None)
+
+
+def scans_time(value: object) -> object:
+    return None if value is None else round(float(value), 6)
 
 
 def scans_csv(states: pd.DataFrame) -> str:
