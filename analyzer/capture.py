@@ -204,7 +204,7 @@ def _pcap(path: str, raw: bytes, endian: str, nano: bool, compressed: bool) -> R
     if len(raw) < 24:
         raise CaptureError(path, f"pcap global header cut short ({len(raw)} of 24 bytes)")
     _, _, _, _, snaplen, network = struct.unpack_from(endian + "HHiIII", raw, 4)
-    linktype = network & 0x0FFFFFFF  # upper bits carry FCS flags in newer pcap
+    linktype = network & 0x03FFFFFF  # libpcap's LT_LINKTYPE: the upper bits carry FCS flags
     limit = max(min(MAX_RECORD, max(snaplen, 65535) * 4), 65535 + 64)
     hdr, pos, damage = _walk_pcap(raw, endian, limit, snaplen)
     end = len(raw)

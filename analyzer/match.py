@@ -54,7 +54,8 @@ def _np(series: pd.Series, fill: int = 0, dtype: type = np.int64) -> np.ndarray:
 
 def _in_connection(pk: pd.DataFrame, tcp: np.ndarray, flags: np.ndarray, src: np.ndarray, dst: np.ndarray,
                    sport: np.ndarray, dport: np.ndarray) -> np.ndarray:
-    """True for TCP segments sent inside a connection the peer accepted (SYN/ACK seen, no RST since)."""
+    """True for TCP segments sent inside an accepted connection: a SYN/ACK seen on the 4-tuple, either way
+    (the client's segments after the server's SYN/ACK, and the server's own), and no RST since."""
     n = len(pk)
     result = np.zeros(n, bool)
     cand = np.flatnonzero(tcp & ((flags & ACK) != 0) & ((flags & (SYN | RST)) == 0))
@@ -63,14 +64,14 @@ def _in_connection(pk: pd.DataFrame, tcp: np.ndarray, flags: np.ndarray, src: np
     synack = np.flatnonzero(tcp & ((flags & (SYN | ACK)) == (SYN | ACK)))
     rst = np.flatnonzero(tcp & ((flags & RST) != 0))
     ts = pk.ts_ns.to_numpy()  # (src … dport: the caller's arrays; every row used here is TCP, so has ports)
-    # Events keyed in the candidate's orientation: a SYN/ACK from the peer opens, a RST either way closes.
+    # Events keyed in the candidate's orientation: a SYN/ACK either way opens, a RST either way closes.
     ev = pd.DataFrame({
-        "a": np.concatenate([dst[synack], src[rst], dst[rst]]),
-        "b": np.concatenate([src[synack], dst[rst], src[rst]]),
-        "x": np.concatenate([dport[synack], sport[rst], dport[rst]]),
-        "y": np.concatenate([sport[synack], dport[rst], sport[rst]]),
-        "ts": np.concatenate([ts[synack], ts[rst], ts[rst]]),
-        "open": np.concatenate([np.ones(len(synack), bool), np.zeros(2 * len(rst), bool)]),
+        "a": np.concatenate([dst[synack], src[synack], src[rst], dst[rst]]),
+        "b": np.concatenate([src[synack], dst[synack], dst[rst], src[rst]]),
+        "x": np.concatenate([dport[synack], sport[synack], sport[rst], dport[rst]]),
+        "y": np.concatenate([sport[synack], dport[synack], dport[rst], sport[rst]]),
+        "ts": np.concatenate([ts[synack], ts[synack], ts[rst], ts[rst]]),
+        "open": np.concatenate([np.ones(2 * len(synack), bool), np.zeros(2 * len(rst), bool)]),
     }).sort_values("ts", kind="stable")
     left = pd.DataFrame({"i": cand, "a": src[cand], "b": dst[cand], "x": sport[cand], "y": dport[cand], "ts": ts[cand]})
     left = left.sort_values("ts", kind="stable")
@@ -186,7 +187,6 @@ def match(packets: pd.DataFrame, *, window_s: float = DEFAULT_WINDOW_S) -> pd.Da
     # whether there is any such candidate decides the arithmetic below). Last transmission more than the
     # window (plus a margin far above float rounding) before it: so is every earlier one.
     no_tx = tx_ts[g_start][c_g] > c_ts
-    any_without_tx = bool(no_tx.any())
     near = ~no_tx & (c_ts - tx_ts[g_end - 1][c_g] <= window_ns + _WINDOW_MARGIN_NS)
     del no_tx
     c_r, c_g, c_ts = c_r[near], c_g[near], c_ts[near]
@@ -208,14 +208,9 @@ def match(packets: pd.DataFrame, *, window_s: float = DEFAULT_WINDOW_S) -> pd.Da
     c_tx_ts = tx_ts[pos]
     c_nth = tx_nth[pos]
     del pos
-    if not any_without_tx:
-        keep = c_ts - c_tx_ts <= window_ns
-        tx_key = c_tx_ts
-    else:
-        # A candidate without a transmission made the transmission times float in the table join this
-        # replaces; the window test and the ordering below are done on those floats, as they always were.
-        tx_key = c_tx_ts.astype(float)
-        keep = c_ts.astype(float) - tx_key <= window_ns
+    # Integer nanoseconds throughout: float64 epoch-ns would blur the window edge and ties by ~256 ns.
+    keep = c_ts - c_tx_ts <= window_ns
+    tx_key = c_tx_ts
     c_r, c_g, c_ts, c_nth, tx_key = c_r[keep], c_g[keep], c_ts[keep], c_nth[keep], tx_key[keep]
     del keep, c_tx_ts
     # A reply answers one probe: the candidate most recently sent (ties: the first group).

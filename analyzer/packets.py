@@ -196,6 +196,7 @@ def _link(buf: _Bytes, rec: Records, out: _Columns) -> tuple[np.ndarray, np.ndar
             et = np.where(tagged, nxt, et)
             ok = np.where(tagged, nok, ok)
         out.set("vlan", rows, vlan, has_vlan)
+        ok = ok & (et > 1500)  # 802.3: a value <= 1500 is the frame's length, LLC follows, no ethertype
         out.set("ethertype", rows, et, ok)
         l3[rows] = np.where(ok, pos + 2, -1)
         etype[rows] = et
@@ -368,12 +369,16 @@ def _ip(buf: _Bytes, l3: np.ndarray, etype: np.ndarray, out: _Columns, addr: _Ad
                 frag_id = np.where(isfrag & fok, fid, frag_id)
                 has_frag_id |= isfrag & fok
                 fragmented |= isfrag & ((fo & 0xFFF9) != 0)  # offset != 0 or M flag
-                no_l4 |= isfrag & ((fo & 0xFFF8) != 0)
+                later = isfrag & ((fo & 0xFFF8) != 0)
+                no_l4 |= later
+            else:
+                later = np.zeros(len(rows), bool)
             bad = ext & ~(ok1 & ok2)
             alive &= ~bad
             no_l4 |= bad
             nh = np.where(ext & ~bad, nxt, nh)
             cur = np.where(ext & ~bad, cur + size, cur)
+            alive &= ~later  # a later fragment's data is not a header: ip_proto is what it announces
         out.set("ip_proto", rows, nh)
         out.set("ip_id", rows, frag_id, has_frag_id)
         out.set("fragment", rows, fragmented.astype(np.uint64))
@@ -508,6 +513,7 @@ def _icmp(buf: _Bytes, rows: np.ndarray, l4: np.ndarray, out: _Columns, addr: _A
         vihl, ok = buf.u(rows, inner, 1)
         good = ok & buf.ok(rows, inner, 20) & (vihl >> 4 == 4) & ((vihl & 15) >= 5)
         ident, _ = buf.u(rows, inner + 4, 2)
+        qfrag, _ = buf.u(rows, inner + 6, 2)
         p, _ = buf.u(rows, inner + 9, 1)
         src, _ = buf.u(rows, inner + 12, 4)
         dst, _ = buf.u(rows, inner + 16, 4)
@@ -516,26 +522,32 @@ def _icmp(buf: _Bytes, rows: np.ndarray, l4: np.ndarray, out: _Columns, addr: _A
         addr.add4("q_src", rows[good], src[good])
         addr.add4("q_dst", rows[good], dst[good])
         qproto = np.where(good, p, 0)
-        ql4 = np.where(good, inner + (vihl & 15).astype(np.int64) * 4, -1)
+        # A quoted non-first fragment carries no transport header: its ports would be payload bytes.
+        ql4 = np.where(good & ((qfrag & 0x1FFF) == 0), inner + (vihl & 15).astype(np.int64) * 4, -1)
     else:
         first, ok = buf.u(rows, inner, 1)
         good = ok & buf.ok(rows, inner, 40) & (first >> 4 == 6)
         nh, _ = buf.u(rows, inner + 6, 1)
         cur = inner + 40
+        quoted_later = np.zeros(len(rows), bool)
         for _ in range(4):
-            ext = good & np.isin(nh, IPV6_EXT)
+            ext = good & ~quoted_later & np.isin(nh, IPV6_EXT + (IPV6_FRAG,))
             if not ext.any():
                 break
             nxt, ok1 = buf.u(rows, cur, 1)
             hl, ok2 = buf.u(rows, cur + 1, 1)
+            frag = ext & (nh == IPV6_FRAG)
+            fo, _ = buf.u(rows, cur + 2, 2)
+            size = np.where(frag, 8, (hl.astype(np.int64) + 1) * 8)
             nh = np.where(ext & ok1 & ok2, nxt, np.where(ext, 255, nh))
-            cur = np.where(ext, cur + (hl.astype(np.int64) + 1) * 8, cur)
+            cur = np.where(ext, cur + size, cur)
+            quoted_later |= frag & ((fo & 0xFFF8) != 0)
         safe = np.where(good, inner, 0)
         addr.add6("q_src", rows[good], _raw16(buf, rows, safe + 8)[good])
         addr.add6("q_dst", rows[good], _raw16(buf, rows, safe + 24)[good])
         out.set("q_proto", rows, nh, good)
         qproto = np.where(good, nh, 0)
-        ql4 = np.where(good, cur, -1)
+        ql4 = np.where(good & ~quoted_later, cur, -1)
     ports = (qproto == 6) | (qproto == 17)
     for name, off, size in (("q_sport", 0, 2), ("q_dport", 2, 2)):
         v, vok = buf.u(rows, ql4 + off, size)

@@ -308,9 +308,7 @@ ZOO = [
     Case("unreachable quoting IP options", _quote4(11, 0, _ip4(_tcp(6667), ihl=6, opts=bytes(4))[:32])),
     Case("redirect", _quote4(5, 1, _ip4(_tcp(25))[:28], rest=bytes([10, 0, 0, 254]))),
     Case("ICMPv6 in IPv4", _eth(_ip4(_icmp(128, 0, struct.pack("!HH", 1, 2)), proto=58))),
-    Case("unreachable quoting a later fragment", _quote4(3, 4, _ip4(b"z" * 8, flags_frag=0x10)[:28]),
-         native_bug="the quoted IPv4 header is a later fragment (offset 128): its payload is not a TCP "
-                    "header, but the native reader reads q_sport, q_dport and q_seq from it"),
+    Case("unreachable quoting a later fragment", _quote4(3, 4, _ip4(b"z" * 8, flags_frag=0x10)[:28]),),
     # IPv6
     Case("ICMPv6 echo", _eth6(_ip6(_icmp(128, 0, struct.pack("!HH", 5, 6), b"ping"), nh=58))),
     Case("ICMPv6 neighbour solicitation", _eth6(_ip6(_icmp(135, 0, bytes(4), bytes(16)), nh=58))),
@@ -319,18 +317,12 @@ ZOO = [
     Case("unreachable quoting routing + dest options",
          _quote6(1, 3, _ip6(_ext(43) + struct.pack("!BBBB", 6, 0, 0, 0) + bytes(4) + _tcp(8000), nh=60))),
     Case("unreachable quoting a fragment header",
-         _quote6(1, 4, _ip6(_frag6(17, 0, 1, 0xABCD) + _udp(53, b"q" * 8), nh=44)),
-         native_bug="the quoted IPv6 packet has a fragment header (first fragment, UDP): the native reader's "
-                    "walk of quoted extension headers stops at it (q_proto 44, no ports), unlike its walk of "
-                    "the outer header"),
+         _quote6(1, 4, _ip6(_frag6(17, 0, 1, 0xABCD) + _udp(53, b"q" * 8), nh=44)),),
     Case("first fragment", _eth6(_ip6(_frag6(6, 0, 1, 0x11223344) + _tcp(payload=b"x" * 8), nh=44))),
     Case("later fragment", _eth6(_ip6(_frag6(6, 3, 0, 0x11223344) + b"y" * 16, nh=44))),
     Case("atomic fragment", _eth6(_ip6(_frag6(6, 0, 0, 0x99) + _tcp(), nh=44))),
     Case("later fragment, next header dest options",
-         _eth6(_ip6(_frag6(60, 3, 1, 0x55667788) + b"\x06\x00" + b"y" * 14, nh=44)),
-         native_bug="a later fragment's data is not a header, but the native reader parses it as the "
-                    "destination options header the fragment header announces, and takes ip_proto from its "
-                    "first byte (6) instead of 60"),
+         _eth6(_ip6(_frag6(60, 3, 1, 0x55667788) + b"\x06\x00" + b"y" * 14, nh=44)),),
     Case("AH", _eth6(_ip6(struct.pack("!BBHII", 6, 4, 0, 0x100, 1) + bytes(12) + _tcp(), nh=51))),
     Case("routing header", _eth6(_ip6(struct.pack("!BBBB", 6, 0, 0, 0) + bytes(4) + _tcp(), nh=43))),
     Case("hop-by-hop, fragment, TCP", _eth6(_ip6(_ext(44) + _frag6(6, 0, 0, 0xFEED) + _tcp(8443), nh=0))),
@@ -359,9 +351,7 @@ ZOO = [
     Case("unknown ethertype", _eth(bytes(46), 0x88B5)),
     Case("VLAN 0x9100", _eth(_vlan(_ip4(_tcp()), 300, 0x0800), 0x9100)),
     Case("three VLAN tags", _eth(_vlan(_vlan(_vlan(_ip4(_tcp()), 3, 0x0800), 2, 0x8100), 1, 0x8100), 0x88A8)),
-    Case("802.3 frame (STP)", bytes.fromhex("0180c2000000") + MAC_A + struct.pack("!H", len(STP)) + STP,
-         native_bug="an 802.3 frame's type field is a length (0x0026 here), not a protocol, but the native "
-                    "reader reports it as the ethertype"),
+    Case("802.3 frame (STP)", bytes.fromhex("0180c2000000") + MAC_A + struct.pack("!H", len(STP)) + STP,),
     Case("802.3 + LLC/SNAP carrying IPv4", _eth(bytes.fromhex("aaaa030000000800") + _ip4(_tcp(8080)), 52),
          differs=("ethertype", *IP_COLUMNS, *TCP_COLUMNS), why=NOT_DECODED),
     Case("PPPoE", _eth(struct.pack("!BBHH", 0x11, 0, 1, 46) + b"\x00\x21" + _ip4(_tcp(110)), 0x8864),
@@ -485,9 +475,6 @@ def test_zoo_frame(zoo: tuple[pd.DataFrame, pd.DataFrame], index: int) -> None:
                                             f"{sorted(case.differs)} ({case.why or 'none'})")
 
 
-@pytest.mark.xfail(strict=True, raises=OverflowError, reason=(
-    "native reader bug: a pcap whose link-type field carries libpcap's FCS bits (0x24000001: Ethernet, "
-    "4-byte FCS) keeps bit 26 after its 0x0FFFFFFF mask and overflows the uint16 column"))
 def test_pcap_with_fcs_bits_in_the_link_type(tmp_path: Path) -> None:
     frame = _eth(_ip4(_tcp())) + bytes.fromhex("deadbeef")  # with its (unchecked) FCS
     path = tmp_path / "fcs.pcap"
