@@ -19,7 +19,7 @@ from .match import match
 from .packets import read
 from .scans import scans
 from .signals import signal_families
-from .stats import TTest, port_stats, pooled_t, yuen_welch
+from .stats import TTest, pooled_t, port_stats, yuen_welch
 
 rtt = port_stats
 

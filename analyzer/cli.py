@@ -82,7 +82,7 @@ def _engine_option(p: argparse.ArgumentParser) -> None:
                    "(slow; for encapsulations the native reader does not decode)")
 
 
-def read(path: str, engine: str = "native"):  # noqa: ANN201
+def read(path: str, engine: str = "native"):
     """The packets table from either engine."""
     if engine == "tshark":
         from .engine_tshark import read_tshark
@@ -122,7 +122,7 @@ def cmd_scans(args: argparse.Namespace) -> int:
 
 
 def cmd_hosts(args: argparse.Namespace) -> int:
-    packets, found, states, host_table = _scan_results(args)
+    _, found, states, host_table = _scan_results(args)
     if args.format == "json":
         print(scans_json(found.iloc[0:0], states.iloc[0:0], host_table, {"capture": args.capture}))
     elif args.format == "csv":
@@ -132,7 +132,7 @@ def cmd_hosts(args: argparse.Namespace) -> int:
     return 0
 
 
-def _warn_line(message, category, filename, lineno, file=None, line=None) -> None:  # noqa: ANN001
+def _warn_line(message, category, filename, lineno, file=None, line=None) -> None:
     prefix = "warning" if issubclass(category, CaptureWarning) else category.__name__
     print(f"synlens: {prefix}: {message}", file=sys.stderr)
 

@@ -7,7 +7,6 @@ import json
 import math
 
 import numpy as np
-
 import pandas as pd
 
 RTT_COLUMNS = ["port", "protocol", "family", "family_kind", "sent", "received", "loss", "retransmissions",
@@ -85,8 +84,8 @@ def _fixed(values: pd.Series, digits: int = 2) -> pd.Series:
 
 def rtt_table(fams: pd.DataFrame, meta: dict[str, object], family_table: pd.DataFrame | None = None) -> str:
     """qscan's table (PORT FAMILY MEAN (us) STDDEV LOSS (%)) for each target, built column-wise."""
-    lines = [f"# {meta['capture']}: method {meta['method']}, confidence {meta['confidence']}, "
-             f"{meta['probes_matched']} probes, {meta['unsolicited_replies']} unsolicited replies"]
+    lines = [(f"# {meta['capture']}: method {meta['method']}, confidence {meta['confidence']}, "
+              f"{meta['probes_matched']} probes, {meta['unsolicited_replies']} unsolicited replies")]
     signals = "deciding_signal" in fams.columns
     for (target, proto), rows in fams.groupby(["target", "protocol"], sort=False):
         lines.append("")

@@ -25,7 +25,7 @@ def test_readme_starts_with_the_two_commands():
 def test_ci_runs_the_readme_test_command():
     run = (ROOT / ".ci" / "run").read_text()
     pattern = re.search(r"grep -m1 -E '([^']+)' README.md", run).group(1)
-    assert re.search(pattern, README, re.M)
+    assert re.search(pattern, README, re.MULTILINE)
 
 
 def _options(parser):
@@ -43,7 +43,8 @@ def test_every_cli_option_is_documented(where, option):
 
 
 def test_cli_help_runs():
-    out = subprocess.run([sys.executable, "-m", "analyzer", "rtt", "--help"], capture_output=True, text=True)
+    out = subprocess.run([sys.executable, "-m", "analyzer", "rtt", "--help"], capture_output=True, text=True,
+                         check=False)
     assert out.returncode == 0 and "--confidence" in out.stdout
 
 

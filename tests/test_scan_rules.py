@@ -1,12 +1,11 @@
 """nmap's port-state rules, one row per (technique, reply), as the nmap book documents them."""
 
+import numpy as np
 import pytest
 
 from analyzer.flags import ACK, FIN, PSH, RST, SYN, URG, flag_text
 from analyzer.hosts import initial_ttl, ip_id_class, option_layout
 from analyzer.scans import state_of, technique_of
-
-import numpy as np
 
 RULES = [
     # technique, reply kind, icmp type, code, rst window, ip version → state
