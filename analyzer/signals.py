@@ -195,7 +195,7 @@ def _apart(a: PortSignals, b: PortSignals, rtt_apart: str | None, use: tuple[str
     """Every (signal, evidence) that separates ports a and b, most certain first; empty when none does."""
     found = []
     if "ttl" in use and a.ttl != b.ttl and a.ttl_trusted and b.ttl_trusted:
-            found.append(("ttl", f"TTL {a.ttl} vs {b.ttl} on {a.ttl_agree}/{a.replies} and {b.ttl_agree}/{b.replies} replies"))
+        found.append(("ttl", f"TTL {a.ttl} vs {b.ttl} on {a.ttl_agree}/{a.replies} and {b.ttl_agree}/{b.replies} replies"))
     if "clock" in use and a.ts_offset is not None and b.ts_offset is not None:
         gap = abs(a.ts_offset - b.ts_offset) % WRAP
         gap = min(gap, WRAP - gap)  # two 32-bit clocks are never more than 2^31 ticks apart
@@ -203,7 +203,7 @@ def _apart(a: PortSignals, b: PortSignals, rtt_apart: str | None, use: tuple[str
             found.append(("clock", f"TCP timestamp clocks {gap:.0f} ticks apart"))
     if ("stack" in use and a.options is not None and b.options is not None
             and min(a.stack_agree, b.stack_agree) >= 2 and (a.window, a.options) != (b.window, b.options)):
-            found.append(("stack", f"SYN/ACK window {a.window} [{a.options}] vs {b.window} [{b.options}]"))
+        found.append(("stack", f"SYN/ACK window {a.window} [{a.options}] vs {b.window} [{b.options}]"))
     if "ip_id" in use and a.ip_id_class == b.ip_id_class == "incremental":
         merged = sorted(a.ipid_series + b.ipid_series)
         steps = np.diff([v for _, v in merged]) % 65536
