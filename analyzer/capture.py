@@ -23,7 +23,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .errors import CaptureError, CaptureWarning
+from .errors import CaptureError, CaptureWarning, capture_file_errors
 
 PCAP_MAGIC_US = 0xA1B2C3D4
 PCAP_MAGIC_NS = 0xA1B23C4D
@@ -54,17 +54,8 @@ class Records:
 
 
 def _load(path: str) -> tuple[bytes, bool]:
-    try:
-        with open(path, "rb") as f:
-            raw = f.read()
-    except IsADirectoryError:
-        raise CaptureError(path, "is a directory, not a capture file") from None
-    except FileNotFoundError:
-        raise CaptureError(path, "no such file") from None
-    except PermissionError:
-        raise CaptureError(path, "permission denied") from None
-    except OSError as e:
-        raise CaptureError(path, e.strerror or str(e)) from None
+    with capture_file_errors(path), open(path, "rb") as f:
+        raw = f.read()
     if raw[:2] != b"\x1f\x8b":
         return raw, False
     # Stream-decompress so a gzip cut short still yields everything before the cut.
@@ -258,6 +249,10 @@ def _pcapng(path: str, raw: bytes, compressed: bool) -> Records:
     end = len(raw)
     view = memoryview(raw)
     starts, ifs, tshi, tslo, caps, wires = (array("q"), array("H"), array("Q"), array("Q"), array("q"), array("q"))
+
+    def add(start: int, iface: int, ts_hi: int, ts_lo: int, cap: int, wire: int) -> None:
+        for column, value in zip((starts, ifs, tshi, tslo, caps, wires), (start, iface, ts_hi, ts_lo, cap, wire)):
+            column.append(value)
     interfaces: list[_Iface] = []
     all_ifaces: list[_Iface] = []  # across sections, so iface ids stay unique in the table
     base = 0  # index in all_ifaces of this section's interface 0
@@ -297,34 +292,20 @@ def _pcapng(path: str, raw: bytes, compressed: bool) -> Records:
             if ifid >= len(interfaces) or 20 + cap > len(body):
                 damage = f"enhanced packet block at byte {pos} is inconsistent (interface {ifid}, caplen {cap})"
                 break
-            starts.append(pos + 28)
-            ifs.append(base + ifid)
-            tshi.append(hi)
-            tslo.append(lo)
-            caps.append(cap)
-            wires.append(wire)
+            add(pos + 28, base + ifid, hi, lo, cap, wire)
         elif btype in (3, 2):  # simple packet (no timestamp), obsolete packet block
             if not interfaces:
                 damage = f"packet block at byte {pos} before any interface description"
                 break
             if btype == 3:
                 wire = struct.unpack_from(endian + "I", body, 0)[0]
-                cap = min(wire, len(body) - 4, interfaces[0].snaplen or wire)
-                starts.append(pos + 12)
-                ifs.append(base)
-                tshi.append(0)
-                tslo.append(0)
+                add(pos + 12, base, 0, 0, min(wire, len(body) - 4, interfaces[0].snaplen or wire), wire)
             else:
                 ifid, _, hi, lo, cap, wire = struct.unpack_from(endian + "HHIIII", body, 0)
                 if ifid >= len(interfaces) or 20 + cap > len(body):
                     damage = f"packet block at byte {pos} is inconsistent"
                     break
-                starts.append(pos + 28)
-                ifs.append(base + ifid)
-                tshi.append(hi)
-                tslo.append(lo)
-            caps.append(cap)
-            wires.append(wire)
+                add(pos + 28, base + ifid, hi, lo, cap, wire)
         elif btype != PCAPNG_SHB:
             skipped += 1  # name resolution, statistics, custom, decryption secrets …: not packets
         pos += blen

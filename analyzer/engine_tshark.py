@@ -58,7 +58,7 @@ import zlib
 import numpy as np
 import pandas as pd
 
-from .errors import CaptureError, CaptureWarning
+from .errors import CaptureError, CaptureWarning, capture_file_errors
 from .schema import PACKET_COLUMNS, PACKET_DTYPES, column, empty_packets, frame_from_columns
 
 INSTALL_HINT = "pip install 'synlens[tshark]' (or: pip install pyshark)"
@@ -263,26 +263,17 @@ class _Container:
     @classmethod
     def read(cls, path: str) -> _Container:
         """Read the headers only: pcap's first 24 bytes, or pcapng's block headers (skipping the packets)."""
-        try:
-            with open(path, "rb") as raw:
-                compressed = raw.read(2) == b"\x1f\x8b"
-                raw.seek(0)
-                if raw.read(1) == b"":
-                    raise CaptureError(path, "empty file (0 bytes), not a capture")
-                raw.seek(0)
-                f = gzip.GzipFile(fileobj=raw) if compressed else raw
-                try:
-                    return cls._headers(f, compressed)
-                except (OSError, EOFError, zlib.error):  # damaged gzip: tshark will say what it makes of it
-                    return cls("other", compressed, [], False)
-        except IsADirectoryError:
-            raise CaptureError(path, "is a directory, not a capture file") from None
-        except FileNotFoundError:
-            raise CaptureError(path, "no such file") from None
-        except PermissionError:
-            raise CaptureError(path, "permission denied") from None
-        except OSError as e:
-            raise CaptureError(path, e.strerror or str(e)) from None
+        with capture_file_errors(path), open(path, "rb") as raw:
+            compressed = raw.read(2) == b"\x1f\x8b"
+            raw.seek(0)
+            if raw.read(1) == b"":
+                raise CaptureError(path, "empty file (0 bytes), not a capture")
+            raw.seek(0)
+            f = gzip.GzipFile(fileobj=raw) if compressed else raw
+            try:
+                return cls._headers(f, compressed)
+            except (OSError, EOFError, zlib.error):  # damaged gzip: tshark will say what it makes of it
+                return cls("other", compressed, [], False)
 
     @classmethod
     def _headers(cls, f, compressed: bool) -> _Container:
