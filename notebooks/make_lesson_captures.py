@@ -29,7 +29,8 @@ sys.path.insert(0, str(ROOT / "tests"))
 from make_scan_captures import make_all, summary
 
 # One capture per technique lesson 2 reads, the multi-phase capture of lesson 3, and hping3's.
-LESSON_CAPTURES = ["syn", "connect", "fin", "null", "xmas", "ack", "udp", "hping3", "multi"]
+LESSON_CAPTURES = ["syn", "connect", "fin", "null", "xmas", "ack", "udp", "hping3", "multi",
+                   "ordinary_dns", "ordinary_web"]  # the last two: ordinary traffic only, no scan
 PREFIX = "slnb"
 MAX_BYTES = 1 << 20
 

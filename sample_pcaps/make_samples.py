@@ -42,6 +42,7 @@ class Sample:
     probed_ports: Callable[[NatLab], list[int]]
     scan: Callable[[NatLab, Path], list[str]]  # runs the tool(s); returns the commands used
     repeated_ports: Callable[[NatLab], list[int]]  # ports the tool probes >= REPEATS times
+    captures_itself: bool = False  # the tool writes the pcap (synlens-agent): no tcpdump around it
 
 
 def all_tcp_ports(lab: NatLab) -> list[int]:
@@ -85,6 +86,16 @@ def scan_nmap6(lab: NatLab, out: Path) -> list[str]:
     return [f"{REPEATS} x " + " ".join(cmd) + "   (the xml kept is the last run's)"]
 
 
+def scan_agent(lab: NatLab, out: Path) -> list[str]:
+    # synlens-agent, qscan's method: 10 trips over every port, 50 ms mean gap; it writes its own pcap
+    # (kernel timestamps on one socket) and a sidecar OUT.pcap.json with the plan.
+    cmd = ["env", f"PYTHONPATH={HERE.parent}", sys.executable, "-m", "agent", "probe", lab.target,
+           "--ports", nmap_ports(lab), "--numtrips", str(REPEATS), "--delay", "50ms", "--timeout", "1s",
+           "--write", str(out)]
+    lab.run(lab.scanner_ns, *cmd)
+    return [" ".join(["synlens-agent", *cmd[cmd.index("probe"):]])]
+
+
 def qscan_ports(lab: NatLab) -> list[int]:
     return [*lab.open_ports, lab.closed_ports[0]]  # numopen 8, numclosed 1: the first closed port
 
@@ -93,6 +104,7 @@ SAMPLES = (
     Sample("nat_qscan", False, all_tcp_ports, scan_qscan, repeated_ports=qscan_ports),
     Sample("nat_hping3", False, answering_ports, scan_hping3, repeated_ports=answering_ports),
     Sample("nat_nmap_ipv6", True, all_tcp_ports, scan_nmap6, repeated_ports=all_tcp_ports),
+    Sample("nat_agent", False, all_tcp_ports, scan_agent, repeated_ports=all_tcp_ports, captures_itself=True),
 )
 
 
@@ -160,8 +172,11 @@ def make(sample: Sample, out_dir: Path) -> list[str]:
     pcap = out_dir.resolve() / f"{sample.name}.pcap"
     # A per-run name: a second run at the same time gets its own lab instead of sweeping ours.
     with nat_lab(f"{LAB_STEM}{os.getpid()}", ipv6=sample.ipv6) as lab:
-        with lab.capture(pcap):
+        if sample.captures_itself:
             commands = sample.scan(lab, pcap)
+        else:
+            with lab.capture(pcap):
+                commands = sample.scan(lab, pcap)
         commands = [c.replace(f"{out_dir.resolve()}/", "") for c in commands]  # same on every machine
         facts = truth(lab, sample, commands)
     (out_dir / f"{sample.name}.truth.json").write_text(json.dumps(facts, indent=2) + "\n")

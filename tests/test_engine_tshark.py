@@ -82,8 +82,9 @@ def truth_of(path: Path) -> dict:
 
 def _captures() -> list:
     """(path, skip reason or None) for each capture, in reading order, within the packet budget."""
-    edge = sorted(EDGE.glob("*.pcap*"))
-    samples = sorted((REPO / "sample_pcaps").glob("*.pcap*"), key=lambda p: (p.stat().st_size, p.name))
+    edge = sorted(p for p in EDGE.glob("*.pcap*") if p.suffix != ".json")
+    samples = sorted((p for p in (REPO / "sample_pcaps").glob("*.pcap*") if p.suffix != ".json"),
+                     key=lambda p: (p.stat().st_size, p.name))
     params, budget = [], PACKET_BUDGET
     for path in edge + samples:
         truth = truth_of(path)
