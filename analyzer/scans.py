@@ -13,7 +13,8 @@ Every rule is in one place and visible (STYLE: "classify in one place"):
 * **Phases**: per scanner, probes of one technique; a silence longer than `PHASE_GAP_S` starts a new one.
 * **Port states**: nmap's rules per technique (`state_of`), from the first reply to any of the port's
   probes in the phase. No reply is "filtered" / "open|filtered" as nmap would say; a port whose replies
-  contradict each other is "unknown" rather than a guess.
+  contradict each other is "unknown" rather than a guess. A SYN/ACK lost from the capture (not the
+  network) shows in the scanner's own reset of it (seq = probe seq + 1): the port is open, not filtered.
 """
 
 from __future__ import annotations
@@ -196,6 +197,22 @@ def _udp_scan_like(packets: pd.DataFrame, probes: pd.DataFrame) -> np.ndarray:
     return out
 
 
+def _scanner_resets(packets: pd.DataFrame, probes: pd.DataFrame) -> np.ndarray:
+    """SYN probes whose sender later reset the connection with seq = probe seq + 1: its kernel had received a
+    SYN/ACK, whether or not the capture holds it (a reply lost from the capture, not from the network)."""
+    flags = packets["tcp_flags"].fillna(0).astype(int)
+    rst = packets[(flags & (RST | SYN | ACK)) == RST]
+    tcp_syn = (probes["protocol"].astype(str) == "tcp").to_numpy() & (probes["flags"].fillna(0).astype(int) == SYN).to_numpy()
+    if rst.empty or not tcp_syn.any():
+        return np.zeros(len(probes), bool)
+    resets = pd.MultiIndex.from_arrays([rst["src"].astype(str), rst["dst"].astype(str), rst["sport"].astype(int),
+                                        rst["dport"].astype(int), rst["seq"].astype(np.int64)])
+    keys = pd.MultiIndex.from_arrays([probes["src"].astype(str), probes["dst"].astype(str),
+                                      probes["sport"].fillna(0).astype(int), probes["dport"].fillna(0).astype(int),
+                                      (probes["seq"].fillna(0).astype(np.int64) + 1) % (1 << 32)])
+    return keys.isin(resets) & tcp_syn
+
+
 def _connects(packets: pd.DataFrame, probes: pd.DataFrame) -> np.ndarray:
     """SYN probes whose prober completed the handshake: an ACK with ack = SYN/ACK seq + 1 on the 4-tuple."""
     flags = packets["tcp_flags"].fillna(0).astype(int).to_numpy()
@@ -222,6 +239,7 @@ def classify_probes(packets: pd.DataFrame, probes: pd.DataFrame | None = None) -
     p["technique"] = techniques(proto, flags)
     p["scan_like"] = (_scan_like(packets, p) & _udp_scan_like(packets, p)) if len(p) else np.zeros(0, bool)
     p["completed"] = _connects(packets, p) if len(p) else np.zeros(0, bool)
+    p["scanner_reset"] = _scanner_resets(packets, p) if len(p) else np.zeros(0, bool)
     rows = np.searchsorted(packets["frame"].to_numpy(), p["probe_frame"].to_numpy())
     p["probe_window"] = packets["window"].to_numpy()[rows] if len(p) else []
     p["probe_options"] = packets["tcp_options"].to_numpy()[rows] if len(p) else []
@@ -407,9 +425,13 @@ def _port_states(tp: pd.DataFrame, technique: str, phase: int) -> list[dict]:
                    tp["reply_icmp_code"].astype("Int64").fillna(-1).to_numpy(int),
                    tp["reply_window"].astype("Int64").fillna(0).to_numpy(int), tp["ip_version"].to_numpy(int))
     answered = kind != ""
+    # A SYN/ACK the scanner's kernel reset but the capture lost: the port answered; say so, never "filtered".
+    lost = ~answered & tp["scanner_reset"].to_numpy(bool) & np.isin(technique, ("SYN", "CUSTOM"))
+    state = np.where(lost, "open", state)
+    answered = answered | lost
     frame = pd.DataFrame({"protocol": tp["protocol"].astype(str).to_numpy(), "port": tp["dport"].astype(int).to_numpy(),
                           "state": state, "answered": answered, "ts": tp["ts_ns"].to_numpy(),
-                          "reason": _reasons(tp, kind)})
+                          "reason": np.where(lost, "syn-ack not captured (scanner's reset)", _reasons(tp, kind))})
     frame = frame.sort_values(["protocol", "port", "answered", "ts"], ascending=[True, True, False, True], kind="stable")
     g = frame.groupby(["protocol", "port"], sort=True)
     first = g.head(1).set_index(["protocol", "port"])

@@ -64,3 +64,35 @@ def test_os_evidence_helpers():
     assert ip_id_class(np.array([0, 0, 0])) == "zero"
     assert ip_id_class(np.array([100, 101, 103, 104])) == "incremental"
     assert ip_id_class(np.array([100, 40000, 7, 23000])) == "random"
+
+
+def test_syn_ack_lost_from_the_capture_is_not_filtered(tmp_path):
+    """Drop every SYN/ACK from a real nmap SYN scan capture: the scanner's resets still show the open ports."""
+    import struct
+    from pathlib import Path
+
+    import analyzer
+
+    src = Path(__file__).resolve().parent.parent / "sample_pcaps" / "scans_syn.pcap"
+    raw = src.read_bytes()
+    packets = analyzer.read(src)
+    synack = set(packets[(packets["tcp_flags"].fillna(0).astype(int) & 0x12) == 0x12]["frame"].astype(int))
+    assert synack
+    out, pos, frame = [raw[:24]], 24, 0
+    endian = "<" if raw[:4] in (b"\xd4\xc3\xb2\xa1", b"\x4d\x3c\xb2\xa1") else ">"
+    while pos + 16 <= len(raw):
+        caplen = struct.unpack_from(endian + "I", raw, pos + 8)[0]
+        frame += 1
+        if frame not in synack:
+            out.append(raw[pos:pos + 16 + caplen])
+        pos += 16 + caplen
+    damaged = tmp_path / "lost.pcap"
+    damaged.write_bytes(b"".join(out))
+    full = analyzer.scans(packets, analyzer.match(packets))[1].set_index("port")["state"]
+    lost_packets = analyzer.read(damaged)
+    lost = analyzer.scans(lost_packets, analyzer.match(lost_packets))[1].set_index("port")
+    open_ports = full[full == "open"].index
+    assert len(open_ports) >= 2
+    assert (lost.loc[open_ports, "state"] == "open").all()
+    assert lost.loc[open_ports, "reason"].str.contains("not captured").all()
+    assert (lost["state"].drop(open_ports) == full.drop(open_ports)).all()
