@@ -11,7 +11,7 @@ import pandas as pd
 
 RTT_COLUMNS = ["port", "protocol", "family", "family_kind", "sent", "received", "loss", "retransmissions",
                "samples", "mean_us", "stddev_us", "min_us", "median_us", "p95_us"]
-SIGNAL_COLUMNS = ["rtt_family", "deciding_signal", "ttl", "ttl_agree", "window", "options", "ip_id_class",
+SIGNAL_COLUMNS = ["rtt_family", "deciding_signal", "ttl", "ttl_agree", "window", "options", "rst", "ip_id_class",
                   "ts_offset", "ts_rate"]
 
 

@@ -9,6 +9,8 @@ signal         apart when …  (each needs enough replies to be trusted: a one-o
 ttl            modal reply TTLs differ, each agreed by ≥ 80 % of ≥ 3 replies ("TTL 63 vs 64 on 30/30 replies")
 rtt            the robust RTT families (analyzer.families) put them apart ("RTT 2.9 ms vs 0.1 ms, p = 1e-7")
 stack          SYN/ACK window or TCP option layout differ (open ports only), each consistent over ≥ 2 replies
+rst            closed ports' RSTs differ in window or ACK behaviour (RST/ACK acknowledging the probe vs bare
+               RST), each consistent over ≥ 2 replies; their TTL counts under ttl
 clock          TCP timestamp clocks differ: TSval − rate·t offsets more than `CLOCK_TOLERANCE` ticks apart
                after fitting one rate per port (needs probes that carry the option: agent --tcp-timestamps)
 ip_id          both ports use an incremental IP ID counter and the merged sequence is not one counter
@@ -28,11 +30,11 @@ import numpy as np
 import pandas as pd
 
 from .families import families as rtt_families
-from .flags import ACK, SYN
+from .flags import ACK, RST, SYN
 from .hosts import option_layout
 from .stats import select_probes
 
-ALL_SIGNALS = ("ttl", "rtt", "stack", "clock", "ip_id")
+ALL_SIGNALS = ("ttl", "rtt", "stack", "rst", "clock", "ip_id")
 TTL_AGREEMENT = 0.8
 TTL_MIN_REPLIES = 3
 CLOCK_TOLERANCE = 1000  # TSval ticks (1 s at Linux's 1 kHz): one machine's clock stays far closer
@@ -54,6 +56,8 @@ class PortSignals:
     ts_rate: float | None
     ipid_series: tuple = field(default=(), repr=False)  # (ts_ns, ip_id) of replies
     ts_consistent: bool | None = None  # None: no timestamps; False: replies do not fit one clock
+    rst: str | None = None  # RST behaviour: "window W, RST/ACK" or "window W, bare RST"
+    rst_agree: int = 0
 
     @property
     def ttl_trusted(self) -> bool:
@@ -62,7 +66,7 @@ class PortSignals:
     @property
     def has_evidence(self) -> bool:
         """Whether any signal of this port can be trusted on its own (else it cannot be placed)."""
-        return self.ttl_trusted or self.stack_agree >= 2 or self.ts_offset is not None
+        return self.ttl_trusted or self.stack_agree >= 2 or self.rst_agree >= 2 or self.ts_offset is not None
 
 
 def _clock(replies: pd.DataFrame, t_ref_ns: int) -> tuple[float | None, float | None, bool | None]:
@@ -142,6 +146,11 @@ def _signals_of_ports(replies: pd.DataFrame, ports: list[int], t_ref_ns: int) ->
     synacks = replies[(flags & (SYN | ACK)) == (SYN | ACK)].assign(
         window=lambda f: f["window"].fillna(-1).astype(int), tcp_options=lambda f: f["tcp_options"].fillna(0).astype(np.uint64))
     stack = _mode_per_port(synacks, ["window", "tcp_options"]) if len(synacks) else None
+    rsts = replies[(flags & RST) != 0].assign(window=lambda f: f["window"].fillna(-1).astype(int),
+                                               with_ack=lambda f: (f["tcp_flags"].fillna(0).astype(int) & ACK) != 0)
+    rst_mode = _mode_per_port(rsts, ["window", "with_ack"]) if len(rsts) else None
+    rst_of = {} if rst_mode is None else dict(zip(rst_mode.index, zip(rst_mode["window"].astype(int),
+                                                                      rst_mode["with_ack"], rst_mode["n"])))
     ids = replies[replies["ip_id"].notna()].sort_values(["_port", "ts_ns"], kind="stable")
     id_port = ids["_port"].to_numpy()
     id_vals = ids["ip_id"].astype(np.int64).to_numpy()
@@ -186,8 +195,12 @@ def _signals_of_ports(replies: pd.DataFrame, ports: list[int], t_ref_ns: int) ->
                 pairs = mine[["ts_ns", "ip_id"]].dropna()
                 series = tuple(zip(pairs["ts_ns"].astype(np.int64), pairs["ip_id"].astype(int)))
             ts_offset, ts_rate, ts_ok = _clock(mine, t_ref_ns)
+        rst_text, rst_agree = None, 0
+        if port in rst_of:
+            w, with_ack, rst_agree = rst_of[port]
+            rst_text = f"window {int(w)}, {'RST/ACK' if with_ack else 'bare RST'}"
         out[port] = PortSignals(port, replies_n, t_val, t_agree, window, options, stack_agree, id_class,
-                                ts_offset, ts_rate, series, ts_ok)
+                                ts_offset, ts_rate, series, ts_ok, rst_text, int(rst_agree))
     return out
 
 
@@ -204,6 +217,9 @@ def _apart(a: PortSignals, b: PortSignals, rtt_apart: str | None, use: tuple[str
     if ("stack" in use and a.options is not None and b.options is not None
             and min(a.stack_agree, b.stack_agree) >= 2 and (a.window, a.options) != (b.window, b.options)):
         found.append(("stack", f"SYN/ACK window {a.window} [{a.options}] vs {b.window} [{b.options}]"))
+    if ("rst" in use and a.rst is not None and b.rst is not None and min(a.rst_agree, b.rst_agree) >= 2
+            and a.rst != b.rst):
+        found.append(("rst", f"RSTs {a.rst} vs {b.rst}"))
     if "ip_id" in use and a.ip_id_class == b.ip_id_class == "incremental":
         merged = sorted(a.ipid_series + b.ipid_series)
         steps = np.diff([v for _, v in merged]) % 65536
@@ -220,7 +236,7 @@ def _signature(s: PortSignals, rtt_family: int) -> tuple:
     if s.ts_offset is not None or s.ip_id_class == "incremental":
         return ("port", s.port)
     return (rtt_family, s.ttl if s.ttl_trusted else None, s.ttl_trusted,
-            (s.window, s.options) if s.stack_agree >= 2 else None)
+            (s.window, s.options) if s.stack_agree >= 2 else None, s.rst if s.rst_agree >= 2 else None)
 
 
 def _unavailable(sig: list[PortSignals], use: tuple[str, ...]) -> list[str]:
@@ -319,7 +335,8 @@ def signal_families(packets: pd.DataFrame, matches: pd.DataFrame, *, signals: tu
         port_rows.append(rows.assign(
             ttl=pd.array([s.ttl for s in order], dtype="Int64"), ttl_agree=[s.ttl_agree for s in order],
             window=pd.array([s.window for s in order], dtype="Int64"), options=[s.options for s in order],
-            ip_id_class=[s.ip_id_class for s in order], ts_offset=[s.ts_offset for s in order],
+            ip_id_class=[s.ip_id_class for s in order], rst=[s.rst for s in order],
+            ts_offset=[s.ts_offset for s in order],
             ts_rate=[s.ts_rate for s in order], signal_family=[labels[s.port] for s in order],
             deciding_signal=[decided[s.port][0][0] if s.port in decided else None for s in order]))
     ports = (pd.concat(port_rows, ignore_index=True) if port_rows else base.iloc[0:0])

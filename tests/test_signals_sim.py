@@ -406,3 +406,23 @@ def test_cli_json_carries_families_evidence_and_per_port_signals(tmp_path: Path)
         assert row["rtt_family"] == 0  # RTT alone: all one
         assert row["options"] == (None if port == CLOSED else LINUX_NO_TS)
         assert row["ts_offset"] is None
+
+
+# ---------------------------------------------------------------------------------------------- RST behaviour
+
+CLOSED_FOUR = (23, 24, 25, 26)
+
+
+def test_rst_behaviour_alone_splits_closed_ports(tmp_path: Path) -> None:
+    """Closed ports of two stacks: same TTL and RTT, but one answers RST/ACK window 0, the other window 512."""
+    pcap = write_capture(tmp_path / "rst.pcap", lambda p: Reply(window=512 if p.port in (25, 26) else 0),
+                         ports=CLOSED_FOUR, closed=CLOSED_FOUR)
+    later = assert_split_by(pcap, "rst", {23, 24}, {25, 26})
+    assert "window 0" in later["evidence"][0] and "window 512" in later["evidence"][0]
+
+
+def test_one_odd_rst_in_30_does_not_split(tmp_path: Path) -> None:
+    pcap = write_capture(tmp_path / "rst_glitch.pcap",
+                         lambda p: Reply(window=512 if (p.port == 25 and p.trip == 4) else 0),
+                         ports=CLOSED_FOUR, closed=CLOSED_FOUR, trips=30)
+    assert_one_family(pcap, set(CLOSED_FOUR))
