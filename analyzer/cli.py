@@ -10,7 +10,7 @@ from .errors import CaptureError, CaptureWarning
 from .families import DEFAULT_CONFIDENCE, METHODS, MIN_DIFF_US, MIN_RATIO, families
 from .match import DEFAULT_WINDOW_S, match
 from .output import hosts_table, rtt_csv, rtt_json, rtt_table, scans_csv, scans_json, scans_table
-from .packets import read as read_native
+from .packets import read
 
 
 def _confidence(text: str) -> float:
@@ -82,15 +82,6 @@ def _engine_option(p: argparse.ArgumentParser) -> None:
                    "(slow; for encapsulations the native reader does not decode)")
 
 
-def read(path: str, engine: str = "native"):
-    """The packets table from either engine."""
-    if engine == "tshark":
-        from .engine_tshark import read_tshark
-
-        return read_tshark(path)
-    return read_native(path)
-
-
 def cmd_report(args: argparse.Namespace) -> int:
     from .report import write_report
 
@@ -103,7 +94,7 @@ def _scan_results(args: argparse.Namespace) -> tuple:
     from .hosts import hosts
     from .scans import scans
 
-    packets = read(args.capture, args.engine)
+    packets = read(args.capture, engine=args.engine)
     probes = match(packets, window_s=args.window)
     found, states = scans(packets, probes)
     return packets, found, states, hosts(packets, probes, states)
@@ -138,7 +129,7 @@ def _warn_line(message, category, filename, lineno, file=None, line=None) -> Non
 
 
 def cmd_rtt(args: argparse.Namespace) -> int:
-    packets = read(args.capture, args.engine)
+    packets = read(args.capture, engine=args.engine)
     probes = match(packets, window_s=args.window)
     if args.target:
         probes = probes[probes["dst"].astype(str).isin(args.target)]

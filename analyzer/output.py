@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import functools
 import json
-import math
 
 import numpy as np
 import pandas as pd
@@ -13,16 +12,6 @@ RTT_COLUMNS = ["port", "protocol", "family", "family_kind", "sent", "received", 
                "samples", "mean_us", "stddev_us", "min_us", "median_us", "p95_us"]
 SIGNAL_COLUMNS = ["rtt_family", "deciding_signal", "ttl", "ttl_agree", "window", "options", "rst", "ip_id_class",
                   "ts_offset", "ts_rate"]
-
-
-def _num(value: object, digits: int = 2) -> object:
-    if value is None or (isinstance(value, float) and math.isnan(value)):
-        return None
-    if isinstance(value, float):
-        return round(value, digits)
-    if hasattr(value, "item"):
-        return _num(value.item(), digits)
-    return value
 
 
 # Python's json module drops to its pure-Python encoder when asked to indent; big results stay compact.

@@ -112,12 +112,19 @@ class _Columns:
         return values, present
 
 
-def read(path: str | os.PathLike[str]) -> pd.DataFrame:
+def read(path: str | os.PathLike[str], *, engine: str = "native") -> pd.DataFrame:
     """Read a capture file into the packets table (analyzer.schema), one row per record.
 
+    engine: "native" (synlens's decoder) or "tshark" (Wireshark's dissectors through pyshark; slow).
     Raises `CaptureError` when the file cannot be read; warns `CaptureWarning` and returns the records
     before the damage when it is cut short or corrupt. ``attrs``: path, format, compressed, malformed.
     """
+    if engine == "tshark":
+        from .engine_tshark import read_tshark  # optional dependency: imported only when asked for
+
+        return read_tshark(os.fspath(path))
+    if engine != "native":
+        raise ValueError(f"engine must be 'native' or 'tshark', not {engine!r}")
     return decode(read_records(path))
 
 

@@ -25,6 +25,7 @@ from .families import families
 from .hosts import hosts
 from .match import match
 from .output import service_name
+from .packets import read
 from .report_html import (
     MAX_ROWS,
     Raw,
@@ -64,18 +65,6 @@ class _Progress:
                   f" ({time.monotonic() - self.start:.1f} s)", file=sys.stderr, flush=True)
 
 
-def _read(capture: str, engine: str) -> pd.DataFrame:
-    if engine == "tshark":
-        from .engine_tshark import read_tshark
-
-        return read_tshark(capture)
-    if engine != "native":
-        raise ValueError(f"engine must be 'native' or 'tshark', not {engine!r}")
-    from .packets import read
-
-    return read(capture)
-
-
 def write_report(capture: str, output: str, *, engine: str = "native", progress: bool = False) -> None:
     """Analyse `capture` and write the HTML report to `output`, atomically: a failed run leaves no file.
 
@@ -102,7 +91,7 @@ def _report(capture: str, engine: str, step: _Progress, output: str) -> str:
     step("reading", capture)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        packets = _read(capture, engine)
+        packets = read(capture, engine=engine)
     for w in caught:  # passed on as usual (filters apply); the capture's own also go into the report
         warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
     notes = [str(w.message) for w in caught if issubclass(w.category, CaptureWarning)]
@@ -234,7 +223,7 @@ def _ports_section(found: pd.DataFrame, states: pd.DataFrame) -> str:
             shown = mine[mine["state"] != common]
             reasons = ", ".join(f"{n} {r}" for r, n in mine.loc[mine["state"] == common, "reason"].value_counts().items())
             note = f"Not shown: {len(mine) - len(shown):,} {common} ports ({reasons})."
-        rows = [[f"{int(r.port)}/{r.protocol}", state(str(r.state)), _service(int(r.port), str(r.protocol)), r.reason,
+        rows = [[f"{int(r.port)}/{r.protocol}", state(str(r.state)), service_name(int(r.port), str(r.protocol)), r.reason,
                  int(r.probes), num(r.reply_ttl, "{:.0f}")] for r in shown.head(MAX_ROWS).itertuples()]
         title = f"{s.target}: {s.type} scan by {s.scanner} (phase {int(s.phase)}, {s.tool})"
         content.append(f"<h3>{e(title)}</h3>")
@@ -244,11 +233,6 @@ def _ports_section(found: pd.DataFrame, states: pd.DataFrame) -> str:
                                     "ports", total=len(shown)), len(shown), f"{len(shown):,} ports")
                        if rows else '<p class="empty">no ports</p>')
     return section("ports", "Ports, as each scanner saw them", content, "no port states: no scans found")
-
-
-@functools.cache
-def _service(port: int, protocol: str) -> str:
-    return service_name(port, protocol)
 
 
 def _ranges(ports: pd.Series, most: int = 30) -> str:

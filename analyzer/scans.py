@@ -82,16 +82,11 @@ class ScanConfig:
 
 def technique_of(protocol: str, flags: int) -> str:
     """The scan technique a single probe belongs to (before the SYN/CONNECT and ACK/WINDOW readings)."""
-    if protocol == "udp":
-        return "UDP"
-    if protocol == "icmp":
-        return "PING"
-    base = flags & (SYN | ACK | FIN | RST | PSH | URG | ECE | CWR)
-    return TECHNIQUES.get(base, "CUSTOM")
+    return str(techniques(np.array([protocol]), np.array([flags]))[0])
 
 
 def techniques(protocol: np.ndarray, flags: np.ndarray) -> np.ndarray:
-    """`technique_of` for whole columns."""
+    """The technique of each probe, from its protocol and TCP flags (`TECHNIQUES`)."""
     base = flags & (SYN | ACK | FIN | RST | PSH | URG | ECE | CWR)
     out = np.full(len(flags), "CUSTOM", dtype=object)
     for bits, name in TECHNIQUES.items():
@@ -103,7 +98,10 @@ def techniques(protocol: np.ndarray, flags: np.ndarray) -> np.ndarray:
 
 def states(technique: np.ndarray, kind: np.ndarray, icmp_type: np.ndarray, icmp_code: np.ndarray,
            window: np.ndarray, ip_version: np.ndarray) -> np.ndarray:
-    """`state_of` for whole columns (kind: reply kind text, "" for none; ints -1 where absent)."""
+    """nmap's reading of each probe's reply, or of none (see STATE_RULES): the one copy of the rules.
+
+    kind: reply kind text ("" for none); icmp_type / icmp_code -1 where absent.
+    """
     unreach = (kind == "icmp") & (((ip_version == 4) & (icmp_type == 3)) | ((ip_version == 6) & (icmp_type == 1)))
     port_unreach = unreach & (((ip_version == 4) & (icmp_code == 3)) | ((ip_version == 6) & (icmp_code == 4)))
     synack, rst, udp = kind == "syn-ack", kind == "rst", kind == "udp"
@@ -122,36 +120,11 @@ def states(technique: np.ndarray, kind: np.ndarray, icmp_type: np.ndarray, icmp_
     return np.select(conds, choices, "unknown")
 
 
-def state_of(technique: str, reply_kind: str | None, reply_flags: int, icmp_type: int, icmp_code: int,
-             window: int, ip_version: int) -> str:
-    """nmap's reading of one reply (or of none) for a probe of `technique` (see STATE_RULES)."""
-    unreach = reply_kind == "icmp" and ((ip_version == 4 and icmp_type == 3) or (ip_version == 6 and icmp_type == 1))
-    port_unreach = unreach and ((ip_version == 4 and icmp_code == 3) or (ip_version == 6 and icmp_code == 4))
-    if technique == "UDP":
-        if reply_kind == "udp":
-            return "open"
-        if port_unreach:
-            return "closed"
-        return "filtered" if unreach else "open|filtered"
-    if technique in ("SYN", "CONNECT", "CUSTOM"):
-        if reply_kind == "syn-ack":
-            return "open"
-        if reply_kind == "rst":
-            return "closed"
-        return "filtered"
-    if technique in ("FIN", "NULL", "XMAS", "MAIMON", "RST"):
-        if reply_kind == "rst":
-            return "closed"
-        if reply_kind == "syn-ack":  # no RFC 793 stack answers these with SYN/ACK
-            return "unknown"
-        return "filtered" if unreach else "open|filtered"
-    if technique == "ACK":
-        return "unfiltered" if reply_kind == "rst" else "filtered"
-    if technique == "WINDOW":
-        if reply_kind == "rst":
-            return "open" if window > 0 else "closed"
-        return "filtered"
-    return "unknown"
+def state_of(technique: str, reply_kind: str | None, icmp_type: int, icmp_code: int, window: int,
+             ip_version: int) -> str:
+    """`states` for one probe."""
+    return str(states(np.array([technique], dtype=object), np.array([reply_kind or ""]), np.array([icmp_type]),
+                      np.array([icmp_code]), np.array([window]), np.array([ip_version]))[0])
 
 
 def _scan_like(packets: pd.DataFrame, probes: pd.DataFrame) -> np.ndarray:

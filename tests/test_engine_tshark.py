@@ -534,9 +534,17 @@ def test_missing_tshark_says_so(monkeypatch: pytest.MonkeyPatch) -> None:
         read_tshark(EDGE / "basic.pcap")
 
 
-def test_cli_engine_option_reads_through_tshark() -> None:
-    from analyzer.cli import read
-
-    packets = read(str(EDGE / "basic.pcap"), "tshark")
+def test_engine_option_reads_through_tshark() -> None:
+    packets = analyzer.read(EDGE / "basic.pcap", engine="tshark")
     assert packets.attrs["engine"] == "tshark"
     assert len(packets) == len(analyzer.read(EDGE / "basic.pcap"))
+    # and the CLI's --engine gives the user the same answer as the native reader
+    import subprocess
+    import sys
+
+    def rtt(*engine: str) -> dict:
+        out = subprocess.run([sys.executable, "-m", "analyzer", "rtt", str(EDGE / "basic.pcap"), "--format", "json",
+                              *engine], capture_output=True, text=True, check=True).stdout
+        return json.loads(out)["targets"]
+
+    assert rtt("--engine", "tshark") == rtt()

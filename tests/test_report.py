@@ -129,16 +129,16 @@ def test_self_contained(built: dict[str, Path], name: str) -> None:
 def test_capture_strings_escaped(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """Every address becomes a hostile string (as a decoder of another engine could hand us), and the
     capture's file name holds markup too: none of it may reach the page unescaped, tables or plots."""
-    real_read = report._read
+    real_read = report.read
 
-    def hostile_read(capture: str, engine: str) -> pd.DataFrame:
-        packets = real_read(capture, engine)
+    def hostile_read(capture: str, *, engine: str = "native") -> pd.DataFrame:
+        packets = real_read(capture, engine=engine)
         for col in ("src", "dst", "q_src", "q_dst"):  # one category list: the same address, the same name
             cats = packets[col].cat.categories
             packets[col] = packets[col].cat.rename_categories([f"{HOSTILE}{i}" for i in range(len(cats))])
         return packets
 
-    monkeypatch.setattr(report, "_read", hostile_read)
+    monkeypatch.setattr(report, "read", hostile_read)
     capture = tmp_path / '<b onmouseover="x">&.pcap'
     shutil.copy(SAMPLES["nat_qscan"], capture)
     out = tmp_path / "hostile.html"
@@ -181,7 +181,7 @@ def test_unreadable_capture_leaves_no_file(tmp_path: Path) -> None:
 
 
 def test_unwritable_output_fails_before_reading(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(report, "_read", lambda *a: pytest.fail("read before the output was known writable"))
+    monkeypatch.setattr(report, "read", lambda *a, **k: pytest.fail("read before the output was known writable"))
     with pytest.raises(FileNotFoundError):
         report.write_report(str(SAMPLES["basic"]), str(tmp_path / "no" / "such" / "dir.html"))
 

@@ -39,7 +39,7 @@ RULES = [
 
 @pytest.mark.parametrize("technique,kind,itype,icode,window,version,expected", RULES)
 def test_state_rules(technique, kind, itype, icode, window, version, expected):
-    assert state_of(technique, kind, 0, itype, icode, window, version) == expected
+    assert state_of(technique, kind, itype, icode, window, version) == expected
 
 
 @pytest.mark.parametrize("flags,technique", [
