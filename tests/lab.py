@@ -69,13 +69,16 @@ STARTUP_TIMEOUT_S = 10.0
 NFT_TABLE = "synlens_lab"
 
 # Banner servers: one process per namespace serving every port. Prints "ready" once all
-# sockets are bound, so the lab never races its own listeners.
-_SERVER_SRC = r"""
+# sockets are bound, so the lab never races its own listeners. Arguments: banner, TCP ports,
+# UDP ports, "1" to listen on IPv6 too, and optionally "1" to answer UDP 53 like a DNS server
+# (the query echoed with QR/RA set and rcode NXDOMAIN) rather than with the banner.
+BANNER_SERVER_SRC = r"""
 import selectors, socket, sys
 banner = sys.argv[1].encode() + b"\n"
 tcp_ports = [int(p) for p in sys.argv[2].split(",") if p]
 udp_ports = [int(p) for p in sys.argv[3].split(",") if p]
 families = [socket.AF_INET] + ([socket.AF_INET6] if sys.argv[4] == "1" else [])
+dns = len(sys.argv) > 5 and sys.argv[5] == "1"
 sel = selectors.DefaultSelector()
 for fam in families:
     for kind, ports in ((socket.SOCK_STREAM, tcp_ports), (socket.SOCK_DGRAM, udp_ports)):
@@ -99,8 +102,12 @@ while True:
                 conn.sendall(banner)
                 conn.close()
             else:
-                _, peer = s.recvfrom(65535)
-                s.sendto(banner, peer)
+                data, peer = s.recvfrom(65535)
+                if dns and s.getsockname()[1] == 53 and len(data) >= 12:
+                    reply = data[:2] + bytes([0x80 | (data[2] & 0x79), 0x83]) + data[4:]
+                else:
+                    reply = banner
+                s.sendto(reply, peer)
         except OSError:
             pass
 """
@@ -713,7 +720,7 @@ def _start_servers(lab: NatLab, ipv6: bool) -> None:
             ns,
             sys.executable,
             "-c",
-            _SERVER_SRC,
+            BANNER_SERVER_SRC,
             banner,
             ",".join(map(str, tcp)),
             ",".join(map(str, udp)),

@@ -54,6 +54,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from lab import (
+    BANNER_SERVER_SRC,
     STARTUP_TIMEOUT_S,
     Capture,
     LabError,
@@ -95,43 +96,6 @@ PROTO_REJECTED = 51
 TARGET2_TCP_OPEN = (22, 8080)
 HTTP_PORT = 80
 HTTP_BODY_BYTES = 16 * 1024
-
-# TCP banner + UDP responder for one host. Port 53 answers like a DNS server (the query
-# echoed with QR/RA set and rcode NXDOMAIN), every other UDP port with the banner.
-_SERVER_SRC = r"""
-import selectors, socket, sys
-banner = sys.argv[1].encode() + b"\n"
-tcp_ports = [int(p) for p in sys.argv[2].split(",") if p]
-udp_ports = [int(p) for p in sys.argv[3].split(",") if p]
-sel = selectors.DefaultSelector()
-for kind, ports in ((socket.SOCK_STREAM, tcp_ports), (socket.SOCK_DGRAM, udp_ports)):
-    for port in ports:
-        s = socket.socket(socket.AF_INET, kind)
-        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        s.bind(("", port))
-        if kind == socket.SOCK_STREAM:
-            s.listen(4096)
-        s.setblocking(False)
-        sel.register(s, selectors.EVENT_READ, kind)
-print("ready", flush=True)
-while True:
-    for key, _ in sel.select():
-        s = key.fileobj
-        try:
-            if key.data == socket.SOCK_STREAM:
-                conn, _ = s.accept()
-                conn.sendall(banner)
-                conn.close()
-            else:
-                data, peer = s.recvfrom(65535)
-                if s.getsockname()[1] == 53 and len(data) >= 12:
-                    reply = data[:2] + bytes([0x80 | (data[2] & 0x79), 0x83]) + data[4:]
-                else:
-                    reply = banner
-                s.sendto(reply, peer)
-        except OSError:
-            pass
-"""
 
 # HTTP/1.0 server with a deep accept queue (http.server's default of 5 would turn 200
 # parallel clients into SYN retransmissions). GET /N returns N bytes (at most 64 KiB),
@@ -416,11 +380,12 @@ def _build(lab: ScanLab) -> None:
     _run(["ip", "netns", "exec", t1, "nft", "-f", "-"], input=_nft_ruleset())
 
     banner_tcp = [p for p in TCP_OPEN if p != HTTP_PORT]
-    lab.spawn(t1, sys.executable, "-c", _SERVER_SRC, "t1", ",".join(map(str, banner_tcp)),
-              ",".join(map(str, UDP_OPEN)), ready="ready")  # fmt: skip
+    # lab.py's banner server, answering UDP 53 like a DNS server (IPv4 only)
+    lab.spawn(t1, sys.executable, "-c", BANNER_SERVER_SRC, "t1", ",".join(map(str, banner_tcp)),
+              ",".join(map(str, UDP_OPEN)), "0", "1", ready="ready")  # fmt: skip
     lab.spawn(t1, sys.executable, "-c", _HTTP_SRC, str(HTTP_PORT), str(HTTP_BODY_BYTES), ready="ready")
-    lab.spawn(t2, sys.executable, "-c", _SERVER_SRC, "t2", ",".join(map(str, TARGET2_TCP_OPEN)), "",
-              ready="ready")  # fmt: skip
+    lab.spawn(t2, sys.executable, "-c", BANNER_SERVER_SRC, "t2", ",".join(map(str, TARGET2_TCP_OPEN)), "",
+              "0", ready="ready")  # fmt: skip
     _verify(lab)
 
 
