@@ -319,17 +319,22 @@ def test_two_inner_without_timestamps_cannot_be_told_apart(two_inner_lab: NatLab
     assert clock_notes, describe(pcap, report)
 
 
-@pytest.mark.parametrize("prober", ["hping3", "agent"])
-def test_two_inner_with_timestamps_native_kernel(
-    two_inner_lab: NatLab, tmp_path: Path, prober: str, record_property: pytest.RecordProperty
-) -> None:
-    lab = two_inner_lab
+def probe_with_timestamps(lab: NatLab, tmp_path: Path, prober: str) -> tuple[Path, dict]:
+    """Probe every port with the TCP timestamp option (hping3 or our agent); the capture and its TSval offsets."""
     pcap = tmp_path / f"{prober}_ts.pcap"
     if prober == "agent":
         agent(lab, pcap, "--tcp-timestamps")
     else:
         hping_ts(lab, pcap)
-    offsets = check_tsvals(lab, pcap)
+    return pcap, check_tsvals(lab, pcap)
+
+
+@pytest.mark.parametrize("prober", ["hping3", "agent"])
+def test_two_inner_with_timestamps_native_kernel(
+    two_inner_lab: NatLab, tmp_path: Path, prober: str, record_property: pytest.RecordProperty
+) -> None:
+    lab = two_inner_lab
+    pcap, offsets = probe_with_timestamps(lab, tmp_path, prober)
     per_host = clocks_tell_machines(lab, offsets)
     record_property("ts_offsets", "per host" if per_host else "per connection")
     report = synlens(pcap, lab.target)
@@ -351,12 +356,7 @@ def test_two_inner_with_timestamps_native_kernel(
 def test_two_inner_with_per_host_clocks_told_apart_by_clock(two_clock_lab: NatLab, tmp_path: Path,
                                                             prober: str) -> None:
     lab = two_clock_lab
-    pcap = tmp_path / f"{prober}_ts.pcap"
-    if prober == "agent":
-        agent(lab, pcap, "--tcp-timestamps")
-    else:
-        hping_ts(lab, pcap)
-    offsets = check_tsvals(lab, pcap)
+    pcap, offsets = probe_with_timestamps(lab, tmp_path, prober)
     # The emulation took: each machine's ports read one clock, inner2's 2**31 ticks from the others'.
     assert all(spread(o) <= CLOCK_TOLERANCE for o in offsets.values()), offsets
     gw_clock = offsets[lab.local_ports[0]][0]
