@@ -153,16 +153,11 @@ def scans_json(scans: pd.DataFrame, states: pd.DataFrame, hosts: pd.DataFrame, m
             rec["service"] = service_name(rec["port"], rec["protocol"])
             by_scan.setdefault(key, []).append(rec)
     out = []
-    for rec in _records(scans, list(scans.columns)):
-        rec["first"], rec["last"] = scans_time(rec["first"]), scans_time(rec["last"])
+    for rec in _records(scans, list(scans.columns)):  # first / last: epoch s, rounded to the µs there
         out.append(rec | {"ports": by_scan.get((rec["phase"], rec["target"]), [])})
     host_list = _records(hosts, list(hosts.columns))
     return json.dumps({**meta, "scans": out, "hosts": host_list},
                       indent=2 if len(states) <= INDENT_UP_TO_ROWS else None)
-
-
-def scans_time(value: object) -> object:
-    return None if value is None else round(float(value), 6)
 
 
 def scans_csv(states: pd.DataFrame) -> str:
