@@ -40,6 +40,7 @@ TTL_MIN_REPLIES = 3
 CLOCK_TOLERANCE = 1000  # TSval ticks (1 s at Linux's 1 kHz): one machine's clock stays far closer
 IPID_STEP = 1000
 WRAP = 1 << 32
+REPLY_FIELDS = ("ts_ns", "ttl", "tcp_flags", "window", "tcp_options", "ip_id", "tsval")
 
 
 @dataclass(frozen=True)
@@ -146,8 +147,9 @@ def _signals_of_ports(replies: pd.DataFrame, ports: list[int], t_ref_ns: int) ->
     synacks = replies[(flags & (SYN | ACK)) == (SYN | ACK)].assign(
         window=lambda f: f["window"].fillna(-1).astype(int), tcp_options=lambda f: f["tcp_options"].fillna(0).astype(np.uint64))
     stack = _mode_per_port(synacks, ["window", "tcp_options"]) if len(synacks) else None
-    rsts = replies[(flags & RST) != 0].assign(window=lambda f: f["window"].fillna(-1).astype(int),
-                                               with_ack=lambda f: (f["tcp_flags"].fillna(0).astype(int) & ACK) != 0)
+    rsts = replies.loc[(flags & RST) != 0, ["_port", "window", "tcp_flags"]].assign(
+        window=lambda f: f["window"].fillna(-1).astype(int),
+        with_ack=lambda f: (f["tcp_flags"].fillna(0).astype(int) & ACK) != 0)
     rst_mode = _mode_per_port(rsts, ["window", "with_ack"]) if len(rsts) else None
     rst_of = {} if rst_mode is None else dict(zip(rst_mode.index, zip(rst_mode["window"].astype(int),
                                                                       rst_mode["with_ack"], rst_mode["n"])))
@@ -271,7 +273,8 @@ def signal_families(packets: pd.DataFrame, matches: pd.DataFrame, *, signals: tu
     syn = select_probes(matches, rtt_options.get("probes", "syn"))  # type: ignore[arg-type]
     syn = syn[syn["reply_frame"].notna()]
     frame_pos = np.searchsorted(packets["frame"].to_numpy(), syn["reply_frame"].astype(np.int64).to_numpy())
-    reply_rows = packets.iloc[frame_pos].reset_index(drop=True)
+    # Only the fields the signals read: a copy of all 42 columns for every reply costs ~100 MB a million.
+    reply_rows = packets.iloc[frame_pos][list(REPLY_FIELDS)].reset_index(drop=True)
     reply_rows["_target"] = syn["dst"].astype(str).to_numpy()
     reply_rows["_port"] = syn["dport"].astype(int).to_numpy()
     port_rows, fam_rows = [], []
