@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import functools
-import json
 
 import numpy as np
+import orjson
 import pandas as pd
 
 RTT_COLUMNS = ["port", "protocol", "family", "family_kind", "sent", "received", "loss", "retransmissions",
@@ -14,28 +14,37 @@ SIGNAL_COLUMNS = ["rtt_family", "deciding_signal", "ttl", "ttl_agree", "window",
                   "ts_offset", "ts_rate"]
 
 
-# Python's json module drops to its pure-Python encoder when asked to indent; big results stay compact.
+# Big results stay compact: indenting 65,535 ports triples the output for no reader.
 INDENT_UP_TO_ROWS = 2000
+
+
+def _plain(values: pd.Series, digits: int | None = None) -> list:
+    """One column as plain Python values (None where missing), converted in one numpy step."""
+    if digits is not None and pd.api.types.is_float_dtype(values):
+        values = values.round(digits)
+    return values.to_numpy(dtype=object, na_value=None).tolist()
 
 
 def _records(frame: pd.DataFrame, columns: list[str]) -> list[dict]:
     """Rows as dicts of plain Python values (None for missing), built column-wise, not row by row."""
-    out = frame[columns].copy()
-    for c in columns:
-        if pd.api.types.is_float_dtype(out[c]):
-            out[c] = out[c].round(6 if c in ("first", "last") else 4 if c == "loss" else 2)
-    return out.astype(object).where(out.notna(), None).to_dict("records")
+    digits = {c: 6 if c in ("first", "last") else 4 if c == "loss" else 2 for c in columns}
+    lists = [_plain(frame[c], digits[c]) for c in columns]
+    return [dict(zip(columns, row)) for row in zip(*lists)]
+
+
+def _dumps(obj: object, indent: bool) -> str:
+    """JSON text. orjson: ~10x the standard library's speed, and as fast indented as compact."""
+    option = orjson.OPT_SERIALIZE_NUMPY | (orjson.OPT_INDENT_2 if indent else 0)
+    return orjson.dumps(obj, option=option, default=str).decode()
 
 
 def rtt_json(fams: pd.DataFrame, meta: dict[str, object], family_table: pd.DataFrame | None = None) -> str:
     targets = []
     columns = RTT_COLUMNS + [c for c in SIGNAL_COLUMNS if c in fams.columns]
     for target, rows in fams.groupby("target", sort=False):
+        rows = rows.assign(**{key: rows[key].astype("Int64").where(rows[key] >= 0)  # -1: no family
+                              for key in ("family", "rtt_family") if key in rows.columns})
         ports = _records(rows, columns)
-        for p in ports:
-            for key in ("family", "rtt_family"):
-                if p.get(key) == -1:
-                    p[key] = None
         groups = []
         if family_table is not None:
             for f in family_table[family_table["target"] == target].to_dict("records"):
@@ -52,7 +61,7 @@ def rtt_json(fams: pd.DataFrame, meta: dict[str, object], family_table: pd.DataF
             mine = family_table[family_table["target"] == target]
             entry["signals_unavailable"] = list(mine["unavailable"].iloc[0]) if len(mine) else []
         targets.append(entry)
-    return json.dumps({**meta, "targets": targets}, indent=2 if len(fams) <= INDENT_UP_TO_ROWS else None)
+    return _dumps({**meta, "targets": targets}, indent=len(fams) <= INDENT_UP_TO_ROWS)
 
 
 def rtt_csv(fams: pd.DataFrame) -> str:
@@ -156,8 +165,7 @@ def scans_json(scans: pd.DataFrame, states: pd.DataFrame, hosts: pd.DataFrame, m
     for rec in _records(scans, list(scans.columns)):  # first / last: epoch s, rounded to the µs there
         out.append(rec | {"ports": by_scan.get((rec["phase"], rec["target"]), [])})
     host_list = _records(hosts, list(hosts.columns))
-    return json.dumps({**meta, "scans": out, "hosts": host_list},
-                      indent=2 if len(states) <= INDENT_UP_TO_ROWS else None)
+    return _dumps({**meta, "scans": out, "hosts": host_list}, indent=len(states) <= INDENT_UP_TO_ROWS)
 
 
 def scans_csv(states: pd.DataFrame) -> str:

@@ -24,6 +24,8 @@ decided it. `signals=("rtt",)` keeps qscan's RTT-only meaning.
 
 from __future__ import annotations
 
+import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -101,37 +103,6 @@ def _clock(replies: pd.DataFrame, t_ref_ns: int) -> tuple[float | None, float | 
     return offset % WRAP, rate, True
 
 
-def _port_signals(port: int, replies: pd.DataFrame, t_ref_ns: int = 0) -> PortSignals:
-    ttl_vals = replies["ttl"].dropna().astype(int)
-    ttl, agree = (None, 0)
-    if len(ttl_vals):
-        counts = ttl_vals.value_counts()
-        ttl, agree = int(counts.index[0]), int(counts.iloc[0])
-    flags = replies["tcp_flags"].fillna(0).astype(int)
-    synacks = replies[(flags & (SYN | ACK)) == (SYN | ACK)]
-    window = options = None
-    stack_agree = 0
-    if len(synacks):
-        sig = synacks["window"].astype("Int64").astype(str) + "|" + synacks["tcp_options"].astype("UInt64").fillna(0).astype(str)
-        counts = sig.value_counts()
-        top = counts.index[0].split("|")
-        window = int(top[0]) if top[0] != "<NA>" else None
-        options = option_layout(int(top[1])) or "none"
-        stack_agree = int(counts.iloc[0])
-    ids = replies[["ts_ns", "ip_id"]].dropna()
-    id_vals = ids["ip_id"].astype(int).to_numpy()
-    if len(id_vals) < 3:
-        id_class = "unknown"
-    elif (id_vals == 0).all():
-        id_class = "zero"
-    else:
-        steps = np.diff(id_vals) % 65536
-        id_class = "incremental" if (steps < IPID_STEP).mean() > 0.9 else "random"
-    ts_offset, ts_rate, ts_consistent = _clock(replies, t_ref_ns)
-    return PortSignals(port, len(replies), ttl, agree, window, options, stack_agree, id_class, ts_offset, ts_rate,
-                       tuple(zip(ids["ts_ns"].astype(np.int64), id_vals)), ts_consistent)
-
-
 def _mode_per_port(frame: pd.DataFrame, keys: list[str]) -> pd.DataFrame:
     """Per port: the most frequent value of `keys` (ties: the smallest) and how many rows have it."""
     counts = frame.groupby(["_port"] + keys, dropna=False).size().reset_index(name="n")
@@ -139,71 +110,88 @@ def _mode_per_port(frame: pd.DataFrame, keys: list[str]) -> pd.DataFrame:
     return counts.drop_duplicates("_port").set_index("_port")
 
 
-def _signals_of_ports(replies: pd.DataFrame, ports: list[int], t_ref_ns: int) -> dict[int, PortSignals]:
-    """`_port_signals` for every port of a target at once (column-wise: 65,535 ports take a second)."""
-    n = replies.groupby("_port").size()
-    ttl = _mode_per_port(replies[replies["ttl"].notna()].assign(ttl=lambda f: f["ttl"].astype(int)), ["ttl"])
-    flags = replies["tcp_flags"].fillna(0).astype(int)
+def _port_table(replies: pd.DataFrame, ports: list[int], t_ref_ns: int) -> pd.DataFrame:
+    """Every port's signals as columns (index: port), computed column-wise over all replies at once.
+
+    Columns: replies, ttl, ttl_agree, window, options, stack_agree, ip_id_class, rst, rst_agree, ts_offset,
+    ts_rate, ts_consistent, ipid_series, and the derived ttl_trusted, has_evidence. Only the few ports whose
+    verdicts need their own series (an incremental IP ID counter, three or more TCP timestamps) are visited
+    one by one.
+    """
+    index = pd.Index(ports, name="_port")
+    table = pd.DataFrame(index=index)
+    table["replies"] = replies.groupby("_port").size().reindex(index, fill_value=0).astype(np.int64)
+    ttl = _mode_per_port(replies[replies["ttl"].notna()].assign(ttl=lambda f: f["ttl"].astype(np.int64)), ["ttl"])
+    table["ttl"] = ttl["ttl"].reindex(index).astype("Int64")
+    table["ttl_agree"] = ttl["n"].reindex(index, fill_value=0).astype(np.int64)
+    flags = replies["tcp_flags"].fillna(0).astype(np.int64)
     synacks = replies[(flags & (SYN | ACK)) == (SYN | ACK)].assign(
-        window=lambda f: f["window"].fillna(-1).astype(int), tcp_options=lambda f: f["tcp_options"].fillna(0).astype(np.uint64))
-    stack = _mode_per_port(synacks, ["window", "tcp_options"]) if len(synacks) else None
+        window=lambda f: f["window"].fillna(-1).astype(np.int64),
+        tcp_options=lambda f: f["tcp_options"].fillna(0).astype(np.uint64))
+    stack = _mode_per_port(synacks, ["window", "tcp_options"]).reindex(index)
+    table["window"] = stack["window"].where(stack["window"] >= 0).astype("Int64")
+    layouts = {code: option_layout(int(code)) or "none" for code in stack["tcp_options"].dropna().unique()}
+    table["options"] = stack["tcp_options"].map(layouts).astype(object).where(stack["tcp_options"].notna(), None)
+    table["stack_agree"] = stack["n"].fillna(0).astype(np.int64)
     rsts = replies.loc[(flags & RST) != 0, ["_port", "window", "tcp_flags"]].assign(
-        window=lambda f: f["window"].fillna(-1).astype(int),
-        with_ack=lambda f: (f["tcp_flags"].fillna(0).astype(int) & ACK) != 0)
-    rst_mode = _mode_per_port(rsts, ["window", "with_ack"]) if len(rsts) else None
-    rst_of = {} if rst_mode is None else dict(zip(rst_mode.index, zip(rst_mode["window"].astype(int),
-                                                                      rst_mode["with_ack"], rst_mode["n"])))
+        window=lambda f: f["window"].fillna(-1).astype(np.int64),
+        with_ack=lambda f: (f["tcp_flags"].fillna(0).astype(np.int64) & ACK) != 0)
+    rst = _mode_per_port(rsts, ["window", "with_ack"]).reindex(index)
+    seen = rst["n"].notna()
+    texts = {(w, a): f"window {int(w)}, {'RST/ACK' if a else 'bare RST'}"
+             for w, a in zip(rst["window"][seen], rst["with_ack"][seen])}
+    table["rst"] = pd.Series([texts[k] for k in zip(rst["window"][seen], rst["with_ack"][seen])],
+                             index=index[seen.to_numpy()], dtype=object).reindex(index)
+    table["rst"] = table["rst"].astype(object).where(seen, None)
+    table["rst_agree"] = rst["n"].fillna(0).astype(np.int64)
+    # IP ID class from each port's IDs in time order: all zero, steps mostly small (one counter), or random.
     ids = replies[replies["ip_id"].notna()].sort_values(["_port", "ts_ns"], kind="stable")
     id_port = ids["_port"].to_numpy()
     id_vals = ids["ip_id"].astype(np.int64).to_numpy()
     same = np.r_[False, id_port[1:] == id_port[:-1]] if len(id_port) else np.zeros(0, bool)
     small = (np.r_[False, (np.diff(id_vals) % 65536) < IPID_STEP] & same) if len(id_port) else same
-    id_stats = pd.DataFrame({"_port": id_port, "zero": id_vals == 0, "small": small, "step": same}).groupby("_port").sum()
-    id_count = pd.Series(id_port).value_counts()
-    has_ts = replies[replies["tsval"].notna()].groupby("_port").size().to_dict()
-    # Plain dicts: a pandas lookup per port and field would cost more than all the grouping above.
-    n, id_count = n.to_dict(), id_count.to_dict()
-    ttl_of = dict(zip(ttl.index, zip(ttl["ttl"].astype(int), ttl["n"].astype(int))))
-    stack_of = {} if stack is None else dict(zip(stack.index, zip(stack["window"].astype(int),
-                                                                  stack["tcp_options"].astype(np.uint64), stack["n"])))
-    ids_of = dict(zip(id_stats.index, zip(id_stats["zero"], id_stats["small"], id_stats["step"])))
-    layouts: dict[int, str] = {}
-    out = {}
-    for port in ports:
-        replies_n = int(n.get(port, 0))
-        t_val, t_agree = ttl_of.get(port, (None, 0))
-        window = options = None
-        stack_agree = 0
-        if port in stack_of:
-            w, opts, stack_agree = stack_of[port]
-            window = int(w) if w >= 0 else None
-            if opts not in layouts:
-                layouts[opts] = option_layout(int(opts)) or "none"
-            options = layouts[opts]
-            stack_agree = int(stack_agree)
-        count = int(id_count.get(port, 0))
-        zero, small, steps = ids_of.get(port, (0, 0, 0))
-        if count < 3:
-            id_class = "unknown"
-        elif zero == count:
-            id_class = "zero"
-        else:
-            id_class = "incremental" if steps and small / steps > 0.9 else "random"
-        series: tuple = ()
-        ts_offset = ts_rate = ts_ok = None
-        if id_class == "incremental" or has_ts.get(port, 0) >= 3:
-            mine = replies[replies["_port"] == port]  # only the few ports whose series matter
-            if id_class == "incremental":
+    id_stats = pd.DataFrame({"_port": id_port, "count": 1, "zero": id_vals == 0, "small": small, "step": same}
+                            ).groupby("_port").sum().reindex(index, fill_value=0)
+    count, steps = id_stats["count"].to_numpy(), id_stats["step"].to_numpy()
+    incremental = (steps > 0) & (id_stats["small"].to_numpy() > 0.9 * np.maximum(steps, 1))
+    table["ip_id_class"] = np.select([count < 3, id_stats["zero"].to_numpy() == count, incremental],
+                                     ["unknown", "zero", "incremental"], "random").astype(object)
+    table["ts_offset"] = table["ts_rate"] = np.nan
+    table["ts_consistent"] = None
+    table["ipid_series"] = [()] * len(index)
+    has_ts = replies[replies["tsval"].notna()].groupby("_port").size().reindex(index, fill_value=0)
+    special = index[(table["ip_id_class"] == "incremental").to_numpy() | (has_ts >= 3).to_numpy()]
+    if len(special):
+        # Each special port's replies in capture order (one sort, then slices: no scan per port).
+        mine_all = replies[replies["_port"].isin(special)].sort_values("_port", kind="stable")
+        bounds = np.searchsorted(mine_all["_port"].to_numpy(), special.to_numpy(), side="left")
+        ends = np.searchsorted(mine_all["_port"].to_numpy(), special.to_numpy(), side="right")
+        for port, a, b in zip(special, bounds, ends):
+            mine = mine_all.iloc[a:b]
+            if table.at[port, "ip_id_class"] == "incremental":
                 pairs = mine[["ts_ns", "ip_id"]].dropna()
-                series = tuple(zip(pairs["ts_ns"].astype(np.int64), pairs["ip_id"].astype(int)))
-            ts_offset, ts_rate, ts_ok = _clock(mine, t_ref_ns)
-        rst_text, rst_agree = None, 0
-        if port in rst_of:
-            w, with_ack, rst_agree = rst_of[port]
-            rst_text = f"window {int(w)}, {'RST/ACK' if with_ack else 'bare RST'}"
-        out[port] = PortSignals(port, replies_n, t_val, t_agree, window, options, stack_agree, id_class,
-                                ts_offset, ts_rate, series, ts_ok, rst_text, int(rst_agree))
-    return out
+                table.at[port, "ipid_series"] = tuple(zip(pairs["ts_ns"].astype(np.int64), pairs["ip_id"].astype(int)))
+            offset, rate, ok = _clock(mine, t_ref_ns)
+            table.at[port, "ts_consistent"] = ok
+            if offset is not None:
+                table.at[port, "ts_offset"], table.at[port, "ts_rate"] = offset, rate
+    table["ttl_trusted"] = (table["ttl"].notna() & (table["ttl_agree"] >= TTL_MIN_REPLIES)
+                            & (table["ttl_agree"] >= TTL_AGREEMENT * table["replies"])).fillna(False).astype(bool)
+    table["has_evidence"] = (table["ttl_trusted"] | (table["stack_agree"] >= 2) | (table["rst_agree"] >= 2)
+                             | table["ts_offset"].notna())
+    return table
+
+
+def _port_signals(table: pd.DataFrame, port: int) -> PortSignals:
+    """One port's row of `_port_table` as the PortSignals that `_apart` compares."""
+    r = table.loc[port]
+    def opt(v: object) -> object:
+        return None if v is None or v is pd.NA or (isinstance(v, float) and math.isnan(v)) else v
+    ttl, window = opt(r["ttl"]), opt(r["window"])
+    return PortSignals(int(port), int(r["replies"]), None if ttl is None else int(ttl), int(r["ttl_agree"]),
+                       None if window is None else int(window), opt(r["options"]), int(r["stack_agree"]),
+                       r["ip_id_class"], opt(r["ts_offset"]), opt(r["ts_rate"]), r["ipid_series"],
+                       r["ts_consistent"], opt(r["rst"]), int(r["rst_agree"]))
 
 
 def _apart(a: PortSignals, b: PortSignals, rtt_apart: str | None, use: tuple[str, ...]) -> list[tuple[str, str]]:
@@ -233,26 +221,46 @@ def _apart(a: PortSignals, b: PortSignals, rtt_apart: str | None, use: tuple[str
     return found
 
 
-def _signature(s: PortSignals, rtt_family: int) -> tuple:
-    """What `_apart` looks at, as a key; ports whose verdicts depend on their own series stay unique."""
-    if s.ts_offset is not None or s.ip_id_class == "incremental":
-        return ("port", s.port)
-    return (rtt_family, s.ttl if s.ttl_trusted else None, s.ttl_trusted,
-            (s.window, s.options) if s.stack_agree >= 2 else None, s.rst if s.rst_agree >= 2 else None)
+def _lazy_signals(table: pd.DataFrame) -> Callable[[int], PortSignals]:
+    """port → its PortSignals, built on first use only (most ports never need theirs)."""
+    cache: dict[int, PortSignals] = {}
+
+    def sig(port: int) -> PortSignals:
+        if port not in cache:
+            cache[port] = _port_signals(table, port)
+        return cache[port]
+    return sig
 
 
-def _unavailable(sig: list[PortSignals], use: tuple[str, ...]) -> list[str]:
+def _signatures(table: pd.DataFrame, rtt_family: pd.Series) -> list[tuple]:
+    """Per port, what `_apart` looks at, as a key; ports whose verdicts depend on their own series (TCP
+    timestamps, an incremental IP ID counter) get a key of their own."""
+    own = (table["ts_offset"].notna() | (table["ip_id_class"] == "incremental")).tolist()
+    ttl = table["ttl"].astype(object).where(table["ttl_trusted"], None).tolist()
+    stack_ok = (table["stack_agree"] >= 2).tolist()
+    rst_ok = (table["rst_agree"] >= 2).tolist()
+    keys = []
+    for port, mine, fam, t, trusted, w, o, s_ok, r, r_ok in zip(
+            table.index, own, rtt_family, ttl, table["ttl_trusted"].tolist(),
+            table["window"].astype(object).where(table["window"].notna(), None).tolist(),
+            table["options"].tolist(), stack_ok, table["rst"].tolist(), rst_ok):
+        keys.append(("port", port) if mine else (fam, t, trusted, (w, o) if s_ok else None, r if r_ok else None))
+    return keys
+
+
+def _unavailable(table: pd.DataFrame, use: tuple[str, ...]) -> list[str]:
     """Signals that could not be read for this target, and why: ports they would separate may still differ."""
     out = []
-    if "clock" in use and any(s.ts_consistent is False for s in sig) and not any(s.ts_offset is not None for s in sig):
+    any_clock = table["ts_offset"].notna().any()
+    if "clock" in use and (table["ts_consistent"] == False).any() and not any_clock:
         out.append("clock: TCP timestamps do not follow one clock per port (per-connection offsets, as current "
                    "Linux hashes the ports into them): they carry no host identity")
-    elif "clock" in use and not any(s.ts_offset is not None for s in sig):
+    elif "clock" in use and not any_clock:
         out.append("clock: no TCP timestamps in the replies (probes carried no timestamp option; "
                    "synlens-agent --tcp-timestamps adds one): machines alike in TTL and RTT cannot be told apart")
-    if "ip_id" in use and not any(s.ip_id_class == "incremental" for s in sig):
+    if "ip_id" in use and not (table["ip_id_class"] == "incremental").any():
         out.append("ip_id: no incremental IP ID counter (zero or random IDs carry no host identity)")
-    if "stack" in use and sum(s.options is not None for s in sig) < 2:
+    if "stack" in use and table["options"].notna().sum() < 2:
         out.append("stack: fewer than two open ports answered with SYN/ACKs")
     return out
 
@@ -279,45 +287,64 @@ def signal_families(packets: pd.DataFrame, matches: pd.DataFrame, *, signals: tu
     reply_rows["_port"] = syn["dport"].astype(int).to_numpy()
     port_rows, fam_rows = [], []
     for (target, proto), rows in base.groupby(["target", "protocol"], sort=False):
-        sig = {}
         of_target = reply_rows[reply_rows["_target"] == target]
         t_ref = int(of_target["ts_ns"].min()) if len(of_target) else 0
-        sig = _signals_of_ports(of_target, rows["port"].astype(int).tolist(), t_ref)
-        rtt_fam = dict(zip(rows["port"].astype(int), rows["family"].astype(int)))
-        means = dict(zip(rows["port"].astype(int), rows["median_us"]))
-        kinds = dict(zip(rows["port"].astype(int), rows["family_kind"]))
+        port_list = rows["port"].astype(int).tolist()
+        table = _port_table(of_target, port_list, t_ref)
+        sig = _lazy_signals(table)
+        rtt_fam = dict(zip(port_list, rows["family"].astype(int)))
+        means = dict(zip(port_list, rows["median_us"]))
+        kinds = dict(zip(port_list, rows["family_kind"]))
+        evidence_of = dict(zip(port_list, table["has_evidence"].tolist()))
+        key_of = dict(zip(port_list, _signatures(table, rows["family"].astype(int).tolist())))
         answered = [p for p in rtt_fam if rtt_fam[p] >= 0 and kinds[p] != "no answer"]
         # Untestable by RTT: placed only when another signal of its own can be trusted; else no family.
-        unplaced = [p for p in rtt_fam if rtt_fam[p] < 0 and not sig[p].has_evidence]
-        answered += [p for p in rtt_fam if rtt_fam[p] < 0 and sig[p].has_evidence]
-        answered.sort(key=lambda p: (np.nan_to_num(means[p], nan=np.inf), p))
+        unplaced = [p for p in rtt_fam if rtt_fam[p] < 0 and not evidence_of[p]]
+        answered += [p for p in rtt_fam if rtt_fam[p] < 0 and evidence_of[p]]
+        answered.sort(key=lambda p: (means[p] if means[p] == means[p] else math.inf, p))  # NaN last
         fams: list[list[int]] = []
         # Per family, one representative per signal signature: members alike in every signal give the
         # same verdict, so a port is compared with each signature once, not with every member.
         reps: list[dict[tuple, int]] = []
-        decided: dict[int, tuple[str, str]] = {}
+        decided: dict[int, list[tuple[str, str]]] = {}
+        # A port whose signature was placed while the representatives stayed as they are now meets the same
+        # verdicts: reuse them (65,535 alike ports cost one comparison each, not one per family).
+        version = 0
+        verdicts: dict[tuple, tuple[int, int, list | None]] = {}
         for p in answered:
-            placed = False
-            for fam, fam_reps in zip(fams, reps):
+            key = key_of[p]
+            seen = verdicts.get(key)
+            if seen is not None and seen[0] == version:
+                fams[seen[1]].append(p)
+                if seen[2] is not None:
+                    decided[p] = seen[2]
+                continue
+            placed = None
+            for i, (fam, fam_reps) in enumerate(zip(fams, reps)):
                 reasons = []
                 for q in fam_reps.values():
                     rtt_reason = None
                     if rtt_fam[p] >= 0 and rtt_fam[q] >= 0 and rtt_fam[p] != rtt_fam[q]:
                         rtt_reason = (f"RTT median {means[q] / 1000:.2f} ms vs {means[p] / 1000:.2f} ms "
                                       f"(robust families {rtt_fam[q]} and {rtt_fam[p]})")
-                    reasons += _apart(sig[p], sig[q], rtt_reason, signals)
+                    reasons += _apart(sig(p), sig(q), rtt_reason, signals)
                 if not reasons:
                     fam.append(p)
-                    fam_reps.setdefault(_signature(sig[p], rtt_fam[p]), p)
-                    placed = True
+                    if key not in fam_reps:
+                        fam_reps[key] = p
+                        version += 1
+                    placed = i
                     break
                 decided[p] = reasons  # the last family tried: the nearest in RTT order
-            if not placed:
+            if placed is None:
                 fams.append([p])
-                reps.append({_signature(sig[p], rtt_fam[p]): p})
+                reps.append({key: p})
+                version += 1
+                placed = len(fams) - 1
+            verdicts[key] = (version, placed, decided.get(p))
         placed_or_not = set(answered) | set(unplaced)
         silent = [p for p in rtt_fam if p not in placed_or_not]
-        missing = _unavailable(list(sig.values()), signals)
+        missing = _unavailable(table, signals)
         labels = {p: i for i, fam in enumerate(fams) for p in fam}
         for p in silent:
             labels[p] = len(fams)
@@ -334,14 +361,14 @@ def signal_families(packets: pd.DataFrame, matches: pd.DataFrame, *, signals: tu
         if silent:
             fam_rows.append(dict(target=target, protocol=proto, family=len(fams), ports=sorted(silent), kind="no answer",
                                  signals=[], evidence=["no reply to any probe"], unavailable=missing))
-        order = [sig[p] for p in rows["port"].astype(int)]
         port_rows.append(rows.assign(
-            ttl=pd.array([s.ttl for s in order], dtype="Int64"), ttl_agree=[s.ttl_agree for s in order],
-            window=pd.array([s.window for s in order], dtype="Int64"), options=[s.options for s in order],
-            ip_id_class=[s.ip_id_class for s in order], rst=[s.rst for s in order],
-            ts_offset=[s.ts_offset for s in order],
-            ts_rate=[s.ts_rate for s in order], signal_family=[labels[s.port] for s in order],
-            deciding_signal=[decided[s.port][0][0] if s.port in decided else None for s in order]))
+            ttl=table["ttl"].array, ttl_agree=table["ttl_agree"].to_numpy(),
+            window=table["window"].array, options=table["options"].to_numpy(),
+            ip_id_class=table["ip_id_class"].to_numpy(), rst=table["rst"].to_numpy(),
+            ts_offset=table["ts_offset"].astype(object).where(table["ts_offset"].notna(), None).to_numpy(),
+            ts_rate=table["ts_rate"].astype(object).where(table["ts_rate"].notna(), None).to_numpy(),
+            signal_family=[labels[p] for p in port_list],
+            deciding_signal=[decided[p][0][0] if p in decided else None for p in port_list]))
     ports = (pd.concat(port_rows, ignore_index=True) if port_rows else base.iloc[0:0])
     ports = ports.rename(columns={"family": "rtt_family"}).rename(columns={"signal_family": "family"})
     fam_table = pd.DataFrame(fam_rows, columns=["target", "protocol", "family", "ports", "kind", "signals", "evidence",
