@@ -1,17 +1,20 @@
 """Which tool sent a scan phase, from what its probes' headers give away. Each signature names its evidence.
 
-=========  ========================================================================================
-tool       signature of its probes (all must hold over the phase)
-=========  ========================================================================================
-zmap       IPv4 ID 54321 on every probe; TTL 255
-masscan    TTL 255; TCP window 1024 or 1025; SYN options none or MSS 1460 alone (its templates)
-nmap       raw probes: TTL varies within 37–59 (nmap picks one at random per probe), or TCP window in
-           {1024, 2048, 3072, 4096} with SYN options exactly MSS 1460 and one source port for the phase
-qscan.nse TTL 128, IPv4 ID 0x55d1 (21969) and window 3072 on every probe (its fixed template)
-hping3     no TCP options, one window for the phase, source port rising by one per probe (its defaults)
-=========  ========================================================================================
+===========  ======================================================================================
+tool         signature of its probes (all must hold over the phase)
+===========  ======================================================================================
+unicornscan  IPv4 TCP; seq XOR target address XOR (dport << 16 | sport) is one key over >= 3 probes whose
+             (address, ports) differ: its per-run syn cookie (TCPHASHTRACK); any flags, -W template, TTL
+zmap         IPv4 ID 54321 on every probe; TTL 255
+masscan      TTL 255; TCP window 1024 or 1025; SYN options none or MSS 1460 alone (its templates)
+nmap         raw probes: TTL varies within 37–59 (nmap picks one at random per probe), or TCP window in
+             {1024, 2048, 3072, 4096} with SYN options exactly MSS 1460 and one source port for the phase
+qscan.nse    TTL 128, IPv4 ID 0x55d1 (21969) and window 3072 on every probe (its fixed template)
+hping3       no TCP options, one window for the phase, source port rising by one per probe (its defaults)
+===========  ======================================================================================
 
-A connect() scan is sent by the scanner's kernel, so no tool signature survives: "unknown".
+A connect() scan is sent by the scanner's kernel, so no tool signature survives: "unknown". unicornscan's
+-msf is the exception: its own sender makes the SYNs (and the handshake), so its key still shows.
 """
 
 from __future__ import annotations
@@ -20,6 +23,59 @@ import numpy as np
 import pandas as pd
 
 MSS_ONLY = 0x02 << 56  # packets.tcp_options: kinds left-aligned, first option in the top byte
+
+# unicornscan 0.4.x (github.com/dneufeld/unicornscan; robertelee78/unicornscan's send_packet.c is the same):
+# - src/scan_progs/send_packet.c, _send_packet(): every TCP probe's seq is TCPHASHTRACK(target s_addr, dport,
+#   sport, syn_key); src/scan_progs/tcphash.h defines that as syn_key ^ (addr ^ ((dport << 16) + sport)), and
+#   makepkt.c writes it with htonl. s_addr is the address in network byte order read as a host integer, so on
+#   the usual little-endian sender the address enters byte-swapped.
+# - src/scan_progs/scanopts.c, scan_setprivdefaults(): syn_key = prng_get32() once per run, so one key holds
+#   over every TCP probe of a run, whatever -mT flags, -W fingerprint, -t TTL or -B source port.
+# - src/scan_progs/packet_parse.c checks replies by the same hash (ack - 1); wolpertinger, a descendant,
+#   copies TCPHASHTRACK too, so "unicornscan" here means its packet engine.
+# Not used, as not distinctive: IP ID (prng_get32() per packet), source port (random in 4096-65534 per probe,
+# send_packet.c), TTL/window/options (per -W template in init_packet.c; etc/unicorn.conf.in picks -W 1).
+# UDP probes carry no key (random port and IP ID, payloads.conf payloads): no UDP signature.
+UNICORNSCAN_MIN_PROBES = 3
+# Its -W templates (src/scan_progs/init_packet.c) by SYN window; 6 and 7 scale with the MTU (1500 here).
+UNICORNSCAN_TEMPLATES = {4128: "-W 0 (Cisco IOS)", 16384: "-W 1 (OpenBSD, unicorn.conf's default)",
+                         32767: "-W 2 (Windows XP)", 12345: "-W 3 (p0f sendsyn)", 65535: "-W 4 (FreeBSD)",
+                         3072: "-W 5 (nmap OS probe)", 5744: "-W 6 (Linux)", 11744: "-W 7 (strange TCP)"}
+
+
+def _ipv4_int(addresses: pd.Series) -> np.ndarray | None:
+    """IPv4 text addresses as big-endian integers (the order on the wire); None if any is not one."""
+    parts = addresses.astype(str).str.split(".", expand=True)
+    if parts.shape[1] != 4:
+        return None
+    octets = parts.apply(pd.to_numeric, errors="coerce").to_numpy(float)
+    if np.isnan(octets).any() or (octets < 0).any() or (octets > 255).any():
+        return None
+    o = octets.astype(np.uint32)
+    return (o[:, 0] << 24) | (o[:, 1] << 16) | (o[:, 2] << 8) | o[:, 3]
+
+
+def _unicornscan_key(probe_pkts: pd.DataFrame) -> int | None:
+    """The syn key when every probe's seq is unicornscan's hash of its (target, ports) under one key, else None."""
+    if len(probe_pkts) < UNICORNSCAN_MIN_PROBES or not ((probe_pkts["ip_version"] == 4).all()
+                                                        and (probe_pkts["ip_proto"] == 6).all()):
+        return None
+    cols = probe_pkts[["seq", "sport", "dport"]]
+    if cols.isna().any().any():
+        return None
+    seq, sport, dport = (cols[c].astype(np.uint32).to_numpy() for c in ("seq", "sport", "dport"))
+    ports = (dport << np.uint32(16)) | sport  # (dport << 16) + sport: sport < 2**16, so no carry
+    codes, targets = pd.factorize(probe_pkts["dst"])  # parse each target once, not each probe
+    target_addr = _ipv4_int(pd.Series(np.asarray(targets, dtype=object)))
+    if target_addr is None or (codes < 0).any():
+        return None
+    addr = target_addr[codes]
+    for host_addr in (addr.byteswap(), addr):  # little-endian sender (x86, ARM), then big-endian
+        mixed = host_addr ^ ports
+        keys = seq ^ mixed
+        if (keys == keys[0]).all() and len(np.unique(mixed)) >= UNICORNSCAN_MIN_PROBES:
+            return int(keys[0])
+    return None
 
 
 def _signature(probe_pkts: pd.DataFrame, technique: str) -> tuple[str, str]:
@@ -31,6 +87,12 @@ def _signature(probe_pkts: pd.DataFrame, technique: str) -> tuple[str, str]:
     mss = tcp["mss"].fillna(0).astype(int).to_numpy()
     sport = probe_pkts["sport"].dropna().astype(int).to_numpy()
     v4 = (probe_pkts["ip_version"] == 4).all()
+    key = _unicornscan_key(probe_pkts)
+    if key is not None:
+        template = UNICORNSCAN_TEMPLATES.get(int(win[0])) if len(win) and (win == win[0]).all() else None
+        return "unicornscan", (f"seq = key 0x{key:08x} XOR target address XOR (port << 16 | source port) on all "
+                               f"{len(probe_pkts)} probes: unicornscan's syn cookie"
+                               + (f"; window {win[0]} as its {template} template" if template else ""))
     if technique == "CONNECT":
         return "unknown", "connect(): probes are the scanner kernel's own SYNs"
     if len(ttl) == 0:

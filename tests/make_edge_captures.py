@@ -876,6 +876,61 @@ def prober_rst() -> Capture:
     return cap
 
 
+# unicornscan's SYN probe as its source builds it (github.com/dneufeld/unicornscan, 0.4.x), default config:
+# etc/unicorn.conf.in sets "fingerprint: 1", whose template (src/scan_progs/init_packet.c) is TTL 64, DF, window
+# 16384 and MSS (MTU - 64), NOP, NOP, SACKOK, NOP, WS 0, NOP, NOP, TS (one random TSval per run, TSecr 0);
+# IP ID random per packet and source port random in 4096-65534 per probe (src/scan_progs/send_packet.c);
+# seq = syn_key ^ (target s_addr ^ ((dport << 16) + sport)) (tcphash.h, TCPHASHTRACK), s_addr read as a
+# little-endian host integer, syn_key one random value per run (scanopts.c).
+UNICORNSCAN_KEY = 0x5EED1E55
+UNICORNSCAN_OPTS_TSVAL = 0x1C0FFEE5
+UNICORNSCAN_PORTS = {22: "syn-ack", 80: "syn-ack", 23: "rst", 25: "rst", 443: "rst", 8080: "rst",
+                     135: None, 3306: None}  # None: dropped by a firewall, no answer
+
+
+def unicornscan_seq(dst: str, dport: int, sport: int, key: int = UNICORNSCAN_KEY, byteorder: str = "little") -> int:
+    """TCPHASHTRACK as unicornscan computes it on a host of `byteorder`."""
+    host_addr = int.from_bytes(addr(dst), byteorder)
+    return (key ^ (host_addr ^ ((dport << 16) + sport))) & 0xFFFFFFFF
+
+
+def unicornscan_capture() -> Capture:
+    cap = Capture("unicornscan.pcap", "unicornscan -mT 10.0.0.2:22,23,25,80,135,443,3306,8080 with its "
+                  "default -W 1 template (TTL 64, DF, window 16384, MSS 1436 + SACK/WS/TS layout), random IP "
+                  "IDs and source ports, seq = its per-run key XOR address XOR ports; ports in shuffled order "
+                  "at 300 pps. A Linux target: SYN/ACK (22, 80), RST/ACK (23, 25, 443, 8080), nothing (135, "
+                  "3306); the scanner's kernel resets each SYN/ACK", seed=45)
+    opts = (("mss", 1436), ("nop",), ("nop",), ("sackok",), ("nop",), ("ws", 0), ("nop",), ("nop",),
+            ("ts", UNICORNSCAN_OPTS_TSVAL, 0))
+    # Linux answers the SACK, TS and WS the probe offered, echoing its TSval.
+    synack_opts = (("mss", 1460), ("sackok",), ("ts", 3_000_000_001, UNICORNSCAN_OPTS_TSVAL), ("nop",), ("ws", 7))
+    ports = list(UNICORNSCAN_PORTS)
+    cap.rng.shuffle(ports)
+    t = T0_NS
+    for port in ports:
+        sport = cap.rng.randrange(0xFFFF)
+        sport += 4096 if sport < 4096 else 0
+        p = cap.syn(t, port, sport, seq=unicornscan_seq(cap.target, port, sport), opts=opts, window=16384,
+                    ttl=64, df=True)
+        kind = UNICORNSCAN_PORTS[port]
+        rtt = (180 + cap.rng.randrange(80)) * US
+        if kind == "syn-ack":
+            pkt = cap.ip(p.dst, p.src, tcp(p.dport, p.sport, SYN | ACK, cap.rng.randrange(1 << 32), p.seq + 1,
+                                           window=65160, opts=synack_opts), ip_id=0, df=True)
+            rec = cap.add(t + rtt, pkt, False)
+            p.reply, p.reply_kind, p.reply_flags = rec, kind, SYN | ACK
+            rst = cap.ip(p.src, p.dst, tcp(p.sport, p.dport, RST, (p.seq + 1) & 0xFFFFFFFF, 0, window=0),
+                         ip_id=0, df=True)
+            cap.add(t + rtt + 30 * US, rst, True)
+        elif kind == "rst":
+            pkt = cap.ip(p.dst, p.src, tcp(p.dport, p.sport, RST | ACK, 0, (p.seq + 1) & 0xFFFFFFFF, window=0),
+                         ip_id=0, df=True)
+            rec = cap.add(t + rtt, pkt, False)
+            p.reply, p.reply_kind, p.reply_flags = rec, kind, RST | ACK
+        t += 3333 * US
+    return cap
+
+
 def snaplen_capture() -> Capture:
     cap = Capture("snaplen.pcap", "file snaplen 64 (like tcpdump -s 64): SYNs and SYN/ACKs carry Linux "
                   "options (74 bytes) and are cut inside the timestamp option; the fixed TCP header is "
@@ -1036,7 +1091,7 @@ def build_all() -> dict[str, tuple[bytes, dict]]:
     scenarios = [basic(), ns_bigendian(), retransmit(), lost(), duplicates(), reused_port(), icmp_quoted(),
                  icmp_echo_capture(), ipv6_capture(), vlan(), sll_capture(1), sll_capture(2),
                  raw_capture(LINKTYPE_RAW), raw_capture(LINKTYPE_IPV4), raw_capture(LINKTYPE_DLT_RAW12),
-                 loopback(), unordered(), prober_rst(), snaplen_capture(), malformed()]
+                 loopback(), unordered(), prober_rst(), snaplen_capture(), malformed(), unicornscan_capture()]
     for cap in scenarios:
         cap.finalise()
         out[cap.file] = (cap.pcap_bytes(), cap.truth())
