@@ -102,7 +102,8 @@ def _signature(probe_pkts: pd.DataFrame, technique: str) -> tuple[str, str]:
     if v4 and len(ipid) and (ipid == 54321).all() and (ttl == 255).all():
         return "zmap", "IP ID 54321 and TTL 255 on every probe"
     syn_opts_ok = (len(opts) == 0) or bool(np.isin(opts, (0, MSS_ONLY)).all() and (mss[opts == MSS_ONLY] == 1460).all())
-    if (ttl == 255).all() and len(win) and np.isin(win, (1024, 1025)).all() and syn_opts_ok:
+    # IPv4 only: nmap's own IPv6 SYNs carry hop limit 255 and window 1024 too (sample nat_nmap_ipv6).
+    if v4 and (ttl == 255).all() and len(win) and np.isin(win, (1024, 1025)).all() and syn_opts_ok:
         return "masscan", "TTL 255, window 1024/1025, options none or MSS 1460 (masscan's template)"
     ttl_nmap = (ttl >= 37).all() and (ttl <= 59).all() and len(np.unique(ttl)) > 1
     nmap_win = len(win) > 0 and np.isin(win, (1024, 2048, 3072, 4096)).all()
