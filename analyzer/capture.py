@@ -12,8 +12,10 @@ record with a `CaptureWarning`; an unreadable file raises `CaptureError` naming 
 
 from __future__ import annotations
 
+import dataclasses
 import gzip
 import itertools
+import mmap
 import os
 import struct
 import warnings
@@ -48,16 +50,39 @@ class Records:
     iface: np.ndarray  # uint16
     format: str  # "pcap" | "pcapng"
     compressed: bool
+    mapping: mmap.mmap | None = None  # the file mapped read-only, when `data` is that mapping
 
     def __len__(self) -> int:
         return len(self.offset)
 
+    def rows(self, start: int, stop: int) -> Records:
+        """Records start … stop-1 (views, sharing `data`)."""
+        return dataclasses.replace(self, offset=self.offset[start:stop], caplen=self.caplen[start:stop],
+                                   wirelen=self.wirelen[start:stop], ts_ns=self.ts_ns[start:stop],
+                                   linktype=self.linktype[start:stop], iface=self.iface[start:stop])
 
-def _load(path: str) -> tuple[bytes, bool]:
+    def release(self, start: int, stop: int) -> None:
+        """Records start … stop-1 are decoded: when `data` maps the file, give their pages back to the
+        kernel (they stay in the page cache; touching them again maps them again)."""
+        if self.mapping is None or start >= stop:
+            return
+        lo = (int(self.offset[start]) // mmap.PAGESIZE) * mmap.PAGESIZE
+        hi = (int(self.offset[stop - 1] + self.caplen[stop - 1]) // mmap.PAGESIZE) * mmap.PAGESIZE
+        if hi > lo:
+            self.mapping.madvise(mmap.MADV_DONTNEED, lo, hi - lo)
+
+
+def _load(path: str) -> tuple[bytes | mmap.mmap, bool]:
+    """The file's bytes: mapped read-only when it is not compressed (pages are mapped as the walk and the
+    decoder reach them, and given back behind them), else decompressed into memory."""
     with capture_file_errors(path), open(path, "rb") as f:
-        raw = f.read()
-    if raw[:2] != b"\x1f\x8b":
-        return raw, False
+        head = f.read(2)
+        size = os.fstat(f.fileno()).st_size
+        if head != b"\x1f\x8b":
+            if size == 0 or not os.path.isfile(path):
+                return head + f.read(), False
+            return mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ), False
+        raw = head + f.read()
     # Stream-decompress so a gzip cut short still yields everything before the cut.
     out = []
     d = zlib.decompressobj(wbits=31)
@@ -95,6 +120,32 @@ def read_records(path: str | os.PathLike[str]) -> Records:
     raise CaptureError(path, f"not a pcap or pcapng file (starts with bytes {raw[:4].hex()})")
 
 
+class _Releaser:
+    """Gives a mapped file's pages back to the kernel behind a walk, every few MB (no-op for bytes)."""
+
+    STEP = 1 << 24
+
+    def __init__(self, raw: bytes | mmap.mmap) -> None:
+        self.mapping = raw if isinstance(raw, mmap.mmap) else None
+        self.done = 0
+
+    def __call__(self, pos: int) -> None:
+        if self.mapping is not None and pos - self.done >= self.STEP:
+            upto = (pos // mmap.PAGESIZE) * mmap.PAGESIZE
+            self.mapping.madvise(mmap.MADV_DONTNEED, self.done, upto - self.done)
+            self.done = upto
+
+
+def _walked(raw: bytes | mmap.mmap) -> mmap.mmap | None:
+    """After the record walk: a mapped file's pages go back to the kernel (the decoder maps them again, a
+    chunk at a time). Returns the mapping, or None for bytes in memory."""
+    if not isinstance(raw, mmap.mmap):
+        return None
+    if len(raw):
+        raw.madvise(mmap.MADV_DONTNEED)
+    return raw
+
+
 def _u32_view(raw: bytes, big: bool) -> np.ndarray:
     """The 32-bit integer starting at every byte of `raw` (overlapping views, stride 1): one gather reads a field."""
     return np.ndarray((max(len(raw) - 3, 0),), ">u4" if big else "<u4", buffer=raw, strides=(1,))
@@ -118,6 +169,7 @@ def _walk_pcap(raw: bytes, endian: str, limit: int, snaplen: int) -> tuple[np.nd
     """
     caplen_at = struct.Struct(endian + "I").unpack_from
     view = _u32_view(raw, endian == ">")
+    release = _Releaser(raw)
     chunks: list[np.ndarray] = []  # record starts found, in order: walked arrays and verified guesses
     done = 0  # records in chunks
     pos, end = 24, len(raw)
@@ -151,6 +203,7 @@ def _walk_pcap(raw: bytes, endian: str, limit: int, snaplen: int) -> tuple[np.nd
             found, pos = guessed
             chunks.append(found)
             done += len(found)
+            release(pos)
             if len(found) == k:
                 k = min(k * 2, _SPECULATE_MAX)
                 budget = 2
@@ -205,19 +258,28 @@ def _pcap(path: str, raw: bytes, endian: str, nano: bool, compressed: bool) -> R
         warnings.warn(CaptureWarning(path, damage + f"; read {len(hdr)} records"))
     data = np.frombuffer(raw, np.uint8)
     view = _u32_view(raw, endian == ">")
-    sec = view[hdr].astype(np.int64)
-    frac = view[hdr + 4].astype(np.int64)
+    caplen, wirelen, ts_ns = (np.empty(len(hdr), np.int64) for _ in range(3))
+    release = _Releaser(raw)
+    for a in range(0, len(hdr), 1 << 18):  # the record headers, a block at a time, pages given back behind
+        at = hdr[a : a + (1 << 18)]
+        b = a + len(at)
+        caplen[a:b], wirelen[a:b] = view[at + 8], view[at + 12]
+        frac = view[at + 4].astype(np.int64)
+        ts_ns[a:b] = view[at].astype(np.int64) * 1_000_000_000 + (frac if nano else frac * 1000)
+        release(int(at[-1]))
+    mapping = _walked(raw)
     return Records(
         path=path,
         data=data,
         offset=hdr + 16,
-        caplen=view[hdr + 8].astype(np.int64),
-        wirelen=view[hdr + 12].astype(np.int64),
-        ts_ns=sec * 1_000_000_000 + (frac if nano else frac * 1000),
+        caplen=caplen,
+        wirelen=wirelen,
+        ts_ns=ts_ns,
         linktype=np.full(len(hdr), linktype, np.uint16),
         iface=np.zeros(len(hdr), np.uint16),
         format="pcap",
         compressed=compressed,
+        mapping=mapping,
     )
 
 
@@ -336,6 +398,7 @@ def _pcapng(path: str, raw: bytes, compressed: bool) -> Records:
         iface=ifid,
         format="pcapng",
         compressed=compressed,
+        mapping=_walked(raw),
     )
 
 

@@ -178,45 +178,44 @@ def match(packets: pd.DataFrame, *, window_s: float = DEFAULT_WINDOW_S) -> pd.Da
     pk_keys = _group_keys(g_first, offered, tcp_probe, udp_probe, icmp_probe, proto, flags, src, dst, sport, dport,
                           seq, ack, plen, itype, icmp_id, icmp_seq)
 
-    # ---- candidates: every (reply, group) whose keys are equal
-    c_r, c_g = _join(rk, pk_keys)
+    # ---- each reply's probe: among the transmissions of the groups that share its key, the latest one at
+    # or before the reply (ties in time: the first group, and its last transmission in capture order), kept
+    # when it is at most the window before the reply. A reply never precedes its probe; a group is answered
+    # by the transmission the reply most recently followed.
+    r_owner, r_id, g_owner, g_id = _key_ids(rk, pk_keys)
     del rk, pk_keys
-    c_ts = ts[c_r]
-    # Most candidates pair a reply with the same probe in another scan of the same ports, long before or
-    # after: drop those first. No transmission at or before the reply: dropped below in any case (but
-    # whether there is any such candidate decides the arithmetic below). Last transmission more than the
-    # window (plus a margin far above float rounding) before it: so is every earlier one.
-    no_tx = tx_ts[g_start][c_g] > c_ts
-    near = ~no_tx & (c_ts - tx_ts[g_end - 1][c_g] <= window_ns + _WINDOW_MARGIN_NS)
-    del no_tx
-    c_r, c_g, c_ts = c_r[near], c_g[near], c_ts[near]
-    del near
-    # The latest transmission of the group at or before the reply: a reply never precedes its probe.
-    # (Ties in time: the transmission last in capture order.) Binary search inside each group's run.
-    lo, hi = g_start[c_g], g_end[c_g]
-    while True:
+    # Every transmission of every (group, key) row, sorted by (key, time, group descending, capture order):
+    # then the last entry at or before a reply's time in its key's run is exactly the one described above.
+    n_of = n_tx[g_owner]
+    ev_tx = _ranges(g_start[g_owner], n_of)
+    ev_key = np.repeat(g_id, n_of)
+    ev_g = np.repeat(g_owner, n_of)
+    del n_of, g_owner, g_id
+    ev_ts = tx_ts[ev_tx]
+    o = np.lexsort((ev_tx, -ev_g, ev_ts, ev_key))
+    ev_tx, ev_key, ev_g, ev_ts = ev_tx[o], ev_key[o], ev_g[o], ev_ts[o]
+    del o
+    # Each key's run of entries (ids are dense, entries sorted by key): from counts, not a search per reply.
+    run_end = np.cumsum(np.bincount(ev_key, minlength=int(r_id.max()) + 1 if len(r_id) else 0))
+    start = (run_end - np.bincount(ev_key, minlength=len(run_end)))[r_id]
+    lo, hi = start.copy(), run_end[r_id]
+    c_ts = ts[r_owner]
+    while True:  # binary search inside each reply's key run: first entry later than the reply
         active = lo < hi
         if not active.any():
             break
         mid = (lo + hi) // 2
-        le = active & (tx_ts[np.minimum(mid, len(tx_ts) - 1)] <= c_ts)
-        gt = active & ~le
+        le = active & (ev_ts[np.minimum(mid, len(ev_ts) - 1)] <= c_ts)
         lo = np.where(le, mid + 1, lo)
-        hi = np.where(gt, mid, hi)
-    pos = lo - 1  # >= the group's start: candidates without a transmission are gone
-    del lo, hi, active
-    c_tx_ts = tx_ts[pos]
-    c_nth = tx_nth[pos]
-    del pos
+        hi = np.where(active & ~le, mid, hi)
+    pos = lo - 1
+    found = pos >= start
+    pos = np.where(found, pos, 0)
     # Integer nanoseconds throughout: float64 epoch-ns would blur the window edge and ties by ~256 ns.
-    keep = c_ts - c_tx_ts <= window_ns
-    tx_key = c_tx_ts
-    c_r, c_g, c_ts, c_nth, tx_key = c_r[keep], c_g[keep], c_ts[keep], c_nth[keep], tx_key[keep]
-    del keep, c_tx_ts
-    # A reply answers one probe: the candidate most recently sent (ties: the first group).
-    o = np.lexsort((c_g, -tx_key, c_r))
-    o = o[_first_of_runs(c_r[o])]
-    c_r, c_g, c_ts, c_nth = c_r[o], c_g[o], c_ts[o], c_nth[o]
+    keep = found & (c_ts - ev_ts[pos] <= window_ns) if len(ev_ts) else np.zeros(len(r_owner), bool)
+    c_r, c_ts, pos = r_owner[keep], c_ts[keep], pos[keep]
+    c_g, c_nth = ev_g[pos], tx_nth[ev_tx[pos]]
+    del lo, hi, run_end, start, found, keep, pos, ev_tx, ev_key, ev_g, ev_ts, r_owner, r_id
     # Each group's answer: its earliest reply (ties: the first reply); the others are duplicates.
     o = np.lexsort((c_r, c_ts, c_g))
     ans = o[_first_of_runs(c_g[o])]
@@ -242,7 +241,7 @@ def match(packets: pd.DataFrame, *, window_s: float = DEFAULT_WINDOW_S) -> pd.Da
     # Free what the output does not need before building it.
     del (answers, proto, frag, src, dst, sport, dport, ack, plen, icmp_id, icmp_seq, udp, synack, rst, udp_reply,
          v4q, v6q, icmp_error, echo_reply, probe_rows, r, order, tx_ts, tx_g, g_start, g_end, tx_nth, new_group,
-         c_r, c_g, c_ts, c_nth, tx_key, o, ans, nth_ans, rkinds)
+         c_r, c_g, c_ts, c_nth, o, ans, nth_ans, rkinds)
     # Output rows in order of first transmission (ties: frame number).
     frame = pk.frame.to_numpy()
     out_order = np.lexsort((frame[g_first], ts[g_first]))
@@ -387,13 +386,14 @@ def _pack(columns: list[np.ndarray]) -> list[np.ndarray]:
     return words
 
 
-def _join(left_parts: list[tuple], right_parts: list[tuple]) -> tuple[np.ndarray, np.ndarray]:
-    """Inner equi-join of two key tables given as parts (owner, fam, a, b, x, y, p, s): the owners of every
-    (left row, right row) pair whose seven key values are all equal."""
+def _key_ids(left_parts: list[tuple], right_parts: list[tuple]) -> tuple[np.ndarray, ...]:
+    """Key tables given as parts (owner, fam, a, b, x, y, p, s) → (left owner, left key id, right owner, right
+    key id): equal seven-value keys get equal ids; left rows whose key no right row has are dropped."""
     left_owner, right_owner = _column(left_parts, 0), _column(right_parts, 0)
     nl, nr = len(left_owner), len(right_owner)
     if not nl or not nr:
-        return np.zeros(0, np.int64), np.zeros(0, np.int64)
+        empty = np.zeros(0, np.int64)
+        return empty, empty, right_owner, np.zeros(nr, np.int64)
     # Pack the keys column by column into uint64 words, each column offset and sized by the right side's
     # range: a left value outside it matches nothing (that row is dropped), so every kept value fits.
     keep = np.ones(nl, bool)
@@ -423,35 +423,22 @@ def _join(left_parts: list[tuple], right_parts: list[tuple]) -> tuple[np.ndarray
     lrows = np.flatnonzero(keep)
     words = [np.concatenate([r, l[lrows]]) for r, l in zip(rwords, lwords)]
     del lwords, rwords, lw, rw
-    if len(words) == 1:
-        ids = words[0]
-    else:
-        o = np.lexsort(tuple(reversed(words)))
-        new = np.zeros(len(o), bool)
-        new[0] = True
-        for w in words:
-            ws = w[o]
-            new[1:] |= ws[1:] != ws[:-1]
-        ids = np.empty(len(o), np.int64)
-        ids[o] = np.cumsum(new) - 1
+    # Dense ids in key order (one sort of all keys; equal words → equal id).
+    o = np.lexsort(tuple(reversed(words)))
+    new = np.zeros(len(o), bool)
+    new[0] = True
+    for w in words:
+        ws = w[o]
+        new[1:] |= ws[1:] != ws[:-1]
     del words
-    # Sort right and left ids together (right first among equals): each left row then pairs with the
-    # right rows at the start of its run of equal ids.
-    o = np.argsort(ids, kind="stable")
-    so = ids[o]
-    del ids
-    run_start = np.ones(len(o), bool)
-    run_start[1:] = so[1:] != so[:-1]
-    del so
-    run = np.cumsum(run_start) - 1
-    first = np.flatnonzero(run_start)
-    is_left = o >= nr
-    n_right = np.bincount(run[~is_left], minlength=len(first))
-    at = np.flatnonzero(is_left)
-    cnt = n_right[run[at]]
-    pairs_left = np.repeat(lrows[o[at] - nr], cnt)
-    pairs_right = o[_ranges(first[run[at]], cnt)]
-    return left_owner[pairs_left], right_owner[pairs_right]
+    ids = np.empty(len(o), np.int64)
+    ids[o] = np.cumsum(new) - 1
+    r_ids, l_ids = ids[:nr], ids[nr:]
+    # Left rows whose key no right row has: dropped.
+    has = np.zeros(int(ids.max()) + 1 if len(ids) else 0, bool)
+    has[r_ids] = True
+    hit = has[l_ids]
+    return left_owner[lrows[hit]], l_ids[hit], right_owner, r_ids
 
 
 def _ranges(starts: np.ndarray, counts: np.ndarray) -> np.ndarray:

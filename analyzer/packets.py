@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import ipaddress
 import os
+from collections.abc import Iterable
 
 import numpy as np
 import pandas as pd
@@ -76,10 +77,12 @@ class _Bytes:
 class _Columns:
     """Output arrays, all rows, each in its schema dtype, with presence masks for the nullable ones."""
 
-    def __init__(self, n: int) -> None:
+    def __init__(self, n: int, keep: frozenset[str]) -> None:
         from .schema import PACKET_DTYPES
 
         self.n = n
+        self.keep = keep  # columns asked for: the others are decoded (layers read them) but not stored
+        self.base = 0  # row number of the current chunk's first row (layers set chunk-relative rows)
         self.dtypes = PACKET_DTYPES
         self.values: dict[str, np.ndarray] = {}
         self.present: dict[str, np.ndarray] = {}
@@ -89,9 +92,12 @@ class _Columns:
         return np.dtype(dtype.lower()) if dtype[0] == "U" or dtype == "Int64" else np.dtype(dtype)
 
     def set(self, name: str, rows: np.ndarray, values: np.ndarray, good: np.ndarray | None = None) -> None:
+        if name not in self.keep:
+            return
         if name not in self.values:
             self.values[name] = np.zeros(self.n, self._dtype(name))
             self.present[name] = np.zeros(self.n, bool)
+        rows = rows + self.base
         if good is None:
             self.values[name][rows] = values
             self.present[name][rows] = True
@@ -112,52 +118,88 @@ class _Columns:
         return values, present
 
 
-def read(path: str | os.PathLike[str], *, engine: str = "native") -> pd.DataFrame:
+def read(path: str | os.PathLike[str], *, engine: str = "native", columns: Iterable[str] | None = None) -> pd.DataFrame:
     """Read a capture file into the packets table (analyzer.schema), one row per record.
 
     engine: "native" (synlens's decoder) or "tshark" (Wireshark's dissectors through pyshark; slow).
+    columns: only these columns of the schema, in schema order (default: all); ``frame`` always comes along.
+    A command that needs a few fields of a big capture keeps only those in memory.
     Raises `CaptureError` when the file cannot be read; warns `CaptureWarning` and returns the records
     before the damage when it is cut short or corrupt. ``attrs``: path, format, compressed, malformed.
     """
+    keep = _wanted(columns)
     if engine == "tshark":
         from .engine_tshark import read_tshark  # optional dependency: imported only when asked for
 
-        return read_tshark(os.fspath(path))
+        frame = read_tshark(os.fspath(path))
+        return frame if columns is None else _subset(frame, keep)
     if engine != "native":
         raise ValueError(f"engine must be 'native' or 'tshark', not {engine!r}")
-    return decode(read_records(path))
+    return decode(read_records(path), columns=columns)
 
 
-def decode(rec: Records) -> pd.DataFrame:
-    """Decode every record's headers into the packets table."""
+def _wanted(columns: Iterable[str] | None) -> frozenset[str]:
+    from .schema import PACKET_DTYPES
+
+    if columns is None:
+        return frozenset(PACKET_DTYPES)
+    wanted = frozenset(columns) | {"frame"}
+    unknown = sorted(wanted - set(PACKET_DTYPES))
+    if unknown:
+        raise ValueError(f"not columns of the packets table: {unknown}")
+    return wanted
+
+
+def _subset(frame: pd.DataFrame, keep: frozenset[str]) -> pd.DataFrame:
+    out = frame[[c for c in frame.columns if c in keep]]
+    out.attrs.update(frame.attrs)
+    return out
+
+
+# Rows decoded at a time: bounds the decoder's temporaries (a few dozen bytes per row and layer) and lets
+# the capture's pages be released behind it, whatever the capture's size.
+DECODE_ROWS = 1 << 17
+
+
+def decode(rec: Records, *, columns: Iterable[str] | None = None) -> pd.DataFrame:
+    """Decode every record's headers into the packets table (or the `columns` of it asked for)."""
+    from .schema import PACKET_COLUMNS
+
+    keep = _wanted(columns)
     n = len(rec)
     if n == 0:
         frame = empty_packets()
+        frame = frame if columns is None else _subset(frame, keep)
         frame.attrs.update(path=rec.path, format=rec.format, compressed=rec.compressed, malformed=0)
         return frame
-    buf = _Bytes(rec.data, rec.offset + rec.caplen)
-    out = _Columns(n)
+    out = _Columns(n, keep)
     malformed = np.zeros(n, bool)
-    l3, ethertype = _link(buf, rec, out)
-    # A frame too short for its own link header is malformed (tshark agrees); unknown link types are not.
-    known = np.isin(rec.linktype, (LINKTYPE_ETHERNET, LINKTYPE_SLL, LINKTYPE_SLL2, LINKTYPE_NULL, LINKTYPE_LOOP) + RAW_LINKTYPES)
-    malformed |= known & (l3 < 0)
     addr = _Addresses()
-    _ip(buf, l3, ethertype, out, addr, malformed)
+    for a in range(0, n, DECODE_ROWS):
+        b = min(n, a + DECODE_ROWS)
+        chunk = rec.rows(a, b)
+        out.base = addr.base = a
+        buf = _Bytes(rec.data, chunk.offset + chunk.caplen)
+        l3, ethertype = _link(buf, chunk, out)
+        # A frame too short for its own link header is malformed (tshark agrees); unknown link types are not.
+        known = np.isin(chunk.linktype, (LINKTYPE_ETHERNET, LINKTYPE_SLL, LINKTYPE_SLL2, LINKTYPE_NULL, LINKTYPE_LOOP)
+                        + RAW_LINKTYPES)
+        malformed[a:b] |= known & (l3 < 0)
+        _ip(buf, l3, ethertype, out, addr, malformed[a:b])
+        buf.release()
+        del buf, l3, ethertype, known
+        rec.release(a, b)  # this chunk's bytes are decoded: a mapped capture gives their pages back
     cols: dict[str, object] = {
         "frame": np.arange(1, n + 1, dtype=np.int64),
         "ts_ns": rec.ts_ns,
         "iface": rec.iface,
         "linktype": rec.linktype,
-        "caplen": rec.caplen.astype(np.uint32),
-        "wirelen": rec.wirelen.astype(np.uint32),
+        "caplen": rec.caplen.astype(np.uint32) if "caplen" in keep else None,
+        "wirelen": rec.wirelen.astype(np.uint32) if "wirelen" in keep else None,
     }
-    from .schema import PACKET_COLUMNS
-
-    buf.release()
     categories = addr.categories()
     for c in PACKET_COLUMNS:
-        if c.name in cols:
+        if c.name in cols or c.name not in keep:
             continue
         if c.dtype == "category":
             codes = addr.codes(c.name, n)
@@ -167,7 +209,7 @@ def decode(rec: Records) -> pd.DataFrame:
         else:
             values, present = out.pop(c.name)
             cols[c.name] = column(c.dtype, values, present)
-    frame = frame_from_columns(cols)
+    frame = frame_from_columns({k: v for k, v in cols.items() if k in keep}, subset=columns is not None)
     frame.attrs.update(path=rec.path, format=rec.format, compressed=rec.compressed, malformed=int(malformed.sum()))
     return frame
 
@@ -256,13 +298,14 @@ class _Addresses:
         # same columns at different rows.
         self.v4: list[tuple[str, np.ndarray, np.ndarray]] = []
         self.v6: list[tuple[str, np.ndarray, np.ndarray]] = []
+        self.base = 0  # row number of the current chunk's first row
         self._built = False
 
     def add4(self, name: str, rows: np.ndarray, value: np.ndarray) -> None:
-        self.v4.append((name, rows, value.astype(np.uint32)))
+        self.v4.append((name, rows + self.base, value.astype(np.uint32)))
 
     def add6(self, name: str, rows: np.ndarray, raw16: np.ndarray) -> None:
-        self.v6.append((name, rows, raw16))
+        self.v6.append((name, rows + self.base, raw16))
 
     def _build(self) -> None:
         if self._built:

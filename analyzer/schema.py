@@ -83,14 +83,16 @@ def column(dtype: str, values: np.ndarray, present: np.ndarray | None = None) ->
     return np.asarray(values).astype(dtype, copy=False)
 
 
-def frame_from_columns(columns: dict[str, object]) -> pd.DataFrame:
-    """Build the packets table from arrays, in schema order, checking names and dtypes."""
-    missing = [c.name for c in PACKET_COLUMNS if c.name not in columns]
+def frame_from_columns(columns: dict[str, object], *, subset: bool = False) -> pd.DataFrame:
+    """Build the packets table from arrays, in schema order, checking names and dtypes (`subset`: some
+    columns of the schema only, as `analyzer.read(columns=…)` gives)."""
+    missing = [] if subset else [c.name for c in PACKET_COLUMNS if c.name not in columns]
     extra = [k for k in columns if k not in PACKET_DTYPES]
     if missing or extra:
         raise ValueError(f"packets table columns: missing {missing}, unexpected {extra}")
-    frame = pd.DataFrame({c.name: columns[c.name] for c in PACKET_COLUMNS}, copy=False)
-    for c in PACKET_COLUMNS:
+    present = [c for c in PACKET_COLUMNS if c.name in columns]
+    frame = pd.DataFrame({c.name: columns[c.name] for c in present}, copy=False)
+    for c in present:
         if str(frame[c.name].dtype) != c.dtype:
             raise TypeError(f"column {c.name}: dtype {frame[c.name].dtype}, schema says {c.dtype}")
     return frame
