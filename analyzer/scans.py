@@ -10,11 +10,15 @@ Every rule is in one place and visible (STYLE: "classify in one place"):
   scanners, even connect() scanners, do not). A set of scan-like probes is a **scan** when it touches at
   least `MIN_PORTS` ports of one target (vertical), or one port of `MIN_HOSTS` targets (horizontal), or
   uses stealth flags (anything but a bare SYN), or repeats `MIN_REPEATS` SYNs to one port (qscan-style).
+  A UDP probe is scan-like when empty, from a source port used for several ports, or a retransmission of
+  such a probe from a new source port (`_udp_scan_like`: nmap's retries of its protocol payloads).
 * **Phases**: per scanner, probes of one technique; a silence longer than `PHASE_GAP_S` starts a new one.
 * **Port states**: nmap's rules per technique (`state_of`), from the first reply to any of the port's
   probes in the phase. No reply is "filtered" / "open|filtered" as nmap would say; a port whose replies
-  contradict each other is "unknown" rather than a guess. A SYN/ACK lost from the capture (not the
-  network) shows in the scanner's own reset of it (seq = probe seq + 1): the port is open, not filtered.
+  contradict each other is "unknown" rather than a guess. A reply a target's rate limit swallowed is no
+  reply: the port reads as nmap reads silence (filtered, open|filtered), never closed. A SYN/ACK lost from
+  the capture (not the network) shows in the scanner's own reset of it (seq = probe seq + 1): the port is
+  open, not filtered.
 """
 
 from __future__ import annotations
@@ -157,16 +161,28 @@ def _tcp_pings(p: pd.DataFrame, icmp_probes: pd.DataFrame) -> np.ndarray:
 
 def _udp_scan_like(packets: pd.DataFrame, probes: pd.DataFrame) -> np.ndarray:
     """UDP probes that look like a scanner's: from a source port reused for several destination ports
-    (nmap keeps one), or empty. A client's requests come from fresh ports and carry a request."""
+    (nmap keeps one), or empty, or a retransmission of such a probe. A client's requests come from fresh
+    ports and carry a request.
+
+    A retransmission repeats an earlier scanner probe (same sender, target, port and payload length) from
+    another source port: nmap re-sends its protocol payloads (DNS, SNMP, NTP, NetBIOS …) from its scan port
+    plus the try number. A client asking again sends a new request (a new DNS id and name), and a client
+    never had a scanner probe to repeat: ordinary traffic stays ordinary."""
     udp = probes["protocol"].astype(str).to_numpy() == "udp"
     out = np.ones(len(probes), bool)
     if not udp.any():
         return out
     u = probes[udp]
     rows = np.searchsorted(packets["frame"].to_numpy(), u["probe_frame"].to_numpy())
-    empty = packets["payload_len"].fillna(0).to_numpy()[rows] == 0
+    payload = packets["payload_len"].fillna(0).to_numpy()[rows]
     shared = u.groupby([u["src"].astype(str), u["sport"].astype(int)])["dport"].transform("nunique").to_numpy() >= 3
-    out[np.flatnonzero(udp)] = empty | shared
+    scanner = (payload == 0) | shared
+    ts = u["ts_ns"].to_numpy()
+    same_request = [u["src"].astype(str).to_numpy(), u["dst"].astype(str).to_numpy(), u["dport"].astype(int).to_numpy(),
+                    payload]
+    first_scanner_ts = pd.Series(np.where(scanner, ts, np.nan)).groupby(same_request).transform("min").to_numpy()
+    retry = ts > first_scanner_ts  # NaN (no scanner probe to repeat) compares False
+    out[np.flatnonzero(udp)] = scanner | retry
     return out
 
 

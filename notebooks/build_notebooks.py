@@ -1335,10 +1335,11 @@ pd.DataFrame(rows)
 """, answer="""
 Each phase's probes come from one or two source ports and carry a different TTL nearly every time, within 37–59:
 nmap picks a random TTL per raw probe and keeps a source port for a scan (a second one for its retries). The
-clients' requests carry the kernel's fixed TTL 64 and a new source port per connection or query. A TTL below 64
-among the "client requests" is a probe the analyzer did not count as scan-like: look it up in `view` — in this
-capture it is nmap's second, retried NetBIOS query to udp/137, sent from a new source port with a payload, which
-the analyzer's UDP rule (empty, or a source port reused for several ports) does not catch. The TTL betrays it.
+clients' requests carry the kernel's fixed TTL 64, every one of them, and a new source port per connection or
+query. Look at the UDP phase's second source port: it sent one datagram, nmap's retried NetBIOS query to udp/137,
+with a payload and from a port used for nothing else — a client's look. The analyzer still counts it in the scan
+because it repeats, from a new source port, a probe the scanner had already sent (same target, port and payload
+length): a retransmission, which a client asking again (a new DNS id, a new name) does not produce. Its TTL agrees.
 """)
 
 L3.md("""

@@ -39,6 +39,18 @@ Truth file (JSON)
     scanner; the same for ordinary captures from the lab's fixed MACs.
 ``packets``, ``bytes``
     frames in the capture, and its size.
+``nat``
+    captures of a scanner behind NAT only: ``{"inside", "outside", "inside_capture",
+    "inside_tcpdump_dropped"}``, the scanner's own address, the NAT's outside address (the scanner
+    the target sees: ``scanner`` and every scan's ``scanner``), and a second capture taken on the
+    scanner's own side (its scans name ``inside``). ``NAME.pcap`` is then taken on the target's side.
+``replies_lost``
+    captures of a target that rate-limits its ICMP errors and RSTs only: what it does. Ports the lab
+    answers but nmap heard nothing from carry ``"reply_lost": true`` (nmap's "no-response" state).
+``lost_first``
+    ``[{"protocol", "port"}]`` the target dropped the first packet to (only a retry was answered).
+UDP scans' ports also carry ``source_ports``: from how many source ports the scanner sent that port
+datagrams (nmap's first try and its retries, each from its own port).
 """
 
 from __future__ import annotations
@@ -54,14 +66,14 @@ import subprocess
 import sys
 import time
 import xml.etree.ElementTree as ET
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
-from scanlab import ScanLab, lab_available, scan_lab
+from scanlab import RST_LIMIT, ScanLab, lab_available, scan_lab
 
 log = logging.getLogger("make_scan_captures")
 
@@ -71,6 +83,13 @@ IP_PROTOCOLS = "1,6,17,47,50,51"
 HPING_PORTS = (22, 23, 25, 80, 135, 139, 443)
 HORIZONTAL_PORTS = "22,25,80,443,8080"
 CUSTOM_FLAGS = "SYNECECWR"
+# Many closed ports, so a rate limit swallows replies: the lab's ports plus 60 closed ones.
+RATE_UDP_PORTS = "53,137,139,161,162,514,1000-1059"
+RATE_TCP_PORTS = "22,23,25,80,135,139,443,1000-1059"
+# nmap sends udp/7 (echo) one payload per try (4 bytes: 32-byte IP packets); retried are only those
+# unanswered, so the retry's new source port carries one port's probe: a client's look.
+RETRY_UDP_PORTS = "7,53,161,162,514"
+LOST_FIRST = ("udp", 7, 32)
 
 # nmap scaninfo type -> our upper-case type, and the probe's TCP flags as letters.
 TYPES = {
@@ -175,6 +194,7 @@ class Spec:
     kind: str  # "nmap", "hping3", "multi", "ordinary"
     description: str
     run: Callable[[ScanLab, Path], dict]  # runs the tool(s) under capture; returns partial truth
+    capture_at: str = "scanner"  # ScanLab.capture's `at`: the scanner's bridge, or the target
 
 
 # ---------------------------------------------------------------------------------------------- nmap XML
@@ -233,31 +253,72 @@ def _now() -> float:
     return time.time()
 
 
-def run_nmap(lab: ScanLab, out: Path, args: list[str], targets: list[str]) -> dict:
+def run_nmap(lab: ScanLab, out: Path, args: list[str], targets: list[str], ns: str | None = None) -> dict:
     xml = out.with_suffix(".nmap.xml")
     cmd = ["nmap", *args, *NMAP_COMMON, "-oX", str(xml), *targets]
     started = _now()
-    lab.run(lab.scanner_ns, *cmd, timeout=120)
+    lab.run(ns or lab.scanner_ns, *cmd, timeout=120)
     ended = _now()
     return {"commands": [" ".join(cmd)], "phases": [{"xml": xml, "started": started, "ended": ended}]}
 
 
-def nmap_spec(name: str, args: list[str], description: str, targets: str = "target") -> Spec:
+@contextlib.contextmanager
+def as_built(lab: ScanLab, out: Path) -> Iterator[dict]:
+    yield {}
+
+
+@contextlib.contextmanager
+def behind_nat(lab: ScanLab, out: Path) -> Iterator[dict]:
+    """nmap runs behind the NAT; a second capture on its own side (NAME.inside.pcap)."""
+    inside = out.with_name(f"{out.stem}.inside.pcap")
+    nat = {"inside": lab.nat_scanner_addr, "outside": lab.scanner_addr, "inside_capture": inside.name}
+    with lab.behind_nat() as ns:
+        with lab.capture(inside, at="inside") as cap:
+            yield {"ns": ns, "truth": {"nat": nat}}
+        nat["inside_tcpdump_dropped"] = cap.packets_dropped or 0
+
+
+@contextlib.contextmanager
+def rate_limited(lab: ScanLab, out: Path) -> Iterator[dict]:
+    with lab.rate_limited():
+        yield {"truth": {"replies_lost": "Linux's default ICMP error rate limits (a short burst, then ~1/s per peer); "
+                                         f"TCP RSTs limited to {RST_LIMIT}"}}  # fmt: skip
+
+
+@contextlib.contextmanager
+def first_lost(lab: ScanLab, out: Path) -> Iterator[dict]:
+    protocol, port, ip_bytes = LOST_FIRST
+    with lab.lose_first(protocol, port, ip_bytes):
+        yield {"truth": {"lost_first": [{"protocol": protocol, "port": port}]}}
+
+
+def nmap_spec(
+    name: str, args: list[str], description: str, targets: str = "target", *, ports: str | None = None,
+    setting: Callable[[ScanLab, Path], contextlib.AbstractContextManager[dict]] = as_built,
+    capture_at: str = "scanner",
+) -> Spec:
+    """nmap `args` against `targets`; `setting` arranges the lab around the run (and may name the
+    namespace nmap runs in, and add to the truth)."""
+
     def run(lab: ScanLab, out: Path) -> dict:
         tg = {"target": [lab.target], "both": [lab.target, lab.target2], "subnet": [lab.subnet]}[targets]
-        ports = []
-        if "-sU" in args:
-            ports = ["-p", ",".join(map(str, lab.udp_ports))]
+        ports_args = []
+        if ports is not None:
+            ports_args = ["-p", ports]
+        elif "-sU" in args:
+            ports_args = ["-p", ",".join(map(str, lab.udp_ports))]
         elif "-sO" in args:
-            ports = ["-p", IP_PROTOCOLS]
+            ports_args = ["-p", IP_PROTOCOLS]
         elif targets == "both":
-            ports = ["-p", HORIZONTAL_PORTS]
+            ports_args = ["-p", HORIZONTAL_PORTS]
         elif "-sn" not in args:
-            ports = ["-p", ",".join(map(str, lab.tcp_ports))]
+            ports_args = ["-p", ",".join(map(str, lab.tcp_ports))]
         pn = [] if "-sn" in args else ["-Pn"]
-        return run_nmap(lab, out, [*args, *pn, *ports], tg)
+        with setting(lab, out) as where:
+            got = run_nmap(lab, out, [*args, *pn, *ports_args], tg, ns=where.get("ns"))
+        return got | where.get("truth", {})
 
-    return Spec(name, "nmap", description, run)
+    return Spec(name, "nmap", description, run, capture_at)
 
 
 def run_hping3(lab: ScanLab, out: Path) -> dict:
@@ -357,6 +418,20 @@ SPECS: list[Spec] = [
         "ping_arp", ["-sn"], "nmap host discovery of the /29 by ARP (nmap's default on a LAN)", "subnet"
     ),
     nmap_spec("horizontal", ["-sS"], f"nmap SYN scan of ports {HORIZONTAL_PORTS} on both lab hosts", "both"),
+    nmap_spec("nat_syn", ["-sS"], "nmap SYN scan from behind a NAT (masquerade), captured on the target's side",
+              setting=behind_nat, capture_at="target"),
+    nmap_spec("nat_udp", ["-sU"], "nmap UDP scan from behind a NAT, captured on the target's side",
+              setting=behind_nat, capture_at="target"),
+    nmap_spec("nat_connect", ["-sT"], "nmap connect scan from behind a NAT, captured on the target's side",
+              setting=behind_nat, capture_at="target"),
+    nmap_spec("ratelimit_udp", ["-sU", "--max-scan-delay", "10ms"],
+              "nmap UDP scan of 66 ports; the target keeps Linux's default ICMP rate limit",
+              ports=RATE_UDP_PORTS, setting=rate_limited),
+    nmap_spec("ratelimit_syn", ["-sS"], "nmap SYN scan of 67 ports; the target lets out 5 RSTs a second",
+              ports=RATE_TCP_PORTS, setting=rate_limited),
+    nmap_spec("udp_retry", ["-sU"], "nmap UDP scan; the target drops the first datagram to udp/7, so only "
+              "nmap's retry (its echo payload, from a new source port) is answered",
+              ports=RETRY_UDP_PORTS, setting=first_lost),
     Spec("hping3", "hping3", f"hping3 -S, 2 probes to each of ports {HPING_PORTS}", run_hping3),
     Spec(
         "multi",
@@ -400,13 +475,13 @@ def _tshark_rows(pcap: Path, fields: list[str]) -> list[list[str]]:
 
 
 _FIELDS = ["frame.time_epoch", "eth.src", "eth.dst", "arp.opcode", "arp.dst.proto_ipv4", "ip.src", "ip.dst",
-           "ip.proto", "tcp.flags", "udp.dstport", "icmp.type"]  # fmt: skip
+           "ip.proto", "tcp.flags", "udp.dstport", "icmp.type", "udp.srcport"]  # fmt: skip
 
 
 def _probe_packets(rows: list[list[str]], scan: dict) -> int:
     """Packets the scanner sent the target within the run that could be probes (an upper bound)."""
     n = 0
-    for t, _es, _ed, arp_op, arp_dst, src, dst, proto, flags, _udp, _icmp in rows:
+    for t, _es, _ed, arp_op, arp_dst, src, dst, proto, flags, _udp, _icmp, _usport in rows:
         if not scan["started"] - 0.01 <= float(t) <= scan["ended"] + 0.5:
             continue
         if scan["type"] == "PING" and arp_op == "1" and arp_dst == scan["target"]:
@@ -427,9 +502,23 @@ def _probe_packets(rows: list[list[str]], scan: dict) -> int:
     return n
 
 
+def _udp_source_ports(rows: list[list[str]], scan: dict) -> dict[int, int]:
+    """{port: distinct source ports} of the UDP datagrams the scanner sent the target during the run."""
+    sources: dict[int, set[str]] = {}
+    for t, _es, _ed, _op, _ad, src, dst, proto, _f, dport, _icmp, sport in rows:
+        if proto == "17" and src == scan["scanner"] and dst == scan["target"] and dport and (
+            scan["started"] - 0.01 <= float(t) <= scan["ended"] + 0.5
+        ):
+            sources.setdefault(int(dport), set()).add(sport)
+    return {port: len(s) for port, s in sources.items()}
+
+
 def _scans_from_phase(
-    lab: ScanLab, phase: dict, tool: str = "nmap"
+    lab: ScanLab, phase: dict, tool: str = "nmap", *, replies_lost: bool = False
 ) -> tuple[list[dict], list[dict], list[str]]:
+    """Truth scans, hosts and nmap-vs-lab warnings from one nmap run. The scanner is the lab's
+    scanner address, which is also the NAT's outside address. `replies_lost`: the target rate-limits,
+    so nmap's no-response verdict on a port the lab answers is expected (marked, not a warning)."""
     verdict = parse_nmap_xml(phase["xml"])
     info = verdict["scaninfo"]
     if not info:
@@ -453,10 +542,11 @@ def _scans_from_phase(
         ports = []
         for p in h["ports"]:
             expected = lab.expected_state(lab_kind, p["port"], h["address"]) if typ != "PING" else None
-            if expected != p["state"]:
+            lost = replies_lost and p["reason"] == "no-response" and expected != p["state"]
+            if expected != p["state"] and not lost:
                 warnings.append(f"{h['address']} {p['protocol']}/{p['port']}: nmap {p['state']} ({p['reason']}),"
                                 f" lab config says {expected}")  # fmt: skip
-            port = {**p, "lab_state": expected}
+            port = {**p, "lab_state": expected} | ({"reply_lost": True} if lost else {})
             if typ in ("ACK", "WINDOW"):
                 # -sA and -sW send the same probes: a capture cannot tell them apart. What nmap
                 # would have said under either reading of these replies (the lab's rules, which
@@ -474,11 +564,11 @@ def _scans_from_phase(
 
 def make_one(lab: ScanLab, spec: Spec, outdir: Path) -> dict:
     pcap = outdir / f"{spec.name}.pcap"
-    with lab.capture(pcap) as cap:
+    with lab.capture(pcap, at=spec.capture_at) as cap:
         got = spec.run(lab, pcap)
     scans, hosts, warnings = list(got.get("scans", [])), list(got.get("hosts", [])), []
     for phase in got.get("phases", []):
-        s, h, w = _scans_from_phase(lab, phase)
+        s, h, w = _scans_from_phase(lab, phase, replies_lost="replies_lost" in got)
         scans += s
         warnings += w
         for host in h:
@@ -489,12 +579,17 @@ def make_one(lab: ScanLab, spec: Spec, outdir: Path) -> dict:
     rows = _tshark_rows(pcap, _FIELDS)
     for scan in scans:
         scan["probe_packets"] = _probe_packets(rows, scan)
+        if scan["type"] == "UDP":
+            sources = _udp_source_ports(rows, scan)
+            for port in scan["ports"]:
+                port["source_ports"] = sources.get(port["port"], 0)
     truth = {
         "file": pcap.name, "name": spec.name, "kind": spec.kind, "description": spec.description,
         "commands": got["commands"], "scanner": lab.scanner_addr, "scans": scans, "hosts": hosts,
         "packets": len(rows), "bytes": pcap.stat().st_size, "tcpdump_dropped": cap.packets_dropped or 0,
         "nmap_vs_lab": warnings,
     }  # fmt: skip
+    truth |= {k: got[k] for k in ("nat", "replies_lost", "lost_first") if k in got}
     if any(s["type"] == "PING" for s in scans) or spec.name.startswith("ping"):
         net = ipaddress.ip_network(lab.subnet)
         truth["swept"] = [str(a) for a in net if str(a) != lab.scanner_addr]

@@ -29,6 +29,15 @@ IP proto    1 ICMP, 6 TCP, 17 UDP answered by the stack; 47 (GRE) -> ICMP protoc
 Target 10.77.40.3 (``target2``): TCP open 22, 8080 (banner "t2"); every other TCP port
 closed, every UDP port closed; no firewall.
 
+A scanner behind NAT: ``{p}-in`` (``nat_scanner_ns``, eth0 10.77.41.2/24) routes through the
+scanner namespace (nat0 10.77.41.1), which forwards it onto br0. Inside ``lab.behind_nat()``
+the scanner namespace masquerades it as 10.77.40.1; ``lab.capture(path, at="target")`` captures
+the target's side of the NAT, ``at="inside"`` the scanner's own side.
+
+``lab.rate_limited()`` gives the target Linux's default ICMP rate limits back (a short burst,
+then about one error a second per peer) and lets at most ``RST_LIMIT`` RSTs a second out; ``lab.lose_first(
+"udp", port, size)`` drops the first datagram to a port (a lost packet: only a retry can be answered).
+
 Use::
 
     from scanlab import scan_lab
@@ -78,8 +87,16 @@ NET = "10.77.40"
 PREFIX_LEN = 29
 SCANNER_ADDR, TARGET_ADDR, TARGET2_ADDR = f"{NET}.1", f"{NET}.2", f"{NET}.3"
 SCANNER_MAC, TARGET_MAC, TARGET2_MAC = "02:77:40:00:00:01", "02:77:40:00:00:02", "02:77:40:00:00:03"
-ROLES = ("scan", "t1", "t2")
+ROLES = ("scan", "t1", "t2", "in")
 NFT_TABLE = "slsc_lab"
+NAT_NET = "10.77.41"
+NAT_INSIDE_ADDR, NAT_SCANNER_ADDR = f"{NAT_NET}.1", f"{NAT_NET}.2"
+NAT_INSIDE_MAC, NAT_SCANNER_MAC = "02:77:41:00:00:01", "02:77:41:00:00:02"
+NAT_TABLE, RATE_TABLE, LOSS_TABLE = "slsc_nat", "slsc_rate", "slsc_loss"
+RST_LIMIT = "5/second burst 5 packets"
+# Linux's defaults (Documentation/networking/ip-sysctl.rst): what a target left alone does.
+DEFAULT_ICMP_LIMITS = ["net.ipv4.icmp_ratelimit=1000", "net.ipv4.icmp_msgs_per_sec=1000",
+                       "net.ipv4.icmp_msgs_burst=50"]  # fmt: skip
 
 TCP_OPEN = (22, 80, 443)
 TCP_CLOSED = (23, 25)
@@ -179,7 +196,10 @@ class ScanLab:
     scanner_ns: str
     target_ns: str
     target2_ns: str
+    nat_scanner_ns: str
     scanner_iface: str = "br0"
+    nat_scanner_iface: str = "eth0"
+    nat_scanner_addr: str = NAT_SCANNER_ADDR
     scanner_addr: str = SCANNER_ADDR
     target: str = TARGET_ADDR
     target2: str = TARGET2_ADDR
@@ -201,7 +221,7 @@ class ScanLab:
 
     @property
     def namespaces(self) -> tuple[str, ...]:
-        return (self.scanner_ns, self.target_ns, self.target2_ns)
+        return (self.scanner_ns, self.target_ns, self.target2_ns, self.nat_scanner_ns)
 
     @property
     def tcp_ports(self) -> tuple[int, ...]:
@@ -271,26 +291,93 @@ class ScanLab:
         raise ValueError(f"unknown scan type {scan!r}")
 
     def run(
-        self, ns: str, *cmd: str, timeout: float = 120, check: bool = True
+        self, ns: str, *cmd: str, timeout: float = 120, check: bool = True, input: str | None = None
     ) -> subprocess.CompletedProcess:
         """Run `cmd` in namespace `ns`, capturing text output; raises LabCommandError."""
-        return _run(["ip", "netns", "exec", ns, *cmd], timeout=timeout, check=check)
+        return _run(["ip", "netns", "exec", ns, *cmd], timeout=timeout, check=check, input=input)
 
     def spawn(self, ns: str, *cmd: str, ready: str | None = None) -> subprocess.Popen:
         """Start a background process in `ns` that the lab stops (by PID) at teardown."""
         return self._processes.start(ns, *cmd, ready=ready)
 
     @contextlib.contextmanager
-    def capture(self, path: str | os.PathLike, *, settle_s: float = 0.3) -> Iterator[Capture]:
-        """tcpdump on the scanner's bridge (both directions, Ethernet) for the with-block.
+    def behind_nat(self) -> Iterator[str]:
+        """For the with-block, the scanner namespace masquerades the NAT'd scanner as its own
+        address; yields the NAT'd scanner's namespace. Conntrack exists only inside the block."""
+        nft = f"""
+table ip {NAT_TABLE} {{
+    chain postrouting {{
+        type nat hook postrouting priority srcnat; policy accept;
+        ip saddr {NAT_NET}.0/24 oifname "{self.scanner_iface}" masquerade
+    }}
+}}
+"""
+        with self._nft(self.scanner_ns, NAT_TABLE, nft):
+            yield self.nat_scanner_ns
+
+    @contextlib.contextmanager
+    def rate_limited(self) -> Iterator[None]:
+        """For the with-block, the target rate-limits its ICMP errors as Linux does by default,
+        and sends at most RST_LIMIT TCP resets (the rest are dropped)."""
+        nft = f"""
+table inet {RATE_TABLE} {{
+    chain output {{
+        type filter hook output priority filter; policy accept;
+        tcp flags & rst == rst limit rate over {RST_LIMIT} drop
+    }}
+}}
+"""
+        _sysctls(self.target_ns, DEFAULT_ICMP_LIMITS)
+        try:
+            with self._nft(self.target_ns, RATE_TABLE, nft):
+                yield
+        finally:
+            _sysctls(self.target_ns, _SYSCTLS)
+
+    @contextlib.contextmanager
+    def lose_first(self, protocol: str, port: int, ip_bytes: int) -> Iterator[None]:
+        """For the with-block, the target drops the first `protocol` packet to `port` it receives,
+        as a lossy path would: only a retry gets through. The rule is a byte quota of one packet
+        of `ip_bytes` (IP length), so it holds for packets of ip_bytes/2 .. ip_bytes."""
+        nft = f"""
+table inet {LOSS_TABLE} {{
+    chain input {{
+        type filter hook input priority filter - 1; policy accept;
+        {protocol} dport {port} quota until {ip_bytes + 1} bytes drop
+    }}
+}}
+"""
+        with self._nft(self.target_ns, LOSS_TABLE, nft):
+            yield
+
+    @contextlib.contextmanager
+    def _nft(self, ns: str, table: str, ruleset: str) -> Iterator[None]:
+        family = ruleset.split()[1]
+        self.run(ns, "nft", "-f", "-", input=ruleset)
+        try:
+            yield
+        finally:
+            self.run(ns, "nft", "delete", "table", family, table, check=False)
+
+    @contextlib.contextmanager
+    def capture(
+        self, path: str | os.PathLike, *, settle_s: float = 0.3, at: str = "scanner"
+    ) -> Iterator[Capture]:
+        """tcpdump on the scanner's bridge (both directions, Ethernet) for the with-block; `at`
+        "target" on the target's own interface, "inside" on the NAT'd scanner's.
+
+        A NAT's own bridge is no place to capture its outside: frames the bridge passes up show
+        replies already translated back to the inside address, probes translated to the outside.
 
         Waits until tcpdump listens before the block; after it, waits `settle_s` so late
         replies are kept, then stops tcpdump with SIGINT. Counters are set on exit.
         """
         cap = Capture(str(path))
+        ns, iface = {"scanner": (self.scanner_ns, self.scanner_iface), "target": (self.target_ns, "eth0"),
+                     "inside": (self.nat_scanner_ns, self.nat_scanner_iface)}[at]  # fmt: skip
         cmd = [
-            "ip", "netns", "exec", self.scanner_ns,
-            "tcpdump", "-i", self.scanner_iface, "-n", "-U", "-w", cap.path,
+            "ip", "netns", "exec", ns,
+            "tcpdump", "-i", iface, "-n", "-U", "-w", cap.path,
             "-Z", "root", "--immediate-mode", "-B", "16384",
             # Immediate mode means a TPACKET_V2 ring of snaplen-sized slots: the default
             # snaplen (256 KiB) would leave 64 slots and drop bursts. No frame here tops 1514.
@@ -345,7 +432,7 @@ def _sysctls(ns: str, settings: Sequence[str]) -> None:
 
 
 def _build(lab: ScanLab) -> None:
-    scan, t1, t2 = lab.namespaces
+    scan, t1, t2, inside = lab.namespaces
     for ns in lab.namespaces:
         _run(["ip", "netns", "add", ns])
         _sysctls(ns, _SYSCTLS)
@@ -375,8 +462,27 @@ def _build(lab: ScanLab) -> None:
             f"neigh replace {SCANNER_ADDR} lladdr {SCANNER_MAC} dev eth0 nud permanent",
         ])  # fmt: skip
         _offload_off(ns, ["eth0"])
+    # The NAT'd scanner: a host behind the scanner namespace, which routes for it.
+    _run([
+        "ip", "link", "add", "name", "nat0", "address", NAT_INSIDE_MAC, "netns", scan,
+        "type", "veth", "peer", "name", "eth0", "address", NAT_SCANNER_MAC, "netns", inside,
+    ])  # fmt: skip
+    _sysctls(scan, ["net.ipv4.ip_forward=1"])
+    _ip_batch(scan, [
+        "link set nat0 up",
+        f"addr add {NAT_INSIDE_ADDR}/24 dev nat0",
+        f"neigh replace {NAT_SCANNER_ADDR} lladdr {NAT_SCANNER_MAC} dev nat0 nud permanent",
+    ])  # fmt: skip
+    _ip_batch(inside, [
+        "link set lo up",
+        "link set eth0 up",
+        f"addr add {NAT_SCANNER_ADDR}/24 dev eth0",
+        f"neigh replace {NAT_INSIDE_ADDR} lladdr {NAT_INSIDE_MAC} dev eth0 nud permanent",
+        f"route add default via {NAT_INSIDE_ADDR}",
+    ])  # fmt: skip
+    _offload_off(inside, ["eth0"])
     # Real checksums in every captured frame (the scanner's own TCP stack included).
-    _offload_off(scan, ["port1", "port2", "br0"])
+    _offload_off(scan, ["port1", "port2", "br0", "nat0"])
     _run(["ip", "netns", "exec", t1, "nft", "-f", "-"], input=_nft_ruleset())
 
     banner_tcp = [p for p in TCP_OPEN if p != HTTP_PORT]
@@ -426,7 +532,8 @@ def scan_lab(prefix: str) -> Iterator[ScanLab]:
     if not re.fullmatch(r"[A-Za-z0-9_]{1,20}", prefix):
         raise ValueError(f"lab prefix must be 1-20 letters, digits or '_': {prefix!r}")
     lab = ScanLab(
-        prefix=prefix, scanner_ns=f"{prefix}-scan", target_ns=f"{prefix}-t1", target2_ns=f"{prefix}-t2"
+        prefix=prefix, scanner_ns=f"{prefix}-scan", target_ns=f"{prefix}-t1", target2_ns=f"{prefix}-t2",
+        nat_scanner_ns=f"{prefix}-in",
     )
     existing = set(_list_netns())
     for ns in lab.namespaces:

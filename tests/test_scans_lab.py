@@ -10,7 +10,12 @@ or the lab's configuration for hping3) into a temporary directory; each test the
 * every port nmap reported has the same state in ours (for -sA/-sW, whose probes are identical on the
   wire, the state nmap's rule gives for the type ours reports);
 * probe flags, tool, first/last inside the tool's run, probe count between ports and probe packets;
-* each target's MAC in ``hosts``; the analyzer finishes each capture in under 10 s.
+* each target's MAC in ``hosts``; the analyzer finishes each capture in under 10 s;
+* "not fooled": a scanner behind NAT is named by the NAT's outside address on the target's side and by its
+  own on its side, with nmap's states on both; a target that rate-limits ICMP errors and RSTs leaves ports
+  unanswered, and ours say of them what nmap's rules say of no reply (never a state the capture does not
+  show); every datagram nmap sent a UDP port, retries from new source ports with payloads included, is a
+  probe of the scan.
 
 Set ``SYNLENS_SCAN_CAPTURES=DIR`` to reuse captures made before by ``tests/make_scan_captures.py DIR``
 (no lab needed then, only the analyzer).
@@ -40,6 +45,9 @@ WINDOW_SLACK_S = (0.5, 1.0)  # before the tool started, after it ended
 NAMES = gen.NAMES
 SCAN_NAMES = [n for n in NAMES if gen.KINDS[n] != "ordinary"]
 ORDINARY_NAMES = [n for n in NAMES if gen.KINDS[n] == "ordinary"]
+NAT_NAMES = [n for n in NAMES if n.startswith("nat_")]
+RATE_LIMITED_NAMES = [n for n in NAMES if n.startswith("ratelimit_")]
+UDP_NMAP_NAMES = [n for n in NAMES if "udp" in n and gen.KINDS[n] == "nmap"]
 EQUIVALENT_TYPES = {"ACK": {"ACK", "WINDOW"}, "WINDOW": {"ACK", "WINDOW"}}
 # Raw-packet TCP scans carry nmap's signature (window 1024, one source port per phase): tool must be nmap.
 NMAP_SIGNED = {"SYN", "FIN", "NULL", "XMAS", "ACK", "WINDOW", "MAIMON", "CUSTOM"}
@@ -83,24 +91,26 @@ def scans_cli() -> None:
         )
 
 
-_RESULTS: dict[str, tuple[dict, float]] = {}
+_RESULTS: dict[Path, tuple[dict, float]] = {}
 
 
-def analyze(captures: tuple[Path, dict[str, dict]], name: str) -> tuple[dict, dict, float]:
-    """(analyzer JSON, truth, seconds) for capture `name`; the analyzer runs once per capture."""
+def analyze(captures: tuple[Path, dict[str, dict]], name: str, file: str | None = None) -> tuple[dict, dict, float]:
+    """(analyzer JSON, truth, seconds) for capture `name` (or its other capture `file`); the analyzer runs
+    once per file."""
     d, truths = captures
     if name not in truths:
         pytest.skip(f"capture {name} was not made")
-    if name not in _RESULTS:
+    pcap = d / (file or f"{name}.pcap")
+    if pcap not in _RESULTS:
         started = time.monotonic()
         r = subprocess.run(
-            [sys.executable, "-m", "analyzer", "scans", str(d / f"{name}.pcap"), "--format", "json"],
+            [sys.executable, "-m", "analyzer", "scans", str(pcap), "--format", "json"],
             check=False, cwd=REPO, capture_output=True, text=True, timeout=120,
         )  # fmt: skip
         elapsed = time.monotonic() - started
-        assert r.returncode == 0, f"analyzer failed on {name}.pcap (rc {r.returncode}):\n{r.stderr[-3000:]}"
-        _RESULTS[name] = (json.loads(r.stdout), elapsed)
-    out, elapsed = _RESULTS[name]
+        assert r.returncode == 0, f"analyzer failed on {pcap.name} (rc {r.returncode}):\n{r.stderr[-3000:]}"
+        _RESULTS[pcap] = (json.loads(r.stdout), elapsed)
+    out, elapsed = _RESULTS[pcap]
     return out, truths[name], elapsed
 
 
@@ -190,13 +200,11 @@ def test_scan_types(captures, scans_cli, name: str) -> None:
     )
 
 
-@pytest.mark.parametrize("name", SCAN_NAMES)
-def test_port_states(captures, scans_cli, name: str) -> None:
-    """Every port nmap (or, for hping3, the lab) reported has the same state in ours."""
-    out, truth, _ = analyze(captures, name)
+def wrong_states(ours_scans: list[dict], truth_scans: list[dict]) -> list[str]:
+    """Every port of the truth whose state in ours differs (or is missing), as text."""
     wrong = []
-    for want in truth["scans"]:
-        ours = find_ours(out["scans"], want)
+    for want in truth_scans:
+        ours = find_ours(ours_scans, want)
         if ours is None:
             if want["ports"]:
                 wrong.append(f"{key(want)}: no such scan")
@@ -213,6 +221,14 @@ def test_port_states(captures, scans_cli, name: str) -> None:
                 wrong.append(f"{want['type']} {want['target']} {p['protocol']}/{p['port']}: ours {got} "
                              f"as {ours['type']}, want {expected} (nmap {want['type']}: {p['state']}, "
                              f"{p['reason']})")  # fmt: skip
+    return wrong
+
+
+@pytest.mark.parametrize("name", SCAN_NAMES)
+def test_port_states(captures, scans_cli, name: str) -> None:
+    """Every port nmap (or, for hping3, the lab) reported has the same state in ours."""
+    out, truth, _ = analyze(captures, name)
+    wrong = wrong_states(out["scans"], truth["scans"])
     assert not wrong, "\n".join(wrong)
 
 
@@ -281,3 +297,79 @@ def test_fast_enough(captures, scans_cli, name: str) -> None:
     """A sanity bound, not a benchmark: each capture (< 1 MB) is analyzed in under 10 s."""
     _, _, elapsed = analyze(captures, name)
     assert elapsed < ANALYZER_TIMEOUT_S, f"{name}: {elapsed:.1f} s"
+
+
+# ---------------------------------------------------------------------------------------------- not fooled
+
+
+@pytest.mark.parametrize("name", NAT_NAMES)
+def test_nat_outside_address_is_the_scanner(captures, scans_cli, name: str) -> None:
+    """Captured on the target's side of a NAT: every scan's scanner is the NAT's outside address; the
+    scanner's own (inside) address, which never crossed the NAT, appears nowhere in ours."""
+    out, truth, _ = analyze(captures, name)
+    nat = truth["nat"]
+    assert truth["scanner"] == nat["outside"] and truth["scans"]
+    assert out["scans"], "no scan found"
+    assert {s["scanner"] for s in out["scans"]} == {nat["outside"]}
+    assert nat["inside"] not in json.dumps(out)
+
+
+@pytest.mark.parametrize("name", NAT_NAMES)
+def test_nat_inside_capture(captures, scans_cli, name: str) -> None:
+    """The same scan captured on the scanner's side of the NAT: ours name the inside address, find the same
+    technique, and every port has nmap's state there too."""
+    _, truth, _ = analyze(captures, name)
+    nat = truth["nat"]
+    assert nat["inside_tcpdump_dropped"] == 0
+    out, _, elapsed = analyze(captures, name, nat["inside_capture"])
+    inside = [w | {"scanner": nat["inside"]} for w in truth["scans"]]
+    assert sorted(map(key, out["scans"])) == sorted(map(key, inside)), describe(out["scans"])
+    wrong = wrong_states(out["scans"], inside)
+    assert not wrong, "\n".join(wrong)
+    assert elapsed < ANALYZER_TIMEOUT_S
+
+
+@pytest.mark.parametrize("name", RATE_LIMITED_NAMES)
+def test_rate_limited_target(captures, scans_cli, name: str) -> None:
+    """The target's rate limit really swallowed replies (nmap heard nothing from ports the lab answers) and
+    let some through; on every swallowed port ours say what nmap's rules say of no reply, from no reply."""
+    out, truth, _ = analyze(captures, name)
+    (want,) = truth["scans"]
+    lost = [p for p in want["ports"] if p.get("reply_lost")]
+    answered = [p for p in want["ports"] if p["reason"] != "no-response" and p["lab_state"] == "closed"]
+    assert len(lost) >= 10, f"only {len(lost)} replies lost: the rate limit did not bite"
+    assert answered, "no closed port answered: the rate limit let nothing through"
+    ours = find_ours(out["scans"], want)
+    assert ours is not None, describe(out["scans"])
+    by_port = {p["port"]: p for p in ours["ports"]}
+    wrong = [f"{p['protocol']}/{p['port']}: ours {by_port.get(p['port'])}, nmap {p['state']} (no-response)"
+             for p in lost
+             if (by_port.get(p["port"]) or {}).get("state") != p["state"]
+             or by_port[p["port"]]["reason"] != "no-response"]  # fmt: skip
+    assert not wrong, "\n".join(wrong)
+
+
+@pytest.mark.parametrize("name", UDP_NMAP_NAMES)
+def test_udp_retries_are_probes(captures, scans_cli, name: str) -> None:
+    """Every datagram nmap sent a UDP port is a probe of the scan: its first try and each retry from a new
+    source port, with a protocol payload (DNS, SNMP, NetBIOS, echo …) or without; a port only a retry
+    could reach has the state nmap gave it."""
+    out, truth, _ = analyze(captures, name)
+    wrong, retried = [], 0
+    for want in truth["scans"]:
+        ours = find_ours(out["scans"], want)
+        assert ours is not None, describe(out["scans"])
+        probes = {p["port"]: p["probes"] for p in ours["ports"]}
+        for p in want["ports"]:
+            retried += p["source_ports"] > 1
+            if probes.get(p["port"]) != p["source_ports"]:
+                wrong.append(f"udp/{p['port']}: {probes.get(p['port'])} probes in ours, datagrams from "
+                             f"{p['source_ports']} source ports in the capture")  # fmt: skip
+        states = {p["port"]: p["state"] for p in ours["ports"]}
+        for lost in truth.get("lost_first", []):
+            (p,) = [p for p in want["ports"] if p["port"] == lost["port"]]
+            assert p["source_ports"] >= 2 and p["reason"] != "no-response", "nmap's retry was not answered"
+            if states.get(p["port"]) != p["state"]:
+                wrong.append(f"udp/{p['port']}: ours {states.get(p['port'])}, nmap {p['state']} from its retry")
+    assert retried, "nmap retried no port: nothing tested"
+    assert not wrong, "\n".join(wrong)
