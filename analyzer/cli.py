@@ -8,7 +8,7 @@ import warnings
 
 from .errors import CaptureError, CaptureWarning
 from .families import DEFAULT_CONFIDENCE, METHODS, MIN_DIFF_US, MIN_RATIO, families
-from .match import DEFAULT_WINDOW_S, match
+from .match import DEFAULT_WINDOW_S, MATCH_COLUMNS, match
 from .output import hosts_table, rtt_csv, rtt_json, rtt_table, scans_csv, scans_json, scans_table
 from .packets import read
 
@@ -129,7 +129,10 @@ def _warn_line(message, category, filename, lineno, file=None, line=None) -> Non
 
 
 def cmd_rtt(args: argparse.Namespace) -> int:
-    packets = read(args.capture, engine=args.engine)
+    from .signals import REPLY_FIELDS
+
+    # Only the fields matching and the signals read: on a big capture, a fraction of the whole table.
+    packets = read(args.capture, engine=args.engine, columns=MATCH_COLUMNS + REPLY_FIELDS)
     probes = match(packets, window_s=args.window)
     if args.target:
         probes = probes[probes["dst"].astype(str).isin(args.target)]

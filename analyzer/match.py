@@ -40,6 +40,10 @@ _K_NEXTSEQ, _K_ACK, _K_SEQ, _K_UDP, _K_ICMP = 1, 2, 3, 4, 5
 _KEY = ["fam", "a", "b", "x", "y", "p", "s"]
 _ICMP4_REPLY = {8: 0, 13: 14, 15: 16, 17: 18}
 _ICMP6_REPLY = {128: 129}
+# The packets-table columns `match` reads: `analyzer.read(path, columns=MATCH_COLUMNS)` is all it needs.
+MATCH_COLUMNS = ("frame", "ts_ns", "ip_version", "src", "dst", "ip_proto", "ttl", "ip_id", "ip_len", "fragment",
+                 "sport", "dport", "tcp_flags", "seq", "ack", "window", "payload_len", "icmp_type", "icmp_code",
+                 "icmp_id", "icmp_seq", "q_src", "q_dst", "q_proto", "q_sport", "q_dport", "q_seq")
 REPLY_KINDS = ["syn-ack", "rst", "icmp", "udp", "echo-reply"]
 PROTOCOLS = ["tcp", "udp", "icmp"]
 

@@ -119,19 +119,32 @@ def rtt_table(fams: pd.DataFrame, meta: dict[str, object], family_table: pd.Data
     return "\n".join(lines)
 
 
-@functools.cache
 def service_name(port: int, protocol: str) -> str:
     """The system's name for a port (/etc/services), as nmap's SERVICE column shows it."""
-    import socket
-
     if protocol == "ip":
         return _ip_protocols().get(int(port), "unknown")
+    return _services().get((int(port), protocol), "unknown")
+
+
+@functools.cache
+def _services() -> dict[tuple[int, str], str]:
+    """(port, protocol) → name from /etc/services (netbase), read once: the first entry wins, as in
+    getservbyport(3), which scans the file on every call (65,535 ports cost it seconds)."""
+    names: dict[tuple[int, str], str] = {}
     try:
-        return socket.getservbyport(int(port), protocol)
-    except (OSError, OverflowError):
-        return "unknown"
+        with open("/etc/services", encoding="utf-8", errors="replace") as f:
+            for line in f:
+                parts = line.split("#", 1)[0].split()
+                if len(parts) >= 2 and "/" in parts[1]:
+                    number, _, proto = parts[1].partition("/")
+                    if number.isdigit():
+                        names.setdefault((int(number), proto), parts[0])
+    except OSError:
+        pass
+    return names
 
 
+@functools.cache
 def _ip_protocols() -> dict[int, str]:
     """IP protocol numbers → names from /etc/protocols (netbase), for -sO scans' tables."""
     names: dict[int, str] = {}

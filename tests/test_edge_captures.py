@@ -204,6 +204,21 @@ def test_read_some_columns(api, edge_dir: Path, file: str) -> None:
     assert some.attrs["malformed"] == whole.attrs["malformed"]
 
 
+@pytest.mark.parametrize("file", MATCHABLE)
+def test_match_and_signals_need_only_their_columns(api, edge_dir: Path, file: str) -> None:
+    """`synlens rtt` reads MATCH_COLUMNS + REPLY_FIELDS only: the same probes and families as from the full table."""
+    from analyzer.match import MATCH_COLUMNS
+    from analyzer.signals import REPLY_FIELDS
+
+    whole = read_quietly(api, edge_dir / file)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        some = api.read(str(edge_dir / file), columns=MATCH_COLUMNS + REPLY_FIELDS)
+    pd.testing.assert_frame_equal(api.match(some), api.match(whole))
+    for a, b in zip(api.signal_families(some, api.match(some)), api.signal_families(whole, api.match(whole))):
+        pd.testing.assert_frame_equal(a, b)
+
+
 def test_read_unknown_column_is_refused(api, edge_dir: Path) -> None:
     with pytest.raises(ValueError, match="not columns of the packets table"):
         api.read(str(edge_dir / "basic.pcap"), columns=["ts_ns", "no_such_field"])
