@@ -61,6 +61,12 @@ class Records:
                                    wirelen=self.wirelen[start:stop], ts_ns=self.ts_ns[start:stop],
                                    linktype=self.linktype[start:stop], iface=self.iface[start:stop])
 
+    def take(self, index: np.ndarray) -> Records:
+        """The records at `index` (copies of their index entries, sharing `data`)."""
+        return dataclasses.replace(self, offset=self.offset[index], caplen=self.caplen[index],
+                                   wirelen=self.wirelen[index], ts_ns=self.ts_ns[index],
+                                   linktype=self.linktype[index], iface=self.iface[index])
+
     def release(self, start: int, stop: int) -> None:
         """Records start … stop-1 are decoded: when `data` maps the file, give their pages back to the
         kernel (they stay in the page cache; touching them again maps them again)."""

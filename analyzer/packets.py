@@ -5,6 +5,17 @@ IPv6 extension headers) → TCP (with options) / UDP / ICMP / ICMPv6 (with the h
 Every byte read is bounds-checked against the record's captured length: a field that lies beyond it is
 absent (NA), never read from the next record. Rows whose IP or TCP header is inconsistent are kept with
 what could be decoded, and counted in ``attrs["malformed"]``.
+
+Fast path: most records of a scan share one layout, Ethernet II / IPv4 without options / TCP. Before the
+layers run on a chunk, `_fast_tcp4` gathers the first 54 bytes of every Ethernet record at once (one copy
+per record, read as the fields of `_ETH_IP4_TCP`) and takes the records whose bytes prove that layout
+with every header and option captured and inside the IP length. For those every field sits at a fixed
+offset and every bounds check of the layers is known to pass, so the values are the layers' values. Their
+TCP options are matched against the option layouts (`_option_layout`) of the first records: the option
+parser's path depends only on the kind and length bytes it reads, so a record with the same bytes there
+parses the same way, and its values are read from the same positions. Records the fast path does not take
+(another link, VLAN, IPv6, IP options, fragments, a header cut short, a rare option layout, ...) go
+through the layers. tests/test_edge_captures.py decodes fuzzed records both ways and compares the tables.
 """
 
 from __future__ import annotations
@@ -82,7 +93,7 @@ class _Columns:
 
         self.n = n
         self.keep = keep  # columns asked for: the others are decoded (layers read them) but not stored
-        self.base = 0  # row number of the current chunk's first row (layers set chunk-relative rows)
+        self.rows = np.zeros(0, np.int64)  # table row of each row the layers see (they set relative rows)
         self.dtypes = PACKET_DTYPES
         self.values: dict[str, np.ndarray] = {}
         self.present: dict[str, np.ndarray] = {}
@@ -92,18 +103,22 @@ class _Columns:
         return np.dtype(dtype.lower()) if dtype[0] == "U" or dtype == "Int64" else np.dtype(dtype)
 
     def set(self, name: str, rows: np.ndarray, values: np.ndarray, good: np.ndarray | None = None) -> None:
+        """Layer rows `rows` (where `good`) hold `values`."""
+        if name not in self.keep:
+            return
+        if good is None:
+            self.put(name, self.rows[rows], values)
+        else:
+            self.put(name, self.rows[rows[good]], values[good])
+
+    def put(self, name: str, target: np.ndarray | slice, values: np.ndarray | int) -> None:
+        """Table rows `target` hold `values`."""
         if name not in self.keep:
             return
         if name not in self.values:
             self.values[name] = np.zeros(self.n, self._dtype(name))
             self.present[name] = np.zeros(self.n, bool)
-        rows = rows + self.base
-        if good is None:
-            self.values[name][rows] = values
-            self.present[name][rows] = True
-            return
-        target = rows[good]
-        self.values[name][target] = values[good]
+        self.values[name][target] = values
         self.present[name][target] = True
 
     def get(self, name: str) -> tuple[np.ndarray, np.ndarray]:
@@ -178,16 +193,10 @@ def decode(rec: Records, *, columns: Iterable[str] | None = None) -> pd.DataFram
     for a in range(0, n, DECODE_ROWS):
         b = min(n, a + DECODE_ROWS)
         chunk = rec.rows(a, b)
-        out.base = addr.base = a
-        buf = _Bytes(rec.data, chunk.offset + chunk.caplen)
-        l3, ethertype = _link(buf, chunk, out)
-        # A frame too short for its own link header is malformed (tshark agrees); unknown link types are not.
-        known = np.isin(chunk.linktype, (LINKTYPE_ETHERNET, LINKTYPE_SLL, LINKTYPE_SLL2, LINKTYPE_NULL, LINKTYPE_LOOP)
-                        + RAW_LINKTYPES)
-        malformed[a:b] |= known & (l3 < 0)
-        _ip(buf, l3, ethertype, out, addr, malformed[a:b])
-        buf.release()
-        del buf, l3, ethertype, known
+        fast = _fast_tcp4(rec.data, chunk, a, out, addr)
+        rest = np.flatnonzero(~fast)
+        if len(rest):
+            _layers(rec.data, chunk if len(rest) == len(chunk) else chunk.take(rest), rest + a, out, addr, malformed)
         rec.release(a, b)  # this chunk's bytes are decoded: a mapped capture gives their pages back
     cols: dict[str, object] = {
         "frame": np.arange(1, n + 1, dtype=np.int64),
@@ -212,6 +221,154 @@ def decode(rec: Records, *, columns: Iterable[str] | None = None) -> pd.DataFram
     frame = frame_from_columns({k: v for k, v in cols.items() if k in keep}, subset=columns is not None)
     frame.attrs.update(path=rec.path, format=rec.format, compressed=rec.compressed, malformed=int(malformed.sum()))
     return frame
+
+# The dominant layout, declared as data: Ethernet II, IPv4 without options (IHL 5), TCP fixed header.
+_ETH_IP4_TCP = np.dtype({
+    "names": ["eth_dst_hi", "eth_dst_lo", "eth_src_hi", "eth_src_lo", "ethertype", "vihl", "ip_len", "ip_id",
+              "frag", "ttl", "ip_proto", "src", "dst", "sport", "dport", "seq", "ack", "off_flags", "window"],
+    "formats": [">u4", ">u2", ">u4", ">u2", ">u2", "u1", ">u2", ">u2", ">u2", "u1", "u1", ">u4", ">u4", ">u2", ">u2",
+                ">u4", ">u4", ">u2", ">u2"],
+    "offsets": [0, 4, 6, 10, 12, 14, 16, 18, 20, 22, 23, 26, 30, 34, 36, 38, 42, 46, 48],
+    "itemsize": 54,
+})
+_TCP_AT = 34  # the TCP header's offset in that layout
+# TCP options whose values the table holds: (column, kind, option length, value offset, value size)
+_OPTION_FIELDS = (("mss", 2, 4, 2, 2), ("wscale", 3, 3, 2, 1), ("tsval", 8, 10, 2, 4), ("tsecr", 8, 10, 6, 4))
+_OPTION_COLUMNS = frozenset(["tcp_options"] + [f[0] for f in _OPTION_FIELDS])
+_LAYOUTS_PER_SIZE = 8  # option layouts tried per TCP header size and chunk; rarer ones take the general path
+
+
+def _fast_tcp4(data: np.ndarray, rec: Records, base: int, out: _Columns, addr: _Addresses) -> np.ndarray:
+    """Decode the records of the dominant layout at once; return which records it decoded.
+
+    A record qualifies when it is Ethernet II carrying IPv4 with IHL 5, unfragmented (offset 0), TCP, with
+    a data offset of at least 20 whose options lie inside both the captured bytes and the IP length, and
+    options laid out as one of the layouts found in the chunk (`_option_layouts`). Then every field sits at
+    a fixed offset, and every bounds check of the general layers holds: caplen >= 34 + data offset and IP
+    length >= 20 + data offset. So one gather of 54 bytes per record (`_ETH_IP4_TCP`) gives every field,
+    with the values and presence the general layers would give, and such a record is never malformed.
+    Everything else (VLAN, other links, IP options, IPv6, fragments, truncation, ICMP, ...) is left to
+    the general layers (`_layers`).
+    """
+    n = len(rec)
+    fast = np.zeros(n, bool)
+    cand = np.flatnonzero((rec.linktype == LINKTYPE_ETHERNET) & (rec.caplen >= _ETH_IP4_TCP.itemsize))
+    if not len(cand):
+        return fast
+    # A 54-byte record starting at every byte of the buffer (stride 1): one gather copies each candidate's
+    # headers (as opaque bytes, which numpy copies whole; then viewed as fields).
+    size = _ETH_IP4_TCP.itemsize
+    view = np.ndarray((len(data) - size + 1,), f"V{size}", buffer=data, strides=(1,))
+    h = view[rec.offset[cand]].view(_ETH_IP4_TCP)
+    doff = (h["off_flags"] >> 12).astype(np.int64) * 4
+    ip_len = h["ip_len"].astype(np.int64)
+    ok = ((h["ethertype"] == ETH_IPV4) & (h["vihl"] == 0x45) & (h["ip_proto"] == 6) & ((h["frag"] & 0x1FFF) == 0)
+          & (doff >= 20) & (ip_len >= 20 + doff) & (rec.caplen[cand] >= _TCP_AT + doff))
+    if _OPTION_COLUMNS & out.keep:
+        ok &= _fast_options(data, rec.offset[cand] + _TCP_AT + 20, doff, ok, out, cand + base)
+    if not ok.all():
+        cand, h, doff, ip_len = cand[ok], h[ok], doff[ok], ip_len[ok]
+    fast[cand] = True
+    target = slice(base, base + n) if len(cand) == n else cand + base
+
+    if {"eth_dst", "eth_src"} & out.keep:
+        for name in ("eth_dst", "eth_src"):
+            out.put(name, target, (h[name + "_hi"].astype(np.uint64) << np.uint64(16)) | h[name + "_lo"])
+    for name, value in (("ethertype", ETH_IPV4), ("ip_version", 4), ("ip_proto", 6)):
+        out.put(name, target, value)
+    for name in ("ip_len", "ip_id", "ttl", "sport", "dport", "seq", "ack", "window"):
+        out.put(name, target, h[name])
+    out.put("fragment", target, (h["frag"] & 0x2000) != 0)  # offset 0: fragmented only when more follow
+    out.put("tcp_flags", target, h["off_flags"] & 0x1FF)
+    out.put("payload_len", target, ip_len - 20 - doff)
+    addr.put4("src", target, h["src"])
+    addr.put4("dst", target, h["dst"])
+    return fast
+
+
+def _fast_options(data: np.ndarray, start: np.ndarray, doff: np.ndarray, ok: np.ndarray, out: _Columns,
+                  target: np.ndarray) -> np.ndarray:
+    """TCP options of the rows `ok` (options at `start`, all captured) laid out as a layout seen in the
+    chunk: decode those; return which rows are decoded (rows without options always are)."""
+    done = ~ok | (doff == 20)
+    has_options = ok & (doff > 20)
+    for size in np.flatnonzero(np.bincount(doff[has_options], minlength=61)).tolist():
+        rows = np.flatnonzero(has_options & (doff == size))
+        width = size - 20
+        view = np.ndarray((len(data) - width + 1,), f"V{width}", buffer=data, strides=(1,))
+        opts = view[start[rows]].view(np.uint8).reshape(len(rows), width)
+        words = opts.view(np.uint32)  # compared four bytes at a time (data offsets are multiples of 4)
+        todo = np.arange(len(rows))
+        for _ in range(_LAYOUTS_PER_SIZE):
+            if not len(todo):
+                break
+            first = opts[todo[0]]
+            steer, kinds, fields = _option_layout(first.tobytes())
+            mask = np.zeros(width, np.uint8)
+            mask[steer] = 0xFF
+            mask_words, pattern = mask.view(np.uint32), (first & mask).view(np.uint32)
+            candidates = words if len(todo) == len(rows) else words[todo]
+            match = ((candidates & mask_words) == pattern).all(axis=1)
+            hit = todo[match]
+            todo = todo[~match]
+            dest = target[rows[hit]]
+            out.put("tcp_options", dest, kinds)
+            for name, at, vsize in fields:
+                field = np.ndarray((len(opts),), f">u{vsize}", buffer=opts, offset=at, strides=(width,))
+                out.put(name, dest, field[hit])
+            done[rows[hit]] = True
+    return done
+
+
+def _option_layout(opts: bytes) -> tuple[list[int], int, list[tuple[str, int, int]]]:
+    """How `_tcp_options` parses these option bytes (all captured, the whole option space, at least one
+    byte): the positions whose bytes steer the parse (kinds and lengths), the tcp_options value (present:
+    the first kind is always recorded), and where each option value
+    the table holds lies (column, offset, size; a later option overrides an earlier one).
+
+    The parse reads nothing else, so options with the same bytes at those positions parse the same way.
+    A length byte just past the option space is not steering: that option cannot fit, whatever it says.
+    """
+    steer: list[int] = []
+    kinds = count = cur = 0
+    fields: dict[str, tuple[int, int]] = {}
+    while cur < len(opts):
+        kind = opts[cur]
+        steer.append(cur)
+        if count < 8:
+            kinds, count = (kinds << 8) | kind, count + 1
+        if kind in (0, 1):
+            if kind == 0:
+                break
+            cur += 1
+            continue
+        if cur + 1 >= len(opts):
+            break
+        length = opts[cur + 1]
+        steer.append(cur + 1)
+        if length < 2 or cur + length > len(opts):
+            break
+        for name, k, size, off, vsize in _OPTION_FIELDS:
+            if kind == k and length == size:
+                fields[name] = (cur + off, vsize)
+        cur += length
+    aligned = kinds << ((8 - count) * 8) if count else 0
+    return steer, aligned, [(name, at, vsize) for name, (at, vsize) in fields.items()]
+
+
+def _layers(data: np.ndarray, rec: Records, rows: np.ndarray, out: _Columns, addr: _Addresses,
+            malformed: np.ndarray) -> None:
+    """The general decoder, layer by layer, for records `rec` (table rows `rows`)."""
+    out.rows = addr.rows = rows
+    buf = _Bytes(data, rec.offset + rec.caplen)
+    l3, ethertype = _link(buf, rec, out)
+    # A frame too short for its own link header is malformed (tshark agrees); unknown link types are not.
+    known = np.isin(rec.linktype, (LINKTYPE_ETHERNET, LINKTYPE_SLL, LINKTYPE_SLL2, LINKTYPE_NULL, LINKTYPE_LOOP)
+                    + RAW_LINKTYPES)
+    bad = known & (l3 < 0)
+    _ip(buf, l3, ethertype, out, addr, bad)
+    malformed[rows] |= bad
+    buf.release()
 
 
 def _link(buf: _Bytes, rec: Records, out: _Columns) -> tuple[np.ndarray, np.ndarray]:
@@ -290,43 +447,41 @@ class _Addresses:
     """Addresses as integers while decoding; text only for the distinct ones, shared by all four columns.
 
     IPv4 addresses are held as their 32-bit value, IPv6 as 16 raw bytes. One category list serves src, dst,
-    q_src and q_dst, so their codes compare directly (the matcher joins on codes).
+    q_src and q_dst, so their codes compare directly (the matcher joins on codes). Each segment of rows
+    added is reduced to its distinct addresses at once (a capture holds few), so the final sort is of
+    those only.
     """
 
     def __init__(self) -> None:
-        # Per column, the (rows, values) segments added so far: IPv4, ARP and quoted headers add to the
-        # same columns at different rows.
-        self.v4: list[tuple[str, np.ndarray, np.ndarray]] = []
-        self.v6: list[tuple[str, np.ndarray, np.ndarray]] = []
-        self.base = 0  # row number of the current chunk's first row
+        # Per column, the (table rows, codes into the segment's distinct values, those values) segments
+        # added so far: IPv4, ARP and quoted headers add to the same columns at different rows.
+        self.v4: list[tuple[str, np.ndarray | slice, np.ndarray, np.ndarray]] = []
+        self.v6: list[tuple[str, np.ndarray | slice, np.ndarray, np.ndarray]] = []
+        self.rows = np.zeros(0, np.int64)  # table row of each row the layers see
         self._built = False
 
     def add4(self, name: str, rows: np.ndarray, value: np.ndarray) -> None:
-        self.v4.append((name, rows + self.base, value.astype(np.uint32)))
+        self.put4(name, self.rows[rows], value)
+
+    def put4(self, name: str, target: np.ndarray | slice, value: np.ndarray) -> None:
+        codes, distinct = pd.factorize(value.astype(np.uint32))
+        self.v4.append((name, target, codes, distinct))
 
     def add6(self, name: str, rows: np.ndarray, raw16: np.ndarray) -> None:
-        self.v6.append((name, rows + self.base, raw16))
+        distinct, codes = np.unique(raw16, axis=0, return_inverse=True)
+        self.v6.append((name, self.rows[rows], codes.reshape(-1), distinct))
 
     def _build(self) -> None:
         if self._built:
             return
-        v4_vals = np.concatenate([v for _, _, v in self.v4]) if self.v4 else np.zeros(0, np.uint32)
-        self.u4, inv4 = np.unique(v4_vals, return_inverse=True)
-        v6_vals = np.concatenate([v for _, _, v in self.v6]) if self.v6 else np.zeros((0, 16), np.uint8)
-        if len(v6_vals):
-            self.u6, inv6 = np.unique(v6_vals, axis=0, return_inverse=True)
-        else:
-            self.u6, inv6 = np.zeros((0, 16), np.uint8), np.zeros(0, np.int64)
-        inv4, inv6 = inv4.reshape(-1), inv6.reshape(-1) + len(self.u4)
-        self.segments: list[tuple[str, np.ndarray, np.ndarray]] = []
-        i = 0
-        for name, rows, _ in self.v4:
-            self.segments.append((name, rows, inv4[i : i + len(rows)]))
-            i += len(rows)
-        i = 0
-        for name, rows, _ in self.v6:
-            self.segments.append((name, rows, inv6[i : i + len(rows)]))
-            i += len(rows)
+        self.u4 = np.unique(np.concatenate([d for *_, d in self.v4] + [np.zeros(0, np.uint32)]))
+        self.u6 = np.unique(np.concatenate([d for *_, d in self.v6] + [np.zeros((0, 16), np.uint8)]), axis=0)
+        index6 = {bytes(a): i for i, a in enumerate(self.u6, len(self.u4))}
+        self.segments: list[tuple[str, np.ndarray | slice, np.ndarray]] = []
+        for name, rows, codes, distinct in self.v4:
+            self.segments.append((name, rows, np.searchsorted(self.u4, distinct)[codes]))
+        for name, rows, codes, distinct in self.v6:
+            self.segments.append((name, rows, np.array([index6[bytes(a)] for a in distinct], np.int64)[codes]))
         self._built = True
 
     def categories(self) -> pd.Index:
@@ -336,8 +491,11 @@ class _Addresses:
         return pd.Index(text, dtype=object)
 
     def codes(self, name: str, n: int) -> np.ndarray:
+        """Category codes of column `name`, -1 where absent, in the smallest type pandas keeps them in."""
         self._build()
-        codes = np.full(n, -1, np.int64)
+        k = len(self.u4) + len(self.u6)
+        dtype = next(t for t in (np.int8, np.int16, np.int32, np.int64) if k < np.iinfo(t).max)
+        codes = np.full(n, -1, dtype)
         for seg_name, rows, seg_codes in self.segments:
             if seg_name == name:
                 codes[rows] = seg_codes
@@ -509,7 +667,7 @@ def _tcp_options(buf: _Bytes, rows: np.ndarray, pos: np.ndarray, doff: np.ndarra
         single = alive & ((kind == 0) | (kind == 1))
         length, lok = buf.u(rows, cur + 1, 1)
         multi = alive & ~single & lok & (length >= 2) & (cur + length.astype(np.int64) <= end)
-        for name, k, size, off, vsize in (("mss", 2, 4, 2, 2), ("wscale", 3, 3, 2, 1), ("tsval", 8, 10, 2, 4), ("tsecr", 8, 10, 6, 4)):
+        for name, k, size, off, vsize in _OPTION_FIELDS:
             sel = multi & (kind == k) & (length == size)
             if sel.any():
                 v, vok = buf.u(rows, cur + off, vsize)

@@ -204,6 +204,122 @@ def test_read_some_columns(api, edge_dir: Path, file: str) -> None:
     assert some.attrs["malformed"] == whole.attrs["malformed"]
 
 
+def layers_only(monkeypatch) -> None:
+    """Decode every record with the general layers (the fast path for Ethernet/IPv4/TCP declines all)."""
+    import numpy as np
+
+    import analyzer.packets
+
+    monkeypatch.setattr(analyzer.packets, "_fast_tcp4", lambda data, rec, *_: np.zeros(len(rec), bool))
+
+
+@pytest.mark.parametrize("file", READABLE)
+def test_fast_path_decodes_like_the_layers(api, edge_dir: Path, file: str, monkeypatch) -> None:
+    fast = read_quietly(api, edge_dir / file)
+    layers_only(monkeypatch)
+    slow = read_quietly(api, edge_dir / file)
+    pd.testing.assert_frame_equal(fast, slow)
+    assert fast.attrs == slow.attrs
+
+
+def fuzzed_frames(seed: int, count: int) -> list[bytes]:
+    """Ethernet/IPv4/TCP frames of the fast path's layout, many of them bent out of it: steering bytes
+    (ethertype, version/IHL, length, fragment, protocol, data offset, option kinds and lengths) set at
+    random, records cut at any length, padding after the IP packet, options of every shape."""
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    option_sets = [(), gen.NMAP_OPTS, gen.LINUX_OPTS, (("nop",), ("nop",), ("ts", 7, 9)), (("ws", 7), ("nop",)),
+                   (("eol",), ("nop",), ("nop",), ("nop",)), (("sackok",), ("nop",), ("nop",)),
+                   (("mss", 1), ("mss", 2)), (("nop",), ("nop",), ("ts", 1, 2), ("nop",), ("nop",), ("ts", 3, 4)),
+                   (("nop",),) * 12 + (("mss", 1400),)]  # more options than tcp_options holds
+    frames = []
+    for i in range(count):
+        opts = option_sets[rng.integers(len(option_sets))]
+        payload = bytes(rng.integers(0, 256, rng.integers(0, 3) * 7, dtype=np.uint8))
+        l4 = gen.tcp(int(rng.integers(1, 65536)), 80, 0x02, int(rng.integers(0, 2**32)), opts=opts, payload=payload)
+        pkt = gen.ipv4("10.0.0.9", "10.0.0.2", l4, ip_id=i & 0xFFFF)
+        data = bytearray(gen.ethernet(pkt, 0x020000000009, 0x020000000002, pad=bool(rng.integers(2))).data)
+        if rng.random() < 0.3:  # random option bytes, any kinds and lengths
+            doff = data[46] >> 4 << 2
+            data[54:34 + doff] = rng.integers(0, 12, doff - 20, dtype=np.uint8).tobytes()
+        for _ in range(rng.integers(0, 3)):
+            at = int(rng.choice([12, 13, 14, 16, 17, 20, 21, 23, 46, 54, 55, 56, 57, 58, 59, 60, 61]))
+            if at < len(data):
+                data[at] = int(rng.choice([0, 1, 2, 3, 4, 5, 6, 8, 10, 0x45, 0x46, 0x50, 0x60, 0x80, 0xF0, 0xFF,
+                                           int(rng.integers(256))]))
+        if rng.random() < 0.3:
+            cut = int(rng.integers(0, len(data) + 1))
+            data = data[:cut]
+        elif rng.random() < 0.2:
+            data += bytes(rng.integers(1, 9))  # trailer after the IP packet
+        frames.append(bytes(data))
+    return frames
+
+
+def write_pcap(path: Path, frames: list[bytes]) -> None:
+    import struct
+
+    records = [struct.pack("<IIII", 1_700_000_000, i, len(f), len(f) + 4) + f for i, f in enumerate(frames)]
+    path.write_bytes(struct.pack("<IHHiIII", 0xA1B23C4D, 2, 4, 0, 0, 65535, 1) + b"".join(records))
+
+
+@pytest.mark.parametrize("chunk", [None, 1, 7, 1000])
+def test_fast_path_on_fuzzed_frames(api, tmp_path: Path, monkeypatch, chunk: int | None) -> None:
+    """Frames at and around the fast path's layout, mixed in every chunk: the fast path takes those it can
+    and gives exactly the general layers' table (values, presence, malformed count) for them."""
+    import analyzer.packets
+
+    path = tmp_path / "fuzzed.pcap"
+    write_pcap(path, fuzzed_frames(seed=7, count=3000))
+    if chunk is not None:
+        monkeypatch.setattr(analyzer.packets, "DECODE_ROWS", chunk)
+    taken = []
+    fast_tcp4 = analyzer.packets._fast_tcp4
+
+    def counting(*args):
+        decoded = fast_tcp4(*args)
+        taken.append(int(decoded.sum()))
+        return decoded
+
+    monkeypatch.setattr(analyzer.packets, "_fast_tcp4", counting)
+    fast = read_quietly(api, path)
+    assert 500 < sum(taken) < 2500, "the fuzzed frames should exercise both paths"
+    layers_only(monkeypatch)
+    slow = read_quietly(api, path)
+    pd.testing.assert_frame_equal(fast, slow)
+    assert fast.attrs == slow.attrs
+    assert slow.attrs["malformed"] > 0
+
+
+def test_fast_layout_cut_at_every_length(api, tmp_path: Path, monkeypatch) -> None:
+    """One SYN of the fast layout (options included) cut after each of its bytes: the cut records leave the
+    fast path, and every field is present exactly when the general layers find it inside the record."""
+    pkt = gen.ipv4("10.0.0.9", "10.0.0.2", gen.tcp(40000, 443, 0x02, 12345, opts=gen.LINUX_OPTS))
+    frame = gen.ethernet(pkt, 0x020000000009, 0x020000000002).data
+    path = tmp_path / "cut.pcap"
+    write_pcap(path, [frame[:k] for k in range(len(frame) + 1)] + [frame])
+    fast = read_quietly(api, path)
+    layers_only(monkeypatch)
+    slow = read_quietly(api, path)
+    pd.testing.assert_frame_equal(fast, slow)
+    assert fast["tsval"].notna().tolist() == [k >= 14 + 20 + 20 + 12 for k in range(len(frame) + 1)] + [True]
+    assert fast["tcp_flags"].notna().sum() == len(frame) + 2 - 54
+
+
+def test_read_some_columns_with_the_fast_path(api, tmp_path: Path) -> None:
+    """Columns left out change nothing in those asked for (the fast path skips what no column needs)."""
+    path = tmp_path / "fuzzed.pcap"
+    write_pcap(path, fuzzed_frames(seed=11, count=500))
+    whole = read_quietly(api, path)
+    for asked in (["seq"], ["src", "tsval"], ["eth_src", "tcp_options", "payload_len"], ["mss", "q_src"]):
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            some = api.read(str(path), columns=asked)
+        pd.testing.assert_frame_equal(some, whole[some.columns], check_categorical=False)
+        assert some.attrs["malformed"] == whole.attrs["malformed"]
+
+
 @pytest.mark.parametrize("file", MATCHABLE)
 def test_match_and_signals_need_only_their_columns(api, edge_dir: Path, file: str) -> None:
     """`synlens rtt` reads MATCH_COLUMNS + REPLY_FIELDS only: the same probes and families as from the full table."""
