@@ -25,6 +25,8 @@ the retransmission answers the first copy unambiguously; later replies count as 
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import numpy as np
 import pandas as pd
 
@@ -93,7 +95,9 @@ def match(packets: pd.DataFrame, *, window_s: float = DEFAULT_WINDOW_S) -> pd.Da
     reply_kind, reply_flags, reply_icmp_type, reply_icmp_code, reply_ttl, reply_ip_id, reply_window,
     rtt_ns (NA when unanswered or discarded by Karn's rule), duplicates. Times in ns.
     ``attrs["unsolicited_replies"]``: answers (SYN/ACK, RST/ACK, ICMP errors and replies) that pair with
-    no probe in the capture, or arrive after the reply window.
+    no probe in the capture, or arrive after the reply window. ``attrs["nat_pairs"]``: replies paired
+    although the prober's address differs between probe and reply (a capture on a NAT gateway that shows
+    one side translated and the other not); such a pair is tried only for replies and probes left unpaired.
     """
     window_ns = int(window_s * 1e9)
     pk = packets
@@ -182,47 +186,36 @@ def match(packets: pd.DataFrame, *, window_s: float = DEFAULT_WINDOW_S) -> pd.Da
     pk_keys = _group_keys(g_first, offered, tcp_probe, udp_probe, icmp_probe, proto, flags, src, dst, sport, dport,
                           seq, ack, plen, itype, icmp_id, icmp_seq)
 
-    # ---- each reply's probe: among the transmissions of the groups that share its key, the latest one at
-    # or before the reply (ties in time: the first group, and its last transmission in capture order), kept
-    # when it is at most the window before the reply. A reply never precedes its probe; a group is answered
-    # by the transmission the reply most recently followed.
-    r_owner, r_id, g_owner, g_id = _key_ids(rk, pk_keys)
-    del rk, pk_keys
-    # Every transmission of every (group, key) row, sorted by (key, time, group descending, capture order):
-    # then the last entry at or before a reply's time in its key's run is exactly the one described above.
-    n_of = n_tx[g_owner]
-    ev_tx = _ranges(g_start[g_owner], n_of)
-    ev_key = np.repeat(g_id, n_of)
-    ev_g = np.repeat(g_owner, n_of)
-    del n_of, g_owner, g_id
-    ev_ts = tx_ts[ev_tx]
-    o = np.lexsort((ev_tx, -ev_g, ev_ts, ev_key))
-    ev_tx, ev_key, ev_g, ev_ts = ev_tx[o], ev_key[o], ev_g[o], ev_ts[o]
-    del o
-    # Each key's run of entries (ids are dense, entries sorted by key): from counts, not a search per reply.
-    run_end = np.cumsum(np.bincount(ev_key, minlength=int(r_id.max()) + 1 if len(r_id) else 0))
-    start = (run_end - np.bincount(ev_key, minlength=len(run_end)))[r_id]
-    lo, hi = start.copy(), run_end[r_id]
-    c_ts = ts[r_owner]
-    while True:  # binary search inside each reply's key run: first entry later than the reply
-        active = lo < hi
-        if not active.any():
-            break
-        mid = (lo + hi) // 2
-        le = active & (ev_ts[np.minimum(mid, len(ev_ts) - 1)] <= c_ts)
-        lo = np.where(le, mid + 1, lo)
-        hi = np.where(active & ~le, mid, hi)
-    pos = lo - 1
-    found = pos >= start
-    pos = np.where(found, pos, 0)
+    # ---- each reply's probe: the latest transmission, in time order, of a group that offers the reply's key
+    # (so a reply never precedes its probe, and among retransmissions it answers the one it followed), kept
+    # when it is at most the window before the reply. Time order is (timestamp, capture order).
+    rank = _time_rank(ts)  # None: the rows are in time order already
+
+    def time_rank(rows: np.ndarray) -> np.ndarray:
+        return rows if rank is None else rank[rows]
+
+    c_r, c_g, c_tx = _latest_transmissions(rk, pk_keys, g_start, n_tx, r[order], time_rank)
     # Integer nanoseconds throughout: float64 epoch-ns would blur the window edge and ties by ~256 ns.
-    keep = found & (c_ts - ev_ts[pos] <= window_ns) if len(ev_ts) else np.zeros(len(r_owner), bool)
-    c_r, c_ts, pos = r_owner[keep], c_ts[keep], pos[keep]
-    c_g, c_nth = ev_g[pos], tx_nth[ev_tx[pos]]
-    del lo, hi, run_end, start, found, keep, pos, ev_tx, ev_key, ev_g, ev_ts, r_owner, r_id
-    # Each group's answer: its earliest reply (ties: the first reply); the others are duplicates.
-    o = np.lexsort((c_r, c_ts, c_g))
-    ans = o[_first_of_runs(c_g[o])]
+    keep = ts[c_r] - tx_ts[c_tx] <= window_ns
+    c_r, c_g, c_tx = c_r[keep], c_g[keep], c_tx[keep]
+    # Captured on a NAT gateway, a probe may show its translated source and its reply the untranslated
+    # destination (or the reverse): the prober's address differs between them. Replies left unpaired meet
+    # the groups left unanswered once more, on the same key without the prober's address.
+    lone = [_without(part, _marks(c_r, len(ts)), prober=True) for part in rk]
+    free = [_without(part, _marks(c_g, n_groups), prober=True) for part in pk_keys]
+    n_r, n_g, n_t = _latest_transmissions(lone, free, g_start, n_tx, r[order], time_rank)
+    keep = ts[n_r] - tx_ts[n_t] <= window_ns
+    nat_pairs = int(keep.sum())
+    c_r, c_g, c_tx = (np.concatenate([a, b[keep]]) for a, b in ((c_r, n_r), (c_g, n_g), (c_tx, n_t)))
+    del rk, pk_keys, lone, free, n_r, n_g, n_t, keep
+    c_ts, c_nth = ts[c_r], tx_nth[c_tx]
+    del c_tx
+    # Each group's answer: its earliest reply in time order; the others are duplicates.
+    c_rank = time_rank(c_r)
+    first = np.full(n_groups, np.iinfo(np.int64).max, np.int64)
+    np.minimum.at(first, c_g, c_rank)
+    ans = np.flatnonzero(c_rank == first[c_g])
+    del first, c_rank
     dups = np.maximum(np.bincount(c_g, minlength=n_groups) - 1, 0)
 
     answered = np.zeros(n_groups, bool)
@@ -245,10 +238,13 @@ def match(packets: pd.DataFrame, *, window_s: float = DEFAULT_WINDOW_S) -> pd.Da
     # Free what the output does not need before building it.
     del (answers, proto, frag, src, dst, sport, dport, ack, plen, icmp_id, icmp_seq, udp, synack, rst, udp_reply,
          v4q, v6q, icmp_error, echo_reply, probe_rows, r, order, tx_ts, tx_g, g_start, g_end, tx_nth, new_group,
-         c_r, c_g, c_ts, c_nth, o, ans, nth_ans, rkinds)
+         c_r, c_g, c_ts, c_nth, ans, nth_ans, rkinds)
     # Output rows in order of first transmission (ties: frame number).
     frame = pk.frame.to_numpy()
-    out_order = np.lexsort((frame[g_first], ts[g_first]))
+    if rank is None and (len(frame) < 2 or bool((frame[1:] > frame[:-1]).all())):
+        out_order = _order_of_rows(g_first, len(frame))  # rows are in (time, frame) order: no sort needed
+    else:
+        out_order = np.lexsort((frame[g_first], ts[g_first]))
     g_first, rr, answered, karn_ok = g_first[out_order], rr[out_order], answered[out_order], karn_ok[out_order]
 
     def nullable(dtype: str, values: np.ndarray, present: np.ndarray) -> pd.api.extensions.ExtensionArray:
@@ -290,7 +286,24 @@ def match(packets: pd.DataFrame, *, window_s: float = DEFAULT_WINDOW_S) -> pd.Da
     })
     out.attrs["unsolicited_replies"] = unsolicited
     out.attrs["window_s"] = window_s
+    out.attrs["nat_pairs"] = nat_pairs
     return out
+
+
+def _marks(values: np.ndarray, n: int) -> np.ndarray:
+    """A boolean array of length n, True at `values`."""
+    out = np.zeros(n, bool)
+    out[values] = True
+    return out
+
+
+def _without(part: tuple, taken: np.ndarray, *, prober: bool) -> tuple:
+    """A key part (owner, fam, a, b, x, y, p, s) without the rows whose owner is `taken` (a boolean array
+    indexed by owner); with `prober`, the prober's address (a) set to 0, so keys that differ only there
+    become equal."""
+    rows = ~taken[part[0]]
+    kept = tuple(v[rows] if np.ndim(v) else v for v in part)
+    return kept[:2] + (0,) + kept[3:] if prober else kept
 
 
 _MASKED = {"UInt8": (pd.arrays.IntegerArray, np.uint8), "UInt16": (pd.arrays.IntegerArray, np.uint16),
@@ -310,15 +323,6 @@ def _text(column: pd.Series, rows: np.ndarray) -> np.ndarray:
     if (codes < 0).any():
         return column.iloc[rows].to_numpy()
     return np.asarray(column.cat.categories, dtype=object)[codes]
-
-
-def _first_of_runs(sorted_values: np.ndarray) -> np.ndarray:
-    """Positions where a new value starts in a sorted array."""
-    if not len(sorted_values):
-        return np.zeros(0, np.int64)
-    starts = np.ones(len(sorted_values), bool)
-    starts[1:] = sorted_values[1:] != sorted_values[:-1]
-    return np.flatnonzero(starts)
 
 
 def _group_keys(g_first: np.ndarray, offered: set[int], tcp_probe: np.ndarray, udp_probe: np.ndarray,
@@ -390,14 +394,37 @@ def _pack(columns: list[np.ndarray]) -> list[np.ndarray]:
     return words
 
 
-def _key_ids(left_parts: list[tuple], right_parts: list[tuple]) -> tuple[np.ndarray, ...]:
-    """Key tables given as parts (owner, fam, a, b, x, y, p, s) → (left owner, left key id, right owner, right
-    key id): equal seven-value keys get equal ids; left rows whose key no right row has are dropped."""
-    left_owner, right_owner = _column(left_parts, 0), _column(right_parts, 0)
-    nl, nr = len(left_owner), len(right_owner)
+def _time_rank(ts: np.ndarray) -> np.ndarray | None:
+    """Each row's place in time order (ties: capture order); None when the rows are in that order already."""
+    if len(ts) < 2 or bool((ts[1:] >= ts[:-1]).all()):
+        return None
+    rank = np.empty(len(ts), np.int64)
+    rank[np.argsort(ts, kind="stable")] = np.arange(len(ts))
+    return rank
+
+
+def _order_of_rows(rows: np.ndarray, n: int) -> np.ndarray:
+    """np.argsort(rows) for distinct row numbers below n, in O(n) (a mark per row, no sort)."""
+    at = np.full(n, -1, np.int64)
+    at[rows] = np.arange(len(rows))
+    return at[at >= 0]
+
+
+def _latest_transmissions(left_parts: list[tuple], right_parts: list[tuple], g_start: np.ndarray, n_tx: np.ndarray,
+                          tx_rows: np.ndarray, time_rank: Callable[[np.ndarray], np.ndarray]
+                          ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """For every reply (left key parts: reply row, fam, a, b, x, y, p, s), the latest transmission before it
+    in time order among the groups whose keys (right parts: group, fam, …) equal its own.
+
+    Every transmission of every (group, key) row and every reply go into one table sorted by (key, time
+    rank): a reply's answer is the last transmission before it in its key's run. Returns (reply row, group,
+    transmission position) for the replies that have one.
+    """
+    empty = np.zeros(0, np.int64)
+    reply_row, group = _column(left_parts, 0), _column(right_parts, 0)
+    nl, nr = len(reply_row), len(group)
     if not nl or not nr:
-        empty = np.zeros(0, np.int64)
-        return empty, empty, right_owner, np.zeros(nr, np.int64)
+        return empty, empty, empty
     # Pack the keys column by column into uint64 words, each column offset and sized by the right side's
     # range: a left value outside it matches nothing (that row is dropped), so every kept value fits.
     keep = np.ones(nl, bool)
@@ -424,25 +451,39 @@ def _key_ids(left_parts: list[tuple], right_parts: list[tuple]) -> tuple[np.ndar
         del rc, lc
     lwords.append(lw)
     rwords.append(rw)
-    lrows = np.flatnonzero(keep)
-    words = [np.concatenate([r, l[lrows]]) for r, l in zip(rwords, lwords)]
-    del lwords, rwords, lw, rw
-    # Dense ids in key order (one sort of all keys; equal words → equal id).
-    o = np.lexsort(tuple(reversed(words)))
-    new = np.zeros(len(o), bool)
-    new[0] = True
-    for w in words:
-        ws = w[o]
-        new[1:] |= ws[1:] != ws[:-1]
-    del words
-    ids = np.empty(len(o), np.int64)
-    ids[o] = np.cumsum(new) - 1
-    r_ids, l_ids = ids[:nr], ids[nr:]
-    # Left rows whose key no right row has: dropped.
-    has = np.zeros(int(ids.max()) + 1 if len(ids) else 0, bool)
-    has[r_ids] = True
-    hit = has[l_ids]
-    return left_owner[lrows[hit]], l_ids[hit], right_owner, r_ids
+    kept = np.flatnonzero(keep)
+    reply_row = reply_row[kept]
+    # Right rows expanded to their transmissions (positions in the transmission order).
+    n_of = n_tx[group]
+    ev_tx = _ranges(g_start[group], n_of)
+    ev_group = np.repeat(group, n_of)
+    n_ev = len(ev_tx)
+    words = [np.concatenate([np.repeat(r, n_of), l[kept]]) for r, l in zip(rwords, lwords)]
+    del lwords, rwords, lw, rw, n_of
+    when = np.concatenate([time_rank(tx_rows[ev_tx]), time_rank(reply_row)])  # distinct: one per row
+    bits = max(int(when.max()).bit_length(), 1)
+    if used + bits <= 64:  # the time rank fits beside the last word's key bits: one key fewer to sort on
+        words[-1] = (words[-1] << np.uint64(bits)) | when.astype(np.uint64)
+        sort_keys = tuple(reversed(words))
+    else:
+        sort_keys = (when,) + tuple(reversed(words))
+    o = np.argsort(sort_keys[0]) if len(sort_keys) == 1 else np.lexsort(sort_keys)  # keys distinct: any sort
+    del when, sort_keys
+    is_ev = o < n_ev
+    last_ev = np.maximum.accumulate(np.where(is_ev, np.arange(len(o)), -1))
+    at = np.flatnonzero(~is_ev)  # replies, in sorted order
+    prev = last_ev[at]
+    found = prev >= 0
+    at, prev = at[found], prev[found]
+    same = np.ones(len(at), bool)
+    for i, w in enumerate(words):  # the transmission must have the reply's key (not just precede it)
+        if i == len(words) - 1 and len(words[-1]) and bits and used + bits <= 64:
+            same &= (w[o[at]] >> np.uint64(bits)) == (w[o[prev]] >> np.uint64(bits))
+        else:
+            same &= w[o[at]] == w[o[prev]]
+    at, prev = at[same], prev[same]
+    ev = o[prev]
+    return reply_row[o[at] - n_ev], ev_group[ev], ev_tx[ev]
 
 
 def _ranges(starts: np.ndarray, counts: np.ndarray) -> np.ndarray:
@@ -458,6 +499,7 @@ def _no_probes(pk: pd.DataFrame, synack: np.ndarray, rst: np.ndarray, flags: np.
     out = match(_one_probe_table(), window_s=window_s).iloc[0:0].copy()
     answers = synack | (rst & ((flags & ACK) != 0)) | icmp_error | echo_reply | udp_reply
     out.attrs["unsolicited_replies"] = int(answers.sum())
+    out.attrs["nat_pairs"] = 0
     out.attrs["window_s"] = window_s
     return out
 
