@@ -28,7 +28,7 @@ import numpy as np
 import pandas as pd
 
 from .capture import Records, read_records
-from .schema import column, empty_packets, frame_from_columns
+from .schema import empty_packets, frame_from_columns
 
 # Link types (tcpdump.org/linktypes.html)
 LINKTYPE_NULL, LINKTYPE_ETHERNET, LINKTYPE_RAW, LINKTYPE_LOOP = 0, 1, 101, 108
@@ -86,7 +86,8 @@ class _Bytes:
 
 
 class _Columns:
-    """Output arrays, all rows, each in its schema dtype, with presence masks for the nullable ones."""
+    """Output arrays, all rows, each in its schema dtype, with absence masks for the nullable ones (the
+    mask pandas keeps: True where a row has no value)."""
 
     def __init__(self, n: int, keep: frozenset[str]) -> None:
         from .schema import PACKET_DTYPES
@@ -96,11 +97,11 @@ class _Columns:
         self.rows = np.zeros(0, np.int64)  # table row of each row the layers see (they set relative rows)
         self.dtypes = PACKET_DTYPES
         self.values: dict[str, np.ndarray] = {}
-        self.present: dict[str, np.ndarray] = {}
+        self.absent: dict[str, np.ndarray] = {}
 
     def _dtype(self, name: str) -> np.dtype:
-        dtype = self.dtypes.get(name, "uint64")
-        return np.dtype(dtype.lower()) if dtype[0] == "U" or dtype == "Int64" else np.dtype(dtype)
+        dtype = self.dtypes[name]
+        return np.dtype(dtype.lower()) if dtype[0] == "U" else np.dtype(dtype)
 
     def set(self, name: str, rows: np.ndarray, values: np.ndarray, good: np.ndarray | None = None) -> None:
         """Layer rows `rows` (where `good`) hold `values`."""
@@ -117,20 +118,21 @@ class _Columns:
             return
         if name not in self.values:
             self.values[name] = np.zeros(self.n, self._dtype(name))
-            self.present[name] = np.zeros(self.n, bool)
+            if self.dtypes[name][0] == "U":
+                self.absent[name] = np.ones(self.n, bool)
         self.values[name][target] = values
-        self.present[name][target] = True
+        if name in self.absent:
+            self.absent[name][target] = False
 
-    def get(self, name: str) -> tuple[np.ndarray, np.ndarray]:
-        if name not in self.values:
-            return np.zeros(self.n, self._dtype(name)), np.zeros(self.n, bool)
-        return self.values[name], self.present[name]
-
-    def pop(self, name: str) -> tuple[np.ndarray, np.ndarray]:
-        values, present = self.get(name)
-        self.values.pop(name, None)
-        self.present.pop(name, None)
-        return values, present
+    def pop(self, name: str) -> np.ndarray | pd.arrays.IntegerArray:
+        """Column `name` in its schema dtype; the decoder lets go of it."""
+        values = self.values.pop(name, None)
+        if values is None:
+            values = np.zeros(self.n, self._dtype(name))
+            absent = np.ones(self.n, bool) if self.dtypes[name][0] == "U" else None
+        else:
+            absent = self.absent.pop(name, None)
+        return values if absent is None else pd.arrays.IntegerArray(values, absent)
 
 
 def read(path: str | os.PathLike[str], *, engine: str = "native", columns: Iterable[str] | None = None) -> pd.DataFrame:
@@ -213,11 +215,8 @@ def decode(rec: Records, *, columns: Iterable[str] | None = None) -> pd.DataFram
         if c.dtype == "category":
             codes = addr.codes(c.name, n)
             cols[c.name] = pd.Categorical.from_codes(codes, categories=categories)
-        elif c.name in ("ip_version", "fragment"):
-            cols[c.name] = out.pop(c.name)[0]
         else:
-            values, present = out.pop(c.name)
-            cols[c.name] = column(c.dtype, values, present)
+            cols[c.name] = out.pop(c.name)
     frame = frame_from_columns({k: v for k, v in cols.items() if k in keep}, subset=columns is not None)
     frame.attrs.update(path=rec.path, format=rec.format, compressed=rec.compressed, malformed=int(malformed.sum()))
     return frame
@@ -464,12 +463,12 @@ class _Addresses:
         self.put4(name, self.rows[rows], value)
 
     def put4(self, name: str, target: np.ndarray | slice, value: np.ndarray) -> None:
-        codes, distinct = pd.factorize(value.astype(np.uint32))
-        self.v4.append((name, target, codes, distinct))
+        codes, distinct = pd.factorize(value.astype(np.uint32, copy=False))
+        self.v4.append((name, target, _narrow(codes, len(distinct)), distinct))
 
     def add6(self, name: str, rows: np.ndarray, raw16: np.ndarray) -> None:
         distinct, codes = np.unique(raw16, axis=0, return_inverse=True)
-        self.v6.append((name, self.rows[rows], codes.reshape(-1), distinct))
+        self.v6.append((name, self.rows[rows], _narrow(codes.reshape(-1), len(distinct)), distinct))
 
     def _build(self) -> None:
         if self._built:
@@ -477,11 +476,12 @@ class _Addresses:
         self.u4 = np.unique(np.concatenate([d for *_, d in self.v4] + [np.zeros(0, np.uint32)]))
         self.u6 = np.unique(np.concatenate([d for *_, d in self.v6] + [np.zeros((0, 16), np.uint8)]), axis=0)
         index6 = {bytes(a): i for i, a in enumerate(self.u6, len(self.u4))}
+        self.dtype = _codes_dtype(len(self.u4) + len(self.u6))
         self.segments: list[tuple[str, np.ndarray | slice, np.ndarray]] = []
         for name, rows, codes, distinct in self.v4:
-            self.segments.append((name, rows, np.searchsorted(self.u4, distinct)[codes]))
+            self.segments.append((name, rows, np.searchsorted(self.u4, distinct).astype(self.dtype)[codes]))
         for name, rows, codes, distinct in self.v6:
-            self.segments.append((name, rows, np.array([index6[bytes(a)] for a in distinct], np.int64)[codes]))
+            self.segments.append((name, rows, np.array([index6[bytes(a)] for a in distinct], self.dtype)[codes]))
         self._built = True
 
     def categories(self) -> pd.Index:
@@ -493,13 +493,20 @@ class _Addresses:
     def codes(self, name: str, n: int) -> np.ndarray:
         """Category codes of column `name`, -1 where absent, in the smallest type pandas keeps them in."""
         self._build()
-        k = len(self.u4) + len(self.u6)
-        dtype = next(t for t in (np.int8, np.int16, np.int32, np.int64) if k < np.iinfo(t).max)
-        codes = np.full(n, -1, dtype)
+        codes = np.full(n, -1, self.dtype)
         for seg_name, rows, seg_codes in self.segments:
             if seg_name == name:
                 codes[rows] = seg_codes
         return codes
+
+
+def _codes_dtype(k: int) -> type:
+    """The integer type pandas keeps the codes of k categories in (and -1 for none)."""
+    return next(t for t in (np.int8, np.int16, np.int32, np.int64) if k < np.iinfo(t).max)
+
+
+def _narrow(codes: np.ndarray, k: int) -> np.ndarray:
+    return codes.astype(_codes_dtype(k), copy=False)
 
 
 def _raw16(buf: _Bytes, rows: np.ndarray, pos: np.ndarray) -> np.ndarray:
