@@ -44,6 +44,8 @@ Truth file (JSON)
     "inside_tcpdump_dropped"}``, the scanner's own address, the NAT's outside address (the scanner
     the target sees: ``scanner`` and every scan's ``scanner``), and a second capture taken on the
     scanner's own side (its scans name ``inside``). ``NAME.pcap`` is then taken on the target's side.
+    ``natgw_*`` captures are taken on the NAT gateway's own bridge instead (``{"inside", "outside",
+    "capture": "gateway"}``, no second capture): probes there carry ``outside``, replies ``inside``.
 ``replies_lost``
     captures of a target that rate-limits its ICMP errors and RSTs only: what it does. Ports the lab
     answers but nmap heard nothing from carry ``"reply_lost": true`` (nmap's "no-response" state).
@@ -194,7 +196,7 @@ class Spec:
     kind: str  # "nmap", "hping3", "multi", "ordinary"
     description: str
     run: Callable[[ScanLab, Path], dict]  # runs the tool(s) under capture; returns partial truth
-    capture_at: str = "scanner"  # ScanLab.capture's `at`: the scanner's bridge, or the target
+    capture_at: str = "scanner"  # ScanLab.capture's `at`: scanner, target, inside, gateway
 
 
 # ---------------------------------------------------------------------------------------------- nmap XML
@@ -276,6 +278,14 @@ def behind_nat(lab: ScanLab, out: Path) -> Iterator[dict]:
         with lab.capture(inside, at="inside") as cap:
             yield {"ns": ns, "truth": {"nat": nat}}
         nat["inside_tcpdump_dropped"] = cap.packets_dropped or 0
+
+
+@contextlib.contextmanager
+def at_nat_gateway(lab: ScanLab, out: Path) -> Iterator[dict]:
+    """nmap runs behind the NAT; NAME.pcap (capture_at="gateway") is the gateway's own bridge."""
+    nat = {"inside": lab.nat_scanner_addr, "outside": lab.scanner_addr, "capture": "gateway"}
+    with lab.behind_nat() as ns:
+        yield {"ns": ns, "truth": {"nat": nat}}
 
 
 @contextlib.contextmanager
@@ -424,6 +434,12 @@ SPECS: list[Spec] = [
               setting=behind_nat, capture_at="target"),
     nmap_spec("nat_connect", ["-sT"], "nmap connect scan from behind a NAT, captured on the target's side",
               setting=behind_nat, capture_at="target"),
+    nmap_spec("natgw_syn", ["-sS"], "nmap SYN scan from behind a NAT, captured on the NAT gateway's bridge "
+              "(probes translated, replies already translated back)", setting=at_nat_gateway, capture_at="gateway"),
+    nmap_spec("natgw_udp", ["-sU"], "nmap UDP scan from behind a NAT, captured on the NAT gateway's bridge",
+              setting=at_nat_gateway, capture_at="gateway"),
+    nmap_spec("natgw_connect", ["-sT"], "nmap connect scan from behind a NAT, captured on the NAT gateway's "
+              "bridge", setting=at_nat_gateway, capture_at="gateway"),
     nmap_spec("ratelimit_udp", ["-sU", "--max-scan-delay", "10ms"],
               "nmap UDP scan of 66 ports; the target keeps Linux's default ICMP rate limit",
               ports=RATE_UDP_PORTS, setting=rate_limited),

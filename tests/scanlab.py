@@ -32,7 +32,11 @@ closed, every UDP port closed; no firewall.
 A scanner behind NAT: ``{p}-in`` (``nat_scanner_ns``, eth0 10.77.41.2/24) routes through the
 scanner namespace (nat0 10.77.41.1), which forwards it onto br0. Inside ``lab.behind_nat()``
 the scanner namespace masquerades it as 10.77.40.1; ``lab.capture(path, at="target")`` captures
-the target's side of the NAT, ``at="inside"`` the scanner's own side.
+the target's side of the NAT, ``at="inside"`` the scanner's own side, and ``at="gateway"`` the NAT
+gateway's own bridge (br0 of the scanner namespace). There each probe shows its translated source
+(10.77.40.1: SNAT happens before the frame leaves), but each reply the scanner's inside address: the
+bridge's netfilter hook (br_netfilter, ``bridge-nf-call-iptables=1``) undoes the NAT in PREROUTING
+before the frame is passed up to br0. The gateway's inside veth (nat0) shows no such mix.
 
 ``lab.rate_limited()`` gives the target Linux's default ICMP rate limits back (a short burst,
 then about one error a second per peer) and lets at most ``RST_LIMIT`` RSTs a second out; ``lab.lose_first(
@@ -364,17 +368,17 @@ table inet {LOSS_TABLE} {{
         self, path: str | os.PathLike, *, settle_s: float = 0.3, at: str = "scanner"
     ) -> Iterator[Capture]:
         """tcpdump on the scanner's bridge (both directions, Ethernet) for the with-block; `at`
-        "target" on the target's own interface, "inside" on the NAT'd scanner's.
-
-        A NAT's own bridge is no place to capture its outside: frames the bridge passes up show
-        replies already translated back to the inside address, probes translated to the outside.
+        "target" on the target's own interface, "inside" on the NAT'd scanner's, "gateway" on the
+        same bridge as "scanner", named for what it is inside `behind_nat()`: the NAT gateway's own
+        bridge, where probes show the outside address and replies the inside one (module docstring).
 
         Waits until tcpdump listens before the block; after it, waits `settle_s` so late
         replies are kept, then stops tcpdump with SIGINT. Counters are set on exit.
         """
         cap = Capture(str(path))
         ns, iface = {"scanner": (self.scanner_ns, self.scanner_iface), "target": (self.target_ns, "eth0"),
-                     "inside": (self.nat_scanner_ns, self.nat_scanner_iface)}[at]  # fmt: skip
+                     "inside": (self.nat_scanner_ns, self.nat_scanner_iface),
+                     "gateway": (self.scanner_ns, self.scanner_iface)}[at]  # fmt: skip
         cmd = [
             "ip", "netns", "exec", ns,
             "tcpdump", "-i", iface, "-n", "-U", "-w", cap.path,

