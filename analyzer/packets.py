@@ -72,7 +72,8 @@ class _Bytes:
 
     def u(self, rows: np.ndarray, pos: np.ndarray, size: int) -> tuple[np.ndarray, np.ndarray]:
         good = self.ok(rows, pos, size)
-        safe = np.where(good, pos, 0)
+        everywhere = good.all()  # the usual case: no position to neutralise, no value to clear
+        safe = pos if everywhere else np.where(good, pos, 0)
         if size in self.views:
             value = self.views[size][safe].astype(np.uint64)
         elif size == 6 and 4 in self.views:
@@ -81,7 +82,8 @@ class _Bytes:
             value = np.zeros(len(rows), np.uint64)
             for i in range(size):
                 value = (value << np.uint64(8)) | self.data[safe + i].astype(np.uint64)
-        value[~good] = 0
+        if not everywhere:
+            value[~good] = 0
         return value, good
 
 
@@ -95,6 +97,7 @@ class _Columns:
         self.n = n
         self.keep = keep  # columns asked for: the others are decoded (layers read them) but not stored
         self.rows = np.zeros(0, np.int64)  # table row of each row the layers see (they set relative rows)
+        self.span: slice | None = None  # those table rows, when they are consecutive
         self.dtypes = PACKET_DTYPES
         self.values: dict[str, np.ndarray] = {}
         self.absent: dict[str, np.ndarray] = {}
@@ -107,8 +110,10 @@ class _Columns:
         """Layer rows `rows` (where `good`) hold `values`."""
         if name not in self.keep:
             return
-        if good is None:
-            self.put(name, self.rows[rows], values)
+        if good is None or good.all():
+            # Layer rows are ascending and distinct: as many as there are rows means all of them.
+            every = self.span is not None and len(rows) == len(self.rows)
+            self.put(name, self.span if every else self.rows[rows], values)
         else:
             self.put(name, self.rows[rows[good]], values[good])
 
@@ -221,13 +226,14 @@ def decode(rec: Records, *, columns: Iterable[str] | None = None) -> pd.DataFram
     frame.attrs.update(path=rec.path, format=rec.format, compressed=rec.compressed, malformed=int(malformed.sum()))
     return frame
 
-# The dominant layout, declared as data: Ethernet II, IPv4 without options (IHL 5), TCP fixed header.
+# The dominant layout, declared as data: Ethernet II, IPv4 without options (IHL 5), TCP fixed header. The
+# MAC addresses are read as the 8 bytes from their start (fields may overlap), the top 48 bits kept.
 _ETH_IP4_TCP = np.dtype({
-    "names": ["eth_dst_hi", "eth_dst_lo", "eth_src_hi", "eth_src_lo", "ethertype", "vihl", "ip_len", "ip_id",
-              "frag", "ttl", "ip_proto", "src", "dst", "sport", "dport", "seq", "ack", "off_flags", "window"],
-    "formats": [">u4", ">u2", ">u4", ">u2", ">u2", "u1", ">u2", ">u2", ">u2", "u1", "u1", ">u4", ">u4", ">u2", ">u2",
-                ">u4", ">u4", ">u2", ">u2"],
-    "offsets": [0, 4, 6, 10, 12, 14, 16, 18, 20, 22, 23, 26, 30, 34, 36, 38, 42, 46, 48],
+    "names": ["eth_dst", "eth_src", "ethertype", "vihl", "ip_len", "ip_id", "frag", "ttl", "ip_proto", "src",
+              "dst", "sport", "dport", "seq", "ack", "off_flags", "window"],
+    "formats": [">u8", ">u8", ">u2", "u1", ">u2", ">u2", ">u2", "u1", "u1", ">u4", ">u4", ">u2", ">u2", ">u4", ">u4",
+                ">u2", ">u2"],
+    "offsets": [0, 6, 12, 14, 16, 18, 20, 22, 23, 26, 30, 34, 36, 38, 42, 46, 48],
     "itemsize": 54,
 })
 _TCP_AT = 34  # the TCP header's offset in that layout
@@ -259,10 +265,10 @@ def _fast_tcp4(data: np.ndarray, rec: Records, base: int, out: _Columns, addr: _
     size = _ETH_IP4_TCP.itemsize
     view = np.ndarray((len(data) - size + 1,), f"V{size}", buffer=data, strides=(1,))
     h = view[rec.offset[cand]].view(_ETH_IP4_TCP)
-    doff = (h["off_flags"] >> 12).astype(np.int64) * 4
-    ip_len = h["ip_len"].astype(np.int64)
+    doff = (h["off_flags"] >> 12) * np.uint16(4)  # 0 … 60: uint16 arithmetic below cannot wrap
+    ip_len = h["ip_len"]
     ok = ((h["ethertype"] == ETH_IPV4) & (h["vihl"] == 0x45) & (h["ip_proto"] == 6) & ((h["frag"] & 0x1FFF) == 0)
-          & (doff >= 20) & (ip_len >= 20 + doff) & (rec.caplen[cand] >= _TCP_AT + doff))
+          & (doff >= 20) & (ip_len >= doff + np.uint16(20)) & (rec.caplen[cand] >= doff + np.uint16(_TCP_AT)))
     if _OPTION_COLUMNS & out.keep:
         ok &= _fast_options(data, rec.offset[cand] + _TCP_AT + 20, doff, ok, out, cand + base)
     if not ok.all():
@@ -270,16 +276,16 @@ def _fast_tcp4(data: np.ndarray, rec: Records, base: int, out: _Columns, addr: _
     fast[cand] = True
     target = slice(base, base + n) if len(cand) == n else cand + base
 
-    if {"eth_dst", "eth_src"} & out.keep:
-        for name in ("eth_dst", "eth_src"):
-            out.put(name, target, (h[name + "_hi"].astype(np.uint64) << np.uint64(16)) | h[name + "_lo"])
+    for name in ("eth_dst", "eth_src"):
+        if name in out.keep:
+            out.put(name, target, h[name] >> np.uint64(16))
     for name, value in (("ethertype", ETH_IPV4), ("ip_version", 4), ("ip_proto", 6)):
         out.put(name, target, value)
     for name in ("ip_len", "ip_id", "ttl", "sport", "dport", "seq", "ack", "window"):
         out.put(name, target, h[name])
     out.put("fragment", target, (h["frag"] & 0x2000) != 0)  # offset 0: fragmented only when more follow
     out.put("tcp_flags", target, h["off_flags"] & 0x1FF)
-    out.put("payload_len", target, ip_len - 20 - doff)
+    out.put("payload_len", target, ip_len - (doff + np.uint16(20)))
     addr.put4("src", target, h["src"])
     addr.put4("dst", target, h["dst"])
     return fast
@@ -291,7 +297,8 @@ def _fast_options(data: np.ndarray, start: np.ndarray, doff: np.ndarray, ok: np.
     chunk: decode those; return which rows are decoded (rows without options always are)."""
     done = ~ok | (doff == 20)
     has_options = ok & (doff > 20)
-    for size in np.flatnonzero(np.bincount(doff[has_options], minlength=61)).tolist():
+    sizes = np.bincount(np.where(has_options, doff >> 2, 0).astype(np.intp), minlength=16)
+    for size in (np.flatnonzero(sizes[6:]) * 4 + 24).tolist():
         rows = np.flatnonzero(has_options & (doff == size))
         width = size - 20
         view = np.ndarray((len(data) - width + 1,), f"V{width}", buffer=data, strides=(1,))
@@ -359,6 +366,7 @@ def _layers(data: np.ndarray, rec: Records, rows: np.ndarray, out: _Columns, add
             malformed: np.ndarray) -> None:
     """The general decoder, layer by layer, for records `rec` (table rows `rows`)."""
     out.rows = addr.rows = rows
+    out.span = slice(rows[0], rows[-1] + 1) if rows[-1] - rows[0] + 1 == len(rows) else None
     buf = _Bytes(data, rec.offset + rec.caplen)
     l3, ethertype = _link(buf, rec, out)
     # A frame too short for its own link header is malformed (tshark agrees); unknown link types are not.
