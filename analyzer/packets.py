@@ -248,7 +248,7 @@ def _fast_tcp4(data: np.ndarray, rec: Records, base: int, out: _Columns, addr: _
 
     A record qualifies when it is Ethernet II carrying IPv4 with IHL 5, unfragmented (offset 0), TCP, with
     a data offset of at least 20 whose options lie inside both the captured bytes and the IP length, and
-    options laid out as one of the layouts found in the chunk (`_option_layouts`). Then every field sits at
+    options laid out as one of the layouts found in the chunk (`_option_layout`). Then every field sits at
     a fixed offset, and every bounds check of the general layers holds: caplen >= 34 + data offset and IP
     length >= 20 + data offset. So one gather of 54 bytes per record (`_ETH_IP4_TCP`) gives every field,
     with the values and presence the general layers would give, and such a record is never malformed.
