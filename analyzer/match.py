@@ -83,6 +83,13 @@ def _in_connection(pk: pd.DataFrame, tcp: np.ndarray, flags: np.ndarray, src: np
     left = left.sort_values("ts", kind="stable")
     merged = pd.merge_asof(left, ev, on="ts", by=["a", "b", "x", "y"], direction="backward", allow_exact_matches=False)
     result[merged["i"].to_numpy()] = merged["open"].fillna(False).to_numpy(bool)
+    # A NAT gateway's view: the SYN/ACK went to the untranslated prober address. Segments with no event on
+    # their exact addresses look once more without the prober's.
+    rest = merged.loc[merged["open"].isna(), ["i", "a", "b", "x", "y", "ts"]]
+    if len(rest):
+        again = pd.merge_asof(rest, ev.drop(columns="a"), on="ts", by=["b", "x", "y"], direction="backward",
+                              allow_exact_matches=False)
+        result[again["i"].to_numpy()] = again["open"].fillna(False).to_numpy(bool)
     return result
 
 
@@ -535,5 +542,12 @@ def _udp_replies(udp: np.ndarray, src: np.ndarray, dst: np.ndarray, sport: np.nd
                            by=["a", "b", "x", "y"], direction="backward", allow_exact_matches=False,
                            tolerance=window_ns)
     result[merged["i"].to_numpy()] = merged["seen"].fillna(False).to_numpy(bool)
+    # A NAT gateway's view: the reply is addressed to the untranslated prober (same replier, same ports).
+    rest = merged.loc[merged["seen"].isna(), ["i", "a", "b", "x", "y", "ts"]]
+    if len(rest):
+        again = pd.merge_asof(rest, right.drop(columns="a").sort_values("ts", kind="stable"), on="ts",
+                              by=["b", "x", "y"], direction="backward", allow_exact_matches=False,
+                              tolerance=window_ns)
+        result[again["i"].to_numpy()] = again["seen"].fillna(False).to_numpy(bool)
     return result
 

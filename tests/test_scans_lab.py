@@ -57,16 +57,7 @@ NMAP_SIGNED = {"SYN", "FIN", "NULL", "XMAS", "ACK", "WINDOW", "MAIMON", "CUSTOM"
 UNKNOWN_TOOL = {None, "", "unknown"}
 FLAG_NAMES = {"FIN": "F", "SYN": "S", "RST": "R", "PSH": "P", "ACK": "A", "URG": "U", "ECE": "E", "CWR": "C"}
 # Known disagreements, as strict xfails (an XPASS fails: remove the entry when the analyzer is fixed).
-# On the NAT gateway's bridge, match's address-exact pre-classification misses what its second pairing
-# pass would pair: _udp_replies takes a datagram for a reply only after one the other way between the same
-# two addresses, so the target's answers from udp/53 and udp/161 (to the inside address, after probes from
-# the outside one) are read as probes and those ports stay open|filtered; _in_connection looks for the
-# SYN/ACK on the exact 4-tuple, so the connect() scanner's handshake ACKs become probes of an extra,
-# unanswered ACK scan.
-KNOWN_GAPS = {
-    ("test_port_states", "natgw_udp"): "UDP replies to the NAT's inside address are not taken for replies",
-    ("test_scan_types", "natgw_connect"): "handshake ACKs after a SYN/ACK to the inside address read as an ACK scan",
-}
+KNOWN_GAPS: dict[tuple[str, str], str] = {}
 
 
 def cases(test: str, names: list[str]) -> list:
