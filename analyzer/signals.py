@@ -103,11 +103,51 @@ def _clock(replies: pd.DataFrame, t_ref_ns: int) -> tuple[float | None, float | 
     return offset % WRAP, rate, True
 
 
-def _mode_per_port(frame: pd.DataFrame, keys: list[str]) -> pd.DataFrame:
-    """Per port: the most frequent value of `keys` (ties: the smallest) and how many rows have it."""
-    counts = frame.groupby(["_port"] + keys, dropna=False).size().reset_index(name="n")
-    counts = counts.sort_values(["_port", "n"] + keys, ascending=[True, False] + [True] * len(keys), kind="stable")
-    return counts.drop_duplicates("_port").set_index("_port")
+def _modes(port: np.ndarray, values: list[np.ndarray]) -> tuple[np.ndarray, list[np.ndarray], np.ndarray]:
+    """Per distinct port (ascending): the most frequent tuple of `values` (ties: the smallest) and how many
+    rows have it. One sort of the rows' (port, values) keys packed into a 64-bit word where they fit."""
+    if not len(port):
+        return port, [v[:0] for v in values], np.zeros(0, np.int64)
+    cols = [port] + values
+    los = [int(c.min()) for c in cols]
+    bits = [max((int(c.max()) - lo).bit_length(), 1) for c, lo in zip(cols, los)]
+    if sum(bits) <= 64:
+        packed = np.zeros(len(port), np.uint64)
+        for c, lo, b in zip(cols, los, bits):
+            packed = (packed << np.uint64(b)) | (c - lo).astype(np.uint64)
+        keys, counts = np.unique(packed, return_counts=True)
+        runs, shift = [], 0
+        for lo, b in zip(reversed(los), reversed(bits)):  # unpack, least significant column first
+            part = (keys >> np.uint64(shift)) & np.uint64((1 << b) - 1)
+            runs.append(part.astype(np.int64) + lo if lo < 0 else part + np.uint64(lo))
+            shift += b
+        runs.reverse()
+    else:
+        o = np.lexsort(tuple(reversed(cols)))
+        sorted_cols = [c[o] for c in cols]
+        new = np.zeros(len(o), bool)
+        new[0] = True
+        for c in sorted_cols:
+            new[1:] |= c[1:] != c[:-1]
+        starts = np.flatnonzero(new)
+        counts = np.diff(np.append(starts, len(o)))
+        runs = [c[starts] for c in sorted_cols]
+    # Runs are in (port, values) order: each port's mode is its first run with the port's largest count.
+    run_port = runs[0].astype(np.int64)
+    first_of_port = np.flatnonzero(np.r_[True, run_port[1:] != run_port[:-1]])
+    top = np.maximum.reduceat(counts, first_of_port)
+    seg = np.cumsum(np.r_[True, run_port[1:] != run_port[:-1]]) - 1
+    best = np.flatnonzero(counts == top[seg])
+    best = best[np.r_[True, run_port[best][1:] != run_port[best][:-1]]]
+    return run_port[best], [r[best].astype(v.dtype) for r, v in zip(runs[1:], values)], counts[best]
+
+
+def _per_port(index: pd.Index, ports: np.ndarray, values: np.ndarray, fill: object) -> np.ndarray:
+    """Values given for some ports (`ports`, distinct) laid out along `index`, `fill` elsewhere."""
+    out = np.full(len(index), fill, dtype=values.dtype)
+    pos = index.get_indexer(ports)
+    out[pos[pos >= 0]] = values[pos >= 0]
+    return out
 
 
 def _port_table(replies: pd.DataFrame, ports: list[int], t_ref_ns: int) -> pd.DataFrame:
@@ -120,47 +160,59 @@ def _port_table(replies: pd.DataFrame, ports: list[int], t_ref_ns: int) -> pd.Da
     """
     index = pd.Index(ports, name="_port")
     table = pd.DataFrame(index=index)
-    table["replies"] = replies.groupby("_port").size().reindex(index, fill_value=0).astype(np.int64)
-    ttl = _mode_per_port(replies[replies["ttl"].notna()].assign(ttl=lambda f: f["ttl"].astype(np.int64)), ["ttl"])
-    table["ttl"] = ttl["ttl"].reindex(index).astype("Int64")
-    table["ttl_agree"] = ttl["n"].reindex(index, fill_value=0).astype(np.int64)
-    flags = replies["tcp_flags"].fillna(0).astype(np.int64)
-    synacks = replies[(flags & (SYN | ACK)) == (SYN | ACK)].assign(
-        window=lambda f: f["window"].fillna(-1).astype(np.int64),
-        tcp_options=lambda f: f["tcp_options"].fillna(0).astype(np.uint64))
-    stack = _mode_per_port(synacks, ["window", "tcp_options"]).reindex(index)
-    table["window"] = stack["window"].where(stack["window"] >= 0).astype("Int64")
-    layouts = {code: option_layout(int(code)) or "none" for code in stack["tcp_options"].dropna().unique()}
-    table["options"] = stack["tcp_options"].map(layouts).astype(object).where(stack["tcp_options"].notna(), None)
-    table["stack_agree"] = stack["n"].fillna(0).astype(np.int64)
-    rsts = replies.loc[(flags & RST) != 0, ["_port", "window", "tcp_flags"]].assign(
-        window=lambda f: f["window"].fillna(-1).astype(np.int64),
-        with_ack=lambda f: (f["tcp_flags"].fillna(0).astype(np.int64) & ACK) != 0)
-    rst = _mode_per_port(rsts, ["window", "with_ack"]).reindex(index)
-    seen = rst["n"].notna()
-    texts = {(w, a): f"window {int(w)}, {'RST/ACK' if a else 'bare RST'}"
-             for w, a in zip(rst["window"][seen], rst["with_ack"][seen])}
-    table["rst"] = pd.Series([texts[k] for k in zip(rst["window"][seen], rst["with_ack"][seen])],
-                             index=index[seen.to_numpy()], dtype=object).reindex(index)
-    table["rst"] = table["rst"].astype(object).where(seen, None)
-    table["rst_agree"] = rst["n"].fillna(0).astype(np.int64)
+    port = replies["_port"].to_numpy(np.int64)
+    uniq, n = np.unique(port, return_counts=True)
+    table["replies"] = _per_port(index, uniq, n, 0)
+    has = replies["ttl"].notna().to_numpy()
+    m_port, (m_ttl,), m_n = _modes(port[has], [replies["ttl"].to_numpy(np.int64, na_value=0)[has]])
+    table["ttl"] = pd.array(_per_port(index, m_port, m_ttl, -1), dtype="Int64")
+    table.loc[table["ttl"] < 0, "ttl"] = pd.NA
+    table["ttl_agree"] = _per_port(index, m_port, m_n, 0)
+    flags = replies["tcp_flags"].to_numpy(np.int64, na_value=0)
+    window = replies["window"].to_numpy(np.int64, na_value=-1)
+    synack = (flags & (SYN | ACK)) == (SYN | ACK)
+    options = replies["tcp_options"].to_numpy(np.uint64, na_value=0)
+    m_port, (m_win, m_opt), m_n = _modes(port[synack], [window[synack], options[synack]])
+    win = _per_port(index, m_port, m_win, -1)
+    table["window"] = pd.array(np.where(win >= 0, win, 0), dtype="Int64")
+    table.loc[win < 0, "window"] = pd.NA
+    layouts = {int(code): option_layout(int(code)) or "none" for code in np.unique(m_opt)}
+    table["options"] = _per_port(index, m_port, np.array([layouts[int(c)] for c in m_opt], dtype=object), None)
+    table["stack_agree"] = _per_port(index, m_port, m_n, 0)
+    rst = (flags & RST) != 0
+    m_port, (m_win, m_ack), m_n = _modes(port[rst], [window[rst], ((flags[rst] & ACK) != 0).astype(np.int64)])
+    # One text per distinct (window, ACK) behaviour, not per port.
+    kinds, which = np.unique(m_win * 2 + m_ack, return_inverse=True)
+    texts = np.array([f"window {k >> 1}, {'RST/ACK' if k & 1 else 'bare RST'}" for k in kinds.tolist()],
+                     dtype=object)[which.reshape(-1)]
+    table["rst"] = _per_port(index, m_port, texts, None)
+    table["rst_agree"] = _per_port(index, m_port, m_n, 0)
     # IP ID class from each port's IDs in time order: all zero, steps mostly small (one counter), or random.
-    ids = replies[replies["ip_id"].notna()].sort_values(["_port", "ts_ns"], kind="stable")
-    id_port = ids["_port"].to_numpy()
-    id_vals = ids["ip_id"].astype(np.int64).to_numpy()
+    has = replies["ip_id"].notna().to_numpy()
+    id_ts = replies["ts_ns"].to_numpy(np.int64)[has]
+    id_port = port[has]
+    o = np.argsort(id_ts, kind="stable")  # time order, then (stably) port order: each port's IDs in time order
+    o = o[np.argsort(id_port[o].astype(np.uint16) if len(id_port) and id_port.max() < 65536 and id_port.min() >= 0
+                     else id_port[o], kind="stable")]
+    id_port = id_port[o]
+    id_vals = replies["ip_id"].to_numpy(np.int64, na_value=0)[has][o]
     same = np.r_[False, id_port[1:] == id_port[:-1]] if len(id_port) else np.zeros(0, bool)
     small = (np.r_[False, (np.diff(id_vals) % 65536) < IPID_STEP] & same) if len(id_port) else same
-    id_stats = pd.DataFrame({"_port": id_port, "count": 1, "zero": id_vals == 0, "small": small, "step": same}
-                            ).groupby("_port").sum().reindex(index, fill_value=0)
-    count, steps = id_stats["count"].to_numpy(), id_stats["step"].to_numpy()
-    incremental = (steps > 0) & (id_stats["small"].to_numpy() > 0.9 * np.maximum(steps, 1))
-    table["ip_id_class"] = np.select([count < 3, id_stats["zero"].to_numpy() == count, incremental],
+    pos = index.get_indexer(id_port)
+    ok = pos >= 0
+    count, zero, small_n, steps = (np.bincount(pos[ok], weights=w[ok], minlength=len(index))
+                                   for w in (np.ones(len(pos)), (id_vals == 0).astype(float), small.astype(float),
+                                             same.astype(float)))
+    incremental = (steps > 0) & (small_n > 0.9 * np.maximum(steps, 1))
+    table["ip_id_class"] = np.select([count < 3, zero == count, incremental],
                                      ["unknown", "zero", "incremental"], "random").astype(object)
     table["ts_offset"] = table["ts_rate"] = np.nan
     table["ts_consistent"] = None
     table["ipid_series"] = [()] * len(index)
-    has_ts = replies[replies["tsval"].notna()].groupby("_port").size().reindex(index, fill_value=0)
-    special = index[(table["ip_id_class"] == "incremental").to_numpy() | (has_ts >= 3).to_numpy()]
+    ts_port = port[replies["tsval"].notna().to_numpy()]
+    pos = index.get_indexer(ts_port)
+    has_ts = np.bincount(pos[pos >= 0], minlength=len(index))
+    special = index[(count >= 3) & (zero != count) & incremental | (has_ts >= 3)]
     if len(special):
         # Each special port's replies in capture order (one sort, then slices: no scan per port).
         mine_all = replies[replies["_port"].isin(special)].sort_values("_port", kind="stable")
@@ -232,20 +284,26 @@ def _lazy_signals(table: pd.DataFrame) -> Callable[[int], PortSignals]:
     return sig
 
 
-def _signatures(table: pd.DataFrame, rtt_family: pd.Series) -> list[tuple]:
-    """Per port, what `_apart` looks at, as a key; ports whose verdicts depend on their own series (TCP
-    timestamps, an incremental IP ID counter) get a key of their own."""
-    own = (table["ts_offset"].notna() | (table["ip_id_class"] == "incremental")).tolist()
-    ttl = table["ttl"].astype(object).where(table["ttl_trusted"], None).tolist()
-    stack_ok = (table["stack_agree"] >= 2).tolist()
-    rst_ok = (table["rst_agree"] >= 2).tolist()
-    keys = []
-    for port, mine, fam, t, trusted, w, o, s_ok, r, r_ok in zip(
-            table.index, own, rtt_family, ttl, table["ttl_trusted"].tolist(),
-            table["window"].astype(object).where(table["window"].notna(), None).tolist(),
-            table["options"].tolist(), stack_ok, table["rst"].tolist(), rst_ok):
-        keys.append(("port", port) if mine else (fam, t, trusted, (w, o) if s_ok else None, r if r_ok else None))
-    return keys
+def _signature_codes(table: pd.DataFrame, rtt_family: np.ndarray) -> np.ndarray:
+    """Per port, a code for what `_apart` looks at: equal codes, equal verdicts against any port. Ports whose
+    verdicts depend on their own series (TCP timestamps, an incremental IP ID counter) get a code of their own."""
+    stack_ok = (table["stack_agree"] >= 2).to_numpy()
+    rst_ok = (table["rst_agree"] >= 2).to_numpy()
+    trusted = table["ttl_trusted"].to_numpy()
+    parts = [rtt_family, trusted,
+             np.where(trusted, table["ttl"].to_numpy(np.int64, na_value=-1), -1),
+             np.where(stack_ok, table["window"].to_numpy(np.int64, na_value=-1), -2),
+             pd.factorize(pd.Series(table["options"].to_numpy()).where(stack_ok, None))[0],
+             pd.factorize(pd.Series(table["rst"].to_numpy()).where(rst_ok, None))[0]]
+    packed = np.zeros(len(table), np.int64)
+    for part in parts:  # each part as small codes, packed side by side into one integer key
+        small = np.unique(np.asarray(part), return_inverse=True)[1].reshape(-1)
+        packed = packed * (int(small.max(initial=0)) + 1) + small
+        packed = np.unique(packed, return_inverse=True)[1].reshape(-1)  # renumbered: never overflows
+    codes = packed.astype(np.int64)
+    own = (table["ts_offset"].notna() | (table["ip_id_class"] == "incremental")).to_numpy()
+    codes[own] = codes.max(initial=-1) + 1 + np.arange(int(own.sum()))
+    return codes
 
 
 def _unavailable(table: pd.DataFrame, use: tuple[str, ...]) -> list[str]:
@@ -265,6 +323,70 @@ def _unavailable(table: pd.DataFrame, use: tuple[str, ...]) -> list[str]:
     return out
 
 
+def _place(ports: np.ndarray, codes: np.ndarray, sig: Callable[[int], PortSignals], rtt_fam: dict[int, int],
+           means: dict[int, float], use: tuple[str, ...]) -> tuple[np.ndarray, list[list | None]]:
+    """Greedy families: each port, in the given order, joins the first family none of whose members it is
+    apart from (`_apart`), else opens a new one. Returns each port's family and the reasons the last family
+    it tried gave against it (None when it joined the first).
+
+    Per family one representative per signature code is compared: members with equal codes give equal
+    verdicts. And a port whose code was placed while the representatives stayed as they are now meets the
+    same verdicts again: runs of such ports are placed at once (65,535 alike ports cost a few comparisons).
+    """
+    n = len(ports)
+    fam_of = np.empty(n, np.int64)
+    reasons_of: list[list | None] = [None] * n
+    reps: list[dict[int, int]] = []
+    n_codes = int(codes.max()) + 1 if n else 0
+    memo_version = np.full(n_codes, -1, np.int64)  # the representatives' version a verdict was reached under
+    memo_fam = np.zeros(n_codes, np.int64)
+    memo_reasons: list[list | None] = [None] * n_codes
+    version = 0
+    plist, clist = ports.tolist(), codes.tolist()
+    i = 0
+    while i < n:
+        c = clist[i]
+        if memo_version[c] == version:
+            j, step = i + 1, 16
+            while j < n:
+                same = memo_version[codes[j : j + step]] == version
+                if same.all():
+                    j, step = j + len(same), step * 2
+                else:
+                    j += int(np.argmin(same))
+                    break
+            fam_of[i:j] = memo_fam[codes[i:j]]
+            for k in range(i, j):
+                reasons_of[k] = memo_reasons[clist[k]]
+            i = j
+            continue
+        p = plist[i]
+        placed, last = None, None
+        for f, fam_reps in enumerate(reps):
+            reasons = []
+            for q in fam_reps.values():
+                rtt_reason = None
+                if rtt_fam[p] >= 0 and rtt_fam[q] >= 0 and rtt_fam[p] != rtt_fam[q]:
+                    rtt_reason = (f"RTT median {means[q] / 1000:.2f} ms vs {means[p] / 1000:.2f} ms "
+                                  f"(robust families {rtt_fam[q]} and {rtt_fam[p]})")
+                reasons += _apart(sig(p), sig(q), rtt_reason, use)
+            if not reasons:
+                if c not in fam_reps:
+                    fam_reps[c] = p
+                    version += 1
+                placed = f
+                break
+            last = reasons  # the last family tried: the nearest in RTT order
+        if placed is None:
+            reps.append({c: p})
+            version += 1
+            placed = len(reps) - 1
+        fam_of[i], reasons_of[i] = placed, last
+        memo_version[c], memo_fam[c], memo_reasons[c] = version, placed, last
+        i += 1
+    return fam_of, reasons_of
+
+
 def signal_families(packets: pd.DataFrame, matches: pd.DataFrame, *, signals: tuple[str, ...] = ALL_SIGNALS,
                     **rtt_options: object) -> tuple[pd.DataFrame, pd.DataFrame]:
     """(ports, families): per port its RTT statistics, observed signals and family; per family its evidence.
@@ -282,7 +404,7 @@ def signal_families(packets: pd.DataFrame, matches: pd.DataFrame, *, signals: tu
     syn = syn[syn["reply_frame"].notna()]
     frame_pos = np.searchsorted(packets["frame"].to_numpy(), syn["reply_frame"].astype(np.int64).to_numpy())
     # Only the fields the signals read: a copy of all 42 columns for every reply costs ~100 MB a million.
-    reply_rows = packets.iloc[frame_pos][list(REPLY_FIELDS)].reset_index(drop=True)
+    reply_rows = packets[list(REPLY_FIELDS)].iloc[frame_pos].reset_index(drop=True)
     reply_rows["_target"] = syn["dst"].astype(str).to_numpy()
     reply_rows["_port"] = syn["dport"].astype(int).to_numpy()
     port_rows, fam_rows = [], []
@@ -292,83 +414,45 @@ def signal_families(packets: pd.DataFrame, matches: pd.DataFrame, *, signals: tu
         port_list = rows["port"].astype(int).tolist()
         table = _port_table(of_target, port_list, t_ref)
         sig = _lazy_signals(table)
-        rtt_fam = dict(zip(port_list, rows["family"].astype(int)))
-        means = dict(zip(port_list, rows["median_us"]))
-        kinds = dict(zip(port_list, rows["family_kind"]))
-        evidence_of = dict(zip(port_list, table["has_evidence"].tolist()))
-        key_of = dict(zip(port_list, _signatures(table, rows["family"].astype(int).tolist())))
-        answered = [p for p in rtt_fam if rtt_fam[p] >= 0 and kinds[p] != "no answer"]
-        # Untestable by RTT: placed only when another signal of its own can be trusted; else no family.
-        unplaced = [p for p in rtt_fam if rtt_fam[p] < 0 and not evidence_of[p]]
-        answered += [p for p in rtt_fam if rtt_fam[p] < 0 and evidence_of[p]]
-        answered.sort(key=lambda p: (means[p] if means[p] == means[p] else math.inf, p))  # NaN last
-        fams: list[list[int]] = []
-        # Per family, one representative per signal signature: members alike in every signal give the
-        # same verdict, so a port is compared with each signature once, not with every member.
-        reps: list[dict[tuple, int]] = []
-        decided: dict[int, list[tuple[str, str]]] = {}
-        # A port whose signature was placed while the representatives stayed as they are now meets the same
-        # verdicts: reuse them (65,535 alike ports cost one comparison each, not one per family).
-        version = 0
-        verdicts: dict[tuple, tuple[int, int, list | None]] = {}
-        for p in answered:
-            key = key_of[p]
-            seen = verdicts.get(key)
-            if seen is not None and seen[0] == version:
-                fams[seen[1]].append(p)
-                if seen[2] is not None:
-                    decided[p] = seen[2]
-                continue
-            placed = None
-            for i, (fam, fam_reps) in enumerate(zip(fams, reps)):
-                reasons = []
-                for q in fam_reps.values():
-                    rtt_reason = None
-                    if rtt_fam[p] >= 0 and rtt_fam[q] >= 0 and rtt_fam[p] != rtt_fam[q]:
-                        rtt_reason = (f"RTT median {means[q] / 1000:.2f} ms vs {means[p] / 1000:.2f} ms "
-                                      f"(robust families {rtt_fam[q]} and {rtt_fam[p]})")
-                    reasons += _apart(sig(p), sig(q), rtt_reason, signals)
-                if not reasons:
-                    fam.append(p)
-                    if key not in fam_reps:
-                        fam_reps[key] = p
-                        version += 1
-                    placed = i
-                    break
-                decided[p] = reasons  # the last family tried: the nearest in RTT order
-            if placed is None:
-                fams.append([p])
-                reps.append({key: p})
-                version += 1
-                placed = len(fams) - 1
-            verdicts[key] = (version, placed, decided.get(p))
-        placed_or_not = set(answered) | set(unplaced)
-        silent = [p for p in rtt_fam if p not in placed_or_not]
+        fam_arr = rows["family"].to_numpy(np.int64)
+        median = rows["median_us"].to_numpy(float)
+        evidence = table["has_evidence"].to_numpy()
+        port_arr = np.asarray(port_list, np.int64)
+        # Placed: ports RTT could test (fastest first, by RTT floor), then those it could not but another
+        # signal of their own can be trusted. Unplaced (no family): untestable with no such signal. Silent:
+        # no reply at all, the "no answer" family.
+        silent = (fam_arr >= 0) & (rows["family_kind"] == "no answer").to_numpy()
+        pos = np.flatnonzero(((fam_arr >= 0) & ~silent) | ((fam_arr < 0) & evidence))
+        pos = pos[np.lexsort((port_arr[pos], np.where(np.isnan(median[pos]), np.inf, median[pos])))]
+        fam_of, reasons = _place(port_arr[pos], _signature_codes(table, fam_arr)[pos], sig,
+                                 dict(zip(port_list, fam_arr.tolist())), dict(zip(port_list, median.tolist())), signals)
+        n_fams = int(fam_of.max()) + 1 if len(fam_of) else 0
+        labels = np.full(len(port_list), -1, np.int64)
+        labels[pos] = fam_of
+        labels[silent] = n_fams
+        deciding = np.full(len(port_list), None, object)
+        deciding[pos] = [r[0][0] if r else None for r in reasons]
         missing = _unavailable(table, signals)
-        labels = {p: i for i, fam in enumerate(fams) for p in fam}
-        for p in silent:
-            labels[p] = len(fams)
-        for p in unplaced:
-            labels[p] = -1
-        for i, fam in enumerate(fams):
+        firsts = np.flatnonzero(np.r_[True, np.diff(np.sort(fam_of)) != 0]) if len(fam_of) else np.zeros(0, np.int64)
+        first_at = np.argsort(fam_of, kind="stable")[firsts]  # each family's first member, in placement order
+        members = np.split(port_arr[pos][np.argsort(fam_of, kind="stable")], firsts[1:])
+        for i, (at, fam) in enumerate(zip(first_at, members)):
             # Evidence of the family's first member: why it could join no earlier family (all signals).
-            why = decided.get(fam[0], [])
+            why = reasons[at] or []
             first_per_signal = dict(reversed(why))  # one line of evidence per signal, the first found
-            deciding = list(dict.fromkeys(s for s, _ in why))
-            evidence = [first_per_signal[s] for s in deciding]
-            fam_rows.append(dict(target=target, protocol=proto, family=i, ports=sorted(fam), kind="answered",
-                                 signals=deciding, evidence=evidence, unavailable=missing))
-        if silent:
-            fam_rows.append(dict(target=target, protocol=proto, family=len(fams), ports=sorted(silent), kind="no answer",
-                                 signals=[], evidence=["no reply to any probe"], unavailable=missing))
+            names = list(dict.fromkeys(s for s, _ in why))
+            fam_rows.append(dict(target=target, protocol=proto, family=i, ports=sorted(fam.tolist()), kind="answered",
+                                 signals=names, evidence=[first_per_signal[s] for s in names], unavailable=missing))
+        if silent.any():
+            fam_rows.append(dict(target=target, protocol=proto, family=n_fams, ports=sorted(port_arr[silent].tolist()),
+                                 kind="no answer", signals=[], evidence=["no reply to any probe"], unavailable=missing))
         port_rows.append(rows.assign(
             ttl=table["ttl"].array, ttl_agree=table["ttl_agree"].to_numpy(),
             window=table["window"].array, options=table["options"].to_numpy(),
             ip_id_class=table["ip_id_class"].to_numpy(), rst=table["rst"].to_numpy(),
             ts_offset=table["ts_offset"].astype(object).where(table["ts_offset"].notna(), None).to_numpy(),
             ts_rate=table["ts_rate"].astype(object).where(table["ts_rate"].notna(), None).to_numpy(),
-            signal_family=[labels[p] for p in port_list],
-            deciding_signal=[decided[p][0][0] if p in decided else None for p in port_list]))
+            signal_family=labels, deciding_signal=deciding))
     ports = (pd.concat(port_rows, ignore_index=True) if port_rows else base.iloc[0:0])
     ports = ports.rename(columns={"family": "rtt_family"}).rename(columns={"signal_family": "family"})
     fam_table = pd.DataFrame(fam_rows, columns=["target", "protocol", "family", "ports", "kind", "signals", "evidence",
