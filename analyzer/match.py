@@ -452,8 +452,9 @@ def _latest_transmissions(left_parts: list[tuple], right_parts: list[tuple], g_s
         np.subtract(lc, lo, out=lc)
         np.subtract(rc, lo, out=rc)
         lc[~keep] = 0
-        lw = (lw << np.uint64(bits)) | lc.astype(np.uint64)
-        rw = (rw << np.uint64(bits)) | rc.astype(np.uint64)
+        for w, c in ((lw, lc), (rw, rc)):  # in place: w = (w << bits) | c
+            np.left_shift(w, np.uint64(bits), out=w)
+            np.bitwise_or(w, c.view(np.uint64), out=w)  # c >= 0 here: its bits are its value
         used += bits
         del rc, lc
     lwords.append(lw)
@@ -468,14 +469,8 @@ def _latest_transmissions(left_parts: list[tuple], right_parts: list[tuple], g_s
     words = [np.concatenate([np.repeat(r, n_of), l[kept]]) for r, l in zip(rwords, lwords)]
     del lwords, rwords, lw, rw, n_of
     when = np.concatenate([time_rank(tx_rows[ev_tx]), time_rank(reply_row)])  # distinct: one per row
-    bits = max(int(when.max()).bit_length(), 1)
-    if used + bits <= 64:  # the time rank fits beside the last word's key bits: one key fewer to sort on
-        words[-1] = (words[-1] << np.uint64(bits)) | when.astype(np.uint64)
-        sort_keys = tuple(reversed(words))
-    else:
-        sort_keys = (when,) + tuple(reversed(words))
-    o = np.argsort(sort_keys[0]) if len(sort_keys) == 1 else np.lexsort(sort_keys)  # keys distinct: any sort
-    del when, sort_keys
+    o = _key_time_order(words, used, when)
+    del when
     is_ev = o < n_ev
     last_ev = np.maximum.accumulate(np.where(is_ev, np.arange(len(o)), -1))
     at = np.flatnonzero(~is_ev)  # replies, in sorted order
@@ -483,14 +478,49 @@ def _latest_transmissions(left_parts: list[tuple], right_parts: list[tuple], g_s
     found = prev >= 0
     at, prev = at[found], prev[found]
     same = np.ones(len(at), bool)
-    for i, w in enumerate(words):  # the transmission must have the reply's key (not just precede it)
-        if i == len(words) - 1 and len(words[-1]) and bits and used + bits <= 64:
-            same &= (w[o[at]] >> np.uint64(bits)) == (w[o[prev]] >> np.uint64(bits))
-        else:
-            same &= w[o[at]] == w[o[prev]]
+    for w in words:  # the transmission must have the reply's key (not just precede it)
+        same &= w[o[at]] == w[o[prev]]
     at, prev = at[same], prev[same]
     ev = o[prev]
     return reply_row[o[at] - n_ev], ev_group[ev], ev_tx[ev]
+
+
+def _key_time_order(words: list[np.ndarray], used: int, when: np.ndarray) -> np.ndarray:
+    """The order of entries by (key, time rank): keys as uint64 words (the last using `used` bits), time
+    ranks distinct. One 64-bit sort where possible:
+
+    - key bits and rank bits fit one word: exact;
+    - else the key is replaced by the top bits of a 64-bit hash of its words, beside the rank. Entries with
+      equal hashes are then adjacent; if any two of them differ in their words (a collision, rare: about
+      n² / 2^(64 - rank bits) for n distinct keys), the order is made again exactly with lexsort.
+    """
+    rank_bits = max(int(when.max()).bit_length(), 1) if len(when) else 1
+    if len(words) == 1 and used + rank_bits <= 64:
+        return np.argsort((words[0] << np.uint64(rank_bits)) | when.astype(np.uint64))
+    key_bits = 64 - rank_bits
+    if key_bits >= 24:
+        h = _hash(words) >> np.uint64(64 - key_bits)
+        o = np.argsort((h << np.uint64(rank_bits)) | when.astype(np.uint64))
+        hs = h[o]
+        tied = hs[1:] == hs[:-1]
+        del hs, h
+        if all(not (tied & (ws[1:] != ws[:-1])).any() for ws in (w[o] for w in words)):
+            return o
+    return np.lexsort((when,) + tuple(reversed(words)))
+
+
+def _hash(words: list[np.ndarray]) -> np.ndarray:
+    """A 64-bit mix of uint64 words (splitmix64's finaliser over a running combination)."""
+    h = np.zeros(len(words[0]), np.uint64)
+    with np.errstate(over="ignore"):
+        for w in words:
+            h = (h ^ w) * np.uint64(0x9E3779B97F4A7C15)
+            h ^= h >> np.uint64(30)
+            h *= np.uint64(0xBF58476D1CE4E5B9)
+            h ^= h >> np.uint64(27)
+            h *= np.uint64(0x94D049BB133111EB)
+            h ^= h >> np.uint64(31)
+    return h
 
 
 def _ranges(starts: np.ndarray, counts: np.ndarray) -> np.ndarray:

@@ -79,3 +79,25 @@ def test_matching_invariants(tmp_path_factory, probes, nano):
             assert int(r.duplicates) == int(p["dup"])
             assert str(r.reply_kind) == ("rst" if p["closed"] else "syn-ack")
     assert m.attrs["unsolicited_replies"] == 0
+
+
+@settings(max_examples=25, deadline=None)
+@given(st.lists(probe, min_size=1, max_size=25), st.booleans())
+def test_hash_collisions_fall_back_to_the_exact_order(tmp_path_factory, probes, nano):
+    """match sorts (key, time) by a hash of the key where the key is too wide for one word; when two keys
+    share a hash it must sort again exactly. A hash that maps every key to one value forces that path."""
+    import importlib
+
+    import pandas as pd
+
+    m = importlib.import_module("analyzer.match")
+    path, _ = scenario_pcap(tmp_path_factory.mktemp("h"), probes, nano)
+    packets = analyzer.read(path)
+    expected = analyzer.match(packets)
+    real = m._hash
+    try:
+        m._hash = lambda words: np.zeros(len(words[0]), np.uint64)
+        collided = analyzer.match(packets)
+    finally:
+        m._hash = real
+    pd.testing.assert_frame_equal(collided, expected)

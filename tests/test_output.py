@@ -20,3 +20,21 @@ def test_service_names_are_getservbyport(protocol: str) -> None:
             want = "unknown"
         assert service_name(port, protocol) == want, (port, protocol)
     assert service_name(22, "tcp") == "ssh"  # the test would pass vacuously with no /etc/services
+
+
+@pytest.mark.parametrize("capture", ["nat_qscan.pcap", "nat_agent.pcap", "nat_nmap_ipv6.pcap", "scans_multi.pcap"])
+def test_big_rtt_json_says_what_the_small_one_says(capture: str, monkeypatch) -> None:
+    """Big results are encoded by pandas' C encoder as one JSON fragment, small ones as dicts: same JSON."""
+    import json
+    from pathlib import Path
+
+    import analyzer
+    import analyzer.output as output
+
+    packets = analyzer.read(Path(__file__).resolve().parents[1] / "sample_pcaps" / capture)
+    fams, family_table = analyzer.signal_families(packets, analyzer.match(packets))
+    small = output.rtt_json(fams, {"capture": capture}, family_table)
+    monkeypatch.setattr(output, "INDENT_UP_TO_ROWS", -1)
+    big = output.rtt_json(fams, {"capture": capture}, family_table)
+    assert "\n" in small and "\n" not in big  # the two paths really ran
+    assert json.loads(big) == json.loads(small)
