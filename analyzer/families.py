@@ -32,7 +32,6 @@ from __future__ import annotations
 
 import numpy as np
 import pandas as pd
-from scipy import special as _sp
 
 from .stats import (
     DEFAULT_TRIM,
@@ -41,6 +40,7 @@ from .stats import (
     _port_stats,
     _PortKeys,
     _ranges,
+    _special,
     holm,
     rtt_samples,
     select_probes,
@@ -215,7 +215,7 @@ def group_qscan(samples: list[np.ndarray], confidence: float = 0.95, table: bool
             dof = n1 + n2 - 2
             with np.errstate(divide="ignore", invalid="ignore"):
                 t = abs(u1 - u2) / np.sqrt((n1 + n2) / (n1 * n2) * (((n1 - 1) * v1 + (n2 - 1) * v2) / dof))
-            crit = qscan_table_quantile(confidence, dof) if table else float(_sp.stdtrit(dof, confidence))
+            crit = qscan_table_quantile(confidence, dof) if table else float(_special().stdtrit(dof, confidence))
             if t < crit:  # NaN (a zero-variance pair) is never below: qscan keeps such ports apart too
                 fam[j] = fam[i]
     return fam

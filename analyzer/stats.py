@@ -12,12 +12,19 @@ from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
-from scipy import special as _sp
 
 from .flags import ACK, FIN, RST, SYN
 
 PORT_KEYS = ["dst", "protocol", "dport"]
 DEFAULT_TRIM = 0.1
+
+
+def _special():
+    """scipy.special, imported on first use: its import costs a sixth of a second, which `synlens rtt`
+    spends in a background thread while the capture is read (see analyzer.cli)."""
+    import scipy.special
+
+    return scipy.special
 
 
 @dataclass(frozen=True)
@@ -256,7 +263,7 @@ def _f_sf(f: float, dfn: float, dfd: float) -> float:
     """scipy.stats.f.sf(f, dfn, dfd), exactly: fdtrc, plus the distribution wrapper's 1 at and below 0."""
     if f <= 0 and dfn > 0 and dfd > 0:
         return 1.0
-    return float(_sp.fdtrc(dfn, dfd, f))
+    return float(_special().fdtrc(dfn, dfd, f))
 
 
 def yuen_welch_matrix(s: Summary) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -266,7 +273,7 @@ def yuen_welch_matrix(s: Summary) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     with np.errstate(divide="ignore", invalid="ignore"):
         t = diff / np.sqrt(dsum)
         dof = dsum**2 / (s.d[:, None] ** 2 / (s.h[:, None] - 1) + s.d[None, :] ** 2 / (s.h[None, :] - 1))
-        p = 2 * _sp.stdtr(dof, -np.abs(t))
+        p = 2 * _special().stdtr(dof, -np.abs(t))
     # Two samples without spread: equal means are the same, unequal ones certainly differ.
     flat = (dsum == 0) & np.isfinite(diff)
     p = np.where(flat, np.where(diff == 0, 1.0, 0.0), p)
@@ -288,7 +295,7 @@ def pooled_t(a: np.ndarray, b: np.ndarray) -> TTest:
     sp2 = ((na - 1) * np.var(a, ddof=1) + (nb - 1) * np.var(b, ddof=1)) / dof
     with np.errstate(divide="ignore", invalid="ignore"):
         t = (np.mean(a) - np.mean(b)) / np.sqrt(sp2 * (1 / na + 1 / nb))
-    return TTest(float(t), float(2 * _sp.stdtr(dof, -abs(t))), float(dof), na, nb)
+    return TTest(float(t), float(2 * _special().stdtr(dof, -abs(t))), float(dof), na, nb)
 
 
 def holm(pvalues: np.ndarray) -> np.ndarray:
