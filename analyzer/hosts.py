@@ -9,6 +9,7 @@ RFC 793 non-compliance (a RST to a FIN/NULL/Xmas probe on a port a SYN probe fou
 from __future__ import annotations
 
 import functools
+import io
 import os
 import re
 
@@ -16,8 +17,8 @@ import numpy as np
 import pandas as pd
 
 from .flags import ACK, RST, SYN
+from .scans import _codes, _group_ids, _group_of, _ints
 
-OUI_FILES = ("/usr/share/ieee-data/oui.txt", "/usr/share/wireshark/manuf")
 OPTION_NAMES = {0: "EOL", 1: "NOP", 2: "MSS", 3: "WS", 4: "SACK", 5: "SACKblk", 8: "TS", 30: "MPTCP", 34: "TFO"}
 # (initial TTL, option layout prefix) → OS family; layouts as the stacks send them in SYN/ACKs
 OS_LAYOUTS = (
@@ -31,26 +32,49 @@ OS_LAYOUTS = (
 )
 
 
+# The OUI tables, first installed first: path, line format, an OUI as the line starts with it.
+OUI_FILES = (
+    ("/usr/share/ieee-data/oui.txt", re.compile(r"^([0-9A-F]{2})-([0-9A-F]{2})-([0-9A-F]{2})\s+\(hex\)\s+(.*\S)"),
+     "{:02x}-{:02x}-{:02x}"),
+    ("/usr/share/wireshark/manuf",
+     re.compile(r"^([0-9A-Fa-f]{2}):([0-9A-Fa-f]{2}):([0-9A-Fa-f]{2})\t([^\t\n]+)(?:\t([^\n]+))?"), "{:02x}:{:02x}:{:02x}"),
+)
+
+
 @functools.cache
-def oui_table() -> dict[int, str]:
-    """24-bit OUI → organisation, from the first table installed (empty when none is)."""
-    table: dict[int, str] = {}
-    for path in OUI_FILES:
+def _oui_file() -> tuple[re.Pattern[str], str, bytes, bytes] | None:
+    """The first OUI table installed that has an entry: (line pattern, OUI format, its bytes, lowercased)."""
+    for path, pattern, oui_format in OUI_FILES:
         if not os.path.exists(path):
             continue
-        with open(path, encoding="utf-8", errors="replace") as f:
-            for line in f:
-                if path.endswith("oui.txt"):
-                    m = re.match(r"^([0-9A-F]{2})-([0-9A-F]{2})-([0-9A-F]{2})\s+\(hex\)\s+(.*\S)", line)
-                    if m:
-                        table[int("".join(m.groups()[:3]), 16)] = m.group(4)
-                else:
-                    m = re.match(r"^([0-9A-Fa-f]{2}):([0-9A-Fa-f]{2}):([0-9A-Fa-f]{2})\t([^\t\n]+)(?:\t([^\n]+))?", line)
-                    if m:
-                        table[int("".join(m.groups()[:3]), 16)] = m.group(5) or m.group(4)
-        if table:
-            break
-    return table
+        with open(path, "rb") as f:
+            data = f.read()
+        if any(pattern.match(line) for line in io.TextIOWrapper(io.BytesIO(data), encoding="utf-8", errors="replace")):
+            return pattern, oui_format, data, data.lower()
+    return None
+
+
+@functools.cache
+def organisation(oui: int) -> str | None:
+    """The organisation a 24-bit OUI is registered to (the table's last line for it wins), None if unlisted.
+
+    Only the lines starting with the OUI are parsed (parsing all of oui.txt costs a command 0.1 s). A line
+    reads as `open(path).readlines()` would give it: text mode ends lines at CR, LF or CRLF."""
+    found = _oui_file()
+    if found is None:
+        return None
+    pattern, oui_format, data, lowered = found
+    needle = oui_format.format(oui >> 16, (oui >> 8) & 0xFF, oui & 0xFF).encode()
+    end = len(data)
+    while (start := lowered.rfind(needle, 0, end)) >= 0:
+        end = start
+        if start and data[start - 1] not in b"\r\n":
+            continue
+        line = data[start:data.find(b"\n", start) % (len(data) + 1)].decode("utf-8", errors="replace")
+        m = pattern.match(line.replace("\r\n", "\n").replace("\r", "\n"))
+        if m and int("".join(m.groups()[:3]), 16) == oui:
+            return m.group(m.lastindex)
+    return None
 
 
 def mac_text(mac: int) -> str:
@@ -60,7 +84,7 @@ def mac_text(mac: int) -> str:
 def vendor_of(mac: int) -> str:
     if (mac >> 40) & 0x02:
         return "locally administered (virtual or randomised)"
-    return oui_table().get(mac >> 24, "unknown")
+    return organisation(mac >> 24) or "unknown"
 
 
 def initial_ttl(ttl: int) -> int:
@@ -97,50 +121,92 @@ def ip_id_class(ids: np.ndarray) -> str:
 def hosts(packets: pd.DataFrame, probes: pd.DataFrame | None = None, states: pd.DataFrame | None = None) -> pd.DataFrame:
     """One row per IP address seen as a source: mac, vendor, os (hint), os_evidence, packets."""
     # IP packets by their source, and ARP frames by their sender: a host that only answered ARP is a host.
-    ip = packets[(packets["ip_version"] > 0) | packets["arp_op"].notna()]
-    rows = []
-    flags = ip["tcp_flags"].fillna(0).astype(int)
-    for addr, hp in ip.groupby(ip["src"].astype(str), sort=True, observed=True):
-        macs = hp["eth_src"].dropna()
-        mac = int(macs.mode().iloc[0]) if len(macs) else None
+    src, addresses = _codes(packets["src"])
+    addresses = addresses.astype(str)
+    rows = np.flatnonzero(((packets["ip_version"].to_numpy() > 0) | packets["arp_op"].notna().to_numpy()) & (src >= 0))
+    seen = np.flatnonzero(np.bincount(src[rows], minlength=len(addresses)))
+    seen = seen[np.argsort(addresses[seen], kind="stable")]  # hosts in address text order
+    number = np.full(len(addresses), -1)
+    number[seen] = np.arange(len(seen))
+    host, n_hosts = number[src[rows]], len(seen)
+
+    flags = np.maximum(_ints(packets["tcp_flags"])[rows], 0)
+    synacks = np.flatnonzero((flags & (SYN | ACK)) == (SYN | ACK))
+    replies = np.concatenate([synacks, np.flatnonzero((flags & RST) != 0)])  # SYN/ACKs, then RSTs
+    n_replies, n_synacks = np.bincount(host[replies], minlength=n_hosts), np.bincount(host[synacks], minlength=n_hosts)
+    ttl_rows = np.concatenate([replies, np.flatnonzero(n_replies[host] == 0)])  # replies, else every packet
+    ttl = _mode(host[ttl_rows], _ints(packets["ttl"])[rows][ttl_rows], n_hosts)
+    mac = _mode(host, _ints(packets["eth_src"])[rows], n_hosts)
+    window = _mode(host[synacks], _ints(packets["window"])[rows][synacks], n_hosts)
+    option_code, options = pd.factorize(packets["tcp_options"].array[rows[synacks]].fillna(0), sort=True)
+    layout = _mode(host[synacks], option_code.astype(np.int64), n_hosts)
+    ids = _ints(packets["ip_id"])[rows][replies]
+    n_ids, id_class = _ip_id_classes(host[replies][ids >= 0], ids[ids >= 0], n_hosts)
+    not_rfc793 = _rst_on_open_ports(states)
+    n_packets = np.bincount(host, minlength=n_hosts)
+
+    out = []
+    for i, addr in enumerate(addresses[seen].tolist()):
         evidence = []
-        os_name = None
-        hf = flags.loc[hp.index]
-        synacks = hp[(hf & (SYN | ACK)) == (SYN | ACK)]
-        rsts = hp[(hf & RST) != 0]
-        replies = pd.concat([synacks, rsts])
-        ttl_source = replies if len(replies) else hp
-        ttls = ttl_source["ttl"].dropna().astype(int)
-        if len(ttls):
-            ttl = int(ttls.mode().iloc[0])
-            init = initial_ttl(ttl)
-            evidence.append(f"TTL {ttl} (initial {init}, {init - ttl} hops)")
-        else:
-            init = None
-        if len(synacks):
-            win = int(synacks["window"].mode().iloc[0])
-            layout = option_layout(int(synacks["tcp_options"].fillna(0).astype("UInt64").mode().iloc[0]))
-            evidence.append(f"SYN/ACK window {win}, options {layout or 'none'}")
-            for ttl0, prefix, name in OS_LAYOUTS:
-                if init == ttl0 and layout.startswith(prefix):
-                    os_name = name
-                    break
-        ids = replies["ip_id"].dropna().astype(int).to_numpy()
-        if len(ids) >= 3:
-            evidence.append(f"IP ID {ip_id_class(ids)}")
-        if states is not None and len(states):
-            mine = states[states["target"] == addr]
-            open_syn = set(mine[(mine["type"].isin(["SYN", "CONNECT"])) & (mine["state"] == "open")]["port"])
-            stealth_closed = set(mine[(mine["type"].isin(["FIN", "NULL", "XMAS"])) & (mine["state"] == "closed")]["port"])
-            if open_syn & stealth_closed:
-                evidence.append(f"RST to FIN/NULL/Xmas on open ports {sorted(open_syn & stealth_closed)[:5]} "
-                                "(not RFC 793: Windows-like)")
-                os_name = os_name or "Windows-like"
-        if os_name is None and init is not None and len(replies):
+        os_name = init = None
+        if ttl[i] >= 0:
+            init = initial_ttl(int(ttl[i]))
+            evidence.append(f"TTL {ttl[i]} (initial {init}, {init - int(ttl[i])} hops)")
+        if n_synacks[i]:
+            options_seen = option_layout(int(options[layout[i]]))
+            evidence.append(f"SYN/ACK window {window[i]}, options {options_seen or 'none'}")
+            os_name = next((name for ttl0, prefix, name in OS_LAYOUTS
+                            if init == ttl0 and options_seen.startswith(prefix)), None)
+        if n_ids[i] >= 3:
+            evidence.append(f"IP ID {id_class[i]}")
+        if addr in not_rfc793:
+            evidence.append(f"RST to FIN/NULL/Xmas on open ports {not_rfc793[addr]} (not RFC 793: Windows-like)")
+            os_name = os_name or "Windows-like"
+        if os_name is None and init is not None and n_replies[i]:
             os_name = {64: "Linux/Unix-like", 128: "Windows-like", 255: "network device / Solaris-like",
                        32: "old Windows / embedded"}[init]
-        rows.append(dict(address=addr, mac=mac_text(mac) if mac is not None else None,
-                         vendor=vendor_of(mac) if mac is not None else None,
-                         os=(f"{os_name} ({'; '.join(evidence)})" if os_name else None),
-                         os_evidence="; ".join(evidence), packets=len(hp)))
-    return pd.DataFrame(rows, columns=["address", "mac", "vendor", "os", "os_evidence", "packets"])
+        out.append(dict(address=addr, mac=mac_text(int(mac[i])) if mac[i] >= 0 else None,
+                        vendor=vendor_of(int(mac[i])) if mac[i] >= 0 else None,
+                        os=(f"{os_name} ({'; '.join(evidence)})" if os_name else None),
+                        os_evidence="; ".join(evidence), packets=int(n_packets[i])))
+    return pd.DataFrame(out, columns=["address", "mac", "vendor", "os", "os_evidence", "packets"])
+
+
+def _mode(groups: np.ndarray, values: np.ndarray, n_groups: int) -> np.ndarray:
+    """Per group (0..n_groups-1), its most frequent value, the least of those tied (as Series.mode gives
+    them first); -1 where the group has none. values: integers, -1 where missing (not counted)."""
+    groups, values = groups[values >= 0], values[values >= 0]
+    pair = _group_ids(groups, values)
+    count, pair_group, pair_value = np.bincount(pair), _group_of(pair, groups), _group_of(pair, values)
+    order = np.lexsort((pair_value, -count, pair_group))
+    first = order[np.diff(pair_group[order], prepend=-1) != 0]
+    out = np.full(n_groups, -1, np.int64)
+    out[pair_group[first]] = pair_value[first]
+    return out
+
+
+def _ip_id_classes(groups: np.ndarray, ids: np.ndarray, n_groups: int) -> tuple[np.ndarray, np.ndarray]:
+    """Per group: how many IP IDs, and `ip_id_class` of its IDs in the order given."""
+    order = np.argsort(groups, kind="stable")
+    g, v = groups[order], ids[order]
+    n = np.bincount(g, minlength=n_groups)
+    first = v[np.minimum(np.cumsum(n) - n, max(len(v) - 1, 0))] if len(v) else np.zeros(n_groups, np.int64)
+    zero = np.bincount(g, weights=v == 0, minlength=n_groups) == n
+    constant = np.bincount(g, weights=v == first[g], minlength=n_groups) == n
+    within = g[1:] == g[:-1]
+    small_steps = np.bincount(g[1:][within], weights=(np.diff(v) % 65536 < 1000)[within], minlength=n_groups)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        incremental = small_steps / (n - 1) > 0.9
+    classes = np.select([n < 2, zero, constant, incremental], ["unknown", "zero", "constant", "incremental"], "random")
+    return n, classes
+
+
+def _rst_on_open_ports(states: pd.DataFrame | None) -> dict[str, list[int]]:
+    """Targets that reset FIN/NULL/Xmas probes on ports a SYN or connect scan found open: up to 5 such ports each."""
+    if states is None or not len(states):
+        return {}
+    kind, state = states["type"], states["state"]
+    open_syn = states.loc[kind.isin(["SYN", "CONNECT"]) & (state == "open"), ["target", "port"]]
+    stealth_closed = states.loc[kind.isin(["FIN", "NULL", "XMAS"]) & (state == "closed"), ["target", "port"]]
+    both = open_syn.merge(stealth_closed).drop_duplicates()
+    return both.groupby("target")["port"].agg(lambda ports: sorted(ports.tolist())[:5]).to_dict()

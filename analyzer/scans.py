@@ -30,6 +30,7 @@ import pandas as pd
 
 from .flags import ACK, CWR, ECE, FIN, PSH, RST, SYN, URG, flag_text
 from .match import match as match_probes
+from .tools import packet_rows, tool_of_frames
 
 MIN_PORTS = 3
 MIN_HOSTS = 5
@@ -89,15 +90,25 @@ def technique_of(protocol: str, flags: int) -> str:
     return str(techniques(np.array([protocol]), np.array([flags]))[0])
 
 
+# Technique codes: TECHNIQUE_NAMES[code]. CONNECT and WINDOW are readings of a whole phase, never of one probe.
+TECHNIQUE_NAMES = np.array(["CUSTOM", *TECHNIQUES.values(), "UDP", "PING", "CONNECT", "WINDOW"], dtype=object)
+_CODE = {name: code for code, name in enumerate(TECHNIQUE_NAMES)}
+_FLAG_TECHNIQUE = np.zeros(256, np.int64)  # the eight flag bits → technique code (CUSTOM unless in TECHNIQUES)
+for _bits, _name in TECHNIQUES.items():
+    _FLAG_TECHNIQUE[_bits] = _CODE[_name]
+_KEY_SPAN = 1 << 62  # packed keys stay below this
+
+
 def techniques(protocol: np.ndarray, flags: np.ndarray) -> np.ndarray:
     """The technique of each probe, from its protocol and TCP flags (`TECHNIQUES`)."""
-    base = flags & (SYN | ACK | FIN | RST | PSH | URG | ECE | CWR)
-    out = np.full(len(flags), "CUSTOM", dtype=object)
-    for bits, name in TECHNIQUES.items():
-        out[base == bits] = name
-    out[protocol == "udp"] = "UDP"
-    out[protocol == "icmp"] = "PING"
-    return out
+    return TECHNIQUE_NAMES[_technique_codes(protocol == "udp", protocol == "icmp", np.asarray(flags, np.int64))]
+
+
+def _technique_codes(udp: np.ndarray, icmp: np.ndarray, flags: np.ndarray) -> np.ndarray:
+    codes = _FLAG_TECHNIQUE[flags & (SYN | ACK | FIN | RST | PSH | URG | ECE | CWR)]
+    codes[udp] = _CODE["UDP"]
+    codes[icmp] = _CODE["PING"]
+    return codes
 
 
 def states(technique: np.ndarray, kind: np.ndarray, icmp_type: np.ndarray, icmp_code: np.ndarray,
@@ -131,35 +142,113 @@ def state_of(technique: str, reply_kind: str | None, icmp_type: int, icmp_code: 
                       np.array([icmp_code]), np.array([window]), np.array([ip_version]))[0])
 
 
-def _scan_like(packets: pd.DataFrame, probes: pd.DataFrame) -> np.ndarray:
+# Grouping is done on integer codes: each column of a key becomes integers >= -1 (-1: missing), the columns of
+# a key are packed into one int64, and pandas' hash factorize numbers the keys (no sorting, no Python objects).
+
+def _codes(column: pd.Series) -> tuple[np.ndarray, np.ndarray]:
+    """(codes, values): one integer per row (-1 where missing) and the value each code stands for."""
+    if isinstance(column.dtype, pd.CategoricalDtype):
+        return column.cat.codes.to_numpy(np.int64), column.cat.categories.to_numpy(object)
+    codes, values = pd.factorize(column)
+    return codes.astype(np.int64), np.asarray(values, dtype=object)
+
+
+def _ints(column: pd.Series, missing: int = -1) -> np.ndarray:
+    """A (nullable) integer column as int64, `missing` where absent."""
+    return column.to_numpy(dtype=np.int64, na_value=missing)
+
+
+def _pack(columns: list[np.ndarray]) -> np.ndarray:
+    """One int64 per row, equal exactly where the rows agree on every column (integers >= -1)."""
+    key, span = np.zeros(len(columns[0]), np.int64), 1
+    for column in columns:
+        width = int(column.max(initial=-1)) + 2
+        if span > _KEY_SPAN // width:  # no room beside this column: number the keys so far densely
+            key = pd.factorize(key)[0].astype(np.int64)
+            span = int(key.max(initial=0)) + 1
+            if span > _KEY_SPAN // width:  # nor then: the column by its codes too (at most one per row)
+                column = pd.factorize(column)[0].astype(np.int64)
+                width = int(column.max(initial=-1)) + 2
+        key, span = key * width + (column + 1), span * width
+    return key
+
+
+def _group_ids(*columns: np.ndarray) -> np.ndarray:
+    """Ids 0..k-1 of the rows' combinations of column values, numbered in order of first appearance."""
+    return pd.factorize(_pack(list(columns)))[0].astype(np.int64)
+
+
+def _isin(left: list[np.ndarray], right: list[np.ndarray]) -> np.ndarray:
+    """Whether each left row's combination of column values is among the right rows' (integers >= -1)."""
+    found, rows = np.zeros(len(left[0]), bool), np.arange(len(left[0]))
+    # Screen column by column (last first) while many rows remain: the right side is mostly small, and
+    # some column of it selective (nmap's SYNs share one seq, but few ports answer).
+    for a, b in zip(left[::-1], right[::-1]):
+        if len(rows) <= max(len(found) // 16, 1000):
+            break
+        rows = rows[pd.Series(a[rows]).isin(b).to_numpy()]
+    keys = _pack([np.concatenate([a[rows], b]) for a, b in zip(left, right)])
+    found[rows] = pd.Series(keys[:len(rows)]).isin(keys[len(rows):]).to_numpy()
+    return found
+
+
+def _group_of(ids: np.ndarray, groups: np.ndarray) -> np.ndarray:
+    """For ids that each lie within one group: the group of each id (ids 0..k-1)."""
+    out = np.zeros(int(ids.max(initial=-1)) + 1, np.int64)
+    out[ids] = groups
+    return out
+
+
+def _distinct(groups: np.ndarray, values: np.ndarray, n_groups: int) -> np.ndarray:
+    """Per group (0..n_groups-1), how many distinct values its rows hold."""
+    return np.bincount(_group_of(_group_ids(groups, values), groups), minlength=n_groups)
+
+
+def _small(codes: np.ndarray) -> np.ndarray:
+    """Non-negative codes in the narrowest unsigned type: numpy sorts 8- and 16-bit integers by radix."""
+    top = int(codes.max(initial=0))
+    return codes.astype(np.uint8 if top < 1 << 8 else np.uint16 if top < 1 << 16 else np.int64)
+
+
+Columns = dict[str, np.ndarray]  # aligned integer columns: a table without pandas' per-frame costs
+
+
+def _take(table: Columns, rows: np.ndarray) -> Columns:
+    return {name: values[rows] for name, values in table.items()}
+
+
+PACKET_KEYS = ("frame", "sport", "dport", "seq", "ack", "tcp_flags", "payload_len", "ip_proto")
+
+
+def _packet_keys(packets: pd.DataFrame) -> Columns:
+    """The packets' columns the probe readings compare, as integers (-1 where missing)."""
+    return {"src": _codes(packets["src"])[0], "dst": _codes(packets["dst"])[0],
+            **{name: _ints(packets[name]) for name in PACKET_KEYS}}
+
+
+def _scan_like(keys: Columns, pk: Columns) -> np.ndarray:
     """Probes whose prober never sent payload on the probe's 4-tuple (ordinary clients do)."""
-    data = packets[(packets["payload_len"].fillna(0) > 0) & packets["sport"].notna() & (packets["ip_proto"] == 6)]
-    tcp = probes["protocol"].astype(str).to_numpy() == "tcp"
-    if data.empty or not tcp.any():
-        return np.ones(len(probes), bool)
-    sent = pd.MultiIndex.from_arrays([data["src"].astype(str), data["dst"].astype(str), data["sport"].astype(int),
-                                      data["dport"].astype(int)]).unique()
-    keys = pd.MultiIndex.from_arrays([probes["src"].astype(str), probes["dst"].astype(str),
-                                      probes["sport"].fillna(0).astype(int), probes["dport"].fillna(0).astype(int)])
+    data = _take(keys, np.flatnonzero((keys["payload_len"] > 0) & (keys["sport"] >= 0) & (keys["ip_proto"] == 6)))
+    if not len(data["src"]) or not pk["tcp"].any():
+        return np.ones(len(pk["tcp"]), bool)
+    tuple4 = ("src", "dst", "sport", "dport")
     # UDP and ICMP carry payload by nature: they are judged by breadth alone, later.
-    return ~(keys.isin(sent) & tcp)
+    return ~(_isin([pk[c] for c in tuple4], [data[c] for c in tuple4]) & pk["tcp"])
 
 
-def _tcp_pings(p: pd.DataFrame, icmp_probes: pd.DataFrame) -> np.ndarray:
+def _tcp_pings(pk: Columns, icmp_probes: Columns) -> np.ndarray:
     """TCP probes that belong to host discovery: SYN to 443 / ACK to 80 (nmap -sn's set) sent to hosts the
     same scanner also queried with ICMP, and no other TCP port of those hosts probed."""
-    if icmp_probes.empty or p.empty:
-        return np.zeros(len(p), bool)
-    queried = set(zip(icmp_probes["src"].astype(str), icmp_probes["dst"].astype(str)))
-    pair = list(zip(p["src"].astype(str), p["dst"].astype(str)))
-    tcp = p["protocol"].astype(str).to_numpy() == "tcp"
-    ports_per_pair = p[tcp].groupby([p["src"].astype(str), p["dst"].astype(str)])["dport"].nunique()
-    ping_port = np.isin(p["dport"].fillna(0).astype(int).to_numpy(), (80, 443))
-    few = np.array([ports_per_pair.get(k, 0) <= 2 for k in pair])
-    return tcp & ping_port & few & np.array([k in queried for k in pair])
+    tcp, src, dst, dport = pk["tcp"], pk["src"], pk["dst"], pk["dport"]
+    if not len(icmp_probes["src"]) or not len(src):
+        return np.zeros(len(src), bool)
+    pair = _group_ids(src, dst)
+    ports_per_pair = _distinct(pair[tcp], dport[tcp], int(pair.max()) + 1)
+    queried = _isin([src, dst], [icmp_probes["src"], icmp_probes["dst"]])
+    return tcp & np.isin(dport, (80, 443)) & (ports_per_pair[pair] <= 2) & queried
 
 
-def _udp_scan_like(packets: pd.DataFrame, probes: pd.DataFrame) -> np.ndarray:
+def _udp_scan_like(keys: Columns, pk: Columns) -> np.ndarray:
     """UDP probes that look like a scanner's: from a source port reused for several destination ports
     (nmap keeps one), or empty, or a retransmission of such a probe. A client's requests come from fresh
     ports and carry a request.
@@ -168,92 +257,97 @@ def _udp_scan_like(packets: pd.DataFrame, probes: pd.DataFrame) -> np.ndarray:
     another source port: nmap re-sends its protocol payloads (DNS, SNMP, NTP, NetBIOS …) from its scan port
     plus the try number. A client asking again sends a new request (a new DNS id and name), and a client
     never had a scanner probe to repeat: ordinary traffic stays ordinary."""
-    udp = probes["protocol"].astype(str).to_numpy() == "udp"
-    out = np.ones(len(probes), bool)
+    udp = pk["udp"]
+    out = np.ones(len(udp), bool)
     if not udp.any():
         return out
-    u = probes[udp]
-    rows = np.searchsorted(packets["frame"].to_numpy(), u["probe_frame"].to_numpy())
-    payload = packets["payload_len"].fillna(0).to_numpy()[rows]
-    shared = u.groupby([u["src"].astype(str), u["sport"].astype(int)])["dport"].transform("nunique").to_numpy() >= 3
-    scanner = (payload == 0) | shared
-    ts = u["ts_ns"].to_numpy()
-    same_request = [u["src"].astype(str).to_numpy(), u["dst"].astype(str).to_numpy(), u["dport"].astype(int).to_numpy(),
-                    payload]
-    first_scanner_ts = pd.Series(np.where(scanner, ts, np.nan)).groupby(same_request).transform("min").to_numpy()
-    retry = ts > first_scanner_ts  # NaN (no scanner probe to repeat) compares False
-    out[np.flatnonzero(udp)] = scanner | retry
+    u = _take(pk, udp)
+    payload = np.maximum(keys["payload_len"][u["row"]], 0)
+    from_port = _group_ids(u["src"], u["sport"])
+    scanner = (payload == 0) | (_distinct(from_port, u["dport"], int(from_port.max()) + 1)[from_port] >= 3)
+    same_request = _group_ids(u["src"], u["dst"], u["dport"], payload)
+    first_scanner_ts = np.full(int(same_request.max()) + 1, np.iinfo(np.int64).max)
+    np.minimum.at(first_scanner_ts, same_request[scanner], u["ts_ns"][scanner])
+    retry = u["ts_ns"] > first_scanner_ts[same_request]  # no scanner probe to repeat: never later than the sentinel
+    out[udp] = scanner | retry
     return out
 
 
-def _scanner_resets(packets: pd.DataFrame, probes: pd.DataFrame) -> np.ndarray:
+def _scanner_resets(keys: Columns, pk: Columns) -> np.ndarray:
     """SYN probes whose sender later reset the connection with seq = probe seq + 1: its kernel had received a
     SYN/ACK, whether or not the capture holds it (a reply lost from the capture, not from the network)."""
-    flags = packets["tcp_flags"].fillna(0).astype(int)
-    rst = packets[(flags & (RST | SYN | ACK)) == RST]
-    tcp_syn = (probes["protocol"].astype(str) == "tcp").to_numpy() & (probes["flags"].fillna(0).astype(int) == SYN).to_numpy()
-    if rst.empty or not tcp_syn.any():
-        return np.zeros(len(probes), bool)
-    resets = pd.MultiIndex.from_arrays([rst["src"].astype(str), rst["dst"].astype(str), rst["sport"].astype(int),
-                                        rst["dport"].astype(int), rst["seq"].astype(np.int64)])
-    keys = pd.MultiIndex.from_arrays([probes["src"].astype(str), probes["dst"].astype(str),
-                                      probes["sport"].fillna(0).astype(int), probes["dport"].fillna(0).astype(int),
-                                      (probes["seq"].fillna(0).astype(np.int64) + 1) % (1 << 32)])
-    return keys.isin(resets) & tcp_syn
+    resets = _take(keys, np.flatnonzero((np.maximum(keys["tcp_flags"], 0) & (RST | SYN | ACK)) == RST))
+    tcp_syn = pk["tcp"] & (pk["flags"] == SYN)
+    if not len(resets["src"]) or not tcp_syn.any():
+        return np.zeros(len(tcp_syn), bool)
+    probe = [pk["src"], pk["dst"], pk["sport"], pk["dport"], (pk["seq"] + 1) % (1 << 32)]
+    return _isin(probe, [resets[c] for c in ("src", "dst", "sport", "dport", "seq")]) & tcp_syn
 
 
-def _connects(packets: pd.DataFrame, probes: pd.DataFrame) -> np.ndarray:
+def _connects(keys: Columns, pk: Columns) -> np.ndarray:
     """SYN probes whose prober completed the handshake: an ACK with ack = SYN/ACK seq + 1 on the 4-tuple."""
-    flags = packets["tcp_flags"].fillna(0).astype(int).to_numpy()
-    acks = packets[(flags & (SYN | ACK | RST)) == ACK]
-    completed = set(zip(acks["src"].astype(str), acks["dst"].astype(str), acks["sport"].astype(int),
-                        acks["dport"].astype(int), acks["ack"].astype(int)))
-    synacks = packets.set_index("frame")
-    out = np.zeros(len(probes), bool)
-    answered = probes["reply_kind"].astype(str).to_numpy() == "syn-ack"
-    for i in np.flatnonzero(answered):
-        p = probes.iloc[i]
-        reply = synacks.loc[int(p["reply_frame"])]
-        out[i] = (str(p["src"]), str(p["dst"]), int(p["sport"]), int(p["dport"]),
-                  (int(reply["seq"]) + 1) % (1 << 32)) in completed
+    answered = pk["synack"]
+    acks = _take(keys, np.flatnonzero((np.maximum(keys["tcp_flags"], 0) & (SYN | ACK | RST)) == ACK))
+    out = np.zeros(len(answered), bool)
+    if not answered.any() or not len(acks["src"]):
+        return out
+    reply_seq = keys["seq"][packet_rows(keys["frame"], pk["reply_frame"][answered])]
+    handshake = [pk[c][answered] for c in ("src", "dst", "sport", "dport")] + [(reply_seq + 1) % (1 << 32)]
+    out[answered] = _isin(handshake, [acks[c] for c in ("src", "dst", "sport", "dport", "ack")])
     return out
+
+
+def _probe_keys(packets: pd.DataFrame, keys: Columns, probes: pd.DataFrame) -> Columns:
+    """Per probe, as integers: its packet's row, src / dst codes (the packets table's), ports and seq (0 where
+    missing), flags, technique code, the reply's fields (-1 where missing), the protocol and reply
+    kind codes (`_codes`), and the readings scan_like, completed and scanner_reset."""
+    rows = packet_rows(keys["frame"], probes["probe_frame"].to_numpy())
+    protocol, kind = probes["protocol"], probes["reply_kind"]
+    pk = {"row": rows, "src": keys["src"][rows], "dst": keys["dst"][rows], "sport": _ints(probes["sport"], 0),
+          "dport": _ints(probes["dport"], 0), "seq": _ints(probes["seq"], 0), "flags": _ints(probes["flags"], 0),
+          "ts_ns": probes["ts_ns"].to_numpy(), "tcp": (protocol == "tcp").to_numpy(bool),
+          "udp": (protocol == "udp").to_numpy(bool), "icmp": (protocol == "icmp").to_numpy(bool),
+          "protocol": _codes(protocol)[0], "kind": _codes(kind)[0], "synack": (kind == "syn-ack").to_numpy(bool),
+          "rst": (kind == "rst").to_numpy(bool), "reply_frame": _ints(probes["reply_frame"]),
+          "reply_icmp_type": _ints(probes["reply_icmp_type"]), "reply_icmp_code": _ints(probes["reply_icmp_code"]),
+          "reply_window": _ints(probes["reply_window"]), "reply_ttl": _ints(probes["reply_ttl"]),
+          "ip_version": probes["ip_version"].to_numpy(np.int64)}
+    pk["technique"] = _technique_codes(pk["udp"], pk["icmp"], pk["flags"])
+    if not len(rows):
+        return pk | {name: np.zeros(0, bool) for name in ("scan_like", "completed", "scanner_reset")}
+    return pk | {"scan_like": _scan_like(keys, pk) & _udp_scan_like(keys, pk), "completed": _connects(keys, pk),
+                 "scanner_reset": _scanner_resets(keys, pk)}
 
 
 def classify_probes(packets: pd.DataFrame, probes: pd.DataFrame | None = None) -> pd.DataFrame:
     """The probes table with each probe's `technique`, `scan_like` flag and provisional state."""
     probes = match_probes(packets) if probes is None else probes
-    p = probes.copy()
-    flags = p["flags"].fillna(0).astype(int).to_numpy()
-    proto = p["protocol"].astype(str).to_numpy()
-    p["technique"] = techniques(proto, flags)
-    p["scan_like"] = (_scan_like(packets, p) & _udp_scan_like(packets, p)) if len(p) else np.zeros(0, bool)
-    p["completed"] = _connects(packets, p) if len(p) else np.zeros(0, bool)
-    p["scanner_reset"] = _scanner_resets(packets, p) if len(p) else np.zeros(0, bool)
-    rows = np.searchsorted(packets["frame"].to_numpy(), p["probe_frame"].to_numpy())
-    p["probe_window"] = packets["window"].to_numpy()[rows] if len(p) else []
-    p["probe_options"] = packets["tcp_options"].to_numpy()[rows] if len(p) else []
-    p["probe_ttl"] = packets["ttl"].to_numpy()[rows] if len(p) else []
-    return p
+    pk = _probe_keys(packets, _packet_keys(packets), probes)
+    return probes.assign(technique=TECHNIQUE_NAMES[pk["technique"]], scan_like=pk["scan_like"],
+                         completed=pk["completed"], scanner_reset=pk["scanner_reset"],
+                         probe_window=packets["window"].array[pk["row"]],
+                         probe_options=packets["tcp_options"].array[pk["row"]], probe_ttl=packets["ttl"].array[pk["row"]])
 
 
-def _phases(p: pd.DataFrame, cfg: ScanConfig) -> pd.Series:
-    """Phase number per probe: per (scanner, technique, probe header signature), split by silences.
+def _phases(packets: pd.DataFrame, pk: Columns, cfg: ScanConfig) -> np.ndarray:
+    """Phase number per probe (0, 1, … in order of each phase's first probe): per (scanner, technique,
+    probe header signature), split by silences.
 
     The signature (TCP window and option layout of the probe) tells tools apart when one scanner runs
     several in a row: nmap's raw SYNs, the kernel's connect() SYNs and hping3's differ in both.
     """
-    fam = p["technique"].replace({"CONNECT": "SYN", "WINDOW": "ACK"})
-    parts = pd.DataFrame({"src": p["src"].astype(object), "fam": fam.astype(object),
-                          "flags": np.where(fam == "CUSTOM", p["flags"].astype(object), -1),
-                          "win": p["probe_window"].astype(object), "opts": p["probe_options"].astype(object)})
-    key = parts.fillna(-1).groupby(list(parts.columns), sort=True, dropna=False).ngroup()
-    order = np.lexsort((p["ts_ns"].to_numpy(), key.to_numpy()))
-    k, ts = key.to_numpy()[order], p["ts_ns"].to_numpy()[order]
+    rows, technique = pk["row"], pk["technique"]
+    custom_flags = np.where(technique == _CODE["CUSTOM"], pk["flags"], -1)
+    options = pd.factorize(packets["tcp_options"].array[rows])[0].astype(np.int64)
+    key = _group_ids(pk["src"], technique, custom_flags, _ints(packets["window"])[rows], options)
+    by_time = np.argsort(pk["ts_ns"], kind="stable")
+    order = by_time[np.argsort(_small(key[by_time]), kind="stable")]  # by key, then time, then capture order
+    k, t = key[order], pk["ts_ns"][order]
     new = np.ones(len(order), bool)
-    new[1:] = (k[1:] != k[:-1]) | (ts[1:] - ts[:-1] > cfg.phase_gap_s * 1e9)
-    phase = np.empty(len(order), int)
+    new[1:] = (k[1:] != k[:-1]) | (t[1:] - t[:-1] > cfg.phase_gap_s * 1e9)
+    phase = np.empty(len(order), np.int64)
     phase[order] = np.cumsum(new) - 1
-    return pd.Series(phase, index=p.index)
+    return pd.factorize(phase)[0].astype(np.int64)
 
 
 def scans(packets: pd.DataFrame, probes: pd.DataFrame | None = None, *, config: ScanConfig = ScanConfig()) -> tuple[pd.DataFrame, pd.DataFrame]:
@@ -264,50 +358,165 @@ def scans(packets: pd.DataFrame, probes: pd.DataFrame | None = None, *, config: 
     port states: scanner, target, phase, type, protocol, port, state, reason, probes, reply_ttl,
     reply_window.
     """
-    from .tools import tool_of_phase
-
-    p = classify_probes(packets, probes)
-    icmp_probes = p[p["protocol"].astype(str) == "icmp"]
-    p = p[p["scan_like"] & p["src"].notna() & (p["protocol"].astype(str) != "icmp")]
-    p = p[~_tcp_pings(p, icmp_probes)]
-    rows, states = [], []
-    next_phase = _discovery(packets, icmp_probes, config, rows, states, first_phase=0)
-    next_phase = _ipproto(packets, config, rows, states, first_phase=next_phase)
-    if p.empty:
-        return _finish(rows, states)
-    p = p.assign(phase=_phases(p, config) + next_phase)
-    for phase, ph in p.groupby("phase", sort=False):
-        technique = ph["technique"].iloc[0]
-        if technique == "SYN":
-            answered_open = ph["reply_kind"].astype(str) == "syn-ack"
-            if answered_open.any() and ph.loc[answered_open, "completed"].mean() > 0.5:
-                technique = "CONNECT"
-        if technique == "ACK":
-            rst = ph["reply_kind"].astype(str) == "rst"
-            if rst.any() and (ph.loc[rst, "reply_window"].fillna(0).astype(int) > 0).any():
-                technique = "WINDOW"
-        n_targets = ph["dst"].astype(str).nunique()
-        n_ports = ph["dport"].nunique()
-        # Repeated bare SYNs to one port are qscan-style probing; repeated UDP requests are clients.
-        per_port_repeats = ph.groupby(["dst", "dport"], observed=True).size().max() if technique in ("SYN", "CUSTOM") else 0
-        stealth = technique not in ("SYN", "CONNECT", "UDP")
-        big_enough = (n_ports >= config.min_ports or n_targets >= config.min_hosts or per_port_repeats >= config.min_repeats
-                      or (stealth and len(ph) >= 2))
-        if not big_enough:
-            continue
-        shape = "vertical" if n_targets == 1 else ("horizontal" if n_ports == 1 else "block")
-        flags_text = flag_text(int(ph["flags"].fillna(0).iloc[0])) if technique != "UDP" else ""
-        tool, evidence = tool_of_phase(packets, ph, technique)
-        for target, tp in ph.groupby(ph["dst"].astype(str), sort=False):
-            rows.append(_row(int(phase), str(tp["src"].iloc[0]), target, technique, flags_text, tp["ts_ns"].to_numpy(),
-                             int(tp["dport"].nunique()), shape, tool, evidence) | {"host_state": "up"})
-            states.extend(_port_states(tp, technique, int(phase)))
-    return _finish(rows, states)
+    probes = match_probes(packets) if probes is None else probes
+    pk = _probe_keys(packets, _packet_keys(packets), probes)
+    icmp = pk["icmp"]
+    keep = pk["scan_like"] & (pk["src"] >= 0) & ~icmp
+    keep[keep] = ~_tcp_pings(_take(pk, keep), _take(pk, icmp))
+    rows, found_states = [], []
+    next_phase = _discovery(packets, probes[icmp], config, rows, found_states, first_phase=0)
+    next_phase = _ipproto(packets, config, rows, found_states, first_phase=next_phase)
+    if not keep.any():
+        return _finish(rows, found_states)
+    pk = _take(pk, keep)
+    pk["phase"] = _phases(packets, pk, config)
+    pk["port"] = _group_ids(pk["phase"], pk["dst"], pk["dport"])  # (phase, target, port): one protocol a phase
+    readings = _phase_readings(packets, pk, config)
+    names = {"src": _codes(packets["src"])[1], "dst": _codes(packets["dst"])[1],
+             "protocol": _codes(probes["protocol"])[1].astype(str), "kind": _codes(probes["reply_kind"])[1].astype(str)}
+    port_scans, port_states = _port_scans(pk, readings, names)
+    return _finish(rows, found_states, port_scans.assign(phase=port_scans["phase"] + next_phase),
+                   port_states.assign(phase=port_states["phase"] + next_phase))
 
 
-def _finish(rows: list[dict], states: list[dict]) -> tuple[pd.DataFrame, pd.DataFrame]:
-    scans_df = pd.DataFrame(rows) if rows else _empty_scans()
-    states_df = pd.DataFrame(states) if states else _empty_states()
+def _phase_readings(packets: pd.DataFrame, pk: Columns, cfg: ScanConfig) -> pd.DataFrame:
+    """Per phase: its technique code (SYN read as CONNECT, ACK as WINDOW where the replies say so), whether
+    it is big enough to be a scan, its shape, flags text and tool."""
+    phase, port = pk["phase"], pk["port"]
+    n_phases = int(phase.max()) + 1
+    first = np.full(n_phases, len(phase))
+    np.minimum.at(first, phase, np.arange(len(phase)))
+    technique = pk["technique"][first]
+    n_synack = np.bincount(phase[pk["synack"]], minlength=n_phases)
+    n_completed = np.bincount(phase[pk["synack"] & pk["completed"]], minlength=n_phases)
+    n_open_windows = np.bincount(phase[pk["rst"] & (pk["reply_window"] > 0)], minlength=n_phases)
+    technique = np.select([(technique == _CODE["SYN"]) & (n_synack > 0) & (n_completed > 0.5 * n_synack),
+                           (technique == _CODE["ACK"]) & (n_open_windows > 0)],
+                          [_CODE["CONNECT"], _CODE["WINDOW"]], technique)
+
+    port_phase = _group_of(port, phase)  # per (phase, target, port): counted there, not per probe
+    n_targets = _distinct(port_phase, _group_of(port, pk["dst"]), n_phases)
+    n_ports = _distinct(port_phase, _group_of(port, pk["dport"]), n_phases)
+    size = np.bincount(phase, minlength=n_phases)
+    # Repeated bare SYNs to one port are qscan-style probing; repeated UDP requests are clients.
+    repeats = np.zeros(n_phases, np.int64)
+    np.maximum.at(repeats, port_phase, np.bincount(port))
+    repeats[~np.isin(technique, (_CODE["SYN"], _CODE["CUSTOM"]))] = 0
+    stealth = ~np.isin(technique, (_CODE["SYN"], _CODE["CONNECT"], _CODE["UDP"]))
+    big_enough = ((n_ports >= cfg.min_ports) | (n_targets >= cfg.min_hosts) | (repeats >= cfg.min_repeats)
+                  | (stealth & (size >= 2)))
+
+    names = TECHNIQUE_NAMES[technique]
+    frames = packets["frame"].to_numpy()[pk["row"][np.argsort(_small(phase), kind="stable")]]  # by phase, in order
+    ends = np.cumsum(size)
+    tools = [tool_of_frames(packets, frames[end - n:end], name) if big else ("", "")
+             for name, big, n, end in zip(names, big_enough, size, ends)]
+    return pd.DataFrame({
+        "technique": technique, "big_enough": big_enough,
+        "shape": np.where(n_targets == 1, "vertical", np.where(n_ports == 1, "horizontal", "block")),
+        "flags": [flag_text(int(f)) if name != "UDP" else "" for f, name in zip(pk["flags"][first], names)],
+        "tool": [tool for tool, _ in tools], "tool_evidence": [evidence for _, evidence in tools]})
+
+
+def _port_scans(pk: Columns, readings: pd.DataFrame, names: dict[str, np.ndarray]) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """The scans table's rows (one per phase and target) and the port states (one per phase, target and
+    port, in port order) of the phases big enough to be scans. names: the text of each src, dst,
+    protocol and reply kind code."""
+    phase, ts = pk["phase"], pk["ts_ns"]
+    target = _group_ids(phase, pk["dst"])  # (phase, target), numbered by first probe
+    target_phase = _group_of(target, phase)
+    # Targets in phase order, each phase's in order of first probe; only the phases that are scans.
+    shown = np.argsort(_small(target_phase), kind="stable")
+    shown = shown[readings["big_enough"].to_numpy()[target_phase[shown]]]
+    first, last = np.full(len(target_phase), np.iinfo(np.int64).max), np.full(len(target_phase), -1)
+    np.minimum.at(first, target, ts)
+    np.maximum.at(last, target, ts)
+    n_probes = np.bincount(target)[shown]
+    duration = (last - first)[shown] / 1e9
+    ph = readings.iloc[target_phase[shown]]
+    scan_rows = pd.DataFrame({
+        "phase": target_phase[shown], "scanner": names["src"][_group_of(target, pk["src"])[shown]].tolist(),
+        "target": names["dst"][_group_of(target, pk["dst"])[shown]].tolist(),
+        "type": TECHNIQUE_NAMES[ph["technique"]].tolist(), "flags": ph["flags"].tolist(),
+        "first": first[shown] / 1e9, "last": last[shown] / 1e9, "probes": n_probes,
+        "ports_probed": np.bincount(_group_of(pk["port"], target))[shown],
+        "rate": np.where(duration > 0, n_probes / np.where(duration > 0, duration, 1), n_probes.astype(float)),
+        "shape": ph["shape"].tolist(), "tool": ph["tool"].tolist(), "tool_evidence": ph["tool_evidence"].tolist(),
+        "host_state": "up"})
+    return scan_rows, _port_states(pk | {"target": target, "technique": readings["technique"].to_numpy()[phase]},
+                                   shown, names)
+
+
+def _port_states(pk: Columns, targets: np.ndarray, names: dict[str, np.ndarray]) -> pd.DataFrame:
+    """One row per probed port: the state the first reply gives; "unknown" when replies contradict.
+
+    pk: per probe, besides `_probe_keys`' columns, its phase, its (phase, target, port) id `port`, its
+    (phase, target) id `target`, and its phase's technique code; targets: the target ids to report, in order."""
+    port, technique, kind_code = pk["port"], pk["technique"], pk["kind"]
+    n, n_ports = len(port), int(port.max()) + 1
+    kind = np.append(names["kind"], "")[kind_code]  # "" for no reply (code -1: the last)
+    icmp_type, icmp_code, window, version = (pk[c] for c in ("reply_icmp_type", "reply_icmp_code", "reply_window",
+                                                              "ip_version"))
+    # nmap's rules, read once per combination of what they look at rather than once per probe
+    reading = _group_ids(technique, kind_code, icmp_type, icmp_code, window > 0, version)
+    one = _group_of(reading, np.arange(n))  # a probe of each combination
+    state_names, state_code = np.unique(np.append(states(TECHNIQUE_NAMES[technique[one]], kind[one], icmp_type[one],
+                                                         icmp_code[one], window[one], version[one]), "open"),
+                                        return_inverse=True)  # codes of the combinations' states, then of "open"
+    answered = kind_code >= 0
+    # A SYN/ACK the scanner's kernel reset but the capture lost: the port answered; say so, never "filtered".
+    lost = ~answered & pk["scanner_reset"] & np.isin(technique, (_CODE["SYN"], _CODE["CUSTOM"]))
+    state = np.where(lost, state_code[-1], state_code[reading])
+    answered |= lost
+
+    # The probe that decides: the port's earliest answered one, else its earliest (by time, then capture order).
+    by_time = np.argsort(pk["ts_ns"], kind="stable")
+    rank = np.empty(n, np.int64)
+    rank[by_time] = np.arange(n)
+    earliest, earliest_answered = np.full(n_ports, n), np.full(n_ports, n)
+    np.minimum.at(earliest, port, rank)
+    np.minimum.at(earliest_answered, port[answered], rank[answered])
+    decides = by_time[np.where(earliest_answered < n, earliest_answered, earliest)]
+    low, high = np.full(n_ports, len(state_names)), np.full(n_ports, -1)
+    np.minimum.at(low, port[answered], state[answered])
+    np.maximum.at(high, port[answered], state[answered])
+    contradict = high > low
+    replied = np.full(n_ports, n)  # the reply TTL and window shown: the first answered probe's, in capture order
+    np.minimum.at(replied, port[answered], np.flatnonzero(answered))
+
+    # the reported targets' ports, in target order, then port order
+    report_order = np.full(int(pk["target"].max()) + 1, len(targets))
+    report_order[targets] = np.arange(len(targets))
+    port_target, dport = _group_of(port, pk["target"]), _group_of(port, pk["dport"])
+    shown = np.flatnonzero(report_order[port_target] < len(targets))
+    shown = shown[np.lexsort((dport[shown], report_order[port_target[shown]]))]
+    row, reply, contradict = decides[shown], replied[shown], contradict[shown]
+    reason = np.where(lost[row], "syn-ack not captured (scanner's reset)",
+                      np.where(answered[row], _reasons(kind[row], icmp_type[row], icmp_code[row], version[row] == 4),
+                               "no-response"))
+    return pd.DataFrame({
+        "scanner": names["src"][pk["src"][row]].tolist(), "target": names["dst"][pk["dst"][row]].tolist(),
+        "phase": pk["phase"][row], "type": TECHNIQUE_NAMES[technique[row]].tolist(),
+        "protocol": names["protocol"][pk["protocol"][row]].tolist(), "port": dport[shown],
+        "state": np.where(contradict, "unknown", state_names[state[row]]).tolist(),
+        "reason": np.where(contradict, "contradicting replies", reason).tolist(), "probes": np.bincount(port)[shown],
+        "reply_ttl": _shown_values(pk["reply_ttl"], reply), "reply_window": _shown_values(pk["reply_window"], reply)})
+
+
+def _shown_values(values: np.ndarray, rows: np.ndarray) -> np.ndarray:
+    """values[rows] (-1: missing; a row past the end: none): integers, or floats with NaN when any is missing."""
+    shown = np.append(values, -1)[np.minimum(rows, len(values))]
+    return shown if (shown >= 0).all() else np.where(shown >= 0, shown, np.nan)
+
+
+def _finish(rows: list[dict], states: list[dict], port_scans: pd.DataFrame | None = None,
+            port_states: pd.DataFrame | None = None) -> tuple[pd.DataFrame, pd.DataFrame]:
+    scans_parts = [part for part in (pd.DataFrame(rows), port_scans) if part is not None and len(part)]
+    states_parts = [part for part in (pd.DataFrame(states), port_states) if part is not None and len(part)]
+    scans_df = pd.concat(scans_parts, ignore_index=True) if scans_parts else _empty_scans()
+    states_df = pd.concat(states_parts, ignore_index=True) if states_parts else _empty_states()
+    if len(states_parts) > 1:  # the IP protocol scans' None beside the ports' numbers: floats, NaN for none
+        states_df = states_df.astype({"reply_ttl": float, "reply_window": float})
     if len(scans_df):
         scans_df = scans_df.sort_values(["first", "scanner", "target"], kind="stable").reset_index(drop=True)
         # Phases numbered in time order, so a reader can follow the capture.
@@ -364,7 +573,7 @@ def _discovery(packets: pd.DataFrame, icmp_probes: pd.DataFrame, cfg: ScanConfig
 def _ipproto(packets: pd.DataFrame, cfg: ScanConfig, rows: list, states: list, first_phase: int) -> int:
     """IP protocol scans (nmap -sO): one source sending packets of many IP protocols to one target."""
     phase = first_phase
-    ip = packets[(packets["ip_version"] > 0) & packets["ip_proto"].notna()]
+    ip = packets[_ipproto_candidates(packets)]
     if ip.empty:
         return phase
     src, dst = ip["src"].astype(str), ip["dst"].astype(str)
@@ -405,57 +614,38 @@ def _ipproto(packets: pd.DataFrame, cfg: ScanConfig, rows: list, states: list, f
     return phase
 
 
-def _port_states(tp: pd.DataFrame, technique: str, phase: int) -> list[dict]:
-    """One row per probed port: the state the first reply gives; "unknown" when replies contradict."""
-    n = len(tp)
-    kind = tp["reply_kind"].astype(object).where(tp["reply_kind"].notna(), "").to_numpy(str)
-    state = states(np.full(n, technique, dtype=object), kind,
-                   tp["reply_icmp_type"].astype("Int64").fillna(-1).to_numpy(int),
-                   tp["reply_icmp_code"].astype("Int64").fillna(-1).to_numpy(int),
-                   tp["reply_window"].astype("Int64").fillna(0).to_numpy(int), tp["ip_version"].to_numpy(int))
-    answered = kind != ""
-    # A SYN/ACK the scanner's kernel reset but the capture lost: the port answered; say so, never "filtered".
-    lost = ~answered & tp["scanner_reset"].to_numpy(bool) & np.isin(technique, ("SYN", "CUSTOM"))
-    state = np.where(lost, "open", state)
-    answered = answered | lost
-    frame = pd.DataFrame({"protocol": tp["protocol"].astype(str).to_numpy(), "port": tp["dport"].astype(int).to_numpy(),
-                          "state": state, "answered": answered, "ts": tp["ts_ns"].to_numpy(),
-                          "reason": np.where(lost, "syn-ack not captured (scanner's reset)", _reasons(tp, kind))})
-    frame = frame.sort_values(["protocol", "port", "answered", "ts"], ascending=[True, True, False, True], kind="stable")
-    g = frame.groupby(["protocol", "port"], sort=True)
-    first = g.head(1).set_index(["protocol", "port"])
-    distinct = frame[frame["answered"]].groupby(["protocol", "port"])["state"].nunique()
-    contradict = distinct.reindex(first.index, fill_value=1) > 1
-    out = pd.DataFrame({"scanner": str(tp["src"].iloc[0]), "target": str(tp["dst"].iloc[0]), "phase": phase,
-                        "type": technique, "protocol": first.index.get_level_values(0),
-                        "port": first.index.get_level_values(1),
-                        "state": np.where(contradict, "unknown", first["state"]),
-                        "reason": np.where(contradict, "contradicting replies",
-                                           np.where(first["answered"], first["reason"], "no-response")),
-                        "probes": g.size().to_numpy()})
-    replies = tp[answered].drop_duplicates("dport")
-    out = out.merge(pd.DataFrame({"port": replies["dport"].astype(int).to_numpy(),
-                                  "reply_ttl": replies["reply_ttl"].astype("Int64").to_numpy(),
-                                  "reply_window": replies["reply_window"].astype("Int64").to_numpy()}),
-                    on="port", how="left")
-    return out.to_dict("records")
+def _ipproto_candidates(packets: pd.DataFrame) -> np.ndarray:
+    """The IP packets an IP protocol scan could be read from: those between a (source, destination) pair
+    with two or more protocols other than ICMP, TCP, UDP, ICMPv6 (the scan's own condition, and rare), and
+    those sent to the source of such a pair (its replies)."""
+    proto = _ints(packets["ip_proto"])
+    ip = (packets["ip_version"].to_numpy() > 0) & (proto >= 0)
+    src, dst = _codes(packets["src"])[0], _codes(packets["dst"])[0]
+    odd = np.flatnonzero(ip & ~np.isin(proto, (1, 6, 17, 58)))
+    if not len(odd):
+        return np.zeros(len(packets), bool)
+    pair = _group_ids(src[odd], dst[odd])
+    many = (_distinct(pair, proto[odd], int(pair.max()) + 1) >= 2)[pair]
+    pairs = [src[odd][many], dst[odd][many]]
+    return ip & (_isin([src, dst], pairs) | np.isin(dst, pairs[0]))
 
 
-def _reasons(tp: pd.DataFrame, kind: np.ndarray) -> np.ndarray:
-    """nmap's --reason words for each probe's reply."""
-    itype = tp["reply_icmp_type"].astype("Int64").fillna(-1).to_numpy(int)
-    icode = tp["reply_icmp_code"].astype("Int64").fillna(-1).to_numpy(int)
-    v4 = tp["ip_version"].to_numpy(int) == 4
+ICMP_REASONS = {(3, 3): "port-unreach", (3, 13): "admin-prohibited", (3, 1): "host-unreach", (3, 0): "net-unreach",
+                (3, 2): "proto-unreach", (3, 9): "net-prohibited", (3, 10): "host-prohibited"}
+
+
+def _reasons(kind: np.ndarray, icmp_type: np.ndarray, icmp_code: np.ndarray, v4: np.ndarray) -> np.ndarray:
+    """nmap's --reason words for each probe's reply (kind: reply kind text, "" for none)."""
     out = np.array(kind, dtype=object)
     out[kind == "syn-ack"] = "syn-ack"
     out[kind == "rst"] = "reset"
     out[kind == "udp"] = "udp-response"
     icmp = np.flatnonzero(kind == "icmp")
-    names = {(3, 3): "port-unreach", (3, 13): "admin-prohibited", (3, 1): "host-unreach", (3, 0): "net-unreach",
-             (3, 2): "proto-unreach", (3, 9): "net-prohibited", (3, 10): "host-prohibited"}
-    for i in icmp:
-        t, c = int(itype[i]), int(icode[i])
-        out[i] = names.get((t, c), f"icmp-{t}-{c}") if v4[i] else f"icmpv6-{t}-{c}"
+    which = _group_ids(icmp_type[icmp], icmp_code[icmp], v4[icmp])  # worded once per (type, code, version)
+    one = _group_of(which, icmp)
+    words = [ICMP_REASONS.get((t, c), f"icmp-{t}-{c}") if is_v4 else f"icmpv6-{t}-{c}"
+             for t, c, is_v4 in zip(icmp_type[one].tolist(), icmp_code[one].tolist(), v4[one].tolist())]
+    out[icmp] = np.array(words, dtype=object)[which]
     return out
 
 

@@ -119,11 +119,22 @@ def _signature(probe_pkts: pd.DataFrame, technique: str) -> tuple[str, str]:
     return "unknown", ""
 
 
+SIGNATURE_COLUMNS = ["ttl", "ip_id", "ip_proto", "window", "tcp_options", "mss", "sport", "ip_version", "seq",
+                     "dport", "dst"]
+
+
+def packet_rows(frame: np.ndarray, frames: np.ndarray) -> np.ndarray:
+    """Rows of the packets table (its column frame: ascending) that hold the given frame numbers."""
+    if len(frame) and frame[0] == 1 and frame[-1] == len(frame) and np.array_equal(frame, np.arange(1, len(frame) + 1)):
+        return np.asarray(frames, np.int64) - 1
+    return np.searchsorted(frame, frames)  # a filtered packets table: look frames up
+
+
+def tool_of_frames(packets: pd.DataFrame, frames: np.ndarray, technique: str) -> tuple[str, str]:
+    """Tool and evidence for one phase: the frame numbers of its probes and its technique."""
+    return _signature(packets[SIGNATURE_COLUMNS].take(packet_rows(packets["frame"].to_numpy(), frames)), technique)
+
+
 def tool_of_phase(packets: pd.DataFrame, phase_probes: pd.DataFrame, technique: str) -> tuple[str, str]:
     """Tool and evidence for one phase: its probes (column probe_frame) and its technique."""
-    frames = phase_probes["probe_frame"].to_numpy()
-    if np.array_equal(packets["frame"].to_numpy(), np.arange(1, len(packets) + 1)):
-        rows = frames - 1
-    else:  # a filtered packets table: look frames up
-        rows = np.searchsorted(packets["frame"].to_numpy(), frames)
-    return _signature(packets.iloc[rows], technique)
+    return tool_of_frames(packets, phase_probes["probe_frame"].to_numpy(), technique)
