@@ -322,8 +322,67 @@ class Capture:
     packets_dropped: int | None = None
 
 
+class NamespaceLab:
+    """What every lab of namespaces does: run a command in one, start a background process in one (stopped
+    at teardown). Mixed into the lab dataclasses, which hold the `_processes` registry."""
+
+    _processes: _Processes
+
+    def run(
+        self, ns: str, *cmd: str, timeout: float = 120, check: bool = True, input: str | None = None
+    ) -> subprocess.CompletedProcess:
+        """Run `cmd` in namespace `ns`, capturing text output; raises LabCommandError."""
+        return _run(["ip", "netns", "exec", ns, *cmd], timeout=timeout, check=check, input=input)
+
+    def spawn(self, ns: str, *cmd: str, ready: str | None = None) -> subprocess.Popen:
+        """Start a background process in `ns` that the lab stops at teardown.
+
+        With `ready`, blocks until the process prints a line containing it (stdout and
+        stderr are then piped); otherwise its output is discarded.
+        """
+        return self._processes.start(ns, *cmd, ready=ready)
+
+
+@contextlib.contextmanager
+def tcpdump(ns: str, iface: str, path: str | os.PathLike, *, settle_s: float, buffer_kib: int = 8192
+            ) -> Iterator[Capture]:
+    """tcpdump on `iface` in `ns` (both directions) for the with-block.
+
+    Starts before the block and waits until tcpdump is listening; after the block it waits `settle_s`
+    for late replies, then stops tcpdump with SIGINT and waits until the file is complete. Yields a
+    Capture whose counters are set on exit.
+    """
+    cap = Capture(str(path))
+    cmd = [
+        "ip", "netns", "exec", ns,
+        "tcpdump", "-i", iface, "-n", "-U", "-w", cap.path,
+        "-Z", "root",  # Debian's tcpdump drops to user tcpdump, which can't write to root's dirs
+        "--immediate-mode",  # otherwise the last ring block can be lost on SIGINT
+        "-B", str(buffer_kib),  # KiB: headroom for benchmark-rate scans
+        "-s", "2048",  # immediate mode gives snaplen-sized ring slots: 256 KiB slots leave too few
+    ]  # fmt: skip
+    proc = subprocess.Popen(
+        cmd, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE, text=True, start_new_session=True,
+    )  # fmt: skip
+    watcher = _LineWatcher(proc.stderr, "listening on")
+    try:
+        if not watcher.wait(STARTUP_TIMEOUT_S):
+            raise LabError("tcpdump did not start:\n" + "\n".join(watcher.lines))
+        yield cap
+        time.sleep(settle_s)
+        if proc.poll() is not None:  # died mid-capture: the file silently lacks the tail
+            raise LabError(f"tcpdump exited early ({proc.returncode}) writing {cap.path}")
+    finally:
+        _stop(proc, signal.SIGINT, timeout=5.0)
+        watcher.join()
+        _read_tcpdump_stats(cap, watcher.lines)
+    if cap.packets_dropped:
+        log.warning("tcpdump dropped %d packets writing %s", cap.packets_dropped, cap.path)
+
+
 @dataclass(frozen=True)
-class NatLab:
+class NatLab(NamespaceLab):
     """A built lab (see the module docstring for topology and ports). IPv4 unless named 6.
 
     `target` is the scan target (the gateway); capture on `scanner_iface` in `scanner_ns`.
@@ -387,55 +446,10 @@ class NatLab:
             return (tuple(sorted(gateway + self.forwarded_ports)),)
         return (gateway, tuple(sorted(self.forwarded_ports)))
 
-    def run(
-        self, ns: str, *cmd: str, timeout: float = 120, check: bool = True
-    ) -> subprocess.CompletedProcess:
-        """Run `cmd` in namespace `ns`, capturing text output; raises LabCommandError."""
-        return _run(["ip", "netns", "exec", ns, *cmd], timeout=timeout, check=check)
-
-    def spawn(self, ns: str, *cmd: str, ready: str | None = None) -> subprocess.Popen:
-        """Start a background process in `ns` that the lab stops at teardown.
-
-        With `ready`, blocks until the process prints a line containing it (stdout and
-        stderr are then piped); otherwise its output is discarded.
-        """
-        return self._processes.start(ns, *cmd, ready=ready)
-
-    @contextlib.contextmanager
-    def capture(self, path: str | os.PathLike, *, settle_s: float = 0.05) -> Iterator[Capture]:
-        """tcpdump on the scanner interface (both directions) for the with-block.
-
-        Starts before the block and waits until tcpdump is listening; after the block it
-        waits `settle_s` for replies still in the delay line, then stops tcpdump with SIGINT
-        and waits until the file is complete. Yields a Capture whose counters are set on exit.
-        """
-        cap = Capture(str(path))
-        cmd = [
-            "ip", "netns", "exec", self.scanner_ns,
-            "tcpdump", "-i", self.scanner_iface, "-n", "-U", "-w", cap.path,
-            "-Z", "root",  # Debian's tcpdump drops to user tcpdump, which can't write to root's dirs
-            "--immediate-mode",  # otherwise the last ring block can be lost on SIGINT
-            "-B", "8192",  # KiB: headroom for benchmark-rate scans
-            "-s", "2048",  # immediate mode gives snaplen-sized ring slots: 256 KiB slots leave too few
-        ]  # fmt: skip
-        proc = subprocess.Popen(
-            cmd, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-            stderr=subprocess.PIPE, text=True, start_new_session=True,
-        )  # fmt: skip
-        watcher = _LineWatcher(proc.stderr, "listening on")
-        try:
-            if not watcher.wait(STARTUP_TIMEOUT_S):
-                raise LabError("tcpdump did not start:\n" + "\n".join(watcher.lines))
-            yield cap
-            time.sleep(settle_s)
-            if proc.poll() is not None:  # died mid-capture: the file silently lacks the tail
-                raise LabError(f"tcpdump exited early ({proc.returncode}) writing {cap.path}")
-        finally:
-            _stop(proc, signal.SIGINT, timeout=5.0)
-            watcher.join()
-            _read_tcpdump_stats(cap, watcher.lines)
-        if cap.packets_dropped:
-            log.warning("tcpdump dropped %d packets writing %s", cap.packets_dropped, cap.path)
+    def capture(self, path: str | os.PathLike, *, settle_s: float = 0.05) -> contextlib.AbstractContextManager[Capture]:
+        """tcpdump on the scanner interface (both directions) for the with-block; `settle_s` waits for
+        replies still in the delay line."""
+        return tcpdump(self.scanner_ns, self.scanner_iface, path, settle_s=settle_s)
 
 
 def _read_tcpdump_stats(cap: Capture, stderr_lines: list[str]) -> None:

@@ -56,8 +56,6 @@ import contextlib
 import logging
 import os
 import re
-import signal
-import subprocess
 import sys
 import time
 from collections.abc import Iterator, Sequence
@@ -68,19 +66,17 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from lab import (
     BANNER_SERVER_SRC,
-    STARTUP_TIMEOUT_S,
     Capture,
     LabError,
+    NamespaceLab,
     _delete_netns,
     _ip_batch,
-    _LineWatcher,
     _list_netns,
     _offload_off,
     _Processes,
-    _read_tcpdump_stats,
     _run,
-    _stop,
     lab_available,
+    tcpdump,
 )
 
 log = logging.getLogger(__name__)
@@ -193,7 +189,7 @@ print(json.dumps(out))
 
 
 @dataclass
-class ScanLab:
+class ScanLab(NamespaceLab):
     """A built scan lab (see the module docstring). Valid only inside its `scan_lab` block."""
 
     prefix: str
@@ -294,16 +290,6 @@ class ScanLab:
             return "open|filtered" if how == "listen" else "closed"
         raise ValueError(f"unknown scan type {scan!r}")
 
-    def run(
-        self, ns: str, *cmd: str, timeout: float = 120, check: bool = True, input: str | None = None
-    ) -> subprocess.CompletedProcess:
-        """Run `cmd` in namespace `ns`, capturing text output; raises LabCommandError."""
-        return _run(["ip", "netns", "exec", ns, *cmd], timeout=timeout, check=check, input=input)
-
-    def spawn(self, ns: str, *cmd: str, ready: str | None = None) -> subprocess.Popen:
-        """Start a background process in `ns` that the lab stops (by PID) at teardown."""
-        return self._processes.start(ns, *cmd, ready=ready)
-
     @contextlib.contextmanager
     def behind_nat(self) -> Iterator[str]:
         """For the with-block, the scanner namespace masquerades the NAT'd scanner as its own
@@ -363,46 +349,19 @@ table inet {LOSS_TABLE} {{
         finally:
             self.run(ns, "nft", "delete", "table", family, table, check=False)
 
-    @contextlib.contextmanager
     def capture(
         self, path: str | os.PathLike, *, settle_s: float = 0.3, at: str = "scanner"
-    ) -> Iterator[Capture]:
+    ) -> contextlib.AbstractContextManager[Capture]:
         """tcpdump on the scanner's bridge (both directions, Ethernet) for the with-block; `at`
         "target" on the target's own interface, "inside" on the NAT'd scanner's, "gateway" on the
         same bridge as "scanner", named for what it is inside `behind_nat()`: the NAT gateway's own
         bridge, where probes show the outside address and replies the inside one (module docstring).
-
-        Waits until tcpdump listens before the block; after it, waits `settle_s` so late
-        replies are kept, then stops tcpdump with SIGINT. Counters are set on exit.
+        After the block, waits `settle_s` so late replies are kept.
         """
-        cap = Capture(str(path))
         ns, iface = {"scanner": (self.scanner_ns, self.scanner_iface), "target": (self.target_ns, "eth0"),
                      "inside": (self.nat_scanner_ns, self.nat_scanner_iface),
                      "gateway": (self.scanner_ns, self.scanner_iface)}[at]  # fmt: skip
-        cmd = [
-            "ip", "netns", "exec", ns,
-            "tcpdump", "-i", iface, "-n", "-U", "-w", cap.path,
-            "-Z", "root", "--immediate-mode", "-B", "16384",
-            # Immediate mode means a TPACKET_V2 ring of snaplen-sized slots: the default
-            # snaplen (256 KiB) would leave 64 slots and drop bursts. No frame here tops 1514.
-            "-s", "2048",
-        ]  # fmt: skip
-        proc = subprocess.Popen(
-            cmd, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-            stderr=subprocess.PIPE, text=True, start_new_session=True,
-        )  # fmt: skip
-        watcher = _LineWatcher(proc.stderr, "listening on")
-        try:
-            if not watcher.wait(STARTUP_TIMEOUT_S):
-                raise LabError("tcpdump did not start:\n" + "\n".join(watcher.lines))
-            yield cap
-            time.sleep(settle_s)
-        finally:
-            _stop(proc, signal.SIGINT, timeout=5.0)
-            watcher.join()
-            _read_tcpdump_stats(cap, watcher.lines)
-        if cap.packets_dropped:
-            log.warning("tcpdump dropped %d packets writing %s", cap.packets_dropped, cap.path)
+        return tcpdump(ns, iface, path, settle_s=settle_s, buffer_kib=16384)
 
 
 def _nft_ruleset() -> str:

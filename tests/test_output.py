@@ -29,7 +29,7 @@ def test_big_rtt_json_says_what_the_small_one_says(capture: str, monkeypatch) ->
     from pathlib import Path
 
     import analyzer
-    import analyzer.output as output
+    from analyzer import output
 
     packets = analyzer.read(Path(__file__).resolve().parents[1] / "sample_pcaps" / capture)
     fams, family_table = analyzer.signal_families(packets, analyzer.match(packets))
