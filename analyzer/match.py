@@ -487,39 +487,42 @@ def _latest_transmissions(left_parts: list[tuple], right_parts: list[tuple], g_s
 
 def _key_time_order(words: list[np.ndarray], used: int, when: np.ndarray) -> np.ndarray:
     """The order of entries by (key, time rank): keys as uint64 words (the last using `used` bits), time
-    ranks distinct. One 64-bit sort where possible:
+    ranks distinct. One sort of 64-bit values (not an index sort: each value carries its entry's rank in its
+    low bits, and the rank leads back to the entry):
 
     - key bits and rank bits fit one word: exact;
-    - else the key is replaced by the top bits of a 64-bit hash of its words, beside the rank. Entries with
-      equal hashes are then adjacent; if any two of them differ in their words (a collision, rare: about
+    - else the key is replaced by the top bits of a hash of its words, beside the rank. Entries with equal
+      hashes are then adjacent; if any two of them differ in their words (a collision, rare: about
       n² / 2^(64 - rank bits) for n distinct keys), the order is made again exactly with lexsort.
     """
-    rank_bits = max(int(when.max()).bit_length(), 1) if len(when) else 1
+    if not len(when):
+        return np.zeros(0, np.int64)
+    rank_bits = max(int(when.max()).bit_length(), 1)
+    entry = np.empty(int(when.max()) + 1, np.int64)
+    entry[when] = np.arange(len(when))
+    low = np.uint64((1 << rank_bits) - 1)
+    rank = when.astype(np.uint64)
     if len(words) == 1 and used + rank_bits <= 64:
-        return np.argsort((words[0] << np.uint64(rank_bits)) | when.astype(np.uint64))
+        return entry[np.sort((words[0] << np.uint64(rank_bits)) | rank) & low]
     key_bits = 64 - rank_bits
     if key_bits >= 24:
-        h = _hash(words) >> np.uint64(64 - key_bits)
-        o = np.argsort((h << np.uint64(rank_bits)) | when.astype(np.uint64))
-        hs = h[o]
-        tied = hs[1:] == hs[:-1]
-        del hs, h
-        if all(not (tied & (ws[1:] != ws[:-1])).any() for ws in (w[o] for w in words)):
+        packed = np.sort(((_hash(words) >> np.uint64(64 - key_bits)) << np.uint64(rank_bits)) | rank)
+        o = entry[packed & low]
+        tied = np.flatnonzero((packed[1:] >> np.uint64(rank_bits)) == (packed[:-1] >> np.uint64(rank_bits)))
+        del packed
+        if all(not (w[o[tied]] != w[o[tied + 1]]).any() for w in words):
             return o
     return np.lexsort((when,) + tuple(reversed(words)))
 
 
 def _hash(words: list[np.ndarray]) -> np.ndarray:
-    """A 64-bit mix of uint64 words (splitmix64's finaliser over a running combination)."""
-    h = np.zeros(len(words[0]), np.uint64)
+    """A 64-bit multiplicative hash of uint64 words; its top bits depend on every bit of every word."""
     with np.errstate(over="ignore"):
-        for w in words:
-            h = (h ^ w) * np.uint64(0x9E3779B97F4A7C15)
-            h ^= h >> np.uint64(30)
+        h = words[0] * np.uint64(0x9E3779B97F4A7C15)
+        for w in words[1:]:
+            h ^= w * np.uint64(0xC2B2AE3D27D4EB4F)
+            h ^= h >> np.uint64(29)
             h *= np.uint64(0xBF58476D1CE4E5B9)
-            h ^= h >> np.uint64(27)
-            h *= np.uint64(0x94D049BB133111EB)
-            h ^= h >> np.uint64(31)
     return h
 
 
