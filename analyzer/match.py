@@ -468,7 +468,13 @@ def _latest_transmissions(left_parts: list[tuple], right_parts: list[tuple], g_s
     n_ev = len(ev_tx)
     words = [np.concatenate([np.repeat(r, n_of), l[kept]]) for r, l in zip(rwords, lwords)]
     del lwords, rwords, lw, rw, n_of
-    when = np.concatenate([time_rank(tx_rows[ev_tx]), time_rank(reply_row)])  # distinct: one per row
+    when = np.concatenate([time_rank(tx_rows[ev_tx]), time_rank(reply_row)])
+    if len(right_parts) > 1:
+        # A transmission offered under several keys (key families) is an entry per key: time ranks made
+        # distinct by the key part, without changing their order (a reply is one entry: its own row).
+        part = np.repeat(np.arange(len(right_parts)), [len(p[0]) for p in right_parts])
+        when *= len(right_parts)
+        when[:n_ev] += np.repeat(part, n_tx[group])
     o = _key_time_order(words, used, when)
     del when
     is_ev = o < n_ev
@@ -487,7 +493,7 @@ def _latest_transmissions(left_parts: list[tuple], right_parts: list[tuple], g_s
 
 def _key_time_order(words: list[np.ndarray], used: int, when: np.ndarray) -> np.ndarray:
     """The order of entries by (key, time rank): keys as uint64 words (the last using `used` bits), time
-    ranks distinct. One sort of 64-bit values (not an index sort: each value carries its entry's rank in its
+    ranks distinct (non-negative integers). One sort of 64-bit values (not an index sort: each value carries its entry's rank in its
     low bits, and the rank leads back to the entry):
 
     - key bits and rank bits fit one word: exact;
@@ -498,7 +504,7 @@ def _key_time_order(words: list[np.ndarray], used: int, when: np.ndarray) -> np.
     if not len(when):
         return np.zeros(0, np.int64)
     rank_bits = max(int(when.max()).bit_length(), 1)
-    entry = np.empty(int(when.max()) + 1, np.int64)
+    entry = np.empty(int(when.max()) + 1, np.int32 if len(when) < 2**31 else np.int64)
     entry[when] = np.arange(len(when))
     low = np.uint64((1 << rank_bits) - 1)
     rank = when.astype(np.uint64)
