@@ -17,7 +17,7 @@ import numpy as np
 import pandas as pd
 
 from .flags import ACK, RST, SYN
-from .scans import _codes, _group_ids, _group_of, _ints
+from .keys import column_codes, group_ids, group_of, int_column
 
 OPTION_NAMES = {0: "EOL", 1: "NOP", 2: "MSS", 3: "WS", 4: "SACK", 5: "SACKblk", 8: "TS", 30: "MPTCP", 34: "TFO"}
 # (initial TTL, option layout prefix) → OS family; layouts as the stacks send them in SYN/ACKs
@@ -121,7 +121,7 @@ def ip_id_class(ids: np.ndarray) -> str:
 def hosts(packets: pd.DataFrame, probes: pd.DataFrame | None = None, states: pd.DataFrame | None = None) -> pd.DataFrame:
     """One row per IP address seen as a source: mac, vendor, os (hint), os_evidence, packets."""
     # IP packets by their source, and ARP frames by their sender: a host that only answered ARP is a host.
-    src, addresses = _codes(packets["src"])
+    src, addresses = column_codes(packets["src"])
     addresses = addresses.astype(str)
     rows = np.flatnonzero(((packets["ip_version"].to_numpy() > 0) | packets["arp_op"].notna().to_numpy()) & (src >= 0))
     seen = np.flatnonzero(np.bincount(src[rows], minlength=len(addresses)))
@@ -130,17 +130,17 @@ def hosts(packets: pd.DataFrame, probes: pd.DataFrame | None = None, states: pd.
     number[seen] = np.arange(len(seen))
     host, n_hosts = number[src[rows]], len(seen)
 
-    flags = np.maximum(_ints(packets["tcp_flags"])[rows], 0)
+    flags = np.maximum(int_column(packets["tcp_flags"])[rows], 0)
     synacks = np.flatnonzero((flags & (SYN | ACK)) == (SYN | ACK))
     replies = np.concatenate([synacks, np.flatnonzero((flags & RST) != 0)])  # SYN/ACKs, then RSTs
     n_replies, n_synacks = np.bincount(host[replies], minlength=n_hosts), np.bincount(host[synacks], minlength=n_hosts)
     ttl_rows = np.concatenate([replies, np.flatnonzero(n_replies[host] == 0)])  # replies, else every packet
-    ttl = _mode(host[ttl_rows], _ints(packets["ttl"])[rows][ttl_rows], n_hosts)
-    mac = _mode(host, _ints(packets["eth_src"])[rows], n_hosts)
-    window = _mode(host[synacks], _ints(packets["window"])[rows][synacks], n_hosts)
+    ttl = _mode(host[ttl_rows], int_column(packets["ttl"])[rows][ttl_rows], n_hosts)
+    mac = _mode(host, int_column(packets["eth_src"])[rows], n_hosts)
+    window = _mode(host[synacks], int_column(packets["window"])[rows][synacks], n_hosts)
     option_code, options = pd.factorize(packets["tcp_options"].array[rows[synacks]].fillna(0), sort=True)
     layout = _mode(host[synacks], option_code.astype(np.int64), n_hosts)
-    ids = _ints(packets["ip_id"])[rows][replies]
+    ids = int_column(packets["ip_id"])[rows][replies]
     n_ids, id_class = _ip_id_classes(host[replies][ids >= 0], ids[ids >= 0], n_hosts)
     not_rfc793 = _rst_on_open_ports(states)
     n_packets = np.bincount(host, minlength=n_hosts)
@@ -176,8 +176,8 @@ def _mode(groups: np.ndarray, values: np.ndarray, n_groups: int) -> np.ndarray:
     """Per group (0..n_groups-1), its most frequent value, the least of those tied (as Series.mode gives
     them first); -1 where the group has none. values: integers, -1 where missing (not counted)."""
     groups, values = groups[values >= 0], values[values >= 0]
-    pair = _group_ids(groups, values)
-    count, pair_group, pair_value = np.bincount(pair), _group_of(pair, groups), _group_of(pair, values)
+    pair = group_ids(groups, values)
+    count, pair_group, pair_value = np.bincount(pair), group_of(pair, groups), group_of(pair, values)
     order = np.lexsort((pair_value, -count, pair_group))
     first = order[np.diff(pair_group[order], prepend=-1) != 0]
     out = np.full(n_groups, -1, np.int64)

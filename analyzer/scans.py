@@ -29,6 +29,7 @@ import numpy as np
 import pandas as pd
 
 from .flags import ACK, CWR, ECE, FIN, PSH, RST, SYN, URG, flag_text
+from .keys import column_codes, distinct_per_group, group_ids, group_of, int_column, narrow, rows_in
 from .match import match as match_probes
 from .tools import packet_rows, tool_of_frames
 
@@ -96,7 +97,6 @@ _CODE = {name: code for code, name in enumerate(TECHNIQUE_NAMES)}
 _FLAG_TECHNIQUE = np.zeros(256, np.int64)  # the eight flag bits → technique code (CUSTOM unless in TECHNIQUES)
 for _bits, _name in TECHNIQUES.items():
     _FLAG_TECHNIQUE[_bits] = _CODE[_name]
-_KEY_SPAN = 1 << 62  # packed keys stay below this
 
 
 def techniques(protocol: np.ndarray, flags: np.ndarray) -> np.ndarray:
@@ -142,74 +142,6 @@ def state_of(technique: str, reply_kind: str | None, icmp_type: int, icmp_code: 
                       np.array([icmp_code]), np.array([window]), np.array([ip_version]))[0])
 
 
-# Grouping is done on integer codes: each column of a key becomes integers >= -1 (-1: missing), the columns of
-# a key are packed into one int64, and pandas' hash factorize numbers the keys (no sorting, no Python objects).
-
-def _codes(column: pd.Series) -> tuple[np.ndarray, np.ndarray]:
-    """(codes, values): one integer per row (-1 where missing) and the value each code stands for."""
-    if isinstance(column.dtype, pd.CategoricalDtype):
-        return column.cat.codes.to_numpy(np.int64), column.cat.categories.to_numpy(object)
-    codes, values = pd.factorize(column)
-    return codes.astype(np.int64), np.asarray(values, dtype=object)
-
-
-def _ints(column: pd.Series, missing: int = -1) -> np.ndarray:
-    """A (nullable) integer column as int64, `missing` where absent."""
-    return column.to_numpy(dtype=np.int64, na_value=missing)
-
-
-def _pack(columns: list[np.ndarray]) -> np.ndarray:
-    """One int64 per row, equal exactly where the rows agree on every column (integers >= -1)."""
-    key, span = np.zeros(len(columns[0]), np.int64), 1
-    for column in columns:
-        width = int(column.max(initial=-1)) + 2
-        if span > _KEY_SPAN // width:  # no room beside this column: number the keys so far densely
-            key = pd.factorize(key)[0].astype(np.int64)
-            span = int(key.max(initial=0)) + 1
-            if span > _KEY_SPAN // width:  # nor then: the column by its codes too (at most one per row)
-                column = pd.factorize(column)[0].astype(np.int64)
-                width = int(column.max(initial=-1)) + 2
-        key, span = key * width + (column + 1), span * width
-    return key
-
-
-def _group_ids(*columns: np.ndarray) -> np.ndarray:
-    """Ids 0..k-1 of the rows' combinations of column values, numbered in order of first appearance."""
-    return pd.factorize(_pack(list(columns)))[0].astype(np.int64)
-
-
-def _isin(left: list[np.ndarray], right: list[np.ndarray]) -> np.ndarray:
-    """Whether each left row's combination of column values is among the right rows' (integers >= -1)."""
-    found, rows = np.zeros(len(left[0]), bool), np.arange(len(left[0]))
-    # Screen column by column (last first) while many rows remain: the right side is mostly small, and
-    # some column of it selective (nmap's SYNs share one seq, but few ports answer).
-    for a, b in zip(left[::-1], right[::-1]):
-        if len(rows) <= max(len(found) // 16, 1000):
-            break
-        rows = rows[pd.Series(a[rows]).isin(b).to_numpy()]
-    keys = _pack([np.concatenate([a[rows], b]) for a, b in zip(left, right)])
-    found[rows] = pd.Series(keys[:len(rows)]).isin(keys[len(rows):]).to_numpy()
-    return found
-
-
-def _group_of(ids: np.ndarray, groups: np.ndarray) -> np.ndarray:
-    """For ids that each lie within one group: the group of each id (ids 0..k-1)."""
-    out = np.zeros(int(ids.max(initial=-1)) + 1, np.int64)
-    out[ids] = groups
-    return out
-
-
-def _distinct(groups: np.ndarray, values: np.ndarray, n_groups: int) -> np.ndarray:
-    """Per group (0..n_groups-1), how many distinct values its rows hold."""
-    return np.bincount(_group_of(_group_ids(groups, values), groups), minlength=n_groups)
-
-
-def _small(codes: np.ndarray) -> np.ndarray:
-    """Non-negative codes in the narrowest unsigned type: numpy sorts 8- and 16-bit integers by radix."""
-    top = int(codes.max(initial=0))
-    return codes.astype(np.uint8 if top < 1 << 8 else np.uint16 if top < 1 << 16 else np.int64)
-
-
 Columns = dict[str, np.ndarray]  # aligned integer columns: a table without pandas' per-frame costs
 
 
@@ -222,8 +154,8 @@ PACKET_KEYS = ("frame", "sport", "dport", "seq", "ack", "tcp_flags", "payload_le
 
 def _packet_keys(packets: pd.DataFrame) -> Columns:
     """The packets' columns the probe readings compare, as integers (-1 where missing)."""
-    return {"src": _codes(packets["src"])[0], "dst": _codes(packets["dst"])[0],
-            **{name: _ints(packets[name]) for name in PACKET_KEYS}}
+    return {"src": column_codes(packets["src"])[0], "dst": column_codes(packets["dst"])[0],
+            **{name: int_column(packets[name]) for name in PACKET_KEYS}}
 
 
 def _scan_like(keys: Columns, pk: Columns) -> np.ndarray:
@@ -233,7 +165,7 @@ def _scan_like(keys: Columns, pk: Columns) -> np.ndarray:
         return np.ones(len(pk["tcp"]), bool)
     tuple4 = ("src", "dst", "sport", "dport")
     # UDP and ICMP carry payload by nature: they are judged by breadth alone, later.
-    return ~(_isin([pk[c] for c in tuple4], [data[c] for c in tuple4]) & pk["tcp"])
+    return ~(rows_in([pk[c] for c in tuple4], [data[c] for c in tuple4]) & pk["tcp"])
 
 
 def _tcp_pings(pk: Columns, icmp_probes: Columns) -> np.ndarray:
@@ -242,9 +174,9 @@ def _tcp_pings(pk: Columns, icmp_probes: Columns) -> np.ndarray:
     tcp, src, dst, dport = pk["tcp"], pk["src"], pk["dst"], pk["dport"]
     if not len(icmp_probes["src"]) or not len(src):
         return np.zeros(len(src), bool)
-    pair = _group_ids(src, dst)
-    ports_per_pair = _distinct(pair[tcp], dport[tcp], int(pair.max()) + 1)
-    queried = _isin([src, dst], [icmp_probes["src"], icmp_probes["dst"]])
+    pair = group_ids(src, dst)
+    ports_per_pair = distinct_per_group(pair[tcp], dport[tcp], int(pair.max()) + 1)
+    queried = rows_in([src, dst], [icmp_probes["src"], icmp_probes["dst"]])
     return tcp & np.isin(dport, (80, 443)) & (ports_per_pair[pair] <= 2) & queried
 
 
@@ -263,9 +195,9 @@ def _udp_scan_like(keys: Columns, pk: Columns) -> np.ndarray:
         return out
     u = _take(pk, udp)
     payload = np.maximum(keys["payload_len"][u["row"]], 0)
-    from_port = _group_ids(u["src"], u["sport"])
-    scanner = (payload == 0) | (_distinct(from_port, u["dport"], int(from_port.max()) + 1)[from_port] >= 3)
-    same_request = _group_ids(u["src"], u["dst"], u["dport"], payload)
+    from_port = group_ids(u["src"], u["sport"])
+    scanner = (payload == 0) | (distinct_per_group(from_port, u["dport"], int(from_port.max()) + 1)[from_port] >= 3)
+    same_request = group_ids(u["src"], u["dst"], u["dport"], payload)
     first_scanner_ts = np.full(int(same_request.max()) + 1, np.iinfo(np.int64).max)
     np.minimum.at(first_scanner_ts, same_request[scanner], u["ts_ns"][scanner])
     retry = u["ts_ns"] > first_scanner_ts[same_request]  # no scanner probe to repeat: never later than the sentinel
@@ -281,7 +213,7 @@ def _scanner_resets(keys: Columns, pk: Columns) -> np.ndarray:
     if not len(resets["src"]) or not tcp_syn.any():
         return np.zeros(len(tcp_syn), bool)
     probe = [pk["src"], pk["dst"], pk["sport"], pk["dport"], (pk["seq"] + 1) % (1 << 32)]
-    return _isin(probe, [resets[c] for c in ("src", "dst", "sport", "dport", "seq")]) & tcp_syn
+    return rows_in(probe, [resets[c] for c in ("src", "dst", "sport", "dport", "seq")]) & tcp_syn
 
 
 def _connects(keys: Columns, pk: Columns) -> np.ndarray:
@@ -293,24 +225,24 @@ def _connects(keys: Columns, pk: Columns) -> np.ndarray:
         return out
     reply_seq = keys["seq"][packet_rows(keys["frame"], pk["reply_frame"][answered])]
     handshake = [pk[c][answered] for c in ("src", "dst", "sport", "dport")] + [(reply_seq + 1) % (1 << 32)]
-    out[answered] = _isin(handshake, [acks[c] for c in ("src", "dst", "sport", "dport", "ack")])
+    out[answered] = rows_in(handshake, [acks[c] for c in ("src", "dst", "sport", "dport", "ack")])
     return out
 
 
 def _probe_keys(packets: pd.DataFrame, keys: Columns, probes: pd.DataFrame) -> Columns:
     """Per probe, as integers: its packet's row, src / dst codes (the packets table's), ports and seq (0 where
     missing), flags, technique code, the reply's fields (-1 where missing), the protocol and reply
-    kind codes (`_codes`), and the readings scan_like, completed and scanner_reset."""
+    kind codes (`column_codes`), and the readings scan_like, completed and scanner_reset."""
     rows = packet_rows(keys["frame"], probes["probe_frame"].to_numpy())
     protocol, kind = probes["protocol"], probes["reply_kind"]
-    pk = {"row": rows, "src": keys["src"][rows], "dst": keys["dst"][rows], "sport": _ints(probes["sport"], 0),
-          "dport": _ints(probes["dport"], 0), "seq": _ints(probes["seq"], 0), "flags": _ints(probes["flags"], 0),
+    pk = {"row": rows, "src": keys["src"][rows], "dst": keys["dst"][rows], "sport": int_column(probes["sport"], 0),
+          "dport": int_column(probes["dport"], 0), "seq": int_column(probes["seq"], 0), "flags": int_column(probes["flags"], 0),
           "ts_ns": probes["ts_ns"].to_numpy(), "tcp": (protocol == "tcp").to_numpy(bool),
           "udp": (protocol == "udp").to_numpy(bool), "icmp": (protocol == "icmp").to_numpy(bool),
-          "protocol": _codes(protocol)[0], "kind": _codes(kind)[0], "synack": (kind == "syn-ack").to_numpy(bool),
-          "rst": (kind == "rst").to_numpy(bool), "reply_frame": _ints(probes["reply_frame"]),
-          "reply_icmp_type": _ints(probes["reply_icmp_type"]), "reply_icmp_code": _ints(probes["reply_icmp_code"]),
-          "reply_window": _ints(probes["reply_window"]), "reply_ttl": _ints(probes["reply_ttl"]),
+          "protocol": column_codes(protocol)[0], "kind": column_codes(kind)[0], "synack": (kind == "syn-ack").to_numpy(bool),
+          "rst": (kind == "rst").to_numpy(bool), "reply_frame": int_column(probes["reply_frame"]),
+          "reply_icmp_type": int_column(probes["reply_icmp_type"]), "reply_icmp_code": int_column(probes["reply_icmp_code"]),
+          "reply_window": int_column(probes["reply_window"]), "reply_ttl": int_column(probes["reply_ttl"]),
           "ip_version": probes["ip_version"].to_numpy(np.int64)}
     pk["technique"] = _technique_codes(pk["udp"], pk["icmp"], pk["flags"])
     if not len(rows):
@@ -339,9 +271,9 @@ def _phases(packets: pd.DataFrame, pk: Columns, cfg: ScanConfig) -> np.ndarray:
     rows, technique = pk["row"], pk["technique"]
     custom_flags = np.where(technique == _CODE["CUSTOM"], pk["flags"], -1)
     options = pd.factorize(packets["tcp_options"].array[rows])[0].astype(np.int64)
-    key = _group_ids(pk["src"], technique, custom_flags, _ints(packets["window"])[rows], options)
+    key = group_ids(pk["src"], technique, custom_flags, int_column(packets["window"])[rows], options)
     by_time = np.argsort(pk["ts_ns"], kind="stable")
-    order = by_time[np.argsort(_small(key[by_time]), kind="stable")]  # by key, then time, then capture order
+    order = by_time[np.argsort(narrow(key[by_time]), kind="stable")]  # by key, then time, then capture order
     k, t = key[order], pk["ts_ns"][order]
     new = np.ones(len(order), bool)
     new[1:] = (k[1:] != k[:-1]) | (t[1:] - t[:-1] > cfg.phase_gap_s * 1e9)
@@ -370,10 +302,10 @@ def scans(packets: pd.DataFrame, probes: pd.DataFrame | None = None, *, config: 
         return _finish(rows, found_states)
     pk = _take(pk, keep)
     pk["phase"] = _phases(packets, pk, config)
-    pk["port"] = _group_ids(pk["phase"], pk["dst"], pk["dport"])  # (phase, target, port): one protocol a phase
+    pk["port"] = group_ids(pk["phase"], pk["dst"], pk["dport"])  # (phase, target, port): one protocol a phase
     readings = _phase_readings(packets, pk, config)
-    names = {"src": _codes(packets["src"])[1], "dst": _codes(packets["dst"])[1],
-             "protocol": _codes(probes["protocol"])[1].astype(str), "kind": _codes(probes["reply_kind"])[1].astype(str)}
+    names = {"src": column_codes(packets["src"])[1], "dst": column_codes(packets["dst"])[1],
+             "protocol": column_codes(probes["protocol"])[1].astype(str), "kind": column_codes(probes["reply_kind"])[1].astype(str)}
     port_scans, port_states = _port_scans(pk, readings, names)
     return _finish(rows, found_states, port_scans.assign(phase=port_scans["phase"] + next_phase),
                    port_states.assign(phase=port_states["phase"] + next_phase))
@@ -394,9 +326,9 @@ def _phase_readings(packets: pd.DataFrame, pk: Columns, cfg: ScanConfig) -> pd.D
                            (technique == _CODE["ACK"]) & (n_open_windows > 0)],
                           [_CODE["CONNECT"], _CODE["WINDOW"]], technique)
 
-    port_phase = _group_of(port, phase)  # per (phase, target, port): counted there, not per probe
-    n_targets = _distinct(port_phase, _group_of(port, pk["dst"]), n_phases)
-    n_ports = _distinct(port_phase, _group_of(port, pk["dport"]), n_phases)
+    port_phase = group_of(port, phase)  # per (phase, target, port): counted there, not per probe
+    n_targets = distinct_per_group(port_phase, group_of(port, pk["dst"]), n_phases)
+    n_ports = distinct_per_group(port_phase, group_of(port, pk["dport"]), n_phases)
     size = np.bincount(phase, minlength=n_phases)
     # Repeated bare SYNs to one port are qscan-style probing; repeated UDP requests are clients.
     repeats = np.zeros(n_phases, np.int64)
@@ -407,7 +339,7 @@ def _phase_readings(packets: pd.DataFrame, pk: Columns, cfg: ScanConfig) -> pd.D
                   | (stealth & (size >= 2)))
 
     names = TECHNIQUE_NAMES[technique]
-    frames = packets["frame"].to_numpy()[pk["row"][np.argsort(_small(phase), kind="stable")]]  # by phase, in order
+    frames = packets["frame"].to_numpy()[pk["row"][np.argsort(narrow(phase), kind="stable")]]  # by phase, in order
     ends = np.cumsum(size)
     tools = [tool_of_frames(packets, frames[end - n:end], name) if big else ("", "")
              for name, big, n, end in zip(names, big_enough, size, ends)]
@@ -423,10 +355,10 @@ def _port_scans(pk: Columns, readings: pd.DataFrame, names: dict[str, np.ndarray
     port, in port order) of the phases big enough to be scans. names: the text of each src, dst,
     protocol and reply kind code."""
     phase, ts = pk["phase"], pk["ts_ns"]
-    target = _group_ids(phase, pk["dst"])  # (phase, target), numbered by first probe
-    target_phase = _group_of(target, phase)
+    target = group_ids(phase, pk["dst"])  # (phase, target), numbered by first probe
+    target_phase = group_of(target, phase)
     # Targets in phase order, each phase's in order of first probe; only the phases that are scans.
-    shown = np.argsort(_small(target_phase), kind="stable")
+    shown = np.argsort(narrow(target_phase), kind="stable")
     shown = shown[readings["big_enough"].to_numpy()[target_phase[shown]]]
     first, last = np.full(len(target_phase), np.iinfo(np.int64).max), np.full(len(target_phase), -1)
     np.minimum.at(first, target, ts)
@@ -435,11 +367,11 @@ def _port_scans(pk: Columns, readings: pd.DataFrame, names: dict[str, np.ndarray
     duration = (last - first)[shown] / 1e9
     ph = readings.iloc[target_phase[shown]]
     scan_rows = pd.DataFrame({
-        "phase": target_phase[shown], "scanner": names["src"][_group_of(target, pk["src"])[shown]].tolist(),
-        "target": names["dst"][_group_of(target, pk["dst"])[shown]].tolist(),
+        "phase": target_phase[shown], "scanner": names["src"][group_of(target, pk["src"])[shown]].tolist(),
+        "target": names["dst"][group_of(target, pk["dst"])[shown]].tolist(),
         "type": TECHNIQUE_NAMES[ph["technique"]].tolist(), "flags": ph["flags"].tolist(),
         "first": first[shown] / 1e9, "last": last[shown] / 1e9, "probes": n_probes,
-        "ports_probed": np.bincount(_group_of(pk["port"], target))[shown],
+        "ports_probed": np.bincount(group_of(pk["port"], target))[shown],
         "rate": np.where(duration > 0, n_probes / np.where(duration > 0, duration, 1), n_probes.astype(float)),
         "shape": ph["shape"].tolist(), "tool": ph["tool"].tolist(), "tool_evidence": ph["tool_evidence"].tolist(),
         "host_state": "up"})
@@ -458,8 +390,8 @@ def _port_states(pk: Columns, targets: np.ndarray, names: dict[str, np.ndarray])
     icmp_type, icmp_code, window, version = (pk[c] for c in ("reply_icmp_type", "reply_icmp_code", "reply_window",
                                                               "ip_version"))
     # nmap's rules, read once per combination of what they look at rather than once per probe
-    reading = _group_ids(technique, kind_code, icmp_type, icmp_code, window > 0, version)
-    one = _group_of(reading, np.arange(n))  # a probe of each combination
+    reading = group_ids(technique, kind_code, icmp_type, icmp_code, window > 0, version)
+    one = group_of(reading, np.arange(n))  # a probe of each combination
     state_names, state_code = np.unique(np.append(states(TECHNIQUE_NAMES[technique[one]], kind[one], icmp_type[one],
                                                          icmp_code[one], window[one], version[one]), "open"),
                                         return_inverse=True)  # codes of the combinations' states, then of "open"
@@ -487,7 +419,7 @@ def _port_states(pk: Columns, targets: np.ndarray, names: dict[str, np.ndarray])
     # the reported targets' ports, in target order, then port order
     report_order = np.full(int(pk["target"].max()) + 1, len(targets))
     report_order[targets] = np.arange(len(targets))
-    port_target, dport = _group_of(port, pk["target"]), _group_of(port, pk["dport"])
+    port_target, dport = group_of(port, pk["target"]), group_of(port, pk["dport"])
     shown = np.flatnonzero(report_order[port_target] < len(targets))
     shown = shown[np.lexsort((dport[shown], report_order[port_target[shown]]))]
     row, reply, contradict = decides[shown], replied[shown], contradict[shown]
@@ -618,16 +550,16 @@ def _ipproto_candidates(packets: pd.DataFrame) -> np.ndarray:
     """The IP packets an IP protocol scan could be read from: those between a (source, destination) pair
     with two or more protocols other than ICMP, TCP, UDP, ICMPv6 (the scan's own condition, and rare), and
     those sent to the source of such a pair (its replies)."""
-    proto = _ints(packets["ip_proto"])
+    proto = int_column(packets["ip_proto"])
     ip = (packets["ip_version"].to_numpy() > 0) & (proto >= 0)
-    src, dst = _codes(packets["src"])[0], _codes(packets["dst"])[0]
+    src, dst = column_codes(packets["src"])[0], column_codes(packets["dst"])[0]
     odd = np.flatnonzero(ip & ~np.isin(proto, (1, 6, 17, 58)))
     if not len(odd):
         return np.zeros(len(packets), bool)
-    pair = _group_ids(src[odd], dst[odd])
-    many = (_distinct(pair, proto[odd], int(pair.max()) + 1) >= 2)[pair]
+    pair = group_ids(src[odd], dst[odd])
+    many = (distinct_per_group(pair, proto[odd], int(pair.max()) + 1) >= 2)[pair]
     pairs = [src[odd][many], dst[odd][many]]
-    return ip & (_isin([src, dst], pairs) | np.isin(dst, pairs[0]))
+    return ip & (rows_in([src, dst], pairs) | np.isin(dst, pairs[0]))
 
 
 ICMP_REASONS = {(3, 3): "port-unreach", (3, 13): "admin-prohibited", (3, 1): "host-unreach", (3, 0): "net-unreach",
@@ -641,8 +573,8 @@ def _reasons(kind: np.ndarray, icmp_type: np.ndarray, icmp_code: np.ndarray, v4:
     out[kind == "rst"] = "reset"
     out[kind == "udp"] = "udp-response"
     icmp = np.flatnonzero(kind == "icmp")
-    which = _group_ids(icmp_type[icmp], icmp_code[icmp], v4[icmp])  # worded once per (type, code, version)
-    one = _group_of(which, icmp)
+    which = group_ids(icmp_type[icmp], icmp_code[icmp], v4[icmp])  # worded once per (type, code, version)
+    one = group_of(which, icmp)
     words = [ICMP_REASONS.get((t, c), f"icmp-{t}-{c}") if is_v4 else f"icmpv6-{t}-{c}"
              for t, c, is_v4 in zip(icmp_type[one].tolist(), icmp_code[one].tolist(), v4[one].tolist())]
     out[icmp] = np.array(words, dtype=object)[which]
