@@ -148,7 +148,13 @@ def _best_cut(location: np.ndarray, size: np.ndarray, node: np.ndarray, min_log_
     wr, wxr = w.sum() - wl, (w * x).sum() - wxl
     mean_l, mean_r = wxl / wl, wxr / wr
     between = wl * wr / (wl + wr) * (mean_l - mean_r) ** 2
-    wide = (mean_r - mean_l >= min_log_ratio) & (np.exp(mean_r) - np.exp(mean_l) >= min_diff_us)
+
+    def apart(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+        return (b - a >= min_log_ratio) & (np.exp(b) - np.exp(a) >= min_diff_us)
+
+    # Each side's mean floor must clear the other side's nearest port too, not only its mean: a wide lower
+    # group (ports 1.2x apart) must not make its slowest member's neighbour look far.
+    wide = apart(mean_l, mean_r) & apart(x[:-1], mean_r) & apart(mean_l, x[1:])
     if not wide.any():
         return None
     cut = int(np.argmax(np.where(wide, between, -np.inf))) + 1
