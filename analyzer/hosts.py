@@ -105,17 +105,9 @@ def option_layout(kinds: int) -> str:
 
 
 def ip_id_class(ids: np.ndarray) -> str:
-    """nmap's sequence classes, simplified: zero, constant, incremental (by 1 or small steps), random."""
-    if len(ids) < 2:
-        return "unknown"
-    if (ids == 0).all():
-        return "zero"
-    if (ids == ids[0]).all():
-        return "constant"
-    steps = np.diff(ids.astype(np.int64)) % 65536
-    if (steps < 1000).mean() > 0.9:
-        return "incremental"
-    return "random"
+    """nmap's sequence classes, simplified: zero, constant, incremental (by 1 or small steps), random; unknown
+    below two IDs. The rule `hosts` applies to each host's IDs (in capture order), for one sequence."""
+    return str(_ip_id_classes(np.zeros(len(ids), np.int64), np.asarray(ids, np.int64), 1)[1][0])
 
 
 def hosts(packets: pd.DataFrame, probes: pd.DataFrame | None = None, states: pd.DataFrame | None = None) -> pd.DataFrame:

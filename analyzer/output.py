@@ -171,10 +171,13 @@ def _ip_protocols() -> dict[int, str]:
     return names
 
 
-def _epoch_text(seconds: float) -> str:
+def utc(seconds: float, day_of: float | None = None) -> str:
+    """UTC time to the millisecond; without the date when it is the day of `day_of` (the capture's start)."""
     import datetime as dt
 
-    return dt.datetime.fromtimestamp(seconds, dt.timezone.utc).strftime("%Y-%m-%d %H:%M:%S.%f")[:-3] + " UTC"
+    t = dt.datetime.fromtimestamp(seconds, dt.timezone.utc)
+    same_day = day_of is not None and t.date() == dt.datetime.fromtimestamp(day_of, dt.timezone.utc).date()
+    return t.strftime("%H:%M:%S.%f" if same_day else "%Y-%m-%d %H:%M:%S.%f")[:-3] + " UTC"
 
 
 def scans_json(scans: pd.DataFrame, states: pd.DataFrame, hosts: pd.DataFrame, meta: dict[str, object]) -> str:
@@ -207,7 +210,7 @@ def scans_table(scans: pd.DataFrame, states: pd.DataFrame, meta: dict[str, objec
         tool = s["tool"] if s["tool"] != "unknown" else "tool unknown"
         lines.append(f"{s['type']} scan ({s['flags'] or '-'}) {s['scanner']} -> {s['target']}  [{tool}; {s['shape']}; "
                      f"{s['probes']} probes, {s['rate']:.1f}/s]")
-        lines.append(f"  {_epoch_text(s['first'])} .. {_epoch_text(s['last'])}")
+        lines.append(f"  {utc(s['first'])} .. {utc(s['last'])}")
         if s["tool_evidence"]:
             lines.append(f"  tool evidence: {s['tool_evidence']}")
         mine = states[(states["phase"] == s["phase"]) & (states["target"] == s["target"])]

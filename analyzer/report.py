@@ -24,7 +24,7 @@ from .errors import CaptureWarning
 from .families import families
 from .hosts import hosts
 from .match import match
-from .output import service_name
+from .output import service_name, utc
 from .packets import read
 from .report_html import (
     MAX_ROWS,
@@ -40,7 +40,6 @@ from .report_html import (
     state,
     swatch,
     table,
-    utc,
 )
 from .scans import scans
 from .stats import DEFAULT_TRIM, rtt_samples

@@ -32,13 +32,6 @@ def e(value: object) -> str:
     return html.escape(str(value), quote=True)
 
 
-def utc(seconds: float, day_of: float | None = None) -> str:
-    """UTC time to the millisecond; without the date when it is the day of `day_of` (the capture's start)."""
-    t = dt.datetime.fromtimestamp(seconds, dt.timezone.utc)
-    same_day = day_of is not None and t.date() == dt.datetime.fromtimestamp(day_of, dt.timezone.utc).date()
-    return t.strftime("%H:%M:%S.%f" if same_day else "%Y-%m-%d %H:%M:%S.%f")[:-3] + " UTC"
-
-
 def duration(seconds: float) -> str:
     if seconds < 1:
         return f"{seconds * 1000:.1f} ms"
