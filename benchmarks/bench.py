@@ -6,10 +6,12 @@ CPU time (user + system: steadier than wall time on a busy machine) and its peak
 GNU time (`/usr/bin/time -v`) when installed, else from `getrusage(RUSAGE_CHILDREN)` in a wrapper process.
 MB are 10^6 bytes, the file's size in the same unit, so "peak RSS / file" reads straight off the table.
 
-    python benchmarks/bench.py [CAPTURE] [--quick N] [--only NAME ...] [--save-rtt PATH]
+    python benchmarks/bench.py [CAPTURE] [--quick N] [--only NAME ...] [--save-rtt PATH] [--repeat N]
 
 CAPTURE defaults to benchmarks/data/big.pcap (make it with benchmarks/make_big_capture.py).
 --quick N benchmarks the first N packets only (copied to a temporary file): a fast sanity run.
+--repeat N runs each synlens command N times and keeps the run of median wall time (this machine's wall
+times vary by a third from run to run; tshark and dpkt run once: their runs take tens of seconds).
 """
 
 from __future__ import annotations
@@ -193,6 +195,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument(
         "--save-rtt", type=Path, metavar="PATH", help="keep synlens rtt's JSON here instead of /dev/null"
     )
+    ap.add_argument("--repeat", type=int, default=1, metavar="N",
+                    help="runs of each synlens command; the median (by wall time) is kept")
     args = ap.parse_args(argv)
     if not args.capture.exists():
         sys.exit(f"bench: {args.capture} not found; make it with: python benchmarks/make_big_capture.py")
@@ -219,7 +223,10 @@ def main(argv: list[str] | None = None) -> int:
         for name, (cmd, out) in commands(capture, args.save_rtt).items():
             if args.only and not any(o in name for o in args.only):
                 continue
-            r = measure(name, cmd, out)
+            runs = [measure(name, cmd, out) for _ in range(args.repeat if name.startswith("synlens") else 1)]
+            r = sorted(runs, key=lambda x: x.seconds)[len(runs) // 2]
+            if len(runs) > 1:
+                print(f"  {name}: runs {', '.join(f'{x.seconds:.2f}' for x in runs)} s", flush=True)
             print(
                 f"  {name}: {r.seconds:.2f} s ({r.cpu_seconds:.2f} s CPU), {r.rss_bytes / 1e6:.0f} MB",
                 flush=True,
