@@ -28,6 +28,7 @@ import contextlib
 import json
 import subprocess
 import sys
+import warnings
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -320,12 +321,23 @@ def test_two_inner_without_timestamps_cannot_be_told_apart(two_inner_lab: NatLab
 
 
 def probe_with_timestamps(lab: NatLab, tmp_path: Path, prober: str) -> tuple[Path, dict]:
-    """Probe every port with the TCP timestamp option (hping3 or our agent); the capture and its TSval offsets."""
-    pcap = tmp_path / f"{prober}_ts.pcap"
-    if prober == "agent":
-        agent(lab, pcap, "--tcp-timestamps")
-    else:
-        hping_ts(lab, pcap)
+    """Probe every port with the TCP timestamp option (hping3 or our agent); the capture and its TSval offsets.
+
+    The tests need every probe answered (the clock fit uses each port's full series). A real lab loses a packet
+    now and then under load (seen once in about ten CI runs: 9 SYN/ACKs of 10): then the probing is done once
+    more, and the second capture must be complete.
+    """
+    for attempt in (1, 2):
+        pcap = tmp_path / f"{prober}_ts{attempt}.pcap"
+        if prober == "agent":
+            agent(lab, pcap, "--tcp-timestamps")
+        else:
+            hping_ts(lab, pcap)
+        if attempt == 1:
+            try:
+                return pcap, check_tsvals(lab, pcap)
+            except AssertionError as lost:
+                warnings.warn(f"lab lost a reply, probing again: {str(lost).splitlines()[0]}", stacklevel=2)
     return pcap, check_tsvals(lab, pcap)
 
 
