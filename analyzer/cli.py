@@ -161,6 +161,7 @@ def cmd_rtt(args: argparse.Namespace) -> int:
         "probes_matched": int(probes["reply_frame"].notna().sum()),
         "unsolicited_replies": probes.attrs.get("unsolicited_replies", 0),
     }
+    del packets, probes  # the output needs neither: their memory is free for it
     if args.format == "json":
         print(rtt_json(fams, meta, family_table))
     elif args.format == "csv":

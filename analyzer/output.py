@@ -80,15 +80,13 @@ def rtt_csv(fams: pd.DataFrame) -> str:
     return fams[["target"] + RTT_COLUMNS].to_csv(index=False, float_format="%.3f")
 
 
-def _text(values: pd.Series, fmt: str = "{}") -> pd.Series:
-    """Display text of a column, "-" where missing (pandas keeps NA as missing through astype(str))."""
-    present = values.notna()
-    out = pd.Series("-", index=values.index, dtype=object)
-    out[present] = [fmt.format(v) for v in values[present].tolist()]
-    return out
+def _text(values: pd.Series, fmt: str = "{}") -> list[str]:
+    """Display text of a column, "-" where missing."""
+    form = fmt.format
+    return [form(v) if v is not None else "-" for v in values.to_numpy(dtype=object, na_value=None).tolist()]
 
 
-def _fixed(values: pd.Series, digits: int = 2) -> pd.Series:
+def _fixed(values: pd.Series, digits: int = 2) -> list[str]:
     return _text(values.astype(float), "{:." + str(digits) + "f}")
 
 
@@ -101,21 +99,19 @@ def rtt_table(fams: pd.DataFrame, meta: dict[str, object], family_table: pd.Data
         lines.append("")
         lines.append(f"{target} ({proto})")
         kind = rows["family_kind"]
-        fam = _text(rows["family"].astype("Int64").where(rows["family"] >= 0))
         untested = (kind == "too few samples") & ~(signals & (rows["family"] >= 0))
-        fam = fam + np.where(kind == "no answer", "*", "") + np.where(untested, "+", "")
+        marks = np.char.add(np.where(kind == "no answer", "*", ""), np.where(untested, "+", "")).tolist()
+        fam = [f + m for f, m in zip(_text(rows["family"].astype("Int64").where(rows["family"] >= 0)), marks)]
         cols = [_text(rows["port"]), fam, _fixed(rows["mean_us"]), _fixed(rows["stddev_us"]),
                 _text(100 * rows["loss"], "{:.1f}%")]
         header = ["PORT", "FAMILY", "MEAN (us)", "STDDEV", "LOSS (%)"]
         if signals:
             header += ["SIGNAL", "TTL"]
             cols += [_text(rows["deciding_signal"]), _text(rows["ttl"].astype("Int64"))]
-        widths = [max(len(h), int(c.str.len().max())) for h, c in zip(header, cols)]
-        lines.append("  ".join(h.ljust(w) for h, w in zip(header, widths)).rstrip())
-        body = cols[0].str.ljust(widths[0])
-        for c, w in zip(cols[1:], widths[1:]):
-            body = body + "  " + c.str.ljust(w)
-        lines.extend(body.str.rstrip().tolist())
+        widths = [max(len(h), max(map(len, c), default=0)) for h, c in zip(header, cols)]
+        row = "  ".join(f"{{:<{w}}}" for w in widths).format  # one format call per line
+        lines.append(row(*header).rstrip())
+        lines.extend(row(*cells).rstrip() for cells in zip(*cols))
         if (kind == "no answer").any():
             lines.append("* no reply to any probe: the \"no answer\" family")
         if untested.any():
