@@ -55,14 +55,9 @@ class Records:
     def __len__(self) -> int:
         return len(self.offset)
 
-    def rows(self, start: int, stop: int) -> Records:
-        """Records start … stop-1 (views, sharing `data`)."""
-        return dataclasses.replace(self, offset=self.offset[start:stop], caplen=self.caplen[start:stop],
-                                   wirelen=self.wirelen[start:stop], ts_ns=self.ts_ns[start:stop],
-                                   linktype=self.linktype[start:stop], iface=self.iface[start:stop])
-
-    def take(self, index: np.ndarray) -> Records:
-        """The records at `index` (copies of their index entries, sharing `data`)."""
+    def take(self, index: np.ndarray | slice) -> Records:
+        """The records at `index` (an array of positions: copies of their entries; a slice: views), sharing
+        `data`."""
         return dataclasses.replace(self, offset=self.offset[index], caplen=self.caplen[index],
                                    wirelen=self.wirelen[index], ts_ns=self.ts_ns[index],
                                    linktype=self.linktype[index], iface=self.iface[index])
@@ -70,12 +65,17 @@ class Records:
     def release(self, start: int, stop: int) -> None:
         """Records start … stop-1 are decoded: when `data` maps the file, give their pages back to the
         kernel (they stay in the page cache; touching them again maps them again)."""
-        if self.mapping is None or start >= stop:
-            return
-        lo = (int(self.offset[start]) // mmap.PAGESIZE) * mmap.PAGESIZE
-        hi = (int(self.offset[stop - 1] + self.caplen[stop - 1]) // mmap.PAGESIZE) * mmap.PAGESIZE
-        if hi > lo:
-            self.mapping.madvise(mmap.MADV_DONTNEED, lo, hi - lo)
+        if self.mapping is not None and start < stop:
+            _give_back(self.mapping, int(self.offset[start]), int(self.offset[stop - 1] + self.caplen[stop - 1]))
+
+
+def _give_back(mapping: mmap.mmap, start: int, end: int) -> None:
+    """The whole pages of mapping[start:end] go back to the kernel (they stay in the page cache; touching
+    them again maps them again). The partial pages at either end are kept: neighbours may still need them."""
+    lo = -(-start // mmap.PAGESIZE) * mmap.PAGESIZE
+    hi = (end // mmap.PAGESIZE) * mmap.PAGESIZE
+    if hi > lo:
+        mapping.madvise(mmap.MADV_DONTNEED, lo, hi - lo)
 
 
 def _load(path: str) -> tuple[bytes | mmap.mmap, bool]:
@@ -137,9 +137,8 @@ class _Releaser:
 
     def __call__(self, pos: int) -> None:
         if self.mapping is not None and pos - self.done >= self.STEP:
-            upto = (pos // mmap.PAGESIZE) * mmap.PAGESIZE
-            self.mapping.madvise(mmap.MADV_DONTNEED, self.done, upto - self.done)
-            self.done = upto
+            _give_back(self.mapping, self.done, pos)
+            self.done = pos
 
 
 def _walked(raw: bytes | mmap.mmap) -> mmap.mmap | None:
@@ -147,8 +146,7 @@ def _walked(raw: bytes | mmap.mmap) -> mmap.mmap | None:
     chunk at a time). Returns the mapping, or None for bytes in memory."""
     if not isinstance(raw, mmap.mmap):
         return None
-    if len(raw):
-        raw.madvise(mmap.MADV_DONTNEED)
+    _give_back(raw, 0, len(raw))
     return raw
 
 

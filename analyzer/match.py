@@ -33,13 +33,9 @@ import pandas as pd
 from .flags import ACK, FIN, RST, SYN
 
 DEFAULT_WINDOW_S = 10.0
-# Candidates whose group's last transmission is this much beyond the window before the reply are dropped
-# early; 1 ms is far above the rounding of ns timestamps held as float64 (at most a few µs).
-_WINDOW_MARGIN_NS = 1_000_000
 
 # Key families: a reply key only meets probe keys of the same family.
 _K_NEXTSEQ, _K_ACK, _K_SEQ, _K_UDP, _K_ICMP = 1, 2, 3, 4, 5
-_KEY = ["fam", "a", "b", "x", "y", "p", "s"]
 _ICMP4_REPLY = {8: 0, 13: 14, 15: 16, 17: 18}
 _ICMP6_REPLY = {128: 129}
 # The packets-table columns `match` reads: `analyzer.read(path, columns=MATCH_COLUMNS)` is all it needs.
@@ -493,8 +489,8 @@ def _latest_transmissions(left_parts: list[tuple], right_parts: list[tuple], g_s
 
 def _key_time_order(words: list[np.ndarray], used: int, when: np.ndarray) -> np.ndarray:
     """The order of entries by (key, time rank): keys as uint64 words (the last using `used` bits), time
-    ranks distinct (non-negative integers). One sort of 64-bit values (not an index sort: each value carries its entry's rank in its
-    low bits, and the rank leads back to the entry):
+    ranks distinct non-negative integers. One sort of 64-bit values (not an index sort: each value carries
+    its entry's rank in its low bits, and the rank leads back to the entry):
 
     - key bits and rank bits fit one word: exact;
     - else the key is replaced by the top bits of a hash of its words, beside the rank. Entries with equal

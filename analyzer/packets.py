@@ -199,7 +199,7 @@ def decode(rec: Records, *, columns: Iterable[str] | None = None) -> pd.DataFram
     addr = _Addresses()
     for a in range(0, n, DECODE_ROWS):
         b = min(n, a + DECODE_ROWS)
-        chunk = rec.rows(a, b)
+        chunk = rec.take(slice(a, b))
         fast = _fast_tcp4(rec.data, chunk, a, out, addr)
         rest = np.flatnonzero(~fast)
         if len(rest):
