@@ -17,7 +17,7 @@ import numpy as np
 import pandas as pd
 
 from .flags import ACK, RST, SYN
-from .keys import column_codes, group_ids, group_of, int_column
+from .keys import column_codes, int_column, modes
 
 OPTION_NAMES = {0: "EOL", 1: "NOP", 2: "MSS", 3: "WS", 4: "SACK", 5: "SACKblk", 8: "TS", 30: "MPTCP", 34: "TFO"}
 # (initial TTL, option layout prefix) → OS family; layouts as the stacks send them in SYN/ACKs
@@ -167,13 +167,10 @@ def hosts(packets: pd.DataFrame, probes: pd.DataFrame | None = None, states: pd.
 def _mode(groups: np.ndarray, values: np.ndarray, n_groups: int) -> np.ndarray:
     """Per group (0..n_groups-1), its most frequent value, the least of those tied (as Series.mode gives
     them first); -1 where the group has none. values: integers, -1 where missing (not counted)."""
-    groups, values = groups[values >= 0], values[values >= 0]
-    pair = group_ids(groups, values)
-    count, pair_group, pair_value = np.bincount(pair), group_of(pair, groups), group_of(pair, values)
-    order = np.lexsort((pair_value, -count, pair_group))
-    first = order[np.diff(pair_group[order], prepend=-1) != 0]
+    present = values >= 0
+    group, (mode,), _ = modes(groups[present], [values[present]])
     out = np.full(n_groups, -1, np.int64)
-    out[pair_group[first]] = pair_value[first]
+    out[group] = mode
     return out
 
 

@@ -75,3 +75,43 @@ def narrow(codes: np.ndarray) -> np.ndarray:
     """Non-negative codes in the narrowest unsigned type: numpy sorts 8- and 16-bit integers by radix."""
     top = int(codes.max(initial=0))
     return codes.astype(np.uint8 if top < 1 << 8 else np.uint16 if top < 1 << 16 else np.int64)
+
+
+def modes(port: np.ndarray, values: list[np.ndarray]) -> tuple[np.ndarray, list[np.ndarray], np.ndarray]:
+    """Per distinct group (`port`, ascending): the most frequent tuple of `values` (ties: the smallest) and
+    how many rows have it. One sort of the rows' (group, values) keys packed into a 64-bit word where they
+    fit (else a lexsort)."""
+    if not len(port):
+        return port, [v[:0] for v in values], np.zeros(0, np.int64)
+    cols = [port] + values
+    los = [int(c.min()) for c in cols]
+    bits = [max((int(c.max()) - lo).bit_length(), 1) for c, lo in zip(cols, los)]
+    if sum(bits) <= 64:
+        packed = np.zeros(len(port), np.uint64)
+        for c, lo, b in zip(cols, los, bits):
+            packed = (packed << np.uint64(b)) | (c - lo).astype(np.uint64)
+        keys, counts = np.unique(packed, return_counts=True)
+        runs, shift = [], 0
+        for lo, b in zip(reversed(los), reversed(bits)):  # unpack, least significant column first
+            part = (keys >> np.uint64(shift)) & np.uint64((1 << b) - 1)
+            runs.append(part.astype(np.int64) + lo if lo < 0 else part + np.uint64(lo))
+            shift += b
+        runs.reverse()
+    else:
+        o = np.lexsort(tuple(reversed(cols)))
+        sorted_cols = [c[o] for c in cols]
+        new = np.zeros(len(o), bool)
+        new[0] = True
+        for c in sorted_cols:
+            new[1:] |= c[1:] != c[:-1]
+        starts = np.flatnonzero(new)
+        counts = np.diff(np.append(starts, len(o)))
+        runs = [c[starts] for c in sorted_cols]
+    # Runs are in (port, values) order: each port's mode is its first run with the port's largest count.
+    run_port = runs[0].astype(np.int64)
+    first_of_port = np.flatnonzero(np.r_[True, run_port[1:] != run_port[:-1]])
+    top = np.maximum.reduceat(counts, first_of_port)
+    seg = np.cumsum(np.r_[True, run_port[1:] != run_port[:-1]]) - 1
+    best = np.flatnonzero(counts == top[seg])
+    best = best[np.r_[True, run_port[best][1:] != run_port[best][:-1]]]
+    return run_port[best], [r[best].astype(v.dtype) for r, v in zip(runs[1:], values)], counts[best]

@@ -34,6 +34,7 @@ import pandas as pd
 from .families import families as rtt_families
 from .flags import ACK, RST, SYN
 from .hosts import option_layout
+from .keys import group_ids, modes
 from .stats import select_probes
 
 ALL_SIGNALS = ("ttl", "rtt", "stack", "rst", "clock", "ip_id")
@@ -103,45 +104,6 @@ def _clock(replies: pd.DataFrame, t_ref_ns: int) -> tuple[float | None, float | 
     return offset % WRAP, rate, True
 
 
-def _modes(port: np.ndarray, values: list[np.ndarray]) -> tuple[np.ndarray, list[np.ndarray], np.ndarray]:
-    """Per distinct port (ascending): the most frequent tuple of `values` (ties: the smallest) and how many
-    rows have it. One sort of the rows' (port, values) keys packed into a 64-bit word where they fit."""
-    if not len(port):
-        return port, [v[:0] for v in values], np.zeros(0, np.int64)
-    cols = [port] + values
-    los = [int(c.min()) for c in cols]
-    bits = [max((int(c.max()) - lo).bit_length(), 1) for c, lo in zip(cols, los)]
-    if sum(bits) <= 64:
-        packed = np.zeros(len(port), np.uint64)
-        for c, lo, b in zip(cols, los, bits):
-            packed = (packed << np.uint64(b)) | (c - lo).astype(np.uint64)
-        keys, counts = np.unique(packed, return_counts=True)
-        runs, shift = [], 0
-        for lo, b in zip(reversed(los), reversed(bits)):  # unpack, least significant column first
-            part = (keys >> np.uint64(shift)) & np.uint64((1 << b) - 1)
-            runs.append(part.astype(np.int64) + lo if lo < 0 else part + np.uint64(lo))
-            shift += b
-        runs.reverse()
-    else:
-        o = np.lexsort(tuple(reversed(cols)))
-        sorted_cols = [c[o] for c in cols]
-        new = np.zeros(len(o), bool)
-        new[0] = True
-        for c in sorted_cols:
-            new[1:] |= c[1:] != c[:-1]
-        starts = np.flatnonzero(new)
-        counts = np.diff(np.append(starts, len(o)))
-        runs = [c[starts] for c in sorted_cols]
-    # Runs are in (port, values) order: each port's mode is its first run with the port's largest count.
-    run_port = runs[0].astype(np.int64)
-    first_of_port = np.flatnonzero(np.r_[True, run_port[1:] != run_port[:-1]])
-    top = np.maximum.reduceat(counts, first_of_port)
-    seg = np.cumsum(np.r_[True, run_port[1:] != run_port[:-1]]) - 1
-    best = np.flatnonzero(counts == top[seg])
-    best = best[np.r_[True, run_port[best][1:] != run_port[best][:-1]]]
-    return run_port[best], [r[best].astype(v.dtype) for r, v in zip(runs[1:], values)], counts[best]
-
-
 def _per_port(index: pd.Index, ports: np.ndarray, values: np.ndarray, fill: object) -> np.ndarray:
     """Values given for some ports (`ports`, distinct) laid out along `index`, `fill` elsewhere."""
     out = np.full(len(index), fill, dtype=values.dtype)
@@ -164,7 +126,7 @@ def _port_table(replies: pd.DataFrame, ports: list[int], t_ref_ns: int) -> pd.Da
     uniq, n = np.unique(port, return_counts=True)
     table["replies"] = _per_port(index, uniq, n, 0)
     has = replies["ttl"].notna().to_numpy()
-    m_port, (m_ttl,), m_n = _modes(port[has], [replies["ttl"].to_numpy(np.int64, na_value=0)[has]])
+    m_port, (m_ttl,), m_n = modes(port[has], [replies["ttl"].to_numpy(np.int64, na_value=0)[has]])
     table["ttl"] = pd.array(_per_port(index, m_port, m_ttl, -1), dtype="Int64")
     table.loc[table["ttl"] < 0, "ttl"] = pd.NA
     table["ttl_agree"] = _per_port(index, m_port, m_n, 0)
@@ -172,7 +134,7 @@ def _port_table(replies: pd.DataFrame, ports: list[int], t_ref_ns: int) -> pd.Da
     window = replies["window"].to_numpy(np.int64, na_value=-1)
     synack = (flags & (SYN | ACK)) == (SYN | ACK)
     options = replies["tcp_options"].to_numpy(np.uint64, na_value=0)
-    m_port, (m_win, m_opt), m_n = _modes(port[synack], [window[synack], options[synack]])
+    m_port, (m_win, m_opt), m_n = modes(port[synack], [window[synack], options[synack]])
     win = _per_port(index, m_port, m_win, -1)
     table["window"] = pd.array(np.where(win >= 0, win, 0), dtype="Int64")
     table.loc[win < 0, "window"] = pd.NA
@@ -180,7 +142,7 @@ def _port_table(replies: pd.DataFrame, ports: list[int], t_ref_ns: int) -> pd.Da
     table["options"] = _per_port(index, m_port, np.array([layouts[int(c)] for c in m_opt], dtype=object), None)
     table["stack_agree"] = _per_port(index, m_port, m_n, 0)
     rst = (flags & RST) != 0
-    m_port, (m_win, m_ack), m_n = _modes(port[rst], [window[rst], ((flags[rst] & ACK) != 0).astype(np.int64)])
+    m_port, (m_win, m_ack), m_n = modes(port[rst], [window[rst], ((flags[rst] & ACK) != 0).astype(np.int64)])
     # One text per distinct (window, ACK) behaviour, not per port.
     kinds, which = np.unique(m_win * 2 + m_ack, return_inverse=True)
     texts = np.array([f"window {k >> 1}, {'RST/ACK' if k & 1 else 'bare RST'}" for k in kinds.tolist()],
@@ -290,17 +252,13 @@ def _signature_codes(table: pd.DataFrame, rtt_family: np.ndarray) -> np.ndarray:
     stack_ok = (table["stack_agree"] >= 2).to_numpy()
     rst_ok = (table["rst_agree"] >= 2).to_numpy()
     trusted = table["ttl_trusted"].to_numpy()
-    parts = [rtt_family, trusted,
-             np.where(trusted, table["ttl"].to_numpy(np.int64, na_value=-1), -1),
-             np.where(stack_ok, table["window"].to_numpy(np.int64, na_value=-1), -2),
-             pd.factorize(pd.Series(table["options"].to_numpy()).where(stack_ok, None))[0],
-             pd.factorize(pd.Series(table["rst"].to_numpy()).where(rst_ok, None))[0]]
-    packed = np.zeros(len(table), np.int64)
-    for part in parts:  # each part as small codes, packed side by side into one integer key
-        small = np.unique(np.asarray(part), return_inverse=True)[1].reshape(-1)
-        packed = packed * (int(small.max(initial=0)) + 1) + small
-        packed = np.unique(packed, return_inverse=True)[1].reshape(-1)  # renumbered: never overflows
-    codes = packed.astype(np.int64)
+    if not len(table):
+        return np.zeros(0, np.int64)
+    codes = group_ids(np.asarray(rtt_family, np.int64), trusted.astype(np.int64),
+                      np.where(trusted, table["ttl"].to_numpy(np.int64, na_value=-1), -1),
+                      np.where(stack_ok, table["window"].to_numpy(np.int64, na_value=-1) + 1, -1),
+                      pd.factorize(pd.Series(table["options"].to_numpy()).where(stack_ok, None))[0].astype(np.int64),
+                      pd.factorize(pd.Series(table["rst"].to_numpy()).where(rst_ok, None))[0].astype(np.int64))
     own = (table["ts_offset"].notna() | (table["ip_id_class"] == "incremental")).to_numpy()
     codes[own] = codes.max(initial=-1) + 1 + np.arange(int(own.sum()))
     return codes
