@@ -18,29 +18,26 @@ SIGNAL_COLUMNS = ["rtt_family", "deciding_signal", "ttl", "ttl_agree", "window",
 INDENT_UP_TO_ROWS = 2000
 
 
-def _plain(values: pd.Series, digits: int | None = None) -> list:
-    """One column as plain Python values (None where missing), converted in one numpy step."""
-    if digits is not None and pd.api.types.is_float_dtype(values):
-        values = values.round(digits)
-    return values.to_numpy(dtype=object, na_value=None).tolist()
+def _rounded(frame: pd.DataFrame, columns: list[str]) -> pd.DataFrame:
+    """The columns as output shows them: epoch times to the µs, loss to 4 digits, other floats to 2."""
+    out = frame[columns].copy()
+    for c in columns:
+        if pd.api.types.is_float_dtype(out[c]):
+            out[c] = out[c].round(6 if c in ("first", "last") else 4 if c == "loss" else 2)
+    return out
 
 
 def _records(frame: pd.DataFrame, columns: list[str]) -> list[dict]:
     """Rows as dicts of plain Python values (None for missing), built column-wise, not row by row."""
-    digits = {c: 6 if c in ("first", "last") else 4 if c == "loss" else 2 for c in columns}
-    lists = [_plain(frame[c], digits[c]) for c in columns]
+    out = _rounded(frame, columns)
+    lists = [out[c].to_numpy(dtype=object, na_value=None).tolist() for c in columns]
     return [dict(zip(columns, row)) for row in zip(*lists)]
 
 
 def _records_json(frame: pd.DataFrame, columns: list[str]) -> orjson.Fragment:
     """`_records` as JSON text made by pandas' C encoder (no Python dict per row), for big compact outputs:
-    the same values (floats rounded as `_records` rounds them), ready to embed with orjson."""
-    digits = {c: 6 if c in ("first", "last") else 4 if c == "loss" else 2 for c in columns}
-    out = frame[columns].copy()
-    for c in columns:
-        if pd.api.types.is_float_dtype(out[c]):
-            out[c] = out[c].round(digits[c])
-    return orjson.Fragment(out.to_json(orient="records", double_precision=15))
+    the same values, ready to embed with orjson."""
+    return orjson.Fragment(_rounded(frame, columns).to_json(orient="records", double_precision=15))
 
 
 def _dumps(obj: object, indent: bool) -> str:
