@@ -79,14 +79,19 @@ def _in_connection(pk: pd.DataFrame, tcp: np.ndarray, flags: np.ndarray, src: np
     left = left.sort_values("ts", kind="stable")
     merged = pd.merge_asof(left, ev, on="ts", by=["a", "b", "x", "y"], direction="backward", allow_exact_matches=False)
     result[merged["i"].to_numpy()] = merged["open"].fillna(False).to_numpy(bool)
-    # A NAT gateway's view: the SYN/ACK went to the untranslated prober address. Segments with no event on
-    # their exact addresses look once more without the prober's.
-    rest = merged.loc[merged["open"].isna(), ["i", "a", "b", "x", "y", "ts"]]
-    if len(rest):
-        again = pd.merge_asof(rest, ev.drop(columns="a"), on="ts", by=["b", "x", "y"], direction="backward",
-                              allow_exact_matches=False)
-        result[again["i"].to_numpy()] = again["open"].fillna(False).to_numpy(bool)
+    _without_prober(merged, ev, "open", result)  # the SYN/ACK went to the untranslated prober address
     return result
+
+
+def _without_prober(merged: pd.DataFrame, right: pd.DataFrame, flag: str, result: np.ndarray, **asof: object) -> None:
+    """A NAT gateway's view: rows of an as-of merge on (a, b, x, y) that found nothing on their exact
+    addresses look once more without the prober's (a); `result` is set where they find `flag`. `right` is
+    the merge's right side, sorted by ts."""
+    rest = merged.loc[merged[flag].isna(), ["i", "a", "b", "x", "y", "ts"]]
+    if len(rest):
+        again = pd.merge_asof(rest, right.drop(columns="a"), on="ts", by=["b", "x", "y"], direction="backward",
+                              allow_exact_matches=False, **asof)
+        result[again["i"].to_numpy()] = again[flag].fillna(False).to_numpy(bool)
 
 
 def match(packets: pd.DataFrame, *, window_s: float = DEFAULT_WINDOW_S) -> pd.DataFrame:
@@ -573,16 +578,11 @@ def _udp_replies(udp: np.ndarray, src: np.ndarray, dst: np.ndarray, sport: np.nd
     left = pd.DataFrame({"i": rows, "a": dst[rows], "b": src[rows], "x": dport[rows], "y": sport[rows], "ts": ts[rows]})
     right = pd.DataFrame({"a": src[rows], "b": dst[rows], "x": sport[rows], "y": dport[rows], "ts": ts[rows],
                           "seen": np.ones(len(rows), bool)})
-    merged = pd.merge_asof(left.sort_values("ts", kind="stable"), right.sort_values("ts", kind="stable"), on="ts",
-                           by=["a", "b", "x", "y"], direction="backward", allow_exact_matches=False,
-                           tolerance=window_ns)
+    right = right.sort_values("ts", kind="stable")
+    merged = pd.merge_asof(left.sort_values("ts", kind="stable"), right, on="ts", by=["a", "b", "x", "y"],
+                           direction="backward", allow_exact_matches=False, tolerance=window_ns)
     result[merged["i"].to_numpy()] = merged["seen"].fillna(False).to_numpy(bool)
-    # A NAT gateway's view: the reply is addressed to the untranslated prober (same replier, same ports).
-    rest = merged.loc[merged["seen"].isna(), ["i", "a", "b", "x", "y", "ts"]]
-    if len(rest):
-        again = pd.merge_asof(rest, right.drop(columns="a").sort_values("ts", kind="stable"), on="ts",
-                              by=["b", "x", "y"], direction="backward", allow_exact_matches=False,
-                              tolerance=window_ns)
-        result[again["i"].to_numpy()] = again["seen"].fillna(False).to_numpy(bool)
+    # The reply is addressed to the untranslated prober (same replier, same ports).
+    _without_prober(merged, right, "seen", result, tolerance=window_ns)
     return result
 
