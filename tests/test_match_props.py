@@ -85,19 +85,24 @@ def test_matching_invariants(tmp_path_factory, probes, nano):
 @given(st.lists(probe, min_size=1, max_size=25), st.booleans())
 def test_hash_collisions_fall_back_to_the_exact_order(tmp_path_factory, probes, nano):
     """match sorts (key, time) by a hash of the key where the key is too wide for one word; when two keys
-    share a hash it must sort again exactly. A hash that maps every key to one value forces that path."""
+    share a hash it must sort again exactly. A hash that maps every key to one value forces that path.
+    Two probes with extreme source ports and sequence numbers make every key too wide for one word, so the
+    hash is always used (counted)."""
     import importlib
 
     import pandas as pd
 
     m = importlib.import_module("analyzer.match")
-    path, _ = scenario_pcap(tmp_path_factory.mktemp("h"), probes, nano)
+    wide = [dict(probes[0], sport=1025, seq=0, dport=22, rtt_us=100),  # answered: replies' keys are what is sorted
+            dict(probes[0], sport=65535, seq=2**32 - 2, dport=8080, rtt_us=100)]  # next seq 2^32 - 1: no wrap
+    path, _ = scenario_pcap(tmp_path_factory.mktemp("h"), wide + probes, nano)
     packets = analyzer.read(path)
     expected = analyzer.match(packets)
-    real = m._hash
+    real, calls = m._hash, []
     try:
-        m._hash = lambda words: np.zeros(len(words[0]), np.uint64)
+        m._hash = lambda words: calls.append(len(words)) or np.zeros(len(words[0]), np.uint64)
         collided = analyzer.match(packets)
     finally:
         m._hash = real
+    assert calls, "the hashed order was not used: the test would prove nothing"
     pd.testing.assert_frame_equal(collided, expected)
