@@ -105,6 +105,7 @@ def commands(capture: Path, save_rtt: Path | None) -> dict[str, tuple[list[str],
     fields = [arg for f in TSHARK_FIELDS for arg in ("-e", f)]
     return {
         "synlens rtt": ([py, "-m", "analyzer", "rtt", str(capture), "--format", "json"], save_rtt),
+        "synlens rtt (table)": ([py, "-m", "analyzer", "rtt", str(capture)], None),  # the default output
         "synlens scans": ([py, "-m", "analyzer", "scans", str(capture), "--format", "json"], None),
         "synlens read": ([py, "-c", f"import analyzer; analyzer.read({str(capture)!r})"], None),
         "tshark -T fields": (["tshark", "-r", str(capture), "-T", "fields", *fields], None),
