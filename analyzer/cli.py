@@ -10,9 +10,10 @@ import warnings
 
 from .errors import CaptureError, CaptureWarning
 from .families import DEFAULT_CONFIDENCE, METHODS, MIN_DIFF_US, MIN_RATIO, families
-from .match import DEFAULT_WINDOW_S, MATCH_COLUMNS, match
+from .match import DEFAULT_WINDOW_S, match, match_columns
 from .output import hosts_table, rtt_csv, rtt_json, rtt_table, scans_csv, scans_json, scans_table
 from .packets import read
+from .stats import PROBE_FIELDS
 
 
 def _confidence(text: str) -> float:
@@ -137,9 +138,12 @@ def cmd_rtt(args: argparse.Namespace) -> int:
     # the reader spends its time in numpy, which lets the import's Python run on the other core.
     threading.Thread(target=importlib.import_module, args=("scipy.special",), daemon=True).start()
 
-    # Only the fields matching and the signals read: on a big capture, a fraction of the whole table.
-    packets = read(args.capture, engine=args.engine, columns=MATCH_COLUMNS + REPLY_FIELDS)
-    probes = match(packets, window_s=args.window)
+    # Only the fields matching, the statistics and the signals read: on a big capture, a fraction of the whole
+    # table (and of the whole probes table).
+    packets = read(args.capture, engine=args.engine, columns=match_columns(PROBE_FIELDS) + REPLY_FIELDS)
+    probes = match(packets, window_s=args.window, columns=PROBE_FIELDS)
+    n_packets, malformed = len(packets), packets.attrs.get("malformed", 0)
+    packets = packets[["frame", *REPLY_FIELDS]]  # matched: the other columns' memory is free for what follows
     if args.target:
         probes = probes[probes["dst"].astype(str).isin(args.target)]
     options = dict(method=args.method, confidence=args.confidence, probes=args.probes, min_ratio=args.min_ratio,
@@ -156,8 +160,8 @@ def cmd_rtt(args: argparse.Namespace) -> int:
         "signals": args.signals,
         "method": args.method,
         "confidence": args.confidence or DEFAULT_CONFIDENCE[args.method],
-        "packets": len(packets),
-        "malformed_packets": packets.attrs.get("malformed", 0),
+        "packets": n_packets,
+        "malformed_packets": malformed,
         "probes_matched": int(probes["reply_frame"].notna().sum()),
         "unsolicited_replies": probes.attrs.get("unsolicited_replies", 0),
     }

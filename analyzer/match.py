@@ -25,7 +25,7 @@ the retransmission answers the first copy unambiguously; later replies count as 
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 
 import numpy as np
 import pandas as pd
@@ -38,20 +38,52 @@ DEFAULT_WINDOW_S = 10.0
 _K_NEXTSEQ, _K_ACK, _K_SEQ, _K_UDP, _K_ICMP = 1, 2, 3, 4, 5
 _ICMP4_REPLY = {8: 0, 13: 14, 15: 16, 17: 18}
 _ICMP6_REPLY = {128: 129}
-# The packets-table columns `match` reads: `analyzer.read(path, columns=MATCH_COLUMNS)` is all it needs.
-MATCH_COLUMNS = ("frame", "ts_ns", "ip_version", "src", "dst", "ip_proto", "ttl", "ip_id", "ip_len", "fragment",
-                 "sport", "dport", "tcp_flags", "seq", "ack", "window", "payload_len", "icmp_type", "icmp_code",
-                 "icmp_id", "icmp_seq", "q_src", "q_dst", "q_proto", "q_sport", "q_dport", "q_seq")
+# The probes table's columns, in order (`match(columns=…)` makes only some of them).
+PROBE_COLUMNS = ("probe_frame", "ts_ns", "src", "dst", "protocol", "ip_version", "sport", "dport", "seq", "flags",
+                 "icmp_type", "transmissions", "reply_frame", "reply_ts_ns", "reply_kind", "reply_flags",
+                 "reply_icmp_type", "reply_icmp_code", "reply_ttl", "reply_ip_id", "reply_window", "reply_ip_len",
+                 "rtt_ns", "duplicates")
+# Probe columns that copy a packets-table field, of the probe's packet or of its reply's.
+_COPIED = {"ip_version": "ip_version", "reply_ttl": "ttl", "reply_ip_id": "ip_id", "reply_window": "window",
+           "reply_ip_len": "ip_len"}
+
+
+def match_columns(columns: Iterable[str] = PROBE_COLUMNS) -> tuple[str, ...]:
+    """The packets-table columns `match` reads to make these probe columns (`analyzer.read(path,
+    columns=match_columns(…))` is all it needs)."""
+    from .schema import PACKET_COLUMNS
+
+    keys = {"frame", "ts_ns", "src", "dst", "ip_proto", "fragment", "sport", "dport", "tcp_flags", "seq", "ack",
+            "payload_len", "icmp_type", "icmp_code", "icmp_id", "icmp_seq", "q_src", "q_dst", "q_proto", "q_sport",
+            "q_dport", "q_seq"}
+    wanted = keys | {_COPIED[c] for c in columns if c in _COPIED}
+    return tuple(c.name for c in PACKET_COLUMNS if c.name in wanted)
+
+
+# The packets-table columns the whole probes table needs.
+MATCH_COLUMNS = match_columns()
 REPLY_KINDS = ["syn-ack", "rst", "icmp", "udp", "echo-reply"]
 PROTOCOLS = ["tcp", "udp", "icmp"]
 
 
 def _np(series: pd.Series, fill: int = 0, dtype: type = np.int64) -> np.ndarray:
     """A column as a plain numpy array, absent values as `fill`; a categorical as its codes (in the
-    narrow integer type pandas keeps them in; -1 for absent)."""
+    narrow integer type pandas keeps them in; -1 for absent). No copy where none is needed: a column every
+    row holds, asked for in its own type, is its values; a column no row holds is `fill` repeated."""
     if isinstance(series.dtype, pd.CategoricalDtype):
         return series.cat.codes.to_numpy()
+    arr = series.array
+    if isinstance(arr, pd.arrays.IntegerArray):
+        if not arr._mask.any():
+            return arr._data.astype(dtype, copy=False)
+        if arr._mask.all():
+            return np.broadcast_to(np.array(fill, dtype), len(arr))
     return series.to_numpy(dtype=dtype, na_value=fill)
+
+
+def _present(series: pd.Series) -> np.ndarray:
+    """True where a nullable column holds a value."""
+    return ~np.asarray(series.isna())
 
 
 def _in_connection(pk: pd.DataFrame, tcp: np.ndarray, flags: np.ndarray, src: np.ndarray, dst: np.ndarray,
@@ -94,7 +126,8 @@ def _without_prober(merged: pd.DataFrame, right: pd.DataFrame, flag: str, result
         result[again["i"].to_numpy()] = again[flag].fillna(False).to_numpy(bool)
 
 
-def match(packets: pd.DataFrame, *, window_s: float = DEFAULT_WINDOW_S) -> pd.DataFrame:
+def match(packets: pd.DataFrame, *, window_s: float = DEFAULT_WINDOW_S,
+          columns: Iterable[str] | None = None) -> pd.DataFrame:
     """Pair probes with replies.
 
     Input: the packets table (`analyzer.read`). Output: one row per probe group, ordered by first
@@ -106,23 +139,31 @@ def match(packets: pd.DataFrame, *, window_s: float = DEFAULT_WINDOW_S) -> pd.Da
     no probe in the capture, or arrive after the reply window. ``attrs["nat_pairs"]``: replies paired
     although the prober's address differs between probe and reply (a capture on a NAT gateway that shows
     one side translated and the other not); such a pair is tried only for replies and probes left unpaired.
+    `columns`: only these columns of the probes table (PROBE_COLUMNS), in its order; a reply_* column of a
+    field the packets table lacks can then be left out of both.
     """
+    wanted = set(PROBE_COLUMNS if columns is None else columns)
+    if wanted - set(PROBE_COLUMNS):
+        raise ValueError(f"not columns of the probes table: {sorted(wanted - set(PROBE_COLUMNS))}")
     window_ns = int(window_s * 1e9)
     pk = packets
     # Narrow types (each column's values fit; sums of them are done in int64 on the rows that need them).
-    proto = _np(pk.ip_proto, 0, np.int16)
+    # Columns in their own types where absent values need no mark (views, not copies); ports and flags
+    # say where they are present by a separate mask.
+    proto = _np(pk.ip_proto, 0, np.uint8)
     frag = pk.fragment.to_numpy(bool)
-    flags = _np(pk.tcp_flags, -1, np.int32)
+    flags = _np(pk.tcp_flags, 0, np.uint16)
     src, dst = _np(pk.src), _np(pk.dst)
-    sport, dport = _np(pk.sport, -1, np.int32), _np(pk.dport, -1, np.int32)
+    sport, dport = _np(pk.sport, 0, np.uint16), _np(pk.dport, 0, np.uint16)
     seq, ack = _np(pk.seq, 0, np.uint32), _np(pk.ack, 0, np.uint32)
     plen = _np(pk.payload_len, 0, np.uint32)
     ts = pk.ts_ns.to_numpy()
     itype, icode = _np(pk.icmp_type, -1, np.int16), _np(pk.icmp_code, -1, np.int16)
-    ver = pk.ip_version.to_numpy()
 
-    tcp = (proto == 6) & ~frag & (flags >= 0) & (sport >= 0)
-    udp = (proto == 17) & ~frag & (sport >= 0)
+    ports = ~frag & _present(pk.sport)
+    tcp = (proto == 6) & ports & _present(pk.tcp_flags)
+    udp = (proto == 17) & ports
+    del ports
     icmp = ((proto == 1) | (proto == 58)) & (itype >= 0)
     synack = tcp & ((flags & (SYN | ACK)) == (SYN | ACK))
     rst = tcp & ((flags & RST) != 0)
@@ -130,16 +171,16 @@ def match(packets: pd.DataFrame, *, window_s: float = DEFAULT_WINDOW_S) -> pd.Da
     tcp_probe &= ~_in_connection(pk, tcp, flags, src, dst, sport, dport)
     udp_reply = _udp_replies(udp, src, dst, sport, dport, ts, window_ns)
     udp_probe = udp & ~udp_reply
-    v4q = (proto == 1) & np.isin(itype, list(_ICMP4_REPLY))
-    v6q = (proto == 58) & np.isin(itype, list(_ICMP6_REPLY))
-    icmp_probe = icmp & (v4q | v6q)
+    del udp, frag
+    icmp_probe = icmp & (((proto == 1) & np.isin(itype, list(_ICMP4_REPLY)))
+                         | ((proto == 58) & np.isin(itype, list(_ICMP6_REPLY))))
     icmp_error = icmp & (((proto == 1) & np.isin(itype, (3, 4, 5, 11, 12))) | ((proto == 58) & np.isin(itype, (1, 2, 3, 4))))
     echo_reply = icmp & (((proto == 1) & np.isin(itype, list(_ICMP4_REPLY.values()))) | ((proto == 58) & (itype == 129)))
 
     # ---- probe transmissions and their groups
-    probe_rows = np.flatnonzero(tcp_probe | udp_probe | icmp_probe)
+    probe_rows = _where(tcp_probe | udp_probe | icmp_probe)
     if not len(probe_rows):
-        return _no_probes(pk, synack, rst, flags, icmp_error, echo_reply, udp_reply, window_s)
+        return _no_probes(pk, synack, rst, flags, icmp_error, echo_reply, udp_reply, window_s, wanted)
     icmp_id, icmp_seq = _np(pk.icmp_id, 0, np.int32), _np(pk.icmp_seq, 0, np.int32)
     r = probe_rows
     t_ts = ts[r]
@@ -150,42 +191,43 @@ def match(packets: pd.DataFrame, *, window_s: float = DEFAULT_WINDOW_S) -> pd.Da
     # Transmissions ordered by (protocol, src, dst, x, y, seq, flags, ts), ties in capture order; the
     # identity packed into a few order-preserving uint64 words.
     ident = _pack([proto[r], src[r], dst[r], t_x, t_y, t_seq, t_f])
-    order = np.lexsort((t_ts,) + tuple(reversed(ident)))
+    order = np.lexsort((t_ts,) + tuple(reversed(ident))).astype(probe_rows.dtype)
     ident = [w[order] for w in ident]
     tx_ts = t_ts[order]
     new_group = np.ones(len(order), bool)
     if len(order) > 1:
         same = np.ones(len(order) - 1, bool)
-        for w in ident:
-            same &= w[1:] == w[:-1]
+        for word in ident:
+            same &= word[1:] == word[:-1]
         new_group[1:] = ~same | (tx_ts[1:] - tx_ts[:-1] > window_ns)
+        del same, word
     del ident
-    tx_g = np.cumsum(new_group) - 1
-    g_start = np.flatnonzero(new_group)
+    g_start = _where(new_group)
     n_groups = len(g_start)
-    g_end = np.append(g_start[1:], len(order))
-    tx_nth = np.arange(len(order)) - g_start[tx_g] + 1
-    n_tx = g_end - g_start
-    g_first = r[order[g_start]]  # each group's first transmission
-    g_x, g_y = t_x[order[g_start]], t_y[order[g_start]]
-    del t_x, t_y, t_seq, t_f, t_ts
+    tx_nth = np.cumsum(new_group, dtype=order.dtype)  # each transmission's group, from 1 …
+    del new_group
+    tx_nth[:] = np.arange(1, len(order) + 1, dtype=order.dtype) - g_start[tx_nth - 1]  # … then its place in it
+    n_tx = np.diff(g_start, append=len(order)).astype(order.dtype)
+    tx_rows = r[order]  # transmissions' rows, in transmission order
+    g_first = tx_rows[g_start]  # each group's first transmission
+    del t_x, t_y, t_seq, t_f, t_ts, tx_ts, order
 
     # ---- keys each reply candidate offers (built first: probe key families no reply offers are skipped)
     q_src, q_dst = _np(pk.q_src), _np(pk.q_dst)
     q_sport, q_dport = _np(pk.q_sport, -1, np.int32), _np(pk.q_dport, -1, np.int32)
     q_seq, q_proto = _np(pk.q_seq, 0, np.uint32), _np(pk.q_proto, -1, np.int16)
     rk = []
-    sel = np.flatnonzero((synack | rst) & ((flags & ACK) != 0))
+    sel = _where((synack | rst) & ((flags & ACK) != 0))
     rk.append((sel, _K_NEXTSEQ, dst[sel], src[sel], dport[sel], sport[sel], 6, ack[sel]))
-    sel = np.flatnonzero(rst & ((flags & ACK) == 0))
+    sel = _where(rst & ((flags & ACK) == 0))
     rk.append((sel, _K_ACK, dst[sel], src[sel], dport[sel], sport[sel], 6, seq[sel]))
-    sel = np.flatnonzero(icmp_error & (q_proto == 6) & (q_sport >= 0))
+    sel = _where(icmp_error & (q_proto == 6) & (q_sport >= 0))
     rk.append((sel, _K_SEQ, q_src[sel], q_dst[sel], q_sport[sel], q_dport[sel], 6, q_seq[sel]))
-    sel = np.flatnonzero(icmp_error & (q_proto == 17) & (q_sport >= 0))
+    sel = _where(icmp_error & (q_proto == 17) & (q_sport >= 0))
     rk.append((sel, _K_UDP, q_src[sel], q_dst[sel], q_sport[sel], q_dport[sel], 17, 0))
-    sel = np.flatnonzero(udp_reply)
+    sel = _where(udp_reply)
     rk.append((sel, _K_UDP, dst[sel], src[sel], dport[sel], sport[sel], 17, 0))
-    sel = np.flatnonzero(echo_reply)
+    sel = _where(echo_reply)
     rk.append((sel, _K_ICMP, dst[sel], src[sel], icmp_id[sel], icmp_seq[sel], proto[sel], itype[sel]))
     del q_src, q_dst, q_sport, q_dport, q_seq, q_proto
     offered = {fam for sel, fam, *_ in rk if len(sel)}
@@ -202,17 +244,17 @@ def match(packets: pd.DataFrame, *, window_s: float = DEFAULT_WINDOW_S) -> pd.Da
     def time_rank(rows: np.ndarray) -> np.ndarray:
         return rows if rank is None else rank[rows]
 
-    c_r, c_g, c_tx = _latest_transmissions(rk, pk_keys, g_start, n_tx, r[order], time_rank)
+    c_r, c_g, c_tx = _latest_transmissions(rk, pk_keys, g_start, n_tx, tx_rows, time_rank)
     # Integer nanoseconds throughout: float64 epoch-ns would blur the window edge and ties by ~256 ns.
-    keep = ts[c_r] - tx_ts[c_tx] <= window_ns
+    keep = ts[c_r] - ts[tx_rows[c_tx]] <= window_ns
     c_r, c_g, c_tx = c_r[keep], c_g[keep], c_tx[keep]
     # Captured on a NAT gateway, a probe may show its translated source and its reply the untranslated
     # destination (or the reverse): the prober's address differs between them. Replies left unpaired meet
     # the groups left unanswered once more, on the same key without the prober's address.
     lone = [_without(part, _marks(c_r, len(ts)), prober=True) for part in rk]
     free = [_without(part, _marks(c_g, n_groups), prober=True) for part in pk_keys]
-    n_r, n_g, n_t = _latest_transmissions(lone, free, g_start, n_tx, r[order], time_rank)
-    keep = ts[n_r] - tx_ts[n_t] <= window_ns
+    n_r, n_g, n_t = _latest_transmissions(lone, free, g_start, n_tx, tx_rows, time_rank)
+    keep = ts[n_r] - ts[tx_rows[n_t]] <= window_ns
     nat_pairs = int(keep.sum())
     c_r, c_g, c_tx = (np.concatenate([a, b[keep]]) for a, b in ((c_r, n_r), (c_g, n_g), (c_tx, n_t)))
     del rk, pk_keys, lone, free, n_r, n_g, n_t, keep
@@ -244,8 +286,7 @@ def match(packets: pd.DataFrame, *, window_s: float = DEFAULT_WINDOW_S) -> pd.Da
     answers = np.flatnonzero(synack | (rst & ((flags & ACK) != 0)) | icmp_error | echo_reply | udp_reply)
     unsolicited = int(len(answers) - np.isin(answers, c_r).sum())
     # Free what the output does not need before building it.
-    del (answers, proto, frag, src, dst, sport, dport, ack, plen, icmp_id, icmp_seq, udp, synack, rst, udp_reply,
-         v4q, v6q, icmp_error, echo_reply, probe_rows, r, order, tx_ts, tx_g, g_start, g_end, tx_nth, new_group,
+    del (answers, proto, src, dst, ack, plen, synack, rst, udp_reply, icmp_error, echo_reply, probe_rows, r, tx_rows, g_start, tx_nth,
          c_r, c_g, c_ts, c_nth, ans, nth_ans, rkinds)
     # Output rows in order of first transmission (ties: frame number).
     frame = pk.frame.to_numpy()
@@ -264,38 +305,46 @@ def match(packets: pd.DataFrame, *, window_s: float = DEFAULT_WINDOW_S) -> pd.Da
 
     is_tcp, is_icmp = tcp_probe[g_first], icmp_probe[g_first]
     reply_tcp, reply_icmp = answered & tcp[rr], answered & icmp[rr]
-    dport_values = g_y[out_order]
-    out = pd.DataFrame({
-        "probe_frame": frame[g_first],
-        "ts_ns": ts[g_first],
-        "src": _text(pk.src, g_first),
-        "dst": _text(pk.dst, g_first),
-        "protocol": pd.Categorical.from_codes(protocol_code[out_order], PROTOCOLS),
-        "ip_version": ver[g_first],
-        "sport": _masked("UInt16", g_x[out_order], np.ones(n_groups, bool)),
-        "dport": (_masked("UInt16", dport_values, np.ones(n_groups, bool)) if (dport_values >= 0).all()
-                  else pd.array(dport_values, dtype="UInt16")),
-        "seq": nullable("UInt32", seq[g_first], is_tcp),
-        "flags": nullable("UInt16", flags[g_first], is_tcp),
-        "icmp_type": nullable("UInt8", itype[g_first], is_icmp),
-        "transmissions": n_tx[out_order],
-        "reply_frame": nullable("Int64", frame[rr], answered),
-        "reply_ts_ns": nullable("Int64", ts[rr], answered),
-        "reply_kind": pd.Categorical.from_codes(reply_kind[out_order], REPLY_KINDS),
-        "reply_flags": nullable("UInt16", flags[rr], reply_tcp),
-        "reply_icmp_type": nullable("UInt8", itype[rr], reply_icmp),
-        "reply_icmp_code": nullable("UInt8", icode[rr], reply_icmp),
-        "reply_ttl": reply_col(pk.ttl),
-        "reply_ip_id": reply_col(pk.ip_id),
-        "reply_window": reply_col(pk.window),
-        "reply_ip_len": reply_col(pk.ip_len),
-        "rtt_ns": nullable("Int64", ts[rr] - ts[g_first], karn_ok),
-        "duplicates": dups[out_order],
-    })
+    dport_values = np.where(is_icmp, icmp_seq[g_first], dport[g_first])  # (an ICMP query's: its sequence)
+    build = {  # each column made only when asked for
+        "probe_frame": lambda: frame[g_first],
+        "ts_ns": lambda: ts[g_first],
+        "src": lambda: _text(pk.src, g_first),
+        "dst": lambda: _text(pk.dst, g_first),
+        "protocol": lambda: pd.Categorical.from_codes(protocol_code[out_order], PROTOCOLS),
+        "ip_version": lambda: pk.ip_version.to_numpy()[g_first],
+        "sport": lambda: _masked("UInt16", np.where(is_icmp, icmp_id[g_first], sport[g_first]), np.ones(n_groups, bool)),
+        "dport": lambda: (_masked("UInt16", dport_values, np.ones(n_groups, bool)) if (dport_values >= 0).all()
+                          else pd.array(dport_values, dtype="UInt16")),
+        "seq": lambda: nullable("UInt32", seq[g_first], is_tcp),
+        "flags": lambda: nullable("UInt16", flags[g_first], is_tcp),
+        "icmp_type": lambda: nullable("UInt8", itype[g_first], is_icmp),
+        "transmissions": lambda: n_tx[out_order].astype(np.int64),
+        "reply_frame": lambda: nullable("Int64", frame[rr], answered),
+        "reply_ts_ns": lambda: nullable("Int64", ts[rr], answered),
+        "reply_kind": lambda: pd.Categorical.from_codes(reply_kind[out_order], REPLY_KINDS),
+        "reply_flags": lambda: nullable("UInt16", flags[rr], reply_tcp),
+        "reply_icmp_type": lambda: nullable("UInt8", itype[rr], reply_icmp),
+        "reply_icmp_code": lambda: nullable("UInt8", icode[rr], reply_icmp),
+        "reply_ttl": lambda: reply_col(pk.ttl),
+        "reply_ip_id": lambda: reply_col(pk.ip_id),
+        "reply_window": lambda: reply_col(pk.window),
+        "reply_ip_len": lambda: reply_col(pk.ip_len),
+        "rtt_ns": lambda: nullable("Int64", ts[rr] - ts[g_first], karn_ok),
+        "duplicates": lambda: dups[out_order],
+    }
+    out = pd.DataFrame({name: build[name]() for name in PROBE_COLUMNS if name in wanted})
     out.attrs["unsolicited_replies"] = unsolicited
     out.attrs["window_s"] = window_s
     out.attrs["nat_pairs"] = nat_pairs
     return out
+
+
+def _where(mask: np.ndarray) -> np.ndarray:
+    """np.flatnonzero(mask), as int32 when the rows' numbers fit (half the memory of every index array
+    taken from it)."""
+    rows = np.flatnonzero(mask)
+    return rows.astype(np.int32) if len(mask) < 2**31 else rows
 
 
 def _marks(values: np.ndarray, n: int) -> np.ndarray:
@@ -340,7 +389,7 @@ def _group_keys(g_first: np.ndarray, offered: set[int], tcp_probe: np.ndarray, u
     """Key parts (group, fam, a, b, x, y, p, s) each probe group can be answered on, for the families
     some reply offers."""
     n_groups = len(g_first)
-    g_ids = np.arange(n_groups)
+    g_ids = np.arange(n_groups, dtype=np.int32 if n_groups < 2**31 else np.int64)
     first = g_first
     pk_keys = []
     is_tcp_g = tcp_probe[first]
@@ -349,7 +398,8 @@ def _group_keys(g_first: np.ndarray, offered: set[int], tcp_probe: np.ndarray, u
         f = flags[rows]
         base = (src[rows], dst[rows], sport[rows], dport[rows], 6)
         if _K_NEXTSEQ in offered:
-            nxt = (seq[rows].astype(np.int64) + plen[rows] + ((f & SYN) != 0) + ((f & FIN) != 0)) % (1 << 32)
+            nxt = ((seq[rows].astype(np.int64) + plen[rows] + ((f & SYN) != 0) + ((f & FIN) != 0)) % (1 << 32)
+                   ).astype(np.uint32)
             pk_keys.append((gid, _K_NEXTSEQ) + base + (nxt,))
         if _K_SEQ in offered:
             pk_keys.append((gid, _K_SEQ) + base + (seq[rows],))
@@ -413,8 +463,8 @@ def _time_rank(ts: np.ndarray) -> np.ndarray | None:
 
 def _order_of_rows(rows: np.ndarray, n: int) -> np.ndarray:
     """np.argsort(rows) for distinct row numbers below n, in O(n) (a mark per row, no sort)."""
-    at = np.full(n, -1, np.int64)
-    at[rows] = np.arange(len(rows))
+    at = np.full(n, -1, np.int32 if n < 2**31 else np.int64)
+    at[rows] = np.arange(len(rows), dtype=at.dtype)
     return at[at >= 0]
 
 
@@ -429,10 +479,11 @@ def _latest_transmissions(left_parts: list[tuple], right_parts: list[tuple], g_s
     transmission position) for the replies that have one.
     """
     empty = np.zeros(0, np.int64)
-    reply_row, group = _column(left_parts, 0), _column(right_parts, 0)
-    nl, nr = len(reply_row), len(group)
+    left_parts, right_parts = ([p for p in parts if len(p[0])] for parts in (left_parts, right_parts))
+    nl, nr = (sum(len(p[0]) for p in parts) for parts in (left_parts, right_parts))
     if not nl or not nr:
         return empty, empty, empty
+    reply_row, group = (np.concatenate([p[0] for p in parts]) for parts in (left_parts, right_parts))
     # Pack the keys column by column into uint64 words, each column offset and sized by the right side's
     # range: a left value outside it matches nothing (that row is dropped), so every kept value fits.
     keep = np.ones(nl, bool)
@@ -444,7 +495,7 @@ def _latest_transmissions(left_parts: list[tuple], right_parts: list[tuple], g_s
         rc, lc = _column(right_parts, j), _column(left_parts, j)
         lo, hi = int(rc.min()), int(rc.max())
         keep &= (lc >= lo) & (lc <= hi)
-        bits = max((hi - lo).bit_length(), 1)
+        bits = (hi - lo).bit_length()  # (none for a column that is one value on the right)
         if used + bits > 64:
             lwords.append(lw)
             rwords.append(rw)
@@ -457,10 +508,11 @@ def _latest_transmissions(left_parts: list[tuple], right_parts: list[tuple], g_s
             np.left_shift(w, np.uint64(bits), out=w)
             np.bitwise_or(w, c.view(np.uint64), out=w)  # c >= 0 here: its bits are its value
         used += bits
-        del rc, lc
+        del rc, lc, w, c
     lwords.append(lw)
     rwords.append(rw)
     kept = np.flatnonzero(keep)
+    del keep
     reply_row = reply_row[kept]
     # Right rows expanded to their transmissions (positions in the transmission order).
     n_of = n_tx[group]
@@ -468,25 +520,34 @@ def _latest_transmissions(left_parts: list[tuple], right_parts: list[tuple], g_s
     ev_group = np.repeat(group, n_of)
     n_ev = len(ev_tx)
     words = [np.concatenate([np.repeat(r, n_of), l[kept]]) for r, l in zip(rwords, lwords)]
-    del lwords, rwords, lw, rw, n_of
-    when = np.concatenate([time_rank(tx_rows[ev_tx]), time_rank(reply_row)])
+    del lwords, rwords, lw, rw, kept
+    ranks = time_rank(tx_rows[ev_tx]), time_rank(reply_row)
+    top = max(int(r.max()) for r in ranks if len(r))
+    when = np.concatenate(ranks, dtype=np.uint32 if (top + 1) * len(right_parts) < 2**32 else np.int64,
+                          casting="unsafe")  # (ranks are non-negative and fit)
+    del ranks
     if len(right_parts) > 1:
         # A transmission offered under several keys (key families) is an entry per key: time ranks made
         # distinct by the key part, without changing their order (a reply is one entry: its own row).
-        part = np.repeat(np.arange(len(right_parts)), [len(p[0]) for p in right_parts])
+        part = np.repeat(np.arange(len(right_parts), dtype=np.uint8), [len(p[0]) for p in right_parts])
         when *= len(right_parts)
-        when[:n_ev] += np.repeat(part, n_tx[group])
+        when[:n_ev] += np.repeat(part, n_of)
+        del part
+    del n_of
     o = _key_time_order(words, used, when)
     del when
     is_ev = o < n_ev
-    last_ev = np.maximum.accumulate(np.where(is_ev, np.arange(len(o)), -1))
+    ev_at = np.flatnonzero(is_ev)  # transmissions, in sorted order
     at = np.flatnonzero(~is_ev)  # replies, in sorted order
-    prev = last_ev[at]
+    del is_ev
+    prev = np.searchsorted(ev_at, at) - 1  # the last transmission sorted before each reply
     found = prev >= 0
-    at, prev = at[found], prev[found]
+    at, prev = at[found], ev_at[prev[found]]
+    del ev_at, found
     same = np.ones(len(at), bool)
-    for w in words:  # the transmission must have the reply's key (not just precede it)
-        same &= w[o[at]] == w[o[prev]]
+    for word in words:  # the transmission must have the reply's key (not just precede it)
+        same &= word[o[at]] == word[o[prev]]
+    del words, word
     at, prev = at[same], prev[same]
     ev = o[prev]
     return reply_row[o[at] - n_ev], ev_group[ev], ev_tx[ev]
@@ -504,46 +565,60 @@ def _key_time_order(words: list[np.ndarray], used: int, when: np.ndarray) -> np.
     """
     if not len(when):
         return np.zeros(0, np.int64)
-    rank_bits = max(int(when.max()).bit_length(), 1)
-    entry = np.empty(int(when.max()) + 1, np.int32 if len(when) < 2**31 else np.int64)
-    entry[when] = np.arange(len(when))
-    low = np.uint64((1 << rank_bits) - 1)
-    rank = when.astype(np.uint64)
-    if len(words) == 1 and used + rank_bits <= 64:
-        return entry[np.sort((words[0] << np.uint64(rank_bits)) | rank) & low]
-    key_bits = 64 - rank_bits
-    if key_bits >= 24:
-        packed = np.sort(((_hash(words) >> np.uint64(64 - key_bits)) << np.uint64(rank_bits)) | rank)
-        o = entry[packed & low]
-        tied = np.flatnonzero((packed[1:] >> np.uint64(rank_bits)) == (packed[:-1] >> np.uint64(rank_bits)))
-        del packed
-        if all(not (w[o[tied]] != w[o[tied + 1]]).any() for w in words):
-            return o
+    top = int(when.max())
+    rank_bits = max(top.bit_length(), 1)
+    rank = when.view(np.uint64) if when.dtype == np.int64 else when  # (non-negative: the same bits)
+    rank_shift = np.uint64(rank_bits)
+    exact = len(words) == 1 and used + rank_bits <= 64
+    if exact:
+        packed = words[0] << rank_shift
+    elif 64 - rank_bits >= 24:
+        packed = _hash(words)
+        np.right_shift(packed, rank_shift, out=packed)  # the hash's top bits …
+        np.left_shift(packed, rank_shift, out=packed)  # … above the rank
+    else:
+        return np.lexsort((when,) + tuple(reversed(words)))
+    np.bitwise_or(packed, rank, out=packed)
+    packed.sort()
+    entry = np.empty(top + 1, np.int32 if len(when) < 2**31 else np.int64)  # rank → entry
+    entry[when] = np.arange(len(when), dtype=entry.dtype)
+    o = entry[packed & np.uint64((1 << rank_bits) - 1)]
+    del entry
+    if exact:
+        return o  # the whole key is in the word
+    np.right_shift(packed, rank_shift, out=packed)
+    tied = np.flatnonzero(packed[1:] == packed[:-1])
+    del packed
+    if all(not (w[o[tied]] != w[o[tied + 1]]).any() for w in words):
+        return o
     return np.lexsort((when,) + tuple(reversed(words)))
 
 
 def _hash(words: list[np.ndarray]) -> np.ndarray:
-    """A 64-bit multiplicative hash of uint64 words; its top bits depend on every bit of every word."""
+    """A 64-bit multiply-xor hash of uint64 words, computed in place in its one result array: each word is
+    xored in and the sum multiplied by an odd constant, which carries every bit into the top bits (the bits
+    used)."""
     with np.errstate(over="ignore"):
-        h = words[0] * np.uint64(0x9E3779B97F4A7C15)
+        h = np.multiply(words[0], np.uint64(0x9E3779B97F4A7C15))
         for w in words[1:]:
-            h ^= w * np.uint64(0xC2B2AE3D27D4EB4F)
-            h ^= h >> np.uint64(29)
-            h *= np.uint64(0xBF58476D1CE4E5B9)
+            np.bitwise_xor(h, w, out=h)
+            np.multiply(h, np.uint64(0xBF58476D1CE4E5B9), out=h)
     return h
 
 
 def _ranges(starts: np.ndarray, counts: np.ndarray) -> np.ndarray:
     """np.concatenate([np.arange(s, s + c) for s, c in zip(starts, counts)]) without a Python loop."""
-    offsets = np.cumsum(counts) - counts
-    return np.arange(int(counts.sum()), dtype=np.int64) - np.repeat(offsets - starts, counts)
+    total = int(counts.sum())
+    dtype = np.int32 if total < 2**31 and len(starts) and int(starts.max()) + int(counts.max()) < 2**31 else np.int64
+    offsets = np.cumsum(counts, dtype=np.int64) - counts
+    return np.arange(total, dtype=dtype) - np.repeat((offsets - starts).astype(dtype), counts)
 
 
 def _no_probes(pk: pd.DataFrame, synack: np.ndarray, rst: np.ndarray, flags: np.ndarray, icmp_error: np.ndarray,
-               echo_reply: np.ndarray, udp_reply: np.ndarray, window_s: float) -> pd.DataFrame:
+               echo_reply: np.ndarray, udp_reply: np.ndarray, window_s: float, wanted: set[str]) -> pd.DataFrame:
     """The probes table with no rows (a capture of replies only, or of nothing)."""
     # Matching a one-SYN table gives the empty probes table its exact columns and dtypes.
-    out = match(_one_probe_table(), window_s=window_s).iloc[0:0].copy()
+    out = match(_one_probe_table(), window_s=window_s, columns=wanted).iloc[0:0].copy()
     answers = synack | (rst & ((flags & ACK) != 0)) | icmp_error | echo_reply | udp_reply
     out.attrs["unsolicited_replies"] = int(answers.sum())
     out.attrs["nat_pairs"] = 0

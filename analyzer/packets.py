@@ -130,14 +130,24 @@ class _Columns:
             self.absent[name][target] = False
 
     def pop(self, name: str) -> np.ndarray | pd.arrays.IntegerArray:
-        """Column `name` in its schema dtype; the decoder lets go of it."""
+        """Column `name` in its schema dtype; the decoder lets go of it. A column no row holds, and the
+        mask of a column every row holds, take no memory: one value repeated (a read-only, zero-stride
+        view; pandas copies before it writes)."""
         values = self.values.pop(name, None)
+        nullable = self.dtypes[name][0] == "U"
         if values is None:
-            values = np.zeros(self.n, self._dtype(name))
-            absent = np.ones(self.n, bool) if self.dtypes[name][0] == "U" else None
+            values = _repeated(0, self._dtype(name), self.n)
+            absent = _repeated(True, bool, self.n) if nullable else None
         else:
             absent = self.absent.pop(name, None)
+            if absent is not None and not absent.any():
+                absent = _repeated(False, bool, self.n)
         return values if absent is None else pd.arrays.IntegerArray(values, absent)
+
+
+def _repeated(value: object, dtype: np.dtype | type, n: int) -> np.ndarray:
+    """n copies of one value in the memory of one (np.broadcast_to: stride 0, read-only)."""
+    return np.broadcast_to(np.array(value, dtype), (n,))
 
 
 def read(path: str | os.PathLike[str], *, engine: str = "native", columns: Iterable[str] | None = None) -> pd.DataFrame:

@@ -149,6 +149,7 @@ def _port_table(replies: pd.DataFrame, ports: list[int], t_ref_ns: int) -> pd.Da
                      dtype=object)[which.reshape(-1)]
     table["rst"] = _per_port(index, m_port, texts, None)
     table["rst_agree"] = _per_port(index, m_port, m_n, 0)
+    del flags, window, options, synack, rst  # (a reply's worth each: freed before the next signal's arrays)
     # IP ID class from each port's IDs in time order: all zero, steps mostly small (one counter), or random.
     has = replies["ip_id"].notna().to_numpy()
     id_ts = replies["ts_ns"].to_numpy(np.int64)[has]
@@ -162,9 +163,10 @@ def _port_table(replies: pd.DataFrame, ports: list[int], t_ref_ns: int) -> pd.Da
     small = (np.r_[False, (np.diff(id_vals) % 65536) < IPID_STEP] & same) if len(id_port) else same
     pos = index.get_indexer(id_port)
     ok = pos >= 0
-    count, zero, small_n, steps = (np.bincount(pos[ok], weights=w[ok], minlength=len(index))
-                                   for w in (np.ones(len(pos)), (id_vals == 0).astype(float), small.astype(float),
-                                             same.astype(float)))
+    # Per port: IDs, zero IDs, small steps, steps (counts of the rows where each holds).
+    count, zero, small_n, steps = (np.bincount(pos[ok & w], minlength=len(index))
+                                   for w in (ok, id_vals == 0, small, same))
+    del id_ts, id_port, o, id_vals, same, small, pos, ok
     incremental = (steps > 0) & (small_n > 0.9 * np.maximum(steps, 1))
     table["ip_id_class"] = np.select([count < 3, zero == count, incremental],
                                      ["unknown", "zero", "incremental"], "random").astype(object)
@@ -363,11 +365,17 @@ def signal_families(packets: pd.DataFrame, matches: pd.DataFrame, *, signals: tu
     frame_pos = np.searchsorted(packets["frame"].to_numpy(), syn["reply_frame"].astype(np.int64).to_numpy())
     # Only the fields the signals read: a copy of all 42 columns for every reply costs ~100 MB a million.
     reply_rows = packets[list(REPLY_FIELDS)].iloc[frame_pos].reset_index(drop=True)
-    reply_rows["_target"] = syn["dst"].astype(str).to_numpy()
-    reply_rows["_port"] = syn["dport"].astype(int).to_numpy()
+    reply_rows["_port"] = syn["dport"].to_numpy(np.int64)
+    # Each target's replies: positions grouped by target (one sort), not a comparison of every row per target.
+    codes, names = pd.factorize(syn["dst"].astype(str).to_numpy())
+    by_target = np.argsort(codes, kind="stable")
+    cuts = np.searchsorted(codes[by_target], np.arange(len(names) + 1))
+    where = {name: by_target[cuts[k]:cuts[k + 1]] for k, name in enumerate(names)}
+    del codes, by_target
     port_rows, fam_rows = [], []
     for (target, proto), rows in base.groupby(["target", "protocol"], sort=False):
-        of_target = reply_rows[reply_rows["_target"] == target]
+        mine = where.get(target, np.zeros(0, np.int64))
+        of_target = reply_rows if len(mine) == len(reply_rows) else reply_rows.take(mine)
         t_ref = int(of_target["ts_ns"].min()) if len(of_target) else 0
         port_list = rows["port"].astype(int).tolist()
         table = _port_table(of_target, port_list, t_ref)

@@ -38,6 +38,11 @@ class TTest:
     n_b: int
 
 
+# The probes-table columns the statistics (and the families made from them) read: `analyzer.match(packets,
+# columns=PROBE_FIELDS)` is all they need.
+PROBE_FIELDS = ("dst", "protocol", "dport", "flags", "transmissions", "reply_frame", "rtt_ns")
+
+
 def select_probes(matches: pd.DataFrame, probes: str = "syn") -> pd.DataFrame:
     """The probes RTT statistics are drawn from.
 
@@ -49,7 +54,7 @@ def select_probes(matches: pd.DataFrame, probes: str = "syn") -> pd.DataFrame:
         raise ValueError(f"probes must be 'syn' or 'any', not {probes!r}")
     flags = matches["flags"].to_numpy(dtype=np.int64, na_value=-1)
     keep = (flags >= 0) & ((flags & (SYN | ACK | RST | FIN)) == SYN)
-    return matches[keep]
+    return matches if keep.all() else matches[keep]  # (a SYN scan's table is kept whole: no copy)
 
 
 def _text_codes(col: pd.Series) -> tuple[np.ndarray, np.ndarray]:

@@ -86,15 +86,15 @@ def test_matching_invariants(tmp_path_factory, probes, nano):
 def test_hash_collisions_fall_back_to_the_exact_order(tmp_path_factory, probes, nano):
     """match sorts (key, time) by a hash of the key where the key is too wide for one word; when two keys
     share a hash it must sort again exactly. A hash that maps every key to one value forces that path.
-    Two probes with extreme source ports and sequence numbers make every key too wide for one word, so the
-    hash is always used (counted)."""
+    Two probes with extreme ports and sequence numbers (16 + 16 + 32 bits of key, beside the time rank) make
+    every key too wide for one word, so the hash is always used (counted)."""
     import importlib
 
     import pandas as pd
 
     m = importlib.import_module("analyzer.match")
-    wide = [dict(probes[0], sport=1025, seq=0, dport=22, rtt_us=100),  # answered: replies' keys are what is sorted
-            dict(probes[0], sport=65535, seq=2**32 - 2, dport=8080, rtt_us=100)]  # next seq 2^32 - 1: no wrap
+    wide = [dict(probes[0], sport=1025, seq=0, dport=1, rtt_us=100),  # answered: replies' keys are what is sorted
+            dict(probes[0], sport=65535, seq=2**32 - 2, dport=65535, rtt_us=100)]  # next seq 2^32 - 1: no wrap
     path, _ = scenario_pcap(tmp_path_factory.mktemp("h"), wide + probes, nano)
     packets = analyzer.read(path)
     expected = analyzer.match(packets)
