@@ -7,11 +7,12 @@ import importlib
 import sys
 import threading
 import warnings
+from collections.abc import Iterable
 
 from .errors import CaptureError, CaptureWarning
 from .families import DEFAULT_CONFIDENCE, METHODS, MIN_DIFF_US, MIN_RATIO, families
 from .match import DEFAULT_WINDOW_S, match, match_columns
-from .output import hosts_table, rtt_csv, rtt_json, rtt_table, scans_csv, scans_json, scans_table
+from .output import hosts_table, rtt_csv, rtt_json_pieces, rtt_table, scans_csv, scans_json, scans_table
 from .packets import read
 from .stats import PROBE_FIELDS
 
@@ -107,7 +108,7 @@ def cmd_scans(args: argparse.Namespace) -> int:
     packets, found, states, host_table = _scan_results(args)
     meta = {"capture": args.capture, "packets": len(packets)}
     if args.format == "json":
-        print(scans_json(found, states, host_table, meta))
+        _write_bytes([scans_json(found, states, host_table, meta)])
     elif args.format == "csv":
         sys.stdout.write(scans_csv(states))
     else:
@@ -118,12 +119,26 @@ def cmd_scans(args: argparse.Namespace) -> int:
 def cmd_hosts(args: argparse.Namespace) -> int:
     _, found, states, host_table = _scan_results(args)
     if args.format == "json":
-        print(scans_json(found.iloc[0:0], states.iloc[0:0], host_table, {"capture": args.capture}))
+        _write_bytes([scans_json(found.iloc[0:0], states.iloc[0:0], host_table, {"capture": args.capture})])
     elif args.format == "csv":
         sys.stdout.write(host_table.to_csv(index=False))
     else:
         print(hosts_table(host_table))
     return 0
+
+
+def _write_bytes(pieces: Iterable[bytes]) -> None:
+    """A line of UTF-8 text already encoded (JSON), in pieces, to stdout, without decoding it to write it (a
+    stdout with no byte buffer under it, as a test's StringIO, gets it decoded)."""
+    out = getattr(sys.stdout, "buffer", None)
+    if out is None:
+        print(b"".join(pieces).decode())
+        return
+    sys.stdout.flush()
+    for piece in pieces:
+        out.write(piece)
+    out.write(b"\n")
+    out.flush()
 
 
 def _warn_line(message, category, filename, lineno, file=None, line=None) -> None:
@@ -167,7 +182,7 @@ def cmd_rtt(args: argparse.Namespace) -> int:
     }
     del packets, probes  # the output needs neither: their memory is free for it
     if args.format == "json":
-        print(rtt_json(fams, meta, family_table))
+        _write_bytes(rtt_json_pieces(fams, meta, family_table))
     elif args.format == "csv":
         sys.stdout.write(rtt_csv(fams))
     else:

@@ -87,10 +87,14 @@ def modes(port: np.ndarray, values: list[np.ndarray]) -> tuple[np.ndarray, list[
     los = [int(c.min()) for c in cols]
     bits = [max((int(c.max()) - lo).bit_length(), 1) for c, lo in zip(cols, los)]
     if sum(bits) <= 64:
-        packed = np.zeros(len(port), np.uint64)
+        packed = np.zeros(len(port), np.uint64)  # (built and sorted in place: one row-long array)
         for c, lo, b in zip(cols, los, bits):
-            packed = (packed << np.uint64(b)) | (c - lo).astype(np.uint64)
-        keys, counts = np.unique(packed, return_counts=True)
+            np.left_shift(packed, np.uint64(b), out=packed)
+            np.bitwise_or(packed, np.subtract(c, lo, dtype=np.int64).view(np.uint64), out=packed)
+        packed.sort()
+        starts = np.flatnonzero(np.r_[True, packed[1:] != packed[:-1]])
+        keys, counts = packed[starts], np.diff(np.append(starts, len(packed)))
+        del packed, starts
         runs, shift = [], 0
         for lo, b in zip(reversed(los), reversed(bits)):  # unpack, least significant column first
             part = (keys >> np.uint64(shift)) & np.uint64((1 << b) - 1)

@@ -258,28 +258,29 @@ def match(packets: pd.DataFrame, *, window_s: float = DEFAULT_WINDOW_S,
     nat_pairs = int(keep.sum())
     c_r, c_g, c_tx = (np.concatenate([a, b[keep]]) for a, b in ((c_r, n_r), (c_g, n_g), (c_tx, n_t)))
     del rk, pk_keys, lone, free, n_r, n_g, n_t, keep
-    c_ts, c_nth = ts[c_r], tx_nth[c_tx]
-    del c_tx
     # Each group's answer: its earliest reply in time order; the others are duplicates.
     c_rank = time_rank(c_r)
-    first = np.full(n_groups, np.iinfo(np.int64).max, np.int64)
+    first = np.full(n_groups, np.iinfo(c_rank.dtype).max, c_rank.dtype)
     np.minimum.at(first, c_g, c_rank)
-    ans = np.flatnonzero(c_rank == first[c_g])
+    ans = _where(c_rank == first[c_g])
     del first, c_rank
-    dups = np.maximum(np.bincount(c_g, minlength=n_groups) - 1, 0)
+    dups = np.bincount(c_g, minlength=n_groups).astype(np.int32)
+    np.maximum(dups - 1, 0, out=dups)
 
     answered = np.zeros(n_groups, bool)
     answered[c_g[ans]] = True
-    rr = np.zeros(n_groups, np.int64)
+    rr = np.zeros(n_groups, c_r.dtype)  # each group's answer's row
     rr[c_g[ans]] = c_r[ans]
-    nth_ans = np.zeros(n_groups, np.int64)
-    nth_ans[c_g[ans]] = c_nth[ans]
-    karn_ok = answered & (nth_ans == 1)
-    reply_kind = np.full(n_groups, -1, np.int64)
-    rkinds = np.select(
-        [synack[rr], rst[rr], icmp_error[rr], udp_reply[rr], echo_reply[rr]], [0, 1, 2, 3, 4], -1)
-    reply_kind[answered] = rkinds[answered]
-    protocol_code = np.select([tcp_probe[g_first], udp_probe[g_first]], [0, 1], 2)
+    karn_ok = np.zeros(n_groups, bool)  # answered, and sent once before the answer
+    karn_ok[c_g[ans]] = tx_nth[c_tx[ans]] == 1
+    del c_tx
+    # Small codes (a reply kind, a protocol) in int8: the first condition that holds wins, as np.select's.
+    reply_kind = np.full(n_groups, -1, np.int8)
+    for k, kind in reversed(list(enumerate((synack, rst, icmp_error, udp_reply, echo_reply)))):
+        reply_kind[answered & kind[rr]] = k
+    protocol_code = np.full(n_groups, 2, np.int8)
+    protocol_code[udp_probe[g_first]] = 1
+    protocol_code[tcp_probe[g_first]] = 0
 
     # Unsolicited: answers no probe claimed. Bare RSTs are left out: most tear down a SYN/ACK the
     # prober's own kernel did not expect (nmap's SYN scan), which answers no probe by design.
@@ -287,7 +288,7 @@ def match(packets: pd.DataFrame, *, window_s: float = DEFAULT_WINDOW_S,
     unsolicited = int(len(answers) - np.isin(answers, c_r).sum())
     # Free what the output does not need before building it.
     del (answers, proto, src, dst, ack, plen, synack, rst, udp_reply, icmp_error, echo_reply, probe_rows, r, tx_rows, g_start, tx_nth,
-         c_r, c_g, c_ts, c_nth, ans, nth_ans, rkinds)
+         c_r, c_g, ans)
     # Output rows in order of first transmission (ties: frame number).
     frame = pk.frame.to_numpy()
     if rank is None and (len(frame) < 2 or bool((frame[1:] > frame[:-1]).all())):
@@ -331,7 +332,7 @@ def match(packets: pd.DataFrame, *, window_s: float = DEFAULT_WINDOW_S,
         "reply_window": lambda: reply_col(pk.window),
         "reply_ip_len": lambda: reply_col(pk.ip_len),
         "rtt_ns": lambda: nullable("Int64", ts[rr] - ts[g_first], karn_ok),
-        "duplicates": lambda: dups[out_order],
+        "duplicates": lambda: dups[out_order].astype(np.int64),
     }
     out = pd.DataFrame({name: build[name]() for name in PROBE_COLUMNS if name in wanted})
     out.attrs["unsolicited_replies"] = unsolicited
@@ -431,23 +432,25 @@ def _column(parts: list[tuple], j: int) -> np.ndarray:
 
 def _pack(columns: list[np.ndarray]) -> list[np.ndarray]:
     """Integer columns → as few uint64 words as hold them, most significant first, each column offset by
-    its minimum and given the bits its range needs: the words sort (and compare) as the columns do."""
+    its minimum and given the bits its range needs (none for a constant column): the words sort (and
+    compare) as the columns do. Built in place: one column's int64 copy at a time beside the words."""
     words: list[np.ndarray] = []
     n = len(columns[0]) if columns else 0
     word = np.zeros(n, np.uint64)
     used = 0
     for c in columns:
-        c = np.asarray(c, np.int64)
+        c = np.array(c, np.int64)
         lo = int(c.min()) if n else 0
-        span = (int(c.max()) - lo) if n else 0
-        bits = max(span.bit_length(), 1)
+        bits = ((int(c.max()) - lo) if n else 0).bit_length()
         if used + bits > 64:
             words.append(word)
             word = np.zeros(n, np.uint64)
             used = 0
-        shifted = (c - lo).astype(np.uint64) if lo else c.astype(np.uint64)
-        word = (word << np.uint64(bits)) | shifted if used else shifted
+        np.subtract(c, lo, out=c)
+        np.left_shift(word, np.uint64(bits), out=word)
+        np.bitwise_or(word, c.view(np.uint64), out=word)  # c >= 0: its bits are its value
         used += bits
+        del c
     words.append(word)
     return words
 
@@ -534,28 +537,28 @@ def _latest_transmissions(left_parts: list[tuple], right_parts: list[tuple], g_s
         when[:n_ev] += np.repeat(part, n_of)
         del part
     del n_of
-    o = _key_time_order(words, used, when)
+    box = [when]
     del when
+    o = _key_time_order(words, used, box)  # (takes the ranks out of the box: it frees them when it can)
     is_ev = o < n_ev
-    ev_at = np.flatnonzero(is_ev)  # transmissions, in sorted order
-    at = np.flatnonzero(~is_ev)  # replies, in sorted order
+    ev_at = _where(is_ev)  # transmissions, in sorted order
+    at = _where(~is_ev)  # replies, in sorted order
     del is_ev
     prev = np.searchsorted(ev_at, at) - 1  # the last transmission sorted before each reply
     found = prev >= 0
     at, prev = at[found], ev_at[prev[found]]
     del ev_at, found
-    same = np.ones(len(at), bool)
-    for word in words:  # the transmission must have the reply's key (not just precede it)
-        same &= word[o[at]] == word[o[prev]]
-    del words, word
+    same = _same_key(words, o, at, prev)  # the transmission must have the reply's key (not just precede it)
+    del words
     at, prev = at[same], prev[same]
     ev = o[prev]
     return reply_row[o[at] - n_ev], ev_group[ev], ev_tx[ev]
 
 
-def _key_time_order(words: list[np.ndarray], used: int, when: np.ndarray) -> np.ndarray:
+def _key_time_order(words: list[np.ndarray], used: int, box: list[np.ndarray]) -> np.ndarray:
     """The order of entries by (key, time rank): keys as uint64 words (the last using `used` bits), time
-    ranks distinct non-negative integers. One sort of 64-bit values (not an index sort: each value carries
+    ranks distinct non-negative integers (the one array in `box`, taken out of it so that it can be freed
+    as soon as it is no longer needed). One sort of 64-bit values (not an index sort: each value carries
     its entry's rank in its low bits, and the rank leads back to the entry):
 
     - key bits and rank bits fit one word: exact;
@@ -563,12 +566,12 @@ def _key_time_order(words: list[np.ndarray], used: int, when: np.ndarray) -> np.
       hashes are then adjacent; if any two of them differ in their words (a collision, rare: about
       n² / 2^(64 - rank bits) for n distinct keys), the order is made again exactly with lexsort.
     """
+    when = box.pop()
     if not len(when):
         return np.zeros(0, np.int64)
     top = int(when.max())
     rank_bits = max(top.bit_length(), 1)
-    rank = when.view(np.uint64) if when.dtype == np.int64 else when  # (non-negative: the same bits)
-    rank_shift = np.uint64(rank_bits)
+    rank_shift, low = np.uint64(rank_bits), np.uint64((1 << rank_bits) - 1)
     exact = len(words) == 1 and used + rank_bits <= 64
     if exact:
         packed = words[0] << rank_shift
@@ -578,20 +581,45 @@ def _key_time_order(words: list[np.ndarray], used: int, when: np.ndarray) -> np.
         np.left_shift(packed, rank_shift, out=packed)  # … above the rank
     else:
         return np.lexsort((when,) + tuple(reversed(words)))
-    np.bitwise_or(packed, rank, out=packed)
-    packed.sort()
+    np.bitwise_or(packed, when.view(np.uint64) if when.dtype == np.int64 else when, out=packed)  # (same bits)
     entry = np.empty(top + 1, np.int32 if len(when) < 2**31 else np.int64)  # rank → entry
     entry[when] = np.arange(len(when), dtype=entry.dtype)
-    o = entry[packed & np.uint64((1 << rank_bits) - 1)]
+    del when
+    packed.sort()
+    o = np.empty(len(packed), entry.dtype)
+    block = 1 << 16
+    for a in range(0, len(packed), block):  # (in blocks: no temporary as long as the entries)
+        o[a:a + block] = entry[packed[a:a + block] & low]
     del entry
-    if exact:
-        return o  # the whole key is in the word
-    np.right_shift(packed, rank_shift, out=packed)
-    tied = np.flatnonzero(packed[1:] == packed[:-1])
-    del packed
-    if all(not (w[o[tied]] != w[o[tied + 1]]).any() for w in words):
+    if exact or not _hash_collides(words, o, packed, rank_shift):
         return o
+    when = np.empty(len(o), np.int64)
+    when[o] = packed & low  # each entry's rank, back from the sorted values
     return np.lexsort((when,) + tuple(reversed(words)))
+
+
+def _hash_collides(words: list[np.ndarray], o: np.ndarray, packed: np.ndarray, rank_shift: np.uint64) -> bool:
+    """Whether two adjacent sorted values with equal hashes (the bits above the rank) belong to entries whose
+    key words differ (checked in blocks: no temporaries as long as the entries)."""
+    block = 1 << 16
+    for a in range(0, len(packed) - 1, block):
+        keys = packed[a:a + block + 1] >> rank_shift
+        tied = np.flatnonzero(keys[1:] == keys[:-1]) + a
+        if len(tied) and not _same_key(words, o, tied, tied + 1).all():
+            return True
+    return False
+
+
+def _same_key(words: list[np.ndarray], o: np.ndarray, i: np.ndarray, j: np.ndarray) -> np.ndarray:
+    """Whether sorted entries i and j (positions in the order o) have equal key words, pair by pair (in
+    blocks: no temporaries as long as the pairs)."""
+    out = np.ones(len(i), bool)
+    block = 1 << 16
+    for a in range(0, len(i), block):
+        oi, oj = o[i[a:a + block]], o[j[a:a + block]]
+        for w in words:
+            out[a:a + block] &= w[oi] == w[oj]
+    return out
 
 
 def _hash(words: list[np.ndarray]) -> np.ndarray:

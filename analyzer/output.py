@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+from collections.abc import Iterator
 
 import numpy as np
 import orjson
@@ -34,26 +35,64 @@ def _records(frame: pd.DataFrame, columns: list[str]) -> list[dict]:
     return [dict(zip(columns, row)) for row in zip(*lists)]
 
 
-def _records_json(frame: pd.DataFrame, columns: list[str]) -> orjson.Fragment:
-    """`_records` as JSON text made by pandas' C encoder (no Python dict per row), for big compact outputs:
-    the same values, ready to embed with orjson."""
-    return orjson.Fragment(_rounded(frame, columns).to_json(orient="records", double_precision=15))
+# Rows encoded at a time in a big compact output: the output is written as it is made, never whole in memory.
+JSON_BLOCK_ROWS = 4096
+# Where a big list of records goes in the document's skeleton (a NUL never occurs in JSON that orjson writes).
+_MARK = b"\x00records\x00"
+_DEFERRED = orjson.Fragment(_MARK)
 
 
-def _dumps(obj: object, indent: bool) -> str:
-    """JSON text. orjson: ~10x the standard library's speed, and as fast indented as compact."""
+def _records_json(frame: pd.DataFrame, columns: list[str]) -> Iterator[bytes]:
+    """`_records` as compact JSON text made by pandas' C encoder (no Python dict per row), for big outputs:
+    the same values, a block of rows at a time."""
+    yield b"["
+    for a in range(0, len(frame), JSON_BLOCK_ROWS):
+        text = _rounded(frame.iloc[a:a + JSON_BLOCK_ROWS], columns).to_json(orient="records", double_precision=15)
+        yield (b"," if a else b"") + text[1:-1].encode()
+    yield b"]"
+
+
+def _streamed(document: object, deferred: list[tuple[pd.DataFrame, list[str]]], indent: bool) -> Iterator[bytes]:
+    """A document's JSON text in pieces: its skeleton by orjson, with each `_DEFERRED` place (in document
+    order) filled by the records of the matching `deferred` (frame, columns), encoded block by block."""
+    skeleton = _dumps(document, indent)
+    if not deferred:
+        yield skeleton
+        return
+    pieces = skeleton.split(_MARK)
+    for piece, (frame, columns) in zip(pieces, deferred):
+        yield piece
+        yield from _records_json(frame, columns)
+    yield pieces[-1]
+
+
+def _dumps(obj: object, indent: bool) -> bytes:
+    """JSON text, UTF-8 encoded. orjson: ~10x the standard library's speed, and as fast indented as compact.
+    Bytes, as orjson makes them: a big result (tens of MB for 65,535 ports) is not copied into a str and
+    encoded back for the output."""
     option = orjson.OPT_SERIALIZE_NUMPY | (orjson.OPT_INDENT_2 if indent else 0)
-    return orjson.dumps(obj, option=option, default=str).decode()
+    return orjson.dumps(obj, option=option, default=str)
 
 
-def rtt_json(fams: pd.DataFrame, meta: dict[str, object], family_table: pd.DataFrame | None = None) -> str:
-    targets = []
+def rtt_json(fams: pd.DataFrame, meta: dict[str, object], family_table: pd.DataFrame | None = None) -> bytes:
+    """The rtt result as JSON (UTF-8): indented up to INDENT_UP_TO_ROWS ports, else compact."""
+    return b"".join(rtt_json_pieces(fams, meta, family_table))
+
+
+def rtt_json_pieces(fams: pd.DataFrame, meta: dict[str, object],
+                    family_table: pd.DataFrame | None = None) -> Iterator[bytes]:
+    """`rtt_json` in pieces, to be written one after the other: a big result is never whole in memory."""
+    targets, deferred = [], []
     columns = RTT_COLUMNS + [c for c in SIGNAL_COLUMNS if c in fams.columns]
     for target, rows in fams.groupby("target", sort=False):
         rows = rows.assign(**{key: rows[key].astype("Int64").where(rows[key] >= 0)  # -1: no family
                               for key in ("family", "rtt_family") if key in rows.columns})
         indent = len(fams) <= INDENT_UP_TO_ROWS
-        ports = _records(rows, columns) if indent else _records_json(rows, columns)
+        if indent:
+            ports = _records(rows, columns)
+        else:
+            ports = _DEFERRED
+            deferred.append((rows, columns))
         groups = []
         if family_table is not None:
             for f in family_table[family_table["target"] == target].to_dict("records"):
@@ -70,7 +109,7 @@ def rtt_json(fams: pd.DataFrame, meta: dict[str, object], family_table: pd.DataF
             mine = family_table[family_table["target"] == target]
             entry["signals_unavailable"] = list(mine["unavailable"].iloc[0]) if len(mine) else []
         targets.append(entry)
-    return _dumps({**meta, "targets": targets}, indent=len(fams) <= INDENT_UP_TO_ROWS)
+    return _streamed({**meta, "targets": targets}, deferred, indent=len(fams) <= INDENT_UP_TO_ROWS)
 
 
 def rtt_csv(fams: pd.DataFrame) -> str:
@@ -173,7 +212,7 @@ def utc(seconds: float, day_of: float | None = None) -> str:
     return t.strftime("%H:%M:%S.%f" if same_day else "%Y-%m-%d %H:%M:%S.%f")[:-3] + " UTC"
 
 
-def scans_json(scans: pd.DataFrame, states: pd.DataFrame, hosts: pd.DataFrame, meta: dict[str, object]) -> str:
+def scans_json(scans: pd.DataFrame, states: pd.DataFrame, hosts: pd.DataFrame, meta: dict[str, object]) -> bytes:
     port_cols = ["port", "protocol", "state", "reason", "probes"]
     by_scan: dict[tuple, list[dict]] = {}
     if len(states):

@@ -130,8 +130,8 @@ def _port_table(replies: pd.DataFrame, ports: list[int], t_ref_ns: int) -> pd.Da
     table["ttl"] = pd.array(_per_port(index, m_port, m_ttl, -1), dtype="Int64")
     table.loc[table["ttl"] < 0, "ttl"] = pd.NA
     table["ttl_agree"] = _per_port(index, m_port, m_n, 0)
-    flags = replies["tcp_flags"].to_numpy(np.int64, na_value=0)
-    window = replies["window"].to_numpy(np.int64, na_value=-1)
+    flags = replies["tcp_flags"].to_numpy(np.int32, na_value=0)
+    window = replies["window"].to_numpy(np.int32, na_value=-1)
     synack = (flags & (SYN | ACK)) == (SYN | ACK)
     options = replies["tcp_options"].to_numpy(np.uint64, na_value=0)
     m_port, (m_win, m_opt), m_n = modes(port[synack], [window[synack], options[synack]])
@@ -365,13 +365,17 @@ def signal_families(packets: pd.DataFrame, matches: pd.DataFrame, *, signals: tu
     frame_pos = np.searchsorted(packets["frame"].to_numpy(), syn["reply_frame"].astype(np.int64).to_numpy())
     # Only the fields the signals read: a copy of all 42 columns for every reply costs ~100 MB a million.
     reply_rows = packets[list(REPLY_FIELDS)].iloc[frame_pos].reset_index(drop=True)
+    del frame_pos
     reply_rows["_port"] = syn["dport"].to_numpy(np.int64)
     # Each target's replies: positions grouped by target (one sort), not a comparison of every row per target.
     codes, names = pd.factorize(syn["dst"].astype(str).to_numpy())
-    by_target = np.argsort(codes, kind="stable")
-    cuts = np.searchsorted(codes[by_target], np.arange(len(names) + 1))
-    where = {name: by_target[cuts[k]:cuts[k + 1]] for k, name in enumerate(names)}
-    del codes, by_target
+    if len(names) > 1:
+        by_target = np.argsort(codes, kind="stable")
+        cuts = np.searchsorted(codes[by_target], np.arange(len(names) + 1))
+        where = {name: by_target[cuts[k]:cuts[k + 1]] for k, name in enumerate(names)}
+    else:  # one target: all the replies
+        where = {name: np.arange(len(codes)) for name in names}
+    del codes
     port_rows, fam_rows = [], []
     for (target, proto), rows in base.groupby(["target", "protocol"], sort=False):
         mine = where.get(target, np.zeros(0, np.int64))

@@ -36,5 +36,7 @@ def test_big_rtt_json_says_what_the_small_one_says(capture: str, monkeypatch) ->
     small = output.rtt_json(fams, {"capture": capture}, family_table)
     monkeypatch.setattr(output, "INDENT_UP_TO_ROWS", -1)
     big = output.rtt_json(fams, {"capture": capture}, family_table)
-    assert "\n" in small and "\n" not in big  # the two paths really ran
+    assert b"\n" in small and b"\n" not in big  # the two paths really ran
     assert json.loads(big) == json.loads(small)
+    monkeypatch.setattr(output, "JSON_BLOCK_ROWS", 3)  # the records written three rows at a time: same text
+    assert len(fams) > 3 and output.rtt_json(fams, {"capture": capture}, family_table) == big
