@@ -77,6 +77,26 @@ def narrow(codes: np.ndarray) -> np.ndarray:
     return codes.astype(np.uint8 if top < 1 << 8 else np.uint16 if top < 1 << 16 else np.int64)
 
 
+def stable_order(values: np.ndarray) -> np.ndarray:
+    """np.argsort(values, kind="stable") for integers, by radix: numpy sorts 8- and 16-bit integers by radix,
+    so the values (offset by their minimum) are sorted 16 bits at a time, least significant digit first,
+    each pass stable (three passes at most cover 48 bits; wider ranges take numpy's merge sort)."""
+    values = np.asarray(values)
+    if len(values) < 2:
+        return np.arange(len(values))
+    lo = int(values.min())
+    span = int(values.max()) - lo
+    if span >= 1 << 48:
+        return np.argsort(values, kind="stable")
+    shifted = np.subtract(values, lo, dtype=np.int64)
+    order = None
+    for shift in range(0, max(span.bit_length(), 1), 16):
+        digit = (shifted >> shift).astype(np.uint16) if order is None else (shifted[order] >> shift).astype(np.uint16)
+        step = np.argsort(digit, kind="stable")
+        order = step if order is None else order[step]
+    return order
+
+
 def modes(port: np.ndarray, values: list[np.ndarray]) -> tuple[np.ndarray, list[np.ndarray], np.ndarray]:
     """Per distinct group (`port`, ascending): the most frequent tuple of `values` (ties: the smallest) and
     how many rows have it. One sort of the rows' (group, values) keys packed into a 64-bit word where they
@@ -119,3 +139,10 @@ def modes(port: np.ndarray, values: list[np.ndarray]) -> tuple[np.ndarray, list[
     best = np.flatnonzero(counts == top[seg])
     best = best[np.r_[True, run_port[best][1:] != run_port[best][:-1]]]
     return run_port[best], [r[best].astype(v.dtype) for r, v in zip(runs[1:], values)], counts[best]
+
+
+def packet_rows(frame: np.ndarray, frames: np.ndarray) -> np.ndarray:
+    """Rows of the packets table (its column frame: ascending) that hold the given frame numbers."""
+    if len(frame) and frame[0] == 1 and frame[-1] == len(frame) and np.array_equal(frame, np.arange(1, len(frame) + 1)):
+        return np.asarray(frames, np.int64) - 1
+    return np.searchsorted(frame, frames)  # a filtered packets table: look frames up

@@ -190,9 +190,14 @@ def match(packets: pd.DataFrame, *, window_s: float = DEFAULT_WINDOW_S,
     t_f = np.where(tcp_probe[r], flags[r], np.where(icmp_probe[r], itype[r], 0))
     # Transmissions ordered by (protocol, src, dst, x, y, seq, flags, ts), ties in capture order; the
     # identity packed into a few order-preserving uint64 words.
-    ident = _pack([proto[r], src[r], dst[r], t_x, t_y, t_seq, t_f])
-    order = np.lexsort((t_ts,) + tuple(reversed(ident))).astype(probe_rows.dtype)
-    ident = [w[order] for w in ident]
+    ident, used = _pack([proto[r], src[r], dst[r], t_x, t_y, t_seq, t_f])
+    rank = _time_rank(ts)  # None: the rows are in time order already
+
+    def time_rank(rows: np.ndarray) -> np.ndarray:
+        return rows if rank is None else rank[rows]
+
+    order, ident = _key_time_order(ident, used, [time_rank(r)])
+    order = order.astype(probe_rows.dtype, copy=False)
     tx_ts = t_ts[order]
     new_group = np.ones(len(order), bool)
     if len(order) > 1:
@@ -239,11 +244,6 @@ def match(packets: pd.DataFrame, *, window_s: float = DEFAULT_WINDOW_S,
     # ---- each reply's probe: the latest transmission, in time order, of a group that offers the reply's key
     # (so a reply never precedes its probe, and among retransmissions it answers the one it followed), kept
     # when it is at most the window before the reply. Time order is (timestamp, capture order).
-    rank = _time_rank(ts)  # None: the rows are in time order already
-
-    def time_rank(rows: np.ndarray) -> np.ndarray:
-        return rows if rank is None else rank[rows]
-
     c_r, c_g, c_tx = _latest_transmissions(rk, pk_keys, g_start, n_tx, tx_rows, time_rank)
     # Integer nanoseconds throughout: float64 epoch-ns would blur the window edge and ties by ~256 ns.
     keep = ts[c_r] - ts[tx_rows[c_tx]] <= window_ns
@@ -430,10 +430,11 @@ def _column(parts: list[tuple], j: int) -> np.ndarray:
     return np.concatenate(cols) if cols else np.zeros(0, np.int64)
 
 
-def _pack(columns: list[np.ndarray]) -> list[np.ndarray]:
+def _pack(columns: list[np.ndarray]) -> tuple[list[np.ndarray], int]:
     """Integer columns → as few uint64 words as hold them, most significant first, each column offset by
     its minimum and given the bits its range needs (none for a constant column): the words sort (and
-    compare) as the columns do. Built in place: one column's int64 copy at a time beside the words."""
+    compare) as the columns do. Built in place: one column's int64 copy at a time beside the words. Also
+    returns the bits the last word uses."""
     words: list[np.ndarray] = []
     n = len(columns[0]) if columns else 0
     word = np.zeros(n, np.uint64)
@@ -452,7 +453,7 @@ def _pack(columns: list[np.ndarray]) -> list[np.ndarray]:
         used += bits
         del c
     words.append(word)
-    return words
+    return words, used
 
 
 def _time_rank(ts: np.ndarray) -> np.ndarray | None:
@@ -539,7 +540,7 @@ def _latest_transmissions(left_parts: list[tuple], right_parts: list[tuple], g_s
     del n_of
     box = [when]
     del when
-    o = _key_time_order(words, used, box)  # (takes the ranks out of the box: it frees them when it can)
+    o, words = _key_time_order(words, used, box)  # (takes the ranks out of the box: it frees them when it can)
     is_ev = o < n_ev
     ev_at = _where(is_ev)  # transmissions, in sorted order
     at = _where(~is_ev)  # replies, in sorted order
@@ -548,18 +549,21 @@ def _latest_transmissions(left_parts: list[tuple], right_parts: list[tuple], g_s
     found = prev >= 0
     at, prev = at[found], ev_at[prev[found]]
     del ev_at, found
-    same = _same_key(words, o, at, prev)  # the transmission must have the reply's key (not just precede it)
-    del words
+    same = np.ones(len(at), bool)
+    for word in words:  # the transmission must have the reply's key (not just precede it): sorted positions
+        same &= word[at] == word[prev]
+    del words, word
     at, prev = at[same], prev[same]
     ev = o[prev]
     return reply_row[o[at] - n_ev], ev_group[ev], ev_tx[ev]
 
 
-def _key_time_order(words: list[np.ndarray], used: int, box: list[np.ndarray]) -> np.ndarray:
-    """The order of entries by (key, time rank): keys as uint64 words (the last using `used` bits), time
-    ranks distinct non-negative integers (the one array in `box`, taken out of it so that it can be freed
-    as soon as it is no longer needed). One sort of 64-bit values (not an index sort: each value carries
-    its entry's rank in its low bits, and the rank leads back to the entry):
+def _key_time_order(words: list[np.ndarray], used: int, box: list[np.ndarray]) -> tuple[np.ndarray, list[np.ndarray]]:
+    """The order of entries by (key, time rank), and the key words in that order: keys as uint64 words (the
+    last using `used` bits; the list is emptied, its words freed once sorted), time ranks distinct
+    non-negative integers (the one array in `box`, taken out of it so that it can be freed as soon as it
+    is no longer needed). One sort of 64-bit values (not an index sort: each value carries its entry's
+    rank in its low bits, and the rank leads back to the entry):
 
     - key bits and rank bits fit one word: exact;
     - else the key is replaced by the top bits of a hash of its words, beside the rank. Entries with equal
@@ -568,7 +572,7 @@ def _key_time_order(words: list[np.ndarray], used: int, box: list[np.ndarray]) -
     """
     when = box.pop()
     if not len(when):
-        return np.zeros(0, np.int64)
+        return np.zeros(0, np.int64), [w[:0] for w in words]
     top = int(when.max())
     rank_bits = max(top.bit_length(), 1)
     rank_shift, low = np.uint64(rank_bits), np.uint64((1 << rank_bits) - 1)
@@ -580,8 +584,10 @@ def _key_time_order(words: list[np.ndarray], used: int, box: list[np.ndarray]) -
         np.right_shift(packed, rank_shift, out=packed)  # the hash's top bits …
         np.left_shift(packed, rank_shift, out=packed)  # … above the rank
     else:
-        return np.lexsort((when,) + tuple(reversed(words)))
-    np.bitwise_or(packed, when.view(np.uint64) if when.dtype == np.int64 else when, out=packed)  # (same bits)
+        return _exact_order(words, when)
+    unsigned = when if when.dtype.kind == "u" else when.view(f"u{when.dtype.itemsize}")  # (>= 0: same bits)
+    np.bitwise_or(packed, unsigned, out=packed)
+    del unsigned
     entry = np.empty(top + 1, np.int32 if len(when) < 2**31 else np.int64)  # rank → entry
     entry[when] = np.arange(len(when), dtype=entry.dtype)
     del when
@@ -591,35 +597,31 @@ def _key_time_order(words: list[np.ndarray], used: int, box: list[np.ndarray]) -
     for a in range(0, len(packed), block):  # (in blocks: no temporary as long as the entries)
         o[a:a + block] = entry[packed[a:a + block] & low]
     del entry
-    if exact or not _hash_collides(words, o, packed, rank_shift):
-        return o
-    when = np.empty(len(o), np.int64)
-    when[o] = packed & low  # each entry's rank, back from the sorted values
-    return np.lexsort((when,) + tuple(reversed(words)))
+    if exact:
+        words.clear()
+        return o, [np.right_shift(packed, rank_shift, out=packed)]  # the word itself, in order
+    tied = np.empty(len(packed) - 1, bool)  # adjacent values with equal hashes (in blocks: no temporaries)
+    for a in range(0, len(tied), block):
+        hashes = packed[a:a + block + 1] >> rank_shift
+        tied[a:a + block] = hashes[1:] == hashes[:-1]
+    del packed, hashes
+    ordered = []
+    while words:  # each word in sorted order, the unsorted one freed before the next is gathered
+        ordered.append(words.pop(0)[o])
+    if any((tied & (w[1:] != w[:-1])).any() for w in ordered):  # a collision: equal hashes, unequal words
+        words = [np.empty_like(w) for w in ordered]
+        for original, w in zip(words, ordered):
+            original[o] = w
+        when = np.empty(len(o), np.int64)
+        when[o] = np.arange(len(o))  # sorted place: the time order within each key (a key has one hash)
+        return _exact_order(words, when)
+    return o, ordered
 
 
-def _hash_collides(words: list[np.ndarray], o: np.ndarray, packed: np.ndarray, rank_shift: np.uint64) -> bool:
-    """Whether two adjacent sorted values with equal hashes (the bits above the rank) belong to entries whose
-    key words differ (checked in blocks: no temporaries as long as the entries)."""
-    block = 1 << 16
-    for a in range(0, len(packed) - 1, block):
-        keys = packed[a:a + block + 1] >> rank_shift
-        tied = np.flatnonzero(keys[1:] == keys[:-1]) + a
-        if len(tied) and not _same_key(words, o, tied, tied + 1).all():
-            return True
-    return False
-
-
-def _same_key(words: list[np.ndarray], o: np.ndarray, i: np.ndarray, j: np.ndarray) -> np.ndarray:
-    """Whether sorted entries i and j (positions in the order o) have equal key words, pair by pair (in
-    blocks: no temporaries as long as the pairs)."""
-    out = np.ones(len(i), bool)
-    block = 1 << 16
-    for a in range(0, len(i), block):
-        oi, oj = o[i[a:a + block]], o[j[a:a + block]]
-        for w in words:
-            out[a:a + block] &= w[oi] == w[oj]
-    return out
+def _exact_order(words: list[np.ndarray], when: np.ndarray) -> tuple[np.ndarray, list[np.ndarray]]:
+    """`_key_time_order` by lexsort: the entries' order and their words in it."""
+    o = np.lexsort((when,) + tuple(reversed(words)))
+    return o, [w[o] for w in words]
 
 
 def _hash(words: list[np.ndarray]) -> np.ndarray:

@@ -29,9 +29,18 @@ import numpy as np
 import pandas as pd
 
 from .flags import ACK, CWR, ECE, FIN, PSH, RST, SYN, URG, flag_text
-from .keys import column_codes, distinct_per_group, group_ids, group_of, int_column, narrow, rows_in
+from .keys import (
+    column_codes,
+    distinct_per_group,
+    group_ids,
+    group_of,
+    int_column,
+    narrow,
+    packet_rows,
+    rows_in,
+)
 from .match import match as match_probes
-from .tools import packet_rows, tool_of_frames
+from .tools import tool_of_frames
 
 MIN_PORTS = 3
 MIN_HOSTS = 5

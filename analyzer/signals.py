@@ -34,7 +34,7 @@ import pandas as pd
 from .families import families as rtt_families
 from .flags import ACK, RST, SYN
 from .hosts import option_layout
-from .keys import group_ids, modes
+from .keys import group_ids, modes, packet_rows
 from .stats import select_probes
 
 ALL_SIGNALS = ("ttl", "rtt", "stack", "rst", "clock", "ip_id")
@@ -122,7 +122,7 @@ def _port_table(replies: pd.DataFrame, ports: list[int], t_ref_ns: int) -> pd.Da
     """
     index = pd.Index(ports, name="_port")
     table = pd.DataFrame(index=index)
-    port = replies["_port"].to_numpy(np.int64)
+    port = replies["_port"].to_numpy()
     uniq, n = np.unique(port, return_counts=True)
     table["replies"] = _per_port(index, uniq, n, 0)
     has = replies["ttl"].notna().to_numpy()
@@ -152,9 +152,9 @@ def _port_table(replies: pd.DataFrame, ports: list[int], t_ref_ns: int) -> pd.Da
     del flags, window, options, synack, rst  # (a reply's worth each: freed before the next signal's arrays)
     # IP ID class from each port's IDs in time order: all zero, steps mostly small (one counter), or random.
     has = replies["ip_id"].notna().to_numpy()
-    id_ts = replies["ts_ns"].to_numpy(np.int64)[has]
     id_port = port[has]
-    o = np.argsort(id_ts, kind="stable")  # time order, then (stably) port order: each port's IDs in time order
+    o = np.argsort(replies["ts_ns"].to_numpy(np.int64)[has], kind="stable")  # time order, then (stably) port
+    # order: each port's IDs in time order
     o = o[np.argsort(id_port[o].astype(np.uint16) if len(id_port) and id_port.max() < 65536 and id_port.min() >= 0
                      else id_port[o], kind="stable")]
     id_port = id_port[o]
@@ -166,7 +166,7 @@ def _port_table(replies: pd.DataFrame, ports: list[int], t_ref_ns: int) -> pd.Da
     # Per port: IDs, zero IDs, small steps, steps (counts of the rows where each holds).
     count, zero, small_n, steps = (np.bincount(pos[ok & w], minlength=len(index))
                                    for w in (ok, id_vals == 0, small, same))
-    del id_ts, id_port, o, id_vals, same, small, pos, ok
+    del id_port, o, id_vals, same, small, pos, ok
     incremental = (steps > 0) & (small_n > 0.9 * np.maximum(steps, 1))
     table["ip_id_class"] = np.select([count < 3, zero == count, incremental],
                                      ["unknown", "zero", "incremental"], "random").astype(object)
@@ -362,24 +362,25 @@ def signal_families(packets: pd.DataFrame, matches: pd.DataFrame, *, signals: tu
     base = rtt_families(matches, **rtt_options)
     syn = select_probes(matches, rtt_options.get("probes", "syn"))  # type: ignore[arg-type]
     syn = syn[syn["reply_frame"].notna()]
-    frame_pos = np.searchsorted(packets["frame"].to_numpy(), syn["reply_frame"].astype(np.int64).to_numpy())
+    frame_pos = packet_rows(packets["frame"].to_numpy(), syn["reply_frame"].to_numpy(np.int64))
     # Only the fields the signals read: a copy of all 42 columns for every reply costs ~100 MB a million.
-    reply_rows = packets[list(REPLY_FIELDS)].iloc[frame_pos].reset_index(drop=True)
+    reply_rows = pd.DataFrame({name: packets[name].array.take(frame_pos) for name in REPLY_FIELDS}
+                              | {"_port": syn["dport"].to_numpy(np.int32)})  # (made whole: no column added later)
     del frame_pos
-    reply_rows["_port"] = syn["dport"].to_numpy(np.int64)
     # Each target's replies: positions grouped by target (one sort), not a comparison of every row per target.
-    codes, names = pd.factorize(syn["dst"].astype(str).to_numpy())
+    codes, names = pd.factorize(syn["dst"].to_numpy(dtype=object))
+    names = [str(name) for name in names]  # (as the families name targets)
     if len(names) > 1:
         by_target = np.argsort(codes, kind="stable")
         cuts = np.searchsorted(codes[by_target], np.arange(len(names) + 1))
         where = {name: by_target[cuts[k]:cuts[k + 1]] for k, name in enumerate(names)}
     else:  # one target: all the replies
-        where = {name: np.arange(len(codes)) for name in names}
+        where = {name: None for name in names}
     del codes
     port_rows, fam_rows = [], []
     for (target, proto), rows in base.groupby(["target", "protocol"], sort=False):
         mine = where.get(target, np.zeros(0, np.int64))
-        of_target = reply_rows if len(mine) == len(reply_rows) else reply_rows.take(mine)
+        of_target = reply_rows if mine is None else reply_rows.take(mine)
         t_ref = int(of_target["ts_ns"].min()) if len(of_target) else 0
         port_list = rows["port"].astype(int).tolist()
         table = _port_table(of_target, port_list, t_ref)

@@ -14,6 +14,7 @@ import numpy as np
 import pandas as pd
 
 from .flags import ACK, FIN, RST, SYN
+from .keys import stable_order
 
 PORT_KEYS = ["dst", "protocol", "dport"]
 DEFAULT_TRIM = 0.1
@@ -147,10 +148,11 @@ def _grouped_samples(m: pd.DataFrame, keys: _PortKeys) -> tuple[np.ndarray, np.n
     rtt = m["rtt_ns"].to_numpy(dtype=float, na_value=np.nan)
     has = ~np.isnan(rtt)
     key = keys.key[has]
-    order = np.argsort(key, kind="stable")
+    order = stable_order(key)
     values = rtt[has][order] / 1000.0
-    ukeys, counts = np.unique(key[order], return_counts=True)
-    return ukeys, counts, values
+    key = key[order]
+    starts = np.flatnonzero(np.r_[True, key[1:] != key[:-1]]) if len(key) else np.zeros(0, np.int64)
+    return key[starts], np.diff(np.append(starts, len(key))), values
 
 
 def _ranges(starts: np.ndarray, counts: np.ndarray) -> np.ndarray:

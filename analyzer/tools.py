@@ -22,6 +22,8 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
+from .keys import packet_rows
+
 MSS_ONLY = 0x02 << 56  # packets.tcp_options: kinds left-aligned, first option in the top byte
 
 # unicornscan 0.4.x (github.com/dneufeld/unicornscan; robertelee78/unicornscan's send_packet.c is the same):
@@ -121,13 +123,6 @@ def _signature(probe_pkts: pd.DataFrame, technique: str) -> tuple[str, str]:
 
 SIGNATURE_COLUMNS = ["ttl", "ip_id", "ip_proto", "window", "tcp_options", "mss", "sport", "ip_version", "seq",
                      "dport", "dst"]
-
-
-def packet_rows(frame: np.ndarray, frames: np.ndarray) -> np.ndarray:
-    """Rows of the packets table (its column frame: ascending) that hold the given frame numbers."""
-    if len(frame) and frame[0] == 1 and frame[-1] == len(frame) and np.array_equal(frame, np.arange(1, len(frame) + 1)):
-        return np.asarray(frames, np.int64) - 1
-    return np.searchsorted(frame, frames)  # a filtered packets table: look frames up
 
 
 def tool_of_frames(packets: pd.DataFrame, frames: np.ndarray, technique: str) -> tuple[str, str]:

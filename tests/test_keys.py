@@ -1,0 +1,34 @@
+"""The integer-key helpers against numpy's own answers."""
+
+import numpy as np
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from analyzer.keys import packet_rows, stable_order
+
+spans = st.sampled_from([1, 3, 255, 65_535, 65_537, 2**32 + 5, 2**47, 2**62])
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.integers(0, 3000), spans, st.integers(-(2**40), 2**40), st.integers(0, 2**32 - 1))
+def test_stable_order_is_numpys_stable_argsort(n, span, low, seed):
+    """Radix passes of 16 bits (one to three) or numpy's merge sort: the same permutation, ties in order."""
+    values = np.random.default_rng(seed).integers(low, low + span, n)
+    assert np.array_equal(stable_order(values), np.argsort(values, kind="stable"))
+
+
+def test_stable_order_keeps_ties_in_row_order_across_passes():
+    values = np.array([70_000, 5, 70_000, 5, 131_077, 5], np.int64)  # equal low digits, different high ones
+    assert stable_order(values).tolist() == [1, 3, 5, 0, 2, 4]
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.lists(st.booleans(), min_size=1, max_size=200), st.integers(0, 2**32 - 1))
+def test_packet_rows_finds_each_frame(keep, seed):
+    """A whole table (frames 1..n: arithmetic) and a filtered one (a search) give the rows holding the frames."""
+    frame = np.arange(1, len(keep) + 1)
+    for table in (frame, frame[np.asarray(keep)]):
+        if not len(table):
+            continue
+        wanted = np.random.default_rng(seed).choice(table, size=min(5, len(table)), replace=False)
+        assert np.array_equal(table[packet_rows(table, wanted)], wanted)
