@@ -95,11 +95,18 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 
 def _scan_results(args: argparse.Namespace) -> tuple:
+    from .hosts import PACKET_FIELDS as HOST_PACKET_FIELDS
+    from .hosts import PROBE_FIELDS as HOST_PROBE_FIELDS
     from .hosts import hosts
+    from .scans import PACKET_FIELDS as SCAN_PACKET_FIELDS
+    from .scans import PROBE_FIELDS as SCAN_PROBE_FIELDS
     from .scans import scans
 
-    packets = read(args.capture, engine=args.engine)
-    probes = match(packets, window_s=args.window)
+    # Only the columns the scans and hosts stages read (a big capture's whole table is twice its size).
+    probe_fields = set(SCAN_PROBE_FIELDS) | set(HOST_PROBE_FIELDS)
+    packets = read(args.capture, engine=args.engine,
+                   columns=match_columns(probe_fields) + SCAN_PACKET_FIELDS + HOST_PACKET_FIELDS)
+    probes = match(packets, window_s=args.window, columns=probe_fields)
     found, states = scans(packets, probes)
     return packets, found, states, hosts(packets, probes, states)
 

@@ -19,6 +19,10 @@ import pandas as pd
 from .flags import ACK, RST, SYN
 from .keys import column_codes, int_column, modes
 
+# The packets-table and probes-table columns `hosts` reads.
+PACKET_FIELDS = ("eth_src", "ip_version", "src", "arp_op", "ttl", "ip_id", "tcp_flags", "window", "tcp_options")
+PROBE_FIELDS = ("src", "ip_version", "flags")
+
 OPTION_NAMES = {0: "EOL", 1: "NOP", 2: "MSS", 3: "WS", 4: "SACK", 5: "SACKblk", 8: "TS", 30: "MPTCP", 34: "TFO"}
 # (initial TTL, option layout prefix) → OS family; layouts as the stacks send them in SYN/ACKs
 OS_LAYOUTS = (

@@ -159,6 +159,14 @@ def _take(table: Columns, rows: np.ndarray) -> Columns:
 
 
 PACKET_KEYS = ("frame", "sport", "dport", "seq", "ack", "tcp_flags", "payload_len", "ip_proto")
+# The packets-table and probes-table columns `scans` reads (with the tool signatures it looks up): `synlens
+# scans` reads and matches only these (and those hosts.PACKET_FIELDS / PROBE_FIELDS name).
+PACKET_FIELDS = ("frame", "ts_ns", "ip_version", "src", "dst", "arp_op", "ip_proto", "ttl", "ip_id", "sport", "dport",
+                 "tcp_flags", "seq", "ack", "window", "tcp_options", "mss", "payload_len", "icmp_type", "icmp_code",
+                 "q_dst", "q_proto")
+PROBE_FIELDS = ("probe_frame", "ts_ns", "src", "dst", "protocol", "ip_version", "sport", "dport", "seq", "flags",
+                "icmp_type", "reply_frame", "reply_kind", "reply_icmp_type", "reply_icmp_code", "reply_ttl",
+                "reply_window")
 
 
 def _packet_keys(packets: pd.DataFrame) -> Columns:
