@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
 import threading
 import warnings
 from collections.abc import Iterable
+from typing import NoReturn
 
 from .errors import CaptureError, CaptureWarning
 from .families import DEFAULT_CONFIDENCE, METHODS, MIN_DIFF_US, MIN_RATIO, families
@@ -208,6 +210,8 @@ def main(argv: list[str] | None = None) -> int:
     except CaptureError as e:
         print(f"synlens: error: {e}", file=sys.stderr)
         return 2
+    except BrokenPipeError:  # the reader went away (`synlens … | head`): not an error
+        return 0
     except OSError as e:  # an output that cannot be written, a full disk …
         where = f"{e.filename}: " if getattr(e, "filename", None) else ""
         print(f"synlens: error: {where}{e.strerror or e}", file=sys.stderr)
@@ -215,5 +219,16 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("synlens: interrupted", file=sys.stderr)
         return 130
-    except BrokenPipeError:
-        return 0
+
+
+def run() -> NoReturn:
+    """The `synlens` command (and `python -m analyzer`): main(), its output flushed, then the process ends
+    at once. The interpreter's own teardown (freeing every module's objects one by one) takes a fifth of
+    a second once pandas and scipy are loaded, and no output waits on it: every file is closed by then."""
+    code = main()
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except OSError:  # a reader that went away (`synlens … | head`): nothing more to say
+            pass
+    os._exit(code)

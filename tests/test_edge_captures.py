@@ -322,17 +322,47 @@ def test_read_some_columns_with_the_fast_path(api, tmp_path: Path) -> None:
 
 @pytest.mark.parametrize("file", MATCHABLE)
 def test_match_and_signals_need_only_their_columns(api, edge_dir: Path, file: str) -> None:
-    """`synlens rtt` reads MATCH_COLUMNS + REPLY_FIELDS only: the same probes and families as from the full table."""
-    from analyzer.match import MATCH_COLUMNS
+    """`synlens rtt` reads match_columns(PROBE_FIELDS) + REPLY_FIELDS and makes only PROBE_FIELDS: the same
+    probes (those columns of them) and the same families as from the full table and the full probes table."""
+    from analyzer.match import match_columns
     from analyzer.signals import REPLY_FIELDS
+    from analyzer.stats import PROBE_FIELDS
 
     whole = read_quietly(api, edge_dir / file)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        some = api.read(str(edge_dir / file), columns=MATCH_COLUMNS + REPLY_FIELDS)
-    pd.testing.assert_frame_equal(api.match(some), api.match(whole))
-    for a, b in zip(api.signal_families(some, api.match(some)), api.signal_families(whole, api.match(whole))):
+        some = api.read(str(edge_dir / file), columns=match_columns(PROBE_FIELDS) + REPLY_FIELDS)
+    assert len(some.columns) < len(whole.columns)
+    probes, all_probes = api.match(some, columns=PROBE_FIELDS), api.match(whole)
+    assert list(probes.columns) == [c for c in all_probes.columns if c in PROBE_FIELDS]
+    pd.testing.assert_frame_equal(probes, all_probes[list(probes.columns)])
+    for a, b in zip(api.signal_families(some, probes), api.signal_families(whole, all_probes)):
         pd.testing.assert_frame_equal(a, b)
+
+
+@pytest.mark.parametrize("file", MATCHABLE)
+def test_scans_and_hosts_need_only_their_columns(api, edge_dir: Path, file: str) -> None:
+    """`synlens scans` reads and matches only the scan and host stages' fields: the same scans, port states
+    and hosts as from the full tables (a field missing from the lists would raise or change them)."""
+    from analyzer.hosts import PACKET_FIELDS as HOST_PACKETS
+    from analyzer.hosts import PROBE_FIELDS as HOST_PROBES
+    from analyzer.hosts import hosts
+    from analyzer.match import match_columns
+    from analyzer.scans import PACKET_FIELDS as SCAN_PACKETS
+    from analyzer.scans import PROBE_FIELDS as SCAN_PROBES
+    from analyzer.scans import scans
+
+    whole = read_quietly(api, edge_dir / file)
+    probe_fields = set(SCAN_PROBES) | set(HOST_PROBES)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        some = api.read(str(edge_dir / file), columns=match_columns(probe_fields) + SCAN_PACKETS + HOST_PACKETS)
+    probes, all_probes = api.match(some, columns=probe_fields), api.match(whole)
+    found, states = scans(some, probes)
+    all_found, all_states = scans(whole, all_probes)
+    pd.testing.assert_frame_equal(found, all_found)
+    pd.testing.assert_frame_equal(states, all_states)
+    pd.testing.assert_frame_equal(hosts(some, probes, states), hosts(whole, all_probes, all_states))
 
 
 def test_read_unknown_column_is_refused(api, edge_dir: Path) -> None:
@@ -509,6 +539,17 @@ def cli(api):
     if not (REPO / "analyzer" / "__main__.py").exists():
         pytest.skip("analyzer/__main__.py not landed yet")
     return run_cli
+
+
+def test_cli_reader_gone_is_not_an_error(cli, edge_dir: Path) -> None:
+    """`synlens rtt … | head -0`: the reader of the output is gone before it is written. As for any Unix
+    filter, that is no error: exit 0, nothing on stderr (no traceback, no "Exception ignored" at exit)."""
+    path = os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))
+    proc = subprocess.Popen([sys.executable, "-m", "analyzer", "rtt", str(edge_dir / "basic.pcap")], cwd=REPO,
+                            env=dict(os.environ, PYTHONPATH=path), stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    proc.stdout.close()  # before the command has read the capture, let alone written
+    err = proc.stderr.read()
+    assert proc.wait(timeout=300) == 0 and err == b"", err
 
 
 @pytest.mark.parametrize("file", UNREADABLE + ["does_not_exist.pcap"])
