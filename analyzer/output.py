@@ -45,9 +45,10 @@ _DEFERRED = orjson.Fragment(_MARK)
 def _records_json(frame: pd.DataFrame, columns: list[str]) -> Iterator[bytes]:
     """`_records` as compact JSON text made by pandas' C encoder (no Python dict per row), for big outputs:
     the same values, a block of rows at a time."""
+    rounded = _rounded(frame, columns)
     yield b"["
     for a in range(0, len(frame), JSON_BLOCK_ROWS):
-        text = _rounded(frame.iloc[a:a + JSON_BLOCK_ROWS], columns).to_json(orient="records", double_precision=15)
+        text = rounded.iloc[a:a + JSON_BLOCK_ROWS].to_json(orient="records", double_precision=15)
         yield (b"," if a else b"") + text[1:-1].encode()
     yield b"]"
 
