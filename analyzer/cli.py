@@ -14,7 +14,15 @@ from typing import NoReturn
 from .errors import CaptureError, CaptureWarning
 from .families import DEFAULT_CONFIDENCE, METHODS, MIN_DIFF_US, MIN_RATIO, families
 from .match import DEFAULT_WINDOW_S, match, match_columns
-from .output import hosts_table, rtt_csv, rtt_json_pieces, rtt_table, scans_csv, scans_json, scans_table
+from .output import (
+    hosts_table,
+    rtt_csv,
+    rtt_json_pieces,
+    rtt_table_blocks,
+    scans_csv,
+    scans_json,
+    scans_table,
+)
 from .packets import read
 from .stats import PROBE_FIELDS
 
@@ -195,7 +203,8 @@ def cmd_rtt(args: argparse.Namespace) -> int:
     elif args.format == "csv":
         sys.stdout.write(rtt_csv(fams))
     else:
-        print(rtt_table(fams, meta, family_table))
+        for block in rtt_table_blocks(fams, meta, family_table):
+            sys.stdout.write("\n".join(block) + "\n")
     return 0
 
 

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import functools
-from collections.abc import Iterator
+import re
+from collections.abc import Callable, Iterator
 
 import numpy as np
 import orjson
@@ -35,6 +36,8 @@ def _records(frame: pd.DataFrame, columns: list[str]) -> list[dict]:
     return [dict(zip(columns, row)) for row in zip(*lists)]
 
 
+# Rows of the text table made and written at a time.
+TABLE_BLOCK_ROWS = 4096
 # Rows encoded at a time in a big compact output: the output is written as it is made, never whole in memory.
 JSON_BLOCK_ROWS = 4096
 # Where a big list of records goes in the document's skeleton (a NUL never occurs in JSON that orjson writes).
@@ -129,39 +132,91 @@ def _fixed(values: pd.Series, digits: int = 2) -> list[str]:
 
 def rtt_table(fams: pd.DataFrame, meta: dict[str, object], family_table: pd.DataFrame | None = None) -> str:
     """qscan's table (PORT FAMILY MEAN (us) STDDEV LOSS (%)) for each target, built column-wise."""
-    lines = [(f"# {meta['capture']}: method {meta['method']}, confidence {meta['confidence']}, "
-              f"{meta['probes_matched']} probes, {meta['unsolicited_replies']} unsolicited replies")]
+    return "\n".join(line for block in rtt_table_blocks(fams, meta, family_table) for line in block)
+
+
+def rtt_table_blocks(fams: pd.DataFrame, meta: dict[str, object],
+                     family_table: pd.DataFrame | None = None) -> Iterator[list[str]]:
+    """`rtt_table`'s lines, a block at a time, to be written one block after the other: the columns' widths
+    come from their widest values (not from every cell's text), so a big result's text is made and written
+    TABLE_BLOCK_ROWS rows at a time, never whole."""
+    yield [(f"# {meta['capture']}: method {meta['method']}, confidence {meta['confidence']}, "
+            f"{meta['probes_matched']} probes, {meta['unsolicited_replies']} unsolicited replies")]
     signals = "deciding_signal" in fams.columns
     for (target, proto), rows in fams.groupby(["target", "protocol"], sort=False):
-        lines.append("")
-        lines.append(f"{target} ({proto})")
-        kind = rows["family_kind"]
-        untested = (kind == "too few samples") & ~(signals & (rows["family"] >= 0))
-        marks = np.char.add(np.where(kind == "no answer", "*", ""), np.where(untested, "+", "")).tolist()
-        fam = [f + m for f, m in zip(_text(rows["family"].astype("Int64").where(rows["family"] >= 0)), marks)]
-        cols = [_text(rows["port"]), fam, _fixed(rows["mean_us"]), _fixed(rows["stddev_us"]),
-                _text(100 * rows["loss"], "{:.1f}%")]
-        header = ["PORT", "FAMILY", "MEAN (us)", "STDDEV", "LOSS (%)"]
-        if signals:
-            header += ["SIGNAL", "TTL"]
-            cols += [_text(rows["deciding_signal"]), _text(rows["ttl"].astype("Int64"))]
-        widths = [max(len(h), max(map(len, c), default=0)) for h, c in zip(header, cols)]
+        header, columns, no_answer, untested = _rtt_columns(rows, signals)
+        widths = [max(len(h), w) for h, (_, w) in zip(header, columns)]
         row = "  ".join(f"{{:<{w}}}" for w in widths).format  # one format call per line
-        lines.append(row(*header).rstrip())
-        lines.extend(row(*cells).rstrip() for cells in zip(*cols))
-        if (kind == "no answer").any():
-            lines.append("* no reply to any probe: the \"no answer\" family")
+        yield ["", f"{target} ({proto})", row(*header).rstrip()]
+        for a in range(0, len(rows), TABLE_BLOCK_ROWS):
+            block = slice(a, a + TABLE_BLOCK_ROWS)
+            yield [row(*cells).rstrip() for cells in zip(*(text(block) for text, _ in columns))]
+        notes = []
+        if no_answer.any():
+            notes.append("* no reply to any probe: the \"no answer\" family")
         if untested.any():
-            lines.append("+ fewer than two RTT samples: cannot be tested, no family")
+            notes.append("+ fewer than two RTT samples: cannot be tested, no family")
         if family_table is not None:
             mine = family_table[(family_table["target"] == target) & (family_table["protocol"] == proto)]
             for f in mine.to_dict("records"):
                 if f["evidence"] and f["kind"] == "answered":
-                    lines.append(f"family {f['family']} apart: " + "; ".join(f["evidence"]))
+                    notes.append(f"family {f['family']} apart: " + "; ".join(f["evidence"]))
             if len(mine):
                 for note in mine["unavailable"].iloc[0]:
-                    lines.append(f"cannot tell by {note}")
-    return "\n".join(lines)
+                    notes.append(f"cannot tell by {note}")
+        if notes:
+            yield notes
+
+
+def _rtt_columns(rows: pd.DataFrame, signals: bool) -> tuple[list[str], list[tuple[Callable[[slice], list[str]], int]],
+                                                             np.ndarray, np.ndarray]:
+    """The rtt table's header, and per column (the texts of a block of rows, the widest text of all rows);
+    which rows have no answer (*) and which could not be tested (+)."""
+    kind = rows["family_kind"]
+    no_answer = (kind == "no answer").to_numpy(bool)
+    untested = ((kind == "too few samples") & ~(signals & (rows["family"] >= 0))).to_numpy(bool)
+    family = rows["family"].astype("Int64").where(rows["family"] >= 0)
+    loss = 100 * rows["loss"]
+
+    def families(r: slice) -> list[str]:
+        marks = zip(no_answer[r].tolist(), untested[r].tolist())
+        return [f + "*" * n + "+" * u for f, (n, u) in zip(_text(family.iloc[r]), marks)]
+
+    header = ["PORT", "FAMILY", "MEAN (us)", "STDDEV", "LOSS (%)"]
+    columns = [(lambda r: _text(rows["port"].iloc[r]), _width(rows["port"])),
+               (families, _family_width(family, no_answer, untested)),
+               (lambda r: _fixed(rows["mean_us"].iloc[r]), _width(rows["mean_us"].astype(float), "{:.2f}")),
+               (lambda r: _fixed(rows["stddev_us"].iloc[r]), _width(rows["stddev_us"].astype(float), "{:.2f}")),
+               (lambda r: _text(loss.iloc[r], "{:.1f}%"), _width(loss, "{:.1f}%"))]
+    if signals:
+        header += ["SIGNAL", "TTL"]
+        ttl = rows["ttl"].astype("Int64")
+        columns += [(lambda r: _text(rows["deciding_signal"].iloc[r]), _width(rows["deciding_signal"])),
+                    (lambda r: _text(ttl.iloc[r]), _width(ttl))]
+    return header, columns, no_answer, untested
+
+
+def _width(values: pd.Series, fmt: str = "{}") -> int:
+    """Length of the widest text `_text(values, fmt)` makes, without making every text: an integer's, or a
+    number's in fixed point ("{:.2f}"), from the column's extremes (its text grows with its size); anything
+    else's from the distinct values; "-" where missing."""
+    present = values.dropna()
+    kind = present.dtype.kind if isinstance(present.dtype, np.dtype) else present.to_numpy().dtype.kind
+    if kind in "iu" or (kind == "f" and re.search(r"\.\d+f", fmt)):
+        probe = [present.max(), present.min()] if len(present) else []
+    else:
+        probe = pd.unique(present.to_numpy(dtype=object))
+    widest = max((len(fmt.format(v)) for v in probe), default=0)
+    return max(widest, 1) if len(present) < len(values) else widest
+
+
+def _family_width(family: pd.Series, no_answer: np.ndarray, untested: np.ndarray) -> int:
+    """Widest FAMILY cell: the family's text (\"-\" when none) and its marks (* no answer, + untested)."""
+    codes, uniques = pd.factorize(family.to_numpy(dtype=object, na_value=None), use_na_sentinel=False)
+    lengths = np.array([len(_text(pd.Series([u], dtype=object))[0]) for u in uniques], np.int64)
+    if not len(codes):
+        return 0
+    return int((lengths[codes] + no_answer + untested).max())
 
 
 def service_name(port: int, protocol: str) -> str:

@@ -5,6 +5,8 @@ from __future__ import annotations
 import socket
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from analyzer.output import service_name
 
@@ -40,3 +42,40 @@ def test_big_rtt_json_says_what_the_small_one_says(capture: str, monkeypatch) ->
     assert json.loads(big) == json.loads(small)
     monkeypatch.setattr(output, "JSON_BLOCK_ROWS", 3)  # the records written three rows at a time: same text
     assert len(fams) > 3 and output.rtt_json(fams, {"capture": capture}, family_table) == big
+
+
+@pytest.mark.parametrize("capture", ["nat_qscan.pcap", "scans_multi.pcap", "scans_udp.pcap"])
+def test_table_written_in_blocks_is_the_same_table(capture: str, monkeypatch) -> None:
+    """The rtt table made three rows at a time, with widths from the columns' extremes, is the table made
+    whole: every line, and every column as wide as its widest cell (checked against all cells' texts)."""
+    from pathlib import Path
+
+    import analyzer
+    from analyzer import output
+
+    packets = analyzer.read(Path(__file__).resolve().parents[1] / "sample_pcaps" / capture)
+    fams, family_table = analyzer.signal_families(packets, analyzer.match(packets))
+    meta = {"capture": capture, "method": "robust", "confidence": 0.99, "probes_matched": 1, "unsolicited_replies": 0}
+    whole = output.rtt_table(fams, meta, family_table)
+    monkeypatch.setattr(output, "TABLE_BLOCK_ROWS", 3)
+    assert output.rtt_table(fams, meta, family_table) == whole
+    for _, rows in fams.groupby(["target", "protocol"], sort=False):
+        _, columns, _, _ = output._rtt_columns(rows, True)
+        for text, width in columns:
+            assert width == max(map(len, text(slice(None))))
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.one_of(st.none(), st.floats(-1e7, 1e7, allow_nan=False)), min_size=1, max_size=40),
+       st.sampled_from(["{}", "{:.2f}", "{:.1f}%"]))
+def test_width_is_the_widest_text(values, fmt) -> None:
+    """A column's width equals the longest of all its texts: from the extremes for integers and fixed-point
+    numbers, from every value for other formats ("{}" of floats is not monotone: 0.25 is wider than 1.0)."""
+    import pandas as pd
+
+    from analyzer.output import _text, _width
+
+    series = pd.Series(values, dtype=float)
+    assert _width(series, fmt) == max(map(len, _text(series, fmt)))
+    ints = pd.Series([None if v is None else int(v) for v in values], dtype="Int64")
+    assert _width(ints, "{}") == max(map(len, _text(ints, "{}")))
