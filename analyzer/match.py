@@ -515,16 +515,22 @@ def _latest_transmissions(left_parts: list[tuple], right_parts: list[tuple], g_s
         del rc, lc, w, c
     lwords.append(lw)
     rwords.append(rw)
-    kept = np.flatnonzero(keep)
-    del keep
+    kept = _where(keep)
+    del keep, lw, rw
     reply_row = reply_row[kept]
     # Right rows expanded to their transmissions (positions in the transmission order).
     n_of = n_tx[group]
     ev_tx = _ranges(g_start[group], n_of)
-    ev_group = np.repeat(group, n_of)
+    owner = np.repeat(np.arange(nr, dtype=np.int32 if nr < 2**31 else np.int64), n_of)  # each one's right row
+    ev_group = group[owner]
     n_ev = len(ev_tx)
-    words = [np.concatenate([np.repeat(r, n_of), l[kept]]) for r, l in zip(rwords, lwords)]
-    del lwords, rwords, lw, rw, kept
+    words = []
+    while rwords:  # each word: the transmissions' (their right rows'), then the replies' (taken in place)
+        word = np.empty(n_ev + len(kept), np.uint64)
+        np.take(rwords.pop(0), owner, out=word[:n_ev])
+        np.take(lwords.pop(0), kept, out=word[n_ev:])
+        words.append(word)
+    del owner, kept, word
     ranks = time_rank(tx_rows[ev_tx]), time_rank(reply_row)
     top = max(int(r.max()) for r in ranks if len(r))
     when = np.concatenate(ranks, dtype=np.uint32 if (top + 1) * len(right_parts) < 2**32 else np.int64,
@@ -589,11 +595,12 @@ def _key_time_order(words: list[np.ndarray], used: int, box: list[np.ndarray]) -
     np.bitwise_or(packed, unsigned, out=packed)
     del unsigned
     entry = np.empty(top + 1, np.int32 if len(when) < 2**31 else np.int64)  # rank → entry
-    entry[when] = np.arange(len(when), dtype=entry.dtype)
+    block = 1 << 16
+    for a in range(0, len(when), block):  # (in blocks: no temporary as long as the entries)
+        entry[when[a:a + block]] = np.arange(a, min(a + block, len(when)), dtype=entry.dtype)
     del when
     packed.sort()
     o = np.empty(len(packed), entry.dtype)
-    block = 1 << 16
     for a in range(0, len(packed), block):  # (in blocks: no temporary as long as the entries)
         o[a:a + block] = entry[packed[a:a + block] & low]
     del entry
