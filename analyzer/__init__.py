@@ -15,7 +15,7 @@ The public API, each step a pure function over DataFrames::
 from .errors import CaptureError, CaptureWarning
 from .families import families, pairwise
 from .hosts import hosts
-from .match import match
+from .match import match, match_columns
 from .packets import read
 from .scans import scans
 from .signals import signal_families
@@ -24,6 +24,7 @@ from .stats import TTest, pooled_t, port_stats, yuen_welch
 rtt = port_stats
 
 __all__ = [
-    "CaptureError", "CaptureWarning", "TTest", "families", "hosts", "match", "pairwise", "pooled_t", "port_stats",
+    "CaptureError", "CaptureWarning", "TTest", "families", "hosts", "match", "match_columns", "pairwise", "pooled_t",
+    "port_stats",
     "read", "rtt", "scans", "signal_families", "yuen_welch",
 ]
