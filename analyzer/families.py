@@ -33,13 +33,13 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
+from .keys import ranges
 from .stats import (
     DEFAULT_TRIM,
     Summary,
     _grouped_samples,
     _port_stats,
     _PortKeys,
-    _ranges,
     _special,
     holm,
     rtt_samples,
@@ -264,7 +264,7 @@ def families(matches: pd.DataFrame, *, method: str = "robust", confidence: float
         labels = np.full(len(idx), -1)
         if testable.any():
             lens = n_samples[a:b][testable]
-            sub = values[_ranges(first[a:b][testable], lens)]
+            sub = values[ranges(first[a:b][testable], lens)]
             if method == "robust":
                 labels[testable] = _group_robust(sub, lens, confidence, DEFAULT_TRIM, min_ratio, min_diff_us)
             else:

@@ -146,3 +146,14 @@ def packet_rows(frame: np.ndarray, frames: np.ndarray) -> np.ndarray:
     if len(frame) and frame[0] == 1 and frame[-1] == len(frame) and np.array_equal(frame, np.arange(1, len(frame) + 1)):
         return np.asarray(frames, np.int64) - 1
     return np.searchsorted(frame, frames)  # a filtered packets table: look frames up
+
+
+def ranges(starts: np.ndarray, counts: np.ndarray) -> np.ndarray:
+    """np.concatenate([np.arange(s, s + c) for s, c in zip(starts, counts)]) without a Python loop, in int32
+    where the values fit."""
+    starts, counts = np.asarray(starts, np.int64), np.asarray(counts, np.int64)
+    total = int(counts.sum())
+    fits = total < 2**31 and (not len(starts) or int(starts.max()) + int(counts.max()) < 2**31)
+    dtype = np.int32 if fits else np.int64
+    offsets = np.cumsum(counts) - counts
+    return np.arange(total, dtype=dtype) - np.repeat((offsets - starts).astype(dtype), counts)

@@ -31,6 +31,7 @@ import numpy as np
 import pandas as pd
 
 from .flags import ACK, FIN, RST, SYN
+from .keys import ranges
 
 DEFAULT_WINDOW_S = 10.0
 
@@ -287,8 +288,8 @@ def match(packets: pd.DataFrame, *, window_s: float = DEFAULT_WINDOW_S,
     answers = np.flatnonzero(synack | (rst & ((flags & ACK) != 0)) | icmp_error | echo_reply | udp_reply)
     unsolicited = int(len(answers) - np.isin(answers, c_r).sum())
     # Free what the output does not need before building it.
-    del (answers, proto, src, dst, ack, plen, synack, rst, udp_reply, icmp_error, echo_reply, probe_rows, r, tx_rows, g_start, tx_nth,
-         c_r, c_g, ans)
+    del (answers, proto, src, dst, ack, plen, synack, rst, udp_reply, icmp_error, echo_reply, probe_rows, r, tx_rows,
+         g_start, tx_nth, c_r, c_g, ans)
     # Output rows in order of first transmission (ties: frame number).
     frame = pk.frame.to_numpy()
     if rank is None and (len(frame) < 2 or bool((frame[1:] > frame[:-1]).all())):
@@ -314,7 +315,8 @@ def match(packets: pd.DataFrame, *, window_s: float = DEFAULT_WINDOW_S,
         "dst": lambda: _text(pk.dst, g_first),
         "protocol": lambda: pd.Categorical.from_codes(protocol_code[out_order], PROTOCOLS),
         "ip_version": lambda: pk.ip_version.to_numpy()[g_first],
-        "sport": lambda: _masked("UInt16", np.where(is_icmp, icmp_id[g_first], sport[g_first]), np.ones(n_groups, bool)),
+        "sport": lambda: _masked("UInt16", np.where(is_icmp, icmp_id[g_first], sport[g_first]),  # (ICMP: its id)
+                                 np.ones(n_groups, bool)),
         "dport": lambda: (_masked("UInt16", dport_values, np.ones(n_groups, bool)) if (dport_values >= 0).all()
                           else pd.array(dport_values, dtype="UInt16")),
         "seq": lambda: nullable("UInt32", seq[g_first], is_tcp),
@@ -520,7 +522,7 @@ def _latest_transmissions(left_parts: list[tuple], right_parts: list[tuple], g_s
     reply_row = reply_row[kept]
     # Right rows expanded to their transmissions (positions in the transmission order).
     n_of = n_tx[group]
-    ev_tx = _ranges(g_start[group], n_of)
+    ev_tx = ranges(g_start[group], n_of)
     owner = np.repeat(np.arange(nr, dtype=np.int32 if nr < 2**31 else np.int64), n_of)  # each one's right row
     ev_group = group[owner]
     n_ev = len(ev_tx)
@@ -641,14 +643,6 @@ def _hash(words: list[np.ndarray]) -> np.ndarray:
             np.bitwise_xor(h, w, out=h)
             np.multiply(h, np.uint64(0xBF58476D1CE4E5B9), out=h)
     return h
-
-
-def _ranges(starts: np.ndarray, counts: np.ndarray) -> np.ndarray:
-    """np.concatenate([np.arange(s, s + c) for s, c in zip(starts, counts)]) without a Python loop."""
-    total = int(counts.sum())
-    dtype = np.int32 if total < 2**31 and len(starts) and int(starts.max()) + int(counts.max()) < 2**31 else np.int64
-    offsets = np.cumsum(counts, dtype=np.int64) - counts
-    return np.arange(total, dtype=dtype) - np.repeat((offsets - starts).astype(dtype), counts)
 
 
 def _no_probes(pk: pd.DataFrame, synack: np.ndarray, rst: np.ndarray, flags: np.ndarray, icmp_error: np.ndarray,

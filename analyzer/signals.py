@@ -153,8 +153,8 @@ def _port_table(replies: pd.DataFrame, ports: list[int], t_ref_ns: int) -> pd.Da
     # IP ID class from each port's IDs in time order: all zero, steps mostly small (one counter), or random.
     has = replies["ip_id"].notna().to_numpy()
     id_port = port[has]
-    o = np.argsort(replies["ts_ns"].to_numpy(np.int64)[has], kind="stable")  # time order, then (stably) port
-    # order: each port's IDs in time order
+    # Time order, then (stably) port order: each port's IDs in time order.
+    o = np.argsort(replies["ts_ns"].to_numpy(np.int64)[has], kind="stable")
     o = o[np.argsort(id_port[o].astype(np.uint16) if len(id_port) and id_port.max() < 65536 and id_port.min() >= 0
                      else id_port[o], kind="stable")]
     id_port = id_port[o]

@@ -155,14 +155,6 @@ def _grouped_samples(m: pd.DataFrame, keys: _PortKeys) -> tuple[np.ndarray, np.n
     return key[starts], np.diff(np.append(starts, len(key))), values
 
 
-def _ranges(starts: np.ndarray, counts: np.ndarray) -> np.ndarray:
-    """np.concatenate([np.arange(s, s + c) for s, c in zip(starts, counts)]) without a Python loop."""
-    counts = np.asarray(counts, np.int64)
-    seg_start = np.zeros(len(counts), np.int64)
-    np.cumsum(counts[:-1], out=seg_start[1:])
-    return np.arange(int(counts.sum()), dtype=np.int64) - np.repeat(seg_start - np.asarray(starts, np.int64), counts)
-
-
 def rtt_samples(matches: pd.DataFrame, *, probes: str = "syn") -> dict[tuple[str, str, int], np.ndarray]:
     """RTT samples in µs per (target, protocol, port), in capture order."""
     m = select_probes(matches, probes)
