@@ -4,6 +4,10 @@ Every frame a reader decodes becomes one row. Each column is listed here with it
 meaning; `frame_from_columns` builds (and validates) a DataFrame from numpy arrays against this table, so
 the wire format of the table can be read off this file alone. Nullable dtypes (``UInt16`` …) hold
 "absent" for fields a packet does not have (no ports on ICMP, no quoted header on a SYN).
+
+Storage: the native reader stores a column that no row holds (and the presence mask of a column that every
+row holds) as one repeated value, a read-only zero-stride numpy view, so a TCP scan's ICMP and quoted-header
+columns cost no memory. pandas copies such an array before any write to it.
 """
 
 from __future__ import annotations
