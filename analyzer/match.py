@@ -61,8 +61,6 @@ def match_columns(columns: Iterable[str] = PROBE_COLUMNS) -> tuple[str, ...]:
     return tuple(c.name for c in PACKET_COLUMNS if c.name in wanted)
 
 
-# The packets-table columns the whole probes table needs.
-MATCH_COLUMNS = match_columns()
 REPLY_KINDS = ["syn-ack", "rst", "icmp", "udp", "echo-reply"]
 PROTOCOLS = ["tcp", "udp", "icmp"]
 
