@@ -12,17 +12,18 @@ import pandas as pd
 KEY_SPAN = 1 << 62  # packed keys stay below this
 
 
-def column_codes(column: pd.Series) -> tuple[np.ndarray, np.ndarray]:
+def column_codes(column: pd.Series, dtype: type = np.int64) -> tuple[np.ndarray, np.ndarray]:
     """(codes, values): one integer per row (-1 where missing) and the value each code stands for."""
     if isinstance(column.dtype, pd.CategoricalDtype):
-        return column.cat.codes.to_numpy(np.int64), column.cat.categories.to_numpy(object)
+        return column.cat.codes.to_numpy(dtype), column.cat.categories.to_numpy(object)
     codes, values = pd.factorize(column)
-    return codes.astype(np.int64), np.asarray(values, dtype=object)
+    return codes.astype(dtype), np.asarray(values, dtype=object)
 
 
-def int_column(column: pd.Series, missing: int = -1) -> np.ndarray:
-    """A (nullable) integer column as int64, `missing` where absent."""
-    return column.to_numpy(dtype=np.int64, na_value=missing)
+def int_column(column: pd.Series, missing: int = -1, dtype: type = np.int64) -> np.ndarray:
+    """A (nullable) integer column as `dtype` (int64 unless a narrower type holds its values), `missing`
+    where absent."""
+    return column.to_numpy(dtype=dtype, na_value=missing)
 
 
 def pack_key(columns: list[np.ndarray]) -> np.ndarray:

@@ -159,6 +159,7 @@ def _take(table: Columns, rows: np.ndarray) -> Columns:
 
 
 PACKET_KEYS = ("frame", "sport", "dport", "seq", "ack", "tcp_flags", "payload_len", "ip_proto")
+_WIDE_KEYS = ("frame", "seq", "ack", "payload_len")  # 32-bit fields (with -1 for missing) need int64
 # The packets-table and probes-table columns `scans` reads (with the tool signatures it looks up): `synlens
 # scans` reads and matches only these (and those hosts.PACKET_FIELDS / PROBE_FIELDS name).
 PACKET_FIELDS = ("frame", "ts_ns", "ip_version", "src", "dst", "arp_op", "ip_proto", "ttl", "ip_id", "sport", "dport",
@@ -170,9 +171,12 @@ PROBE_FIELDS = ("probe_frame", "ts_ns", "src", "dst", "protocol", "ip_version", 
 
 
 def _packet_keys(packets: pd.DataFrame) -> Columns:
-    """The packets' columns the probe readings compare, as integers (-1 where missing)."""
-    return {"src": column_codes(packets["src"])[0], "dst": column_codes(packets["dst"])[0],
-            **{name: int_column(packets[name]) for name in PACKET_KEYS}}
+    """The packets' columns the probe readings compare, as integers (-1 where missing): in int32 where the
+    values fit (address codes, 8- and 16-bit fields), int64 for frame numbers and 32-bit fields."""
+    narrow = np.int32 if len(packets) < 2**31 else np.int64
+    return {"src": column_codes(packets["src"], narrow)[0], "dst": column_codes(packets["dst"], narrow)[0],
+            **{name: int_column(packets[name], dtype=np.int64 if name in _WIDE_KEYS else narrow)
+               for name in PACKET_KEYS}}
 
 
 def _scan_like(keys: Columns, pk: Columns) -> np.ndarray:
