@@ -34,7 +34,7 @@ import pandas as pd
 from .families import families as rtt_families
 from .flags import ACK, RST, SYN
 from .hosts import option_layout
-from .keys import group_ids, modes, packet_rows
+from .keys import group_ids, modes, packet_rows, stable_order
 from .stats import select_probes
 
 ALL_SIGNALS = ("ttl", "rtt", "stack", "rst", "clock", "ip_id")
@@ -155,8 +155,7 @@ def _port_table(replies: pd.DataFrame, ports: list[int], t_ref_ns: int) -> pd.Da
     id_port = port[has]
     # Time order, then (stably) port order: each port's IDs in time order.
     o = np.argsort(replies["ts_ns"].to_numpy(np.int64)[has], kind="stable")
-    o = o[np.argsort(id_port[o].astype(np.uint16) if len(id_port) and id_port.max() < 65536 and id_port.min() >= 0
-                     else id_port[o], kind="stable")]
+    o = o[stable_order(id_port[o])]
     id_port = id_port[o]
     id_vals = replies["ip_id"].to_numpy(np.int64, na_value=0)[has][o]
     same = np.r_[False, id_port[1:] == id_port[:-1]] if len(id_port) else np.zeros(0, bool)
