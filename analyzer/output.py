@@ -36,10 +36,8 @@ def _records(frame: pd.DataFrame, columns: list[str]) -> list[dict]:
     return [dict(zip(columns, row)) for row in zip(*lists)]
 
 
-# Rows of the text table made and written at a time.
-TABLE_BLOCK_ROWS = 4096
-# Rows encoded at a time in a big compact output: the output is written as it is made, never whole in memory.
-JSON_BLOCK_ROWS = 4096
+# Rows made and written at a time in a big output (the text table, compact JSON): never whole in memory.
+BLOCK_ROWS = 4096
 # Where a big list of records goes in the document's skeleton (a NUL never occurs in JSON that orjson writes).
 _MARK = b"\x00records\x00"
 _DEFERRED = orjson.Fragment(_MARK)
@@ -50,8 +48,8 @@ def _records_json(frame: pd.DataFrame, columns: list[str]) -> Iterator[bytes]:
     the same values, a block of rows at a time."""
     rounded = _rounded(frame, columns)
     yield b"["
-    for a in range(0, len(frame), JSON_BLOCK_ROWS):
-        text = rounded.iloc[a:a + JSON_BLOCK_ROWS].to_json(orient="records", double_precision=15)
+    for a in range(0, len(frame), BLOCK_ROWS):
+        text = rounded.iloc[a:a + BLOCK_ROWS].to_json(orient="records", double_precision=15)
         yield (b"," if a else b"") + text[1:-1].encode()
     yield b"]"
 
@@ -139,7 +137,7 @@ def rtt_table_blocks(fams: pd.DataFrame, meta: dict[str, object],
                      family_table: pd.DataFrame | None = None) -> Iterator[list[str]]:
     """`rtt_table`'s lines, a block at a time, to be written one block after the other: the columns' widths
     come from their widest values (not from every cell's text), so a big result's text is made and written
-    TABLE_BLOCK_ROWS rows at a time, never whole."""
+    BLOCK_ROWS rows at a time, never whole."""
     yield [(f"# {meta['capture']}: method {meta['method']}, confidence {meta['confidence']}, "
             f"{meta['probes_matched']} probes, {meta['unsolicited_replies']} unsolicited replies")]
     signals = "deciding_signal" in fams.columns
@@ -148,8 +146,8 @@ def rtt_table_blocks(fams: pd.DataFrame, meta: dict[str, object],
         widths = [max(len(h), w) for h, (_, w) in zip(header, columns)]
         row = "  ".join(f"{{:<{w}}}" for w in widths).format  # one format call per line
         yield ["", f"{target} ({proto})", row(*header).rstrip()]
-        for a in range(0, len(rows), TABLE_BLOCK_ROWS):
-            block = slice(a, a + TABLE_BLOCK_ROWS)
+        for a in range(0, len(rows), BLOCK_ROWS):
+            block = slice(a, a + BLOCK_ROWS)
             yield [row(*cells).rstrip() for cells in zip(*(text(block) for text, _ in columns))]
         notes = []
         if no_answer.any():
