@@ -156,5 +156,7 @@ def ranges(starts: np.ndarray, counts: np.ndarray) -> np.ndarray:
     total = int(counts.sum())
     fits = total < 2**31 and (not len(starts) or int(starts.max()) + int(counts.max()) < 2**31)
     dtype = np.int32 if fits else np.int64
+    if total == len(counts) and (not total or int(counts.max()) == 1):  # one each (a probe sent once): the starts
+        return starts.astype(dtype)
     offsets = np.cumsum(counts) - counts
     return np.arange(total, dtype=dtype) - np.repeat((offsets - starts).astype(dtype), counts)

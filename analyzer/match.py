@@ -250,8 +250,16 @@ def match(packets: pd.DataFrame, *, window_s: float = DEFAULT_WINDOW_S,
     # Captured on a NAT gateway, a probe may show its translated source and its reply the untranslated
     # destination (or the reverse): the prober's address differs between them. Replies left unpaired meet
     # the groups left unanswered once more, on the same key without the prober's address.
-    lone = [_without(part, _marks(c_r, len(ts)), prober=True) for part in rk]
-    free = [_without(part, _marks(c_g, n_groups), prober=True) for part in pk_keys]
+    # (None to try when every group is answered, as in a scan whose every probe drew its reply.)
+    answered_g = _marks(c_g, n_groups)
+    if answered_g.all():
+        lone = free = []
+    else:
+        paired_r = _marks(c_r, len(ts))
+        lone = [_without(part, paired_r, prober=True) for part in rk]
+        free = [_without(part, answered_g, prober=True) for part in pk_keys]
+        del paired_r
+    del answered_g
     n_r, n_g, n_t = _latest_transmissions(lone, free, g_start, n_tx, tx_rows, time_rank)
     keep = ts[n_r] - ts[tx_rows[n_t]] <= window_ns
     nat_pairs = int(keep.sum())
@@ -399,8 +407,10 @@ def _group_keys(g_first: np.ndarray, offered: set[int], tcp_probe: np.ndarray, u
         f = flags[rows]
         base = (src[rows], dst[rows], sport[rows], dport[rows], 6)
         if _K_NEXTSEQ in offered:
-            nxt = ((seq[rows].astype(np.int64) + plen[rows] + ((f & SYN) != 0) + ((f & FIN) != 0)) % (1 << 32)
-                   ).astype(np.uint32)
+            nxt = seq[rows]  # uint32 arithmetic (in a copy): modulo 2^32, as sequence numbers are
+            nxt += plen[rows]
+            nxt += (f & SYN) != 0
+            nxt += (f & FIN) != 0
             pk_keys.append((gid, _K_NEXTSEQ) + base + (nxt,))
         if _K_SEQ in offered:
             pk_keys.append((gid, _K_SEQ) + base + (seq[rows],))
@@ -521,15 +531,21 @@ def _latest_transmissions(left_parts: list[tuple], right_parts: list[tuple], g_s
     # Right rows expanded to their transmissions (positions in the transmission order).
     n_of = n_tx[group]
     ev_tx = ranges(g_start[group], n_of)
-    owner = np.repeat(np.arange(nr, dtype=np.int32 if nr < 2**31 else np.int64), n_of)  # each one's right row
-    ev_group = group[owner]
     n_ev = len(ev_tx)
+    # Each transmission's right row (none to expand when every probe was sent once: the rows themselves).
+    owner = None if n_ev == nr else np.repeat(np.arange(nr, dtype=np.int32 if nr < 2**31 else np.int64), n_of)
+    ev_group = group if owner is None else group[owner]
     words = []
     while rwords:  # each word: the transmissions' (their right rows'), then the replies' (taken in place)
         word = np.empty(n_ev + len(kept), np.uint64)
-        np.take(rwords.pop(0), owner, out=word[:n_ev])
+        right = rwords.pop(0)
+        if owner is None:
+            word[:n_ev] = right
+        else:
+            np.take(right, owner, out=word[:n_ev])
         np.take(lwords.pop(0), kept, out=word[n_ev:])
         words.append(word)
+        del right
     del owner, kept, word
     ranks = time_rank(tx_rows[ev_tx]), time_rank(reply_row)
     top = max(int(r.max()) for r in ranks if len(r))

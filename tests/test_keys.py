@@ -4,7 +4,7 @@ import numpy as np
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from analyzer.keys import packet_rows, stable_order
+from analyzer.keys import packet_rows, ranges, stable_order
 
 spans = st.sampled_from([1, 3, 255, 65_535, 65_537, 2**32 + 5, 2**47, 2**62])
 
@@ -32,3 +32,16 @@ def test_packet_rows_finds_each_frame(keep, seed):
             continue
         wanted = np.random.default_rng(seed).choice(table, size=min(5, len(table)), replace=False)
         assert np.array_equal(table[packet_rows(table, wanted)], wanted)
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.tuples(st.integers(0, 2**31 - 10), st.integers(0, 3)), max_size=50), st.booleans())
+def test_ranges_is_the_concatenated_aranges(pairs, ones):
+    """Any counts (zeros among them), and all ones (the starts themselves): the loop's answer, in int32
+    where the values fit."""
+    starts = np.array([s for s, _ in pairs], np.int64)
+    counts = np.ones(len(pairs), np.int64) if ones else np.array([c for _, c in pairs], np.int64)
+    expected = np.concatenate([np.arange(s, s + c) for s, c in zip(starts, counts)] + [np.zeros(0, np.int64)])
+    got = ranges(starts, counts)
+    assert got.tolist() == expected.tolist()
+    assert got.dtype == (np.int32 if not len(expected) or expected.max() < 2**31 else np.int64)
