@@ -133,7 +133,8 @@ def match(packets: pd.DataFrame, *, window_s: float = DEFAULT_WINDOW_S,
     transmission, with columns probe_frame, ts_ns, src, dst, protocol, sport, dport (for ICMP queries:
     identifier and sequence), seq, flags, ip_proto, icmp_type, transmissions, reply_frame, reply_ts_ns,
     reply_kind, reply_flags, reply_icmp_type, reply_icmp_code, reply_ttl, reply_ip_id, reply_window,
-    rtt_ns (NA when unanswered or discarded by Karn's rule), duplicates. Times in ns.
+    rtt_ns (NA when unanswered or discarded by Karn's rule), duplicates. Times in ns. src and dst are
+    categoricals, as in the packets table (their categories: the addresses the probes hold).
     ``attrs["unsolicited_replies"]``: answers (SYN/ACK, RST/ACK, ICMP errors and replies) that pair with
     no probe in the capture, or arrive after the reply window. ``attrs["nat_pairs"]``: replies paired
     although the prober's address differs between probe and reply (a capture on a NAT gateway that shows
@@ -317,8 +318,8 @@ def match(packets: pd.DataFrame, *, window_s: float = DEFAULT_WINDOW_S,
     build = {  # each column made only when asked for
         "probe_frame": lambda: frame[g_first],
         "ts_ns": lambda: ts[g_first],
-        "src": lambda: _text(pk.src, g_first),
-        "dst": lambda: _text(pk.dst, g_first),
+        "src": lambda: _addresses(pk.src, g_first),
+        "dst": lambda: _addresses(pk.dst, g_first),
         "protocol": lambda: pd.Categorical.from_codes(protocol_code[out_order], PROTOCOLS),
         "ip_version": lambda: pk.ip_version.to_numpy()[g_first],
         "sport": lambda: _masked("UInt16", np.where(is_icmp, icmp_id[g_first], sport[g_first]),  # (ICMP: its id)
@@ -383,12 +384,17 @@ def _masked(dtype: str, values: np.ndarray, present: np.ndarray) -> pd.api.exten
     return cls(np.asarray(values).astype(np_dtype), ~np.asarray(present, bool))
 
 
-def _text(column: pd.Series, rows: np.ndarray) -> np.ndarray:
-    """column.iloc[rows].to_numpy() of a categorical: the categories' objects, taken by code."""
+def _addresses(column: pd.Series, rows: np.ndarray) -> pd.Categorical:
+    """column.iloc[rows] of an address categorical, with the addresses these rows hold as its categories
+    (in the packets table's order: IPv4 by value, then IPv6), taken by code: no text per row."""
     codes = column.cat.codes.to_numpy()[rows]
-    if (codes < 0).any():
-        return column.iloc[rows].to_numpy()
-    return np.asarray(column.cat.categories, dtype=object)[codes]
+    categories = column.cat.categories
+    used = np.bincount(codes.astype(np.intp) + 1, minlength=len(categories) + 1)[1:] > 0  # (code -1: absent)
+    if not used.all():
+        new_code = np.append(np.cumsum(used) - 1, -1).astype(codes.dtype)  # old code → new; the last: absent
+        codes = new_code[codes]
+        categories = categories[used]
+    return pd.Categorical.from_codes(codes, categories)
 
 
 def _group_keys(g_first: np.ndarray, offered: set[int], tcp_probe: np.ndarray, udp_probe: np.ndarray,

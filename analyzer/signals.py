@@ -34,7 +34,7 @@ import pandas as pd
 from .families import families as rtt_families
 from .flags import ACK, RST, SYN
 from .hosts import option_layout
-from .keys import group_ids, modes, packet_rows, stable_order
+from .keys import column_codes, group_ids, modes, packet_rows, stable_order
 from .stats import select_probes
 
 ALL_SIGNALS = ("ttl", "rtt", "stack", "rst", "clock", "ip_id")
@@ -367,7 +367,7 @@ def signal_families(packets: pd.DataFrame, matches: pd.DataFrame, *, signals: tu
                               | {"_port": syn["dport"].to_numpy(np.int32)})  # (made whole: no column added later)
     del frame_pos
     # Each target's replies: positions grouped by target (one sort), not a comparison of every row per target.
-    codes, names = pd.factorize(syn["dst"].to_numpy(dtype=object))
+    codes, names = column_codes(syn["dst"])  # (the probes' addresses: a categorical's codes, no hashing)
     names = [str(name) for name in names]  # (as the families name targets)
     if len(names) > 1:
         by_target = np.argsort(codes, kind="stable")
