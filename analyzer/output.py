@@ -119,9 +119,11 @@ def rtt_csv(fams: pd.DataFrame) -> str:
 
 
 def _text(values: pd.Series, fmt: str = "{}") -> list[str]:
-    """Display text of a column, "-" where missing."""
-    form = fmt.format
-    return [form(v) if v is not None else "-" for v in values.to_numpy(dtype=object, na_value=None).tolist()]
+    """Display text of a column, "-" where missing. Each distinct value is formatted once and its text
+    taken by code: families, TTLs, losses and signals are a few values over thousands of ports."""
+    codes, uniques = pd.factorize(values)  # (missing: code -1, the "-" after the uniques' texts)
+    texts = [fmt.format(v) for v in uniques.tolist()] + ["-"]
+    return np.array(texts, dtype=object)[codes].tolist()
 
 
 def _fixed(values: pd.Series, digits: int = 2) -> list[str]:
