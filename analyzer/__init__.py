@@ -12,14 +12,17 @@ The public API, each step a pure function over DataFrames::
     host_table = hosts(packets, probes, states) # MAC, vendor, OS hints with evidence
 """
 
-from .errors import CaptureError, CaptureWarning
-from .families import families, pairwise
-from .hosts import hosts
-from .match import match, match_columns
-from .packets import read
-from .scans import scans
-from .signals import signal_families
-from .stats import TTest, pooled_t, port_stats, yuen_welch
+from .startup import collector_paused
+
+with collector_paused():  # (the imports below bring in pandas and numpy)
+    from .errors import CaptureError, CaptureWarning
+    from .families import families, pairwise
+    from .hosts import hosts
+    from .match import match, match_columns
+    from .packets import read
+    from .scans import scans
+    from .signals import signal_families
+    from .stats import TTest, pooled_t, port_stats, yuen_welch
 
 rtt = port_stats
 

@@ -3,10 +3,8 @@
 from __future__ import annotations
 
 import argparse
-import importlib
 import os
 import sys
-import threading
 import warnings
 from collections.abc import Iterable
 from typing import NoReturn
@@ -165,10 +163,6 @@ def _warn_line(message, category, filename, lineno, file=None, line=None) -> Non
 
 def cmd_rtt(args: argparse.Namespace) -> int:
     from .signals import REPLY_FIELDS
-
-    # scipy.special (for the family tests) imports in a sixth of a second, mostly while the capture is read:
-    # the reader spends its time in numpy, which lets the import's Python run on the other core.
-    threading.Thread(target=importlib.import_module, args=("scipy.special",), daemon=True).start()
 
     # Only the fields matching, the statistics and the signals read: on a big capture, a fraction of the whole
     # table (and of the whole probes table).
