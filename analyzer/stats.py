@@ -15,7 +15,6 @@ import pandas as pd
 
 from .flags import ACK, FIN, RST, SYN
 from .keys import stable_order
-from .startup import collector_paused
 
 PORT_KEYS = ["dst", "protocol", "dport"]
 DEFAULT_TRIM = 0.1
@@ -24,8 +23,7 @@ DEFAULT_TRIM = 0.1
 def _special():
     """scipy.special, imported on first use (a tenth of a second: a command that tests no RTTs never
     pays it)."""
-    with collector_paused():
-        import scipy.special
+    import scipy.special
 
     return scipy.special
 
