@@ -40,7 +40,7 @@ from .keys import (
     rows_in,
 )
 from .match import match as match_probes
-from .tools import tool_of_frames
+from .tools import SIGNATURE_COLUMNS, tool_of_frames
 
 MIN_PORTS = 3
 MIN_HOSTS = 5
@@ -162,9 +162,10 @@ PACKET_KEYS = ("frame", "sport", "dport", "seq", "ack", "tcp_flags", "payload_le
 _WIDE_KEYS = ("frame", "seq", "ack", "payload_len")  # 32-bit fields (with -1 for missing) need int64
 # The packets-table and probes-table columns `scans` reads (with the tool signatures it looks up): `synlens
 # scans` reads and matches only these (and those hosts.PACKET_FIELDS / PROBE_FIELDS name).
-PACKET_FIELDS = ("frame", "ts_ns", "ip_version", "src", "dst", "arp_op", "ip_proto", "ttl", "ip_id", "sport", "dport",
-                 "tcp_flags", "seq", "ack", "window", "tcp_options", "mss", "payload_len", "icmp_type", "icmp_code",
-                 "q_dst", "q_proto")
+PACKET_FIELDS = tuple(dict.fromkeys(
+    ("frame", "ts_ns", "ip_version", "src", "dst", "arp_op", "ip_proto", "ttl", "ip_id", "sport", "dport", "tcp_flags",
+     "seq", "ack", "window", "tcp_options", "mss", "payload_len", "icmp_type", "icmp_code", "q_dst", "q_proto")
+    + SIGNATURE_COLUMNS))
 PROBE_FIELDS = ("probe_frame", "ts_ns", "src", "dst", "protocol", "ip_version", "sport", "dport", "seq", "flags",
                 "icmp_type", "reply_frame", "reply_kind", "reply_icmp_type", "reply_icmp_code", "reply_ttl",
                 "reply_window")

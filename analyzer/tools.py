@@ -57,22 +57,70 @@ def _ipv4_int(addresses: pd.Series) -> np.ndarray | None:
     return (o[:, 0] << 24) | (o[:, 1] << 16) | (o[:, 2] << 8) | o[:, 3]
 
 
-def _unicornscan_key(probe_pkts: pd.DataFrame) -> int | None:
+class _Probes:
+    """The probe packets of a phase: rows of the packets table, each column taken when a signature first
+    asks for it (most phases are told apart by a few columns, and a phase can hold a million probes)."""
+
+    def __init__(self, packets: pd.DataFrame, rows: np.ndarray) -> None:
+        self.packets, self.rows = packets, rows
+        self._taken: dict[str, pd.api.extensions.ExtensionArray] = {}
+        self._tcp: np.ndarray | None = None
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def column(self, name: str) -> pd.api.extensions.ExtensionArray:
+        if name not in self._taken:
+            self._taken[name] = self.packets[name].array.take(self.rows)
+        return self._taken[name]
+
+    def tcp(self) -> np.ndarray:
+        """Which probes are TCP."""
+        if self._tcp is None:
+            self._tcp = np.asarray(self.column("ip_proto") == 6, bool)
+        return self._tcp
+
+    def present(self, name: str, tcp: bool = False) -> np.ndarray:
+        """The column's values where it has one (of the TCP probes only, with `tcp`), as int64."""
+        values = self.column(name)
+        if tcp:
+            values = values[self.tcp()]
+        return values[~np.asarray(values.isna(), bool)].to_numpy(np.int64)
+
+    def filled(self, name: str, tcp: bool = False) -> np.ndarray:
+        """The column's values, 0 where it has none (of the TCP probes only, with `tcp`), in its own type."""
+        values = self.column(name)
+        if tcp:
+            values = values[self.tcp()]
+        return values.to_numpy(getattr(values.dtype, "numpy_dtype", None), na_value=0)
+
+    def all_v4(self) -> bool:
+        return bool((np.asarray(self.column("ip_version")) == 4).all())
+
+
+# unicornscan's key is first sought among a phase's first probes: when no key holds over them, none holds
+# over all (the usual case, decided without computing every probe's hash).
+_UNICORNSCAN_SCREEN = 256
+
+
+def _unicornscan_key(probes: _Probes) -> int | None:
     """The syn key when every probe's seq is unicornscan's hash of its (target, ports) under one key, else None."""
-    if len(probe_pkts) < UNICORNSCAN_MIN_PROBES or not ((probe_pkts["ip_version"] == 4).all()
-                                                        and (probe_pkts["ip_proto"] == 6).all()):
+    if len(probes) < UNICORNSCAN_MIN_PROBES or not (probes.all_v4() and probes.tcp().all()):
         return None
-    cols = probe_pkts[["seq", "sport", "dport"]]
-    if cols.isna().any().any():
+    columns = [probes.column(c) for c in ("seq", "sport", "dport")]
+    if any(np.asarray(c.isna()).any() for c in columns):
         return None
-    seq, sport, dport = (cols[c].astype(np.uint32).to_numpy() for c in ("seq", "sport", "dport"))
+    seq, sport, dport = (c.to_numpy(np.uint32) for c in columns)
     ports = (dport << np.uint32(16)) | sport  # (dport << 16) + sport: sport < 2**16, so no carry
-    codes, targets = pd.factorize(probe_pkts["dst"])  # parse each target once, not each probe
+    codes, targets = pd.factorize(probes.column("dst"))  # parse each target once, not each probe
     target_addr = _ipv4_int(pd.Series(np.asarray(targets, dtype=object)))
     if target_addr is None or (codes < 0).any():
         return None
     addr = target_addr[codes]
     for host_addr in (addr.byteswap(), addr):  # little-endian sender (x86, ARM), then big-endian
+        head = slice(0, _UNICORNSCAN_SCREEN)
+        if ((seq[head] ^ host_addr[head] ^ ports[head]) != (seq[0] ^ host_addr[0] ^ ports[0])).any():
+            continue  # no one key over the first probes: none over all
         mixed = host_addr ^ ports
         keys = seq ^ mixed
         if (keys == keys[0]).all() and len(np.unique(mixed)) >= UNICORNSCAN_MIN_PROBES:
@@ -80,38 +128,41 @@ def _unicornscan_key(probe_pkts: pd.DataFrame) -> int | None:
     return None
 
 
-def _signature(probe_pkts: pd.DataFrame, technique: str) -> tuple[str, str]:
-    ttl = probe_pkts["ttl"].dropna().astype(int).to_numpy()
-    ipid = probe_pkts["ip_id"].dropna().astype(int).to_numpy()
-    tcp = probe_pkts[probe_pkts["ip_proto"] == 6]
-    win = tcp["window"].dropna().astype(int).to_numpy()
-    opts = tcp["tcp_options"].astype("Float64").fillna(0).to_numpy()
-    mss = tcp["mss"].fillna(0).astype(int).to_numpy()
-    sport = probe_pkts["sport"].dropna().astype(int).to_numpy()
-    v4 = (probe_pkts["ip_version"] == 4).all()
-    key = _unicornscan_key(probe_pkts)
+def _distinct(values: np.ndarray) -> int:
+    """How many distinct values (non-negative integers below 2^16, as TTLs and ports are)."""
+    return int(np.count_nonzero(np.bincount(values))) if len(values) else 0
+
+
+def _signature(probes: _Probes, technique: str) -> tuple[str, str]:
+    key = _unicornscan_key(probes)
     if key is not None:
+        win = probes.present("window", tcp=True)
         template = UNICORNSCAN_TEMPLATES.get(int(win[0])) if len(win) and (win == win[0]).all() else None
         return "unicornscan", (f"seq = key 0x{key:08x} XOR target address XOR (port << 16 | source port) on all "
-                               f"{len(probe_pkts)} probes: unicornscan's syn cookie"
+                               f"{len(probes)} probes: unicornscan's syn cookie"
                                + (f"; window {win[0]} as its {template} template" if template else ""))
     if technique == "CONNECT":
         return "unknown", "connect(): probes are the scanner kernel's own SYNs"
+    ttl = probes.present("ttl")
     if len(ttl) == 0:
         return "unknown", ""
+    ipid, win = probes.present("ip_id"), probes.present("window", tcp=True)
+    v4 = probes.all_v4()
     if v4 and len(ipid) and (ipid == 0x55D1).all() and (ttl == 128).all() and len(win) and (win == 3072).all():
         return "nmap", "qscan.nse: TTL 128, IP ID 0x55d1, window 3072 on every probe (its fixed template)"
     if v4 and len(ipid) and (ipid == 54321).all() and (ttl == 255).all():
         return "zmap", "IP ID 54321 and TTL 255 on every probe"
+    opts, mss = probes.filled("tcp_options", tcp=True), probes.filled("mss", tcp=True)
     syn_opts_ok = (len(opts) == 0) or bool(np.isin(opts, (0, MSS_ONLY)).all() and (mss[opts == MSS_ONLY] == 1460).all())
     # IPv4 only: nmap's own IPv6 SYNs carry hop limit 255 and window 1024 too (sample nat_nmap_ipv6).
     if v4 and (ttl == 255).all() and len(win) and np.isin(win, (1024, 1025)).all() and syn_opts_ok:
         return "masscan", "TTL 255, window 1024/1025, options none or MSS 1460 (masscan's template)"
-    ttl_nmap = (ttl >= 37).all() and (ttl <= 59).all() and len(np.unique(ttl)) > 1
+    n_ttls = _distinct(ttl)
+    if (ttl >= 37).all() and (ttl <= 59).all() and n_ttls > 1:
+        return "nmap", f"TTL varies within 37–59 ({n_ttls} values): nmap's random TTL"
+    sport = probes.present("sport")
     nmap_win = len(win) > 0 and np.isin(win, (1024, 2048, 3072, 4096)).all()
-    one_port = len(sport) > 0 and (pd.Series(sport).value_counts().iloc[0] >= 0.8 * len(sport))
-    if ttl_nmap:
-        return "nmap", f"TTL varies within 37–59 ({len(np.unique(ttl))} values): nmap's random TTL"
+    one_port = len(sport) > 0 and np.bincount(sport).max() >= 0.8 * len(sport)
     if nmap_win and one_port and syn_opts_ok:
         return "nmap", "window in {1024,2048,3072,4096}, options none or MSS 1460, one source port"
     if len(win) and (win == win[0]).all() and (opts == 0).all() and len(sport) > 2:
@@ -121,13 +172,14 @@ def _signature(probe_pkts: pd.DataFrame, technique: str) -> tuple[str, str]:
     return "unknown", ""
 
 
-SIGNATURE_COLUMNS = ["ttl", "ip_id", "ip_proto", "window", "tcp_options", "mss", "sport", "ip_version", "seq",
-                     "dport", "dst"]
+# The packets-table columns the signatures read.
+SIGNATURE_COLUMNS = ("ttl", "ip_id", "ip_proto", "window", "tcp_options", "mss", "sport", "ip_version", "seq",
+                     "dport", "dst")
 
 
 def tool_of_frames(packets: pd.DataFrame, frames: np.ndarray, technique: str) -> tuple[str, str]:
     """Tool and evidence for one phase: the frame numbers of its probes and its technique."""
-    return _signature(packets[SIGNATURE_COLUMNS].take(packet_rows(packets["frame"].to_numpy(), frames)), technique)
+    return _signature(_Probes(packets, packet_rows(packets["frame"].to_numpy(), frames)), technique)
 
 
 def tool_of_phase(packets: pd.DataFrame, phase_probes: pd.DataFrame, technique: str) -> tuple[str, str]:
