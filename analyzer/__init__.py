@@ -10,19 +10,31 @@ The public API, each step a pure function over DataFrames::
     ports, fam = signal_families(packets, probes)   # families from RTT, TTL, stack, clock, IP ID + evidence
     found, states = scans(packets, probes)      # scan phases, and each probed port's state
     host_table = hosts(packets, probes, states) # MAC, vendor, OS hints with evidence
+
+Each name is imported from its module on first use: importing the package loads neither pandas nor numpy,
+so the `synlens` command (analyzer.__main__) sets up its process before they load. Four names are both a
+function and the module that holds it (families, hosts, match, scans): here, as `from analyzer import …`
+gives them, they are the functions; the modules are imported by their full names (analyzer.match, …).
 """
 
-import gc as _gc
+from __future__ import annotations
 
-# The imports below (pandas, numpy and theirs) make a few hundred thousand objects that live as long as the
-# process. Left to the cyclic collector, each young collection walks those made since the last, and they
-# are walked again as they age: 50-60 ms of a command's start-up (measured with gc.callbacks), all of it
-# finding nothing to free. So the collector pauses while they are made, and they are then moved straight
-# to the oldest generation (freeze, then unfreeze: a list splice, no walk), where every object stays
-# collectable as before.
-_collecting = _gc.isenabled()
-_gc.disable()
-try:
+import importlib
+import types
+from typing import TYPE_CHECKING
+
+# name → (module, attribute)
+_API = {
+    "CaptureError": ("errors", "CaptureError"), "CaptureWarning": ("errors", "CaptureWarning"),
+    "TTest": ("stats", "TTest"), "families": ("families", "families"), "hosts": ("hosts", "hosts"),
+    "match": ("match", "match"), "match_columns": ("match", "match_columns"), "pairwise": ("families", "pairwise"),
+    "pooled_t": ("stats", "pooled_t"), "port_stats": ("stats", "port_stats"), "read": ("packets", "read"),
+    "rtt": ("stats", "port_stats"), "scans": ("scans", "scans"), "signal_families": ("signals", "signal_families"),
+    "yuen_welch": ("stats", "yuen_welch"),
+}
+__all__ = sorted(_API)
+
+if TYPE_CHECKING:
     from .errors import CaptureError, CaptureWarning
     from .families import families, pairwise
     from .hosts import hosts
@@ -31,17 +43,31 @@ try:
     from .scans import scans
     from .signals import signal_families
     from .stats import TTest, pooled_t, port_stats, yuen_welch
-finally:
-    _gc.freeze()
-    _gc.unfreeze()
-    if _collecting:
-        _gc.enable()
-    del _collecting
 
-rtt = port_stats
+    rtt = port_stats
 
-__all__ = [
-    "CaptureError", "CaptureWarning", "TTest", "families", "hosts", "match", "match_columns", "pairwise", "pooled_t",
-    "port_stats",
-    "read", "rtt", "scans", "signal_families", "yuen_welch",
-]
+
+class _Package(types.ModuleType):
+    """The package module: API names resolve on first use, and keep naming the functions when the import
+    system binds a submodule of the same name to the package (it does so on that submodule's first import)."""
+
+    def __getattr__(self, name: str) -> object:
+        if name not in _API:
+            raise AttributeError(f"module {self.__name__!r} has no attribute {name!r}")
+        module, attribute = _API[name]
+        value = getattr(importlib.import_module(f"{self.__name__}.{module}"), attribute)
+        super().__setattr__(name, value)
+        return value
+
+    def __setattr__(self, name: str, value: object) -> None:
+        if name in _API and isinstance(value, types.ModuleType):
+            return  # the submodule stays reachable by its full name (sys.modules, `from analyzer.match import …`)
+        super().__setattr__(name, value)
+
+    def __dir__(self) -> list[str]:
+        return sorted(set(super().__dir__()) | set(_API))
+
+
+import sys as _sys  # noqa: E402
+
+_sys.modules[__name__].__class__ = _Package
