@@ -144,9 +144,15 @@ def modes(port: np.ndarray, values: list[np.ndarray]) -> tuple[np.ndarray, list[
 
 def packet_rows(frame: np.ndarray, frames: np.ndarray) -> np.ndarray:
     """Rows of the packets table (its column frame: ascending) that hold the given frame numbers."""
-    if len(frame) and frame[0] == 1 and frame[-1] == len(frame) and np.array_equal(frame, np.arange(1, len(frame) + 1)):
+    if len(frame) and frame[0] == 1 and frame[-1] == len(frame) and _is_counting(frame):
         return np.asarray(frames, np.int64) - 1
     return np.searchsorted(frame, frames)  # a filtered packets table: look frames up
+
+
+def _is_counting(frame: np.ndarray, block: int = 1 << 16) -> bool:
+    """frame == 1, 2, …, n, compared a block at a time (no n-long temporary)."""
+    return all(np.array_equal(frame[a:a + block], np.arange(a + 1, min(a + block, len(frame)) + 1))
+               for a in range(0, len(frame), block))
 
 
 def ranges(starts: np.ndarray, counts: np.ndarray) -> np.ndarray:

@@ -257,15 +257,21 @@ def _probe_keys(packets: pd.DataFrame, keys: Columns, probes: pd.DataFrame) -> C
     kind codes (`column_codes`), and the readings scan_like, completed and scanner_reset."""
     rows = packet_rows(keys["frame"], probes["probe_frame"].to_numpy())
     protocol, kind = probes["protocol"], probes["reply_kind"]
-    pk = {"row": rows, "src": keys["src"][rows], "dst": keys["dst"][rows], "sport": int_column(probes["sport"], 0),
-          "dport": int_column(probes["dport"], 0), "seq": int_column(probes["seq"], 0), "flags": int_column(probes["flags"], 0),
+    # 8- and 16-bit fields, codes and frame numbers in int32 where they fit (as `_packet_keys`), seq in int64.
+    narrow = np.int32 if len(keys["frame"]) < 2**31 else np.int64
+
+    def small(name: str, missing: int = -1) -> np.ndarray:
+        return int_column(probes[name], missing, narrow)
+
+    pk = {"row": rows, "src": keys["src"][rows], "dst": keys["dst"][rows], "sport": small("sport", 0),
+          "dport": small("dport", 0), "seq": int_column(probes["seq"], 0), "flags": small("flags", 0),
           "ts_ns": probes["ts_ns"].to_numpy(), "tcp": (protocol == "tcp").to_numpy(bool),
           "udp": (protocol == "udp").to_numpy(bool), "icmp": (protocol == "icmp").to_numpy(bool),
-          "protocol": column_codes(protocol)[0], "kind": column_codes(kind)[0], "synack": (kind == "syn-ack").to_numpy(bool),
-          "rst": (kind == "rst").to_numpy(bool), "reply_frame": int_column(probes["reply_frame"]),
-          "reply_icmp_type": int_column(probes["reply_icmp_type"]), "reply_icmp_code": int_column(probes["reply_icmp_code"]),
-          "reply_window": int_column(probes["reply_window"]), "reply_ttl": int_column(probes["reply_ttl"]),
-          "ip_version": probes["ip_version"].to_numpy(np.int64)}
+          "protocol": column_codes(protocol, narrow)[0], "kind": column_codes(kind, narrow)[0],
+          "synack": (kind == "syn-ack").to_numpy(bool), "rst": (kind == "rst").to_numpy(bool),
+          "reply_frame": small("reply_frame"), "reply_icmp_type": small("reply_icmp_type"),
+          "reply_icmp_code": small("reply_icmp_code"), "reply_window": small("reply_window"),
+          "reply_ttl": small("reply_ttl"), "ip_version": probes["ip_version"].to_numpy(narrow)}
     pk["technique"] = _technique_codes(pk["udp"], pk["icmp"], pk["flags"])
     if not len(rows):
         return pk | {name: np.zeros(0, bool) for name in ("scan_like", "completed", "scanner_reset")}
@@ -451,7 +457,7 @@ def _port_states(pk: Columns, targets: np.ndarray, names: dict[str, np.ndarray])
     return pd.DataFrame({
         "scanner": names["src"][pk["src"][row]].tolist(), "target": names["dst"][pk["dst"][row]].tolist(),
         "phase": pk["phase"][row], "type": TECHNIQUE_NAMES[technique[row]].tolist(),
-        "protocol": names["protocol"][pk["protocol"][row]].tolist(), "port": dport[shown],
+        "protocol": names["protocol"][pk["protocol"][row]].tolist(), "port": dport[shown].astype(np.int64),
         "state": np.where(contradict, "unknown", state_names[state[row]]).tolist(),
         "reason": np.where(contradict, "contradicting replies", reason).tolist(), "probes": np.bincount(port)[shown],
         "reply_ttl": _shown_values(pk["reply_ttl"], reply), "reply_window": _shown_values(pk["reply_window"], reply)})
@@ -459,7 +465,7 @@ def _port_states(pk: Columns, targets: np.ndarray, names: dict[str, np.ndarray])
 
 def _shown_values(values: np.ndarray, rows: np.ndarray) -> np.ndarray:
     """values[rows] (-1: missing; a row past the end: none): integers, or floats with NaN when any is missing."""
-    shown = np.append(values, -1)[np.minimum(rows, len(values))]
+    shown = np.append(values, -1)[np.minimum(rows, len(values))].astype(np.int64)
     return shown if (shown >= 0).all() else np.where(shown >= 0, shown, np.nan)
 
 
