@@ -51,9 +51,9 @@ def test_packet_rows_checks_every_block_of_a_long_table():
     """A table of 200,000 frames (four blocks of the check): counting, its rows are arithmetic; a frame
     repeated in the third block (first and last still 1 and n) is not a counting table, and is searched."""
     frame = np.arange(1, 200_001)
-    frames = np.array([1, 65_537, 150_000, 200_000])
+    frames = np.array([1, 65_537, 140_001, 150_000, 200_000])
     assert packet_rows(frame, frames).tolist() == (frames - 1).tolist()
     odd = frame.copy()
-    odd[140_000] = odd[139_999]
+    odd[140_000] = odd[139_999]  # 140,000 twice, 140,001 gone
     assert packet_rows(odd, frames).tolist() == np.searchsorted(odd, frames).tolist()
     assert packet_rows(odd, frames).tolist() != (frames - 1).tolist()
