@@ -226,6 +226,15 @@ def service_name(port: int, protocol: str) -> str:
     return _services().get((int(port), protocol), "unknown")
 
 
+def _service_names(port: pd.Series, protocol: pd.Series) -> list[str]:
+    """service_name of each row, looked up once per distinct (port, protocol)."""
+    proto_codes, protocols = pd.factorize(protocol)
+    k, protocols = len(protocols), protocols.tolist()
+    codes, pairs = pd.factorize(port.to_numpy(np.int64) * k + proto_codes)
+    names = [service_name(p, protocols[c]) for p, c in zip(*divmod(pairs, k))] if k else []
+    return np.array(names, dtype=object)[codes].tolist()
+
+
 @functools.cache
 def _services() -> dict[tuple[int, str], str]:
     """(port, protocol) → name from /etc/services (netbase), read once: the first entry wins, as in
@@ -269,13 +278,12 @@ def utc(seconds: float, day_of: float | None = None) -> str:
 
 
 def scans_json(scans: pd.DataFrame, states: pd.DataFrame, hosts: pd.DataFrame, meta: dict[str, object]) -> bytes:
-    port_cols = ["port", "protocol", "state", "reason", "probes"]
+    port_cols = ["port", "protocol", "state", "reason", "probes", "service"]
     by_scan: dict[tuple, list[dict]] = {}
     if len(states):
         st = states.assign(port=states["port"].astype(int), probes=states["probes"].astype(int))
-        keys = list(zip(st["phase"], st["target"]))
-        for key, rec in zip(keys, _records(st, port_cols)):
-            rec["service"] = service_name(rec["port"], rec["protocol"])
+        st["service"] = _service_names(st["port"], st["protocol"])
+        for key, rec in zip(zip(st["phase"].tolist(), st["target"].tolist()), _records(st, port_cols)):
             by_scan.setdefault(key, []).append(rec)
     out = []
     for rec in _records(scans, list(scans.columns)):  # first / last: epoch s, rounded to the µs there
