@@ -343,7 +343,8 @@ def match(packets: pd.DataFrame, *, window_s: float = DEFAULT_WINDOW_S,
         "rtt_ns": lambda: nullable("Int64", ts[rr] - ts[g_first], karn_ok),
         "duplicates": lambda: dups[out_order].astype(np.int64),
     }
-    out = pd.DataFrame({name: build[name]() for name in PROBE_COLUMNS if name in wanted})
+    # (copy=False: the columns are made here for the table; pandas would otherwise copy each once more)
+    out = pd.DataFrame({name: build[name]() for name in PROBE_COLUMNS if name in wanted}, copy=False)
     out.attrs["unsolicited_replies"] = unsolicited
     out.attrs["window_s"] = window_s
     out.attrs["nat_pairs"] = nat_pairs

@@ -117,7 +117,7 @@ def _port_stats(m: pd.DataFrame, keys: _PortKeys) -> tuple[pd.DataFrame, np.ndar
         "answered": m["reply_frame"].notna().to_numpy(),
         "retrans": m["transmissions"].to_numpy() - 1,
         "rtt_us": rtt_us,
-    })
+    }, copy=False)  # (keys.key is only read)
     # One integer key sorts as (target, protocol, port) would, and each group sees its rows in the same
     # order, so every aggregate is bit-for-bit what grouping on the three columns gives.
     g = frame.groupby("key", sort=True)
