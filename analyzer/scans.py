@@ -171,18 +171,47 @@ PROBE_FIELDS = ("probe_frame", "ts_ns", "src", "dst", "protocol", "ip_version", 
                 "reply_window")
 
 
-def _packet_keys(packets: pd.DataFrame) -> Columns:
-    """The packets' columns the probe readings compare, as integers (-1 where missing): in int32 where the
-    values fit (address codes, 8- and 16-bit fields), int64 for frame numbers and 32-bit fields."""
-    narrow = np.int32 if len(packets) < 2**31 else np.int64
-    return {"src": column_codes(packets["src"], narrow)[0], "dst": column_codes(packets["dst"], narrow)[0],
-            **{name: int_column(packets[name], dtype=np.int64 if name in _WIDE_KEYS else narrow)
-               for name in PACKET_KEYS}}
+class _PacketKeys:
+    """The packets' columns the probe readings compare, as integers (-1 where missing), made only for the
+    rows a reading takes (the packets with payload, the resets, the ACKs, the probes: rarely all of a
+    capture's millions): in int32 where the values fit (address codes, 8- and 16-bit fields), int64 for
+    frame numbers and 32-bit fields."""
+
+    NAMES = ("src", "dst") + PACKET_KEYS
+
+    def __init__(self, packets: pd.DataFrame) -> None:
+        self.packets = packets
+        self.narrow = np.int32 if len(packets) < 2**31 else np.int64
+        self.frame = packets["frame"].to_numpy()
+        self._flags: np.ndarray | None = None
+
+    def at(self, name: str, rows: np.ndarray) -> np.ndarray:
+        """Column `name` at `rows`."""
+        column = self.packets[name]
+        if name in ("src", "dst"):
+            return column_codes(column)[0][rows].astype(self.narrow)
+        return column.array[rows].to_numpy(np.int64 if name in _WIDE_KEYS else self.narrow, na_value=-1)
+
+    def take(self, rows: np.ndarray) -> Columns:
+        """Every key column at `rows`."""
+        return {name: self.at(name, rows) for name in self.NAMES}
+
+    def flags(self) -> np.ndarray:
+        """Every packet's TCP flags, 0 where none."""
+        if self._flags is None:
+            self._flags = int_column(self.packets["tcp_flags"], 0, self.narrow)
+        return self._flags
+
+    def tcp_payload(self) -> np.ndarray:
+        """Which packets are TCP segments with payload."""
+        p = self.packets
+        return ((p["payload_len"] > 0).to_numpy(bool, na_value=False) & p["sport"].notna().to_numpy()
+                & (p["ip_proto"] == 6).to_numpy(bool, na_value=False))
 
 
-def _scan_like(keys: Columns, pk: Columns) -> np.ndarray:
+def _scan_like(keys: _PacketKeys, pk: Columns) -> np.ndarray:
     """Probes whose prober never sent payload on the probe's 4-tuple (ordinary clients do)."""
-    data = _take(keys, np.flatnonzero((keys["payload_len"] > 0) & (keys["sport"] >= 0) & (keys["ip_proto"] == 6)))
+    data = keys.take(np.flatnonzero(keys.tcp_payload()))
     if not len(data["src"]) or not pk["tcp"].any():
         return np.ones(len(pk["tcp"]), bool)
     tuple4 = ("src", "dst", "sport", "dport")
@@ -202,7 +231,7 @@ def _tcp_pings(pk: Columns, icmp_probes: Columns) -> np.ndarray:
     return tcp & np.isin(dport, (80, 443)) & (ports_per_pair[pair] <= 2) & queried
 
 
-def _udp_scan_like(keys: Columns, pk: Columns) -> np.ndarray:
+def _udp_scan_like(keys: _PacketKeys, pk: Columns) -> np.ndarray:
     """UDP probes that look like a scanner's: from a source port reused for several destination ports
     (nmap keeps one), or empty, or a retransmission of such a probe. A client's requests come from fresh
     ports and carry a request.
@@ -216,7 +245,7 @@ def _udp_scan_like(keys: Columns, pk: Columns) -> np.ndarray:
     if not udp.any():
         return out
     u = _take(pk, udp)
-    payload = np.maximum(keys["payload_len"][u["row"]], 0)
+    payload = np.maximum(keys.at("payload_len", u["row"]), 0)
     from_port = group_ids(u["src"], u["sport"])
     scanner = (payload == 0) | (distinct_per_group(from_port, u["dport"], int(from_port.max()) + 1)[from_port] >= 3)
     same_request = group_ids(u["src"], u["dst"], u["dport"], payload)
@@ -227,10 +256,10 @@ def _udp_scan_like(keys: Columns, pk: Columns) -> np.ndarray:
     return out
 
 
-def _scanner_resets(keys: Columns, pk: Columns) -> np.ndarray:
+def _scanner_resets(keys: _PacketKeys, pk: Columns) -> np.ndarray:
     """SYN probes whose sender later reset the connection with seq = probe seq + 1: its kernel had received a
     SYN/ACK, whether or not the capture holds it (a reply lost from the capture, not from the network)."""
-    resets = _take(keys, np.flatnonzero((np.maximum(keys["tcp_flags"], 0) & (RST | SYN | ACK)) == RST))
+    resets = keys.take(np.flatnonzero((keys.flags() & (RST | SYN | ACK)) == RST))
     tcp_syn = pk["tcp"] & (pk["flags"] == SYN)
     if not len(resets["src"]) or not tcp_syn.any():
         return np.zeros(len(tcp_syn), bool)
@@ -238,32 +267,32 @@ def _scanner_resets(keys: Columns, pk: Columns) -> np.ndarray:
     return rows_in(probe, [resets[c] for c in ("src", "dst", "sport", "dport", "seq")]) & tcp_syn
 
 
-def _connects(keys: Columns, pk: Columns) -> np.ndarray:
+def _connects(keys: _PacketKeys, pk: Columns) -> np.ndarray:
     """SYN probes whose prober completed the handshake: an ACK with ack = SYN/ACK seq + 1 on the 4-tuple."""
     answered = pk["synack"]
-    acks = _take(keys, np.flatnonzero((np.maximum(keys["tcp_flags"], 0) & (SYN | ACK | RST)) == ACK))
+    acks = keys.take(np.flatnonzero((keys.flags() & (SYN | ACK | RST)) == ACK))
     out = np.zeros(len(answered), bool)
     if not answered.any() or not len(acks["src"]):
         return out
-    reply_seq = keys["seq"][packet_rows(keys["frame"], pk["reply_frame"][answered])]
+    reply_seq = keys.at("seq", packet_rows(keys.frame, pk["reply_frame"][answered]))
     handshake = [pk[c][answered] for c in ("src", "dst", "sport", "dport")] + [(reply_seq + 1) % (1 << 32)]
     out[answered] = rows_in(handshake, [acks[c] for c in ("src", "dst", "sport", "dport", "ack")])
     return out
 
 
-def _probe_keys(packets: pd.DataFrame, keys: Columns, probes: pd.DataFrame) -> Columns:
+def _probe_keys(packets: pd.DataFrame, keys: _PacketKeys, probes: pd.DataFrame) -> Columns:
     """Per probe, as integers: its packet's row, src / dst codes (the packets table's), ports and seq (0 where
     missing), flags, technique code, the reply's fields (-1 where missing), the protocol and reply
     kind codes (`column_codes`), and the readings scan_like, completed and scanner_reset."""
-    rows = packet_rows(keys["frame"], probes["probe_frame"].to_numpy())
+    rows = packet_rows(keys.frame, probes["probe_frame"].to_numpy())
     protocol, kind = probes["protocol"], probes["reply_kind"]
-    # 8- and 16-bit fields, codes and frame numbers in int32 where they fit (as `_packet_keys`), seq in int64.
-    narrow = np.int32 if len(keys["frame"]) < 2**31 else np.int64
+    # 8- and 16-bit fields, codes and frame numbers in int32 where they fit (as `_PacketKeys`), seq in int64.
+    narrow = keys.narrow
 
     def small(name: str, missing: int = -1) -> np.ndarray:
         return int_column(probes[name], missing, narrow)
 
-    pk = {"row": rows, "src": keys["src"][rows], "dst": keys["dst"][rows], "sport": small("sport", 0),
+    pk = {"row": rows, "src": keys.at("src", rows), "dst": keys.at("dst", rows), "sport": small("sport", 0),
           "dport": small("dport", 0), "seq": int_column(probes["seq"], 0), "flags": small("flags", 0),
           "ts_ns": probes["ts_ns"].to_numpy(), "tcp": (protocol == "tcp").to_numpy(bool),
           "udp": (protocol == "udp").to_numpy(bool), "icmp": (protocol == "icmp").to_numpy(bool),
@@ -282,7 +311,7 @@ def _probe_keys(packets: pd.DataFrame, keys: Columns, probes: pd.DataFrame) -> C
 def classify_probes(packets: pd.DataFrame, probes: pd.DataFrame | None = None) -> pd.DataFrame:
     """The probes table with each probe's `technique`, `scan_like` flag and provisional state."""
     probes = match_probes(packets) if probes is None else probes
-    pk = _probe_keys(packets, _packet_keys(packets), probes)
+    pk = _probe_keys(packets, _PacketKeys(packets), probes)
     return probes.assign(technique=TECHNIQUE_NAMES[pk["technique"]], scan_like=pk["scan_like"],
                          completed=pk["completed"], scanner_reset=pk["scanner_reset"],
                          probe_window=packets["window"].array[pk["row"]],
@@ -319,7 +348,7 @@ def scans(packets: pd.DataFrame, probes: pd.DataFrame | None = None, *, config: 
     reply_window.
     """
     probes = match_probes(packets) if probes is None else probes
-    pk = _probe_keys(packets, _packet_keys(packets), probes)
+    pk = _probe_keys(packets, _PacketKeys(packets), probes)
     icmp = pk["icmp"]
     keep = pk["scan_like"] & (pk["src"] >= 0) & ~icmp
     keep[keep] = ~_tcp_pings(_take(pk, keep), _take(pk, icmp))
