@@ -17,7 +17,7 @@ import numpy as np
 import pandas as pd
 
 from .flags import ACK, RST, SYN
-from .keys import column_codes, int_column, modes
+from .keys import column_codes, int_column_at, modes
 
 # The packets-table and probes-table columns `hosts` reads.
 PACKET_FIELDS = ("eth_src", "ip_version", "src", "arp_op", "ttl", "ip_id", "tcp_flags", "window", "tcp_options")
@@ -126,17 +126,21 @@ def hosts(packets: pd.DataFrame, probes: pd.DataFrame | None = None, states: pd.
     number[seen] = np.arange(len(seen))
     host, n_hosts = number[src[rows]], len(seen)
 
-    flags = np.maximum(int_column(packets["tcp_flags"])[rows], 0)
+    def column(name: str, at: np.ndarray | None = None, dtype: type = np.int32) -> np.ndarray:
+        """Column `name` at rows[at] (at None: at every row), -1 where missing; 8- and 16-bit fields in int32."""
+        return int_column_at(packets[name], rows if at is None else rows[at], dtype=dtype)
+
+    flags = np.maximum(column("tcp_flags"), 0)
     synacks = np.flatnonzero((flags & (SYN | ACK)) == (SYN | ACK))
     replies = np.concatenate([synacks, np.flatnonzero((flags & RST) != 0)])  # SYN/ACKs, then RSTs
     n_replies, n_synacks = np.bincount(host[replies], minlength=n_hosts), np.bincount(host[synacks], minlength=n_hosts)
     ttl_rows = np.concatenate([replies, np.flatnonzero(n_replies[host] == 0)])  # replies, else every packet
-    ttl = _mode(host[ttl_rows], int_column(packets["ttl"])[rows][ttl_rows], n_hosts)
-    mac = _mode(host, int_column(packets["eth_src"])[rows], n_hosts)
-    window = _mode(host[synacks], int_column(packets["window"])[rows][synacks], n_hosts)
+    ttl = _mode(host[ttl_rows], column("ttl", ttl_rows), n_hosts)
+    mac = _mode(host, column("eth_src", dtype=np.int64), n_hosts)
+    window = _mode(host[synacks], column("window", synacks), n_hosts)
     option_code, options = pd.factorize(packets["tcp_options"].array[rows[synacks]].fillna(0), sort=True)
     layout = _mode(host[synacks], option_code.astype(np.int64), n_hosts)
-    ids = int_column(packets["ip_id"])[rows][replies]
+    ids = column("ip_id", replies)
     n_ids, id_class = _ip_id_classes(host[replies][ids >= 0], ids[ids >= 0], n_hosts)
     not_rfc793 = _rst_on_open_ports(states)
     n_packets = np.bincount(host, minlength=n_hosts)

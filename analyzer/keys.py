@@ -26,6 +26,13 @@ def int_column(column: pd.Series, missing: int = -1, dtype: type = np.int64) -> 
     return column.to_numpy(dtype=dtype, na_value=missing)
 
 
+def int_column_at(column: pd.Series, rows: np.ndarray, missing: int = -1, dtype: type = np.int64) -> np.ndarray:
+    """`int_column(column)[rows]`, converting only those rows (every row: the whole column, no take)."""
+    if len(rows) == len(column) and _is_range(rows, 0):  # every row, in order
+        return int_column(column, missing, dtype)
+    return column.array[rows].to_numpy(dtype, na_value=missing)
+
+
 def pack_key(columns: list[np.ndarray]) -> np.ndarray:
     """One int64 per row, equal exactly where the rows agree on every column (integers >= -1)."""
     key, span = np.zeros(len(columns[0]), np.int64), 1
@@ -144,15 +151,15 @@ def modes(port: np.ndarray, values: list[np.ndarray]) -> tuple[np.ndarray, list[
 
 def packet_rows(frame: np.ndarray, frames: np.ndarray) -> np.ndarray:
     """Rows of the packets table (its column frame: ascending) that hold the given frame numbers."""
-    if len(frame) and frame[0] == 1 and frame[-1] == len(frame) and _is_counting(frame):
+    if len(frame) and frame[0] == 1 and frame[-1] == len(frame) and _is_range(frame, 1):
         return np.asarray(frames, np.int64) - 1
     return np.searchsorted(frame, frames)  # a filtered packets table: look frames up
 
 
-def _is_counting(frame: np.ndarray, block: int = 1 << 16) -> bool:
-    """frame == 1, 2, …, n, compared a block at a time (no n-long temporary)."""
-    return all(np.array_equal(frame[a:a + block], np.arange(a + 1, min(a + block, len(frame)) + 1))
-               for a in range(0, len(frame), block))
+def _is_range(values: np.ndarray, start: int, block: int = 1 << 16) -> bool:
+    """values == start, start + 1, …, compared a block at a time (no temporary as long as the values)."""
+    return all(np.array_equal(values[a:a + block], np.arange(a + start, min(a + block, len(values)) + start))
+               for a in range(0, len(values), block))
 
 
 def ranges(starts: np.ndarray, counts: np.ndarray) -> np.ndarray:

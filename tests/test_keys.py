@@ -57,3 +57,16 @@ def test_packet_rows_checks_every_block_of_a_long_table():
     odd[140_000] = odd[139_999]  # 140,000 twice, 140,001 gone
     assert packet_rows(odd, frames).tolist() == np.searchsorted(odd, frames).tolist()
     assert packet_rows(odd, frames).tolist() != (frames - 1).tolist()
+
+
+def test_int_column_at_takes_the_rows_asked_in_their_order():
+    """Every row in order (the whole column converted) and any other selection, a permutation of every row
+    among them: the column's integers at those rows, -1 where missing."""
+    import pandas as pd
+
+    from analyzer.keys import int_column_at
+
+    column = pd.Series(pd.array([5, None, 7, 9], dtype="UInt16"))
+    for rows in ([0, 1, 2, 3], [3, 2, 1, 0], [1, 3], []):
+        got = int_column_at(column, np.array(rows, np.int64), dtype=np.int32)
+        assert got.tolist() == [[5, -1, 7, 9][r] for r in rows] and got.dtype == np.int32
