@@ -35,6 +35,7 @@ from .keys import (
     group_ids,
     group_of,
     int_column,
+    int_column_at,
     narrow,
     packet_rows,
     rows_in,
@@ -328,7 +329,7 @@ def _phases(packets: pd.DataFrame, pk: Columns, cfg: ScanConfig) -> np.ndarray:
     rows, technique = pk["row"], pk["technique"]
     custom_flags = np.where(technique == _CODE["CUSTOM"], pk["flags"], -1)
     options = pd.factorize(packets["tcp_options"].array[rows])[0].astype(np.int64)
-    key = group_ids(pk["src"], technique, custom_flags, int_column(packets["window"])[rows], options)
+    key = group_ids(pk["src"], technique, custom_flags, int_column_at(packets["window"], rows, dtype=np.int32), options)
     by_time = np.argsort(pk["ts_ns"], kind="stable")
     order = by_time[np.argsort(narrow(key[by_time]), kind="stable")]  # by key, then time, then capture order
     k, t = key[order], pk["ts_ns"][order]
