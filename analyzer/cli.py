@@ -225,8 +225,8 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def run() -> NoReturn:
-    """The `synlens` command (and `python -m analyzer`): main(), its output flushed, then the process ends
-    at once. The interpreter's own teardown (freeing every module's objects one by one) takes a fifth of
+    """The command line (started by analyzer.__main__, which sets the process up first): main(), its output
+    flushed, then the process ends at once. The interpreter's own teardown (freeing every module's objects one by one) takes a fifth of
     a second once pandas and scipy are loaded, and no output waits on it: every file is closed by then."""
     code = main()
     for stream in (sys.stdout, sys.stderr):

@@ -189,8 +189,9 @@ class _PacketKeys:
     def at(self, name: str, rows: np.ndarray) -> np.ndarray:
         """Column `name` at `rows`."""
         column = self.packets[name]
-        if name in ("src", "dst"):
-            return column_codes(column)[0][rows].astype(self.narrow)
+        if name in ("src", "dst"):  # (a categorical's codes: a view, taken at the rows)
+            codes = column.cat.codes.to_numpy() if isinstance(column.dtype, pd.CategoricalDtype) else column_codes(column)[0]
+            return codes[rows].astype(self.narrow)
         return column.array[rows].to_numpy(np.int64 if name in _WIDE_KEYS else self.narrow, na_value=-1)
 
     def take(self, rows: np.ndarray) -> Columns:

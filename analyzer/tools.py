@@ -77,7 +77,7 @@ class _Probes:
     def tcp(self) -> np.ndarray:
         """Which probes are TCP."""
         if self._tcp is None:
-            self._tcp = np.asarray(self.column("ip_proto") == 6, bool)
+            self._tcp = (self.column("ip_proto") == 6).to_numpy(bool, na_value=False)
         return self._tcp
 
     def present(self, name: str, tcp: bool = False) -> np.ndarray:
