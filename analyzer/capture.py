@@ -272,15 +272,17 @@ def _pcap(path: str, raw: bytes, endian: str, nano: bool, compressed: bool) -> R
         ts_ns[a:b] = view[at].astype(np.int64) * 1_000_000_000 + (frac if nano else frac * 1000)
         release(int(at[-1]))
     mapping = _walked(raw)
+    hdr += 16  # (in place: each record's packet bytes start after its 16-byte header)
     return Records(
         path=path,
         data=data,
-        offset=hdr + 16,
+        offset=hdr,
         caplen=caplen,
         wirelen=wirelen,
         ts_ns=ts_ns,
-        linktype=np.full(len(hdr), linktype, np.uint16),
-        iface=np.zeros(len(hdr), np.uint16),
+        # One link type and one interface for every record: one value each, not an array of copies.
+        linktype=np.broadcast_to(np.uint16(linktype), (len(hdr),)),
+        iface=np.broadcast_to(np.uint16(0), (len(hdr),)),
         format="pcap",
         compressed=compressed,
         mapping=mapping,
