@@ -440,11 +440,40 @@ def _group_keys(g_first: np.ndarray, offered: set[int], tcp_probe: np.ndarray, u
     return pk_keys
 
 
-def _column(parts: list[tuple], j: int) -> np.ndarray:
-    """Column j of key parts (tuples of arrays and scalars, each part as long as its first array), int64."""
-    cols = [np.broadcast_to(np.int64(v), (len(part[0]),)) if np.ndim(v) == 0 else np.asarray(v, np.int64)
-            for part in parts for v in (part[j],)]
-    return np.concatenate(cols) if cols else np.zeros(0, np.int64)
+def _spans(parts: list[tuple]) -> list[tuple[int, int]]:
+    """Where each key part's rows lie among all the parts' rows (each part as long as its first array)."""
+    ends = np.cumsum([len(part[0]) for part in parts]).tolist()
+    return list(zip([0] + ends[:-1], ends))
+
+
+def _value_range(parts: list[tuple], j: int) -> tuple[int, int]:
+    """The least and greatest value of column j over non-empty key parts (each column an array or one value)."""
+    values = [(int(v), int(v)) if np.ndim(v) == 0 else (int(v.min()), int(v.max())) for v in (p[j] for p in parts)]
+    return min(lo for lo, _ in values), max(hi for _, hi in values)
+
+
+def _pack_into(word: np.ndarray, values: np.ndarray | int, lo: int, hi: int, bits: int,
+               keep: np.ndarray | None) -> None:
+    """word = (word << bits) | (values - lo), in place, for one key part's column (an array, or one value for
+    the part). With `keep` (the replies' side), rows whose value lies outside [lo, hi] are dropped from it:
+    they match no transmission, and their bits are 0 from then on."""
+    if np.ndim(values) == 0:
+        inside = lo <= int(values) <= hi
+        if keep is not None and not inside:
+            keep[:] = False
+        if bits:
+            np.left_shift(word, np.uint64(bits), out=word)
+            if inside:
+                np.bitwise_or(word, np.uint64(int(values) - lo), out=word)
+        return
+    if keep is not None:
+        keep &= (values >= lo) & (values <= hi)
+    if bits:
+        offset = values.astype(np.int64) - lo  # (>= 0 where kept: its bits are its value)
+        if keep is not None:
+            offset[~keep] = 0
+        np.left_shift(word, np.uint64(bits), out=word)
+        np.bitwise_or(word, offset.view(np.uint64), out=word)
 
 
 def _pack(columns: list[np.ndarray]) -> tuple[list[np.ndarray], int]:
@@ -507,29 +536,27 @@ def _latest_transmissions(left_parts: list[tuple], right_parts: list[tuple], g_s
     reply_row, group = (np.concatenate([p[0] for p in parts]) for parts in (left_parts, right_parts))
     # Pack the keys column by column into uint64 words, each column offset and sized by the right side's
     # range: a left value outside it matches nothing (that row is dropped), so every kept value fits.
+    # Part by part, in each part's own types: a column one value for a whole part (a key family, a protocol)
+    # is never made into an array, and a column one value on the right takes no bits.
     keep = np.ones(nl, bool)
     lwords: list[np.ndarray] = []
     rwords: list[np.ndarray] = []
     lw, rw = np.zeros(nl, np.uint64), np.zeros(nr, np.uint64)
     used = 0
+    l_spans, r_spans = _spans(left_parts), _spans(right_parts)
     for j in range(1, 8):
-        rc, lc = _column(right_parts, j), _column(left_parts, j)
-        lo, hi = int(rc.min()), int(rc.max())
-        keep &= (lc >= lo) & (lc <= hi)
-        bits = (hi - lo).bit_length()  # (none for a column that is one value on the right)
+        lo, hi = _value_range(right_parts, j)
+        bits = (hi - lo).bit_length()
         if used + bits > 64:
             lwords.append(lw)
             rwords.append(rw)
             lw, rw = np.zeros(nl, np.uint64), np.zeros(nr, np.uint64)
             used = 0
-        np.subtract(lc, lo, out=lc)
-        np.subtract(rc, lo, out=rc)
-        lc[~keep] = 0
-        for w, c in ((lw, lc), (rw, rc)):  # in place: w = (w << bits) | c
-            np.left_shift(w, np.uint64(bits), out=w)
-            np.bitwise_or(w, c.view(np.uint64), out=w)  # c >= 0 here: its bits are its value
+        for part, (a, b) in zip(right_parts, r_spans):
+            _pack_into(rw[a:b], part[j], lo, hi, bits, None)
+        for part, (a, b) in zip(left_parts, l_spans):
+            _pack_into(lw[a:b], part[j], lo, hi, bits, keep[a:b])
         used += bits
-        del rc, lc, w, c
     lwords.append(lw)
     rwords.append(rw)
     kept = _where(keep)
