@@ -486,13 +486,15 @@ def _pack(columns: list[np.ndarray]) -> tuple[list[np.ndarray], int]:
     word = np.zeros(n, np.uint64)
     used = 0
     for c in columns:
-        c = np.array(c, np.int64)
         lo = int(c.min()) if n else 0
         bits = ((int(c.max()) - lo) if n else 0).bit_length()
+        if not bits:  # one value: nothing to tell rows apart by (and no int64 copy made)
+            continue
         if used + bits > 64:
             words.append(word)
             word = np.zeros(n, np.uint64)
             used = 0
+        c = np.array(c, np.int64)
         np.subtract(c, lo, out=c)
         np.left_shift(word, np.uint64(bits), out=word)
         np.bitwise_or(word, c.view(np.uint64), out=word)  # c >= 0: its bits are its value
