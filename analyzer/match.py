@@ -479,27 +479,21 @@ def _pack_into(word: np.ndarray, values: np.ndarray | int, lo: int, hi: int, bit
 def _pack(columns: list[np.ndarray]) -> tuple[list[np.ndarray], int]:
     """Integer columns → as few uint64 words as hold them, most significant first, each column offset by
     its minimum and given the bits its range needs (none for a constant column): the words sort (and
-    compare) as the columns do. Built in place: one column's int64 copy at a time beside the words. Also
-    returns the bits the last word uses."""
+    compare) as the columns do. Built in place (`_pack_into`): one column's int64 copy at a time beside the
+    words. Also returns the bits the last word uses."""
     words: list[np.ndarray] = []
     n = len(columns[0]) if columns else 0
     word = np.zeros(n, np.uint64)
     used = 0
     for c in columns:
-        lo = int(c.min()) if n else 0
-        bits = ((int(c.max()) - lo) if n else 0).bit_length()
-        if not bits:  # one value: nothing to tell rows apart by (and no int64 copy made)
-            continue
+        lo, hi = (int(c.min()), int(c.max())) if n else (0, 0)
+        bits = (hi - lo).bit_length()
         if used + bits > 64:
             words.append(word)
             word = np.zeros(n, np.uint64)
             used = 0
-        c = np.array(c, np.int64)
-        np.subtract(c, lo, out=c)
-        np.left_shift(word, np.uint64(bits), out=word)
-        np.bitwise_or(word, c.view(np.uint64), out=word)  # c >= 0: its bits are its value
+        _pack_into(word, c, lo, hi, bits, None)  # (a column of one value takes no bits, and no copy)
         used += bits
-        del c
     words.append(word)
     return words, used
 

@@ -192,7 +192,7 @@ class _PacketKeys:
         if name in ("src", "dst"):  # (a categorical's codes: a view, taken at the rows)
             codes = column.cat.codes.to_numpy() if isinstance(column.dtype, pd.CategoricalDtype) else column_codes(column)[0]
             return codes[rows].astype(self.narrow)
-        return column.array[rows].to_numpy(np.int64 if name in _WIDE_KEYS else self.narrow, na_value=-1)
+        return int_column_at(column, rows, dtype=np.int64 if name in _WIDE_KEYS else self.narrow)
 
     def take(self, rows: np.ndarray) -> Columns:
         """Every key column at `rows`."""
