@@ -226,8 +226,9 @@ def main(argv: list[str] | None = None) -> int:
 
 def run() -> NoReturn:
     """The command line (started by analyzer.__main__, which sets the process up first): main(), its output
-    flushed, then the process ends at once. The interpreter's own teardown (freeing every module's objects one by one) takes a fifth of
-    a second once pandas and scipy are loaded, and no output waits on it: every file is closed by then."""
+    flushed, then the process ends at once. The interpreter's own teardown (freeing every module's objects
+    one by one) takes a fifth of a second once pandas and scipy are loaded, and no output waits on it:
+    every file is closed by then."""
     code = main()
     for stream in (sys.stdout, sys.stderr):
         try:

@@ -190,7 +190,8 @@ class _PacketKeys:
         """Column `name` at `rows`."""
         column = self.packets[name]
         if name in ("src", "dst"):  # (a categorical's codes: a view, taken at the rows)
-            codes = column.cat.codes.to_numpy() if isinstance(column.dtype, pd.CategoricalDtype) else column_codes(column)[0]
+            categorical = isinstance(column.dtype, pd.CategoricalDtype)
+            codes = column.cat.codes.to_numpy() if categorical else column_codes(column)[0]
             return codes[rows].astype(self.narrow)
         return int_column_at(column, rows, dtype=np.int64 if name in _WIDE_KEYS else self.narrow)
 

@@ -363,8 +363,9 @@ def signal_families(packets: pd.DataFrame, matches: pd.DataFrame, *, signals: tu
     syn = syn[syn["reply_frame"].notna()]
     frame_pos = packet_rows(packets["frame"].to_numpy(), syn["reply_frame"].to_numpy(np.int64))
     # Only the fields the signals read: a copy of all 42 columns for every reply costs ~100 MB a million.
+    # (made whole: no column added later)
     reply_rows = pd.DataFrame({name: packets[name].array.take(frame_pos) for name in REPLY_FIELDS}
-                              | {"_port": syn["dport"].to_numpy(np.int32)}, copy=False)  # (made whole: no column added later)
+                              | {"_port": syn["dport"].to_numpy(np.int32)}, copy=False)
     del frame_pos
     # Each target's replies: positions grouped by target (one sort), not a comparison of every row per target.
     codes, names = column_codes(syn["dst"])  # (the probes' addresses: a categorical's codes, no hashing)
