@@ -28,9 +28,11 @@ from typing import TYPE_CHECKING
 _API = {
     "CaptureError": ("errors", "CaptureError"), "CaptureWarning": ("errors", "CaptureWarning"),
     "TTest": ("stats", "TTest"), "families": ("families", "families"), "hosts": ("hosts", "hosts"),
-    "match": ("match", "match"), "match_columns": ("match", "match_columns"), "pairwise": ("families", "pairwise"),
+    "match": ("match", "match"), "match_columns": ("match", "match_columns"),
+    "pairwise": ("families", "pairwise"),
     "pooled_t": ("stats", "pooled_t"), "port_stats": ("stats", "port_stats"), "read": ("packets", "read"),
-    "rtt": ("stats", "port_stats"), "scans": ("scans", "scans"), "signal_families": ("signals", "signal_families"),
+    "rtt": ("stats", "port_stats"), "scans": ("scans", "scans"),
+    "signal_families": ("signals", "signal_families"),
     "yuen_welch": ("stats", "yuen_welch"),
 }
 __all__ = [
@@ -65,7 +67,7 @@ class _Package(types.ModuleType):
 
     def __setattr__(self, name: str, value: object) -> None:
         if name in _API and isinstance(value, types.ModuleType):
-            return  # the submodule stays reachable by its full name (sys.modules, `from analyzer.match import …`)
+            return  # (the submodule stays reachable by its full name: `from analyzer.match import …`)
         super().__setattr__(name, value)
 
     def __dir__(self) -> list[str]:

@@ -127,7 +127,7 @@ def hosts(packets: pd.DataFrame, probes: pd.DataFrame | None = None, states: pd.
     host, n_hosts = number[src[rows]], len(seen)
 
     def column(name: str, at: np.ndarray | None = None, dtype: type = np.int32) -> np.ndarray:
-        """Column `name` at rows[at] (at None: at every row), -1 where missing; 8- and 16-bit fields in int32."""
+        """Column `name` at rows[at] (at None: every row), -1 where missing; 8- and 16-bit fields in int32."""
         return int_column_at(packets[name], rows if at is None else rows[at], dtype=dtype)
 
     flags = np.maximum(column("tcp_flags"), 0)

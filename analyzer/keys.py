@@ -26,7 +26,8 @@ def int_column(column: pd.Series, missing: int = -1, dtype: type = np.int64) -> 
     return column.to_numpy(dtype=dtype, na_value=missing)
 
 
-def int_column_at(column: pd.Series, rows: np.ndarray, missing: int = -1, dtype: type = np.int64) -> np.ndarray:
+def int_column_at(column: pd.Series, rows: np.ndarray, missing: int = -1,
+                  dtype: type = np.int64) -> np.ndarray:
     """`int_column(column)[rows]`, converting only those rows (every row: the whole column, no take)."""
     if len(rows) == len(column) and _is_range(rows, 0):  # every row, in order
         return int_column(column, missing, dtype)
@@ -169,7 +170,7 @@ def ranges(starts: np.ndarray, counts: np.ndarray) -> np.ndarray:
     total = int(counts.sum())
     fits = total < 2**31 and (not len(starts) or int(starts.max()) + int(counts.max()) < 2**31)
     dtype = np.int32 if fits else np.int64
-    if total == len(counts) and (not total or int(counts.max()) == 1):  # one each (a probe sent once): the starts
+    if total == len(counts) and (not total or int(counts.max()) == 1):  # one each (sent once): the starts
         return starts.astype(dtype)
     offsets = np.cumsum(counts) - counts
     return np.arange(total, dtype=dtype) - np.repeat((offsets - starts).astype(dtype), counts)

@@ -392,7 +392,7 @@ def _addresses(column: pd.Series, rows: np.ndarray) -> pd.Categorical:
     categories = column.cat.categories
     used = np.bincount(codes.astype(np.intp) + 1, minlength=len(categories) + 1)[1:] > 0  # (code -1: absent)
     if not used.all():
-        new_code = np.append(np.cumsum(used) - 1, -1).astype(codes.dtype)  # old code → new; the last: absent
+        new_code = np.append(np.cumsum(used) - 1, -1).astype(codes.dtype)  # old code → new; last: absent
         codes = new_code[codes]
         categories = categories[used]
     return pd.Categorical.from_codes(codes, categories)
@@ -447,8 +447,9 @@ def _spans(parts: list[tuple]) -> list[tuple[int, int]]:
 
 
 def _value_range(parts: list[tuple], j: int) -> tuple[int, int]:
-    """The least and greatest value of column j over non-empty key parts (each column an array or one value)."""
-    values = [(int(v), int(v)) if np.ndim(v) == 0 else (int(v.min()), int(v.max())) for v in (p[j] for p in parts)]
+    """The least and greatest value of column j over non-empty key parts (each an array or one value)."""
+    values = [(int(v), int(v)) if np.ndim(v) == 0 else (int(v.min()), int(v.max()))
+              for v in (p[j] for p in parts)]
     return min(lo for lo, _ in values), max(hi for _, hi in values)
 
 

@@ -164,8 +164,9 @@ _WIDE_KEYS = ("frame", "seq", "ack", "payload_len")  # 32-bit fields (with -1 fo
 # The packets-table and probes-table columns `scans` reads (with the tool signatures it looks up): `synlens
 # scans` reads and matches only these (and those hosts.PACKET_FIELDS / PROBE_FIELDS name).
 PACKET_FIELDS = tuple(dict.fromkeys(
-    ("frame", "ts_ns", "ip_version", "src", "dst", "arp_op", "ip_proto", "ttl", "ip_id", "sport", "dport", "tcp_flags",
-     "seq", "ack", "window", "tcp_options", "mss", "payload_len", "icmp_type", "icmp_code", "q_dst", "q_proto")
+    ("frame", "ts_ns", "ip_version", "src", "dst", "arp_op", "ip_proto", "ttl", "ip_id", "sport", "dport",
+     "tcp_flags", "seq", "ack", "window", "tcp_options", "mss", "payload_len", "icmp_type", "icmp_code",
+     "q_dst", "q_proto")
     + SIGNATURE_COLUMNS))
 PROBE_FIELDS = ("probe_frame", "ts_ns", "src", "dst", "protocol", "ip_version", "sport", "dport", "seq", "flags",
                 "icmp_type", "reply_frame", "reply_kind", "reply_icmp_type", "reply_icmp_code", "reply_ttl",
@@ -331,7 +332,8 @@ def _phases(packets: pd.DataFrame, pk: Columns, cfg: ScanConfig) -> np.ndarray:
     rows, technique = pk["row"], pk["technique"]
     custom_flags = np.where(technique == _CODE["CUSTOM"], pk["flags"], -1)
     options = pd.factorize(packets["tcp_options"].array[rows])[0].astype(np.int64)
-    key = group_ids(pk["src"], technique, custom_flags, int_column_at(packets["window"], rows, dtype=np.int32), options)
+    window = int_column_at(packets["window"], rows, dtype=np.int32)
+    key = group_ids(pk["src"], technique, custom_flags, window, options)
     by_time = np.argsort(pk["ts_ns"], kind="stable")
     order = by_time[np.argsort(narrow(key[by_time]), kind="stable")]  # by key, then time, then capture order
     k, t = key[order], pk["ts_ns"][order]

@@ -18,12 +18,14 @@ def test_importing_the_package_loads_no_library():
 
 def test_api_names_are_the_functions_whichever_module_loads_first():
     code = """
-import types, analyzer.match, analyzer.scans          # the submodules first: the import binds them to the package
+import types, analyzer.match, analyzer.scans  # the submodules first: the import binds them to the package
 import analyzer
 from analyzer import families, hosts, match, scans, rtt, read
 from analyzer.match import match as match_function
-print(sorted(analyzer.__all__) == sorted(analyzer._API), match is match_function, analyzer.match is match_function,
-      all(callable(f) and not isinstance(f, types.ModuleType) for f in (families, hosts, match, scans, rtt, read)),
+functions = (families, hosts, match, scans, rtt, read)
+print(sorted(analyzer.__all__) == sorted(analyzer._API), match is match_function,
+      analyzer.match is match_function,
+      all(callable(f) and not isinstance(f, types.ModuleType) for f in functions),
       sorted(set(analyzer.__all__) - set(dir(analyzer))))
 """
     assert _run(code) == "True True True True []"
@@ -62,8 +64,8 @@ import ctypes, sys
 import numpy as np
 from analyzer.__main__ import _reuse_freed_memory
 class Info(ctypes.Structure):
-    _fields_ = [(name, ctypes.c_size_t) for name in ("arena", "ordblks", "smblks", "hblks", "hblkhd", "usmblks",
-                                                     "fsmblks", "uordblks", "fordblks", "keepcost")]
+    _fields_ = [(name, ctypes.c_size_t) for name in (
+        "arena", "ordblks", "smblks", "hblks", "hblkhd", "usmblks", "fsmblks", "uordblks", "fordblks", "keepcost")]
 libc = ctypes.CDLL(None)
 libc.mallinfo2.restype = Info
 if sys.argv[1] == "set":
