@@ -77,3 +77,22 @@ print(libc.mallinfo2().fordblks >= 10 << 20)
     out = {how: subprocess.run([sys.executable, "-c", code, how], capture_output=True, text=True,
                                check=True).stdout.strip() for how in ("set", "default")}
     assert out == {"set": "True", "default": "False"}
+
+
+def test_the_command_leaves_numpys_unused_submodules_unloaded_until_used():
+    """scipy.special reads every numpy attribute (its array-API layer), which would import numpy.f2py and
+    numpy.testing; in the command they are lazy modules: not run by that read, whole on first use."""
+    code = """
+import sys, types
+def run():
+    import numpy, scipy.special
+    loaded = sorted(m for m in ("numpy.f2py.crackfortran", "unittest") if m in sys.modules)
+    numpy.testing.assert_equal(1, 1)
+    print(loaded, "unittest" in sys.modules, callable(numpy.f2py.crackfortran.crackfortran))
+fake = types.ModuleType("analyzer.cli")
+fake.run = run
+sys.modules["analyzer.cli"] = fake
+from analyzer.__main__ import main
+main()
+"""
+    assert _run(code) == "[] True True"
