@@ -23,6 +23,7 @@ Every rule is in one place and visible (STYLE: "classify in one place"):
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 import numpy as np
@@ -155,8 +156,13 @@ def state_of(technique: str, reply_kind: str | None, icmp_type: int, icmp_code: 
 Columns = dict[str, np.ndarray]  # aligned integer columns: a table without pandas' per-frame costs
 
 
-def _take(table: Columns, rows: np.ndarray) -> Columns:
-    return {name: values[rows] for name, values in table.items()}
+def _take(table: Columns, rows: np.ndarray, names: Iterable[str] | None = None) -> Columns:
+    """The rows `rows` (a mask, or positions) of the table, or of its columns `names`. A mask of every row
+    takes the columns themselves, not copies (no reader writes into a table's columns)."""
+    names = table.keys() if names is None else names
+    if rows.dtype == bool and rows.all():
+        return {name: table[name] for name in names}
+    return {name: table[name][rows] for name in names}
 
 
 PACKET_KEYS = ("frame", "sport", "dport", "seq", "ack", "tcp_flags", "payload_len", "ip_proto")
@@ -221,6 +227,9 @@ def _scan_like(keys: _PacketKeys, pk: Columns) -> np.ndarray:
     tuple4 = ("src", "dst", "sport", "dport")
     # UDP and ICMP carry payload by nature: they are judged by breadth alone, later.
     return ~(rows_in([pk[c] for c in tuple4], [data[c] for c in tuple4]) & pk["tcp"])
+
+
+_PING_KEYS = ("tcp", "src", "dst", "dport")  # what `_tcp_pings` reads
 
 
 def _tcp_pings(pk: Columns, icmp_probes: Columns) -> np.ndarray:
@@ -356,7 +365,8 @@ def scans(packets: pd.DataFrame, probes: pd.DataFrame | None = None, *, config: 
     pk = _probe_keys(packets, _PacketKeys(packets), probes)
     icmp = pk["icmp"]
     keep = pk["scan_like"] & (pk["src"] >= 0) & ~icmp
-    keep[keep] = ~_tcp_pings(_take(pk, keep), _take(pk, icmp))
+    if icmp.any():  # (host discovery's TCP pings go with its ICMP queries)
+        keep[keep] = ~_tcp_pings(_take(pk, keep, _PING_KEYS), _take(pk, icmp, _PING_KEYS))
     rows, found_states = [], []
     next_phase = _discovery(packets, probes[icmp], config, rows, found_states, first_phase=0)
     next_phase = _ipproto(packets, config, rows, found_states, first_phase=next_phase)
@@ -448,13 +458,14 @@ def _port_states(pk: Columns, targets: np.ndarray, names: dict[str, np.ndarray])
     (phase, target) id `target`, and its phase's technique code; targets: the target ids to report, in order."""
     port, technique, kind_code = pk["port"], pk["technique"], pk["kind"]
     n, n_ports = len(port), int(port.max()) + 1
-    kind = np.append(names["kind"], "")[kind_code]  # "" for no reply (code -1: the last)
+    kind_names = np.append(names["kind"], "")  # "" for no reply (code -1: the last)
     icmp_type, icmp_code, window, version = (pk[c] for c in ("reply_icmp_type", "reply_icmp_code", "reply_window",
                                                               "ip_version"))
     # nmap's rules, read once per combination of what they look at rather than once per probe
     reading = group_ids(technique, kind_code, icmp_type, icmp_code, window > 0, version)
     one = group_of(reading, np.arange(n))  # a probe of each combination
-    state_names, state_code = np.unique(np.append(states(TECHNIQUE_NAMES[technique[one]], kind[one], icmp_type[one],
+    state_names, state_code = np.unique(np.append(states(TECHNIQUE_NAMES[technique[one]], kind_names[kind_code[one]],
+                                                         icmp_type[one],
                                                          icmp_code[one], window[one], version[one]), "open"),
                                         return_inverse=True)  # codes of the combinations' states, then of "open"
     answered = kind_code >= 0
@@ -486,7 +497,8 @@ def _port_states(pk: Columns, targets: np.ndarray, names: dict[str, np.ndarray])
     shown = shown[np.lexsort((dport[shown], report_order[port_target[shown]]))]
     row, reply, contradict = decides[shown], replied[shown], contradict[shown]
     reason = np.where(lost[row], "syn-ack not captured (scanner's reset)",
-                      np.where(answered[row], _reasons(kind[row], icmp_type[row], icmp_code[row], version[row] == 4),
+                      np.where(answered[row], _reasons(kind_names[kind_code[row]], icmp_type[row], icmp_code[row],
+                                                       version[row] == 4),
                                "no-response"))
     return pd.DataFrame({
         "scanner": names["src"][pk["src"][row]].tolist(), "target": names["dst"][pk["dst"][row]].tolist(),
@@ -612,10 +624,10 @@ def _ipproto_candidates(packets: pd.DataFrame) -> np.ndarray:
     """The IP packets an IP protocol scan could be read from: those between a (source, destination) pair
     with two or more protocols other than ICMP, TCP, UDP, ICMPv6 (the scan's own condition, and rare), and
     those sent to the source of such a pair (its replies)."""
-    proto = int_column(packets["ip_proto"])
+    proto = int_column(packets["ip_proto"], dtype=np.int16)
     ip = (packets["ip_version"].to_numpy() > 0) & (proto >= 0)
     src, dst = column_codes(packets["src"])[0], column_codes(packets["dst"])[0]
-    odd = np.flatnonzero(ip & ~np.isin(proto, (1, 6, 17, 58)))
+    odd = np.flatnonzero(ip & (proto != 1) & (proto != 6) & (proto != 17) & (proto != 58))  # (4 values: no isin)
     if not len(odd):
         return np.zeros(len(packets), bool)
     pair = group_ids(src[odd], dst[odd])
