@@ -6,12 +6,15 @@ CPU time (user + system: steadier than wall time on a busy machine) and its peak
 GNU time (`/usr/bin/time -v`) when installed, else from `getrusage(RUSAGE_CHILDREN)` in a wrapper process.
 MB are 10^6 bytes, the file's size in the same unit, so "peak RSS / file" reads straight off the table.
 
-    python benchmarks/bench.py [CAPTURE] [--quick N] [--only NAME ...] [--save-rtt PATH] [--repeat N]
+    python benchmarks/bench.py [CAPTURE] [--quick N] [--only NAME ...] [--save-rtt PATH] [--repeat N] [--rounds R]
 
 CAPTURE defaults to benchmarks/data/big.pcap (make it with benchmarks/make_big_capture.py).
 --quick N benchmarks the first N packets only (copied to a temporary file): a fast sanity run.
 --repeat N runs each synlens command N times and keeps the run of median wall time (this machine's wall
 times vary by a third from run to run; tshark and dpkt run once: their runs take tens of seconds).
+--rounds R runs the whole list R times, interleaved (each tool once a round, in turn): a tool's figure is then
+the run of median wall time over all its runs, and each round's speed-ups against tshark are shown, taken within
+the round, so that a drift of the machine's speed between tools shows rather than skews one ratio.
 """
 
 from __future__ import annotations
@@ -151,6 +154,11 @@ def measure(name: str, argv: list[str], stdout_path: Path | None) -> Result:
     return Result(name, seconds, cpu, int(m.group(1)) * 1024)
 
 
+def median_run(runs: list[Result]) -> Result:
+    """The run of median wall time (the upper one of an even count)."""
+    return sorted(runs, key=lambda x: x.seconds)[len(runs) // 2]
+
+
 def versions() -> str:
     import dpkt
     import numpy
@@ -199,6 +207,8 @@ def main(argv: list[str] | None = None) -> int:
     )
     ap.add_argument("--repeat", type=int, default=1, metavar="N",
                     help="runs of each synlens command; the median (by wall time) is kept")
+    ap.add_argument("--rounds", type=int, default=1, metavar="R",
+                    help="the whole list of tools R times in turn; medians over all runs, speed-ups per round")
     args = ap.parse_args(argv)
     if not args.capture.exists():
         sys.exit(f"bench: {args.capture} not found; make it with: python benchmarks/make_big_capture.py")
@@ -221,24 +231,37 @@ def main(argv: list[str] | None = None) -> int:
         print(versions())
         print(
             f"peak RSS from {'GNU time -v' if os.path.exists(GNU_TIME) else 'getrusage(RUSAGE_CHILDREN)'}; "
-            "each tool run once, in turn\n",
+            "each tool run once, in turn" + (f", {args.rounds} rounds" if args.rounds > 1 else "") + "\n",
             flush=True,
         )
-        results = []
-        for name, (cmd, out) in commands(capture, args.save_rtt).items():
-            if args.only and not any(o in name for o in args.only):
-                continue
-            runs = [measure(name, cmd, out) for _ in range(args.repeat if name.startswith("synlens") else 1)]
-            r = sorted(runs, key=lambda x: x.seconds)[len(runs) // 2]
-            if len(runs) > 1:
-                print(f"  {name}: runs {', '.join(f'{x.seconds:.2f}' for x in runs)} s", flush=True)
-            print(
-                f"  {name}: {r.seconds:.2f} s ({r.cpu_seconds:.2f} s CPU), {r.rss_bytes / 1e6:.0f} MB",
-                flush=True,
-            )
-            results.append(r)
+        tools = {name: spec for name, spec in commands(capture, args.save_rtt).items()
+                 if not args.only or any(o in name for o in args.only)}
+        runs: dict[str, list[Result]] = {name: [] for name in tools}
+        per_round = []
+        for k in range(args.rounds):
+            if args.rounds > 1:
+                print(f"round {k + 1} of {args.rounds}", flush=True)
+            medians = {}
+            for name, (cmd, out) in tools.items():
+                mine = [measure(name, cmd, out) for _ in range(args.repeat if name.startswith("synlens") else 1)]
+                runs[name] += mine
+                r = medians[name] = median_run(mine)
+                if len(mine) > 1:
+                    print(f"  {name}: runs {', '.join(f'{x.seconds:.2f}' for x in mine)} s", flush=True)
+                print(
+                    f"  {name}: {r.seconds:.2f} s ({r.cpu_seconds:.2f} s CPU), {r.rss_bytes / 1e6:.0f} MB",
+                    flush=True,
+                )
+            per_round.append(medians)
+        results = [median_run(v) for v in runs.values()]
     print()
     print(table(results, packets, size))
+    if args.rounds > 1 and "tshark -T fields" in tools:
+        print("\nspeed-up against tshark within each round (its median run over the tool's):")
+        for name in tools:
+            if name.startswith("synlens"):
+                ratios = [m["tshark -T fields"].seconds / m[name].seconds for m in per_round]
+                print(f"  {name}: {' / '.join(f'{x:.1f}×' for x in ratios)}")
     print(
         f"\nfile: {size / 1e6:.1f} MB, {packets:,} packets; "
         f"benchmark took {time.perf_counter() - t_start:.1f} s"
