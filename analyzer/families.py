@@ -162,9 +162,12 @@ def _best_cut(location: np.ndarray, size: np.ndarray, node: np.ndarray, min_log_
 
 
 def _number_by_speed(labels: np.ndarray, location: np.ndarray) -> np.ndarray:
-    order = sorted(set(labels.tolist()), key=lambda lab: np.median(location[labels == lab]))
-    rank = {lab: i for i, lab in enumerate(order)}
-    return np.array([rank[lab] for lab in labels.tolist()], int)
+    """Labels 0..n-1 (each used) renumbered by their members' median location, fastest first (ties: by label)."""
+    n = int(labels.max()) + 1 if len(labels) else 0
+    order = sorted(range(n), key=lambda lab: np.median(location[labels == lab]))
+    rank = np.empty(n, int)
+    rank[order] = np.arange(n)
+    return rank[labels]
 
 
 # qscan.nse's table, as shipped (rows: dof 1..20, 25, 30 … 100; columns: its confidence levels).

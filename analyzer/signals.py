@@ -315,8 +315,7 @@ def _place(ports: np.ndarray, codes: np.ndarray, sig: Callable[[int], PortSignal
                     j += int(np.argmin(same))
                     break
             fam_of[i:j] = memo_fam[codes[i:j]]
-            for k in range(i, j):
-                reasons_of[k] = memo_reasons[clist[k]]
+            reasons_of[i:j] = map(memo_reasons.__getitem__, clist[i:j])
             i = j
             continue
         p = plist[i]
