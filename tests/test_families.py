@@ -1,5 +1,7 @@
 """Families: properties of the grouping methods and the simulation the issue sets as the bar."""
 
+from pathlib import Path
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -122,3 +124,15 @@ def test_families_frame_kinds(tmp_path):
     assert fams.loc[135, "family_kind"] == "no answer" and fams.loc[135, "family"] == 2
     assert fams.loc[135, "loss"] == 1.0 and fams.loc[135, "sent"] == 10
     assert fams.loc[25, "family_kind"] == "too few samples" and fams.loc[25, "family"] == -1
+
+
+def test_a_reply_timed_microseconds_after_its_probe_does_not_split_a_machine():
+    """A real qscan capture from the NAT lab (tests/data/lab/README.md): the first replies of ports 23 and 80
+    came 7 and 10 µs after their probes, among replies of 70-100 µs. The gateway's ports stay one family,
+    the forwarded ports another."""
+    import analyzer
+
+    capture = Path(__file__).parent / "data" / "lab" / "qscan_low_outliers.pcap"
+    fams = analyzer.families(analyzer.match(analyzer.read(capture)))
+    family = dict(zip(fams["port"], fams["family"]))
+    assert {family[p] for p in (22, 23, 80)} == {0} and {family[p] for p in (443, 3306, 8080)} == {1}, family
