@@ -119,8 +119,9 @@ def _subset(s: Summary, idx: np.ndarray) -> Summary:
     return Summary(s.n[idx], s.h[idx], s.mean[idx], s.d[idx])
 
 
-def _floor_location(log_rtt: np.ndarray) -> float:
-    """Where a port's path floor lies: the mean of the lower half of its log RTTs, far-out low values raised.
+def _floor_locations(blocks: list[tuple[int, np.ndarray, np.ndarray]], k: int) -> np.ndarray:
+    """Where each port's path floor lies, from `sorted_blocks` of log RTTs: the mean of the lower half of its
+    log RTTs, far-out low values raised.
 
     RTT = path delay + non-negative queueing and scheduling delay, so the path shows in the lower part
     of the distribution; the upper half is mostly queueing noise (and spikes). Nothing is faster than the
@@ -131,12 +132,6 @@ def _floor_location(log_rtt: np.ndarray) -> float:
     is 3; at 5 it moves 1 port in 2,000 of the simulation below, and its power stays 97.8 %) are raised to
     the lowest value above that before the mean. Used to place cuts and check their margins; not to test.
     """
-    return float(_floor_locations([(len(log_rtt), np.zeros(1, np.int64), np.sort(log_rtt)[None, :])], 1)[0])
-
-
-def _floor_locations(blocks: list[tuple[int, np.ndarray, np.ndarray]], k: int) -> np.ndarray:
-    """`_floor_location` of every sample (of log RTTs), from `sorted_blocks` (numpy's mean along rows is
-    each row's own)."""
     out = np.full(k, np.nan)
     for size, rows, x in blocks:
         if size:
