@@ -6,7 +6,8 @@ Two methods (README "Methods" says why in full):
     Divisive, per target. A set of ports is one family unless Welch's heteroscedastic ANOVA on the
     10 %-trimmed means of log RTT (Lix & Keselman's robust form) rejects "all alike"; then the set is cut
     in two where the between-group sum of squares of the ports' floor locations (mean of the lower half
-    of their log RTTs, far-out low values raised) is largest, and each part is examined the same way. Why each piece:
+    of their log RTTs, far-out low values raised) is largest, and each part is examined the same way.
+    Why each piece:
     log, because RTT is a path floor plus right-skewed queueing delay and a forwarded path shifts it
     multiplicatively; trimming, so one spike among ten replies cannot move a port; Welch, because
     forwarded ports also vary more; one omnibus test per set instead of k(k-1)/2 pairwise tests, because
