@@ -330,12 +330,15 @@ def scans_table(scans: pd.DataFrame, states: pd.DataFrame, meta: dict[str, objec
 
 def hosts_table(hosts: pd.DataFrame) -> str:
     lines = []
-    for _, h in hosts.iterrows():
-        lines.append(f"{h['address']}")
-        if h["mac"]:
-            lines.append(f"  MAC {h['mac']} ({h['vendor']})")
-        if h["os"]:
-            lines.append(f"  OS hint: {h['os']}")
-        elif h["os_evidence"]:
-            lines.append(f"  evidence: {h['os_evidence']}")
+    for h in hosts.itertuples():
+        # (a text column holds NaN where a host has no value: pandas' missing string, truthy as a float)
+        mac, vendor, os_hint, evidence = (v if isinstance(v, str) and v else None
+                                          for v in (h.mac, h.vendor, h.os, h.os_evidence))
+        lines.append(f"{h.address}")
+        if mac:
+            lines.append(f"  MAC {mac} ({vendor or 'unknown'})")
+        if os_hint:
+            lines.append(f"  OS hint: {os_hint}")
+        elif evidence:
+            lines.append(f"  evidence: {evidence}")
     return "\n".join(lines) if lines else "no hosts"

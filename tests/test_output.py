@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import socket
+from pathlib import Path
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+import analyzer
+from analyzer.cli import main
 from analyzer.output import service_name
 
 
@@ -80,3 +83,21 @@ def test_width_is_the_widest_text(values, fmt) -> None:
     assert _width(series, fmt) == max(map(len, _text(series, fmt)))
     ints = pd.Series([None if v is None else int(v) for v in values], dtype="Int64")
     assert _width(ints, "{}") == max(map(len, _text(ints, "{}")))
+
+
+@pytest.mark.parametrize("capture", ["scans_fin.pcap", "nat_nmap_ipv6.pcap", "scans_ordinary_dns.pcap"])
+def test_hosts_table_says_nothing_where_a_host_has_no_value(capture: str, capsys) -> None:
+    """A host with no OS hint (or no evidence, or no MAC) gets no such line: not a line reading "nan" (a text
+    column holds NaN for a missing value, and NaN is true)."""
+    path = Path(__file__).resolve().parent.parent / "sample_pcaps" / capture
+    packets = analyzer.read(path)
+    probes = analyzer.match(packets)
+    found, states = analyzer.scans(packets, probes)
+    table = analyzer.hosts(packets, probes, states, found)
+    assert table[["os", "os_evidence"]].isna().any(axis=None)  # the case this test is about
+    assert main(["hosts", str(path)]) == 0
+    text = capsys.readouterr().out
+    assert "nan" not in text.lower()
+    for h in table.itertuples():
+        assert h.address in text
+        assert (f"OS hint: {h.os}" in text) == isinstance(h.os, str)
