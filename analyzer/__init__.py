@@ -9,7 +9,7 @@ The public API, each step a pure function over DataFrames::
     pairs = pairwise(probes)                    # every pair of ports: t, dof, p, Holm-adjusted p
     ports, fam = signal_families(packets, probes)   # families from RTT, TTL, stack, clock, IP ID + evidence
     found, states = scans(packets, probes)      # scan phases, and each probed port's state
-    host_table = hosts(packets, probes, states) # MAC, vendor, OS hints with evidence
+    host_table = hosts(packets, probes, states, found)  # MAC, vendor, OS hints with evidence
 
 Each name is imported from its module on first use: importing the package loads neither pandas nor numpy,
 so the `synlens` command (analyzer.__main__) sets up its process before they load. Four names are both a

@@ -116,7 +116,7 @@ def _scan_results(args: argparse.Namespace) -> tuple:
                    columns=match_columns(probe_fields) + SCAN_PACKET_FIELDS + HOST_PACKET_FIELDS)
     probes = match(packets, window_s=args.window, columns=probe_fields)
     found, states = scans(packets, probes)
-    return packets, found, states, hosts(packets, probes, states)
+    return packets, found, states, hosts(packets, probes, states, found)
 
 
 def cmd_scans(args: argparse.Namespace) -> int:

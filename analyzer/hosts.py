@@ -4,6 +4,8 @@ Vendors come from an offline OUI table (Debian's `ieee-data`, else Wireshark's `
 fetched. OS hints are evidence, not verdicts: the initial TTL a reply implies (the next of 32, 64, 128,
 255 at or above the TTL seen), the SYN/ACK window and TCP option layout, the IP ID sequence class, and
 RFC 793 non-compliance (a RST to a FIN/NULL/Xmas probe on a port a SYN probe found open, as Windows does).
+Only what a host's own stack sent is its evidence: not a scanning tool's crafted packets (`_tool_made`), nor
+a TTL the protocol fixes (IGMP's 1, neighbour discovery's 255).
 """
 
 from __future__ import annotations
@@ -17,11 +19,15 @@ import numpy as np
 import pandas as pd
 
 from .flags import ACK, RST, SYN
-from .keys import column_codes, int_column_at, modes
+from .keys import column_codes, int_column_at, modes, packet_rows
 
 # The packets-table and probes-table columns `hosts` reads.
-PACKET_FIELDS = ("eth_src", "ip_version", "src", "arp_op", "ttl", "ip_id", "tcp_flags", "window", "tcp_options")
-PROBE_FIELDS = ("src", "ip_version", "flags")
+PACKET_FIELDS = ("eth_src", "ip_version", "src", "arp_op", "ttl", "ip_id", "ip_proto", "icmp_type", "tcp_flags", "window",
+                 "tcp_options")
+# Packets whose TTL the protocol fixes, not the system: IGMP (TTL 1, RFC 2236/3376); ICMPv6 multicast listener
+# messages (hop limit 1, RFC 2710/3810: types 130-132, 143) and neighbour discovery (255, RFC 4861: 133-137).
+FIXED_TTL_ICMP6 = (130, 131, 132, 133, 134, 135, 136, 137, 143)
+PROBE_FIELDS = ("probe_frame", "src", "ip_version", "flags")
 
 OPTION_NAMES = {0: "EOL", 1: "NOP", 2: "MSS", 3: "WS", 4: "SACK", 5: "SACKblk", 8: "TS", 30: "MPTCP", 34: "TFO"}
 # (initial TTL, option layout prefix) → OS family; layouts as the stacks send them in SYN/ACKs
@@ -114,8 +120,12 @@ def ip_id_class(ids: np.ndarray) -> str:
     return str(_ip_id_classes(np.zeros(len(ids), np.int64), np.asarray(ids, np.int64), 1)[1][0])
 
 
-def hosts(packets: pd.DataFrame, probes: pd.DataFrame | None = None, states: pd.DataFrame | None = None) -> pd.DataFrame:
-    """One row per IP address seen as a source: mac, vendor, os (hint), os_evidence, packets."""
+def hosts(packets: pd.DataFrame, probes: pd.DataFrame | None = None, states: pd.DataFrame | None = None,
+          scans: pd.DataFrame | None = None) -> pd.DataFrame:
+    """One row per IP address seen as a source: mac, vendor, os (hint), os_evidence, packets.
+
+    With the probes and the scans table (`analyzer.scans`), a scanning tool's own packets are not taken for
+    its host's: see `_tool_made`. Without them, every packet a host sent is its own."""
     # IP packets by their source, and ARP frames by their sender: a host that only answered ARP is a host.
     src, addresses = column_codes(packets["src"])
     addresses = addresses.astype(str)
@@ -131,11 +141,17 @@ def hosts(packets: pd.DataFrame, probes: pd.DataFrame | None = None, states: pd.
         return int_column_at(packets[name], rows if at is None else rows[at], dtype=dtype)
 
     flags = np.maximum(column("tcp_flags"), 0)
-    synacks = np.flatnonzero((flags & (SYN | ACK)) == (SYN | ACK))
-    replies = np.concatenate([synacks, np.flatnonzero((flags & RST) != 0)])  # SYN/ACKs, then RSTs
+    proto = column("ip_proto")
+    fixed_ttl = proto == 2
+    icmp6 = np.flatnonzero(proto == 58)
+    fixed_ttl[icmp6] = np.isin(column("icmp_type", icmp6), FIXED_TTL_ICMP6)
+    all_ttls = np.where(fixed_ttl, -1, column("ttl"))  # (a TTL the protocol fixes tells nothing: as if absent)
+    own = ~_tool_made(packets, probes, scans, rows, host, addresses[seen], all_ttls)  # what their own stacks sent
+    synacks = np.flatnonzero(((flags & (SYN | ACK)) == (SYN | ACK)) & own)
+    replies = np.concatenate([synacks, np.flatnonzero(((flags & RST) != 0) & own)])  # SYN/ACKs, then RSTs
     n_replies, n_synacks = np.bincount(host[replies], minlength=n_hosts), np.bincount(host[synacks], minlength=n_hosts)
-    ttl_rows = np.concatenate([replies, np.flatnonzero(n_replies[host] == 0)])  # replies, else every packet
-    ttl = _mode(host[ttl_rows], column("ttl", ttl_rows), n_hosts)
+    ttl_rows = np.concatenate([replies, np.flatnonzero((n_replies[host] == 0) & own)])  # replies, else every packet
+    ttl = _mode(host[ttl_rows], all_ttls[ttl_rows], n_hosts)
     mac = _mode(host, column("eth_src", dtype=np.int64), n_hosts)
     window = _mode(host[synacks], column("window", synacks), n_hosts)
     option_code, options = pd.factorize(packets["tcp_options"].array[rows[synacks]].fillna(0), sort=True)
@@ -172,13 +188,70 @@ def hosts(packets: pd.DataFrame, probes: pd.DataFrame | None = None, states: pd.
     return pd.DataFrame(out, columns=["address", "mac", "vendor", "os", "os_evidence", "packets"])
 
 
+def _tool_made(packets: pd.DataFrame, probes: pd.DataFrame | None, scans: pd.DataFrame | None, rows: np.ndarray,
+               host: np.ndarray, names: np.ndarray, ttl: np.ndarray) -> np.ndarray:
+    """Which of the packets at `rows` (sent by `host`, with TTL `ttl`, -1 where none) a scanning tool made
+    rather than its host's own stack: they tell of the tool, not of the host's system.
+
+    - The probes of a scanner whose scan names a tool (`analyzer.tools`: nmap, masscan, zmap, hping3, …), and
+      all it sent the target during an IP protocol scan that names one (GRE, ESP, … are no probes to `match`):
+      the tool wrote their headers (nmap's TTL varies at random within 37-59: taken for the host's, it would put
+      the scanner 5-27 hops away). A connect scan's probes are the kernel's own, as its tool is "unknown".
+    - When nine in ten of those probes carry one TTL (a tool's fixed template: masscan's and zmap's 255), that
+      scanner's other packets with that TTL, if some of its packets carry another: the tool's own replies
+      (masscan resets each SYN/ACK with its template, next to the kernel's RST with TTL 64). Where every
+      packet carries it (hping3 uses the system's 64), none is set apart: the tool copies the system.
+    """
+    if probes is None or scans is None or not len(scans) or not len(rows):
+        return np.zeros(len(rows), bool)
+    signed_phases = scans[scans["tool"].notna() & (scans["tool"] != "unknown")]
+    if not len(signed_phases):
+        return np.zeros(len(rows), bool)
+    by_signed = probes["src"].isin(signed_phases["scanner"].astype(str).unique()).to_numpy(bool)  # (by category)
+    made = np.zeros(len(packets), bool)
+    made[packet_rows(packets["frame"].to_numpy(), probes["probe_frame"].to_numpy(np.int64)[by_signed])] = True
+    made = made if len(rows) == len(made) else made[rows]  # (rows: the IP and ARP rows, often all of them)
+    _ip_protocol_probes(packets, signed_phases[signed_phases["type"] == "IPPROTO"], rows, host, names, made)
+    with_ttl = np.flatnonzero(made & (ttl >= 0))
+    scanners, number = np.unique(host[with_ttl], return_inverse=True)  # (a few hosts: TTLs counted per host)
+    counts = np.bincount(number * 256 + ttl[with_ttl], minlength=len(scanners) * 256).reshape(-1, 256)
+    fixed = counts.max(axis=1) >= 0.9 * counts.sum(axis=1)  # one TTL on nine in ten of its probes
+    template = np.full(int(host.max()) + 1, -1)
+    template[scanners[fixed]] = counts.argmax(axis=1)[fixed]
+    like = ~made & (ttl >= 0) & (ttl == template[host])
+    other = np.bincount(host[~made & ~like & (ttl >= 0)], minlength=len(template)) > 0
+    return made | (like & other[host])
+
+
+def _ip_protocol_probes(packets: pd.DataFrame, phases: pd.DataFrame, rows: np.ndarray, host: np.ndarray,
+                        names: np.ndarray, made: np.ndarray) -> None:
+    """Marks in `made` (over `rows`) what each IP protocol scan's scanner sent its target within the phase."""
+    if not len(phases):
+        return
+    number = {name: i for i, name in enumerate(names.tolist())}
+    scanner = np.array([number.get(a, -1) for a in phases["scanner"].astype(str)])
+    near = np.flatnonzero(np.isin(host, scanner))  # (the scanners' rows: few, where any)
+    dst = packets["dst"].array.take(rows[near]).astype(str)
+    when = packets["ts_ns"].to_numpy()[rows[near]] / 1e9
+    for s, target, first, last in zip(scanner, phases["target"].astype(str), phases["first"], phases["last"]):
+        made[near[(host[near] == s) & (dst == target) & (when >= first) & (when <= last)]] = True
+
+
 def _mode(groups: np.ndarray, values: np.ndarray, n_groups: int) -> np.ndarray:
     """Per group (0..n_groups-1), its most frequent value, the least of those tied (as Series.mode gives
     them first); -1 where the group has none. values: integers, -1 where missing (not counted)."""
     present = values >= 0
-    group, (mode,), _ = modes(groups[present], [values[present]])
+    groups, values = groups[present], values[present].astype(np.int64, copy=False)  # (ufunc.at's fast path: one type)
     out = np.full(n_groups, -1, np.int64)
-    out[group] = mode
+    low, high = np.full(n_groups, np.iinfo(np.int64).max), np.full(n_groups, -1, np.int64)
+    np.minimum.at(low, groups, values)
+    np.maximum.at(high, groups, values)
+    one = low == high  # groups of one value (a host's MAC, mostly): it is the mode, without counting
+    out[one] = low[one]
+    rest = ~one[groups]
+    if rest.any():
+        group, (mode,), _ = modes(groups[rest], [values[rest]])
+        out[group] = mode
     return out
 
 

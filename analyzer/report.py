@@ -98,7 +98,7 @@ def _report(capture: str, engine: str, step: _Progress, output: str) -> str:
     probes = match(packets)
     step("scans", f"{len(probes)} probes")
     found, states = scans(packets, probes)
-    host_table = hosts(packets, probes, states)
+    host_table = hosts(packets, probes, states, found)
     step("families")
     fams = families(probes)
     step("plotting")

@@ -261,8 +261,9 @@ for name, f in [("mean", np.mean), ("median", np.median), ("minimum", np.min)]:
 ''', answer='''
 All three are close to 2 ms here; the minima are usually the cleanest. An RTT is the path's fixed delay plus
 non-negative queueing and scheduling delay, so the path shows in the floor of the distribution and the noise in
-its upper tail. That is why synlens orders ports by their *floor* (the mean of the lower half of their log RTTs)
-before it cuts them into families.
+its upper tail. That is why synlens orders ports by their *floor* (the mean of the lower half of their log RTTs,
+a reply timed absurdly fast first raised to the lowest plausible one: README, "--method robust") before it cuts
+them into families.
 ''')
 
 L1.md('''
@@ -1211,10 +1212,11 @@ L3.md("""
 ## 3. Who: the hosts
 
 `analyzer.hosts` describes every address seen as a source: its MAC, the vendor the MAC's prefix belongs to, and
-OS hints with their evidence. Passing the port states lets it use RFC 793 behaviour as evidence too.
+OS hints with their evidence. Passing the port states lets it use RFC 793 behaviour as evidence too, and passing
+the scans table lets it leave out what a scanning tool crafted (its probes are the tool's, not the host's system's).
 """)
 L3.code("""
-host_table = analyzer.hosts(packets, probes, states)
+host_table = analyzer.hosts(packets, probes, states, found)
 host_table
 """)
 L3.exercise("3.3", """
@@ -1233,7 +1235,8 @@ A set 0x02 bit in the first byte means the address was assigned locally, not by 
 interfaces (veth, VMs, containers) and privacy-randomised MACs. 10.77.40.2: initial TTL 64 and the SYN/ACK's
 window and option layout (MSS, SACK, timestamps, NOP, window scale) are Linux's. 10.77.40.1: its ordinary packets
 (HTTP, DNS, RSTs and ICMP errors from its kernel) carry TTL 64, a Linux-like kernel; its probes carry TTLs
-below 64 that vary from packet to packet — no kernel does that, a scanner building raw packets does.
+below 64 that vary from packet to packet — no kernel does that, a scanner building raw packets does. That is
+why `hosts`, given the scans table, takes the evidence for 10.77.40.1 from its kernel's packets only.
 """)
 
 L3.md("""
@@ -1399,7 +1402,7 @@ pr = analyzer.match(pk)
 f2, s2 = analyzer.scans(pk, pr)
 display(f2.assign(per_port=(f2["probes"] / f2["ports_probed"]).round(1))[
     ["phase", "scanner", "target", "type", "probes", "ports_probed", "per_port", "tool", "tool_evidence"]])
-display(analyzer.hosts(pk, pr, s2)[["address", "mac", "os"]])
+display(analyzer.hosts(pk, pr, s2, f2)[["address", "mac", "os"]])
 print("open:", sorted(set(s2.loc[s2["state"] == "open", "port"])))
 ports_sig, fam_sig = analyzer.signal_families(pk, pr)
 for row in fam_sig.itertuples():

@@ -1,6 +1,7 @@
 """Every bundled sample capture meets its machine-readable truth file (sample_pcaps/*.truth.json)."""
 
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -71,3 +72,28 @@ def test_scans_meet_truth(truth_path):
             reading = st["type"].iloc[0]
             expected_state = port.get("states", {}).get(reading, port["state"]) if "states" in port else port["state"]
             assert st["state"].iloc[0] == expected_state, (port, reading)
+
+
+# Every sample's hosts are Linux machines, each at most one router (a NAT gateway) from the capture.
+LAB_INITIAL_TTL, LAB_MAX_HOPS = 64, 1
+
+
+@pytest.mark.parametrize("capture", sorted(SAMPLES.glob("*.pcap")), ids=lambda p: p.name)
+def test_os_hints_are_the_hosts_own(capture):
+    """No OS hint or evidence from a scanning tool's packets (nmap's random TTLs, masscan's and zmap's 255) or
+    from a TTL the protocol fixes (IPv6 neighbour discovery's 255, multicast listener reports' 1)."""
+    packets = analyzer.read(capture)
+    probes = analyzer.match(packets)
+    found, states = analyzer.scans(packets, probes)
+    table = analyzer.hosts(packets, probes, states, found)
+    wrong, told = [], 0
+    for h in table.itertuples():
+        evidence = h.os_evidence if isinstance(h.os_evidence, str) else ""
+        ttl = re.search(r"TTL \d+ \(initial (\d+), (\d+) hops\)", evidence)
+        told += ttl is not None
+        if ttl and (int(ttl.group(1)) != LAB_INITIAL_TTL or int(ttl.group(2)) > LAB_MAX_HOPS):
+            wrong.append(f"{h.address}: {evidence}")
+        if isinstance(h.os, str) and not h.os.startswith("Linux"):
+            wrong.append(f"{h.address}: {h.os}")
+    assert not wrong, wrong
+    assert told  # the hosts' own packets still tell

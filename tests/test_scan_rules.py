@@ -1,10 +1,13 @@
 """nmap's port-state rules, one row per (technique, reply), as the nmap book documents them."""
 
 import numpy as np
+import pandas as pd
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from analyzer.flags import ACK, FIN, PSH, RST, SYN, URG, flag_text
-from analyzer.hosts import initial_ttl, ip_id_class, option_layout
+from analyzer.hosts import _mode, initial_ttl, ip_id_class, option_layout
 from analyzer.scans import state_of, technique_of
 
 RULES = [
@@ -64,6 +67,20 @@ def test_os_evidence_helpers():
     assert ip_id_class(np.array([0, 0, 0])) == "zero"
     assert ip_id_class(np.array([100, 101, 103, 104])) == "incremental"
     assert ip_id_class(np.array([100, 40000, 7, 23000])) == "random"
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.tuples(st.integers(0, 5), st.sampled_from([-1, 0, 1, 64, 255, 1 << 40])), max_size=60))
+def test_mode_per_host_is_pandas_mode(rows):
+    """hosts' per-host mode (one-valued hosts without counting, others counted) is pandas' Series.mode: the most
+    frequent value, the least of those tied; missing values (-1) not counted; -1 for a host with none."""
+    groups = np.array([g for g, _ in rows], np.int64)
+    values = np.array([v for _, v in rows], np.int64)
+    got = _mode(groups, values, 6)
+    frame = pd.DataFrame({"g": groups, "v": values})
+    frame = frame[frame["v"] >= 0]
+    want = [int(frame.loc[frame["g"] == g, "v"].mode().min()) if (frame["g"] == g).any() else -1 for g in range(6)]
+    assert got.tolist() == want
 
 
 def test_syn_ack_lost_from_the_capture_is_not_filtered(tmp_path):
