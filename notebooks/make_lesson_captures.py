@@ -28,15 +28,16 @@ sys.path.insert(0, str(ROOT / "tests"))
 
 from make_scan_captures import make_all, summary
 
-# One capture per technique lesson 2 reads, the multi-phase capture of lesson 3, and hping3's.
-LESSON_CAPTURES = ["syn", "connect", "fin", "null", "xmas", "ack", "udp", "hping3", "multi",
+# One capture per technique lesson 2 reads, the multi-phase capture of lesson 3, and hping3's, masscan's, zmap's.
+LESSON_CAPTURES = ["syn", "connect", "fin", "null", "xmas", "ack", "udp", "hping3", "masscan", "zmap", "multi",
                    "ordinary_dns", "ordinary_web"]  # the last two: ordinary traffic only, no scan
 PREFIX = "slnb"
 MAX_BYTES = 1 << 20
 
 
 def copy_capture(src: Path, name: str, dest: Path) -> Path:
-    """Copy capture NAME (and its truth and nmap XML) from `src` to `dest` as scans_NAME.*."""
+    """Copy capture NAME (and its truth, and the tool's own output: nmap's XML, masscan's JSON, zmap's CSV)
+    from `src` to `dest` as scans_NAME.*."""
     stem = f"scans_{name}"
     pcap = dest / f"{stem}.pcap"
     shutil.copyfile(src / f"{name}.pcap", pcap)
@@ -46,8 +47,9 @@ def copy_capture(src: Path, name: str, dest: Path) -> Path:
     truth["commands"] = [c.replace(f"{src}/{name}.", f"{stem}.") for c in truth["commands"]]
     truth["made_by"] = "notebooks/make_lesson_captures.py (tests/make_scan_captures.py: make_all)"
     (dest / f"{stem}.truth.json").write_text(json.dumps(truth, indent=2) + "\n", encoding="utf-8")
-    for xml in sorted(src.glob(f"{name}.*nmap.xml")):
-        shutil.copyfile(xml, dest / xml.name.replace(name, stem, 1))
+    for output in sorted(src.glob(f"{name}.*")):
+        if output.name not in (f"{name}.pcap", f"{name}.truth.json"):
+            shutil.copyfile(output, dest / output.name.replace(name, stem, 1))
     if pcap.stat().st_size > MAX_BYTES:
         raise SystemExit(f"{pcap} is {pcap.stat().st_size} bytes, over the {MAX_BYTES} limit")
     return pcap

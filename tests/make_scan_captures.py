@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Real scan captures for scan forensics, made in a namespace lab (tests/scanlab.py), with their truth.
 
-Usage (root; nmap, hping3, tcpdump, tshark)::
+Usage (root; nmap, hping3, masscan, zmap, tcpdump, tshark)::
 
     python3 tests/make_scan_captures.py OUTDIR [--only NAME ...] [--prefix slsc]
 
@@ -21,14 +21,15 @@ Truth file (JSON)
     traffic. Keys:
 
     ``scanner``, ``target``; ``type`` (SYN, CONNECT, FIN, NULL, XMAS, ACK, WINDOW, MAIMON, UDP, CUSTOM,
-    IPPROTO, PING); ``nmap_type`` (nmap's ``<scaninfo type>``, "ping" for -sn, null for hping3);
+    IPPROTO, PING); ``nmap_type`` (nmap's ``<scaninfo type>``, "ping" for -sn, null for other tools);
     ``flags`` (TCP flags of the probes as letters from ``FSRPAUEC``, order irrelevant; null when not TCP);
-    ``tool`` (nmap, hping3); ``started``/``ended`` (epoch seconds around the tool's run: every probe and
+    ``tool`` (nmap, hping3, masscan, zmap); ``started``/``ended`` (epoch seconds around the tool's run: every probe and
     reply of the scan lies inside); ``probe_packets`` (packets the scanner sent the target during the run
     that can be probes: the probe protocol, minus the scanner kernel's RSTs to SYN/ACKs; an upper bound
     for a probe count); ``ports``: every port nmap reported, ``{"port", "protocol" (tcp, udp, ip),
     "state", "reason", "lab_state"}`` where ``state``/``reason`` are nmap's verdict (hping3: the lab's
-    known configuration, reason "lab") and ``lab_state`` what the lab's configuration predicts. ACK
+    known configuration, reason "lab"; masscan and zmap: their own output, a port they do not list being
+    filtered, "no-response") and ``lab_state`` what the lab's configuration predicts. ACK
     and WINDOW ports also carry ``states_by_type`` ``{"ACK": …, "WINDOW": …}``: nmap's verdict under
     either reading, since -sA and -sW probes are identical on the wire.
     For ``PING`` scans ``ports`` is ``[]`` and the scan exists for each host found up.
@@ -80,6 +81,7 @@ from scanlab import RST_LIMIT, ScanLab, lab_available, scan_lab
 log = logging.getLogger("make_scan_captures")
 
 MAX_CAPTURE_BYTES = 1 << 20
+TOOLS = ("nmap", "hping3", "masscan", "zmap", "tcpdump", "tshark")  # every capture's tools
 NMAP_COMMON = ["-n", "-T4", "--max-retries", "1", "--reason"]
 IP_PROTOCOLS = "1,6,17,47,50,51"
 HPING_PORTS = (22, 23, 25, 80, 135, 139, 443)
@@ -193,7 +195,7 @@ elif mode == "mixed":
 @dataclass(frozen=True)
 class Spec:
     name: str
-    kind: str  # "nmap", "hping3", "multi", "ordinary"
+    kind: str  # "nmap", "hping3", "masscan", "zmap", "multi", "ordinary"
     description: str
     run: Callable[[ScanLab, Path], dict]  # runs the tool(s) under capture; returns partial truth
     capture_at: str = "scanner"  # ScanLab.capture's `at`: scanner, target, inside, gateway
@@ -345,6 +347,98 @@ def run_hping3(lab: ScanLab, out: Path) -> dict:
     return {"commands": cmds, "scans": [scan], "hosts": _lab_hosts(lab, [lab.target])}
 
 
+# masscan 1.3.2 (Debian 12) does not end by itself in the lab: after its --wait its receive thread blocks
+# until a packet arrives, counting "waiting -N-secs" for ever (robertdavidgraham/masscan#144), and SIGINT does
+# not reach it then. A frame of the local experimental EtherType (0x88b5, IEEE 802) from the second host wakes
+# it; no IP stack and no analyzer stage reads such a frame.
+_WAKE_SRC = (
+    "import socket, sys; s = socket.socket(socket.AF_PACKET, socket.SOCK_RAW); s.bind((sys.argv[1], 0)); "
+    "s.send(b'\\xff' * 6 + bytes.fromhex(sys.argv[2].replace(':', '')) + b'\\x88\\xb5' + bytes(46))"
+)
+MASSCAN_RATE = 100  # packets/s: the lab's 7 ports in 0.07 s
+TOOL_TIMEOUT_S = 30.0
+
+
+def _tool_ports(lab: ScanLab, target: str, ports: list[int], verdict: dict[int, tuple[str, str]], tool: str
+                ) -> tuple[list[dict], list[str]]:
+    """Truth ports of a SYN scan from a tool's own verdict ({port: (state, reason)}; a port it does not list
+    got no reply: filtered, as nmap reads silence), and where the verdict differs from the lab's config."""
+    ports_out, warnings = [], []
+    for port in sorted(ports):
+        state, reason = verdict.get(port, ("filtered", "no-response"))
+        expected = lab.expected_state("syn", port, target) if target in (lab.target, lab.target2) else "filtered"
+        if state != expected:
+            warnings.append(f"{target} tcp/{port}: {tool} {state} ({reason}), lab config says {expected}")
+        ports_out.append({"port": port, "protocol": "tcp", "state": state, "reason": f"{tool}: {reason}",
+                          "lab_state": expected})  # fmt: skip
+    return ports_out, warnings
+
+
+def run_masscan(lab: ScanLab, out: Path) -> dict:
+    """masscan's SYN scan of the target's TCP ports; its verdict from -oJ (open, and closed with --show closed)."""
+    result = out.with_suffix(".masscan.json")
+    cmd = ["masscan", lab.target, "-p" + ",".join(map(str, lab.tcp_ports)), "--rate", str(MASSCAN_RATE),
+           "--wait", "1", "-e", lab.scanner_iface, "--router-mac", lab.target_mac, "--show", "closed",
+           "-oJ", str(result)]  # fmt: skip
+    started = _now()
+    proc = subprocess.Popen(["ip", "netns", "exec", lab.scanner_ns, *cmd], stdin=subprocess.DEVNULL,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    deadline = time.monotonic() + TOOL_TIMEOUT_S
+    try:
+        time.sleep(2.0)  # its probes, then its one-second wait for replies
+        while proc.poll() is None and time.monotonic() < deadline:
+            lab.run(lab.target2_ns, sys.executable, "-c", _WAKE_SRC, "eth0", lab.target2_mac, timeout=10)
+            time.sleep(0.5)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, 9)
+            proc.wait(5)
+            raise RuntimeError(f"masscan did not end within {TOOL_TIMEOUT_S:.0f} s")
+    ended = _now()
+    text = result.read_text(encoding="utf-8").strip()
+    verdict = {p["port"]: (p["status"], p["reason"])
+               for entry in (json.loads(text) if text else []) if entry["ip"] == lab.target
+               for p in entry["ports"]}  # fmt: skip
+    ports, warnings = _tool_ports(lab, lab.target, list(lab.tcp_ports), verdict, "masscan")
+    scan = {"scanner": lab.scanner_addr, "target": lab.target, "type": "SYN", "nmap_type": None, "flags": "S",
+            "tool": "masscan", "started": started, "ended": ended, "ports": ports}  # fmt: skip
+    wake = "a 0x88b5 frame from the second host every 0.5 s until masscan ends (see _WAKE_SRC)"
+    return {"commands": [" ".join(cmd), wake], "scans": [scan], "hosts": _lab_hosts(lab, [lab.target]),
+            "warnings": warnings}
+
+
+ZMAP_PORT = 22
+
+
+def run_zmap(lab: ScanLab, out: Path) -> dict:
+    """zmap's sweep of one port over the /29 but the scanner and the second host: the target and five
+    addresses no host holds (the network's and broadcast address among them, as zmap sweeps them too;
+    a sweep of fewer than five hosts is no scan to `synlens scans`). zmap sends every frame to one gateway
+    MAC, the target's here: the second host would never see its probe. Its verdict from its CSV (synack:
+    open, rst: closed; an address it does not list got no reply)."""
+    result = out.with_suffix(".zmap.csv")
+    net = ipaddress.ip_network(lab.subnet)
+    targets = [str(a) for a in net if str(a) not in (lab.scanner_addr, lab.target2)]
+    cmd = ["zmap", "-p", str(ZMAP_PORT), "-i", lab.scanner_iface, "-G", lab.target_mac, "-b", "/dev/null",
+           "-B", "1M", "-c", "1", "--output-module", "csv", "-f", "saddr,sport,classification",
+           "--output-filter", "repeat = 0", "-o", str(result), *targets]  # fmt: skip
+    started = _now()
+    lab.run(lab.scanner_ns, *cmd, timeout=TOOL_TIMEOUT_S)
+    ended = _now()
+    lines = result.read_text(encoding="utf-8").splitlines()[1:]  # (a header line first)
+    found = {saddr: kind for saddr, _sport, kind in (line.split(",") for line in lines if line)}
+    states = {"synack": "open", "rst": "closed"}
+    scans, warnings = [], []
+    for target in targets:
+        verdict = {ZMAP_PORT: (states[found[target]], found[target])} if target in found else {}
+        ports, w = _tool_ports(lab, target, [ZMAP_PORT], verdict, "zmap")
+        warnings += w
+        scans.append({"scanner": lab.scanner_addr, "target": target, "type": "SYN", "nmap_type": None,
+                      "flags": "S", "tool": "zmap", "started": started, "ended": ended, "ports": ports})
+    return {"commands": [" ".join(cmd)], "scans": scans, "hosts": _lab_hosts(lab, [lab.target]),
+            "warnings": warnings}
+
+
 @contextlib.contextmanager
 def background_client(lab: ScanLab, *args: str):
     proc = lab.spawn(lab.scanner_ns, sys.executable, "-c", _CLIENT_SRC, *args, ready="ready")
@@ -449,6 +543,10 @@ SPECS: list[Spec] = [
               "nmap's retry (its echo payload, from a new source port) is answered",
               ports=RETRY_UDP_PORTS, setting=first_lost),
     Spec("hping3", "hping3", f"hping3 -S, 2 probes to each of ports {HPING_PORTS}", run_hping3),
+    Spec("masscan", "masscan", "masscan SYN scan of every lab TCP port (its own stack resets each reply too)",
+         run_masscan),
+    Spec("zmap", "zmap", f"zmap sweep of port {ZMAP_PORT} over the target and the /29's 5 unused addresses",
+         run_zmap),
     Spec(
         "multi",
         "multi",
@@ -582,7 +680,7 @@ def make_one(lab: ScanLab, spec: Spec, outdir: Path) -> dict:
     pcap = outdir / f"{spec.name}.pcap"
     with lab.capture(pcap, at=spec.capture_at) as cap:
         got = spec.run(lab, pcap)
-    scans, hosts, warnings = list(got.get("scans", [])), list(got.get("hosts", [])), []
+    scans, hosts, warnings = list(got.get("scans", [])), list(got.get("hosts", [])), list(got.get("warnings", []))
     for phase in got.get("phases", []):
         s, h, w = _scans_from_phase(lab, phase, replies_lost="replies_lost" in got)
         scans += s
@@ -624,7 +722,7 @@ def make_all(
     ok, why = lab_available()
     if not ok:
         raise RuntimeError(f"scan lab unavailable: {why}")
-    missing = [t for t in ("nmap", "hping3", "tcpdump", "tshark") if shutil.which(t) is None]
+    missing = [t for t in TOOLS if shutil.which(t) is None]
     if missing:
         raise RuntimeError(f"scan lab unavailable: missing tools: {', '.join(missing)}")
     outdir = Path(outdir)

@@ -1,7 +1,7 @@
 """`synlens scans` against real scans made in a namespace lab (tests/scanlab.py, tests/make_scan_captures.py).
 
 A session fixture builds the lab once and makes every capture with its truth (nmap's own ``-oX`` verdict,
-or the lab's configuration for hping3) into a temporary directory; each test then runs
+the lab's configuration for hping3, masscan's and zmap's own output) into a temporary directory; each test then runs
 ``python -m analyzer scans CAPTURE --format json`` (once per capture, cached) and compares:
 
 * the set of (scanner, target, type) found is exactly the truth's (ACK and WINDOW may stand for each
@@ -10,7 +10,8 @@ or the lab's configuration for hping3) into a temporary directory; each test the
 * every port nmap reported has the same state in ours (for -sA/-sW, whose probes are identical on the
   wire, the state nmap's rule gives for the type ours reports);
 * probe flags, tool, first/last inside the tool's run, probe count between ports and probe packets;
-* each target's MAC in ``hosts``; the analyzer finishes each capture in under 10 s;
+* each target's MAC in ``hosts``; OS hints never taken from a tool's packets (every lab host is Linux, at
+  most one hop away); the analyzer finishes each capture in under 10 s;
 * "not fooled": a scanner behind NAT is named by the NAT's outside address on the target's side and by its
   own on its side, with nmap's states on both; on the NAT gateway's own bridge (probes translated, replies
   already translated back) replies pair by match's second pass (``attrs["nat_pairs"]``, 0 everywhere else)
@@ -27,6 +28,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 import time
@@ -55,6 +57,9 @@ EQUIVALENT_TYPES = {"ACK": {"ACK", "WINDOW"}, "WINDOW": {"ACK", "WINDOW"}}
 # Raw-packet TCP scans carry nmap's signature (window 1024, one source port per phase): tool must be nmap.
 NMAP_SIGNED = {"SYN", "FIN", "NULL", "XMAS", "ACK", "WINDOW", "MAIMON", "CUSTOM"}
 UNKNOWN_TOOL = {None, "", "unknown"}
+SIGNED_TOOLS = {"hping3", "masscan", "zmap"}  # tools other than nmap whose every probe carries their signature
+# Every lab host is Linux, at most one router (the NAT gateway) from the capture: an initial TTL of 64, 0 or 1 hops.
+LAB_OS, LAB_INITIAL_TTL, LAB_MAX_HOPS = "Linux", 64, 1
 FLAG_NAMES = {"FIN": "F", "SYN": "S", "RST": "R", "PSH": "P", "ACK": "A", "URG": "U", "ECE": "E", "CWR": "C"}
 # Known disagreements, as strict xfails (an XPASS fails: remove the entry when the analyzer is fixed).
 KNOWN_GAPS: dict[tuple[str, str], str] = {}
@@ -84,7 +89,7 @@ def captures(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, 
             pytest.skip(f"SYNLENS_SCAN_CAPTURES={reuse} holds no truth files")
         return d, truths
     require_lab()
-    require_tools("nmap", "hping3", "tcpdump", "tshark")
+    require_tools(*gen.TOOLS)
     remove_orphan_scan_labs(STEM)
     d = tmp_path_factory.mktemp("scan_captures")
     truths = gen.make_all(d, prefix=f"{STEM}{os.getpid()}")
@@ -255,8 +260,8 @@ def test_flags_and_tool(captures, scans_cli, name: str) -> None:
         if want["flags"] is not None and flag_set(ours.get("flags")) != flag_set(want["flags"]):
             wrong.append(f"{key(want)}: flags {ours.get('flags')!r}, want {want['flags']!r}")
         tool = ours.get("tool")
-        if want["tool"] == "hping3":
-            ok = tool == "hping3"
+        if want["tool"] in SIGNED_TOOLS:
+            ok = tool == want["tool"]
         elif want["type"] in NMAP_SIGNED:
             ok = tool == "nmap"
         else:  # kernel-made (connect) or signature-poor probes: nmap or unknown, never another tool
@@ -301,6 +306,22 @@ def test_hosts(captures, scans_cli, name: str) -> None:
         elif (got.get("mac") or "").lower() != h["mac"].lower():
             wrong.append(f"{h['address']}: mac {got.get('mac')!r}, want {h['mac']}")
     assert not wrong, "\n".join(wrong) + f"\nours: {json.dumps(list(ours.values()))}"
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_os_hints(captures, scans_cli, name: str) -> None:
+    """Not fooled by a tool's packets: every lab host is Linux, 0 or 1 hop away, and each OS hint says so or
+    says nothing; nmap's random TTLs (37-59) and masscan's and zmap's TTL 255 are the tools', not the hosts'."""
+    out, _, _ = analyze(captures, name)
+    wrong = []
+    for h in out.get("hosts", []):
+        evidence = h.get("os_evidence") or ""
+        ttl = re.search(r"TTL \d+ \(initial (\d+), (\d+) hops\)", evidence)
+        if ttl and (int(ttl.group(1)) != LAB_INITIAL_TTL or int(ttl.group(2)) > LAB_MAX_HOPS):
+            wrong.append(f"{h['address']}: {evidence}")
+        if h.get("os") and not h["os"].startswith(LAB_OS):
+            wrong.append(f"{h['address']}: OS hint {h['os']}")
+    assert not wrong, "\n".join(wrong)
 
 
 @pytest.mark.parametrize("name", NAMES)

@@ -123,6 +123,7 @@ PREVIOUS_TOOLS = {
     "scans_fin.pcap": {"nmap"}, "scans_hping3.pcap": {"hping3"}, "scans_multi.pcap": {"nmap"},
     "scans_null.pcap": {"nmap"}, "scans_ordinary_dns.pcap": set(), "scans_ordinary_web.pcap": set(),
     "scans_syn.pcap": {"nmap"}, "scans_udp.pcap": {"nmap"}, "scans_xmas.pcap": {"nmap"},
+    "scans_masscan.pcap": {"masscan"}, "scans_zmap.pcap": {"zmap"},  # (added with these captures, not before)
 }  # fmt: skip
 
 
