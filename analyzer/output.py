@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import ipaddress
 import re
 from collections.abc import Callable, Iterator
 
@@ -296,36 +297,110 @@ def scans_csv(states: pd.DataFrame) -> str:
     return states.to_csv(index=False)
 
 
-def scans_table(scans: pd.DataFrame, states: pd.DataFrame, meta: dict[str, object], hide_over: int = 25) -> str:
-    """Per scan phase and target, the table its operator would have seen: PORT STATE SERVICE."""
+# A phase with more targets than this (a sweep) lists those that answered none of its probes in one line.
+SILENT_TARGETS_OVER = 10
+
+
+def states_by_scan(states: pd.DataFrame) -> dict[tuple[int, str], np.ndarray]:
+    """(phase, target) → the positions of its rows in `states`, in order: one pass, not a filter per scan."""
+    if not len(states):
+        return {}
+    codes, keys = pd.factorize(pd.MultiIndex.from_arrays([states["phase"].astype(int), states["target"].astype(str)]))
+    order = np.argsort(codes, kind="stable")
+    bounds = np.flatnonzero(np.diff(codes[order])) + 1
+    return {(int(k[0]), k[1]): rows for k, rows in zip(keys, np.split(order, bounds))}
+
+
+def silent_targets(scans: pd.DataFrame, states: pd.DataFrame, by_scan: dict[tuple[int, str], np.ndarray],
+                   over: int = SILENT_TARGETS_OVER) -> set[tuple[int, str]]:
+    """The (phase, target) of a sweep (a phase of more than `over` targets) that answered none of its probes:
+    every port's reason "no-response". nmap leaves out hosts that do not answer (unless told -Pn), zmap and
+    masscan list only answers: a report shows them as one line, not one table each."""
+    if not len(scans):
+        return set()
+    n_targets = scans.groupby("phase")["target"].transform("size").to_numpy()
+    no_reply = (states["reason"] == "no-response").to_numpy(bool) if len(states) else np.zeros(0, bool)
+    return {(int(ph), str(t)) for ph, t, n in zip(scans["phase"], scans["target"], n_targets)
+            if n > over and (rows := by_scan.get((int(ph), str(t)))) is not None and no_reply[rows].all()}
+
+
+def silent_summary(states: pd.DataFrame, rows: list[np.ndarray], targets: list[str], most: int = 5
+                   ) -> tuple[str, str]:
+    """The silent targets of a phase in two lines: the first few addresses (in address order) and how many;
+    their ports' states, the most common first."""
+    first = sorted(targets, key=address_order)[:most]
+    shown = ", ".join(first) + (f", … ({len(targets):,} targets)" if len(targets) > most else "")
+    st = states.iloc[np.concatenate(rows)]
+    counts = (st["port"].astype(int).astype(str) + "/" + st["protocol"].astype(str) + " " + st["state"].astype(str)
+              ).value_counts()
+    ports = "; ".join(f"{k} ×{n:,}" for k, n in counts.head(most).items()) + ("; …" if len(counts) > most else "")
+    return shown, ports
+
+
+def address_order(text: str) -> tuple[int, int, str]:
+    """A sort key putting address texts in address order (IPv4, then IPv6, then anything else by its text)."""
+    try:
+        a = ipaddress.ip_address(text)
+        return a.version, int(a), ""
+    except ValueError:
+        return 99, 0, text
+
+
+def scans_table(scans: pd.DataFrame, states: pd.DataFrame, meta: dict[str, object], hide_over: int = 25,
+                silent_over: int = SILENT_TARGETS_OVER) -> str:
+    """Per scan phase and target, the table its operator would have seen: PORT STATE SERVICE. A sweep's targets
+    that answered nothing are one block per phase (`silent_targets`)."""
     lines = [f"# {meta['capture']}: {len(scans)} scan(s)"]
     if scans.empty:
         lines.append("no port scan found")
-    for _, s in scans.iterrows():
-        lines.append("")
-        tool = s["tool"] if s["tool"] != "unknown" else "tool unknown"
-        lines.append(f"{s['type']} scan ({s['flags'] or '-'}) {s['scanner']} -> {s['target']}  [{tool}; {s['shape']}; "
-                     f"{s['probes']} probes, {s['rate']:.1f}/s]")
-        lines.append(f"  {utc(s['first'])} .. {utc(s['last'])}")
-        if s["tool_evidence"]:
-            lines.append(f"  tool evidence: {s['tool_evidence']}")
-        mine = states[(states["phase"] == s["phase"]) & (states["target"] == s["target"])]
-        shown = mine
-        note = ""
-        if len(mine) > hide_over:
-            common = mine["state"].mode().iloc[0]
-            hidden = mine[mine["state"] == common]
-            shown = mine[mine["state"] != common]
-            note = f"Not shown: {len(hidden)} {common} ports"
-        rows = [[f"{int(r['port'])}/{r['protocol']}", r["state"], service_name(r["port"], r["protocol"])]
-                for _, r in shown.iterrows()]
-        if note:
-            lines.append(note)
-        header = ["PORT", "STATE", "SERVICE"]
-        widths = [max(len(x) for x in col) for col in zip(header, *rows)] if rows else [len(h) for h in header]
-        for row in [header] + rows:
-            lines.append("  ".join(c.ljust(w) for c, w in zip(row, widths)).rstrip())
+    by_scan = states_by_scan(states)
+    silent = silent_targets(scans, states, by_scan, silent_over)
+    folded: dict[int, list] = {}  # phase → (row, its states' positions) of its silent targets
+    for pos, (_, s) in enumerate(scans.iterrows()):
+        key = (int(s["phase"]), str(s["target"]))
+        if key in silent:
+            folded.setdefault(key[0], []).append((s, by_scan[key]))
+        else:
+            _scan_block(lines, s, states.iloc[by_scan.get(key, np.zeros(0, np.int64))], hide_over)
+        last_of_phase = pos + 1 == len(scans) or int(scans["phase"].iloc[pos + 1]) != key[0]
+        if last_of_phase and key[0] in folded:
+            quiet = folded.pop(key[0])
+            first = min(q["first"] for q, _ in quiet)
+            last = max(q["last"] for q, _ in quiet)
+            shown, ports = silent_summary(states, [r for _, r in quiet], [str(q["target"]) for q, _ in quiet])
+            lines.append("")
+            lines.append(f"{s['type']} scan ({s['flags'] or '-'}) {s['scanner']} -> {len(quiet):,} targets that "
+                         f"answered nothing  [{s['tool'] if s['tool'] != 'unknown' else 'tool unknown'}; "
+                         f"{s['shape']}; {sum(int(q['probes']) for q, _ in quiet):,} probes]")
+            lines.append(f"  {utc(first)} .. {utc(last)}")
+            lines.append(f"  {shown}")
+            lines.append(f"  ports: {ports}")
     return "\n".join(lines)
+
+
+def _scan_block(lines: list[str], s: pd.Series, mine: pd.DataFrame, hide_over: int) -> None:
+    lines.append("")
+    tool = s["tool"] if s["tool"] != "unknown" else "tool unknown"
+    lines.append(f"{s['type']} scan ({s['flags'] or '-'}) {s['scanner']} -> {s['target']}  [{tool}; {s['shape']}; "
+                 f"{s['probes']} probes, {s['rate']:.1f}/s]")
+    lines.append(f"  {utc(s['first'])} .. {utc(s['last'])}")
+    if s["tool_evidence"]:
+        lines.append(f"  tool evidence: {s['tool_evidence']}")
+    shown = mine
+    note = ""
+    if len(mine) > hide_over:
+        common = mine["state"].mode().iloc[0]
+        hidden = mine[mine["state"] == common]
+        shown = mine[mine["state"] != common]
+        note = f"Not shown: {len(hidden)} {common} ports"
+    rows = [[f"{int(r['port'])}/{r['protocol']}", r["state"], service_name(r["port"], r["protocol"])]
+            for _, r in shown.iterrows()]
+    if note:
+        lines.append(note)
+    header = ["PORT", "STATE", "SERVICE"]
+    widths = [max(len(x) for x in col) for col in zip(header, *rows)] if rows else [len(h) for h in header]
+    for row in [header] + rows:
+        lines.append("  ".join(c.ljust(w) for c, w in zip(row, widths)).rstrip())
 
 
 def hosts_table(hosts: pd.DataFrame) -> str:

@@ -24,7 +24,15 @@ from .errors import CaptureWarning
 from .families import families
 from .hosts import hosts
 from .match import match
-from .output import service_name, utc
+from .output import (
+    SILENT_TARGETS_OVER,
+    address_order,
+    service_name,
+    silent_summary,
+    silent_targets,
+    states_by_scan,
+    utc,
+)
 from .packets import read
 from .report_html import (
     MAX_ROWS,
@@ -214,8 +222,15 @@ def _scans_section(packets: pd.DataFrame, probes: pd.DataFrame, found: pd.DataFr
 
 def _ports_section(found: pd.DataFrame, states: pd.DataFrame) -> str:
     content = []
+    by_scan = states_by_scan(states)
+    silent = silent_targets(found, states, by_scan)
+    quiet: dict[int, list[tuple[str, np.ndarray]]] = {}  # phase → its silent targets, listed once at the end
     for s in found.itertuples():
-        mine = states[(states["phase"] == s.phase) & (states["target"] == s.target)]
+        key = (int(s.phase), str(s.target))
+        if key in silent:
+            quiet.setdefault(key[0], []).append((key[1], by_scan[key]))
+            continue
+        mine = states.iloc[by_scan.get(key, np.zeros(0, np.int64))]
         shown, note = mine, ""
         if len(mine) > HIDE_OVER:
             common = mine["state"].mode().iloc[0]
@@ -231,6 +246,10 @@ def _ports_section(found: pd.DataFrame, states: pd.DataFrame) -> str:
         content.append(fold(table(["PORT", "STATE", "SERVICE", "REASON", "probes", "reply TTL"], rows, {4, 5},
                                     "ports", total=len(shown)), len(shown), f"{len(shown):,} ports")
                        if rows else '<p class="empty">no ports</p>')
+    for phase, targets in quiet.items():
+        shown_targets, ports = silent_summary(states, [r for _, r in targets], [t for t, _ in targets])
+        content.append(f"<h3>{e(f'{len(targets):,} targets of phase {phase} that answered nothing')}</h3>")
+        content.append(f'<p class="note">{e(shown_targets)}. Ports: {e(ports)}.</p>')
     return section("ports", "Ports, as each scanner saw them", content, "no port states: no scans found")
 
 
@@ -261,6 +280,14 @@ def _families_section(probes: pd.DataFrame, fams: pd.DataFrame) -> str:
         return section("families", "RTT families", [], "no RTT families: no probes to draw RTTs from")
     content = [f'<p class="note">{e(_test_text(fams.attrs))}</p>']
     samples = rtt_samples(probes, probes=fams.attrs.get("probes", "syn"))
+    # Targets none of whose ports answered have no RTT to group: many of them (a sweep) are one note.
+    answered = (fams["family_kind"] != "no answer").groupby([fams["target"], fams["protocol"]]).transform("any")
+    quiet = fams.loc[~answered.to_numpy(bool), "target"].astype(str).unique()
+    if len(quiet) > SILENT_TARGETS_OVER:
+        fams = fams[answered.to_numpy(bool)]
+        first = ", ".join(sorted(quiet, key=address_order)[:5]) + (", …" if len(quiet) > 5 else "")
+        content.append(f'<p class="note">{len(quiet):,} targets answered no probe, so have no RTT to group: '
+                       f"{e(first)}</p>")
     groups = list(fams.groupby(["target", "protocol"], sort=False))
     groups.sort(key=lambda g: -int(g[1]["sent"].sum()))
     for i, ((target, proto), rows) in enumerate(groups):

@@ -408,20 +408,27 @@ def run_masscan(lab: ScanLab, out: Path) -> dict:
 
 
 ZMAP_PORT = 22
+ZMAP_SWEEP = "10.77.48.0/20"  # outside the lab's networks (10.77.40.0/29, 10.77.41.0/24): nothing answers there
 
 
-def run_zmap(lab: ScanLab, out: Path) -> dict:
+def run_zmap(lab: ScanLab, out: Path, sweep: str | None = None) -> dict:
     """zmap's sweep of one port over the /29 but the scanner and the second host: the target and five
     addresses no host holds (the network's and broadcast address among them, as zmap sweeps them too;
     a sweep of fewer than five hosts is no scan to `synlens scans`). zmap sends every frame to one gateway
     MAC, the target's here: the second host would never see its probe. Its verdict from its CSV (synack:
-    open, rst: closed; an address it does not list got no reply)."""
+    open, rst: closed; an address it does not list got no reply). With `sweep` (a network outside the
+    lab's), the target and every address of that network instead."""
     result = out.with_suffix(".zmap.csv")
-    net = ipaddress.ip_network(lab.subnet)
-    targets = [str(a) for a in net if str(a) not in (lab.scanner_addr, lab.target2)]
+    if sweep is None:
+        net = ipaddress.ip_network(lab.subnet)
+        targets = [str(a) for a in net if str(a) not in (lab.scanner_addr, lab.target2)]
+        listed = targets
+    else:
+        targets = [lab.target, *map(str, ipaddress.ip_network(sweep))]
+        listed = [lab.target, sweep]
     cmd = ["zmap", "-p", str(ZMAP_PORT), "-i", lab.scanner_iface, "-G", lab.target_mac, "-b", "/dev/null",
-           "-B", "1M", "-c", "1", "--output-module", "csv", "-f", "saddr,sport,classification",
-           "--output-filter", "repeat = 0", "-o", str(result), *targets]  # fmt: skip
+           "-B", "1M" if sweep is None else "5M", "-c", "1", "--output-module", "csv", "-f", "saddr,sport,classification",
+           "--output-filter", "repeat = 0", "-o", str(result), *listed]  # fmt: skip
     started = _now()
     lab.run(lab.scanner_ns, *cmd, timeout=TOOL_TIMEOUT_S)
     ended = _now()
@@ -547,6 +554,8 @@ SPECS: list[Spec] = [
          run_masscan),
     Spec("zmap", "zmap", f"zmap sweep of port {ZMAP_PORT} over the target and the /29's 5 unused addresses",
          run_zmap),
+    Spec("zmap_sweep", "zmap", f"zmap sweep of port {ZMAP_PORT} over the target and the {ZMAP_SWEEP} no host holds "
+         "(4,097 targets, one answer)", lambda lab, out: run_zmap(lab, out, ZMAP_SWEEP)),
     Spec(
         "multi",
         "multi",

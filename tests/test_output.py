@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 
 import analyzer
 from analyzer.cli import main
-from analyzer.output import service_name
+from analyzer.output import scans_table, service_name
 
 
 @pytest.mark.parametrize("protocol", ["tcp", "udp"])
@@ -101,3 +101,18 @@ def test_hosts_table_says_nothing_where_a_host_has_no_value(capture: str, capsys
     for h in table.itertuples():
         assert h.address in text
         assert (f"OS hint: {h.os}" in text) == isinstance(h.os, str)
+
+
+def test_sweep_targets_that_answered_nothing_are_one_block() -> None:
+    """zmap's sweep of six addresses (sample scans_zmap), folded from three silent targets up: the answering
+    target keeps its table, the five silent ones are one block, in address order; not folded by default."""
+    path = Path(__file__).resolve().parent.parent / "sample_pcaps" / "scans_zmap.pcap"
+    packets = analyzer.read(path)
+    found, states = analyzer.scans(packets, analyzer.match(packets))
+    folded = scans_table(found, states, {"capture": path.name}, silent_over=3)
+    assert "-> 10.77.40.2  [zmap;" in folded and "22/tcp  open" in folded
+    assert "-> 5 targets that answered nothing  [zmap; horizontal; 5 probes]" in folded
+    assert "  10.77.40.0, 10.77.40.4, 10.77.40.5, 10.77.40.6, 10.77.40.7\n  ports: 22/tcp filtered ×5" in folded
+    assert "-> 10.77.40.4  [" not in folded
+    whole = scans_table(found, states, {"capture": path.name})
+    assert all(f"-> 10.77.40.{i}  [zmap;" in whole for i in (0, 2, 4, 5, 6, 7))

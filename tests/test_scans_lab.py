@@ -324,6 +324,32 @@ def test_os_hints(captures, scans_cli, name: str) -> None:
     assert not wrong, "\n".join(wrong)
 
 
+def test_sweep_reads_as_its_answers(captures, scans_cli, tmp_path) -> None:
+    """zmap's sweep of 4,097 addresses, one of which answers: the text lists the answering target's table and
+    the others in one block (nmap and zmap list only answers too); the HTML report likewise, not 4,097 tables
+    (it was 5 MB, and quadratic in the targets)."""
+    out, truth, _ = analyze(captures, "zmap_sweep")
+    assert len(out["scans"]) == len(truth["scans"]) > 4000  # the JSON keeps one row per target
+    d, _ = captures
+    pcap = d / "zmap_sweep.pcap"
+    text = subprocess.run([sys.executable, "-m", "analyzer", "scans", str(pcap)], check=True, cwd=REPO,
+                          capture_output=True, text=True, timeout=120).stdout  # fmt: skip
+    quiet = len(truth["scans"]) - 1
+    assert f"-> {gen.ZMAP_SWEEP.split('/')[0]}" not in text  # no block of its own for a silent target
+    assert f"-> {quiet:,} targets that answered nothing  [zmap;" in text
+    assert f"ports: {gen.ZMAP_PORT}/tcp filtered ×{quiet:,}" in text
+    target = next(s["target"] for s in truth["scans"] if s["ports"][0]["state"] == "open")
+    block = text.split(f"-> {target}  [zmap;")[1].split("\n\n")[0]
+    assert f"{gen.ZMAP_PORT}/tcp  open" in block
+    assert len(text.splitlines()) < 20
+    html = tmp_path / "sweep.html"
+    subprocess.run([sys.executable, "-m", "analyzer", "report", str(pcap), "-o", str(html)], check=True, cwd=REPO,
+                   capture_output=True, timeout=300)  # fmt: skip
+    page = html.read_text(encoding="utf-8")
+    assert f"{quiet:,} targets of phase" in page and "answered no probe, so have no RTT to group" in page
+    assert html.stat().st_size < 1_000_000
+
+
 @pytest.mark.parametrize("name", NAMES)
 def test_fast_enough(captures, scans_cli, name: str) -> None:
     """A sanity bound, not a benchmark: each capture (< 1 MB) is analyzed in under 10 s."""
