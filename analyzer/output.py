@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import functools
-import ipaddress
 import re
+import socket
 from collections.abc import Callable, Iterator
 
 import numpy as np
@@ -305,10 +305,14 @@ def states_by_scan(states: pd.DataFrame) -> dict[tuple[int, str], np.ndarray]:
     """(phase, target) → the positions of its rows in `states`, in order: one pass, not a filter per scan."""
     if not len(states):
         return {}
-    codes, keys = pd.factorize(pd.MultiIndex.from_arrays([states["phase"].astype(int), states["target"].astype(str)]))
-    order = np.argsort(codes, kind="stable")
-    bounds = np.flatnonzero(np.diff(codes[order])) + 1
-    return {(int(k[0]), k[1]): rows for k, rows in zip(keys, np.split(order, bounds))}
+    target, targets = pd.factorize(states["target"].astype(str))
+    phase = states["phase"].to_numpy(np.int64)
+    order = np.lexsort((target, phase))
+    pairs = np.stack([phase[order], target[order]])
+    bounds = np.flatnonzero((pairs[:, 1:] != pairs[:, :-1]).any(axis=0)) + 1
+    starts = np.r_[0, bounds]
+    return {(int(p), str(targets[t])): rows
+            for p, t, rows in zip(pairs[0, starts].tolist(), pairs[1, starts].tolist(), np.split(order, bounds))}
 
 
 def silent_targets(scans: pd.DataFrame, states: pd.DataFrame, by_scan: dict[tuple[int, str], np.ndarray],
@@ -337,13 +341,15 @@ def silent_summary(states: pd.DataFrame, rows: list[np.ndarray], targets: list[s
     return shown, ports
 
 
-def address_order(text: str) -> tuple[int, int, str]:
+def address_order(text: str) -> tuple[int, bytes, str]:
     """A sort key putting address texts in address order (IPv4, then IPv6, then anything else by its text)."""
-    try:
-        a = ipaddress.ip_address(text)
-        return a.version, int(a), ""
-    except ValueError:
-        return 99, 0, text
+    for family in (socket.AF_INET, socket.AF_INET6):
+        try:
+            packed = socket.inet_pton(family, text)
+        except OSError:
+            continue
+        return len(packed), packed, ""
+    return 99, b"", text
 
 
 def scans_table(scans: pd.DataFrame, states: pd.DataFrame, meta: dict[str, object], hide_over: int = 25,
@@ -356,13 +362,14 @@ def scans_table(scans: pd.DataFrame, states: pd.DataFrame, meta: dict[str, objec
     by_scan = states_by_scan(states)
     silent = silent_targets(scans, states, by_scan, silent_over)
     folded: dict[int, list] = {}  # phase → (row, its states' positions) of its silent targets
-    for pos, (_, s) in enumerate(scans.iterrows()):
-        key = (int(s["phase"]), str(s["target"]))
+    phases = scans["phase"].astype(int).tolist()
+    for pos, s in enumerate(scans.to_dict("records")):  # (a sweep has a row per target: no Series per row)
+        key = (phases[pos], str(s["target"]))
         if key in silent:
             folded.setdefault(key[0], []).append((s, by_scan[key]))
         else:
             _scan_block(lines, s, states.iloc[by_scan.get(key, np.zeros(0, np.int64))], hide_over)
-        last_of_phase = pos + 1 == len(scans) or int(scans["phase"].iloc[pos + 1]) != key[0]
+        last_of_phase = pos + 1 == len(scans) or phases[pos + 1] != key[0]
         if last_of_phase and key[0] in folded:
             quiet = folded.pop(key[0])
             first = min(q["first"] for q, _ in quiet)
@@ -378,7 +385,7 @@ def scans_table(scans: pd.DataFrame, states: pd.DataFrame, meta: dict[str, objec
     return "\n".join(lines)
 
 
-def _scan_block(lines: list[str], s: pd.Series, mine: pd.DataFrame, hide_over: int) -> None:
+def _scan_block(lines: list[str], s: dict, mine: pd.DataFrame, hide_over: int) -> None:
     lines.append("")
     tool = s["tool"] if s["tool"] != "unknown" else "tool unknown"
     lines.append(f"{s['type']} scan ({s['flags'] or '-'}) {s['scanner']} -> {s['target']}  [{tool}; {s['shape']}; "

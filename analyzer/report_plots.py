@@ -107,12 +107,14 @@ def phase_of_probes(probes: pd.DataFrame, scans: pd.DataFrame) -> np.ndarray:
     out = np.full(len(probes), -1)
     if probes.empty or scans.empty:
         return out
-    src, dst = probes["src"].astype(str).to_numpy(), probes["dst"].astype(str).to_numpy()
+    src = probes["src"].astype(str).to_numpy()
+    dst, dst_names = pd.factorize(probes["dst"].astype(str))  # (targets as codes: a sweep's phase has thousands)
     ts = probes["ts_ns"].to_numpy() / 1e9
     fam = technique_family(probes["protocol"].astype(str).to_numpy(), probes["flags"].fillna(0).astype(int).to_numpy())
     for phase, rows in scans.groupby("phase", sort=True):
         kind = {"CONNECT": "SYN", "WINDOW": "ACK"}.get(rows["type"].iloc[0], rows["type"].iloc[0])
-        mask = ((out == -1) & (src == rows["scanner"].iloc[0]) & np.isin(dst, rows["target"].to_numpy())
+        targets = pd.Index(dst_names).get_indexer(rows["target"].astype(str))
+        mask = ((out == -1) & (src == rows["scanner"].iloc[0]) & np.isin(dst, targets[targets >= 0])
                 & (fam == kind) & (ts >= rows["first"].min() - 1e-6) & (ts <= rows["last"].max() + 1e-6))
         out[mask] = int(phase)
     return out

@@ -343,8 +343,11 @@ def test_sweep_reads_as_its_answers(captures, scans_cli, tmp_path) -> None:
     assert f"{gen.ZMAP_PORT}/tcp  open" in block
     assert len(text.splitlines()) < 20
     html = tmp_path / "sweep.html"
+    started = time.monotonic()
     subprocess.run([sys.executable, "-m", "analyzer", "report", str(pcap), "-o", str(html)], check=True, cwd=REPO,
                    capture_output=True, timeout=300)  # fmt: skip
+    elapsed = time.monotonic() - started
+    assert elapsed < ANALYZER_TIMEOUT_S, f"report took {elapsed:.1f} s"  # a sanity bound (it took 16.6 s)
     page = html.read_text(encoding="utf-8")
     assert f"{quiet:,} targets of phase" in page and "answered no probe, so have no RTT to group" in page
     assert html.stat().st_size < 1_000_000
