@@ -13,6 +13,8 @@ import pandas as pd
 
 RTT_COLUMNS = ["port", "protocol", "family", "family_kind", "sent", "received", "loss", "retransmissions",
                "samples", "mean_us", "stddev_us", "min_us", "median_us", "p95_us"]
+# A sweep with more targets than this that answered nothing lists those in one block (scans: per phase).
+SILENT_TARGETS_OVER = 10
 SIGNAL_COLUMNS = ["rtt_family", "deciding_signal", "ttl", "ttl_agree", "window", "options", "rst", "ip_id_class",
                   "ts_offset", "ts_rate"]
 
@@ -84,35 +86,64 @@ def rtt_json(fams: pd.DataFrame, meta: dict[str, object], family_table: pd.DataF
 
 def rtt_json_pieces(fams: pd.DataFrame, meta: dict[str, object],
                     family_table: pd.DataFrame | None = None) -> Iterator[bytes]:
-    """`rtt_json` in pieces, to be written one after the other: a big result is never whole in memory."""
-    targets, deferred = [], []
+    """`rtt_json` in pieces, to be written one after the other: a big result is never whole in memory. Each
+    target's rows and families are found once (a sweep has tens of thousands of targets); a target of many
+    ports in a big result has its records made by pandas' C encoder (`_DEFERRED`), the others as dicts."""
     columns = RTT_COLUMNS + [c for c in SIGNAL_COLUMNS if c in fams.columns]
-    for target, rows in fams.groupby("target", sort=False):
-        rows = rows.assign(**{key: rows[key].astype("Int64").where(rows[key] >= 0)  # -1: no family
-                              for key in ("family", "rtt_family") if key in rows.columns})
-        indent = len(fams) <= INDENT_UP_TO_ROWS
-        if indent:
-            ports = _records(rows, columns)
-        else:
+    fams = fams.assign(**{key: fams[key].astype("Int64").where(fams[key] >= 0)  # -1: no family
+                          for key in ("family", "rtt_family") if key in fams.columns})
+    indent = len(fams) <= INDENT_UP_TO_ROWS
+    names, positions = _target_rows(fams["target"])
+    deferred_at = [not indent and len(p) >= DEFER_ROWS for p in positions]
+    as_dicts = [p for p, d in zip(positions, deferred_at) if not d]
+    records = iter(_records(fams.iloc[np.concatenate(as_dicts)], columns) if as_dicts else [])
+    if family_table is not None:
+        groups_of: dict[object, list[dict]] = {}
+        unavailable: dict[object, list[str]] = {}
+        for f in family_table.to_dict("records"):
+            groups_of.setdefault(f["target"], []).append(
+                {"family": int(f["family"]), "protocol": f["protocol"], "kind": f["kind"],
+                 "ports": [int(p) for p in f["ports"]], "signals": list(f["signals"]),
+                 "evidence": list(f["evidence"])})
+            unavailable.setdefault(f["target"], list(f["unavailable"]))
+    else:
+        groups_of, unavailable = _rtt_groups(fams), {}
+    targets, deferred = [], []
+    for target, rows, defer in zip(names, positions, deferred_at):
+        if defer:
             ports = _DEFERRED
-            deferred.append((rows, columns))
-        groups = []
-        if family_table is not None:
-            for f in family_table[family_table["target"] == target].to_dict("records"):
-                groups.append({"family": int(f["family"]), "protocol": f["protocol"], "kind": f["kind"],
-                               "ports": [int(p) for p in f["ports"]], "signals": list(f["signals"]),
-                               "evidence": list(f["evidence"])})
+            deferred.append((fams.iloc[rows], columns))
         else:
-            answered = rows[rows["family"] >= 0]
-            for (proto, fam), members in answered.groupby(["protocol", "family"], sort=True):
-                groups.append({"family": int(fam), "protocol": proto, "kind": members["family_kind"].iloc[0],
-                               "ports": members["port"].astype(int).tolist()})
-        entry = {"address": target, "ports": ports, "families": groups}
+            ports = [next(records) for _ in range(len(rows))]
+        entry = {"address": target, "ports": ports, "families": groups_of.get(target, [])}
         if family_table is not None:
-            mine = family_table[family_table["target"] == target]
-            entry["signals_unavailable"] = list(mine["unavailable"].iloc[0]) if len(mine) else []
+            entry["signals_unavailable"] = unavailable.get(target, [])
         targets.append(entry)
-    return _streamed({**meta, "targets": targets}, deferred, indent=len(fams) <= INDENT_UP_TO_ROWS)
+    return _streamed({**meta, "targets": targets}, deferred, indent=indent)
+
+
+# In a big (compact) rtt JSON, a target of at least this many ports has its records encoded by pandas.
+DEFER_ROWS = 1024
+
+
+def _target_rows(target: pd.Series) -> tuple[list, list[np.ndarray]]:
+    """Each target (in order of first appearance, as groupby(sort=False)) and the positions of its rows."""
+    codes, names = pd.factorize(target)
+    order = np.argsort(codes, kind="stable")
+    bounds = np.flatnonzero(np.diff(codes[order])) + 1
+    return list(names), np.split(order, bounds) if len(order) else []
+
+
+def _rtt_groups(fams: pd.DataFrame) -> dict[object, list[dict]]:
+    """Without a family table: each target's RTT families (protocol, family order), its ports in row order."""
+    answered = fams[fams["family"].notna()]
+    out: dict[object, list[dict]] = {}
+    grouped = answered.groupby(["target", "protocol", "family"], sort=True)
+    kinds = grouped["family_kind"].first()
+    ports_of = grouped["port"].agg(lambda p: p.astype(int).tolist())
+    for (target, proto, fam), kind, ports in zip(kinds.index, kinds, ports_of.loc[kinds.index]):
+        out.setdefault(target, []).append({"family": int(fam), "protocol": proto, "kind": kind, "ports": ports})
+    return out
 
 
 def rtt_csv(fams: pd.DataFrame) -> str:
@@ -136,15 +167,25 @@ def rtt_table(fams: pd.DataFrame, meta: dict[str, object], family_table: pd.Data
     return "\n".join(line for block in rtt_table_blocks(fams, meta, family_table) for line in block)
 
 
-def rtt_table_blocks(fams: pd.DataFrame, meta: dict[str, object],
-                     family_table: pd.DataFrame | None = None) -> Iterator[list[str]]:
+def rtt_table_blocks(fams: pd.DataFrame, meta: dict[str, object], family_table: pd.DataFrame | None = None,
+                     silent_over: int = SILENT_TARGETS_OVER) -> Iterator[list[str]]:
     """`rtt_table`'s lines, a block at a time, to be written one block after the other: the columns' widths
     come from their widest values (not from every cell's text), so a big result's text is made and written
-    BLOCK_ROWS rows at a time, never whole."""
+    BLOCK_ROWS rows at a time, never whole. More than `silent_over` targets that answered nothing (a sweep's)
+    are one block at the end."""
     yield [(f"# {meta['capture']}: method {meta['method']}, confidence {meta['confidence']}, "
-            f"{meta['probes_matched']} probes, {meta['unsolicited_replies']} unsolicited replies")]
+            f"{meta['probes_matched']} probes answered, {meta['unsolicited_replies']} unsolicited replies")]
     signals = "deciding_signal" in fams.columns
-    for (target, proto), rows in fams.groupby(["target", "protocol"], sort=False):
+    # Each target's rows of the family table, found once (not a filter of the whole table per target).
+    evidence: dict[tuple, list[dict]] = {}
+    for f in ([] if family_table is None else family_table.to_dict("records")):
+        evidence.setdefault((f["target"], f["protocol"]), []).append(f)
+    # A sweep's targets none of whose ports answered: one block at the end when there are many of them.
+    keys = [fams["target"], fams["protocol"]]
+    silent = ~(fams["family_kind"] != "no answer").groupby(keys, sort=False).transform("any").to_numpy(bool)
+    fold = silent.any() and fams.loc[silent, ["target", "protocol"]].drop_duplicates().shape[0] > silent_over
+    shown = fams[~silent] if fold else fams
+    for (target, proto), rows in shown.groupby(["target", "protocol"], sort=False):
         header, columns, no_answer, untested = _rtt_columns(rows, signals)
         widths = [max(len(h), w) for h, (_, w) in zip(header, columns)]
         row = "  ".join(f"{{:<{w}}}" for w in widths).format  # one format call per line
@@ -158,15 +199,24 @@ def rtt_table_blocks(fams: pd.DataFrame, meta: dict[str, object],
         if untested.any():
             notes.append("+ fewer than two RTT samples: cannot be tested, no family")
         if family_table is not None:
-            mine = family_table[(family_table["target"] == target) & (family_table["protocol"] == proto)]
-            for f in mine.to_dict("records"):
+            mine = evidence.get((target, proto), [])
+            for f in mine:
                 if f["evidence"] and f["kind"] == "answered":
                     notes.append(f"family {f['family']} apart: " + "; ".join(f["evidence"]))
-            if len(mine):
-                for note in mine["unavailable"].iloc[0]:
+            if mine:
+                for note in mine[0]["unavailable"]:
                     notes.append(f"cannot tell by {note}")
         if notes:
             yield notes
+    if fold:
+        quiet = fams[silent]
+        ports = (quiet["port"].astype(int).astype(str) + "/" + quiet["protocol"].astype(str)).value_counts()
+        targets = sorted(quiet["target"].astype(str).unique(), key=address_order)
+        listed = ", ".join(targets[:5]) + (f", … ({len(targets):,} targets)" if len(targets) > 5 else "")
+        n_quiet = quiet[["target", "protocol"]].drop_duplicates().shape[0]
+        yield ["", f"{n_quiet:,} targets that answered no probe (the \"no answer\" family each; no RTT):",
+               f"  {listed}", "  ports: " + "; ".join(f"{k} ×{n:,}" for k, n in ports.head(5).items())
+               + ("; …" if len(ports) > 5 else "")]
 
 
 def _rtt_columns(rows: pd.DataFrame, signals: bool) -> tuple[list[str], list[tuple[Callable[[slice], list[str]], int]],
@@ -295,10 +345,6 @@ def scans_json(scans: pd.DataFrame, states: pd.DataFrame, hosts: pd.DataFrame, m
 
 def scans_csv(states: pd.DataFrame) -> str:
     return states.to_csv(index=False)
-
-
-# A phase with more targets than this (a sweep) lists those that answered none of its probes in one line.
-SILENT_TARGETS_OVER = 10
 
 
 def states_by_scan(states: pd.DataFrame) -> dict[tuple[int, str], np.ndarray]:

@@ -345,6 +345,51 @@ def _place(ports: np.ndarray, codes: np.ndarray, sig: Callable[[int], PortSignal
     return fam_of, reasons_of
 
 
+def _with_signals(rows: pd.DataFrame, table: pd.DataFrame, family: np.ndarray, deciding: np.ndarray) -> pd.DataFrame:
+    """A target's rows of the RTT families with each port's signals (`_port_table`, in the rows' order), its
+    family from all signals and the signal that decided it."""
+    return rows.assign(
+        ttl=table["ttl"].array, ttl_agree=table["ttl_agree"].to_numpy(),
+        window=table["window"].array, options=table["options"].to_numpy(),
+        ip_id_class=table["ip_id_class"].to_numpy(), rst=table["rst"].to_numpy(),
+        ts_offset=table["ts_offset"].astype(object).where(table["ts_offset"].notna(), None).to_numpy(),
+        ts_rate=table["ts_rate"].astype(object).where(table["ts_rate"].notna(), None).to_numpy(),
+        signal_family=family, deciding_signal=deciding)
+
+
+def _silent_groups(base: pd.DataFrame) -> tuple[np.ndarray | None, np.ndarray]:
+    """Which rows of `base` belong to a (target, protocol) none of whose ports answered, and each row's
+    group number in order of first appearance; (None, …) when there is no such target."""
+    no_answer = (base["family_kind"] == "no answer").to_numpy(bool)
+    if not no_answer.any():
+        return None, np.zeros(0, np.int64)
+    keys = [base["target"], base["protocol"]]
+    rank = base.groupby(keys, sort=False).ngroup().to_numpy()
+    answered_groups = np.bincount(rank, weights=~no_answer, minlength=int(rank.max()) + 1) > 0
+    quiet = ~answered_groups[rank]
+    return (quiet if quiet.any() else None), rank
+
+
+def _silent_targets(base: pd.DataFrame, quiet: np.ndarray, rank: np.ndarray, reply_rows: pd.DataFrame,
+                    signals: tuple[str, ...], port_rows: list, fam_rows: list) -> None:
+    """The rows of the targets none of whose ports answered (`quiet`) as the per-target loop makes them, for all
+    of them at once: each port's signals are those of no reply, and each target is one "no answer" family."""
+    rows = base[quiet]
+    port = rows["port"].astype(int).to_numpy()
+    kinds = np.unique(port).tolist()
+    table = _port_table(reply_rows.iloc[0:0], kinds, 0).loc[port]  # (no reply: the same values for every port)
+    missing = _unavailable(table.iloc[:1], signals)
+    port_rows.append(_with_signals(rows, table, np.zeros(len(rows), np.int64), np.full(len(rows), None, object)))
+    group = rank[quiet]
+    order = np.lexsort((port, group))
+    bounds = np.flatnonzero(np.diff(group[order])) + 1
+    firsts = order[np.r_[0, bounds]]
+    targets, protocols = rows["target"].to_numpy(object)[firsts], rows["protocol"].to_numpy(object)[firsts]
+    for target, proto, members in zip(targets, protocols, np.split(port[order], bounds)):
+        fam_rows.append(dict(target=target, protocol=proto, family=0, ports=members.tolist(), kind="no answer",
+                             signals=[], evidence=["no reply to any probe"], unavailable=missing))
+
+
 def signal_families(packets: pd.DataFrame, matches: pd.DataFrame, *, signals: tuple[str, ...] = ALL_SIGNALS,
                     **rtt_options: object) -> tuple[pd.DataFrame, pd.DataFrame]:
     """(ports, families): per port its RTT statistics, observed signals and family; per family its evidence.
@@ -377,7 +422,11 @@ def signal_families(packets: pd.DataFrame, matches: pd.DataFrame, *, signals: tu
         where = {name: None for name in names}
     del codes
     port_rows, fam_rows = [], []
-    for (target, proto), rows in base.groupby(["target", "protocol"], sort=False):
+    # Targets none of whose ports answered (most of a sweep's) have nothing to read but their silence: one
+    # frame for all of them, placed where the loop would have put each (`_silent_targets`).
+    quiet, rank = _silent_groups(base)
+    for (target, proto), rows in (base[~quiet] if quiet is not None else base).groupby(["target", "protocol"],
+                                                                                      sort=False):
         mine = where.get(target, np.zeros(0, np.int64))
         of_target = reply_rows if mine is None else reply_rows.take(mine)
         t_ref = int(of_target["ts_ns"].min()) if len(of_target) else 0
@@ -416,16 +465,19 @@ def signal_families(packets: pd.DataFrame, matches: pd.DataFrame, *, signals: tu
         if silent.any():
             fam_rows.append(dict(target=target, protocol=proto, family=n_fams, ports=sorted(port_arr[silent].tolist()),
                                  kind="no answer", signals=[], evidence=["no reply to any probe"], unavailable=missing))
-        port_rows.append(rows.assign(
-            ttl=table["ttl"].array, ttl_agree=table["ttl_agree"].to_numpy(),
-            window=table["window"].array, options=table["options"].to_numpy(),
-            ip_id_class=table["ip_id_class"].to_numpy(), rst=table["rst"].to_numpy(),
-            ts_offset=table["ts_offset"].astype(object).where(table["ts_offset"].notna(), None).to_numpy(),
-            ts_rate=table["ts_rate"].astype(object).where(table["ts_rate"].notna(), None).to_numpy(),
-            signal_family=labels, deciding_signal=deciding))
+        port_rows.append(_with_signals(rows, table, labels, deciding))
+    if quiet is not None:
+        _silent_targets(base, quiet, rank, reply_rows, signals, port_rows, fam_rows)
     ports = (pd.concat(port_rows, ignore_index=True) if port_rows else base.iloc[0:0])
     ports = ports.rename(columns={"family": "rtt_family"}).rename(columns={"signal_family": "family"})
     fam_table = pd.DataFrame(fam_rows, columns=["target", "protocol", "family", "ports", "kind", "signals", "evidence",
                                                 "unavailable"])
+    if quiet is not None:  # each target's rows where the loop over all targets would have put them
+        key = {(t, p): r for t, p, r in zip(base["target"], base["protocol"], rank)}
+        ports = ports.iloc[np.argsort([key[t, p] for t, p in zip(ports["target"], ports["protocol"])],
+                                      kind="stable")].reset_index(drop=True)
+        fam_table = fam_table.iloc[np.argsort([key[t, p] for t, p in zip(fam_table["target"],
+                                                                          fam_table["protocol"])],
+                                              kind="stable")].reset_index(drop=True)
     ports.attrs.update(base.attrs, signals=list(signals))
     return ports, fam_table

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import socket
 from pathlib import Path
 
@@ -11,7 +12,7 @@ from hypothesis import strategies as st
 
 import analyzer
 from analyzer.cli import main
-from analyzer.output import scans_table, service_name
+from analyzer.output import rtt_json, rtt_table, rtt_table_blocks, scans_table, service_name
 
 
 @pytest.mark.parametrize("protocol", ["tcp", "udp"])
@@ -29,20 +30,19 @@ def test_service_names_are_getservbyport(protocol: str) -> None:
 
 @pytest.mark.parametrize("capture", ["nat_qscan.pcap", "nat_agent.pcap", "nat_nmap_ipv6.pcap", "scans_multi.pcap"])
 def test_big_rtt_json_says_what_the_small_one_says(capture: str, monkeypatch) -> None:
-    """Big results are encoded by pandas' C encoder as one JSON fragment, small ones as dicts: same JSON."""
-    import json
-    from pathlib import Path
-
-    import analyzer
+    """Big results are encoded by pandas' C encoder as one JSON fragment per target of many ports, small ones
+    (and a big result's small targets) as dicts: same JSON."""
     from analyzer import output
 
     packets = analyzer.read(Path(__file__).resolve().parents[1] / "sample_pcaps" / capture)
     fams, family_table = analyzer.signal_families(packets, analyzer.match(packets))
     small = output.rtt_json(fams, {"capture": capture}, family_table)
     monkeypatch.setattr(output, "INDENT_UP_TO_ROWS", -1)
+    compact = output.rtt_json(fams, {"capture": capture}, family_table)  # (these targets: too few ports to defer)
+    monkeypatch.setattr(output, "DEFER_ROWS", 1)
     big = output.rtt_json(fams, {"capture": capture}, family_table)
-    assert b"\n" in small and b"\n" not in big  # the two paths really ran
-    assert json.loads(big) == json.loads(small)
+    assert b"\n" in small and b"\n" not in big and big != compact  # the three paths really ran
+    assert json.loads(big) == json.loads(small) == json.loads(compact)
     monkeypatch.setattr(output, "BLOCK_ROWS", 3)  # the records written three rows at a time: same text
     assert len(fams) > 3 and output.rtt_json(fams, {"capture": capture}, family_table) == big
 
@@ -116,3 +116,20 @@ def test_sweep_targets_that_answered_nothing_are_one_block() -> None:
     assert "-> 10.77.40.4  [" not in folded
     whole = scans_table(found, states, {"capture": path.name})
     assert all(f"-> 10.77.40.{i}  [zmap;" in whole for i in (0, 2, 4, 5, 6, 7))
+
+
+def test_rtt_table_folds_targets_that_answered_nothing() -> None:
+    """The rtt table of zmap's six-address sweep (sample scans_zmap), folded from three silent targets up: the
+    answering target keeps its table, the five silent ones are one block; the JSON keeps all six."""
+    path = Path(__file__).resolve().parent.parent / "sample_pcaps" / "scans_zmap.pcap"
+    packets = analyzer.read(path)
+    ports, family_table = analyzer.signal_families(packets, analyzer.match(packets))
+    meta = {"capture": path.name, "method": "robust", "confidence": 0.99, "probes_matched": 1,
+            "unsolicited_replies": 0}
+    folded = "\n".join(line for block in rtt_table_blocks(ports, meta, family_table, silent_over=3) for line in block)
+    assert "\n10.77.40.2 (tcp)\n" in folded and "\n10.77.40.4 (tcp)\n" not in folded
+    assert ('5 targets that answered no probe (the "no answer" family each; no RTT):\n'
+            "  10.77.40.0, 10.77.40.4, 10.77.40.5, 10.77.40.6, 10.77.40.7\n  ports: 22/tcp ×5") in folded
+    whole = rtt_table(ports, meta, family_table)
+    assert all(f"\n10.77.40.{i} (tcp)\n" in whole for i in (0, 2, 4, 5, 6, 7))
+    assert len(json.loads(rtt_json(ports, meta, family_table))["targets"]) == 6

@@ -351,6 +351,17 @@ def test_sweep_reads_as_its_answers(captures, scans_cli, tmp_path) -> None:
     page = html.read_text(encoding="utf-8")
     assert f"{quiet:,} targets of phase" in page and "answered no probe, so have no RTT to group" in page
     assert html.stat().st_size < 1_000_000
+    # rtt too: the text one block for the silent targets, the JSON every target (it took 25 s: one pandas pass
+    # per target, and a filter of the whole family table per target)
+    started = time.monotonic()
+    rtt = subprocess.run([sys.executable, "-m", "analyzer", "rtt", str(pcap)], check=True, cwd=REPO,
+                         capture_output=True, text=True, timeout=300).stdout  # fmt: skip
+    assert time.monotonic() - started < ANALYZER_TIMEOUT_S
+    assert f"\n{quiet:,} targets that answered no probe" in rtt and f"\n{target} (tcp)\n" in rtt
+    assert len(rtt.splitlines()) < 20
+    whole = json.loads(subprocess.run([sys.executable, "-m", "analyzer", "rtt", str(pcap), "--format", "json"],
+                                      check=True, cwd=REPO, capture_output=True, text=True, timeout=300).stdout)
+    assert len(whole["targets"]) == quiet + 1
 
 
 @pytest.mark.parametrize("name", NAMES)
