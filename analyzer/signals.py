@@ -370,6 +370,52 @@ def _silent_groups(base: pd.DataFrame) -> tuple[np.ndarray | None, np.ndarray]:
     return (quiet if quiet.any() else None), rank
 
 
+# A target of one port with fewer replies than this has no per-port series to read (clock, IP ID counter): a
+# sweep's answering targets are read all at once (`_single_port_targets`).
+SERIES_MIN_REPLIES = 3
+
+
+def _single_port_groups(base: pd.DataFrame, where: dict, quiet: np.ndarray | None) -> np.ndarray | None:
+    """Which rows of `base` are the one port of a target probed on one port and protocol only, answered, with
+    fewer than SERIES_MIN_REPLIES replies in all (most of a sweep's answering targets); None when none is."""
+    if len(base) < 2 or any(rows is None for rows in where.values()):  # (one target: the loop)
+        return None
+    target = base["target"].to_numpy(object)
+    codes, names = pd.factorize(target)
+    alone = np.bincount(codes, minlength=len(names))[codes] == 1  # the target's only (protocol, port) row
+    few = np.array([len(where.get(t, ())) < SERIES_MIN_REPLIES for t in names], bool)[codes]
+    single = alone & few & (quiet is None or ~quiet) & (base["family_kind"] != "no answer").to_numpy(bool)
+    return single if single.any() else None
+
+
+def _single_port_targets(rows: pd.DataFrame, where: dict, reply_rows: pd.DataFrame, signals: tuple[str, ...],
+                         port_rows: list, fam_rows: list) -> None:
+    """The rows of one-port targets (`_single_port_groups`) as the per-target loop makes them, for all of them
+    at once: one `_port_table` over their replies keyed by (target, port); a port is its target's family 0
+    when RTT could test it or another signal of its own can be trusted, else it has none."""
+    names = rows["target"].to_numpy(object)
+    port = rows["port"].astype(int).to_numpy()
+    key = np.arange(len(rows), dtype=np.int64) * 65536 + port  # (one row per target: its number, its port)
+    mine = [where.get(t, np.zeros(0, np.int64)) for t in names]
+    replies = reply_rows.take(np.concatenate(mine)) if mine else reply_rows.iloc[0:0]
+    replies = replies.assign(_port=np.repeat(np.arange(len(rows), dtype=np.int64) * 65536, [len(m) for m in mine])
+                             + replies["_port"].to_numpy(np.int64))
+    table = _port_table(replies, key.tolist(), 0)  # (no clock is fitted under SERIES_MIN_REPLIES: no t_ref)
+    placed = (rows["family"].to_numpy(np.int64) >= 0) | table["has_evidence"].to_numpy(bool)
+    frame = _with_signals(rows, table, np.where(placed, 0, -1).astype(np.int64), np.full(len(rows), None, object))
+    for name in ("options", "rst"):  # (as one frame per target gives them: None where a target has none)
+        values = table[name].to_numpy(object).copy()  # (may be a read-only view)
+        missing_at = pd.isna(values)
+        if missing_at.any():
+            values[missing_at] = None
+            frame[name] = pd.Series(values, index=frame.index, dtype=object)
+    port_rows.append(frame)
+    missing = _unavailable(table.iloc[:1], signals)  # (one port, few replies: the same for each of them)
+    for target, proto, p in zip(names[placed], rows["protocol"].to_numpy(object)[placed], port[placed].tolist()):
+        fam_rows.append(dict(target=target, protocol=proto, family=0, ports=[p], kind="answered", signals=[],
+                             evidence=[], unavailable=missing))
+
+
 def _silent_targets(base: pd.DataFrame, quiet: np.ndarray, rank: np.ndarray, reply_rows: pd.DataFrame,
                     signals: tuple[str, ...], port_rows: list, fam_rows: list) -> None:
     """The rows of the targets none of whose ports answered (`quiet`) as the per-target loop makes them, for all
@@ -425,8 +471,10 @@ def signal_families(packets: pd.DataFrame, matches: pd.DataFrame, *, signals: tu
     # Targets none of whose ports answered (most of a sweep's) have nothing to read but their silence: one
     # frame for all of them, placed where the loop would have put each (`_silent_targets`).
     quiet, rank = _silent_groups(base)
-    for (target, proto), rows in (base[~quiet] if quiet is not None else base).groupby(["target", "protocol"],
-                                                                                      sort=False):
+    single = _single_port_groups(base, where, quiet)
+    batched = quiet if single is None else single if quiet is None else quiet | single
+    for (target, proto), rows in (base[~batched] if batched is not None else base).groupby(["target", "protocol"],
+                                                                                          sort=False):
         mine = where.get(target, np.zeros(0, np.int64))
         of_target = reply_rows if mine is None else reply_rows.take(mine)
         t_ref = int(of_target["ts_ns"].min()) if len(of_target) else 0
@@ -468,11 +516,15 @@ def signal_families(packets: pd.DataFrame, matches: pd.DataFrame, *, signals: tu
         port_rows.append(_with_signals(rows, table, labels, deciding))
     if quiet is not None:
         _silent_targets(base, quiet, rank, reply_rows, signals, port_rows, fam_rows)
+    if single is not None:
+        _single_port_targets(base[single], where, reply_rows, signals, port_rows, fam_rows)
     ports = (pd.concat(port_rows, ignore_index=True) if port_rows else base.iloc[0:0])
     ports = ports.rename(columns={"family": "rtt_family"}).rename(columns={"signal_family": "family"})
     fam_table = pd.DataFrame(fam_rows, columns=["target", "protocol", "family", "ports", "kind", "signals", "evidence",
                                                 "unavailable"])
-    if quiet is not None:  # each target's rows where the loop over all targets would have put them
+    if batched is not None:  # each target's rows where the loop over all targets would have put them
+        if not len(rank):
+            rank = base.groupby(["target", "protocol"], sort=False).ngroup().to_numpy()
         key = {(t, p): r for t, p, r in zip(base["target"], base["protocol"], rank)}
         ports = ports.iloc[np.argsort([key[t, p] for t, p in zip(ports["target"], ports["protocol"])],
                                       kind="stable")].reset_index(drop=True)

@@ -41,3 +41,16 @@ def lab() -> Iterator[NatLab]:
     remove_orphan_labs(LAB_STEM)
     with nat_lab(lab_prefix()) as built:
         yield built
+
+
+def families_target_by_target(packets, probes, monkeypatch):
+    """signal_families with its batches turned off (analyzer/signals.py: targets none of whose ports answered,
+    one-port targets with few replies): every target through the per-target loop."""
+    import numpy as np
+
+    from analyzer import signals
+
+    with monkeypatch.context() as m:
+        m.setattr(signals, "_silent_groups", lambda base: (None, np.zeros(0, np.int64)))
+        m.setattr(signals, "_single_port_groups", lambda base, where, quiet: None)
+        return signals.signal_families(packets, probes)

@@ -4,7 +4,9 @@ import json
 import re
 from pathlib import Path
 
+import pandas as pd
 import pytest
+from conftest import families_target_by_target
 
 import analyzer
 
@@ -97,3 +99,14 @@ def test_os_hints_are_the_hosts_own(capture):
             wrong.append(f"{h.address}: {h.os}")
     assert not wrong, wrong
     assert told  # the hosts' own packets still tell
+
+
+@pytest.mark.parametrize("capture", sorted(SAMPLES.glob("*.pcap")), ids=lambda p: p.name)
+def test_batched_targets_read_as_one_by_one(capture, monkeypatch):
+    """The targets signal_families reads in a batch (none of whose ports answered; one port, few replies) come
+    out exactly as the per-target loop makes them, in the same places."""
+    packets = analyzer.read(capture)
+    probes = analyzer.match(packets)
+    for got, want in zip(analyzer.signal_families(packets, probes), families_target_by_target(packets, probes,
+                                                                                             monkeypatch)):
+        pd.testing.assert_frame_equal(got, want)

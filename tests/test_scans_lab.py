@@ -35,9 +35,12 @@ import time
 from pathlib import Path
 
 import make_scan_captures as gen
+import pandas as pd
 import pytest
-from conftest import require_lab, require_tools
+from conftest import families_target_by_target, require_lab, require_tools
 from scanlab import remove_orphan_scan_labs
+
+import analyzer
 
 pytestmark = pytest.mark.lab
 
@@ -362,6 +365,20 @@ def test_sweep_reads_as_its_answers(captures, scans_cli, tmp_path) -> None:
     whole = json.loads(subprocess.run([sys.executable, "-m", "analyzer", "rtt", str(pcap), "--format", "json"],
                                       check=True, cwd=REPO, capture_output=True, text=True, timeout=300).stdout)
     assert len(whole["targets"]) == quiet + 1
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_batched_targets_read_as_one_by_one(captures, name: str, monkeypatch) -> None:
+    """signal_families' batches (silent targets; one-port targets with few replies: sweeps, pings) give exactly
+    what the per-target loop gives, on every lab capture."""
+    d, truths = captures
+    if name not in truths:
+        pytest.skip(f"capture {name} was not made")
+    packets = analyzer.read(d / f"{name}.pcap")
+    probes = analyzer.match(packets)
+    for got, want in zip(analyzer.signal_families(packets, probes),
+                         families_target_by_target(packets, probes, monkeypatch)):
+        pd.testing.assert_frame_equal(got, want)
 
 
 @pytest.mark.parametrize("name", NAMES)
