@@ -124,6 +124,8 @@ def rtt_json_pieces(fams: pd.DataFrame, meta: dict[str, object],
 
 # In a big (compact) rtt JSON, a target of at least this many ports has its records encoded by pandas.
 DEFER_ROWS = 1024
+# In the rtt table, targets of at most this many ports have their cells' texts made all at once.
+FEW_PORTS = 64
 
 
 def _target_rows(target: pd.Series) -> tuple[list, list[np.ndarray]]:
@@ -185,14 +187,38 @@ def rtt_table_blocks(fams: pd.DataFrame, meta: dict[str, object], family_table: 
     silent = ~(fams["family_kind"] != "no answer").groupby(keys, sort=False).transform("any").to_numpy(bool)
     fold = silent.any() and fams.loc[silent, ["target", "protocol"]].drop_duplicates().shape[0] > silent_over
     shown = fams[~silent] if fold else fams
-    for (target, proto), rows in shown.groupby(["target", "protocol"], sort=False):
-        header, columns, no_answer, untested = _rtt_columns(rows, signals)
-        widths = [max(len(h), w) for h, (_, w) in zip(header, columns)]
-        row = "  ".join(f"{{:<{w}}}" for w in widths).format  # one format call per line
-        yield ["", f"{target} ({proto})", row(*header).rstrip()]
-        for a in range(0, len(rows), BLOCK_ROWS):
-            block = slice(a, a + BLOCK_ROWS)
-            yield [row(*cells).rstrip() for cells in zip(*(text(block) for text, _ in columns))]
+    group = shown.groupby(["target", "protocol"], sort=False).ngroup().to_numpy()
+    order = np.argsort(group, kind="stable")
+    bounds = np.flatnonzero(np.diff(group[order])) + 1
+    positions = np.split(order, bounds) if len(order) else []
+    # Targets of a few ports (a sweep's answering hosts): every cell's text made once for all of them, each
+    # target's widths from its own texts (as `_width` finds them from its values).
+    few = [len(p) <= FEW_PORTS for p in positions]
+    cells: list[list[str]] = []
+    if any(few):
+        small = shown.iloc[np.concatenate([p for p, f in zip(positions, few) if f])]
+        few_header, columns, few_no_answer, few_untested = _rtt_columns(small, signals)
+        cells = [text(slice(None)) for text, _ in columns]
+    at = 0  # where the next small target's rows start in `cells`
+    for pos, is_few in zip(positions, few):
+        target, proto = shown["target"].iat[pos[0]], shown["protocol"].iat[pos[0]]
+        if is_few:
+            mine = slice(at, at + len(pos))
+            at += len(pos)
+            texts = [column[mine] for column in cells]
+            widths = [max(len(h), *map(len, t)) for h, t in zip(few_header, texts)]
+            row = "  ".join(f"{{:<{w}}}" for w in widths).format
+            no_answer, untested = few_no_answer[mine], few_untested[mine]
+            yield ["", f"{target} ({proto})", row(*few_header).rstrip(), *(row(*c).rstrip() for c in zip(*texts))]
+        else:
+            rows = shown.iloc[pos]
+            header, columns, no_answer, untested = _rtt_columns(rows, signals)
+            widths = [max(len(h), w) for h, (_, w) in zip(header, columns)]
+            row = "  ".join(f"{{:<{w}}}" for w in widths).format  # one format call per line
+            yield ["", f"{target} ({proto})", row(*header).rstrip()]
+            for a in range(0, len(rows), BLOCK_ROWS):
+                block = slice(a, a + BLOCK_ROWS)
+                yield [row(*line).rstrip() for line in zip(*(text(block) for text, _ in columns))]
         notes = []
         if no_answer.any():
             notes.append("* no reply to any probe: the \"no answer\" family")

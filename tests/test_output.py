@@ -133,3 +133,19 @@ def test_rtt_table_folds_targets_that_answered_nothing() -> None:
     whole = rtt_table(ports, meta, family_table)
     assert all(f"\n10.77.40.{i} (tcp)\n" in whole for i in (0, 2, 4, 5, 6, 7))
     assert len(json.loads(rtt_json(ports, meta, family_table))["targets"]) == 6
+
+
+@pytest.mark.parametrize("capture", sorted(p.name for p in (Path(__file__).resolve().parent.parent
+                                                              / "sample_pcaps").glob("*.pcap")))
+def test_rtt_table_of_few_port_targets_is_the_per_target_table(capture: str, monkeypatch) -> None:
+    """Targets of a few ports have their cells made all at once, each with its own widths: the same table as
+    target by target (every sample's targets have at most nine ports)."""
+    from analyzer import output
+
+    path = Path(__file__).resolve().parent.parent / "sample_pcaps" / capture
+    packets = analyzer.read(path)
+    ports, family_table = analyzer.signal_families(packets, analyzer.match(packets))
+    meta = {"capture": capture, "method": "robust", "confidence": 0.99, "probes_matched": 0, "unsolicited_replies": 0}
+    together = rtt_table(ports, meta, family_table)
+    monkeypatch.setattr(output, "FEW_PORTS", 0)
+    assert rtt_table(ports, meta, family_table) == together
