@@ -54,6 +54,12 @@ def group_ids(*columns: np.ndarray) -> np.ndarray:
     return pd.factorize(pack_key(list(columns)))[0].astype(np.int64)
 
 
+def group_positions(ids: np.ndarray) -> list[np.ndarray]:
+    """The positions of each group's rows (ids 0..k-1, ascending), each group's in row order."""
+    order = stable_order(ids)
+    return np.split(order, np.flatnonzero(np.diff(ids[order])) + 1) if len(order) else []
+
+
 def rows_in(left: list[np.ndarray], right: list[np.ndarray]) -> np.ndarray:
     """Whether each left row's combination of column values is among the right rows' (integers >= -1)."""
     found, rows = np.zeros(len(left[0]), bool), np.arange(len(left[0]))

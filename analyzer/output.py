@@ -11,6 +11,8 @@ import numpy as np
 import orjson
 import pandas as pd
 
+from .keys import group_ids, group_positions
+
 RTT_COLUMNS = ["port", "protocol", "family", "family_kind", "sent", "received", "loss", "retransmissions",
                "samples", "mean_us", "stddev_us", "min_us", "median_us", "p95_us"]
 # A sweep with more targets than this that answered nothing lists those in one block (scans: per phase).
@@ -131,9 +133,7 @@ FEW_PORTS = 64
 def _target_rows(target: pd.Series) -> tuple[list, list[np.ndarray]]:
     """Each target (in order of first appearance, as groupby(sort=False)) and the positions of its rows."""
     codes, names = pd.factorize(target)
-    order = np.argsort(codes, kind="stable")
-    bounds = np.flatnonzero(np.diff(codes[order])) + 1
-    return list(names), np.split(order, bounds) if len(order) else []
+    return list(names), group_positions(codes)
 
 
 def _rtt_groups(fams: pd.DataFrame) -> dict[object, list[dict]]:
@@ -183,14 +183,10 @@ def rtt_table_blocks(fams: pd.DataFrame, meta: dict[str, object], family_table: 
     for f in ([] if family_table is None else family_table.to_dict("records")):
         evidence.setdefault((f["target"], f["protocol"]), []).append(f)
     # A sweep's targets none of whose ports answered: one block at the end when there are many of them.
-    keys = [fams["target"], fams["protocol"]]
-    silent = ~(fams["family_kind"] != "no answer").groupby(keys, sort=False).transform("any").to_numpy(bool)
+    silent = silent_rows(fams)
     fold = silent.any() and fams.loc[silent, ["target", "protocol"]].drop_duplicates().shape[0] > silent_over
     shown = fams[~silent] if fold else fams
-    group = shown.groupby(["target", "protocol"], sort=False).ngroup().to_numpy()
-    order = np.argsort(group, kind="stable")
-    bounds = np.flatnonzero(np.diff(group[order])) + 1
-    positions = np.split(order, bounds) if len(order) else []
+    positions = group_positions(shown.groupby(["target", "protocol"], sort=False).ngroup().to_numpy())
     # Targets of a few ports (a sweep's answering hosts): every cell's text made once for all of them, each
     # target's widths from its own texts (as `_width` finds them from its values).
     few = [len(p) <= FEW_PORTS for p in positions]
@@ -236,13 +232,30 @@ def rtt_table_blocks(fams: pd.DataFrame, meta: dict[str, object], family_table: 
             yield notes
     if fold:
         quiet = fams[silent]
-        ports = (quiet["port"].astype(int).astype(str) + "/" + quiet["protocol"].astype(str)).value_counts()
-        targets = sorted(quiet["target"].astype(str).unique(), key=address_order)
-        listed = ", ".join(targets[:5]) + (f", … ({len(targets):,} targets)" if len(targets) > 5 else "")
         n_quiet = quiet[["target", "protocol"]].drop_duplicates().shape[0]
         yield ["", f"{n_quiet:,} targets that answered no probe (the \"no answer\" family each; no RTT):",
-               f"  {listed}", "  ports: " + "; ".join(f"{k} ×{n:,}" for k, n in ports.head(5).items())
-               + ("; …" if len(ports) > 5 else "")]
+               f"  {first_addresses(quiet['target'].astype(str).unique().tolist())}",
+               "  ports: " + _tally(quiet["port"].astype(int).astype(str) + "/" + quiet["protocol"].astype(str))]
+
+
+def silent_rows(fams: pd.DataFrame) -> np.ndarray:
+    """Which rows of a families table belong to a (target, protocol) none of whose ports answered."""
+    answered = (fams["family_kind"] != "no answer").groupby([fams["target"], fams["protocol"]], sort=False)
+    return ~answered.transform("any").to_numpy(bool)
+
+
+def first_addresses(targets: list[str], most: int = 5, count: bool = True) -> str:
+    """The first few of many addresses, in address order ("…" after them; how many in all, with `count`)."""
+    shown = ", ".join(sorted(targets, key=address_order)[:most])
+    if len(targets) <= most:
+        return shown
+    return shown + (f", … ({len(targets):,} targets)" if count else ", …")
+
+
+def _tally(texts: pd.Series, most: int = 5) -> str:
+    """The most common texts with their counts: "22/tcp ×4,096; 80/tcp ×12; …"."""
+    counts = texts.value_counts()
+    return "; ".join(f"{k} ×{n:,}" for k, n in counts.head(most).items()) + ("; …" if len(counts) > most else "")
 
 
 def _rtt_columns(rows: pd.DataFrame, signals: bool) -> tuple[list[str], list[tuple[Callable[[slice], list[str]], int]],
@@ -379,12 +392,10 @@ def states_by_scan(states: pd.DataFrame) -> dict[tuple[int, str], np.ndarray]:
         return {}
     target, targets = pd.factorize(states["target"].astype(str))
     phase = states["phase"].to_numpy(np.int64)
-    order = np.lexsort((target, phase))
-    pairs = np.stack([phase[order], target[order]])
-    bounds = np.flatnonzero((pairs[:, 1:] != pairs[:, :-1]).any(axis=0)) + 1
-    starts = np.r_[0, bounds]
+    positions = group_positions(group_ids(phase, target))
+    firsts = [int(rows[0]) for rows in positions]
     return {(int(p), str(targets[t])): rows
-            for p, t, rows in zip(pairs[0, starts].tolist(), pairs[1, starts].tolist(), np.split(order, bounds))}
+            for p, t, rows in zip(phase[firsts].tolist(), target[firsts].tolist(), positions)}
 
 
 def silent_targets(scans: pd.DataFrame, states: pd.DataFrame, by_scan: dict[tuple[int, str], np.ndarray],
@@ -404,13 +415,9 @@ def silent_summary(states: pd.DataFrame, rows: list[np.ndarray], targets: list[s
                    ) -> tuple[str, str]:
     """The silent targets of a phase in two lines: the first few addresses (in address order) and how many;
     their ports' states, the most common first."""
-    first = sorted(targets, key=address_order)[:most]
-    shown = ", ".join(first) + (f", … ({len(targets):,} targets)" if len(targets) > most else "")
     st = states.iloc[np.concatenate(rows)]
-    counts = (st["port"].astype(int).astype(str) + "/" + st["protocol"].astype(str) + " " + st["state"].astype(str)
-              ).value_counts()
-    ports = "; ".join(f"{k} ×{n:,}" for k, n in counts.head(most).items()) + ("; …" if len(counts) > most else "")
-    return shown, ports
+    ports = st["port"].astype(int).astype(str) + "/" + st["protocol"].astype(str) + " " + st["state"].astype(str)
+    return first_addresses(targets, most), _tally(ports, most)
 
 
 def address_order(text: str) -> tuple[int, bytes, str]:

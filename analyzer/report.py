@@ -26,8 +26,9 @@ from .hosts import hosts
 from .match import match
 from .output import (
     SILENT_TARGETS_OVER,
-    address_order,
+    first_addresses,
     service_name,
+    silent_rows,
     silent_summary,
     silent_targets,
     states_by_scan,
@@ -281,13 +282,12 @@ def _families_section(probes: pd.DataFrame, fams: pd.DataFrame) -> str:
     content = [f'<p class="note">{e(_test_text(fams.attrs))}</p>']
     samples = rtt_samples(probes, probes=fams.attrs.get("probes", "syn"))
     # Targets none of whose ports answered have no RTT to group: many of them (a sweep) are one note.
-    answered = (fams["family_kind"] != "no answer").groupby([fams["target"], fams["protocol"]]).transform("any")
-    quiet = fams.loc[~answered.to_numpy(bool), "target"].astype(str).unique()
+    silent = silent_rows(fams)
+    quiet = fams.loc[silent, "target"].astype(str).unique().tolist()
     if len(quiet) > SILENT_TARGETS_OVER:
-        fams = fams[answered.to_numpy(bool)]
-        first = ", ".join(sorted(quiet, key=address_order)[:5]) + (", …" if len(quiet) > 5 else "")
+        fams = fams[~silent]
         content.append(f'<p class="note">{len(quiet):,} targets answered no probe, so have no RTT to group: '
-                       f"{e(first)}</p>")
+                       f"{e(first_addresses(quiet, count=False))}</p>")
     groups = list(fams.groupby(["target", "protocol"], sort=False))
     groups.sort(key=lambda g: -int(g[1]["sent"].sum()))
     for i, ((target, proto), rows) in enumerate(groups):
