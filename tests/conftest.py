@@ -43,14 +43,22 @@ def lab() -> Iterator[NatLab]:
         yield built
 
 
-def families_target_by_target(packets, probes, monkeypatch):
-    """signal_families with its batches turned off (analyzer/signals.py: targets none of whose ports answered,
-    one-port targets with few replies): every target through the per-target loop."""
+def families_both_ways(packets, probes, monkeypatch):
+    """signal_families as it runs (with its batches: analyzer/signals.py, targets none of whose ports
+    answered and one-port targets with few replies) and with the batches turned off (every target through
+    the per-target loop); and which batches the first run took."""
     import numpy as np
 
     from analyzer import signals
 
+    ran = []
+    with monkeypatch.context() as m:
+        for name in ("_silent_targets", "_single_port_targets"):
+            real = getattr(signals, name)
+            m.setattr(signals, name, lambda *a, _real=real, _name=name, **k: (ran.append(_name), _real(*a, **k))[1])
+        batched = signals.signal_families(packets, probes)
     with monkeypatch.context() as m:
         m.setattr(signals, "_silent_groups", lambda base: (None, np.zeros(0, np.int64)))
         m.setattr(signals, "_single_port_groups", lambda base, where, quiet: None)
-        return signals.signal_families(packets, probes)
+        one_by_one = signals.signal_families(packets, probes)
+    return batched, one_by_one, ran
