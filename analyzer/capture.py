@@ -22,9 +22,11 @@ import warnings
 import zlib
 from array import array
 from dataclasses import dataclass
+from types import ModuleType
 
 import numpy as np
 
+from . import compiled
 from .errors import CaptureError, CaptureWarning, capture_file_errors
 
 PCAP_MAGIC_US = 0xA1B2C3D4
@@ -254,13 +256,35 @@ def _pcap(path: str, raw: bytes, endian: str, nano: bool, compressed: bool) -> R
     _, _, _, _, snaplen, network = struct.unpack_from(endian + "HHiIII", raw, 4)
     linktype = network & 0x03FFFFFF  # libpcap's LT_LINKTYPE: the upper bits carry FCS flags
     limit = max(min(MAX_RECORD, max(snaplen, 65535) * 4), 65535 + 64)
-    hdr, pos, damage = _walk_pcap(raw, endian, limit, snaplen)
+    fast = compiled.FAST
+    if fast is not None:
+        (offset, caplen, wirelen, ts_ns), pos, damage = _walk_pcap_compiled(fast, raw, endian, nano, limit, snaplen)
+    else:
+        hdr, pos, damage = _walk_pcap(raw, endian, limit, snaplen)
+        offset, caplen, wirelen, ts_ns = _pcap_headers(raw, endian, nano, hdr)
     end = len(raw)
     if damage is None and pos != end:
-        damage = f"capture cut short inside record header {len(hdr) + 1} (byte {pos})"
+        damage = f"capture cut short inside record header {len(offset) + 1} (byte {pos})"
     if damage:
-        warnings.warn(CaptureWarning(path, damage + f"; read {len(hdr)} records"))
-    data = np.frombuffer(raw, np.uint8)
+        warnings.warn(CaptureWarning(path, damage + f"; read {len(offset)} records"))
+    return Records(
+        path=path,
+        data=np.frombuffer(raw, np.uint8),
+        offset=offset,
+        caplen=caplen,
+        wirelen=wirelen,
+        ts_ns=ts_ns,
+        # One link type and one interface for every record: one value each, not an array of copies.
+        linktype=np.broadcast_to(np.uint16(linktype), (len(offset),)),
+        iface=np.broadcast_to(np.uint16(0), (len(offset),)),
+        format="pcap",
+        compressed=compressed,
+        mapping=_walked(raw),
+    )
+
+
+def _pcap_headers(raw: bytes, endian: str, nano: bool, hdr: np.ndarray) -> tuple[np.ndarray, ...]:
+    """Packet offsets, caplen, wirelen and ts_ns of the records whose headers start at `hdr` (numpy)."""
     view = _u32_view(raw, endian == ">")
     caplen, wirelen, ts_ns = (np.empty(len(hdr), np.int64) for _ in range(3))
     release = _Releaser(raw)
@@ -271,22 +295,37 @@ def _pcap(path: str, raw: bytes, endian: str, nano: bool, compressed: bool) -> R
         frac = view[at + 4].astype(np.int64)
         ts_ns[a:b] = view[at].astype(np.int64) * 1_000_000_000 + (frac if nano else frac * 1000)
         release(int(at[-1]))
-    mapping = _walked(raw)
     hdr += 16  # (in place: each record's packet bytes start after its 16-byte header)
-    return Records(
-        path=path,
-        data=data,
-        offset=hdr,
-        caplen=caplen,
-        wirelen=wirelen,
-        ts_ns=ts_ns,
-        # One link type and one interface for every record: one value each, not an array of copies.
-        linktype=np.broadcast_to(np.uint16(linktype), (len(hdr),)),
-        iface=np.broadcast_to(np.uint16(0), (len(hdr),)),
-        format="pcap",
-        compressed=compressed,
-        mapping=mapping,
-    )
+    return hdr, caplen, wirelen, ts_ns
+
+
+# Records the compiled walk fills per call (four int64 arrays): the pages behind it are given back between calls.
+_COMPILED_RECORDS = 1 << 20
+
+
+def _walk_pcap_compiled(fast: ModuleType, raw: bytes, endian: str, nano: bool, limit: int,
+                        snaplen: int) -> tuple[tuple[np.ndarray, ...], int, str | None]:
+    """`_walk_pcap` and `_pcap_headers` in one pass of analyzer._fast.walk_pcap: the same records, the same
+    damage, the same stopping place."""
+    release = _Releaser(raw)
+    parts: list[list[np.ndarray]] = []
+    pos, done = 24, 0
+    while True:
+        room = min(_COMPILED_RECORDS, (len(raw) - pos) // 16 + 1)  # no more records than 16-byte headers fit
+        out = [np.empty(room, np.int64) for _ in range(4)]
+        k, pos, status, claimed = fast.walk_pcap(raw, pos, endian == ">", nano, limit, *out)
+        parts.append([a[:k] for a in out])
+        done += k
+        release(pos)
+        if status or k < room:
+            break
+    damage = None
+    if status == 1:
+        damage = f"record {done + 1} at byte {pos} claims {claimed} bytes (snaplen {snaplen}); stopping there"
+    elif status == 2:
+        damage = f"capture cut short inside record {done + 1} (byte {pos})"
+    columns = tuple(p[0] if len(parts) == 1 else np.concatenate(p) for p in zip(*parts))
+    return columns, pos, damage
 
 
 @dataclass

@@ -27,6 +27,7 @@ from collections.abc import Iterable
 import numpy as np
 import pandas as pd
 
+from . import compiled
 from .capture import Records, read_records
 from .schema import empty_packets, frame_from_columns
 
@@ -119,15 +120,23 @@ class _Columns:
 
     def put(self, name: str, target: np.ndarray | slice, values: np.ndarray | int) -> None:
         """Table rows `target` hold `values`."""
-        if name not in self.keep:
+        column, absent = self.arrays(name)
+        if column is None:
             return
+        column[target] = values
+        if absent is not None:
+            absent[target] = False
+
+    def arrays(self, name: str) -> tuple[np.ndarray | None, np.ndarray | None]:
+        """Column `name`'s values and absence mask (None when not nullable) to write into; (None, None) when
+        the column is not kept."""
+        if name not in self.keep:
+            return None, None
         if name not in self.values:
             self.values[name] = np.zeros(self.n, self._dtype(name))
             if self.dtypes[name][0] == "U":
                 self.absent[name] = np.ones(self.n, bool)
-        self.values[name][target] = values
-        if name in self.absent:
-            self.absent[name][target] = False
+        return self.values[name], self.absent.get(name)
 
     def pop(self, name: str) -> np.ndarray | pd.arrays.IntegerArray:
         """Column `name` in its schema dtype; the decoder lets go of it. A column no row holds, and the
@@ -210,7 +219,7 @@ def decode(rec: Records, *, columns: Iterable[str] | None = None) -> pd.DataFram
     for a in range(0, n, DECODE_ROWS):
         b = min(n, a + DECODE_ROWS)
         chunk = rec.take(slice(a, b))
-        fast = _fast_tcp4(rec.data, chunk, a, out, addr)
+        fast = _fast_tcp4(rec.data, chunk, a, out, addr) if compiled.FAST is None else _compiled_tcp4(chunk, a, out, addr)
         rest = np.flatnonzero(~fast)
         if len(rest):
             _layers(rec.data, chunk if len(rest) == len(chunk) else chunk.take(rest), rest + a, out, addr, malformed)
@@ -298,6 +307,47 @@ def _fast_tcp4(data: np.ndarray, rec: Records, base: int, out: _Columns, addr: _
     out.put("payload_len", target, ip_len - (doff + np.uint16(20)))
     addr.put4("src", target, h["src"])
     addr.put4("dst", target, h["dst"])
+    return fast
+
+
+# The columns analyzer._fast.tcp4 writes, in its order (_fast.c names them in an enum).
+FAST_COLUMNS = ("eth_dst", "eth_src", "ethertype", "ip_version", "ip_proto", "ip_len", "ip_id", "ttl", "fragment",
+                "sport", "dport", "seq", "ack", "tcp_flags", "window", "payload_len",
+                "tcp_options", "mss", "wscale", "tsval", "tsecr")
+
+
+def _compiled_tcp4(rec: Records, base: int, out: _Columns, addr: _Addresses) -> np.ndarray:
+    """`_fast_tcp4` in one compiled pass (analyzer._fast.tcp4): the same records, the same values, written
+    straight into the table's columns. It parses every option layout, so it takes the records of the
+    dominant layout that `_fast_tcp4` leaves to the layers for a rare layout; the layers would give them
+    the same values (the option parse is `_tcp_options`'s, which the tests compare)."""
+    n = len(rec)
+    if isinstance(rec.linktype, np.ndarray) and rec.linktype.strides == (0,):  # classic pcap: one link type
+        ethernet = bool(len(rec)) and int(rec.linktype[0]) == LINKTYPE_ETHERNET
+        cand = slice(0, n) if ethernet else None
+    else:
+        cand = np.flatnonzero(rec.linktype == LINKTYPE_ETHERNET)
+    fast = np.zeros(n, bool)
+    if cand is None or (isinstance(cand, np.ndarray) and not len(cand)):
+        return fast
+    rows = np.arange(base, base + n) if isinstance(cand, slice) else cand + base
+    k = len(rows)
+    columns = []
+    for name in FAST_COLUMNS:
+        values, absent = out.arrays(name)
+        columns += [values, absent]
+    src, dst, hit = np.empty(k, np.uint32), np.empty(k, np.uint32), np.empty(k, np.uint8)
+    decoded = compiled.FAST.tcp4(rec.data, np.ascontiguousarray(rec.offset[cand]),
+                                 np.ascontiguousarray(rec.caplen[cand]), rows, tuple(columns), src, dst, hit)
+    hit = hit.view(bool)
+    if decoded == k:
+        addr.put4("src", slice(base, base + n) if k == n else rows, src)
+        addr.put4("dst", slice(base, base + n) if k == n else rows, dst)
+        fast[cand] = True
+    elif decoded:
+        addr.put4("src", rows[hit], src[hit])
+        addr.put4("dst", rows[hit], dst[hit])
+        fast[rows[hit] - base] = True
     return fast
 
 

@@ -205,16 +205,35 @@ def test_read_some_columns(api, edge_dir: Path, file: str) -> None:
 
 
 def layers_only(monkeypatch) -> None:
-    """Decode every record with the general layers (the fast path for Ethernet/IPv4/TCP declines all)."""
+    """Decode every record with the general layers (the fast paths for Ethernet/IPv4/TCP, numpy and compiled,
+    decline all)."""
     import numpy as np
 
     import analyzer.packets
 
     monkeypatch.setattr(analyzer.packets, "_fast_tcp4", lambda data, rec, *_: np.zeros(len(rec), bool))
+    monkeypatch.setattr(analyzer.packets, "_compiled_tcp4", lambda rec, *_: np.zeros(len(rec), bool))
 
 
+FAST_PATHS = ["numpy", "compiled"]
+
+
+def use_fast_path(monkeypatch, fast_path: str) -> str:
+    """Read with the numpy code (analyzer.compiled.FAST = None) or the compiled loops (which must be built:
+    setup.py builds them wherever a C compiler is, and CI installs one). Returns the decode function's name."""
+    import analyzer.compiled
+
+    if fast_path == "numpy":
+        monkeypatch.setattr(analyzer.compiled, "FAST", None)
+        return "_fast_tcp4"
+    assert analyzer.compiled.FAST is not None, "analyzer._fast is not built (pip install -e . with gcc)"
+    return "_compiled_tcp4"
+
+
+@pytest.mark.parametrize("fast_path", FAST_PATHS)
 @pytest.mark.parametrize("file", READABLE)
-def test_fast_path_decodes_like_the_layers(api, edge_dir: Path, file: str, monkeypatch) -> None:
+def test_fast_path_decodes_like_the_layers(api, edge_dir: Path, file: str, fast_path: str, monkeypatch) -> None:
+    use_fast_path(monkeypatch, fast_path)
     fast = read_quietly(api, edge_dir / file)
     layers_only(monkeypatch)
     slow = read_quietly(api, edge_dir / file)
@@ -264,8 +283,9 @@ def write_pcap(path: Path, frames: list[bytes]) -> None:
     path.write_bytes(struct.pack("<IHHiIII", 0xA1B23C4D, 2, 4, 0, 0, 65535, 1) + b"".join(records))
 
 
+@pytest.mark.parametrize("fast_path", FAST_PATHS)
 @pytest.mark.parametrize("chunk", [None, 1, 7, 1000])
-def test_fast_path_on_fuzzed_frames(api, tmp_path: Path, monkeypatch, chunk: int | None) -> None:
+def test_fast_path_on_fuzzed_frames(api, tmp_path: Path, monkeypatch, chunk: int | None, fast_path: str) -> None:
     """Frames at and around the fast path's layout, mixed in every chunk: the fast path takes those it can
     and gives exactly the general layers' table (values, presence, malformed count) for them."""
     import analyzer.packets
@@ -275,14 +295,15 @@ def test_fast_path_on_fuzzed_frames(api, tmp_path: Path, monkeypatch, chunk: int
     if chunk is not None:
         monkeypatch.setattr(analyzer.packets, "DECODE_ROWS", chunk)
     taken = []
-    fast_tcp4 = analyzer.packets._fast_tcp4
+    name = use_fast_path(monkeypatch, fast_path)
+    decoder = getattr(analyzer.packets, name)
 
     def counting(*args):
-        decoded = fast_tcp4(*args)
+        decoded = decoder(*args)
         taken.append(int(decoded.sum()))
         return decoded
 
-    monkeypatch.setattr(analyzer.packets, "_fast_tcp4", counting)
+    monkeypatch.setattr(analyzer.packets, name, counting)
     fast = read_quietly(api, path)
     assert 500 < sum(taken) < 2500, "the fuzzed frames should exercise both paths"
     layers_only(monkeypatch)
@@ -292,9 +313,11 @@ def test_fast_path_on_fuzzed_frames(api, tmp_path: Path, monkeypatch, chunk: int
     assert slow.attrs["malformed"] > 0
 
 
-def test_fast_layout_cut_at_every_length(api, tmp_path: Path, monkeypatch) -> None:
+@pytest.mark.parametrize("fast_path", FAST_PATHS)
+def test_fast_layout_cut_at_every_length(api, tmp_path: Path, monkeypatch, fast_path: str) -> None:
     """One SYN of the fast layout (options included) cut after each of its bytes: the cut records leave the
     fast path, and every field is present exactly when the general layers find it inside the record."""
+    use_fast_path(monkeypatch, fast_path)
     pkt = gen.ipv4("10.0.0.9", "10.0.0.2", gen.tcp(40000, 443, 0x02, 12345, opts=gen.LINUX_OPTS))
     frame = gen.ethernet(pkt, 0x020000000009, 0x020000000002).data
     path = tmp_path / "cut.pcap"
@@ -307,8 +330,10 @@ def test_fast_layout_cut_at_every_length(api, tmp_path: Path, monkeypatch) -> No
     assert fast["tcp_flags"].notna().sum() == len(frame) + 2 - 54
 
 
-def test_read_some_columns_with_the_fast_path(api, tmp_path: Path) -> None:
+@pytest.mark.parametrize("fast_path", FAST_PATHS)
+def test_read_some_columns_with_the_fast_path(api, tmp_path: Path, monkeypatch, fast_path: str) -> None:
     """Columns left out change nothing in those asked for (the fast path skips what no column needs)."""
+    use_fast_path(monkeypatch, fast_path)
     path = tmp_path / "fuzzed.pcap"
     write_pcap(path, fuzzed_frames(seed=11, count=500))
     whole = read_quietly(api, path)

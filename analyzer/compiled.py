@@ -1,0 +1,24 @@
+"""The compiled reader loops (analyzer/_fast.c), when they were built.
+
+`FAST` is the module, or None: when no C compiler was found at install time (setup.py builds it as optional),
+or when the environment sets SYNLENS_PURE=1 to ask for the numpy code (the reference: tests compare the two
+on every capture, and the benchmark times both). Readers look it up at each call, so tests may swap it.
+"""
+
+from __future__ import annotations
+
+import os
+from types import ModuleType
+
+
+def _load() -> ModuleType | None:
+    if os.environ.get("SYNLENS_PURE", "") not in ("", "0"):
+        return None
+    try:
+        from . import _fast
+    except ImportError:
+        return None
+    return _fast
+
+
+FAST: ModuleType | None = _load()

@@ -1,0 +1,153 @@
+"""The compiled reader loops (analyzer/_fast.c) against the numpy code they replace, which is the reference.
+
+Two loops: the classic pcap record walk (capture._walk_pcap_compiled vs _walk_pcap + _pcap_headers) and the
+Ethernet/IPv4/TCP decode (packets._compiled_tcp4 vs _fast_tcp4; tests/test_edge_captures.py compares both
+with the general layers on fuzzed frames). Here: every bundled sample and every edge capture read both ways
+gives the same table, attributes and warnings; record chains with random lengths (absurd ones, cut records,
+a trailing partial header) stop at the same record with the same damage message; bad arguments raise.
+The lab's captures are compared in tests/test_scans_lab.py.
+"""
+
+from __future__ import annotations
+
+import os
+import struct
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+import analyzer.compiled
+from analyzer import read
+from analyzer.capture import read_records
+
+HERE = Path(__file__).resolve().parent
+REPO = HERE.parent
+SAMPLES = sorted(p.name for p in (REPO / "sample_pcaps").iterdir() if p.suffix in (".pcap", ".pcapng", ".gz"))
+EDGE = sorted(p.name for p in (HERE / "data" / "edge").iterdir() if ".truth" not in p.name)
+
+
+def read_both(monkeypatch, path: Path, reader=read) -> tuple[tuple, tuple]:
+    """(result, warning messages) read with the compiled loops and with the numpy code."""
+    out = []
+    for fast in (analyzer.compiled.FAST, None):
+        with monkeypatch.context() as m, warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            m.setattr(analyzer.compiled, "FAST", fast)
+            out.append((reader(str(path)), [str(w.message) for w in caught]))
+    return out[0], out[1]
+
+
+def test_compiled_loops_are_built() -> None:
+    """setup.py builds them wherever a C compiler is (CI installs gcc); SYNLENS_PURE=1 turns them off."""
+    pure = os.environ.get("SYNLENS_PURE", "") not in ("", "0")
+    assert (analyzer.compiled.FAST is None) == pure, "analyzer._fast not built: pip install -e . needs gcc"
+
+
+@pytest.fixture(autouse=True)
+def _built() -> None:
+    if analyzer.compiled.FAST is None:
+        pytest.fail("analyzer._fast is not built or SYNLENS_PURE is set: nothing to compare")
+
+
+def assert_same_records(a, b) -> None:
+    for field in ("offset", "caplen", "wirelen", "ts_ns", "linktype", "iface"):
+        np.testing.assert_array_equal(getattr(a, field), getattr(b, field), err_msg=field)
+    assert (a.format, a.compressed, len(a.data)) == (b.format, b.compressed, len(b.data))
+
+
+@pytest.mark.parametrize("name", SAMPLES)
+def test_samples_read_alike(monkeypatch, name: str) -> None:
+    (fast, fast_warned), (numpy, numpy_warned) = read_both(monkeypatch, REPO / "sample_pcaps" / name)
+    pd.testing.assert_frame_equal(fast, numpy)
+    assert fast.attrs == numpy.attrs and fast_warned == numpy_warned
+    assert len(fast) > 0
+
+
+@pytest.mark.parametrize("name", EDGE)
+def test_edge_captures_read_alike(monkeypatch, name: str) -> None:
+    """Every committed edge capture (pcap of both byte orders and resolutions, cut short, absurd lengths,
+    gzip, pcapng, other link types): the same records and the same table, the same damage warnings."""
+    path = HERE / "data" / "edge" / name
+    try:
+        (fast, fast_warned), (numpy, numpy_warned) = read_both(monkeypatch, path, read_records)
+    except analyzer.CaptureError as e:  # unreadable captures: both ways, the same error
+        with monkeypatch.context() as m:
+            m.setattr(analyzer.compiled, "FAST", None)
+            with pytest.raises(analyzer.CaptureError) as numpy_error:
+                read_records(str(path))
+        assert str(numpy_error.value) == str(e)
+        return
+    assert_same_records(fast, numpy)
+    assert fast_warned == numpy_warned
+    (table, _), (numpy_table, _) = read_both(monkeypatch, path)
+    pd.testing.assert_frame_equal(table, numpy_table)
+    assert table.attrs == numpy_table.attrs
+
+
+def random_chain(rng: np.random.Generator, big: bool, nano: bool) -> bytes:
+    """A classic pcap of random records: any timestamps, caplen from 0 up, now and then an absurd length, a
+    record cut short by the end of the file, or a partial header at its end."""
+    e = ">" if big else "<"
+    magic = 0xA1B23C4D if nano else 0xA1B2C3D4
+    out = [struct.pack(e + "IHHiIII", magic, 2, 4, 0, 0, int(rng.choice([0, 96, 65535, 262144])), 1)]
+    for _ in range(int(rng.integers(0, 400))):
+        cap = int(rng.choice([0, 1, 14, 54, 60, 74, 1514, int(rng.integers(0, 3000))]))
+        if rng.random() < 0.005:
+            cap = int(rng.choice([300_000, 1 << 21, 2**32 - 1]))
+        body = rng.integers(0, 256, min(cap, 3000), dtype=np.uint8).tobytes()
+        sec, frac = int(rng.integers(0, 2**32)), int(rng.integers(0, 10**9 if nano else 10**6))
+        out.append(struct.pack(e + "IIII", sec, frac, cap, int(rng.integers(0, 2**32))) + body)
+    raw = b"".join(out)
+    if rng.random() < 0.3:
+        raw = raw[: int(rng.integers(24, len(raw) + 1))]
+    return raw
+
+
+@pytest.mark.parametrize("seed", range(40))
+def test_random_record_chains_walk_alike(monkeypatch, tmp_path: Path, seed: int) -> None:
+    rng = np.random.default_rng(seed)
+    path = tmp_path / "chain.pcap"
+    path.write_bytes(random_chain(rng, big=bool(seed & 1), nano=bool(seed & 2)))
+    (fast, fast_warned), (numpy, numpy_warned) = read_both(monkeypatch, path, read_records)
+    assert_same_records(fast, numpy)
+    assert fast_warned == numpy_warned
+
+
+def test_walk_in_several_calls(monkeypatch, tmp_path: Path) -> None:
+    """The compiled walk fills arrays of a bounded size per call: a capture of many more records than that
+    is walked in several calls, the records joined in order, the damage found in a later call."""
+    import analyzer.capture
+
+    rng = np.random.default_rng(5)
+    records = [struct.pack("<IIII", i, 7 * i, n, n + 1) + bytes(n) for i, n in enumerate(rng.integers(0, 200, 60))]
+    path = tmp_path / "long.pcap"
+    path.write_bytes(struct.pack("<IHHiIII", 0xA1B23C4D, 2, 4, 0, 0, 65535, 1) + b"".join(records)
+                     + struct.pack("<IIII", 1, 2, 1 << 22, 0))  # an absurd record at the very end
+    monkeypatch.setattr(analyzer.capture, "_COMPILED_RECORDS", 7)
+    (fast, fast_warned), (numpy, numpy_warned) = read_both(monkeypatch, path, read_records)
+    assert len(fast) == 60
+    assert_same_records(fast, numpy)
+    assert fast_warned == numpy_warned and "claims 4194304 bytes" in fast_warned[0]
+
+
+def test_bad_arguments_raise() -> None:
+    """The compiled functions check what they are given (they write into caller's arrays by position)."""
+    fast = analyzer.compiled.FAST
+    out = [np.empty(4, np.int64) for _ in range(4)]
+    with pytest.raises(ValueError, match="walk_pcap output"):
+        fast.walk_pcap(b"\0" * 64, 24, False, False, 65535, out[0], out[1], out[2], np.empty(4, np.int32))
+    with pytest.raises(BufferError):
+        fast.walk_pcap(b"\0" * 64, 24, False, False, 65535, out[0], out[1], out[2], out[3].tobytes())  # read-only
+    rows = np.array([0, 5], np.int64)
+    values = np.zeros(3, np.uint16)
+    columns = tuple([values, None] + [None, None] * 20)
+    u32, hit = np.empty(2, np.uint32), np.empty(2, np.uint8)
+    with pytest.raises(IndexError, match="row outside"):
+        fast.tcp4(b"\0" * 200, np.array([0, 60], np.int64), np.array([60, 60], np.int64), rows, columns, u32, u32, hit)
+    with pytest.raises(ValueError, match="columns"):
+        fast.tcp4(b"\0" * 200, rows, rows, rows, columns[:-2], u32, u32, hit)
+    with pytest.raises(ValueError, match="tcp4 caplen"):
+        fast.tcp4(b"\0" * 200, rows, rows[:1], rows, columns, u32, u32, hit)
