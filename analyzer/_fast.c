@@ -2,6 +2,7 @@
  * and packets.py does the same work and is the reference, and tests compare the two on every capture).
  *
  * walk_pcap  the classic pcap record chain: where each packet's bytes are, its lengths and timestamp.
+ * walk_epb   the same for a run of pcapng enhanced packet blocks (capture._pcapng reads every other block).
  * tcp4       records of the dominant layout (Ethernet II / IPv4 without options / TCP, every header and
  *            option captured and inside the IP length): every field the packets table holds for them,
  *            written straight into the table's columns (packets._fast_tcp4 is the same, in numpy).
@@ -118,6 +119,70 @@ static PyObject *walk_pcap(PyObject *self, PyObject *args) {
     release_all(&held);
     PyBuffer_Release(&raw);
     return Py_BuildValue("nniL", k, pos, status, claimed);
+}
+
+/* walk_epb(raw, pos, big_endian, interfaces, base, max_block, offset, caplen, wirelen, ts_units, iface)
+ *   -> (records, pos)
+ * The run of pcapng enhanced packet blocks starting at byte `pos`, in a section of that byte order with
+ * `interfaces` interfaces so far: each block's packet offset, caplen and wirelen (int64), its timestamp in
+ * its interface's units (uint64) and its interface id plus `base` (uint16). Stops, without taking it, at the
+ * first block that is not an enhanced packet block, or not a whole and consistent one (length below 32, not
+ * a multiple of 4, above `max_block` or past the end; an interface id not yet described; a caplen that does
+ * not fit): the caller's block loop reads that one, and names its damage. Stops too when the outputs are full. */
+static PyObject *walk_epb(PyObject *self, PyObject *args) {
+    Py_buffer raw;
+    Py_ssize_t pos;
+    int big;
+    unsigned int interfaces, base;
+    long long max_block;
+    PyObject *outs[5];
+    if (!PyArg_ParseTuple(args, "y*npIIL" "OOOOO", &raw, &pos, &big, &interfaces, &base, &max_block, &outs[0],
+                          &outs[1], &outs[2], &outs[3], &outs[4]))
+        return NULL;
+    Held held = {.n = 0};
+    Py_buffer *v[5];
+    static const Py_ssize_t sizes[5] = {8, 8, 8, 8, 2};
+    Py_ssize_t cap_n = -1;
+    for (int i = 0; i < 5; i++) {
+        if (!(v[i] = hold(&held, outs[i], -1, sizes[i], 1, "walk_epb output"))) {
+            release_all(&held);
+            PyBuffer_Release(&raw);
+            return NULL;
+        }
+        Py_ssize_t n = v[i]->len / sizes[i];
+        if (cap_n < 0 || n < cap_n)
+            cap_n = n;
+    }
+    int64_t *off = v[0]->buf, *capl = v[1]->buf, *wire = v[2]->buf;
+    uint64_t *ts = v[3]->buf;
+    uint16_t *ifid = v[4]->buf;
+    const uint8_t *b = raw.buf;
+    Py_ssize_t end = raw.len, k = 0;
+    if (pos < 0)
+        pos = end;
+    Py_BEGIN_ALLOW_THREADS
+    while (k < cap_n && pos + 32 <= end) {
+        const uint8_t *h = b + pos;
+#define U32(at) (big ? be32(h + (at)) : le32(h + (at)))
+        uint32_t btype = U32(0), blen = U32(4);
+        if (btype != 6 || blen < 32 || blen % 4 || (long long)blen > max_block || pos + (Py_ssize_t)blen > end)
+            break;
+        uint32_t id = U32(8), hi = U32(12), lo = U32(16), cl = U32(20), wl = U32(24);
+        if (id >= interfaces || 20 + (uint64_t)cl > blen - 12)
+            break;
+#undef U32
+        off[k] = pos + 28;
+        capl[k] = cl;
+        wire[k] = wl;
+        ts[k] = ((uint64_t)hi << 32) | lo;
+        ifid[k] = (uint16_t)(base + id);
+        k++;
+        pos += blen;
+    }
+    Py_END_ALLOW_THREADS
+    release_all(&held);
+    PyBuffer_Release(&raw);
+    return Py_BuildValue("nn", k, pos);
 }
 
 /* The columns tcp4 writes, in this order (packets.FAST_COLUMNS names them). */
@@ -283,6 +348,7 @@ fail:
 
 static PyMethodDef methods[] = {
     {"walk_pcap", walk_pcap, METH_VARARGS, "Walk a classic pcap's record chain into int64 arrays."},
+    {"walk_epb", walk_epb, METH_VARARGS, "Walk a run of pcapng enhanced packet blocks into arrays."},
     {"tcp4", tcp4, METH_VARARGS, "Decode Ethernet/IPv4/TCP records straight into the packets table's columns."},
     {NULL, NULL, 0, NULL},
 };

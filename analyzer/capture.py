@@ -299,7 +299,7 @@ def _pcap_headers(raw: bytes, endian: str, nano: bool, hdr: np.ndarray) -> tuple
     return hdr, caplen, wirelen, ts_ns
 
 
-# Records the compiled walk fills per call (four int64 arrays): the pages behind it are given back between calls.
+# Records the compiled walk takes per call: the pages behind it are given back between calls.
 _COMPILED_RECORDS = 1 << 20
 
 
@@ -308,13 +308,13 @@ def _walk_pcap_compiled(fast: ModuleType, raw: bytes, endian: str, nano: bool, l
     """`_walk_pcap` and `_pcap_headers` in one pass of analyzer._fast.walk_pcap: the same records, the same
     damage, the same stopping place."""
     release = _Releaser(raw)
-    parts: list[list[np.ndarray]] = []
+    # As many entries as 16-byte record headers fit in the file: only those the walk fills take memory.
+    out = [np.empty((len(raw) - 24) // 16 + 1, np.int64) for _ in range(4)]
     pos, done = 24, 0
     while True:
-        room = min(_COMPILED_RECORDS, (len(raw) - pos) // 16 + 1)  # no more records than 16-byte headers fit
-        out = [np.empty(room, np.int64) for _ in range(4)]
-        k, pos, status, claimed = fast.walk_pcap(raw, pos, endian == ">", nano, limit, *out)
-        parts.append([a[:k] for a in out])
+        room = min(_COMPILED_RECORDS, len(out[0]) - done)
+        k, pos, status, claimed = fast.walk_pcap(raw, pos, endian == ">", nano, limit,
+                                                 *(a[done : done + room] for a in out))
         done += k
         release(pos)
         if status or k < room:
@@ -324,8 +324,7 @@ def _walk_pcap_compiled(fast: ModuleType, raw: bytes, endian: str, nano: bool, l
         damage = f"record {done + 1} at byte {pos} claims {claimed} bytes (snaplen {snaplen}); stopping there"
     elif status == 2:
         damage = f"capture cut short inside record {done + 1} (byte {pos})"
-    columns = tuple(p[0] if len(parts) == 1 else np.concatenate(p) for p in zip(*parts))
-    return columns, pos, damage
+    return tuple(a[:done] for a in out), pos, damage
 
 
 @dataclass
@@ -352,14 +351,56 @@ def _idb_options(body: memoryview, endian: str) -> tuple[tuple[bool, int], int]:
     return tsresol, tsoffset
 
 
+class _Packets:
+    """The packet records of a pcapng as the block walk finds them, in file order: appended one by one, or
+    taken a run of enhanced packet blocks at a time by the compiled walk (analyzer._fast.walk_epb)."""
+
+    def __init__(self, size: int) -> None:
+        # As many entries as the smallest packet block (16 bytes) fits in the file: only those filled take memory.
+        self.columns = [np.empty(size // 16 + 1, t) for t in _PCAPNG_TYPES]  # offset, caplen, wirelen, ts_units, iface
+        self.count = 0
+        self.one_by_one: tuple[array, ...] = tuple(array(code) for code in "qqqQH")
+
+    def add(self, start: int, iface: int, ts_hi: int, ts_lo: int, cap: int, wire: int) -> None:
+        for column, value in zip(self.one_by_one, (start, cap, wire, (ts_hi << 32) | ts_lo, iface)):
+            column.append(value)
+
+    def _flush(self) -> None:
+        k = len(self.one_by_one[0])
+        if k:
+            for column, values, t in zip(self.columns, self.one_by_one, _PCAPNG_TYPES):
+                column[self.count : self.count + k] = np.frombuffer(values, t)
+                del values[:]
+            self.count += k
+
+    def run(self, fast: ModuleType, raw: bytes, pos: int, endian: str, interfaces: int, base: int) -> int:
+        """Take the run of enhanced packet blocks at `pos` (compiled); returns where it stopped."""
+        self._flush()
+        k, pos = fast.walk_epb(raw, pos, endian == ">", interfaces, base, MAX_RECORD + 64,
+                               *(c[self.count :] for c in self.columns))
+        self.count += k
+        return pos
+
+    def __len__(self) -> int:
+        return self.count + len(self.one_by_one[0])
+
+    def filled(self) -> tuple[np.ndarray, ...]:
+        self._flush()
+        return tuple(c[: self.count] for c in self.columns)
+
+
+# The fixed fields of each block type read here, in bytes: interface description, enhanced, simple and obsolete
+# packet blocks.
+_PCAPNG_BODY_MIN = {1: 8, 6: 20, 3: 4, 2: 20}
+_PCAPNG_TYPES = (np.int64, np.int64, np.int64, np.uint64, np.uint16)
+
+
 def _pcapng(path: str, raw: bytes, compressed: bool) -> Records:
     end = len(raw)
     view = memoryview(raw)
-    starts, ifs, tshi, tslo, caps, wires = (array("q"), array("H"), array("Q"), array("Q"), array("q"), array("q"))
-
-    def add(start: int, iface: int, ts_hi: int, ts_lo: int, cap: int, wire: int) -> None:
-        for column, value in zip((starts, ifs, tshi, tslo, caps, wires), (start, iface, ts_hi, ts_lo, cap, wire)):
-            column.append(value)
+    packets = _Packets(len(raw))
+    add = packets.add
+    fast = compiled.FAST
     interfaces: list[_Iface] = []
     all_ifaces: list[_Iface] = []  # across sections, so iface ids stay unique in the table
     base = 0  # index in all_ifaces of this section's interface 0
@@ -369,6 +410,11 @@ def _pcapng(path: str, raw: bytes, compressed: bool) -> Records:
     skipped = 0
     while pos + 12 <= end:
         btype = struct.unpack_from(endian + "I", raw, pos)[0]
+        if btype == 6 and fast is not None:
+            pos = packets.run(fast, raw, pos, endian, len(interfaces), base)
+            if pos + 12 > end:
+                break
+            btype = struct.unpack_from(endian + "I", raw, pos)[0]  # the block the run stopped at: read below
         if btype == PCAPNG_SHB:
             bom = raw[pos + 8 : pos + 12]
             if bom == b"\x4d\x3c\x2b\x1a":
@@ -388,6 +434,9 @@ def _pcapng(path: str, raw: bytes, compressed: bool) -> Records:
             damage = f"capture cut short inside block at byte {pos}"
             break
         body = view[pos + 8 : pos + blen - 4]
+        if len(body) < _PCAPNG_BODY_MIN.get(btype, 0):
+            damage = f"block at byte {pos} (type {btype}) is too short for its fields ({blen} bytes)"
+            break
         if btype == 1:  # interface description
             lt, _, snap = struct.unpack_from(endian + "HHI", body, 0)
             res, off = _idb_options(body, endian)
@@ -418,12 +467,11 @@ def _pcapng(path: str, raw: bytes, compressed: bool) -> Records:
         pos += blen
     if damage is None and pos != end:
         damage = f"capture cut short inside block header at byte {pos}"
-    if not all_ifaces and not starts and damage:
+    if not all_ifaces and not len(packets) and damage:
         raise CaptureError(path, damage)
     if damage:
-        warnings.warn(CaptureWarning(path, damage + f"; read {len(starts)} packets"))
-    ifid = np.frombuffer(ifs, np.uint16).copy()
-    ts_units = (np.frombuffer(tshi, np.uint64) << np.uint64(32)) | np.frombuffer(tslo, np.uint64)
+        warnings.warn(CaptureWarning(path, damage + f"; read {len(packets)} packets"))
+    offset, caplen, wirelen, ts_units, ifid = packets.filled()
     ts_ns = np.zeros(len(ifid), np.int64)
     linktype = np.zeros(len(ifid), np.uint16)
     for i, iface in enumerate(all_ifaces):
@@ -435,9 +483,9 @@ def _pcapng(path: str, raw: bytes, compressed: bool) -> Records:
     return Records(
         path=path,
         data=np.frombuffer(raw, np.uint8),
-        offset=np.frombuffer(starts, np.int64).copy(),
-        caplen=np.frombuffer(caps, np.int64).copy(),
-        wirelen=np.frombuffer(wires, np.int64).copy(),
+        offset=offset,
+        caplen=caplen,
+        wirelen=wirelen,
         ts_ns=ts_ns,
         linktype=linktype,
         iface=ifid,
