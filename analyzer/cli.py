@@ -163,6 +163,9 @@ def _warn_line(message, category, filename, lineno, file=None, line=None) -> Non
 
 def cmd_rtt(args: argparse.Namespace) -> int:
     from .signals import REPLY_FIELDS
+    from .stats import load_in_background
+
+    load_in_background()  # scipy.special, for the RTT tests, on the other core while the capture is read and matched
 
     # Only the fields matching, the statistics and the signals read: on a big capture, a fraction of the whole
     # table (and of the whole probes table).

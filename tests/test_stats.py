@@ -106,3 +106,22 @@ def test_qscan_table_errors_are_reproduced_and_corrected():
             if abs(qscan_table_quantile(c, dof) - sps.t.ppf(c, dof)) > 1e-3:
                 wrong.add((dof, c))
     assert wrong == {(4, 0.99), (8, 0.975), (10, 0.995), (13, 0.99)}
+
+
+def test_scipy_special_loads_in_background() -> None:
+    """`synlens rtt` starts importing scipy.special on a thread of its own before it reads the capture (a fresh
+    process: this one has scipy loaded already); the thread loads it, and the distributions then work."""
+    import subprocess
+    import sys
+
+    code = ("import sys, threading\n"
+            "from analyzer.stats import load_in_background, _special\n"
+            "assert 'scipy.special' not in sys.modules\n"
+            "load_in_background()\n"
+            "[worker] = [t for t in threading.enumerate() if t.name == 'synlens-import-scipy']\n"
+            "worker.join(60)\n"
+            "assert 'scipy.special' in sys.modules\n"
+            "print(_special().stdtrit(10, 0.995))\n")
+    r = subprocess.run([sys.executable, "-c", code], check=False, capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    assert abs(float(r.stdout) - 3.1693) < 1e-4  # qscan's table has 1.1693 there (see the families tests)
