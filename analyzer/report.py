@@ -23,9 +23,11 @@ from . import report_plots as plots
 from .errors import CaptureWarning
 from .families import families
 from .hosts import hosts
+from .keys import group_ids, group_positions
 from .match import match
 from .output import (
     SILENT_TARGETS_OVER,
+    address_order,
     first_addresses,
     service_name,
     silent_rows,
@@ -55,6 +57,9 @@ from .stats import DEFAULT_TRIM, rtt_samples
 
 HIDE_OVER = 25  # a port table longer than this leaves out its commonest state, as nmap does
 MAX_PLOTS = 12  # plots of one kind (scan phases, scanners, targets); the largest are kept
+# A sweep's answering targets of at most this many ports (more than SILENT_TARGETS_OVER of them) are rows of one
+# table, as zmap and masscan list their answers, not a table each (4,096 such targets: 5.5 MB in 10 s).
+FEW_ROWS = 4
 NAV = [("capture", "Capture"), ("hosts", "Hosts"), ("scans", "Scans"), ("ports", "Ports"), ("families", "RTT families")]
 STAGES = ("reading", "matching", "scans", "families", "plotting", "writing")
 LINKTYPES = {0: "BSD loopback", 1: "Ethernet", 12: "raw IP", 14: "raw IP", 101: "raw IP", 108: "OpenBSD loopback",
@@ -221,15 +226,36 @@ def _scans_section(packets: pd.DataFrame, probes: pd.DataFrame, found: pd.DataFr
     return section("scans", f"Scans ({len(found)})", content)
 
 
+def _port_rows(st: pd.DataFrame, target: bool = False) -> list[list[object]]:
+    """Port-state rows of the report's tables (PORT STATE SERVICE REASON probes reply TTL), after the TARGET when
+    asked for."""
+    return [([r.target] if target else []) + [f"{int(r.port)}/{r.protocol}", state(str(r.state)),
+             service_name(int(r.port), str(r.protocol)), r.reason, int(r.probes), num(r.reply_ttl, "{:.0f}")]
+            for r in st.itertuples()]
+
+
+def _few_ports(keys: list, sizes: list[int], over: int = SILENT_TARGETS_OVER) -> set:
+    """The keys (a target, or a target in a phase) a sweep's answering targets fold into one table under: each of
+    at most FEW_ROWS rows, when more than `over` targets are so small."""
+    few = {k for k, n in zip(keys, sizes) if n <= FEW_ROWS}
+    return few if len(few) > over else set()
+
+
 def _ports_section(found: pd.DataFrame, states: pd.DataFrame) -> str:
     content = []
     by_scan = states_by_scan(states)
     silent = silent_targets(found, states, by_scan)
     quiet: dict[int, list[tuple[str, np.ndarray]]] = {}  # phase → its silent targets, listed once at the end
-    for s in found.itertuples():
-        key = (int(s.phase), str(s.target))
+    keys = [(int(ph), str(t)) for ph, t in zip(found["phase"], found["target"])]
+    answering = [k for k in keys if k not in silent]
+    few = _few_ports(answering, [len(by_scan.get(k, ())) for k in answering])
+    small: dict[int, list[tuple]] = {}  # phase → its few-port targets (address order, states), one table at the end
+    for s, key in zip(found.itertuples(), keys):
         if key in silent:
             quiet.setdefault(key[0], []).append((key[1], by_scan[key]))
+            continue
+        if key in few:
+            small.setdefault(key[0], []).append((address_order(key[1]), by_scan.get(key, np.zeros(0, np.int64))))
             continue
         mine = states.iloc[by_scan.get(key, np.zeros(0, np.int64))]
         shown, note = mine, ""
@@ -238,8 +264,7 @@ def _ports_section(found: pd.DataFrame, states: pd.DataFrame) -> str:
             shown = mine[mine["state"] != common]
             reasons = ", ".join(f"{n} {r}" for r, n in mine.loc[mine["state"] == common, "reason"].value_counts().items())
             note = f"Not shown: {len(mine) - len(shown):,} {common} ports ({reasons})."
-        rows = [[f"{int(r.port)}/{r.protocol}", state(str(r.state)), service_name(int(r.port), str(r.protocol)), r.reason,
-                 int(r.probes), num(r.reply_ttl, "{:.0f}")] for r in shown.head(MAX_ROWS).itertuples()]
+        rows = _port_rows(shown.head(MAX_ROWS))
         title = f"{s.target}: {s.type} scan by {s.scanner} (phase {int(s.phase)}, {s.tool})"
         content.append(f"<h3>{e(title)}</h3>")
         if note:
@@ -247,6 +272,15 @@ def _ports_section(found: pd.DataFrame, states: pd.DataFrame) -> str:
         content.append(fold(table(["PORT", "STATE", "SERVICE", "REASON", "probes", "reply TTL"], rows, {4, 5},
                                     "ports", total=len(shown)), len(shown), f"{len(shown):,} ports")
                        if rows else '<p class="empty">no ports</p>')
+    for phase, targets in small.items():
+        positions = [rows for _, rows in sorted(targets, key=lambda t: t[0])]  # in address order
+        s = found[found["phase"] == phase].iloc[0]
+        st = states.iloc[np.concatenate(positions)]
+        content.append(f"<h3>{e(f'{len(positions):,} targets of phase {phase}')}: {e(s['type'])} scan by "
+                       f"{e(s['scanner'])} ({e(s['tool'])}), at most {FEW_ROWS} ports each</h3>")
+        content.append(fold(table(["TARGET", "PORT", "STATE", "SERVICE", "REASON", "probes", "reply TTL"],
+                                  _port_rows(st.head(MAX_ROWS), target=True), {5, 6}, "ports", total=len(st)),
+                            len(st), f"{len(st):,} ports of {len(positions):,} targets"))
     for phase, targets in quiet.items():
         shown_targets, ports = silent_summary(states, [r for _, r in targets], [t for t, _ in targets])
         content.append(f"<h3>{e(f'{len(targets):,} targets of phase {phase} that answered nothing')}</h3>")
@@ -276,6 +310,25 @@ def _test_text(attrs: dict) -> str:
     return f"{test} RTTs from {probes}; Karn's rule drops ambiguous samples. Ports with no reply form one “no answer” family."
 
 
+_PORT_RTT_HEAD = ["PORT", "FAMILY", "MEAN (µs)", "STDDEV", "LOSS", "answered", "samples", "min", "median", "p95"]
+
+
+def _port_rtt_rows(rows: pd.DataFrame, target: bool, colours: dict[int, str] | None = None) -> list[list[object]]:
+    """Per-port RTT rows of the report's tables (_PORT_RTT_HEAD), after TARGET and PROTOCOL when asked for; a family
+    marked by its colour where `colours` gives them."""
+    out = []
+    for r in rows.itertuples():
+        fam = str(r.family) if r.family >= 0 else "–"
+        if r.family_kind != "answered":
+            fam += f" ({r.family_kind})"
+        mark = swatch(colours[int(r.family)]) if colours and r.family_kind == "answered" else ""
+        out.append(([r.target, r.protocol] if target else [])
+                   + [int(r.port), Raw(mark + e(fam)), num(r.mean_us, "{:.2f}"), num(r.stddev_us, "{:.2f}"),
+                      f"{100 * r.loss:.1f}%", f"{r.received}/{r.sent}", r.samples, num(r.min_us), num(r.median_us),
+                      num(r.p95_us)])
+    return out
+
+
 def _families_section(probes: pd.DataFrame, fams: pd.DataFrame) -> str:
     if fams.empty:
         return section("families", "RTT families", [], "no RTT families: no probes to draw RTTs from")
@@ -288,19 +341,25 @@ def _families_section(probes: pd.DataFrame, fams: pd.DataFrame) -> str:
         fams = fams[~silent]
         content.append(f'<p class="note">{len(quiet):,} targets answered no probe, so have no RTT to group: '
                        f"{e(first_addresses(quiet, count=False))}</p>")
-    groups = list(fams.groupby(["target", "protocol"], sort=False))
-    groups.sort(key=lambda g: -int(g[1]["sent"].sum()))
-    for i, ((target, proto), rows) in enumerate(groups):
+    target_codes, protocol_codes = (pd.factorize(fams[c])[0] for c in ("target", "protocol"))
+    groups = group_positions(group_ids(target_codes, protocol_codes))  # (target, protocol) by first appearance
+    sent = fams["sent"].to_numpy()
+    groups.sort(key=lambda g: -int(sent[g].sum()))
+    few = _few_ports(list(range(len(groups))), [len(g) for g in groups])
+    if few:
+        targets = fams["target"].astype(str).to_numpy()
+        small = sorted(few, key=lambda i: (address_order(targets[groups[i][0]]), i))  # address order
+        rows = fams.iloc[np.concatenate([groups[i] for i in small])]
+        content.append(f"<h3>{len(few):,} targets of at most {FEW_ROWS} ports each</h3>")
+        content.append(fold(table(["TARGET", "PROTOCOL"] + _PORT_RTT_HEAD, _port_rtt_rows(rows.head(MAX_ROWS), True),
+                                  {4, 5, 6, 7, 8, 9, 10, 11}, "ports", total=len(rows)),
+                            len(rows), f"per-port RTT table ({len(rows):,} ports of {len(few):,} targets)"))
+        groups = [g for i, g in enumerate(groups) if i not in few]
+    for i, positions in enumerate(groups):
+        rows = fams.iloc[positions]
+        target, proto = rows["target"].iloc[0], rows["protocol"].iloc[0]
         colours = {f: plots.colour(f) for f in sorted(set(rows["family"].astype(int)))}
-        per_port = []
-        for r in rows.head(MAX_ROWS).itertuples():
-            fam = str(r.family) if r.family >= 0 else "–"
-            if r.family_kind != "answered":
-                fam += f" ({r.family_kind})"
-            mark = swatch(colours[int(r.family)]) if r.family_kind == "answered" else ""
-            per_port.append([int(r.port), Raw(mark + e(fam)), num(r.mean_us, "{:.2f}"), num(r.stddev_us, "{:.2f}"),
-                             f"{100 * r.loss:.1f}%", f"{r.received}/{r.sent}", r.samples, num(r.min_us),
-                             num(r.median_us), num(r.p95_us)])
+        per_port = _port_rtt_rows(rows.head(MAX_ROWS), False, colours)
         content.append(f"<h3>{e(target)} ({e(proto)})</h3>")
         summary = []
         for (fam, kind), members in rows.groupby(["family", "family_kind"], sort=True):
@@ -308,8 +367,7 @@ def _families_section(probes: pd.DataFrame, fams: pd.DataFrame) -> str:
             summary.append([Raw(mark + e(fam if fam >= 0 else "–")), kind, len(members), _ranges(members["port"]),
                             num(members["median_us"].median(), "{:.1f}")])
         content.append(table(["FAMILY", "kind", "ports", "which", "median RTT (µs)"], summary, {2, 4}, "families"))
-        content.append(fold(table(["PORT", "FAMILY", "MEAN (µs)", "STDDEV", "LOSS", "answered", "samples", "min",
-                                   "median", "p95"], per_port, {2, 3, 4, 5, 6, 7, 8, 9}, "ports", total=len(rows)),
+        content.append(fold(table(_PORT_RTT_HEAD, per_port, {2, 3, 4, 5, 6, 7, 8, 9}, "ports", total=len(rows)),
                             len(rows), f"per-port RTT table ({len(rows):,} ports)"))
         if i < MAX_PLOTS and rows["samples"].sum() > 0:
             caption = ("Each port's RTT samples (points) with box (quartiles, median) and whiskers (5th–95th "

@@ -359,14 +359,16 @@ MASSCAN_RATE = 100  # packets/s: the lab's 7 ports in 0.07 s
 TOOL_TIMEOUT_S = 30.0
 
 
-def _tool_ports(lab: ScanLab, target: str, ports: list[int], verdict: dict[int, tuple[str, str]], tool: str
-                ) -> tuple[list[dict], list[str]]:
+def _tool_ports(lab: ScanLab, target: str, ports: list[int], verdict: dict[int, tuple[str, str]], tool: str,
+                like: str | None = None) -> tuple[list[dict], list[str]]:
     """Truth ports of a SYN scan from a tool's own verdict ({port: (state, reason)}; a port it does not list
-    got no reply: filtered, as nmap reads silence), and where the verdict differs from the lab's config."""
+    got no reply: filtered, as nmap reads silence), and where the verdict differs from the lab's config
+    (`like`: the lab host the target answers as)."""
     ports_out, warnings = [], []
+    host = like or target
     for port in sorted(ports):
         state, reason = verdict.get(port, ("filtered", "no-response"))
-        expected = lab.expected_state("syn", port, target) if target in (lab.target, lab.target2) else "filtered"
+        expected = lab.expected_state("syn", port, host) if host in (lab.target, lab.target2) else "filtered"
         if state != expected:
             warnings.append(f"{target} tcp/{port}: {tool} {state} ({reason}), lab config says {expected}")
         ports_out.append({"port": port, "protocol": "tcp", "state": state, "reason": f"{tool}: {reason}",
@@ -409,15 +411,27 @@ def run_masscan(lab: ScanLab, out: Path) -> dict:
 
 ZMAP_PORT = 22
 ZMAP_SWEEP = "10.77.48.0/20"  # outside the lab's networks (10.77.40.0/29, 10.77.41.0/24): nothing answers there
+ZMAP_ANSWERING = "10.77.64.0/22"  # outside them too; the target is given it for the sweep where every address answers
 
 
-def run_zmap(lab: ScanLab, out: Path, sweep: str | None = None) -> dict:
+def run_zmap(lab: ScanLab, out: Path, sweep: str | None = None, answering: bool = False) -> dict:
     """zmap's sweep of one port over the /29 but the scanner and the second host: the target and five
     addresses no host holds (the network's and broadcast address among them, as zmap sweeps them too;
     a sweep of fewer than five hosts is no scan to `synlens scans`). zmap sends every frame to one gateway
     MAC, the target's here: the second host would never see its probe. Its verdict from its CSV (synack:
     open, rst: closed; an address it does not list got no reply). With `sweep` (a network outside the
-    lab's), the target and every address of that network instead."""
+    lab's), the target and every address of that network instead; `answering`: the target holds that whole
+    network too (a local route), so every address answers as the target does."""
+    if not answering:
+        return _zmap(lab, out, sweep, None)
+    lab.run(lab.target_ns, "ip", "route", "add", "local", sweep, "dev", "lo")
+    try:
+        return _zmap(lab, out, sweep, lab.target)
+    finally:
+        lab.run(lab.target_ns, "ip", "route", "del", "local", sweep, "dev", "lo")
+
+
+def _zmap(lab: ScanLab, out: Path, sweep: str | None, like: str | None) -> dict:
     result = out.with_suffix(".zmap.csv")
     if sweep is None:
         net = ipaddress.ip_network(lab.subnet)
@@ -438,7 +452,7 @@ def run_zmap(lab: ScanLab, out: Path, sweep: str | None = None) -> dict:
     scans, warnings = [], []
     for target in targets:
         verdict = {ZMAP_PORT: (states[found[target]], found[target])} if target in found else {}
-        ports, w = _tool_ports(lab, target, [ZMAP_PORT], verdict, "zmap")
+        ports, w = _tool_ports(lab, target, [ZMAP_PORT], verdict, "zmap", like=like)
         warnings += w
         scans.append({"scanner": lab.scanner_addr, "target": target, "type": "SYN", "nmap_type": None,
                       "flags": "S", "tool": "zmap", "started": started, "ended": ended, "ports": ports})
@@ -556,6 +570,9 @@ SPECS: list[Spec] = [
          run_zmap),
     Spec("zmap_sweep", "zmap", f"zmap sweep of port {ZMAP_PORT} over the target and the {ZMAP_SWEEP} no host holds "
          "(4,097 targets, one answer)", lambda lab, out: run_zmap(lab, out, ZMAP_SWEEP)),
+    Spec("zmap_answering", "zmap", f"zmap sweep of port {ZMAP_PORT} over the target and {ZMAP_ANSWERING}, which "
+         "the target holds too (a local route): 1,025 targets, every one answering",
+         lambda lab, out: run_zmap(lab, out, ZMAP_ANSWERING, answering=True)),
     Spec(
         "multi",
         "multi",
