@@ -438,6 +438,9 @@ def _pcapng(path: str, raw: bytes, compressed: bool) -> Records:
             damage = f"block at byte {pos} (type {btype}) is too short for its fields ({blen} bytes)"
             break
         if btype == 1:  # interface description
+            if len(all_ifaces) == 1 << 16:  # the table's iface column is 16-bit, as pcapng's own interface ids
+                damage = f"interface description at byte {pos} is the 65,537th; stopping there"
+                break
             lt, _, snap = struct.unpack_from(endian + "HHI", body, 0)
             res, off = _idb_options(body, endian)
             iface = _Iface(lt, snap, res, off)

@@ -198,6 +198,23 @@ def test_pcapng_block_too_short_for_its_fields(tmp_path: Path) -> None:
         f"synlens: warning: {path}: block at byte 84 (type 6) is too short for its fields (28 bytes); read 1 packets"]
 
 
+def test_pcapng_interfaces_past_16_bits(monkeypatch, tmp_path: Path) -> None:
+    """Interface ids are 16-bit in the table (and in pcapng's obsolete packet block): sections that together
+    describe more than 65,536 interfaces stop at the one past that, with a warning, both ways (the block loop
+    raised OverflowError once ids passed 65,535; the compiled walk would have wrapped them)."""
+    shb = struct.pack("<IIIHHqI", 0x0A0D0D0A, 28, 0x1A2B3C4D, 1, 0, -1, 28)
+    idb = struct.pack("<IIHHII", 1, 20, 1, 0, 65535, 20)
+    epb = struct.pack("<IIIIIII", 6, 36, 0, 0, 1, 4, 4) + b"\xff" * 4 + struct.pack("<I", 36)
+    path = tmp_path / "interfaces.pcapng"
+    path.write_bytes((shb + idb * 30_000 + epb) * 3)
+    both = read_both(monkeypatch, path, read_records)
+    assert_same_reading(both)
+    (records, warned), _ = both
+    assert len(records) == 2 and list(records.iface) == [0, 30_000]  # interface 0 of the first two sections
+    at = 28 + 2 * (30_000 * 20 + 36 + 28) + 5_536 * 20  # two whole sections, then 5,536 interfaces of the third
+    assert warned == [f"{path}: interface description at byte {at} is the 65,537th; stopping there; read 2 packets"]
+
+
 def test_walk_in_several_calls(monkeypatch, tmp_path: Path) -> None:
     """The compiled walk fills arrays of a bounded size per call: a capture of many more records than that
     is walked in several calls, the records joined in order, the damage found in a later call."""
