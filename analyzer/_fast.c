@@ -1,5 +1,6 @@
-/* analyzer._fast: the two per-record loops of the reader, compiled (optional; the numpy code in capture.py
- * and packets.py does the same work and is the reference, and tests compare the two on every capture).
+/* analyzer._fast: the reader's per-record loops, compiled (optional: setup.py builds it where a C compiler is;
+ * the numpy and Python code in capture.py and packets.py does the same work and is the reference, and the tests
+ * compare the two on every capture they read).
  *
  * walk_pcap  the classic pcap record chain: where each packet's bytes are, its lengths and timestamp.
  * walk_epb   the same for a run of pcapng enhanced packet blocks (capture._pcapng reads every other block).

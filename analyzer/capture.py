@@ -1,10 +1,12 @@
 """Capture containers → an index of records (where each packet's bytes lie, when, on which link).
 
 pcap (µs or ns magic, either byte order), pcapng (any number of sections and interfaces, each with its own
-link type, timestamp resolution and offset) and gzip-compressed files of either. The file is read into one
-buffer; walking the record chain is the only per-record loop in synlens (each record's length says where
-the next begins, so it cannot be vectorised), and it keeps no Python object per record: offsets go into
-typed arrays and every other header field is gathered from the buffer with numpy afterwards.
+link type, timestamp resolution and offset) and gzip-compressed files of either. The file is mapped (or
+decompressed) into one buffer; walking the record chain is a per-record loop (each record's length says where
+the next begins, so it cannot be vectorised), and it keeps no Python object per record: offsets, lengths and
+timestamps go into typed arrays. The walk is compiled C where analyzer._fast was built (a classic pcap's
+records, pcapng's runs of enhanced packet blocks); else, and for every other pcapng block, it is the numpy
+and Python code here, which is the reference (tests/test_compiled.py reads captures both ways).
 
 Damage policy: a capture cut short, or a record whose length is absurd, ends the walk at the last good
 record with a `CaptureWarning`; an unreadable file raises `CaptureError` naming the file and the problem.
