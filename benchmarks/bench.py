@@ -14,7 +14,9 @@ CAPTURE defaults to benchmarks/data/big.pcap (make it with benchmarks/make_big_c
 times vary by a third from run to run; tshark and dpkt run once: their runs take tens of seconds).
 --rounds R runs the whole list R times, interleaved (each tool once a round, in turn): a tool's figure is then
 the run of median wall time over all its runs, and each round's speed-ups against tshark are shown, taken within
-the round, so that a drift of the machine's speed between tools shows rather than skews one ratio.
+the round, so that a drift of the machine's speed between tools shows rather than skews one ratio. Within a
+round, synlens's commands run interleaved (each once, --repeat times over) in an order rotated from round to
+round, then tshark and dpkt.
 """
 
 from __future__ import annotations
@@ -245,8 +247,20 @@ def main(argv: list[str] | None = None) -> int:
             if args.rounds > 1:
                 print(f"round {k + 1} of {args.rounds}", flush=True)
             medians = {}
-            for name, (cmd, out) in tools.items():
-                mine = [measure(name, cmd, out) for _ in range(args.repeat if name.startswith("synlens") else 1)]
+            # synlens's runs interleaved (each command once, then each again, …), in an order rotated each round:
+            # a drift of the machine's speed, or the slow seconds after tshark's gigabyte, falls on every command
+            # alike rather than on whichever comes first.
+            ours = [n for n in tools if n.startswith("synlens")]
+            ours = ours[k % len(ours):] + ours[:k % len(ours)] if ours else []
+            round_runs: dict[str, list[Result]] = {name: [] for name in tools}
+            for _ in range(args.repeat):
+                for name in ours:
+                    round_runs[name].append(measure(name, *tools[name]))
+            for name, spec in tools.items():
+                if name not in ours:
+                    round_runs[name].append(measure(name, *spec))
+            for name in tools:
+                mine = round_runs[name]
                 runs[name] += mine
                 r = medians[name] = median_run(mine)
                 if len(mine) > 1:
