@@ -194,14 +194,18 @@ enum {
 };
 
 typedef struct {
-    void *values;   /* NULL: column not kept */
-    uint8_t *absent; /* NULL: column not nullable */
+    void *values;      /* NULL: column not kept, or not made yet */
+    uint8_t *absent;   /* NULL: column not nullable */
     int size;
+    uint32_t bit;      /* this column's bit in `missing` when it is wanted but not made yet, else 0 */
+    uint32_t *missing; /* the columns a record had a value for but no array to put it in */
 } Column;
 
 static inline void put(const Column *c, Py_ssize_t row, uint64_t value) {
-    if (!c->values)
+    if (!c->values) {
+        *c->missing |= c->bit;
         return;
+    }
     switch (c->size) {
     case 1: ((uint8_t *)c->values)[row] = (uint8_t)value; break;
     case 2: ((uint16_t *)c->values)[row] = (uint16_t)value; break;
@@ -212,16 +216,21 @@ static inline void put(const Column *c, Py_ssize_t row, uint64_t value) {
         c->absent[row] = 0;
 }
 
-/* tcp4(data, offset, caplen, rows, columns, src, dst, fast) -> records decoded
+/* tcp4(data, offset, caplen, rows, columns, wanted, src, dst, fast) -> (records decoded, missing)
  * offset, caplen, rows: int64, one per candidate record (Ethernet records); rows: its row in the table.
  * columns: a tuple of 2 * N_COLUMNS objects, (values, absent) per column: writable arrays of table length,
- * or None (values: column not kept; absent: not nullable). src, dst: uint32 per candidate (the addresses,
- * for the caller's address table); fast: uint8 per candidate, set to 1 for the records decoded. */
+ * or None (values: column not kept or not made yet; absent: not nullable). wanted: a bit per column (1 << its
+ * place) the caller keeps. src, dst: uint32 per candidate (the addresses, for the caller's address table);
+ * fast: uint8 per candidate, set to 1 for the records decoded. missing: the wanted columns some record had a
+ * value for but that were given as None: the caller makes them and calls again (the values written are the
+ * same each time), so a column no record holds is never made. */
 static PyObject *tcp4(PyObject *self, PyObject *args) {
     Py_buffer data;
     PyObject *o_off, *o_cap, *o_rows, *o_cols, *o_src, *o_dst, *o_fast;
-    if (!PyArg_ParseTuple(args, "y*OOOO!OOO", &data, &o_off, &o_cap, &o_rows, &PyTuple_Type, &o_cols, &o_src,
-                          &o_dst, &o_fast))
+    unsigned int wanted;
+    uint32_t missing = 0;
+    if (!PyArg_ParseTuple(args, "y*OOOO!IOOO", &data, &o_off, &o_cap, &o_rows, &PyTuple_Type, &o_cols, &wanted,
+                          &o_src, &o_dst, &o_fast))
         return NULL;
     Held held = {.n = 0};
     Py_buffer *colv[2 * N_COLUMNS] = {NULL}, *v_off, *v_cap, *v_rows, *v_src, *v_dst, *v_fast;
@@ -252,6 +261,8 @@ static PyObject *tcp4(PyObject *self, PyObject *args) {
         col[c].values = colv[2 * c] ? colv[2 * c]->buf : NULL;
         col[c].size = colv[2 * c] ? (int)colv[2 * c]->itemsize : 0;
         col[c].absent = (colv[2 * c] && colv[2 * c + 1]) ? colv[2 * c + 1]->buf : NULL;
+        col[c].bit = (!colv[2 * c] && (wanted >> c & 1)) ? 1u << c : 0;
+        col[c].missing = &missing;
     }
     const int64_t *off = v_off->buf, *capl = v_cap->buf, *rows = v_rows->buf;
     for (Py_ssize_t i = 0; i < n; i++) {
@@ -261,7 +272,8 @@ static PyObject *tcp4(PyObject *self, PyObject *args) {
         }
     }
     int options = col[C_TCP_OPTIONS].values || col[C_MSS].values || col[C_WSCALE].values ||
-                  col[C_TSVAL].values || col[C_TSECR].values;
+                  col[C_TSVAL].values || col[C_TSECR].values ||
+                  (wanted >> C_TCP_OPTIONS & 0x1F); /* (the five option columns' bits, in enum order) */
     uint32_t *src = v_src->buf, *dst = v_dst->buf;
     uint8_t *fast = v_fast->buf;
     const uint8_t *base = data.buf;
@@ -340,7 +352,7 @@ static PyObject *tcp4(PyObject *self, PyObject *args) {
     Py_END_ALLOW_THREADS
     release_all(&held);
     PyBuffer_Release(&data);
-    return PyLong_FromSsize_t(decoded);
+    return Py_BuildValue("nI", decoded, (unsigned int)missing);
 fail:
     release_all(&held);
     PyBuffer_Release(&data);

@@ -141,6 +141,10 @@ class _Columns:
                 self.absent[name] = np.ones(self.n, bool)
         return self.values[name], self.absent.get(name)
 
+    def made(self, name: str) -> tuple[np.ndarray | None, np.ndarray | None]:
+        """Column `name`'s values and absence mask if some row has put a value in it, else (None, None)."""
+        return self.values.get(name), self.absent.get(name)
+
     def pop(self, name: str) -> np.ndarray | pd.arrays.IntegerArray:
         """Column `name` in its schema dtype; the decoder lets go of it. A column no row holds, and the
         mask of a column every row holds, take no memory: one value repeated (a read-only, zero-stride
@@ -335,13 +339,18 @@ def _compiled_tcp4(rec: Records, base: int, out: _Columns, addr: _Addresses) -> 
         return fast
     rows = np.arange(base, base + n) if isinstance(cand, slice) else cand + base
     k = len(rows)
-    columns = []
-    for name in FAST_COLUMNS:
-        values, absent = out.arrays(name)
-        columns += [values, absent]
     src, dst, hit = np.empty(k, np.uint32), np.empty(k, np.uint32), np.empty(k, np.uint8)
-    decoded = compiled.FAST.tcp4(rec.data, np.ascontiguousarray(rec.offset[cand]),
-                                 np.ascontiguousarray(rec.caplen[cand]), rows, tuple(columns), src, dst, hit)
+    offset, caplen = np.ascontiguousarray(rec.offset[cand]), np.ascontiguousarray(rec.caplen[cand])
+    wanted = sum(1 << i for i, name in enumerate(FAST_COLUMNS) if name in out.keep)
+    missing = 0
+    while True:  # (twice at most: columns are made only once a record holds a value for them, as `put` does)
+        for i, name in enumerate(FAST_COLUMNS):
+            if missing >> i & 1:
+                out.arrays(name)
+        columns = tuple(a for name in FAST_COLUMNS for a in out.made(name))
+        decoded, missing = compiled.FAST.tcp4(rec.data, offset, caplen, rows, columns, wanted, src, dst, hit)
+        if not missing:
+            break
     hit = hit.view(bool)
     if decoded == k:
         addr.put4("src", slice(base, base + n) if k == n else rows, src)

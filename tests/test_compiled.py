@@ -245,8 +245,27 @@ def test_bad_arguments_raise() -> None:
     columns = tuple([values, None] + [None, None] * 20)
     u32, hit = np.empty(2, np.uint32), np.empty(2, np.uint8)
     with pytest.raises(IndexError, match="row outside"):
-        fast.tcp4(b"\0" * 200, np.array([0, 60], np.int64), np.array([60, 60], np.int64), rows, columns, u32, u32, hit)
+        fast.tcp4(b"\0" * 200, np.array([0, 60], np.int64), np.array([60, 60], np.int64), rows, columns, 1, u32, u32,
+                  hit)
     with pytest.raises(ValueError, match="columns"):
-        fast.tcp4(b"\0" * 200, rows, rows, rows, columns[:-2], u32, u32, hit)
+        fast.tcp4(b"\0" * 200, rows, rows, rows, columns[:-2], 1, u32, u32, hit)
     with pytest.raises(ValueError, match="tcp4 caplen"):
-        fast.tcp4(b"\0" * 200, rows, rows[:1], rows, columns, u32, u32, hit)
+        fast.tcp4(b"\0" * 200, rows, rows[:1], rows, columns, 1, u32, u32, hit)
+
+
+def test_columns_no_record_holds_take_no_memory(monkeypatch, tmp_path: Path) -> None:
+    """SYNs without TCP options, read both ways: the option columns are absent everywhere and, as the numpy path
+    leaves them, one value repeated (no array of a row each: the compiled pass makes a column only once a record
+    has a value for it)."""
+    from test_edge_captures import gen, write_pcap
+
+    frames = [gen.ethernet(gen.ipv4("10.0.0.9", "10.0.0.2", gen.tcp(40000 + i, 80, 0x02, i)),
+                           0x020000000009, 0x020000000002).data for i in range(50)]
+    path = tmp_path / "bare.pcap"
+    write_pcap(path, frames)
+    (fast, _), (numpy, _) = read_both(monkeypatch, path)
+    pd.testing.assert_frame_equal(fast, numpy)
+    for table in (fast, numpy):
+        for name in ("tcp_options", "mss", "wscale", "tsval", "tsecr"):
+            assert table[name].isna().all() and table[name].array._data.strides == (0,), name
+        assert table["seq"].notna().all() and table["seq"].array._data.strides != (0,)
