@@ -310,23 +310,22 @@ def _walk_pcap_compiled(fast: ModuleType, raw: bytes, endian: str, nano: bool, l
     """`_walk_pcap` and `_pcap_headers` in one pass of analyzer._fast.walk_pcap: the same records, the same
     damage, the same stopping place."""
     release = _Releaser(raw)
-    # As many entries as 16-byte record headers fit in the file: only those the walk fills take memory.
-    out = [np.empty((len(raw) - 24) // 16 + 1, np.int64) for _ in range(4)]
-    pos, done = 24, 0
+    out = _RecordArrays((np.int64,) * 4, len(raw), 16)
+    pos = 24
     while True:
-        room = min(_COMPILED_RECORDS, len(out[0]) - done)
-        k, pos, status, claimed = fast.walk_pcap(raw, pos, endian == ">", nano, limit,
-                                                 *(a[done : done + room] for a in out))
-        done += k
+        room = [a[:_COMPILED_RECORDS] for a in out.room()]
+        k, pos, status, claimed = fast.walk_pcap(raw, pos, endian == ">", nano, limit, *room)
+        out.count += k
         release(pos)
-        if status or k < room:
+        if status or k < len(room[0]) or not len(room[0]) or pos + 16 > len(raw):
             break
+    done = out.count
     damage = None
     if status == 1:
         damage = f"record {done + 1} at byte {pos} claims {claimed} bytes (snaplen {snaplen}); stopping there"
     elif status == 2:
         damage = f"capture cut short inside record {done + 1} (byte {pos})"
-    return tuple(a[:done] for a in out), pos, damage
+    return out.filled(), pos, damage
 
 
 @dataclass
@@ -353,14 +352,37 @@ def _idb_options(body: memoryview, endian: str) -> tuple[tuple[bool, int], int]:
     return tsresol, tsoffset
 
 
+class _RecordArrays:
+    """Per-record columns the compiled walks fill in file order. Sized for a guess of the record count (a record
+    every 64 bytes of file), and grown (doubled, up to as many as the file's smallest records could make) when
+    the guess falls short: a capture of many tiny records costs a copy, and none costs an allocation of a file's
+    size in every column (which a machine short of memory may refuse outright)."""
+
+    def __init__(self, types: tuple, size: int, smallest: int) -> None:
+        self.types, self.most = types, size // smallest + 1
+        self.columns = [np.empty(min(self.most, size // 64 + 1024), t) for t in types]
+        self.count = 0
+
+    def room(self, need: int = 1) -> list[np.ndarray]:
+        """The free part of each column (at least `need` entries, where the file could hold that many)."""
+        size = len(self.columns[0])
+        if size - self.count < need and size < self.most:
+            size = min(self.most, max(2 * size, self.count + need))
+            self.columns = [np.concatenate([c[: self.count], np.empty(size - self.count, c.dtype)])
+                            for c in self.columns]
+        return [c[self.count :] for c in self.columns]
+
+    def filled(self) -> tuple[np.ndarray, ...]:
+        return tuple(c[: self.count] for c in self.columns)
+
+
 class _Packets:
     """The packet records of a pcapng as the block walk finds them, in file order: appended one by one, or
     taken a run of enhanced packet blocks at a time by the compiled walk (analyzer._fast.walk_epb)."""
 
     def __init__(self, size: int) -> None:
-        # As many entries as the smallest packet block (16 bytes) fits in the file: only those filled take memory.
-        self.columns = [np.empty(size // 16 + 1, t) for t in _PCAPNG_TYPES]  # offset, caplen, wirelen, ts_units, iface
-        self.count = 0
+        # offset, caplen, wirelen, ts_units, iface; the smallest packet block (simple) takes 16 bytes
+        self.arrays = _RecordArrays(_PCAPNG_TYPES, size, 16)
         self.one_by_one: tuple[array, ...] = tuple(array(code) for code in "qqqQH")
 
     def add(self, start: int, iface: int, ts_hi: int, ts_lo: int, cap: int, wire: int) -> None:
@@ -370,25 +392,27 @@ class _Packets:
     def _flush(self) -> None:
         k = len(self.one_by_one[0])
         if k:
-            for column, values, t in zip(self.columns, self.one_by_one, _PCAPNG_TYPES):
-                column[self.count : self.count + k] = np.frombuffer(values, t)
+            for room, values, t in zip(self.arrays.room(k), self.one_by_one, _PCAPNG_TYPES):
+                room[:k] = np.frombuffer(values, t)
                 del values[:]
-            self.count += k
+            self.arrays.count += k
 
     def run(self, fast: ModuleType, raw: bytes, pos: int, endian: str, interfaces: int, base: int) -> int:
         """Take the run of enhanced packet blocks at `pos` (compiled); returns where it stopped."""
         self._flush()
-        k, pos = fast.walk_epb(raw, pos, endian == ">", interfaces, base, MAX_RECORD + 64,
-                               *(c[self.count :] for c in self.columns))
-        self.count += k
-        return pos
+        while True:
+            room = self.arrays.room()
+            k, pos = fast.walk_epb(raw, pos, endian == ">", interfaces, base, MAX_RECORD + 64, *room)
+            self.arrays.count += k
+            if k < len(room[0]) or not len(room[0]):
+                return pos
 
     def __len__(self) -> int:
-        return self.count + len(self.one_by_one[0])
+        return self.arrays.count + len(self.one_by_one[0])
 
     def filled(self) -> tuple[np.ndarray, ...]:
         self._flush()
-        return tuple(c[: self.count] for c in self.columns)
+        return self.arrays.filled()
 
 
 # The fixed fields of each block type read here, in bytes: interface description, enhanced, simple and obsolete

@@ -198,6 +198,28 @@ def test_pcapng_block_too_short_for_its_fields(tmp_path: Path) -> None:
         f"synlens: warning: {path}: block at byte 84 (type 6) is too short for its fields (28 bytes); read 1 packets"]
 
 
+@pytest.mark.parametrize("form", ["pcap", "pcapng"])
+def test_many_tiny_records(monkeypatch, tmp_path: Path, form: str) -> None:
+    """20,000 records of 0 to 3 bytes: more than the compiled walks' first guess of the record count (a record per
+    64 bytes of file), so their arrays grow, keeping every record in order."""
+    rng = np.random.default_rng(3)
+    sizes = rng.integers(0, 4, 20_000)
+    if form == "pcap":
+        head = struct.pack("<IHHiIII", 0xA1B23C4D, 2, 4, 0, 0, 65535, 1)
+        body = [struct.pack("<IIII", 7, i, n, n) + bytes(int(n)) for i, n in enumerate(sizes)]
+    else:
+        head = (struct.pack("<IIIHHqI", 0x0A0D0D0A, 28, 0x1A2B3C4D, 1, 0, -1, 28)
+                + struct.pack("<IIHHII", 1, 20, 1, 0, 65535, 20))
+        body = [struct.pack("<IIIIIII", 6, 32 + 4 * (n > 0), 0, 0, i, n, n) + bytes(4 * (n > 0))
+                + struct.pack("<I", 32 + 4 * (n > 0)) for i, n in enumerate(sizes)]
+    path = tmp_path / f"tiny.{form}"
+    path.write_bytes(head + b"".join(body))
+    both = read_both(monkeypatch, path, read_records)
+    assert_same_reading(both)
+    (records, warned), _ = both
+    assert not warned and len(records) == 20_000 and (records.caplen == sizes).all()
+
+
 def test_pcapng_interfaces_past_16_bits(monkeypatch, tmp_path: Path) -> None:
     """Interface ids are 16-bit in the table (and in pcapng's obsolete packet block): sections that together
     describe more than 65,536 interfaces stop at the one past that, with a warning, both ways (the block loop
