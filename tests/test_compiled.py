@@ -100,6 +100,26 @@ def test_edge_captures_read_alike(monkeypatch, name: str) -> None:
     assert table.attrs == numpy_table.attrs
 
 
+@pytest.mark.parametrize("name", [n for n in SAMPLES if n.endswith(".pcap")])
+def test_samples_as_wiresharks_pcapng(monkeypatch, tmp_path: Path, name: str) -> None:
+    """Each sample rewritten as pcapng by Wireshark's own writer (`editcap -F pcapng`: section and interface
+    options, enhanced packet blocks): read both ways, the same table as the pcap's (but the format)."""
+    import shutil
+    import subprocess
+
+    assert shutil.which("editcap"), "editcap missing: .ci/setup installs tshark, which brings it"
+    path = tmp_path / (name + "ng")
+    subprocess.run(["editcap", "-F", "pcapng", str(REPO / "sample_pcaps" / name), str(path)], check=True,
+                   capture_output=True, timeout=60)
+    assert path.read_bytes()[:4] == b"\x0a\x0d\x0d\x0a"
+    (fast, fast_warned), (numpy, numpy_warned) = read_both(monkeypatch, path)
+    pd.testing.assert_frame_equal(fast, numpy)
+    assert fast_warned == numpy_warned == []
+    pcap = read(str(REPO / "sample_pcaps" / name))
+    pd.testing.assert_frame_equal(fast, pcap)
+    assert fast.attrs["format"] == "pcapng" and pcap.attrs["format"] == "pcap"
+
+
 def random_chain(rng: np.random.Generator, big: bool, nano: bool) -> bytes:
     """A classic pcap of random records: any timestamps, caplen from 0 up, now and then an absurd length, a
     record cut short by the end of the file, or a partial header at its end."""
