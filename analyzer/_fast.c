@@ -370,4 +370,15 @@ static struct PyModuleDef module = {
     PyModuleDef_HEAD_INIT, .m_name = "_fast", .m_doc = NULL, .m_size = -1, .m_methods = methods,
 };
 
-PyMODINIT_FUNC PyInit__fast(void) { return PyModule_Create(&module); }
+/* The interface's version: analyzer/compiled.py uses this module only when it is the one it was written for
+ * (a build left over from older sources is ignored, not called with the wrong arguments). */
+#define API_VERSION 2
+
+PyMODINIT_FUNC PyInit__fast(void) {
+    PyObject *m = PyModule_Create(&module);
+    if (m && PyModule_AddIntConstant(m, "API", API_VERSION) < 0) {
+        Py_DECREF(m);
+        return NULL;
+    }
+    return m;
+}

@@ -1,8 +1,9 @@
 """The compiled reader loops (analyzer/_fast.c), when they were built.
 
 `FAST` is the module, or None: when no C compiler was found at install time (setup.py builds it as optional),
-or when the environment sets SYNLENS_PURE=1 to ask for the numpy code (the reference: tests compare the two
-on every capture, and the benchmark times both). Readers look it up at each call, so tests may swap it.
+when the build is of other sources than these (its API number differs: a checkout updated without `pip install
+-e .` again), or when the environment sets SYNLENS_PURE=1 to ask for the numpy code (the reference: tests compare
+the two on every capture, and the benchmark times both). Readers look it up at each call, so tests may swap it.
 """
 
 from __future__ import annotations
@@ -18,7 +19,10 @@ def _load() -> ModuleType | None:
         from . import _fast
     except ImportError:
         return None
-    return _fast
+    return _fast if getattr(_fast, "API", None) == API else None
+
+
+API = 2  # the interface analyzer/_fast.c's API_VERSION names
 
 
 FAST: ModuleType | None = _load()

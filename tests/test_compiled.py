@@ -61,9 +61,21 @@ def cut_maybe(rng: np.random.Generator, raw: bytes, keep: int) -> bytes:
 
 
 def test_compiled_loops_are_built() -> None:
-    """setup.py builds them wherever a C compiler is (CI installs gcc); SYNLENS_PURE=1 turns them off."""
+    """setup.py builds them wherever a C compiler is (CI installs gcc); SYNLENS_PURE=1 turns them off; a build
+    of other sources (another API number) is not used."""
     pure = os.environ.get("SYNLENS_PURE", "") not in ("", "0")
-    assert (analyzer.compiled.FAST is None) == pure, "analyzer._fast not built: pip install -e . needs gcc"
+    assert (analyzer.compiled.FAST is None) == pure, "analyzer._fast not built or stale: pip install -e . (needs gcc)"
+
+
+def test_a_stale_build_is_not_used(monkeypatch) -> None:
+    """A build left from older sources (its API number differs) is ignored rather than called with arguments it
+    does not take; the numpy code reads instead."""
+    from analyzer import _fast
+
+    monkeypatch.delenv("SYNLENS_PURE", raising=False)
+    assert analyzer.compiled._load() is _fast
+    monkeypatch.setattr(_fast, "API", analyzer.compiled.API - 1)
+    assert analyzer.compiled._load() is None
 
 
 @pytest.fixture(autouse=True)
