@@ -359,7 +359,7 @@ class _RecordArrays:
     size in every column (which a machine short of memory may refuse outright)."""
 
     def __init__(self, types: tuple, size: int, smallest: int) -> None:
-        self.types, self.most = types, size // smallest + 1
+        self.most = size // smallest + 1
         self.columns = [np.empty(min(self.most, size // 64 + 1024), t) for t in types]
         self.count = 0
 
