@@ -329,15 +329,13 @@ def _compiled_tcp4(rec: Records, base: int, out: _Columns, addr: _Addresses) -> 
     dominant layout that `_fast_tcp4` leaves to the layers for a rare layout; the layers would give them
     the same values (the option parse is `_tcp_options`'s, which the tests compare)."""
     n = len(rec)
-    if isinstance(rec.linktype, np.ndarray) and rec.linktype.strides == (0,):  # classic pcap: one link type
-        ethernet = bool(len(rec)) and int(rec.linktype[0]) == LINKTYPE_ETHERNET
-        cand = slice(0, n) if ethernet else None
-    else:
-        cand = np.flatnonzero(rec.linktype == LINKTYPE_ETHERNET)
     fast = np.zeros(n, bool)
-    if cand is None or (isinstance(cand, np.ndarray) and not len(cand)):
+    ethernet = rec.linktype == LINKTYPE_ETHERNET
+    if not ethernet.any():
         return fast
-    rows = np.arange(base, base + n) if isinstance(cand, slice) else cand + base
+    whole = bool(ethernet.all())  # (a classic pcap's records share one link type)
+    cand = slice(0, n) if whole else np.flatnonzero(ethernet)
+    rows = np.arange(base, base + n) if whole else cand + base
     k = len(rows)
     src, dst, hit = np.empty(k, np.uint32), np.empty(k, np.uint32), np.empty(k, np.uint8)
     offset, caplen = np.ascontiguousarray(rec.offset[cand]), np.ascontiguousarray(rec.caplen[cand])
@@ -353,8 +351,8 @@ def _compiled_tcp4(rec: Records, base: int, out: _Columns, addr: _Addresses) -> 
             break
     hit = hit.view(bool)
     if decoded == k:
-        addr.put4("src", slice(base, base + n) if k == n else rows, src)
-        addr.put4("dst", slice(base, base + n) if k == n else rows, dst)
+        addr.put4("src", slice(base, base + n) if whole else rows, src)
+        addr.put4("dst", slice(base, base + n) if whole else rows, dst)
         fast[cand] = True
     elif decoded:
         addr.put4("src", rows[hit], src[hit])
