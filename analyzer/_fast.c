@@ -1,12 +1,14 @@
-/* analyzer._fast: the reader's per-record loops, compiled (optional: setup.py builds it where a C compiler is;
- * the numpy and Python code in capture.py and packets.py does the same work and is the reference, and the tests
- * compare the two on every capture they read).
+/* analyzer._fast: the reader's per-record loops and a sort, compiled (optional: setup.py builds it where a C
+ * compiler is; the numpy and Python code in capture.py, packets.py and keys.py does the same work and is the
+ * reference, and the tests compare the two on every capture they read).
  *
  * walk_pcap  the classic pcap record chain: where each packet's bytes are, its lengths and timestamp.
  * walk_epb   the same for a run of pcapng enhanced packet blocks (capture._pcapng reads every other block).
  * tcp4       records of the dominant layout (Ethernet II / IPv4 without options / TCP, every header and
  *            option captured and inside the IP length): every field the packets table holds for them,
  *            written straight into the table's columns (packets._fast_tcp4 is the same, in numpy).
+ * sort_u64   an in-place radix sort of unsigned 64-bit keys: numpy's sort of them (keys.sort_words), the
+ *            matcher's and the signals' packed keys, faster.
  *
  * Plain C over the buffer protocol: no numpy headers, no Python object per record. Every read is bounds-checked
  * against the buffer and the record's captured length before it is made.
@@ -359,10 +361,140 @@ fail:
     return NULL;
 }
 
+/* ---- sort_u64: an in-place radix sort of unsigned 64-bit keys (numpy's sort of them, faster).
+ *
+ * Most significant digit first, in place (the "American flag" permutation: counts, bucket starts, then each key
+ * swapped along the cycle of places it belongs to), on the top 8 of the bits in which the keys differ; each
+ * bucket is then sorted the same way, until it fits a small buffer (LSD_MAX keys, 512 kB): there, least
+ * significant digit first through the buffer, 8 bits a pass, digits no key differs in skipped; below
+ * INSERTION_MAX keys, insertion sort. Only the bits in which the keys differ are ever looked at, so keys packed
+ * into few bits take few passes. Extra memory: the buffer, whatever the number of keys. */
+enum { LSD_MAX = 1 << 16, INSERTION_MAX = 48 };
+
+static void insertion_u64(uint64_t *a, Py_ssize_t n) {
+    for (Py_ssize_t i = 1; i < n; i++) {
+        uint64_t v = a[i];
+        Py_ssize_t j = i;
+        while (j > 0 && a[j - 1] > v) {
+            a[j] = a[j - 1];
+            j--;
+        }
+        a[j] = v;
+    }
+}
+
+/* The bits in which a[0..n) differ (0: all equal). */
+static uint64_t varying_u64(const uint64_t *a, Py_ssize_t n) {
+    uint64_t diff = 0, first = a[0];
+    for (Py_ssize_t i = 1; i < n; i++)
+        diff |= a[i] ^ first;
+    return diff;
+}
+
+static int top_bit(uint64_t x) { return 63 - __builtin_clzll(x); }
+
+static void lsd_u64(uint64_t *a, Py_ssize_t n, uint64_t diff, uint64_t *buf) {
+    Py_ssize_t count[256];
+    uint64_t *src = a, *dst = buf;
+    for (int shift = 0; shift <= top_bit(diff); shift += 8) {
+        if (!((diff >> shift) & 0xFF))
+            continue; /* every key has the same digit here */
+        memset(count, 0, sizeof count);
+        for (Py_ssize_t i = 0; i < n; i++)
+            count[(src[i] >> shift) & 0xFF]++;
+        Py_ssize_t sum = 0;
+        for (int d = 0; d < 256; d++) {
+            Py_ssize_t c = count[d];
+            count[d] = sum;
+            sum += c;
+        }
+        for (Py_ssize_t i = 0; i < n; i++) {
+            uint64_t v = src[i];
+            dst[count[(v >> shift) & 0xFF]++] = v;
+        }
+        uint64_t *t = src;
+        src = dst;
+        dst = t;
+    }
+    if (src != a)
+        memcpy(a, src, (size_t)n * sizeof *a);
+}
+
+static void msd_u64(uint64_t *a, Py_ssize_t n, uint64_t *buf) {
+    if (n <= INSERTION_MAX) {
+        insertion_u64(a, n);
+        return;
+    }
+    uint64_t diff = varying_u64(a, n);
+    if (!diff)
+        return;
+    if (n <= LSD_MAX) {
+        lsd_u64(a, n, diff, buf);
+        return;
+    }
+    int shift = top_bit(diff) - 7;
+    if (shift < 0)
+        shift = 0;
+    Py_ssize_t start[257], next[256];
+    memset(start, 0, sizeof start);
+    for (Py_ssize_t i = 0; i < n; i++)
+        start[((a[i] >> shift) & 0xFF) + 1]++;
+    for (int d = 0; d < 256; d++)
+        start[d + 1] += start[d];
+    memcpy(next, start, sizeof next);
+    for (int d = 0; d < 256; d++) {
+        while (next[d] < start[d + 1]) { /* place the key at next[d], then the one it displaces, … */
+            uint64_t v = a[next[d]];
+            int vd = (int)((v >> shift) & 0xFF);
+            while (vd != d) {
+                uint64_t t = a[next[vd]];
+                a[next[vd]++] = v;
+                v = t;
+                vd = (int)((v >> shift) & 0xFF);
+            }
+            a[next[d]++] = v;
+        }
+    }
+    if (!shift)
+        return; /* the digit was the last bits: each bucket holds one value */
+    for (int d = 0; d < 256; d++)
+        if (start[d + 1] - start[d] > 1)
+            msd_u64(a + start[d], start[d + 1] - start[d], buf);
+}
+
+/* sort_u64(array) -> None: sorts a writable, C-contiguous array of unsigned 64-bit integers in place. */
+static PyObject *sort_u64(PyObject *self, PyObject *arg) {
+    Py_buffer v;
+    if (PyObject_GetBuffer(arg, &v, PyBUF_WRITABLE | PyBUF_C_CONTIGUOUS | PyBUF_FORMAT) < 0)
+        return NULL;
+    const char *f = v.format ? v.format : "B";
+    if (*f == '<' || *f == '=' || *f == '@')
+        f++;
+    if (v.itemsize != 8 || !(strcmp(f, "Q") == 0 || strcmp(f, "L") == 0)) {
+        PyBuffer_Release(&v);
+        PyErr_SetString(PyExc_ValueError, "sort_u64: the array must hold unsigned 64-bit integers");
+        return NULL;
+    }
+    Py_ssize_t n = v.len / 8;
+    uint64_t *buf = n > INSERTION_MAX ? PyMem_RawMalloc(sizeof(uint64_t) * (size_t)(n < LSD_MAX ? n : LSD_MAX)) : NULL;
+    if (n > INSERTION_MAX && !buf) {
+        PyBuffer_Release(&v);
+        return PyErr_NoMemory();
+    }
+    Py_BEGIN_ALLOW_THREADS
+    if (n > 1)
+        msd_u64((uint64_t *)v.buf, n, buf);
+    Py_END_ALLOW_THREADS
+    PyMem_RawFree(buf);
+    PyBuffer_Release(&v);
+    Py_RETURN_NONE;
+}
+
 static PyMethodDef methods[] = {
     {"walk_pcap", walk_pcap, METH_VARARGS, "Walk a classic pcap's record chain into int64 arrays."},
     {"walk_epb", walk_epb, METH_VARARGS, "Walk a run of pcapng enhanced packet blocks into arrays."},
     {"tcp4", tcp4, METH_VARARGS, "Decode Ethernet/IPv4/TCP records straight into the packets table's columns."},
+    {"sort_u64", sort_u64, METH_O, "Sort an array of unsigned 64-bit integers in place (radix)."},
     {NULL, NULL, 0, NULL},
 };
 
@@ -372,7 +504,7 @@ static struct PyModuleDef module = {
 
 /* The interface's version: analyzer/compiled.py uses this module only when it is the one it was written for
  * (a build left over from older sources is ignored, not called with the wrong arguments). */
-#define API_VERSION 2
+#define API_VERSION 3
 
 PyMODINIT_FUNC PyInit__fast(void) {
     PyObject *m = PyModule_Create(&module);

@@ -31,7 +31,7 @@ import numpy as np
 import pandas as pd
 
 from .flags import ACK, FIN, RST, SYN
-from .keys import ranges
+from .keys import ranges, sort_words
 
 DEFAULT_WINDOW_S = 10.0
 
@@ -646,7 +646,7 @@ def _key_time_order(words: list[np.ndarray], used: int, box: list[np.ndarray]) -
     for a in range(0, len(when), block):  # (in blocks: no temporary as long as the entries)
         entry[when[a:a + block]] = np.arange(a, min(a + block, len(when)), dtype=entry.dtype)
     del when
-    packed.sort()
+    sort_words(packed)
     o = np.empty(len(packed), entry.dtype)
     for a in range(0, len(packed), block):  # (in blocks: no temporary as long as the entries)
         o[a:a + block] = entry[packed[a:a + block] & low]

@@ -5,7 +5,8 @@ Ethernet/IPv4/TCP decode (packets._compiled_tcp4 vs _fast_tcp4; tests/test_edge_
 with the general layers on fuzzed frames). Here: every bundled sample and every edge capture read both ways
 gives the same table, attributes and warnings; record chains with random lengths (absurd ones, cut records,
 a trailing partial header) stop at the same record with the same damage message; bad arguments raise.
-The lab's captures are compared in tests/test_scans_lab.py.
+The lab's captures are compared in tests/test_scans_lab.py. And the radix sort of packed keys (sort_u64) against
+numpy's sort, and every sample analysed (matching, signals, scans, hosts) with it and without it.
 """
 
 from __future__ import annotations
@@ -323,3 +324,86 @@ def test_columns_no_record_holds_take_no_memory(monkeypatch, tmp_path: Path) -> 
         for name in ("tcp_options", "mss", "wscale", "tsval", "tsecr"):
             assert table[name].isna().all() and table[name].array._data.strides == (0,), name
         assert table["seq"].notna().all() and table["seq"].array._data.strides != (0,)
+
+
+def _sort_cases() -> list[tuple[str, np.ndarray]]:
+    """Keys as the analyzer packs them and worse: full 64-bit, few bits at the top, bottom or middle, duplicates,
+    one value, sorted and reversed runs, a heavy bucket; sizes around the sort's insertion and buffer limits."""
+    rng = np.random.default_rng(7)
+    u64 = np.uint64
+    cases = [("empty", np.zeros(0, u64)), ("one", np.array([5], u64)), ("two", np.array([2**64 - 1, 0], u64))]
+    for n in (47, 48, 49, 1000, 65_535, 65_536, 65_537, 300_000):
+        cases += [
+            (f"random64 {n}", rng.integers(0, 2**64, n, dtype=u64)),
+            (f"top bits {n}", rng.integers(0, 8, n, dtype=u64) << u64(61)),
+            (f"low bits {n}", rng.integers(0, 300, n, dtype=u64)),
+            (f"middle bits {n}", rng.integers(0, 2**20, n, dtype=u64) << u64(23) | u64(0x8000_0000_0000_0001)),
+            (f"key and rank {n}", rng.integers(0, 2**24, n, dtype=u64) << u64(21) | np.arange(n, dtype=u64)),
+            (f"one value {n}", np.full(n, 0xDEAD_BEEF, u64)),
+            (f"sorted {n}", np.arange(n, dtype=u64) * u64(3)),
+            (f"reversed {n}", np.arange(n, dtype=u64)[::-1].copy()),
+            (f"heavy bucket {n}", np.where(rng.random(n) < 0.9, u64(7) << u64(56) | rng.integers(0, 4, n, dtype=u64),
+                                           rng.integers(0, 2**64, n, dtype=u64))),
+        ]
+    return cases
+
+
+@pytest.mark.parametrize("name, keys", _sort_cases(), ids=[name for name, _ in _sort_cases()])
+def test_radix_sort_sorts_like_numpy(name: str, keys: np.ndarray) -> None:
+    from analyzer.keys import sort_words
+
+    expected = np.sort(keys)
+    got = keys.copy()
+    analyzer.compiled.FAST.sort_u64(got)
+    np.testing.assert_array_equal(got, expected)
+    got = keys.copy()
+    sort_words(got)
+    np.testing.assert_array_equal(got, expected)
+
+
+def test_radix_sort_random_small_arrays() -> None:
+    """Thousands of short arrays of random widths and shifts (every digit position the sort may start from)."""
+    rng = np.random.default_rng(11)
+    for _ in range(3000):
+        bits = int(rng.integers(1, 65))
+        keys = rng.integers(0, 2**bits, int(rng.integers(0, 500)), dtype=np.uint64) << np.uint64(
+            int(rng.integers(0, 65 - bits)))
+        got = keys.copy()
+        analyzer.compiled.FAST.sort_u64(got)
+        np.testing.assert_array_equal(got, np.sort(keys))
+
+
+def test_radix_sort_refuses_other_arrays() -> None:
+    """Only writable, contiguous unsigned 64-bit integers; sort_words gives numpy's sort the others."""
+    from analyzer.keys import sort_words
+
+    fast = analyzer.compiled.FAST
+    for bad in (np.array([3, -1], np.int64), np.array([2.0, 1.0]), np.array([2, 1], np.uint32)):
+        with pytest.raises(ValueError, match="unsigned 64-bit"):
+            fast.sort_u64(bad)
+    with pytest.raises(BufferError):
+        fast.sort_u64(np.array([2, 1], np.uint64).tobytes())  # read-only
+    with pytest.raises(ValueError, match="contiguous"):
+        fast.sort_u64(np.arange(10, dtype=np.uint64)[::-2])
+    strided = np.arange(10, dtype=np.uint64)[::-1][::2]
+    sort_words(strided)
+    np.testing.assert_array_equal(strided, [1, 3, 5, 7, 9])
+
+
+@pytest.mark.parametrize("name", SAMPLES)
+def test_samples_analyzed_alike(monkeypatch, name: str) -> None:
+    """Matching, families with every signal, scans and hosts (which sort packed keys with the compiled radix
+    sort) give the same tables with the compiled code and with numpy's."""
+    results = []
+    for fast in (analyzer.compiled.FAST, None):
+        with monkeypatch.context() as m, warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            m.setattr(analyzer.compiled, "FAST", fast)
+            packets = read(str(REPO / "sample_pcaps" / name))
+            probes = analyzer.match(packets)
+            ports, fams = analyzer.signal_families(packets, probes)
+            found, states = analyzer.scans(packets, probes)
+            results.append((probes, ports, fams, found, states, analyzer.hosts(packets, probes, states, found)))
+    for a, b in zip(*results):
+        pd.testing.assert_frame_equal(a, b)
+    assert len(results[0][0]) > 0

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import re
 import subprocess
 import sys
 import warnings
@@ -296,11 +297,14 @@ def test_same_segment_rtt_cannot_tell_ttl_must(
     report = synlens(pcap, lab.target)
     ports = answered(report)
     assert partition(report) == expected(lab.machines(), ports), describe(pcap, report)
-    far = family_of(report, lab.forwarded_ports[0])
-    assert far["signals"] == ["ttl"], describe(pcap, report)
-    assert any("TTL 63 vs 64" in e for e in far["evidence"]), describe(pcap, report)
+    # Families are placed in order of their fastest port: on one segment either machine may come first (one
+    # run's forwarded ports had medians 77-110 µs, the gateway's 90-101 µs). The second is told apart by TTL.
+    first, second = [f for f in report["families"] if f["kind"] == "answered"]
+    assert (first["signals"], second["signals"]) == ([], ["ttl"]), describe(pcap, report)
+    assert any(re.search(r"TTL (63 vs 64|64 vs 63)", e) for e in second["evidence"]), describe(pcap, report)
     by_port = {p["port"]: p for p in report["ports"]}
-    assert {by_port[p]["deciding_signal"] for p in lab.forwarded_ports} == {"ttl"}, describe(pcap, report)
+    assert {by_port[p]["deciding_signal"] for p in second["ports"]} == {"ttl"}, describe(pcap, report)
+    assert {by_port[p]["deciding_signal"] for p in first["ports"]} == {None}, describe(pcap, report)
 
 
 # ---------------------------------------------------------------------------------------------- two inner hosts
