@@ -19,6 +19,7 @@ from .output import (
     rtt_table_blocks,
     scans_csv,
     scans_json,
+    scans_json_pieces,
     scans_table,
 )
 from .packets import read
@@ -123,7 +124,7 @@ def cmd_scans(args: argparse.Namespace) -> int:
     packets, found, states, host_table = _scan_results(args)
     meta = {"capture": args.capture, "packets": len(packets)}
     if args.format == "json":
-        _write_bytes([scans_json(found, states, host_table, meta)])
+        _write_bytes(scans_json_pieces(found, states, host_table, meta))
     elif args.format == "csv":
         sys.stdout.write(scans_csv(states))
     else:

@@ -48,14 +48,46 @@ _MARK = b"\x00records\x00"
 _DEFERRED = orjson.Fragment(_MARK)
 
 
+def _json_values(column: pd.Series) -> tuple[np.ndarray, np.ndarray]:
+    """(codes, texts): each row's value as a code into texts, the JSON text (bytes, as a numpy S array) of each
+    distinct value, written by orjson as `_records` and `_dumps` would write it; code -1 (the last text) is null.
+    Distinct values are found by pandas' hash factorize (floats by their bits: -0.0 is not 0.0 in JSON), and
+    numbers are written in one orjson call (numbers hold no comma to split on)."""
+    kind = column.dtype.kind  # (numpy's and pandas' numeric dtypes alike: i, u, f, b)
+    if kind == "f":
+        floats = column.to_numpy(np.float64, na_value=np.nan)
+        codes, bits = pd.factorize(floats.view(np.int64))
+        codes[np.isnan(floats)] = -1  # (NaN: null, as orjson writes it)
+        uniques = bits.view(np.float64).tolist()
+    else:
+        codes, uniq = pd.factorize(column.array)
+        uniques = np.asarray(uniq, dtype=object).tolist() if len(uniq) else []
+    if kind in "iufb":
+        texts = orjson.dumps(uniques)[1:-1].split(b",") if uniques else []
+    else:
+        texts = [orjson.dumps(u, option=orjson.OPT_SERIALIZE_NUMPY, default=str) for u in uniques]
+    return codes, np.array(texts + [b"null"], dtype=bytes)
+
+
 def _records_json(frame: pd.DataFrame, columns: list[str]) -> Iterator[bytes]:
-    """`_records` as compact JSON text made by pandas' C encoder (no Python dict per row), for big outputs:
-    the same values, a block of rows at a time."""
+    """`_records` as compact JSON text, the same text orjson writes for them, for big outputs: no Python object
+    per row. Each column's distinct values are written once (`_json_values`); then per block of rows, one record
+    array of fixed-width byte fields (each key's text, then its value's, NUL-padded) is filled a column at a
+    time, and its bytes, without the padding, are the block's records."""
     rounded = _rounded(frame, columns)
+    coded = [_json_values(rounded[c]) for c in columns]
+    layout: list[tuple[str, object]] = []
+    for i, (name, (_, texts)) in enumerate(zip(columns, coded)):
+        layout += [(f"k{i}", np.bytes_((b"{" if i == 0 else b",") + orjson.dumps(name) + b":")), (f"v{i}", texts)]
+    record = np.dtype([(field, value.dtype) for field, value in layout] + [("end", "S2")])
     yield b"["
     for a in range(0, len(frame), BLOCK_ROWS):
-        text = rounded.iloc[a:a + BLOCK_ROWS].to_json(orient="records", double_precision=15)
-        yield (b"," if a else b"") + text[1:-1].encode()
+        block = np.empty(min(BLOCK_ROWS, len(frame) - a), record)
+        for i, (field, value) in enumerate(layout):
+            block[field] = value if i % 2 == 0 else value[coded[i // 2][0][a:a + len(block)]]
+        block["end"] = b"},"
+        text = block.tobytes().replace(b"\x00", b"")
+        yield (b"," if a else b"") + text[:-1]
     yield b"]"
 
 
@@ -90,7 +122,7 @@ def rtt_json_pieces(fams: pd.DataFrame, meta: dict[str, object],
                     family_table: pd.DataFrame | None = None) -> Iterator[bytes]:
     """`rtt_json` in pieces, to be written one after the other: a big result is never whole in memory. Each
     target's rows and families are found once (a sweep has tens of thousands of targets); a target of many
-    ports in a big result has its records made by pandas' C encoder (`_DEFERRED`), the others as dicts."""
+    ports in a big result has its records written column-wise (`_DEFERRED`, `_records_json`), the others as dicts."""
     columns = RTT_COLUMNS + [c for c in SIGNAL_COLUMNS if c in fams.columns]
     fams = fams.assign(**{key: fams[key].astype("Int64").where(fams[key] >= 0)  # -1: no family
                           for key in ("family", "rtt_family") if key in fams.columns})
@@ -124,7 +156,8 @@ def rtt_json_pieces(fams: pd.DataFrame, meta: dict[str, object],
     return _streamed({**meta, "targets": targets}, deferred, indent=indent)
 
 
-# In a big (compact) rtt JSON, a target of at least this many ports has its records encoded by pandas.
+# In a big (compact) JSON, a target (rtt) or scan (scans) of at least this many ports has its records written
+# column-wise (`_records_json`).
 DEFER_ROWS = 1024
 # In the rtt table, targets of at most this many ports have their cells' texts made all at once.
 FEW_PORTS = 64
@@ -316,13 +349,26 @@ def service_name(port: int, protocol: str) -> str:
     return _services().get((int(port), protocol), "unknown")
 
 
-def _service_names(port: pd.Series, protocol: pd.Series) -> list[str]:
-    """service_name of each row, looked up once per distinct (port, protocol)."""
+def _service_names(port: pd.Series, protocol: pd.Series) -> np.ndarray:
+    """service_name of each row (an object array), looked up for all rows of a protocol at once."""
     proto_codes, protocols = pd.factorize(protocol)
-    k, protocols = len(protocols), protocols.tolist()
-    codes, pairs = pd.factorize(port.to_numpy(np.int64) * k + proto_codes)
-    names = [service_name(p, protocols[c]) for p, c in zip(*divmod(pairs, k))] if k else []
-    return np.array(names, dtype=object)[codes].tolist()
+    ports = port.to_numpy(np.int64)
+    names = np.full(len(ports), "unknown", dtype=object)
+    for code, proto in enumerate(protocols.tolist()):
+        rows = np.flatnonzero(proto_codes == code)
+        known, known_names = _service_table(proto)
+        at = np.minimum(np.searchsorted(known, ports[rows]), max(len(known) - 1, 0))
+        hit = known[at] == ports[rows] if len(known) else np.zeros(len(rows), bool)
+        names[rows[hit]] = known_names[at[hit]]
+    return names
+
+
+@functools.cache
+def _service_table(protocol: str) -> tuple[np.ndarray, np.ndarray]:
+    """The ports `service_name` knows for a protocol, ascending, and their names."""
+    table = _ip_protocols() if protocol == "ip" else {p: name for (p, pr), name in _services().items() if pr == protocol}
+    ports = np.array(sorted(table), dtype=np.int64)
+    return ports, np.array([table[p] for p in ports.tolist()], dtype=object)
 
 
 @functools.cache
@@ -368,18 +414,32 @@ def utc(seconds: float, day_of: float | None = None) -> str:
 
 
 def scans_json(scans: pd.DataFrame, states: pd.DataFrame, hosts: pd.DataFrame, meta: dict[str, object]) -> bytes:
+    """The scans result as JSON (UTF-8): indented up to INDENT_UP_TO_ROWS port states, else compact."""
+    return b"".join(scans_json_pieces(scans, states, hosts, meta))
+
+
+def scans_json_pieces(scans: pd.DataFrame, states: pd.DataFrame, hosts: pd.DataFrame,
+                      meta: dict[str, object]) -> Iterator[bytes]:
+    """`scans_json` in pieces, to be written one after the other. In a big result, a scan of many ports has its
+    port states written column-wise (`_DEFERRED`, `_records_json`), the others as dicts."""
     port_cols = ["port", "protocol", "state", "reason", "probes", "service"]
-    by_scan: dict[tuple, list[dict]] = {}
-    if len(states):
-        st = states.assign(port=states["port"].astype(int), probes=states["probes"].astype(int))
-        st["service"] = _service_names(st["port"], st["protocol"])
-        for key, rec in zip(zip(st["phase"].tolist(), st["target"].tolist()), _records(st, port_cols)):
-            by_scan.setdefault(key, []).append(rec)
-    out = []
+    indent = len(states) <= INDENT_UP_TO_ROWS
+    by_scan = states_by_scan(states)
+    st = states.assign(port=states["port"].astype(int), probes=states["probes"].astype(int),
+                       service=_service_names(states["port"], states["protocol"]))[port_cols]
+    out, deferred = [], []
     for rec in _records(scans, list(scans.columns)):  # first / last: epoch s, rounded to the µs there
-        out.append(rec | {"ports": by_scan.get((rec["phase"], rec["target"]), [])})
+        rows = by_scan.get((int(rec["phase"]), str(rec["target"])))
+        if rows is None:
+            ports: object = []
+        elif not indent and len(rows) >= DEFER_ROWS:
+            ports = _DEFERRED
+            deferred.append((st.iloc[rows], port_cols))
+        else:
+            ports = _records(st.iloc[rows], port_cols)
+        out.append(rec | {"ports": ports})
     host_list = _records(hosts, list(hosts.columns))
-    return _dumps({**meta, "scans": out, "hosts": host_list}, indent=len(states) <= INDENT_UP_TO_ROWS)
+    return _streamed({**meta, "scans": out, "hosts": host_list}, deferred, indent=indent)
 
 
 def scans_csv(states: pd.DataFrame) -> str:

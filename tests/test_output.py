@@ -28,10 +28,24 @@ def test_service_names_are_getservbyport(protocol: str) -> None:
     assert service_name(22, "tcp") == "ssh"  # the test would pass vacuously with no /etc/services
 
 
+def spy_on_records_json(monkeypatch) -> list[int]:
+    """The number of rows of each frame `output._records_json` encodes from now on (the list fills as it runs)."""
+    from analyzer import output
+
+    original, encoded = output._records_json, []
+
+    def spy(frame, columns):
+        encoded.append(len(frame))
+        return original(frame, columns)
+
+    monkeypatch.setattr(output, "_records_json", spy)
+    return encoded
+
+
 @pytest.mark.parametrize("capture", ["nat_qscan.pcap", "nat_agent.pcap", "nat_nmap_ipv6.pcap", "scans_multi.pcap"])
 def test_big_rtt_json_says_what_the_small_one_says(capture: str, monkeypatch) -> None:
-    """Big results are encoded by pandas' C encoder as one JSON fragment per target of many ports, small ones
-    (and a big result's small targets) as dicts: same JSON."""
+    """Big results are encoded column-wise (`_records_json`) as one JSON fragment per target of many ports, small
+    ones (and a big result's small targets) as dicts by orjson: the same text, byte for byte, in blocks or not."""
     from analyzer import output
 
     packets = analyzer.read(Path(__file__).resolve().parents[1] / "sample_pcaps" / capture)
@@ -39,10 +53,11 @@ def test_big_rtt_json_says_what_the_small_one_says(capture: str, monkeypatch) ->
     small = output.rtt_json(fams, {"capture": capture}, family_table)
     monkeypatch.setattr(output, "INDENT_UP_TO_ROWS", -1)
     compact = output.rtt_json(fams, {"capture": capture}, family_table)  # (these targets: too few ports to defer)
+    encoded = spy_on_records_json(monkeypatch)
     monkeypatch.setattr(output, "DEFER_ROWS", 1)
     big = output.rtt_json(fams, {"capture": capture}, family_table)
-    assert b"\n" in small and b"\n" not in big and big != compact  # the three paths really ran
-    assert json.loads(big) == json.loads(small) == json.loads(compact)
+    assert b"\n" in small and b"\n" not in compact and len(encoded) == fams["target"].nunique()  # the paths ran
+    assert big == compact and json.loads(big) == json.loads(small)
     monkeypatch.setattr(output, "BLOCK_ROWS", 3)  # the records written three rows at a time: same text
     assert len(fams) > 3 and output.rtt_json(fams, {"capture": capture}, family_table) == big
 
@@ -149,3 +164,69 @@ def test_rtt_table_of_few_port_targets_is_the_per_target_table(capture: str, mon
     together = rtt_table(ports, meta, family_table)
     monkeypatch.setattr(output, "FEW_PORTS", 0)
     assert rtt_table(ports, meta, family_table) == together
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.data())
+def test_column_wise_json_is_orjsons_text(data) -> None:
+    """`_records_json` writes, column by column, exactly the text orjson writes for `_records` of the same frame:
+    integers, nullable integers, floats (NaN, -0.0, infinities, any digits; rounded as the output rounds them),
+    booleans, text with commas, quotes, backslashes, control characters and other scripts, missing values."""
+    import orjson
+    import pandas as pd
+
+    from analyzer import output
+
+    n = data.draw(st.integers(0, 12))
+    floats = st.one_of(st.floats(-1e300, 1e300), st.sampled_from([float("nan"), float("inf"), -float("inf")]))
+    text = st.text(alphabet=st.characters(codec="utf-8", exclude_categories=["Cs"]), max_size=8)
+    frame = pd.DataFrame({
+        "port": data.draw(st.lists(st.integers(-2**63, 2**63 - 1), min_size=n, max_size=n)),
+        "family": pd.array(data.draw(st.lists(st.one_of(st.none(), st.integers(-5, 2**40)), min_size=n, max_size=n)),
+                           dtype="Int64"),
+        "mean_us": pd.array(data.draw(st.lists(floats, min_size=n, max_size=n)), dtype="float64"),
+        "loss": pd.array(data.draw(st.lists(st.sampled_from([0.0, -0.0, 0.25, 1 / 3]), min_size=n, max_size=n)),
+                         dtype="float64"),
+        "first": pd.array(data.draw(st.lists(st.floats(1e9, 2e9), min_size=n, max_size=n)), dtype="float64"),
+        "open": data.draw(st.lists(st.booleans(), min_size=n, max_size=n)),
+        "rst": pd.array(data.draw(st.lists(st.one_of(st.none(), text), min_size=n, max_size=n)), dtype="str"),
+        "ts_rate": pd.array(data.draw(st.lists(st.one_of(st.none(), floats), min_size=n, max_size=n)), dtype=object),
+    })
+    columns = list(frame.columns)
+    assert b"".join(output._records_json(frame, columns)) == orjson.dumps(output._records(frame, columns))
+
+
+@pytest.mark.parametrize("capture", ["scans_multi.pcap", "scans_udp.pcap", "scans_zmap.pcap"])
+def test_big_scans_json_says_what_the_small_one_says(capture: str, monkeypatch) -> None:
+    """A big scans result writes the port states of its scans of many ports column-wise: the same text as
+    the dicts orjson writes, byte for byte, and the same document as the indented small result."""
+    from analyzer import output
+
+    path = Path(__file__).resolve().parents[1] / "sample_pcaps" / capture
+    packets = analyzer.read(path)
+    probes = analyzer.match(packets)
+    found, states = analyzer.scans(packets, probes)
+    host_table = analyzer.hosts(packets, probes, states, found)
+    small = output.scans_json(found, states, host_table, {"capture": capture})
+    monkeypatch.setattr(output, "INDENT_UP_TO_ROWS", -1)
+    compact = output.scans_json(found, states, host_table, {"capture": capture})
+    encoded = spy_on_records_json(monkeypatch)
+    monkeypatch.setattr(output, "DEFER_ROWS", 1)
+    big = b"".join(output.scans_json_pieces(found, states, host_table, {"capture": capture}))
+    assert b"\n" in small and b"\n" not in compact and sum(encoded) == len(states) > 0  # the paths ran
+    assert big == compact and json.loads(big) == json.loads(small)
+
+
+@pytest.mark.parametrize("protocol", ["tcp", "udp", "ip", "sctp"])
+def test_service_names_of_many_rows_are_service_name(protocol: str) -> None:
+    """The column-wise lookup of the JSON and CSV outputs names every port as service_name does."""
+    import numpy as np
+    import pandas as pd
+
+    from analyzer.output import _service_names
+
+    ports = np.r_[np.arange(0, 65536), np.arange(0, 200)]
+    names = _service_names(pd.Series(ports), pd.Series([protocol] * len(ports)))
+    assert names.tolist() == [service_name(int(p), protocol) for p in ports]
+    mixed = _service_names(pd.Series([22, 53, 6, 22]), pd.Series(["tcp", "udp", "ip", "nope"]))
+    assert mixed.tolist() == ["ssh", "domain", "tcp", "unknown"]
