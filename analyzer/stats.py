@@ -8,6 +8,7 @@ each against `scipy.stats.ttest_ind` on the same samples.
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 
 import numpy as np
@@ -100,6 +101,11 @@ class _PortKeys:
         dport = m["dport"].to_numpy(dtype=np.int64, na_value=-1)
         self.key = (dst * len(self.protocols) + proto) * self._PORTS + (dport + 1)
 
+    @functools.cached_property
+    def order(self) -> np.ndarray:
+        """The rows in key order, in capture order within a key (a stable sort)."""
+        return stable_order(self.key)
+
     def target_protocol(self, keys: np.ndarray) -> np.ndarray:
         return np.asarray(keys, np.int64) // self._PORTS
 
@@ -115,55 +121,87 @@ def port_stats(matches: pd.DataFrame, *, probes: str = "syn") -> pd.DataFrame:
 
     sent counts probe groups (a retransmission is not a new probe; `retransmissions` counts the extra
     copies), received those answered, loss = 1 - received/sent. RTT statistics use the samples Karn's rule
-    keeps; stddev uses n-1; p95 is numpy's linear-interpolation percentile. NaN where there are no samples
-    (stddev: fewer than two).
+    keeps, and are numpy's of each port's samples in capture order: np.mean, np.std with n-1, np.min,
+    np.median, and np.percentile(…, 95) (linear interpolation). NaN where there are no samples (stddev: fewer
+    than two).
     """
     m = select_probes(matches, probes)
     return _port_stats(m, _PortKeys(m))[0]
 
 
 def _port_stats(m: pd.DataFrame, keys: _PortKeys) -> tuple[pd.DataFrame, np.ndarray]:
-    """`port_stats` of the selected probes, and each row's port key."""
-    rtt_us = m["rtt_ns"].to_numpy(dtype=float, na_value=np.nan) / 1000.0
-    frame = pd.DataFrame({
-        "key": keys.key,
-        "answered": m["reply_frame"].notna().to_numpy(),
-        "retrans": m["transmissions"].to_numpy() - 1,
-        "rtt_us": rtt_us,
-    }, copy=False)  # (keys.key is only read)
-    # One integer key sorts as (target, protocol, port) would, and each group sees its rows in the same
-    # order, so every aggregate is bit-for-bit what grouping on the three columns gives.
-    g = frame.groupby("key", sort=True)
+    """`port_stats` of the selected probes, and each row's port key. Computed on the rows in key order
+    (`_PortKeys.order`): counts and sums per run of equal keys, the RTT statistics by `_sample_stats`."""
+    order = keys.order
+    key = keys.key[order]
+    n = len(key)
+    starts = np.flatnonzero(np.r_[True, key[1:] != key[:-1]]) if n else np.zeros(0, np.int64)
+    port_keys = key[starts]
+    sent = np.diff(np.append(starts, n))
+    rtt_us = m["rtt_ns"].to_numpy(dtype=float, na_value=np.nan)[order] / 1000.0
+    has = ~np.isnan(rtt_us)
+    samples = np.bincount(np.repeat(np.arange(len(starts)), sent)[has], minlength=len(starts))
+
+    def run_sums(values: np.ndarray) -> np.ndarray:
+        return np.add.reduceat(values, starts) if n else np.zeros(0, np.int64)
+
     out = pd.DataFrame({
-        "sent": g.size(),
-        "received": g["answered"].sum(),
-        "retransmissions": g["retrans"].sum(),
-        "samples": g["rtt_us"].count(),
-        "mean_us": g["rtt_us"].mean(),
-        "stddev_us": g["rtt_us"].std(ddof=1),
-        "min_us": g["rtt_us"].min(),
-        "median_us": g["rtt_us"].median(),
-        "p95_us": g["rtt_us"].quantile(0.95),
+        "sent": sent,
+        "received": run_sums(m["reply_frame"].notna().to_numpy()[order].astype(np.int64)),
+        "retransmissions": run_sums(m["transmissions"].to_numpy(np.int64)[order] - 1),
+        "samples": samples,
+        **_sample_stats(rtt_us[has], samples),
     })
     out["loss"] = 1.0 - out["received"] / out["sent"]
-    port_keys = out.index.to_numpy()
-    target, protocol, port = keys.decode(port_keys)
-    out = out.reset_index(drop=True)
-    out["target"], out["protocol"], out["port"] = target, protocol, port
+    out["target"], out["protocol"], out["port"] = keys.decode(port_keys)
     cols = ["target", "protocol", "port", "sent", "received", "loss", "retransmissions", "samples",
             "mean_us", "stddev_us", "min_us", "median_us", "p95_us"]
     return out[cols], port_keys
+
+
+def _sample_stats(values: np.ndarray, counts: np.ndarray) -> dict[str, np.ndarray]:
+    """mean_us, stddev_us (n-1), min_us, median_us, p95_us of samples given concatenated (`counts` long each,
+    zero allowed), each numpy's of the sample on its own: computed for all samples of one size at once, along
+    the rows of a matrix (numpy reduces each row of a matrix as it reduces that row alone), the mean and
+    stddev in capture order, the order statistics after sorting each row, p95 with np.percentile's own
+    interpolation (`_lerp`). NaN where a sample is empty (stddev: shorter than two)."""
+    k = len(counts)
+    out = {name: np.full(k, np.nan) for name in ("mean_us", "stddev_us", "min_us", "median_us", "p95_us")}
+    starts = np.cumsum(counts) - counts
+    by_size = np.argsort(counts, kind="stable")
+    sizes, first = np.unique(counts[by_size], return_index=True)
+    for size, rows in zip(sizes.tolist(), np.split(by_size, first[1:])):
+        if not size:
+            continue
+        x = values[starts[rows, None] + np.arange(size)]
+        out["mean_us"][rows] = x.mean(axis=1)
+        if size > 1:
+            out["stddev_us"][rows] = x.std(axis=1, ddof=1)
+        x.sort(axis=1)
+        out["min_us"][rows] = x[:, 0]
+        half = size // 2
+        out["median_us"][rows] = x[:, half] if size % 2 else (x[:, half - 1] + x[:, half]) / 2
+        place = 0.95 * (size - 1)
+        lo = int(place)
+        out["p95_us"][rows] = _lerp(x[:, lo], x[:, min(lo + 1, size - 1)], place - lo)
+    return out
+
+
+def _lerp(a: np.ndarray, b: np.ndarray, t: float) -> np.ndarray:
+    """np.percentile's linear interpolation between neighbours a and b at fraction t, as numpy computes it
+    (from the nearer end, so that it is monotone and exact at both ends)."""
+    diff = b - a
+    return b - diff * (1 - t) if t >= 0.5 else a + diff * t
 
 
 def _grouped_samples(m: pd.DataFrame, keys: _PortKeys) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """RTT samples (µs) grouped by port key: (distinct keys ascending, their sample counts, the samples
     concatenated in that key order, each port's in capture order)."""
     rtt = m["rtt_ns"].to_numpy(dtype=float, na_value=np.nan)
-    has = ~np.isnan(rtt)
-    key = keys.key[has]
-    order = stable_order(key)
-    values = rtt[has][order] / 1000.0
-    key = key[order]
+    order = keys.order  # (the rows with samples, taken from the rows' stable order: their own stable order)
+    order = order[~np.isnan(rtt[order])]
+    values = rtt[order] / 1000.0
+    key = keys.key[order]
     starts = np.flatnonzero(np.r_[True, key[1:] != key[:-1]]) if len(key) else np.zeros(0, np.int64)
     return key[starts], np.diff(np.append(starts, len(key))), values
 

@@ -125,3 +125,76 @@ def test_scipy_special_loads_in_background() -> None:
     r = subprocess.run([sys.executable, "-c", code], check=False, capture_output=True, text=True, timeout=120)
     assert r.returncode == 0, r.stderr
     assert abs(float(r.stdout) - 3.1693) < 1e-4  # qscan's table has 1.1693 there (see the families tests)
+
+
+def _port_stats_reference(probes):
+    """port_stats the slow, obvious way: a loop over every port, numpy's functions of its samples."""
+    import pandas as pd
+
+    from analyzer.stats import select_probes
+
+    m = select_probes(probes)
+    rows = []
+    for (target, protocol, port), g in m.groupby([m["dst"].astype(str), m["protocol"].astype(str),
+                                                  m["dport"].astype("Int64").fillna(-1)], sort=True):
+        x = g["rtt_ns"].dropna().to_numpy(float) / 1000.0  # capture order
+        rows.append({
+            "target": target, "protocol": protocol, "port": int(port), "sent": len(g),
+            "received": int(g["reply_frame"].notna().sum()), "retransmissions": int((g["transmissions"] - 1).sum()),
+            "samples": len(x), "mean_us": np.mean(x) if len(x) else np.nan,
+            "stddev_us": np.std(x, ddof=1) if len(x) > 1 else np.nan, "min_us": np.min(x) if len(x) else np.nan,
+            "median_us": np.median(x) if len(x) else np.nan, "p95_us": np.percentile(x, 95) if len(x) else np.nan})
+    out = pd.DataFrame(rows)
+    out["loss"] = 1.0 - out["received"] / out["sent"]
+    return out
+
+
+def _assert_port_stats_exact(probes) -> None:
+    from analyzer.stats import port_stats
+
+    got = port_stats(probes)
+    want = _port_stats_reference(probes)
+    assert len(got) == len(want) > 0
+    for c in want.columns:
+        a, b = got[c].to_numpy(), want[c].to_numpy()
+        if a.dtype.kind == "f":
+            assert np.array_equal(a, b, equal_nan=True), c  # bit for bit: numpy's own statistics
+        else:
+            assert a.astype(str).tolist() == b.astype(str).tolist(), c
+
+
+@pytest.mark.parametrize("capture", ["nat_qscan.pcap", "nat_hping3.pcap", "nat_nmap_ipv6.pcap", "scans_multi.pcap",
+                                     "scans_syn.pcap"])
+def test_port_stats_are_numpys_of_each_port(capture: str) -> None:
+    """Every port's count, sums and RTT statistics, computed column-wise for all ports, equal numpy's functions
+    of that port's samples in capture order (mean, stddev with n-1, min, median, 95th percentile)."""
+    from pathlib import Path
+
+    import analyzer
+
+    packets = analyzer.read(Path(__file__).resolve().parents[1] / "sample_pcaps" / capture)
+    _assert_port_stats_exact(analyzer.match(packets))
+
+
+def test_port_stats_of_varied_sample_sizes() -> None:
+    """Ports of every sample size from 0 to 300 (most a size of their own), lost probes, retransmissions, two
+    targets and two protocols, heavy-tailed RTTs: the same, bit for bit."""
+    import pandas as pd
+
+    rng = np.random.default_rng(12)
+    ports = np.repeat(np.arange(1, 302), np.arange(1, 302))  # port p sent p probes
+    n = len(ports)
+    answered = rng.random(n) < np.where(ports % 7 == 0, 0.0, 0.9)
+    transmissions = np.where(rng.random(n) < 0.05, 2, 1)
+    rtt = np.where(answered & (transmissions == 1), rng.lognormal(11, 1.2, n).round(), np.nan)
+    probes = pd.DataFrame({
+        "dst": pd.Categorical(np.where(ports % 2 == 0, "10.0.0.2", "10.0.0.10")),
+        "protocol": pd.Categorical(np.where(ports % 3 == 0, "udp", "tcp")),
+        "dport": pd.array(ports, dtype="UInt16"),
+        "flags": pd.array(np.where(ports % 3 == 0, 0, 2), dtype="UInt16"),
+        "transmissions": transmissions,
+        "reply_frame": pd.Series(np.arange(n), dtype="Int64").where(answered),
+        "rtt_ns": pd.Series(np.nan_to_num(rtt).astype(np.int64), dtype="Int64").where(~np.isnan(rtt)),
+    }).sample(frac=1.0, random_state=3).reset_index(drop=True)  # capture order: shuffled
+    probes["flags"] = probes["flags"].where(probes["protocol"] == "tcp")
+    _assert_port_stats_exact(probes)
