@@ -112,6 +112,15 @@ def _per_port(index: pd.Index, ports: np.ndarray, values: np.ndarray, fill: obje
     return out
 
 
+def _counts(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """np.unique(values, return_counts=True) for integers: by counting where they are few and small (ports)."""
+    if len(values) and values.min() >= 0 and values.max() < max(4 * len(values), 1 << 17):
+        counts = np.bincount(values)
+        uniq = np.flatnonzero(counts)
+        return uniq.astype(values.dtype), counts[uniq]
+    return np.unique(values, return_counts=True)
+
+
 def _port_table(replies: pd.DataFrame, ports: list[int], t_ref_ns: int) -> pd.DataFrame:
     """Every port's signals as columns (index: port), computed column-wise over all replies at once.
 
@@ -123,7 +132,7 @@ def _port_table(replies: pd.DataFrame, ports: list[int], t_ref_ns: int) -> pd.Da
     index = pd.Index(ports, name="_port")
     table = pd.DataFrame(index=index)
     port = replies["_port"].to_numpy()
-    uniq, n = np.unique(port, return_counts=True)
+    uniq, n = _counts(port)
     table["replies"] = _per_port(index, uniq, n, 0)
     has = replies["ttl"].notna().to_numpy()
     m_port, (m_ttl,), m_n = modes(port[has], [replies["ttl"].to_numpy(np.int64, na_value=0)[has]])
