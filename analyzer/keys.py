@@ -47,7 +47,10 @@ def pack_key(columns: list[np.ndarray]) -> np.ndarray:
             if span > KEY_SPAN // width:  # nor then: the column by its codes too (at most one per row)
                 column = pd.factorize(column)[0].astype(np.int64)
                 width = int(column.max(initial=-1)) + 2
-        key, span = key * width + (column + 1), span * width
+        key *= width  # (in place: no temporary as long as the rows)
+        key += column
+        key += 1
+        span *= width
     return key
 
 
