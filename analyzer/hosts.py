@@ -19,7 +19,7 @@ import numpy as np
 import pandas as pd
 
 from .flags import ACK, RST, SYN
-from .keys import column_codes, int_column_at, modes, packet_rows
+from .keys import column_codes, int_column_at, modes, packet_rows, stable_order
 
 # The packets-table and probes-table columns `hosts` reads.
 PACKET_FIELDS = ("eth_src", "ip_version", "src", "arp_op", "ttl", "ip_id", "ip_proto", "icmp_type", "tcp_flags", "window",
@@ -241,7 +241,9 @@ def _mode(groups: np.ndarray, values: np.ndarray, n_groups: int) -> np.ndarray:
     """Per group (0..n_groups-1), its most frequent value, the least of those tied (as Series.mode gives
     them first); -1 where the group has none. values: integers, -1 where missing (not counted)."""
     present = values >= 0
-    groups, values = groups[present], values[present].astype(np.int64, copy=False)  # (ufunc.at's fast path: one type)
+    if not present.all():  # (most often every row holds a value: no copy)
+        groups, values = groups[present], values[present]
+    values = values.astype(np.int64, copy=False)  # (ufunc.at's fast path: one type)
     out = np.full(n_groups, -1, np.int64)
     low, high = np.full(n_groups, np.iinfo(np.int64).max), np.full(n_groups, -1, np.int64)
     np.minimum.at(low, groups, values)
@@ -257,7 +259,7 @@ def _mode(groups: np.ndarray, values: np.ndarray, n_groups: int) -> np.ndarray:
 
 def _ip_id_classes(groups: np.ndarray, ids: np.ndarray, n_groups: int) -> tuple[np.ndarray, np.ndarray]:
     """Per group: how many IP IDs, and `ip_id_class` of its IDs in the order given."""
-    order = np.argsort(groups, kind="stable")
+    order = stable_order(groups)
     g, v = groups[order], ids[order]
     n = np.bincount(g, minlength=n_groups)
     first = v[np.minimum(np.cumsum(n) - n, max(len(v) - 1, 0))] if len(v) else np.zeros(n_groups, np.int64)
