@@ -142,10 +142,8 @@ def modes(port: np.ndarray, values: list[np.ndarray]) -> tuple[np.ndarray, list[
         for c, lo, b in zip(cols, los, bits):
             np.left_shift(packed, np.uint64(b), out=packed)
             np.bitwise_or(packed, np.subtract(c, lo, dtype=np.int64).view(np.uint64), out=packed)
-        sort_words(packed)
-        starts = np.flatnonzero(np.r_[True, packed[1:] != packed[:-1]])
-        keys, counts = packed[starts], np.diff(np.append(starts, len(packed)))
-        del packed, starts
+        keys, counts = _distinct_counts(packed, port)
+        del packed
         runs, shift = [], 0
         for lo, b in zip(reversed(los), reversed(bits)):  # unpack, least significant column first
             part = (keys >> np.uint64(shift)) & np.uint64((1 << b) - 1)
@@ -170,6 +168,37 @@ def modes(port: np.ndarray, values: list[np.ndarray]) -> tuple[np.ndarray, list[
     best = np.flatnonzero(counts == top[seg])
     best = best[np.r_[True, run_port[best][1:] != run_port[best][:-1]]]
     return run_port[best], [r[best].astype(v.dtype) for r, v in zip(runs[1:], values)], counts[best]
+
+
+def _distinct_counts(packed: np.ndarray, port: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The distinct values of `packed` (each row's (port, values) key, the port in the top bits), ascending, and
+    how many rows hold each. Most ports hold one value (a port's TTL, window): where the ports are dense enough
+    to index an array, each port's least and greatest key are found in one pass, the ports whose two are equal
+    are done, and only the other ports' rows are sorted (`sort_words`, in place of the one sort of them all)."""
+    lo = int(port.min())
+    span = int(port.max()) - lo + 1
+    if span <= 4 * len(port) + (1 << 16):
+        g = np.subtract(port, lo, dtype=np.intp)
+        low, high = np.full(span, np.iinfo(np.uint64).max, np.uint64), np.zeros(span, np.uint64)
+        np.minimum.at(low, g, packed)
+        np.maximum.at(high, g, packed)
+        count = np.bincount(g, minlength=span)
+        uniform = (count > 0) & (low == high)
+        mixed = ~uniform[g]
+        one_keys, one_counts = low[uniform], count[uniform]
+        if not mixed.any():
+            return one_keys, one_counts
+        packed = packed[mixed]
+    else:
+        one_keys, one_counts = np.zeros(0, np.uint64), np.zeros(0, np.int64)
+    sort_words(packed)
+    starts = np.flatnonzero(np.r_[True, packed[1:] != packed[:-1]])
+    keys, counts = packed[starts], np.diff(np.append(starts, len(packed)))
+    if not len(one_keys):
+        return keys, counts
+    keys, counts = np.concatenate([one_keys, keys]), np.concatenate([one_counts, counts])
+    order = np.argsort(keys)  # (distinct keys: any sort is the order)
+    return keys[order], counts[order]
 
 
 def packet_rows(frame: np.ndarray, frames: np.ndarray) -> np.ndarray:

@@ -70,3 +70,28 @@ def test_int_column_at_takes_the_rows_asked_in_their_order():
     for rows in ([0, 1, 2, 3], [3, 2, 1, 0], [1, 3], []):
         got = int_column_at(column, np.array(rows, np.int64), dtype=np.int32)
         assert got.tolist() == [[5, -1, 7, 9][r] for r in rows] and got.dtype == np.int32
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.integers(1, 2000), st.sampled_from([3, 300, 70_000, 2**40]), st.floats(0, 1), st.booleans(),
+       st.integers(0, 2**32 - 1))
+def test_modes_are_each_groups_most_common_values(n, port_span, mixed, two_columns, seed):
+    """keys.modes against a plain count per group: the most common (values) tuple, ties to the least, and its
+    count; groups of one value (found without sorting where the ports are dense) and groups of several alike."""
+    from collections import Counter
+
+    from analyzer.keys import modes
+
+    rng = np.random.default_rng(seed)
+    port = rng.integers(-1, port_span, n)
+    v1 = np.where(rng.random(n) < mixed, rng.integers(-3, 4, n), port % 5)
+    columns = [v1, rng.integers(0, 2, n)] if two_columns else [v1]
+    got_port, got_values, got_counts = modes(port, columns)
+    want = {}
+    for p in sorted(set(port.tolist())):
+        tally = Counter(zip(*(c[port == p].tolist() for c in columns)))
+        top = max(tally.values())
+        want[p] = (min(t for t, k in tally.items() if k == top), top)
+    assert got_port.tolist() == list(want)
+    assert [tuple(int(v[i]) for v in got_values) for i in range(len(got_port))] == [w[0] for w in want.values()]
+    assert got_counts.tolist() == [w[1] for w in want.values()]
