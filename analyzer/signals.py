@@ -121,7 +121,7 @@ def _counts(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return np.unique(values, return_counts=True)
 
 
-def _port_table(replies: pd.DataFrame, ports: list[int], t_ref_ns: int) -> pd.DataFrame:
+def _port_table(replies: pd.DataFrame, ports: list[int] | np.ndarray, t_ref_ns: int) -> pd.DataFrame:
     """Every port's signals as columns (index: port), computed column-wise over all replies at once.
 
     Columns: replies, ttl, ttl_agree, window, options, stack_agree, ip_id_class, rst, rst_agree, ts_offset,
@@ -129,7 +129,7 @@ def _port_table(replies: pd.DataFrame, ports: list[int], t_ref_ns: int) -> pd.Da
     verdicts need their own series (an incremental IP ID counter, three or more TCP timestamps) are visited
     one by one.
     """
-    index = pd.Index(ports, name="_port")
+    index = pd.Index(np.asarray(ports, np.int64), name="_port")  # (from an array: no Python int per port)
     table = pd.DataFrame(index=index)
     port = replies["_port"].to_numpy()
     uniq, n = _counts(port)
@@ -409,7 +409,7 @@ def _single_port_targets(rows: pd.DataFrame, where: dict, reply_rows: pd.DataFra
     replies = reply_rows.take(np.concatenate(mine)) if mine else reply_rows.iloc[0:0]
     replies = replies.assign(_port=np.repeat(np.arange(len(rows), dtype=np.int64) * 65536, [len(m) for m in mine])
                              + replies["_port"].to_numpy(np.int64))
-    table = _port_table(replies, key.tolist(), 0)  # (no clock is fitted under SERIES_MIN_REPLIES: no t_ref)
+    table = _port_table(replies, key, 0)  # (no clock is fitted under SERIES_MIN_REPLIES: no t_ref)
     placed = (rows["family"].to_numpy(np.int64) >= 0) | table["has_evidence"].to_numpy(bool)
     frame = _with_signals(rows, table, np.where(placed, 0, -1).astype(np.int64), np.full(len(rows), None, object))
     for name in ("options", "rst"):  # (as one frame per target gives them: None where a target has none)
@@ -487,13 +487,13 @@ def signal_families(packets: pd.DataFrame, matches: pd.DataFrame, *, signals: tu
         mine = where.get(target, np.zeros(0, np.int64))
         of_target = reply_rows if mine is None else reply_rows.take(mine)
         t_ref = int(of_target["ts_ns"].min()) if len(of_target) else 0
-        port_list = rows["port"].astype(int).tolist()
-        table = _port_table(of_target, port_list, t_ref)
+        port_arr = rows["port"].to_numpy(np.int64)
+        port_list = port_arr.tolist()
+        table = _port_table(of_target, port_arr, t_ref)
         sig = _lazy_signals(table)
         fam_arr = rows["family"].to_numpy(np.int64)
         median = rows["median_us"].to_numpy(float)
         evidence = table["has_evidence"].to_numpy()
-        port_arr = np.asarray(port_list, np.int64)
         # Placed: ports RTT could test (fastest first, by RTT floor), then those it could not but another
         # signal of their own can be trusted. Unplaced (no family): untestable with no such signal. Silent:
         # no reply at all, the "no answer" family.
