@@ -9,6 +9,8 @@
  *            written straight into the table's columns (packets._fast_tcp4 is the same, in numpy).
  * sort_u64   an in-place radix sort of unsigned 64-bit keys: numpy's sort of them (keys.sort_words), the
  *            matcher's and the signals' packed keys, faster.
+ * key_order  the matcher's order of entries by (key, time) with that sort, and where each key's run starts
+ *            (match._key_time_order does the same in numpy).
  *
  * Plain C over the buffer protocol: no numpy headers, no Python object per record. Every read is bounds-checked
  * against the buffer and the record's captured length before it is made.
@@ -490,11 +492,148 @@ static PyObject *sort_u64(PyObject *self, PyObject *arg) {
     Py_RETURN_NONE;
 }
 
+/* key_order(words, when, used, o, same) -> status
+ * The entries' order by (key, time rank), for match._key_time_order: words, a tuple of uint64 arrays (an entry's
+ * key, most significant word first; the last word uses `used` bits); when, uint32 or int64 (each entry's time
+ * rank: distinct, non-negative). Writes o (int32 or int64): the entries in that order, and same (uint8): 1 where
+ * an entry's key equals the one before it in that order. One radix sort of 64-bit values, each an entry's key
+ * (exact: one word that fits beside the rank) or the top bits of its key's hash (match._hash, the same
+ * arithmetic), above its rank, which leads back to the entry. status 0: done; 1: two keys share a hash (a
+ * collision: keys may interleave), nothing is to be used; 2: the ranks leave fewer than 24 bits for a hash.
+ * The caller orders the entries by numpy in both other cases. hash_bits (optional, 64): at most this many of
+ * the hash's top bits are kept (tests keep few, to make collisions). */
+static PyObject *key_order(PyObject *self, PyObject *args) {
+    PyObject *o_words, *o_when, *o_o, *o_same;
+    int used, hash_bits = 64;
+    if (!PyArg_ParseTuple(args, "O!OiOO|i", &PyTuple_Type, &o_words, &o_when, &used, &o_o, &o_same, &hash_bits))
+        return NULL;
+    if (hash_bits < 1 || hash_bits > 64) {
+        PyErr_SetString(PyExc_ValueError, "key_order: hash_bits between 1 and 64");
+        return NULL;
+    }
+    Py_ssize_t n_words = PyTuple_GET_SIZE(o_words);
+    if (n_words < 1 || n_words > MAX_HELD - 3) {
+        PyErr_SetString(PyExc_ValueError, "key_order: between 1 and 60 key words");
+        return NULL;
+    }
+    Held held = {.n = 0};
+    Py_buffer *v_when, *v_o, *v_same;
+    const uint64_t *w[MAX_HELD];
+    if (!(v_when = hold(&held, o_when, -1, 0, 0, "key_order when")))
+        goto fail;
+    Py_ssize_t n = v_when->len / v_when->itemsize;
+    if (v_when->itemsize != 4 && v_when->itemsize != 8) {
+        PyErr_SetString(PyExc_ValueError, "key_order when: uint32 or int64 ranks");
+        goto fail;
+    }
+    for (Py_ssize_t k = 0; k < n_words; k++) {
+        Py_buffer *b = hold(&held, PyTuple_GET_ITEM(o_words, k), n, 8, 0, "key_order word");
+        if (!b)
+            goto fail;
+        w[k] = b->buf;
+    }
+    if (!(v_o = hold(&held, o_o, n, 0, 1, "key_order o")) || !(v_same = hold(&held, o_same, n, 1, 1, "key_order same")))
+        goto fail;
+    if (v_o->itemsize != 4 && v_o->itemsize != 8) {
+        PyErr_SetString(PyExc_ValueError, "key_order o: int32 or int64");
+        goto fail;
+    }
+    const int wide_when = v_when->itemsize == 8, wide_o = v_o->itemsize == 8;
+    uint64_t top = 0;
+    for (Py_ssize_t i = 0; i < n; i++) {
+        uint64_t r = wide_when ? (uint64_t)((const int64_t *)v_when->buf)[i] : ((const uint32_t *)v_when->buf)[i];
+        if (r > top)
+            top = r;
+    }
+    if (top >= (uint64_t)PY_SSIZE_T_MAX / 8 || (!wide_o && n > INT32_MAX)) {
+        PyErr_SetString(PyExc_ValueError, "key_order: ranks or entries out of range");
+        goto fail;
+    }
+    int rank_bits = top ? 64 - __builtin_clzll(top) : 1;
+    int exact = n_words == 1 && used + rank_bits <= 64;
+    if (!exact && 64 - rank_bits < 24) {
+        release_all(&held);
+        return PyLong_FromLong(2);
+    }
+    uint64_t *packed = PyMem_RawMalloc(sizeof(uint64_t) * (size_t)(n ? n : 1));
+    void *entry = PyMem_RawMalloc((size_t)v_o->itemsize * (size_t)(top + 1)); /* rank -> entry, as wide as o */
+    uint64_t *buf = PyMem_RawMalloc(sizeof(uint64_t) * (size_t)(n < LSD_MAX ? (n ? n : 1) : LSD_MAX));
+    if (!packed || !entry || !buf) {
+        PyMem_RawFree(packed);
+        PyMem_RawFree(entry);
+        PyMem_RawFree(buf);
+        PyErr_NoMemory();
+        goto fail;
+    }
+    int status = 0;
+    uint8_t *same = v_same->buf;
+    Py_BEGIN_ALLOW_THREADS
+    const uint64_t low = rank_bits == 64 ? ~(uint64_t)0 : (((uint64_t)1 << rank_bits) - 1);
+    for (Py_ssize_t i = 0; i < n; i++) {
+        uint64_t r = wide_when ? (uint64_t)((const int64_t *)v_when->buf)[i] : ((const uint32_t *)v_when->buf)[i];
+        uint64_t key;
+        if (exact) {
+            key = rank_bits == 64 ? 0 : w[0][i] << rank_bits;
+        } else {
+            uint64_t h = w[0][i] * 0x9E3779B97F4A7C15ULL;
+            for (Py_ssize_t k = 1; k < n_words; k++)
+                h = (h ^ w[k][i]) * 0xBF58476D1CE4E5B9ULL;
+            int keep = 64 - rank_bits < hash_bits ? 64 - rank_bits : hash_bits;
+            key = h >> (64 - keep) << rank_bits;
+        }
+        packed[i] = key | r;
+        if (wide_o)
+            ((int64_t *)entry)[r] = i;
+        else
+            ((int32_t *)entry)[r] = (int32_t)i;
+    }
+    if (n > 1)
+        msd_u64(packed, n, buf);
+    for (Py_ssize_t i = 0; i < n; i++) {
+        int64_t e = wide_o ? ((int64_t *)entry)[packed[i] & low] : ((int32_t *)entry)[packed[i] & low];
+        if (wide_o)
+            ((int64_t *)v_o->buf)[i] = e;
+        else
+            ((int32_t *)v_o->buf)[i] = (int32_t)e;
+        if (!i) {
+            same[i] = 0;
+            continue;
+        }
+        if ((packed[i] & ~low) != (packed[i - 1] & ~low)) {
+            same[i] = 0;
+            continue;
+        }
+        if (exact) {
+            same[i] = 1;
+            continue;
+        }
+        int64_t p = wide_o ? ((int64_t *)entry)[packed[i - 1] & low] : ((int32_t *)entry)[packed[i - 1] & low];
+        int equal = 1;
+        for (Py_ssize_t k = 0; k < n_words && equal; k++)
+            equal = w[k][e] == w[k][p];
+        if (!equal) {
+            status = 1; /* one hash, two keys */
+            break;
+        }
+        same[i] = 1;
+    }
+    Py_END_ALLOW_THREADS
+    PyMem_RawFree(packed);
+    PyMem_RawFree(entry);
+    PyMem_RawFree(buf);
+    release_all(&held);
+    return PyLong_FromLong(status);
+fail:
+    release_all(&held);
+    return NULL;
+}
+
 static PyMethodDef methods[] = {
     {"walk_pcap", walk_pcap, METH_VARARGS, "Walk a classic pcap's record chain into int64 arrays."},
     {"walk_epb", walk_epb, METH_VARARGS, "Walk a run of pcapng enhanced packet blocks into arrays."},
     {"tcp4", tcp4, METH_VARARGS, "Decode Ethernet/IPv4/TCP records straight into the packets table's columns."},
     {"sort_u64", sort_u64, METH_O, "Sort an array of unsigned 64-bit integers in place (radix)."},
+    {"key_order", key_order, METH_VARARGS, "Entries in (key, time rank) order, and where each key run starts."},
     {NULL, NULL, 0, NULL},
 };
 
@@ -504,7 +643,7 @@ static struct PyModuleDef module = {
 
 /* The interface's version: analyzer/compiled.py uses this module only when it is the one it was written for
  * (a build left over from older sources is ignored, not called with the wrong arguments). */
-#define API_VERSION 3
+#define API_VERSION 4
 
 PyMODINIT_FUNC PyInit__fast(void) {
     PyObject *m = PyModule_Create(&module);

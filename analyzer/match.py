@@ -30,6 +30,7 @@ from collections.abc import Callable, Iterable
 import numpy as np
 import pandas as pd
 
+from . import compiled
 from .flags import ACK, FIN, RST, SYN
 from .keys import ranges, sort_words
 
@@ -196,17 +197,13 @@ def match(packets: pd.DataFrame, *, window_s: float = DEFAULT_WINDOW_S,
     def time_rank(rows: np.ndarray) -> np.ndarray:
         return rows if rank is None else rank[rows]
 
-    order, ident = _key_time_order(ident, used, [time_rank(r)])
+    order, same = _key_time_order(ident, used, [time_rank(r)])
     order = order.astype(probe_rows.dtype, copy=False)
     tx_ts = t_ts[order]
-    new_group = np.ones(len(order), bool)
+    new_group = ~same  # a new group where the identity changes, or after a silence longer than the window
     if len(order) > 1:
-        same = np.ones(len(order) - 1, bool)
-        for word in ident:
-            same &= word[1:] == word[:-1]
-        new_group[1:] = ~same | (tx_ts[1:] - tx_ts[:-1] > window_ns)
-        del same, word
-    del ident
+        new_group[1:] |= tx_ts[1:] - tx_ts[:-1] > window_ns
+    del ident, same
     g_start = _where(new_group)
     n_groups = len(g_start)
     tx_nth = np.cumsum(new_group, dtype=order.dtype)  # each transmission's group, from 1 …
@@ -594,7 +591,7 @@ def _latest_transmissions(left_parts: list[tuple], right_parts: list[tuple], g_s
     del n_of
     box = [when]
     del when
-    o, words = _key_time_order(words, used, box)  # (takes the ranks out of the box: it frees them when it can)
+    o, same = _key_time_order(words, used, box)  # (takes the ranks out of the box: it frees them when it can)
     is_ev = o < n_ev
     ev_at = _where(is_ev)  # transmissions, in sorted order
     at = _where(~is_ev)  # replies, in sorted order
@@ -603,30 +600,37 @@ def _latest_transmissions(left_parts: list[tuple], right_parts: list[tuple], g_s
     found = prev >= 0
     at, prev = at[found], ev_at[prev[found]]
     del ev_at, found
-    same = np.ones(len(at), bool)
-    for word in words:  # the transmission must have the reply's key (not just precede it): sorted positions
-        same &= word[at] == word[prev]
-    del words, word
-    at, prev = at[same], prev[same]
+    run = np.cumsum(~same, dtype=np.int32 if len(same) < 2**31 else np.int64)  # each key's run of entries
+    del same
+    keyed = run[at] == run[prev]  # the transmission must have the reply's key (not just precede it)
+    del run
+    at, prev = at[keyed], prev[keyed]
     ev = o[prev]
     return reply_row[o[at] - n_ev], ev_group[ev], ev_tx[ev]
 
 
-def _key_time_order(words: list[np.ndarray], used: int, box: list[np.ndarray]) -> tuple[np.ndarray, list[np.ndarray]]:
-    """The order of entries by (key, time rank), and the key words in that order: keys as uint64 words (the
-    last using `used` bits; the list is emptied, its words freed once sorted), time ranks distinct
-    non-negative integers (the one array in `box`, taken out of it so that it can be freed as soon as it
-    is no longer needed). One sort of 64-bit values (not an index sort: each value carries its entry's
-    rank in its low bits, and the rank leads back to the entry):
+def _key_time_order(words: list[np.ndarray], used: int, box: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+    """The order of entries by (key, time rank), and, in that order, where an entry's key equals the one before
+    it (a bool per entry, False for the first): keys as uint64 words (the last using `used` bits; the list is
+    emptied, its words freed once used), time ranks distinct non-negative integers (the one array in `box`, taken
+    out of it so that it can be freed as soon as it is no longer needed). One sort of 64-bit values (not an index
+    sort: each value carries its entry's rank in its low bits, and the rank leads back to the entry):
 
     - key bits and rank bits fit one word: exact;
     - else the key is replaced by the top bits of a hash of its words, beside the rank. Entries with equal
       hashes are then adjacent; if any two of them differ in their words (a collision, rare: about
       n² / 2^(64 - rank bits) for n distinct keys), the order is made again exactly with lexsort.
+
+    analyzer._fast.key_order does it in one compiled pass where it was built (`_compiled_key_order`), the
+    numpy code below where it was not, or where it finds a collision.
     """
     when = box.pop()
     if not len(when):
-        return np.zeros(0, np.int64), [w[:0] for w in words]
+        return np.zeros(0, np.int64), np.zeros(0, bool)
+    done = _compiled_key_order(words, used, when)
+    if done is not None:
+        words.clear()
+        return done
     top = int(when.max())
     rank_bits = max(top.bit_length(), 1)
     rank_shift, low = np.uint64(rank_bits), np.uint64((1 << rank_bits) - 1)
@@ -652,31 +656,59 @@ def _key_time_order(words: list[np.ndarray], used: int, box: list[np.ndarray]) -
     for a in range(0, len(packed), block):  # (in blocks: no temporary as long as the entries)
         o[a:a + block] = entry[packed[a:a + block] & low]
     del entry
+    same = np.zeros(len(packed), bool)
     if exact:
+        np.right_shift(packed, rank_shift, out=packed)  # the key itself, in order
+        np.equal(packed[1:], packed[:-1], out=same[1:])
         words.clear()
-        return o, [np.right_shift(packed, rank_shift, out=packed)]  # the word itself, in order
-    tied = np.empty(len(packed) - 1, bool)  # adjacent values with equal hashes (in blocks: no temporaries)
-    for a in range(0, len(tied), block):
+        return o, same
+    for a in range(0, len(same) - 1, block):  # adjacent values with equal hashes (in blocks: no temporaries)
         hashes = packed[a:a + block + 1] >> rank_shift
-        tied[a:a + block] = hashes[1:] == hashes[:-1]
-    del packed, hashes
-    ordered = []
-    while words:  # each word in sorted order, the unsorted one freed before the next is gathered
-        ordered.append(words.pop(0)[o])
-    if any((tied & (w[1:] != w[:-1])).any() for w in ordered):  # a collision: equal hashes, unequal words
-        words = [np.empty_like(w) for w in ordered]
-        for original, w in zip(words, ordered):
-            original[o] = w
-        when = np.empty(len(o), np.int64)
-        when[o] = np.arange(len(o))  # sorted place: the time order within each key (a key has one hash)
-        return _exact_order(words, when)
-    return o, ordered
+        same[a + 1:a + block + 1] = hashes[1:] == hashes[:-1]
+    del packed
+    tied = same.copy()
+    for word in words:  # each word in sorted order, one at a time
+        w = word[o]
+        if (tied[1:] & (w[1:] != w[:-1])).any():  # a collision: equal hashes, unequal words
+            # Exactly, then; within one hash the entries are in time order: their sorted places are ranks.
+            when = np.empty(len(o), np.int64)
+            when[o] = np.arange(len(o))
+            return _exact_order(words, when)
+        same[1:] &= w[1:] == w[:-1]
+    words.clear()
+    return o, same
 
 
-def _exact_order(words: list[np.ndarray], when: np.ndarray) -> tuple[np.ndarray, list[np.ndarray]]:
-    """`_key_time_order` by lexsort: the entries' order and their words in it."""
+# The hash bits analyzer._fast.key_order keeps at most (all the room beside the ranks; tests lower it to make
+# collisions, which it leaves to numpy).
+KEY_HASH_BITS = 64
+
+
+def _compiled_key_order(words: list[np.ndarray], used: int, when: np.ndarray
+                        ) -> tuple[np.ndarray, np.ndarray] | None:
+    """`_key_time_order` by analyzer._fast.key_order: (order, same key as the entry before); None where it was not
+    built, or where it leaves the order to numpy (a hash collision; ranks too wide to leave room for a hash)."""
+    fast = compiled.FAST
+    if fast is None or not all(w.dtype == np.uint64 and w.flags.c_contiguous for w in words):
+        return None
+    o = np.empty(len(when), np.int32 if len(when) < 2**31 else np.int64)
+    same = np.empty(len(when), bool)
+    ranks = when if when.dtype in (np.uint32, np.int64) else when.astype(np.int64)
+    if fast.key_order(tuple(words), np.ascontiguousarray(ranks), used, o, same.view(np.uint8), KEY_HASH_BITS) != 0:
+        return None
+    return o, same
+
+
+def _exact_order(words: list[np.ndarray], when: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """`_key_time_order` by lexsort: the entries' order, and where an entry's key equals the one before it."""
     o = np.lexsort((when,) + tuple(reversed(words)))
-    return o, [w[o] for w in words]
+    same = np.zeros(len(o), bool)
+    same[1:] = True
+    for w in words:
+        ordered = w[o]
+        same[1:] &= ordered[1:] == ordered[:-1]
+    words.clear()
+    return o, same
 
 
 def _hash(words: list[np.ndarray]) -> np.ndarray:

@@ -407,3 +407,82 @@ def test_samples_analyzed_alike(monkeypatch, name: str) -> None:
     for a, b in zip(*results):
         pd.testing.assert_frame_equal(a, b)
     assert len(results[0][0]) > 0
+
+
+def _key_order_both(monkeypatch, words: list[np.ndarray], used: int, when: np.ndarray) -> tuple[tuple, tuple]:
+    """match._key_time_order's (order, same key as before) with the compiled pass and with numpy's."""
+    from analyzer.match import _key_time_order
+
+    out = []
+    for fast in (analyzer.compiled.FAST, None):
+        with monkeypatch.context() as m:
+            m.setattr(analyzer.compiled, "FAST", fast)
+            out.append(_key_time_order([w.copy() for w in words], used, [when.copy()]))
+    return out[0], out[1]
+
+
+@pytest.mark.parametrize("seed", range(12))
+def test_key_order_orders_like_numpy(monkeypatch, seed: int) -> None:
+    """Entries by (key, time rank), exact (one word beside the rank) or hashed (wider keys), with keys repeated
+    and ranks with gaps: the same order and the same key runs both ways, and the runs are the keys'."""
+    rng = np.random.default_rng(seed)
+    n = int(rng.integers(1, 40_000))
+    n_words, bits = [(1, 20), (1, 50), (2, 64), (3, 64)][seed % 4]
+    distinct = rng.integers(0, 2**min(bits, 63), (max(n // 3, 1), n_words), dtype=np.uint64)
+    keys = distinct[rng.integers(0, len(distinct), n)]
+    words = [np.ascontiguousarray(keys[:, k]) for k in range(n_words)]
+    used = int(max(int(w.max()) for w in words[-1:]).bit_length())
+    when = rng.permutation(n * 3)[:n].astype(np.uint32 if seed % 2 else np.int64)
+    (o_c, same_c), (o_n, same_n) = _key_order_both(monkeypatch, words, used, when)
+    np.testing.assert_array_equal(o_c, o_n)
+    np.testing.assert_array_equal(same_c, same_n)
+    ordered = [w[o_c] for w in words]
+    equal_prev = np.r_[False, np.logical_and.reduce([w[1:] == w[:-1] for w in ordered])]
+    np.testing.assert_array_equal(same_c, equal_prev)
+    run = np.cumsum(~same_c)
+    assert (np.diff(when[o_c])[np.diff(run) == 0] > 0).all()  # time order within each key
+
+
+def test_key_order_leaves_collisions_and_wide_ranks_to_numpy(monkeypatch) -> None:
+    """Keeping 8 bits of hash, 30,000 keys of two words share hashes: the compiled pass says so (status 1) and
+    match orders the entries by numpy, exactly as it does without the compiled pass; ranks of 41 bits leave
+    fewer than 24 bits for a hash (status 2)."""
+    import importlib
+
+    from analyzer.match import _exact_order
+
+    match_module = importlib.import_module("analyzer.match")  # (analyzer.match: the function)
+
+    rng = np.random.default_rng(5)
+    n = 30_000
+    words = [rng.integers(0, 2**64, n, dtype=np.uint64) for _ in range(2)]
+    words[0][n // 2:] = words[0][:n // 2]  # (half the keys twice: runs of two)
+    words[1][n // 2:] = words[1][:n // 2]
+    when = rng.permutation(n).astype(np.int64)
+    o, same = np.empty(n, np.int32), np.empty(n, np.uint8)
+    assert analyzer.compiled.FAST.key_order(tuple(words), when, 64, o, same, 8) == 1
+    assert analyzer.compiled.FAST.key_order(tuple(words), np.array([2**41 - 1], np.int64), 64, o, same) == 2
+    monkeypatch.setattr(match_module, "KEY_HASH_BITS", 8)
+    (o_c, same_c), (o_n, same_n) = _key_order_both(monkeypatch, words, 64, when)
+    np.testing.assert_array_equal(o_c, o_n)
+    np.testing.assert_array_equal(same_c, same_n)
+    _, same_x = _exact_order([w.copy() for w in words], when)
+
+    def run_lengths(same: np.ndarray) -> list[int]:
+        return sorted(np.bincount(np.cumsum(~same)).tolist())
+
+    assert run_lengths(same_c) == run_lengths(same_x) and same_c.sum() == n // 2  # each repeated key: one run of 2
+
+
+def test_key_order_refuses_bad_arguments() -> None:
+    fast = analyzer.compiled.FAST
+    words = (np.arange(4, dtype=np.uint64),)
+    o, same = np.empty(4, np.int32), np.empty(4, np.uint8)
+    with pytest.raises(ValueError, match="key_order word"):
+        fast.key_order((np.arange(3, dtype=np.uint64),), np.arange(4, dtype=np.int64), 2, o, same)
+    with pytest.raises(ValueError, match="ranks"):
+        fast.key_order(words, np.arange(4, dtype=np.int16), 2, o, same)
+    with pytest.raises(ValueError, match="ranks or entries"):
+        fast.key_order(words, np.array([0, 1, 2, -1], np.int64), 2, o, same)
+    with pytest.raises(ValueError, match="between 1 and"):
+        fast.key_order((), np.arange(4, dtype=np.int64), 2, o, same)
