@@ -693,7 +693,7 @@ def _compiled_key_order(words: list[np.ndarray], used: int, when: np.ndarray
         return None
     o = np.empty(len(when), np.int32 if len(when) < 2**31 else np.int64)
     same = np.empty(len(when), bool)
-    ranks = when if when.dtype in (np.uint32, np.int64) else when.astype(np.int64)
+    ranks = when if when.dtype in (np.uint32, np.int32, np.int64) else when.astype(np.int64)  # (ranks >= 0: int32 reads as uint32)
     if fast.key_order(tuple(words), np.ascontiguousarray(ranks), used, o, same.view(np.uint8), KEY_HASH_BITS) != 0:
         return None
     return o, same
