@@ -1,9 +1,9 @@
-"""The compiled reader loops and radix sort (analyzer/_fast.c), when they were built.
+"""The compiled reader loops, radix sort and key order (analyzer/_fast.c), when they were built.
 
 `FAST` is the module, or None: when no C compiler was found at install time (setup.py builds it as optional),
 when the build is of other sources than these (its API number differs: a checkout updated without `pip install
 -e .` again), or when the environment sets SYNLENS_PURE=1 to ask for the numpy code (the reference: tests compare
-the two on every capture, and the benchmark times both). Readers look it up at each call, so tests may swap it.
+the two on every capture, and the benchmark times both). Callers look it up at each call, so tests may swap it.
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""The compiled reader loops (analyzer/_fast.c) against the numpy code they replace, which is the reference.
+"""The compiled code (analyzer/_fast.c) against the numpy code it replaces, which is the reference.
 
 Two loops: the classic pcap record walk (capture._walk_pcap_compiled vs _walk_pcap + _pcap_headers) and the
 Ethernet/IPv4/TCP decode (packets._compiled_tcp4 vs _fast_tcp4; tests/test_edge_captures.py compares both
@@ -6,7 +6,8 @@ with the general layers on fuzzed frames). Here: every bundled sample and every 
 gives the same table, attributes and warnings; record chains with random lengths (absurd ones, cut records,
 a trailing partial header) stop at the same record with the same damage message; bad arguments raise.
 The lab's captures are compared in tests/test_scans_lab.py. And the radix sort of packed keys (sort_u64) against
-numpy's sort, and every sample analysed (matching, signals, scans, hosts) with it and without it.
+numpy's sort, the matcher's key order (key_order) against its numpy order, and every sample analysed (matching,
+signals, scans, hosts) with them and without them.
 """
 
 from __future__ import annotations
