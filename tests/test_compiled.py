@@ -432,7 +432,7 @@ def test_key_order_orders_like_numpy(monkeypatch, seed: int) -> None:
     distinct = rng.integers(0, 2**min(bits, 63), (max(n // 3, 1), n_words), dtype=np.uint64)
     keys = distinct[rng.integers(0, len(distinct), n)]
     words = [np.ascontiguousarray(keys[:, k]) for k in range(n_words)]
-    used = int(max(int(w.max()) for w in words[-1:]).bit_length())
+    used = int(words[-1].max()).bit_length()  # (the bits the last word uses)
     when = rng.permutation(n * 3)[:n].astype(np.uint32 if seed % 2 else np.int64)
     (o_c, same_c), (o_n, same_n) = _key_order_both(monkeypatch, words, used, when)
     np.testing.assert_array_equal(o_c, o_n)
