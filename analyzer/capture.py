@@ -269,20 +269,17 @@ def _pcap(path: str, raw: bytes, endian: str, nano: bool, compressed: bool) -> R
         damage = f"capture cut short inside record header {len(offset) + 1} (byte {pos})"
     if damage:
         warnings.warn(CaptureWarning(path, damage + f"; read {len(offset)} records"))
-    return Records(
-        path=path,
-        data=np.frombuffer(raw, np.uint8),
-        offset=offset,
-        caplen=caplen,
-        wirelen=wirelen,
-        ts_ns=ts_ns,
-        # One link type and one interface for every record: one value each, not an array of copies.
-        linktype=np.broadcast_to(np.uint16(linktype), (len(offset),)),
-        iface=np.broadcast_to(np.uint16(0), (len(offset),)),
-        format="pcap",
-        compressed=compressed,
-        mapping=_walked(raw),
-    )
+    # One link type and one interface for every record: one value each, not an array of copies.
+    return _records(path, raw, "pcap", compressed, offset=offset, caplen=caplen, wirelen=wirelen, ts_ns=ts_ns,
+                    linktype=np.broadcast_to(np.uint16(linktype), (len(offset),)),
+                    iface=np.broadcast_to(np.uint16(0), (len(offset),)))
+
+
+def _records(path: str, raw: bytes | mmap.mmap, fmt: str, compressed: bool, **columns: np.ndarray) -> Records:
+    """The Records of a walked capture: its per-record columns, over the file's bytes (a mapped file's pages given
+    back now that the walk is done: `_walked`)."""
+    return Records(path=path, data=np.frombuffer(raw, np.uint8), format=fmt, compressed=compressed,
+                   mapping=_walked(raw), **columns)
 
 
 def _pcap_headers(raw: bytes, endian: str, nano: bool, hdr: np.ndarray) -> tuple[np.ndarray, ...]:
@@ -509,19 +506,8 @@ def _pcapng(path: str, raw: bytes, compressed: bool) -> Records:
             continue
         linktype[sel] = iface.linktype
         ts_ns[sel] = _units_to_ns(ts_units[sel], iface.tsresol) + iface.tsoffset_s * 1_000_000_000
-    return Records(
-        path=path,
-        data=np.frombuffer(raw, np.uint8),
-        offset=offset,
-        caplen=caplen,
-        wirelen=wirelen,
-        ts_ns=ts_ns,
-        linktype=linktype,
-        iface=ifid,
-        format="pcapng",
-        compressed=compressed,
-        mapping=_walked(raw),
-    )
+    return _records(path, raw, "pcapng", compressed, offset=offset, caplen=caplen, wirelen=wirelen, ts_ns=ts_ns,
+                    linktype=linktype, iface=ifid)
 
 
 def _units_to_ns(units: np.ndarray, tsresol: tuple[bool, int]) -> np.ndarray:
