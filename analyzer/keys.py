@@ -216,12 +216,15 @@ def _is_range(values: np.ndarray, start: int, block: int = 1 << 16) -> bool:
 
 def ranges(starts: np.ndarray, counts: np.ndarray) -> np.ndarray:
     """np.concatenate([np.arange(s, s + c) for s, c in zip(starts, counts)]) without a Python loop, in int32
-    where the values fit."""
-    starts, counts = np.asarray(starts, np.int64), np.asarray(counts, np.int64)
-    total = int(counts.sum())
-    fits = total < 2**31 and (not len(starts) or int(starts.max()) + int(counts.max()) < 2**31)
+    where the values fit. Where every count is 1 (probes sent once) that is the starts themselves: they are
+    returned as they are when already of that type (no copy, no int64 detour)."""
+    starts, counts = np.asarray(starts), np.asarray(counts)
+    total = int(counts.sum(dtype=np.int64))
+    most = int(counts.max()) if len(counts) else 0
+    fits = total < 2**31 and (not len(starts) or int(starts.max()) + most < 2**31)
     dtype = np.int32 if fits else np.int64
-    if total == len(counts) and (not total or int(counts.max()) == 1):  # one each (sent once): the starts
-        return starts.astype(dtype)
+    if total == len(counts) and most <= 1:  # one each: the starts
+        return starts.astype(dtype, copy=False)
+    starts, counts = starts.astype(np.int64, copy=False), counts.astype(np.int64, copy=False)
     offsets = np.cumsum(counts) - counts
     return np.arange(total, dtype=dtype) - np.repeat((offsets - starts).astype(dtype), counts)

@@ -558,8 +558,7 @@ def _latest_transmissions(left_parts: list[tuple], right_parts: list[tuple], g_s
     reply_row = reply_row[kept]
     # Right rows expanded to their transmissions (positions in the transmission order).
     n_of = n_tx[group]
-    once = len(n_tx) == int(g_start[-1]) + int(n_tx[-1])  # (every probe sent once: a group per transmission)
-    ev_tx = g_start[group] if once else ranges(g_start[group], n_of)
+    ev_tx = ranges(g_start[group], n_of)  # (every probe sent once: the groups' starts themselves)
     n_ev = len(ev_tx)
     # Each transmission's right row (none to expand when every probe was sent once: the rows themselves).
     owner = None if n_ev == nr else np.repeat(np.arange(nr, dtype=np.int32 if nr < 2**31 else np.int64), n_of)

@@ -42,9 +42,10 @@ def test_ranges_is_the_concatenated_aranges(pairs, ones):
     starts = np.array([s for s, _ in pairs], np.int64)
     counts = np.ones(len(pairs), np.int64) if ones else np.array([c for _, c in pairs], np.int64)
     expected = np.concatenate([np.arange(s, s + c) for s, c in zip(starts, counts)] + [np.zeros(0, np.int64)])
-    got = ranges(starts, counts)
-    assert got.tolist() == expected.tolist()
-    assert got.dtype == (np.int32 if not len(expected) or expected.max() < 2**31 else np.int64)
+    for narrow in (False, True):  # (int64 inputs, and int32 ones as the matcher passes them)
+        got = ranges(starts.astype(np.int32), counts.astype(np.int32)) if narrow else ranges(starts, counts)
+        assert got.tolist() == expected.tolist()
+        assert got.dtype == (np.int32 if not len(expected) or expected.max() < 2**31 else np.int64)
 
 
 def test_packet_rows_checks_every_block_of_a_long_table():
