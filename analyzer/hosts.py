@@ -239,20 +239,14 @@ def _ip_protocol_probes(packets: pd.DataFrame, phases: pd.DataFrame, rows: np.nd
 
 def _mode(groups: np.ndarray, values: np.ndarray, n_groups: int) -> np.ndarray:
     """Per group (0..n_groups-1), its most frequent value, the least of those tied (as Series.mode gives
-    them first); -1 where the group has none. values: integers, -1 where missing (not counted)."""
+    them first); -1 where the group has none. values: integers, -1 where missing (not counted). `keys.modes`
+    finds groups of one value (a host's MAC, mostly) without counting."""
     present = values >= 0
     if not present.all():  # (most often every row holds a value: no copy)
         groups, values = groups[present], values[present]
-    values = values.astype(np.int64, copy=False)  # (ufunc.at's fast path: one type)
     out = np.full(n_groups, -1, np.int64)
-    low, high = np.full(n_groups, np.iinfo(np.int64).max), np.full(n_groups, -1, np.int64)
-    np.minimum.at(low, groups, values)
-    np.maximum.at(high, groups, values)
-    one = low == high  # groups of one value (a host's MAC, mostly): it is the mode, without counting
-    out[one] = low[one]
-    rest = ~one[groups]
-    if rest.any():
-        group, (mode,), _ = modes(groups[rest], [values[rest]])
+    if len(groups):
+        group, (mode,), _ = modes(groups, [values.astype(np.int64, copy=False)])
         out[group] = mode
     return out
 
