@@ -38,22 +38,25 @@ def test_unknown_names_raise_attribute_error():
 
 def test_the_command_sets_up_its_process_before_the_libraries_load():
     """What cli.run (a stand-in here) finds: numpy's BLAS loaded with one thread (two threads in all, when the
-    environment asks for two), the collector frozen out of the imports' objects and running again."""
+    environment asks for two), numpy's huge-page advice off (on when the environment asks for it), the
+    collector frozen out of the imports' objects and running again."""
     code = """
 import gc, os, sys, types
 def run():
     import numpy  # (loads numpy's OpenBLAS, which starts its worker threads now)
-    print(len(os.listdir("/proc/self/task")), gc.get_freeze_count() > 0, gc.isenabled())
+    from numpy._core.multiarray import _get_madvise_hugepage
+    print(len(os.listdir("/proc/self/task")), _get_madvise_hugepage(), gc.get_freeze_count() > 0, gc.isenabled())
 fake = types.ModuleType("analyzer.cli")
 fake.run = run
 sys.modules["analyzer.cli"] = fake
 from analyzer.__main__ import main
 main()
 """
-    env = {k: v for k, v in os.environ.items() if k != "OPENBLAS_NUM_THREADS"}
+    env = {k: v for k, v in os.environ.items() if k not in ("OPENBLAS_NUM_THREADS", "NUMPY_MADVISE_HUGEPAGE")}
     assert os.cpu_count() >= 2  # (else OpenBLAS would start one thread whatever the command did)
-    assert _run(code, env) == "1 True True"
-    assert _run(code, env | {"OPENBLAS_NUM_THREADS": "2"}) == "2 True True"
+    assert _run(code, env) == "1 False True True"
+    assert _run(code, env | {"OPENBLAS_NUM_THREADS": "2"}) == "2 False True True"
+    assert _run(code, env | {"NUMPY_MADVISE_HUGEPAGE": "1"}) == "1 True True True"
 
 
 def test_the_command_keeps_freed_memory_in_the_heap():
