@@ -579,9 +579,10 @@ def _discovery(packets: pd.DataFrame, icmp_probes: pd.DataFrame, cfg: ScanConfig
 def _ipproto(packets: pd.DataFrame, cfg: ScanConfig, rows: list, states: list, first_phase: int) -> int:
     """IP protocol scans (nmap -sO): one source sending packets of many IP protocols to one target."""
     phase = first_phase
-    ip = packets[_ipproto_candidates(packets)]
-    if ip.empty:
+    candidates = _ipproto_candidates(packets)
+    if not candidates.any():
         return phase
+    ip = packets[candidates]
     src, dst = ip["src"].astype(str), ip["dst"].astype(str)
     proto = ip["ip_proto"].astype(int)
     for (scanner, target), idx in ip.groupby([src, dst], observed=True).groups.items():
@@ -626,10 +627,10 @@ def _ipproto_candidates(packets: pd.DataFrame) -> np.ndarray:
     those sent to the source of such a pair (its replies)."""
     proto = int_column(packets["ip_proto"], dtype=np.int16)
     ip = (packets["ip_version"].to_numpy() > 0) & (proto >= 0)
-    src, dst = column_codes(packets["src"])[0], column_codes(packets["dst"])[0]
     odd = np.flatnonzero(ip & (proto != 1) & (proto != 6) & (proto != 17) & (proto != 58))  # (4 values: no isin)
     if not len(odd):
         return np.zeros(len(packets), bool)
+    src, dst = column_codes(packets["src"])[0], column_codes(packets["dst"])[0]
     pair = group_ids(src[odd], dst[odd])
     many = (distinct_per_group(pair, proto[odd], int(pair.max()) + 1) >= 2)[pair]
     pairs = [src[odd][many], dst[odd][many]]

@@ -57,75 +57,115 @@ def _ipv4_int(addresses: pd.Series) -> np.ndarray | None:
     return (o[:, 0] << 24) | (o[:, 1] << 16) | (o[:, 2] << 8) | o[:, 3]
 
 
+def _parts(column: pd.Series) -> tuple[np.ndarray, np.ndarray | None]:
+    """A column's values in their own type and its absence mask (None: a column with no absent values)."""
+    array = column.array
+    if isinstance(array, pd.arrays.IntegerArray):  # (the nullable columns: values and mask as pandas keeps them)
+        return array._data, array._mask
+    return np.asarray(array), None
+
+
 class _Probes:
     """The probe packets of a phase: rows of the packets table, each column taken when a signature first
-    asks for it (most phases are told apart by a few columns, and a phase can hold a million probes)."""
+    asks for it (most phases are told apart by a few columns, and a phase can hold a million probes), as
+    numpy values and an absence mask."""
 
     def __init__(self, packets: pd.DataFrame, rows: np.ndarray) -> None:
         self.packets, self.rows = packets, rows
-        self._taken: dict[str, pd.api.extensions.ExtensionArray] = {}
+        self._taken: dict[str, tuple[np.ndarray, np.ndarray]] = {}
         self._tcp: np.ndarray | None = None
 
     def __len__(self) -> int:
         return len(self.rows)
 
-    def column(self, name: str) -> pd.api.extensions.ExtensionArray:
+    def head(self, n: int) -> _Probes:
+        """The first n probes."""
+        return _Probes(self.packets, self.rows[:n])
+
+    def column(self, name: str) -> tuple[np.ndarray, np.ndarray]:
+        """The probes' values of an integer column (anything where absent) and where they are absent."""
         if name not in self._taken:
-            self._taken[name] = self.packets[name].array.take(self.rows)
+            values, absent = _parts(self.packets[name])
+            self._taken[name] = (values[self.rows],
+                                 np.zeros(len(self.rows), bool) if absent is None else absent[self.rows])
         return self._taken[name]
 
     def tcp(self) -> np.ndarray:
         """Which probes are TCP."""
         if self._tcp is None:
-            self._tcp = (self.column("ip_proto") == 6).to_numpy(bool, na_value=False)
+            proto, absent = self.column("ip_proto")
+            self._tcp = (proto == 6) & ~absent
         return self._tcp
 
     def present(self, name: str, tcp: bool = False) -> np.ndarray:
         """The column's values where it has one (of the TCP probes only, with `tcp`), as int64."""
-        values = self.column(name)
-        if tcp:
-            values = values[self.tcp()]
-        return values[~np.asarray(values.isna(), bool)].to_numpy(np.int64)
+        values, absent = self.column(name)
+        keep = ~absent & self.tcp() if tcp else ~absent
+        return (values if keep.all() else values[keep]).astype(np.int64)
 
     def filled(self, name: str, tcp: bool = False) -> np.ndarray:
         """The column's values, 0 where it has none (of the TCP probes only, with `tcp`), in its own type."""
-        values = self.column(name)
-        if tcp:
-            values = values[self.tcp()]
-        return values.to_numpy(getattr(values.dtype, "numpy_dtype", None), na_value=0)
+        values, absent = self.column(name)
+        if tcp and not self.tcp().all():
+            values, absent = values[self.tcp()], absent[self.tcp()]
+        return np.where(absent, values.dtype.type(0), values) if absent.any() else values
 
     def all_v4(self) -> bool:
-        return bool((np.asarray(self.column("ip_version")) == 4).all())
+        version, absent = self.column("ip_version")
+        return bool(((version == 4) & ~absent).all())
+
+    def targets(self) -> tuple[np.ndarray, pd.Index]:
+        """Each probe's destination as a code (-1: none) into the distinct destinations the probes hold."""
+        dst = self.packets["dst"]
+        if not isinstance(dst.dtype, pd.CategoricalDtype):
+            codes, values = pd.factorize(dst.to_numpy(object)[self.rows])
+            return codes, pd.Index(values, dtype=object)
+        codes, k = dst.cat.codes.to_numpy()[self.rows], len(dst.cat.categories)
+        used = np.bincount(codes.astype(np.intp) + 1, minlength=k + 1)[1:] > 0
+        renumber = np.full(k + 1, -1, np.int64)  # category code → code among the used; [k], for code -1: -1
+        renumber[:k][used] = np.arange(int(used.sum()))
+        return renumber[codes], dst.cat.categories[used]
 
 
 # unicornscan's key is first sought among a phase's first probes: when no key holds over them, none holds
-# over all (the usual case, decided without computing every probe's hash).
+# over all (the usual case, decided from those probes' columns alone, without taking every probe's).
 _UNICORNSCAN_SCREEN = 256
 
 
 def _unicornscan_key(probes: _Probes) -> int | None:
     """The syn key when every probe's seq is unicornscan's hash of its (target, ports) under one key, else None."""
-    if len(probes) < UNICORNSCAN_MIN_PROBES or not (probes.all_v4() and probes.tcp().all()):
+    if len(probes) < UNICORNSCAN_MIN_PROBES:
         return None
-    columns = [probes.column(c) for c in ("seq", "sport", "dport")]
-    if any(np.asarray(c.isna()).any() for c in columns):
+    if len(probes) > _UNICORNSCAN_SCREEN and not _one_keys(probes.head(_UNICORNSCAN_SCREEN)):
         return None
-    seq, sport, dport = (c.to_numpy(np.uint32) for c in columns)
-    ports = (dport << np.uint32(16)) | sport  # (dport << 16) + sport: sport < 2**16, so no carry
-    codes, targets = pd.factorize(probes.column("dst"))  # parse each target once, not each probe
-    target_addr = _ipv4_int(pd.Series(np.asarray(targets, dtype=object)))
-    if target_addr is None or (codes < 0).any():
-        return None
-    addr = target_addr[codes]
-    for host_addr in (addr.byteswap(), addr):  # little-endian sender (x86, ARM), then big-endian
-        head = slice(0, _UNICORNSCAN_SCREEN)
-        if ((seq[head] ^ host_addr[head] ^ ports[head]) != (seq[0] ^ host_addr[0] ^ ports[0])).any():
-            continue  # no one key over the first probes: none over all
-        mixed = host_addr ^ ports
-        keys = seq ^ mixed
-        if (keys == keys[0]).all() and len(np.unique(mixed)) >= UNICORNSCAN_MIN_PROBES:
+    for keys, mixed in _one_keys(probes):
+        if len(np.unique(mixed)) >= UNICORNSCAN_MIN_PROBES:
             return int(keys[0])
     return None
+
+
+def _one_keys(probes: _Probes) -> list[tuple[np.ndarray, np.ndarray]]:
+    """For each sender byte order under which seq XOR target address XOR ports is one key over all the probes
+    (IPv4 TCP, every field present): (each probe's key, each probe's address XOR ports)."""
+    if not (probes.all_v4() and probes.tcp().all()):
+        return []
+    columns = [probes.column(c) for c in ("seq", "sport", "dport")]
+    if any(absent.any() for _, absent in columns):
+        return []
+    seq, sport, dport = (values.astype(np.uint32) for values, _ in columns)
+    ports = (dport << np.uint32(16)) | sport  # (dport << 16) + sport: sport < 2**16, so no carry
+    codes, targets = probes.targets()  # parse each target once, not each probe
+    target_addr = _ipv4_int(pd.Series(np.asarray(targets, dtype=object)))
+    if target_addr is None or (codes < 0).any():
+        return []
+    addr = target_addr[codes]
+    found = []
+    for host_addr in (addr.byteswap(), addr):  # little-endian sender (x86, ARM), then big-endian
+        mixed = host_addr ^ ports
+        keys = seq ^ mixed
+        if (keys == keys[0]).all():
+            found.append((keys, mixed))
+    return found
 
 
 def _distinct(values: np.ndarray) -> int:

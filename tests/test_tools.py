@@ -113,6 +113,29 @@ def test_other_seqs_are_not_unicornscan(unicornscan_probes, name, variant, n_pro
     assert tool != "unicornscan", (name, evidence)
 
 
+def _seq_off(at: int):
+    def variant(packets: pd.DataFrame, probes: pd.DataFrame) -> pd.DataFrame:
+        seqs = [int(s) for s in packets.set_index("frame").loc[probes["probe_frame"], "seq"]]
+        seqs[at] = (seqs[at] + 1) % (1 << 32)
+        return _with_seq(packets, probes, seqs)
+    return variant
+
+
+@pytest.mark.parametrize("name,variant,tool", [
+    ("every seq its hash", lambda pk, pr: pk, "unicornscan"),
+    ("a seq off within the probes screened", _seq_off(1), "unknown"),
+    ("a seq off after them", _seq_off(6), "unknown"),
+    ("the last seq off", _seq_off(-1), "unknown"),
+])
+def test_unicornscan_screen_of_the_first_probes(unicornscan_probes, monkeypatch, name, variant, tool) -> None:
+    """The key is sought among the first probes before all are taken (tools._UNICORNSCAN_SCREEN, here 4 of the
+    capture's probes): a phase whose first probes share a key is still checked whole."""
+    packets, probes = unicornscan_probes
+    assert len(probes) > 6
+    monkeypatch.setattr("analyzer.tools._UNICORNSCAN_SCREEN", 4)
+    assert tool_of_phase(variant(packets, probes), probes, "SYN")[0] == tool, name
+
+
 # What tools.py named in each real capture before the unicornscan signature (commit 5ed00c6); a
 # signature added later must not rename any. nat_nmap_ipv6 (ten nmap -6 runs, each from its own source port) once
 # read as masscan, whose TTL 255 / window 1024 template nmap's IPv6 SYNs share; masscan is now IPv4 only, and
