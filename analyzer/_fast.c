@@ -11,6 +11,8 @@
  *            matcher's and the signals' packed keys, faster.
  * key_order  the matcher's order of entries by (key, time) with that sort, and where each key's run starts
  *            (match._key_time_order does the same in numpy).
+ * first_ids  integer keys of a small range numbered by first appearance through a table (keys.group_ids:
+ *            pandas' hash factorize does the same).
  *
  * Plain C over the buffer protocol: no numpy headers, no Python object per record. Every read is bounds-checked
  * against the buffer and the record's captured length before it is made.
@@ -628,12 +630,56 @@ fail:
     return NULL;
 }
 
+/* first_ids(keys, table, ids) -> groups
+ * keys.factorize for dense keys: each key (int64, 0 <= key < len(table)) numbered by its first appearance, as
+ * pandas' factorize numbers them, into ids (int64, as long as keys). table (int64, every entry -1): the id of each
+ * key value seen, filled in as they are. Returns how many distinct keys there are. */
+static PyObject *first_ids(PyObject *self, PyObject *args) {
+    PyObject *o_keys, *o_table, *o_ids;
+    if (!PyArg_ParseTuple(args, "OOO", &o_keys, &o_table, &o_ids))
+        return NULL;
+    Held held = {.n = 0};
+    Py_buffer *v_keys, *v_table, *v_ids;
+    if (!(v_keys = hold(&held, o_keys, -1, 8, 0, "first_ids keys")))
+        goto fail;
+    Py_ssize_t n = v_keys->len / 8;
+    if (!(v_table = hold(&held, o_table, -1, 8, 1, "first_ids table")) ||
+        !(v_ids = hold(&held, o_ids, n, 8, 1, "first_ids ids")))
+        goto fail;
+    const int64_t *keys = v_keys->buf;
+    int64_t *table = v_table->buf, *ids = v_ids->buf, next = 0, span = v_table->len / 8;
+    Py_ssize_t bad = -1;
+    Py_BEGIN_ALLOW_THREADS
+    for (Py_ssize_t i = 0; i < n; i++) {
+        int64_t k = keys[i];
+        if (k < 0 || k >= span) {
+            bad = i;
+            break;
+        }
+        if (table[k] < 0)
+            table[k] = next++;
+        ids[i] = table[k];
+    }
+    Py_END_ALLOW_THREADS
+    if (bad >= 0) {
+        PyErr_Format(PyExc_ValueError, "first_ids: key %lld outside the table of %lld", (long long)keys[bad],
+                     (long long)span);
+        goto fail;
+    }
+    release_all(&held);
+    return PyLong_FromLongLong(next);
+fail:
+    release_all(&held);
+    return NULL;
+}
+
 static PyMethodDef methods[] = {
     {"walk_pcap", walk_pcap, METH_VARARGS, "Walk a classic pcap's record chain into int64 arrays."},
     {"walk_epb", walk_epb, METH_VARARGS, "Walk a run of pcapng enhanced packet blocks into arrays."},
     {"tcp4", tcp4, METH_VARARGS, "Decode Ethernet/IPv4/TCP records straight into the packets table's columns."},
     {"sort_u64", sort_u64, METH_O, "Sort an array of unsigned 64-bit integers in place (radix)."},
     {"key_order", key_order, METH_VARARGS, "Entries in (key, time rank) order, and where each key run starts."},
+    {"first_ids", first_ids, METH_VARARGS, "Dense integer keys numbered by first appearance (a factorize)."},
     {NULL, NULL, 0, NULL},
 };
 
@@ -643,7 +689,7 @@ static struct PyModuleDef module = {
 
 /* The interface's version: analyzer/compiled.py uses this module only when it is the one it was written for
  * (a build left over from older sources is ignored, not called with the wrong arguments). */
-#define API_VERSION 4
+#define API_VERSION 5
 
 PyMODINIT_FUNC PyInit__fast(void) {
     PyObject *m = PyModule_Create(&module);

@@ -22,6 +22,13 @@ def column_codes(column: pd.Series, dtype: type = np.int64) -> tuple[np.ndarray,
     return codes.astype(dtype), np.asarray(values, dtype=object)
 
 
+def column_values(column: pd.Series) -> np.ndarray:
+    """The values `column_codes(column)`'s codes stand for (a categorical's categories: no codes made)."""
+    if isinstance(column.dtype, pd.CategoricalDtype):
+        return column.cat.categories.to_numpy(object)
+    return column_codes(column)[1]
+
+
 def int_column(column: pd.Series, missing: int = -1, dtype: type = np.int64) -> np.ndarray:
     """A (nullable) integer column as `dtype` (int64 unless a narrower type holds its values), `missing`
     where absent."""
@@ -34,6 +41,22 @@ def int_column_at(column: pd.Series, rows: np.ndarray, missing: int = -1,
     if len(rows) == len(column) and _is_range(rows, 0):  # every row, in order
         return int_column(column, missing, dtype)
     return column.array[rows].to_numpy(dtype, na_value=missing)
+
+
+def value_codes(column: pd.Series, rows: np.ndarray) -> np.ndarray:
+    """Integer codes of a nullable integer column's values at `rows`, equal exactly where the values are (-1
+    where absent): one value throughout (a capture's usual case, as one TCP option layout) takes no hashing."""
+    array = column.array
+    values, absent = (array._data, array._mask) if isinstance(array, pd.arrays.IntegerArray) else (
+        np.asarray(array), None)
+    values = values[rows]
+    if len(values) and (values == values[0]).all():
+        codes = np.zeros(len(values), np.int64)
+    else:
+        codes = pd.factorize(values)[0].astype(np.int64)
+    if absent is not None:
+        codes[absent[rows]] = -1
+    return codes
 
 
 def pack_key(columns: list[np.ndarray]) -> np.ndarray:
@@ -56,7 +79,24 @@ def pack_key(columns: list[np.ndarray]) -> np.ndarray:
 
 def group_ids(*columns: np.ndarray) -> np.ndarray:
     """Ids 0..k-1 of the rows' combinations of column values, numbered in order of first appearance."""
-    return pd.factorize(pack_key(list(columns)))[0].astype(np.int64)
+    return first_ids(pack_key(list(columns)))
+
+
+DENSE_SLACK = 1 << 16  # first_ids: a table of up to 2n + this many entries for n keys
+
+
+def first_ids(keys: np.ndarray) -> np.ndarray:
+    """pd.factorize(keys)[0] for non-negative int64 keys: ids 0..k-1 in order of first appearance. Keys of a
+    range up to about twice their number (packed keys mostly are) are numbered through a table of that range
+    by analyzer._fast.first_ids, where it was built: no hashing. Others, by pandas' hash factorize."""
+    fast = compiled.FAST
+    if fast is not None and len(keys) and keys.dtype == np.int64:
+        span = int(keys.max()) + 1
+        if span <= 2 * len(keys) + DENSE_SLACK and int(keys.min()) >= 0:
+            ids = np.empty(len(keys), np.int64)
+            fast.first_ids(np.ascontiguousarray(keys), np.full(span, -1, np.int64), ids)
+            return ids
+    return pd.factorize(keys)[0].astype(np.int64)
 
 
 def group_positions(ids: np.ndarray) -> list[np.ndarray]:

@@ -32,6 +32,7 @@ import pandas as pd
 from .flags import ACK, CWR, ECE, FIN, PSH, RST, SYN, URG, flag_text
 from .keys import (
     column_codes,
+    column_values,
     distinct_per_group,
     group_ids,
     group_of,
@@ -40,6 +41,7 @@ from .keys import (
     narrow,
     packet_rows,
     rows_in,
+    value_codes,
 )
 from .match import match as match_probes
 from .tools import SIGNATURE_COLUMNS, tool_of_frames
@@ -340,7 +342,7 @@ def _phases(packets: pd.DataFrame, pk: Columns, cfg: ScanConfig) -> np.ndarray:
     """
     rows, technique = pk["row"], pk["technique"]
     custom_flags = np.where(technique == _CODE["CUSTOM"], pk["flags"], -1)
-    options = pd.factorize(packets["tcp_options"].array[rows])[0].astype(np.int64)
+    options = value_codes(packets["tcp_options"], rows)
     window = int_column_at(packets["window"], rows, dtype=np.int32)
     key = group_ids(pk["src"], technique, custom_flags, window, options)
     by_time = np.argsort(pk["ts_ns"], kind="stable")
@@ -348,9 +350,13 @@ def _phases(packets: pd.DataFrame, pk: Columns, cfg: ScanConfig) -> np.ndarray:
     k, t = key[order], pk["ts_ns"][order]
     new = np.ones(len(order), bool)
     new[1:] = (k[1:] != k[:-1]) | (t[1:] - t[:-1] > cfg.phase_gap_s * 1e9)
+    starts = np.flatnonzero(new)  # each phase's run of probes in that order
+    # Phases numbered in order of their first probe (the least row of each run).
+    number = np.empty(len(starts), np.int64)
+    number[np.argsort(np.minimum.reduceat(order, starts))] = np.arange(len(starts))
     phase = np.empty(len(order), np.int64)
-    phase[order] = np.cumsum(new) - 1
-    return pd.factorize(phase)[0].astype(np.int64)
+    phase[order] = np.repeat(number, np.diff(starts, append=len(order)))
+    return phase
 
 
 def scans(packets: pd.DataFrame, probes: pd.DataFrame | None = None, *, config: ScanConfig = ScanConfig()) -> tuple[pd.DataFrame, pd.DataFrame]:
@@ -376,8 +382,8 @@ def scans(packets: pd.DataFrame, probes: pd.DataFrame | None = None, *, config: 
     pk["phase"] = _phases(packets, pk, config)
     pk["port"] = group_ids(pk["phase"], pk["dst"], pk["dport"])  # (phase, target, port): one protocol a phase
     readings = _phase_readings(packets, pk, config)
-    names = {"src": column_codes(packets["src"])[1], "dst": column_codes(packets["dst"])[1],
-             "protocol": column_codes(probes["protocol"])[1].astype(str), "kind": column_codes(probes["reply_kind"])[1].astype(str)}
+    names = {"src": column_values(packets["src"]), "dst": column_values(packets["dst"]),
+             "protocol": column_values(probes["protocol"]).astype(str), "kind": column_values(probes["reply_kind"]).astype(str)}
     port_scans, port_states = _port_scans(pk, readings, names)
     return _finish(rows, found_states, port_scans.assign(phase=port_scans["phase"] + next_phase),
                    port_states.assign(phase=port_states["phase"] + next_phase))

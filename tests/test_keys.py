@@ -96,3 +96,55 @@ def test_modes_are_each_groups_most_common_values(n, port_span, mixed, two_colum
     assert got_port.tolist() == list(want)
     assert [tuple(int(v[i]) for v in got_values) for i in range(len(got_port))] == [w[0] for w in want.values()]
     assert got_counts.tolist() == [w[1] for w in want.values()]
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.integers(0, 3000), st.sampled_from([1, 2, 300, 70_000, 2**20, 2**40]), st.integers(0, 2**32 - 1),
+       st.booleans())
+def test_first_ids_is_pandas_factorize(n, span, seed, compiled_code):
+    """keys.first_ids, through the compiled table (keys of a range up to about twice their number) or pandas'
+    hash (wider ranges, or no compiled code): pandas' factorize codes, ids by first appearance."""
+    import pandas as pd
+
+    import analyzer.compiled
+    from analyzer.keys import first_ids
+
+    keys = np.random.default_rng(seed).integers(0, span, n)
+    saved = analyzer.compiled.FAST
+    try:
+        analyzer.compiled.FAST = saved if compiled_code else None
+        got = first_ids(keys)
+    finally:
+        analyzer.compiled.FAST = saved
+    assert got.dtype == np.int64
+    assert np.array_equal(got, pd.factorize(keys)[0])
+
+
+def test_first_ids_compiled_refuses_keys_outside_its_table():
+    import pytest
+
+    import analyzer.compiled
+
+    fast = analyzer.compiled.FAST
+    ids = np.empty(3, np.int64)
+    assert fast.first_ids(np.array([4, 0, 4]), np.full(5, -1, np.int64), ids) == 2 and ids.tolist() == [0, 1, 0]
+    for keys in ([0, 5, 1], [0, -1, 1]):
+        with pytest.raises(ValueError, match="outside the table"):
+            fast.first_ids(np.array(keys, np.int64), np.full(5, -1, np.int64), ids)
+    with pytest.raises(ValueError, match="first_ids ids"):
+        fast.first_ids(np.array([0, 1, 2, 3], np.int64), np.full(5, -1, np.int64), ids)
+
+
+def test_value_codes_are_equal_where_the_values_are():
+    """keys.value_codes at some rows: one code per distinct value (one value throughout: no hashing), -1 where
+    the value is absent."""
+    import pandas as pd
+
+    from analyzer.keys import value_codes
+
+    column = pd.Series(pd.array([7, None, 7, 2**63, 7, None], dtype="UInt64"))
+    for rows, want in (([0, 2, 4], [0, 0, 0]), ([0, 1, 2], [0, -1, 0]), ([3, 0, 1, 4, 3], [0, 1, -1, 1, 0]),
+                       ([], [])):
+        got = value_codes(column, np.array(rows, np.int64))
+        assert got.tolist() == want and got.dtype == np.int64
+    assert value_codes(pd.Series(np.array([3, 1, 3])), np.array([0, 1, 2])).tolist() == [0, 1, 0]
