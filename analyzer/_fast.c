@@ -374,6 +374,7 @@ fail:
  * INSERTION_MAX keys, insertion sort. Only the bits in which the keys differ are ever looked at, so keys packed
  * into few bits take few passes. Extra memory: the buffer, whatever the number of keys. */
 enum { LSD_MAX = 1 << 16, INSERTION_MAX = 48 };
+enum { PREFETCH = 8 }; /* entries ahead whose random loads a loop asks for before it needs them */
 
 static void insertion_u64(uint64_t *a, Py_ssize_t n) {
     for (Py_ssize_t i = 1; i < n; i++) {
@@ -592,6 +593,16 @@ static PyObject *key_order(PyObject *self, PyObject *args) {
     if (n > 1)
         msd_u64(packed, n, buf);
     for (Py_ssize_t i = 0; i < n; i++) {
+        if (i + 2 * PREFETCH < n) { /* (the loop's loads are random: ask for them ahead, two steps deep) */
+            uint64_t r = packed[i + 2 * PREFETCH] & low;
+            __builtin_prefetch(wide_o ? (const void *)((int64_t *)entry + r) : (const void *)((int32_t *)entry + r));
+        }
+        if (!exact && i + PREFETCH < n) {
+            uint64_t r = packed[i + PREFETCH] & low;
+            int64_t f = wide_o ? ((int64_t *)entry)[r] : ((int32_t *)entry)[r];
+            for (Py_ssize_t k = 0; k < n_words; k++)
+                __builtin_prefetch(w[k] + f);
+        }
         int64_t e = wide_o ? ((int64_t *)entry)[packed[i] & low] : ((int32_t *)entry)[packed[i] & low];
         if (wide_o)
             ((int64_t *)v_o->buf)[i] = e;
