@@ -11,6 +11,7 @@
  *            matcher's and the signals' packed keys, faster.
  * key_order  the matcher's order of entries by (key, time) with that sort, and where each key's run starts
  *            (match._key_time_order does the same in numpy).
+ * latest_in_runs  after that order, each reply's latest transmission of its key (the matcher's pairing).
  * first_ids  integer keys of a small range numbered by first appearance through a table (keys.group_ids:
  *            pandas' hash factorize does the same).
  *
@@ -641,6 +642,70 @@ fail:
     return NULL;
 }
 
+/* latest_in_runs(o, same, n_ev, reply, tx) -> count
+ * After key_order, for match._latest_transmissions: o (int32 or int64) the entries in (key, time) order, same
+ * (uint8) 1 where an entry's key equals the one before it. Entries below n_ev are transmissions, the others
+ * replies. For each reply in that order whose key's run holds a transmission before it, the last such
+ * transmission: reply[c] = the reply's entry - n_ev, tx[c] = the transmission's entry (int64 arrays, as long as
+ * there are replies), c = 0, 1, ... Returns how many were written. */
+static PyObject *latest_in_runs(PyObject *self, PyObject *args) {
+    PyObject *o_o, *o_same, *o_reply, *o_tx;
+    Py_ssize_t n_ev;
+    if (!PyArg_ParseTuple(args, "OOnOO", &o_o, &o_same, &n_ev, &o_reply, &o_tx))
+        return NULL;
+    Held held = {.n = 0};
+    Py_buffer *v_o, *v_same, *v_reply, *v_tx;
+    if (!(v_o = hold(&held, o_o, -1, 0, 0, "latest_in_runs o")))
+        goto fail;
+    if (v_o->itemsize != 4 && v_o->itemsize != 8) {
+        PyErr_SetString(PyExc_ValueError, "latest_in_runs o: int32 or int64");
+        goto fail;
+    }
+    Py_ssize_t n = v_o->len / v_o->itemsize;
+    if (n_ev < 0 || n_ev > n) {
+        PyErr_SetString(PyExc_ValueError, "latest_in_runs: n_ev outside the entries");
+        goto fail;
+    }
+    if (!(v_same = hold(&held, o_same, n, 1, 0, "latest_in_runs same")) ||
+        !(v_reply = hold(&held, o_reply, n - n_ev, 8, 1, "latest_in_runs reply")) ||
+        !(v_tx = hold(&held, o_tx, n - n_ev, 8, 1, "latest_in_runs tx")))
+        goto fail;
+    const int wide = v_o->itemsize == 8;
+    const uint8_t *same = v_same->buf;
+    int64_t *reply = v_reply->buf, *tx = v_tx->buf, last = -1;
+    Py_ssize_t count = 0, cap = n - n_ev, bad = 0;
+    Py_BEGIN_ALLOW_THREADS
+    for (Py_ssize_t i = 0; i < n; i++) {
+        int64_t e = wide ? ((const int64_t *)v_o->buf)[i] : ((const int32_t *)v_o->buf)[i];
+        if (!same[i])
+            last = -1; /* a new key: no transmission of it yet */
+        if (e < 0 || e >= n) {
+            bad = 1;
+            break;
+        }
+        if (e < n_ev) {
+            last = e;
+        } else if (last >= 0) {
+            if (count == cap) {
+                bad = 1;
+                break;
+            }
+            reply[count] = e - n_ev;
+            tx[count++] = last;
+        }
+    }
+    Py_END_ALLOW_THREADS
+    if (bad) {
+        PyErr_SetString(PyExc_ValueError, "latest_in_runs: o is not an order of the entries");
+        goto fail;
+    }
+    release_all(&held);
+    return PyLong_FromSsize_t(count);
+fail:
+    release_all(&held);
+    return NULL;
+}
+
 /* first_ids(keys, table, ids) -> groups
  * keys.factorize for dense keys: each key (int64, 0 <= key < len(table)) numbered by its first appearance, as
  * pandas' factorize numbers them, into ids (int64, as long as keys). table (int64, every entry -1): the id of each
@@ -690,6 +755,7 @@ static PyMethodDef methods[] = {
     {"tcp4", tcp4, METH_VARARGS, "Decode Ethernet/IPv4/TCP records straight into the packets table's columns."},
     {"sort_u64", sort_u64, METH_O, "Sort an array of unsigned 64-bit integers in place (radix)."},
     {"key_order", key_order, METH_VARARGS, "Entries in (key, time rank) order, and where each key run starts."},
+    {"latest_in_runs", latest_in_runs, METH_VARARGS, "Each reply's last transmission before it in its key's run."},
     {"first_ids", first_ids, METH_VARARGS, "Dense integer keys numbered by first appearance (a factorize)."},
     {NULL, NULL, 0, NULL},
 };
@@ -700,7 +766,7 @@ static struct PyModuleDef module = {
 
 /* The interface's version: analyzer/compiled.py uses this module only when it is the one it was written for
  * (a build left over from older sources is ignored, not called with the wrong arguments). */
-#define API_VERSION 5
+#define API_VERSION 6
 
 PyMODINIT_FUNC PyInit__fast(void) {
     PyObject *m = PyModule_Create(&module);

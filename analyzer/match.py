@@ -591,6 +591,12 @@ def _latest_transmissions(left_parts: list[tuple], right_parts: list[tuple], g_s
     box = [when]
     del when
     o, same = _key_time_order(words, used, box)  # (takes the ranks out of the box: it frees them when it can)
+    fast = compiled.FAST
+    if fast is not None:  # (the loop below in one compiled pass)
+        reply_at, ev = np.empty(len(reply_row), np.int64), np.empty(len(reply_row), np.int64)
+        count = fast.latest_in_runs(o, same.view(np.uint8), n_ev, reply_at, ev)
+        reply_at, ev = reply_at[:count], ev[:count]
+        return reply_row[reply_at], ev_group[ev], ev_tx[ev]
     is_ev = o < n_ev
     ev_at = _where(is_ev)  # transmissions, in sorted order
     at = _where(~is_ev)  # replies, in sorted order

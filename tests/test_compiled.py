@@ -487,3 +487,40 @@ def test_key_order_refuses_bad_arguments() -> None:
         fast.key_order(words, np.array([0, 1, 2, -1], np.int64), 2, o, same)
     with pytest.raises(ValueError, match="between 1 and"):
         fast.key_order((), np.arange(4, dtype=np.int64), 2, o, same)
+
+
+@pytest.mark.parametrize("seed", range(8))
+def test_latest_in_runs_pairs_like_a_plain_loop(seed: int) -> None:
+    """analyzer._fast.latest_in_runs on entries in (key, time) order: for each reply, the last transmission before
+    it in its key's run, as a plain loop finds it; replies with none (first in their run, or after only replies)
+    are left out."""
+    rng = np.random.default_rng(seed)
+    n = int(rng.integers(1, 5000))
+    n_ev = int(rng.integers(0, n + 1))
+    o = rng.permutation(n).astype(np.int32 if seed % 2 else np.int64)
+    same = (rng.random(n) < 0.7).astype(np.uint8)
+    same[0] = 0
+    want, last = [], -1
+    for i, e in enumerate(o.tolist()):
+        last = -1 if not same[i] else last
+        if e < n_ev:
+            last = e
+        elif last >= 0:
+            want.append((e - n_ev, last))
+    reply, tx = np.empty(n - n_ev, np.int64), np.empty(n - n_ev, np.int64)
+    count = analyzer.compiled.FAST.latest_in_runs(o, same, n_ev, reply, tx)
+    assert list(zip(reply[:count].tolist(), tx[:count].tolist())) == want
+
+
+def test_latest_in_runs_refuses_bad_arguments() -> None:
+    fast = analyzer.compiled.FAST
+    o, same = np.array([2, 0, 1], np.int64), np.array([0, 1, 1], np.uint8)
+    out = np.empty(3, np.int64)
+    with pytest.raises(ValueError, match="not an order"):
+        fast.latest_in_runs(np.array([0, 5, 1], np.int64), same, 1, out, out.copy())
+    with pytest.raises(ValueError, match="n_ev outside"):
+        fast.latest_in_runs(o, same, 4, out, out.copy())
+    with pytest.raises(ValueError, match="latest_in_runs reply"):
+        fast.latest_in_runs(o, same, 0, np.empty(2, np.int64), out)
+    with pytest.raises(ValueError, match="int32 or int64"):
+        fast.latest_in_runs(o.astype(np.int16), same, 0, out, out.copy())
