@@ -11,6 +11,7 @@
  *            matcher's and the signals' packed keys, faster.
  * key_order  the matcher's order of entries by (key, time) with that sort, and where each key's run starts
  *            (match._key_time_order does the same in numpy).
+ * pack_into  one column of the matcher's keys shifted into their uint64 words, in place (match._pack_into).
  * latest_in_runs  after that order, each reply's latest transmission of its key (the matcher's pairing).
  * first_ids  integer keys of a small range numbered by first appearance through a table (keys.group_ids:
  *            pandas' hash factorize does the same).
@@ -642,6 +643,69 @@ fail:
     return NULL;
 }
 
+/* pack_into(word, values, lo, hi, bits, keep) -> None
+ * match._pack_into for an array, in one pass: word = (word << bits) | (values - lo) (uint64, in place; bits 0:
+ * word unchanged), values any integers of up to 64 bits signed or 32 unsigned; lo <= values <= hi is known of
+ * them, or, with keep (uint8, or None), checked: keep is cleared where a value lies outside, and that value's
+ * bits are 0. */
+static PyObject *pack_into(PyObject *self, PyObject *args) {
+    PyObject *o_word, *o_values, *o_keep;
+    long long lo, hi;
+    int bits;
+    if (!PyArg_ParseTuple(args, "OOLLiO", &o_word, &o_values, &lo, &hi, &bits, &o_keep))
+        return NULL;
+    if (bits < 0 || bits > 63 || hi < lo || ((unsigned long long)hi - (unsigned long long)lo) >> bits) {
+        PyErr_SetString(PyExc_ValueError, "pack_into: hi - lo must fit the bits (0 to 63)");
+        return NULL;
+    }
+    Held held = {.n = 0};
+    Py_buffer *v_word, *v_values, *v_keep = NULL;
+    if (!(v_word = hold(&held, o_word, -1, 8, 1, "pack_into word")))
+        goto fail;
+    Py_ssize_t n = v_word->len / 8;
+    if (!(v_values = hold(&held, o_values, n, 0, 0, "pack_into values")) ||
+        (o_keep != Py_None && !(v_keep = hold(&held, o_keep, n, 1, 1, "pack_into keep"))))
+        goto fail;
+    const char *f = v_values->format ? v_values->format : "B";
+    if (*f == '<' || *f == '=' || *f == '@')
+        f++;
+    int is_signed = *f == 'b' || *f == 'h' || *f == 'i' || *f == 'l' || *f == 'q';
+    int size = (int)v_values->itemsize;
+    if (!is_signed && (size == 8 || !strchr("BHIL", *f))) {
+        PyErr_SetString(PyExc_ValueError, "pack_into values: signed integers, or unsigned of up to 32 bits");
+        goto fail;
+    }
+    uint64_t *word = v_word->buf;
+    uint8_t *keep = v_keep ? v_keep->buf : NULL;
+    const void *vals = v_values->buf;
+    Py_BEGIN_ALLOW_THREADS
+    for (Py_ssize_t i = 0; i < n; i++) {
+        int64_t v;
+        switch (size) {
+        /* (each branch widened on its own: a conditional of int32 and uint32 would read both as unsigned) */
+        case 1: v = is_signed ? (int64_t)((const int8_t *)vals)[i] : (int64_t)((const uint8_t *)vals)[i]; break;
+        case 2: v = is_signed ? (int64_t)((const int16_t *)vals)[i] : (int64_t)((const uint16_t *)vals)[i]; break;
+        case 4: v = is_signed ? (int64_t)((const int32_t *)vals)[i] : (int64_t)((const uint32_t *)vals)[i]; break;
+        default: v = ((const int64_t *)vals)[i]; break;
+        }
+        uint64_t off = (uint64_t)v - (uint64_t)lo;
+        if (keep) {
+            if (v < lo || v > hi)
+                keep[i] = 0;
+            if (!keep[i])
+                off = 0;
+        }
+        if (bits)
+            word[i] = (word[i] << bits) | off;
+    }
+    Py_END_ALLOW_THREADS
+    release_all(&held);
+    Py_RETURN_NONE;
+fail:
+    release_all(&held);
+    return NULL;
+}
+
 /* latest_in_runs(o, same, n_ev, reply, tx) -> count
  * After key_order, for match._latest_transmissions: o (int32 or int64) the entries in (key, time) order, same
  * (uint8) 1 where an entry's key equals the one before it. Entries below n_ev are transmissions, the others
@@ -755,6 +819,7 @@ static PyMethodDef methods[] = {
     {"tcp4", tcp4, METH_VARARGS, "Decode Ethernet/IPv4/TCP records straight into the packets table's columns."},
     {"sort_u64", sort_u64, METH_O, "Sort an array of unsigned 64-bit integers in place (radix)."},
     {"key_order", key_order, METH_VARARGS, "Entries in (key, time rank) order, and where each key run starts."},
+    {"pack_into", pack_into, METH_VARARGS, "Shift a column's offsets into uint64 key words, in place."},
     {"latest_in_runs", latest_in_runs, METH_VARARGS, "Each reply's last transmission before it in its key's run."},
     {"first_ids", first_ids, METH_VARARGS, "Dense integer keys numbered by first appearance (a factorize)."},
     {NULL, NULL, 0, NULL},
@@ -766,7 +831,7 @@ static struct PyModuleDef module = {
 
 /* The interface's version: analyzer/compiled.py uses this module only when it is the one it was written for
  * (a build left over from older sources is ignored, not called with the wrong arguments). */
-#define API_VERSION 6
+#define API_VERSION 7
 
 PyMODINIT_FUNC PyInit__fast(void) {
     PyObject *m = PyModule_Create(&module);

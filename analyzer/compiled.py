@@ -22,7 +22,7 @@ def _load() -> ModuleType | None:
     return _fast if getattr(_fast, "API", None) == API else None
 
 
-API = 6  # the interface analyzer/_fast.c's API_VERSION names
+API = 7  # the interface analyzer/_fast.c's API_VERSION names
 
 
 FAST: ModuleType | None = _load()

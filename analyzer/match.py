@@ -464,6 +464,10 @@ def _pack_into(word: np.ndarray, values: np.ndarray | int, lo: int, hi: int, bit
             if inside:
                 np.bitwise_or(word, np.uint64(int(values) - lo), out=word)
         return
+    fast = compiled.FAST
+    if fast is not None and bits < 64 and values.dtype.kind in "iu" and (values.dtype.kind == "i" or values.itemsize <= 4):
+        fast.pack_into(word, np.ascontiguousarray(values), lo, hi, bits, None if keep is None else keep.view(np.uint8))
+        return
     if keep is not None:
         keep &= (values >= lo) & (values <= hi)
     if bits:

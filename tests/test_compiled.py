@@ -524,3 +524,43 @@ def test_latest_in_runs_refuses_bad_arguments() -> None:
         fast.latest_in_runs(o, same, 0, np.empty(2, np.int64), out)
     with pytest.raises(ValueError, match="int32 or int64"):
         fast.latest_in_runs(o.astype(np.int16), same, 0, out, out.copy())
+
+
+@pytest.mark.parametrize("dtype", [np.int8, np.uint8, np.int16, np.uint16, np.int32, np.uint32, np.int64])
+@pytest.mark.parametrize("with_keep", [False, True])
+def test_pack_into_packs_like_numpy(monkeypatch, dtype, with_keep: bool) -> None:
+    """match._pack_into by analyzer._fast.pack_into and by numpy: the same words, and (replies' side) the same
+    rows kept, values outside [lo, hi] dropped with their bits 0."""
+    import importlib
+
+    match_module = importlib.import_module("analyzer.match")
+    rng = np.random.default_rng(int(np.dtype(dtype).itemsize) + 10 * with_keep)
+    info = np.iinfo(dtype)
+    n = 3000
+    values = rng.integers(max(info.min, -(2**40)), min(info.max, 2**40) + 1, n).astype(dtype)
+    lo, hi = (int(np.percentile(values, 10)), int(np.percentile(values, 90))) if with_keep else (
+        int(values.min()), int(values.max()))
+    bits = (hi - lo).bit_length()
+    start = rng.integers(0, 2**20, n, dtype=np.uint64)
+    keep0 = rng.random(n) < 0.9
+    out = []
+    for fast in (analyzer.compiled.FAST, None):
+        monkeypatch.setattr(analyzer.compiled, "FAST", fast)
+        word, keep = start.copy(), keep0.copy() if with_keep else None
+        match_module._pack_into(word, values, lo, hi, bits, keep)
+        out.append((word, keep))
+    np.testing.assert_array_equal(out[0][0], out[1][0])
+    if with_keep:
+        np.testing.assert_array_equal(out[0][1], out[1][1])
+        assert 0 < out[0][1].sum() < keep0.sum()  # (some values outside: dropped)
+
+
+def test_pack_into_refuses_bad_arguments() -> None:
+    fast = analyzer.compiled.FAST
+    word = np.zeros(4, np.uint64)
+    with pytest.raises(ValueError, match="fit the bits"):
+        fast.pack_into(word, np.arange(4, dtype=np.int64), 0, 300, 8, None)
+    with pytest.raises(ValueError, match="unsigned of up to 32 bits"):
+        fast.pack_into(word, np.arange(4, dtype=np.uint64), 0, 3, 2, None)
+    with pytest.raises(ValueError, match="pack_into keep"):
+        fast.pack_into(word, np.arange(4, dtype=np.int64), 0, 3, 2, np.ones(2, np.uint8))
