@@ -407,7 +407,7 @@ def _group_keys(g_first: np.ndarray, offered: set[int], tcp_probe: np.ndarray, u
     pk_keys = []
     is_tcp_g = tcp_probe[first]
     if is_tcp_g.any():
-        rows, gid = first[is_tcp_g], g_ids[is_tcp_g]
+        rows, gid = (first, g_ids) if is_tcp_g.all() else (first[is_tcp_g], g_ids[is_tcp_g])
         f = flags[rows]
         base = (src[rows], dst[rows], sport[rows], dport[rows], 6)
         if _K_NEXTSEQ in offered:
@@ -418,8 +418,8 @@ def _group_keys(g_first: np.ndarray, offered: set[int], tcp_probe: np.ndarray, u
             pk_keys.append((gid, _K_NEXTSEQ) + base + (nxt,))
         if _K_SEQ in offered:
             pk_keys.append((gid, _K_SEQ) + base + (seq[rows],))
-        if _K_ACK in offered:
-            has_ack = (f & ACK) != 0
+        has_ack = (f & ACK) != 0 if _K_ACK in offered else None
+        if has_ack is not None and has_ack.any():  # (a SYN scan's probes: none)
             pk_keys.append((gid[has_ack], _K_ACK) + tuple(v[has_ack] if isinstance(v, np.ndarray) else v for v in base)
                            + (ack[rows][has_ack],))
     is_udp_g = udp_probe[first]
