@@ -185,10 +185,13 @@ def match(packets: pd.DataFrame, *, window_s: float = DEFAULT_WINDOW_S,
     icmp_id, icmp_seq = _np(pk.icmp_id, 0, np.int32), _np(pk.icmp_seq, 0, np.int32)
     r = probe_rows
     t_ts = ts[r]
-    t_x = np.where(icmp_probe[r], icmp_id[r], sport[r])
-    t_y = np.where(icmp_probe[r], icmp_seq[r], dport[r])
-    t_seq = np.where(tcp_probe[r], seq[r], 0)
-    t_f = np.where(tcp_probe[r], flags[r], np.where(icmp_probe[r], itype[r], 0))
+    t_icmp, t_tcp = icmp_probe[r], tcp_probe[r]
+    some_icmp, all_tcp = bool(t_icmp.any()), bool(t_tcp.all())  # (a TCP scan's: none, all)
+    t_x = np.where(t_icmp, icmp_id[r], sport[r]) if some_icmp else sport[r]
+    t_y = np.where(t_icmp, icmp_seq[r], dport[r]) if some_icmp else dport[r]
+    t_seq = seq[r] if all_tcp else np.where(t_tcp, seq[r], 0)
+    t_f = flags[r] if all_tcp else np.where(t_tcp, flags[r], np.where(t_icmp, itype[r], 0))
+    del t_icmp, t_tcp
     # Transmissions ordered by (protocol, src, dst, x, y, seq, flags, ts), ties in capture order; the
     # identity packed into a few order-preserving uint64 words.
     ident, used = _pack([proto[r], src[r], dst[r], t_x, t_y, t_seq, t_f])
@@ -211,8 +214,17 @@ def match(packets: pd.DataFrame, *, window_s: float = DEFAULT_WINDOW_S,
     tx_nth[:] = np.arange(1, len(order) + 1, dtype=order.dtype) - g_start[tx_nth - 1]  # … then its place in it
     n_tx = np.diff(g_start, append=len(order)).astype(order.dtype)
     tx_rows = r[order]  # transmissions' rows, in transmission order
-    g_first = tx_rows[g_start]  # each group's first transmission
     del t_x, t_y, t_seq, t_f, t_ts, tx_ts, order
+    # Groups numbered in the output's order, by first transmission (ties: frame number): each group's first
+    # transmission (g_first), its start in the transmission order (g_start) and its size (n_tx) in that order.
+    frame = pk.frame.to_numpy()
+    g_first = tx_rows[g_start]
+    if rank is None and (len(frame) < 2 or bool((frame[1:] > frame[:-1]).all())):
+        out_order = _order_of_rows(g_first, len(frame))  # rows are in (time, frame) order: no sort needed
+    else:
+        out_order = np.lexsort((frame[g_first], ts[g_first]))
+    g_first, g_start, n_tx = g_first[out_order], g_start[out_order], n_tx[out_order]
+    del out_order
 
     # ---- keys each reply candidate offers (built first: probe key families no reply offers are skipped)
     q_src, q_dst = _np(pk.q_src), _np(pk.q_dst)
@@ -294,13 +306,6 @@ def match(packets: pd.DataFrame, *, window_s: float = DEFAULT_WINDOW_S,
     # Free what the output does not need before building it.
     del (answers, proto, src, dst, ack, plen, synack, rst, udp_reply, icmp_error, echo_reply, probe_rows, r, tx_rows,
          g_start, tx_nth, c_r, c_g, ans)
-    # Output rows in order of first transmission (ties: frame number).
-    frame = pk.frame.to_numpy()
-    if rank is None and (len(frame) < 2 or bool((frame[1:] > frame[:-1]).all())):
-        out_order = _order_of_rows(g_first, len(frame))  # rows are in (time, frame) order: no sort needed
-    else:
-        out_order = np.lexsort((frame[g_first], ts[g_first]))
-    g_first, rr, answered, karn_ok = g_first[out_order], rr[out_order], answered[out_order], karn_ok[out_order]
 
     def nullable(dtype: str, values: np.ndarray, present: np.ndarray) -> pd.api.extensions.ExtensionArray:
         return _masked(dtype, np.where(present, values, 0), present)
@@ -317,7 +322,7 @@ def match(packets: pd.DataFrame, *, window_s: float = DEFAULT_WINDOW_S,
         "ts_ns": lambda: ts[g_first],
         "src": lambda: _addresses(pk.src, g_first),
         "dst": lambda: _addresses(pk.dst, g_first),
-        "protocol": lambda: pd.Categorical.from_codes(protocol_code[out_order], PROTOCOLS),
+        "protocol": lambda: pd.Categorical.from_codes(protocol_code, PROTOCOLS),
         "ip_version": lambda: pk.ip_version.to_numpy()[g_first],
         "sport": lambda: _masked("UInt16", np.where(is_icmp, icmp_id[g_first], sport[g_first]),  # (ICMP: its id)
                                  np.ones(n_groups, bool)),
@@ -326,10 +331,10 @@ def match(packets: pd.DataFrame, *, window_s: float = DEFAULT_WINDOW_S,
         "seq": lambda: nullable("UInt32", seq[g_first], is_tcp),
         "flags": lambda: nullable("UInt16", flags[g_first], is_tcp),
         "icmp_type": lambda: nullable("UInt8", itype[g_first], is_icmp),
-        "transmissions": lambda: n_tx[out_order].astype(np.int64),
+        "transmissions": lambda: n_tx.astype(np.int64),
         "reply_frame": lambda: nullable("Int64", frame[rr], answered),
         "reply_ts_ns": lambda: nullable("Int64", ts[rr], answered),
-        "reply_kind": lambda: pd.Categorical.from_codes(reply_kind[out_order], REPLY_KINDS),
+        "reply_kind": lambda: pd.Categorical.from_codes(reply_kind, REPLY_KINDS),
         "reply_flags": lambda: nullable("UInt16", flags[rr], reply_tcp),
         "reply_icmp_type": lambda: nullable("UInt8", itype[rr], reply_icmp),
         "reply_icmp_code": lambda: nullable("UInt8", icode[rr], reply_icmp),
@@ -338,7 +343,7 @@ def match(packets: pd.DataFrame, *, window_s: float = DEFAULT_WINDOW_S,
         "reply_window": lambda: reply_col(pk.window),
         "reply_ip_len": lambda: reply_col(pk.ip_len),
         "rtt_ns": lambda: nullable("Int64", ts[rr] - ts[g_first], karn_ok),
-        "duplicates": lambda: dups[out_order].astype(np.int64),
+        "duplicates": lambda: dups.astype(np.int64),
     }
     # (copy=False: the columns are made here for the table; pandas would otherwise copy each once more)
     out = pd.DataFrame({name: build[name]() for name in PROBE_COLUMNS if name in wanted}, copy=False)
