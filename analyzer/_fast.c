@@ -678,27 +678,37 @@ static PyObject *pack_into(PyObject *self, PyObject *args) {
     uint64_t *word = v_word->buf;
     uint8_t *keep = v_keep ? v_keep->buf : NULL;
     const void *vals = v_values->buf;
+    const uint64_t ulo = (uint64_t)lo;
+    /* One loop per value type (the type switched on once, so that each loop is a plain pass the compiler can
+     * vectorize). Unsigned types widen to int64 exactly; so do the signed. */
+#define PACK_LOOP(T)                                                                                          \
+    do {                                                                                                      \
+        const T *x = vals;                                                                                    \
+        if (keep) {                                                                                           \
+            for (Py_ssize_t i = 0; i < n; i++) {                                                              \
+                int64_t v = (int64_t)x[i];                                                                    \
+                uint8_t k = keep[i] & (v >= lo) & (v <= hi);                                                  \
+                keep[i] = k;                                                                                  \
+                if (bits)                                                                                     \
+                    word[i] = (word[i] << bits) | (k ? (uint64_t)v - ulo : 0);                                 \
+            }                                                                                                 \
+        } else if (bits) {                                                                                    \
+            for (Py_ssize_t i = 0; i < n; i++)                                                                \
+                word[i] = (word[i] << bits) | ((uint64_t)(int64_t)x[i] - ulo);                                \
+        }                                                                                                     \
+    } while (0)
     Py_BEGIN_ALLOW_THREADS
-    for (Py_ssize_t i = 0; i < n; i++) {
-        int64_t v;
-        switch (size) {
-        /* (each branch widened on its own: a conditional of int32 and uint32 would read both as unsigned) */
-        case 1: v = is_signed ? (int64_t)((const int8_t *)vals)[i] : (int64_t)((const uint8_t *)vals)[i]; break;
-        case 2: v = is_signed ? (int64_t)((const int16_t *)vals)[i] : (int64_t)((const uint16_t *)vals)[i]; break;
-        case 4: v = is_signed ? (int64_t)((const int32_t *)vals)[i] : (int64_t)((const uint32_t *)vals)[i]; break;
-        default: v = ((const int64_t *)vals)[i]; break;
-        }
-        uint64_t off = (uint64_t)v - (uint64_t)lo;
-        if (keep) {
-            if (v < lo || v > hi)
-                keep[i] = 0;
-            if (!keep[i])
-                off = 0;
-        }
-        if (bits)
-            word[i] = (word[i] << bits) | off;
+    switch (size * (is_signed ? -1 : 1)) {
+    case -1: PACK_LOOP(int8_t); break;
+    case 1: PACK_LOOP(uint8_t); break;
+    case -2: PACK_LOOP(int16_t); break;
+    case 2: PACK_LOOP(uint16_t); break;
+    case -4: PACK_LOOP(int32_t); break;
+    case 4: PACK_LOOP(uint32_t); break;
+    default: PACK_LOOP(int64_t); break;
     }
     Py_END_ALLOW_THREADS
+#undef PACK_LOOP
     release_all(&held);
     Py_RETURN_NONE;
 fail:
