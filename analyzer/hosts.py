@@ -213,7 +213,9 @@ def _tool_made(packets: pd.DataFrame, probes: pd.DataFrame | None, scans: pd.Dat
     made = made if len(rows) == len(made) else made[rows]  # (rows: the IP and ARP rows, often all of them)
     _ip_protocol_probes(packets, signed_phases[signed_phases["type"] == "IPPROTO"], rows, host, names, made)
     with_ttl = np.flatnonzero(made & (ttl >= 0))
-    scanners, number = np.unique(host[with_ttl], return_inverse=True)  # (a few hosts: TTLs counted per host)
+    scanner_of = host[with_ttl]
+    scanners = np.flatnonzero(np.bincount(scanner_of))  # (a few hosts: TTLs counted per host)
+    number = np.searchsorted(scanners, scanner_of)
     counts = np.bincount(number * 256 + ttl[with_ttl], minlength=len(scanners) * 256).reshape(-1, 256)
     fixed = counts.max(axis=1) >= 0.9 * counts.sum(axis=1)  # one TTL on nine in ten of its probes
     template = np.full(int(host.max()) + 1, -1)
@@ -272,7 +274,10 @@ def _rst_on_open_ports(states: pd.DataFrame | None) -> dict[str, list[int]]:
     if states is None or not len(states):
         return {}
     kind, state = states["type"], states["state"]
+    stealth = (kind.isin(["FIN", "NULL", "XMAS"]) & (state == "closed")).to_numpy(bool)
+    if not stealth.any():  # (no stealth scan found a port closed: nothing to compare)
+        return {}
     open_syn = states.loc[kind.isin(["SYN", "CONNECT"]) & (state == "open"), ["target", "port"]]
-    stealth_closed = states.loc[kind.isin(["FIN", "NULL", "XMAS"]) & (state == "closed"), ["target", "port"]]
+    stealth_closed = states.loc[stealth, ["target", "port"]]
     both = open_syn.merge(stealth_closed).drop_duplicates()
     return both.groupby("target")["port"].agg(lambda ports: sorted(ports.tolist())[:5]).to_dict()

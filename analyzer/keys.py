@@ -179,7 +179,11 @@ def modes(port: np.ndarray, values: list[np.ndarray]) -> tuple[np.ndarray, list[
     bits = [max((int(c.max()) - lo).bit_length(), 1) for c, lo in zip(cols, los)]
     if sum(bits) <= 64:
         packed = np.zeros(len(port), np.uint64)  # (built and sorted in place: one row-long array)
+        fast = compiled.FAST
         for c, lo, b in zip(cols, los, bits):
+            if fast is not None and b < 64 and c.dtype.kind in "iu" and (c.dtype.kind == "i" or c.itemsize <= 4):
+                fast.pack_into(packed, np.ascontiguousarray(c), lo, lo + (1 << b) - 1, b, None)  # (one pass)
+                continue
             np.left_shift(packed, np.uint64(b), out=packed)
             np.bitwise_or(packed, np.subtract(c, lo, dtype=np.int64).view(np.uint64), out=packed)
         keys, counts = _distinct_counts(packed, port)
