@@ -25,12 +25,17 @@ SIGNAL_COLUMNS = ["rtt_family", "deciding_signal", "ttl", "ttl_agree", "window",
 INDENT_UP_TO_ROWS = 2000
 
 
+def _digits(column: str) -> int:
+    """The decimals a float column is written with: epoch times to the µs, loss to 4 digits, other floats to 2."""
+    return 6 if column in ("first", "last") else 4 if column == "loss" else 2
+
+
 def _rounded(frame: pd.DataFrame, columns: list[str]) -> pd.DataFrame:
-    """The columns as output shows them: epoch times to the µs, loss to 4 digits, other floats to 2."""
+    """The columns as output shows them (floats rounded to `_digits`)."""
     out = frame[columns].copy()
     for c in columns:
         if pd.api.types.is_float_dtype(out[c]):
-            out[c] = out[c].round(6 if c in ("first", "last") else 4 if c == "loss" else 2)
+            out[c] = out[c].round(_digits(c))
     return out
 
 
@@ -48,14 +53,22 @@ _MARK = b"\x00records\x00"
 _DEFERRED = orjson.Fragment(_MARK)
 
 
-def _json_values(column: pd.Series) -> tuple[np.ndarray, np.ndarray]:
-    """(codes, texts): each row's value as a code into texts, the JSON text (bytes, as a numpy S array) of each
-    distinct value, written by orjson as `_records` and `_dumps` would write it; code -1 (the last text) is null.
-    Distinct values are found by pandas' hash factorize (floats by their bits: -0.0 is not 0.0 in JSON), and
-    numbers are written in one orjson call (numbers hold no comma to split on)."""
+def _json_values(column: pd.Series, digits: int) -> tuple[np.ndarray, np.ndarray]:
+    """(codes, texts): each row's value (floats rounded to `digits`) as a code into texts, the JSON text (bytes,
+    as a numpy S array) of each distinct value, written by orjson as `_records` and `_dumps` would write it; code
+    -1 (the last text) is null. Distinct values: integers of a range up to a few times their number by their
+    offsets (a port, a count), floats by their bits (-0.0 is not 0.0 in JSON) and other values by pandas' hash
+    factorize; numbers are written in one orjson call (numbers hold no comma to split on)."""
     kind = column.dtype.kind  # (numpy's and pandas' numeric dtypes alike: i, u, f, b)
-    if kind == "f":
-        floats = column.to_numpy(np.float64, na_value=np.nan)
+    values = column.to_numpy() if kind in "iu" and not isinstance(column.array, pd.arrays.IntegerArray) else None
+    lo, hi = (int(values.min()), int(values.max())) if values is not None and len(values) else (0, -1)
+    if values is not None and hi - lo <= 4 * len(values) + (1 << 16) and len(values):
+        offset = values - lo
+        seen = np.bincount(offset) > 0
+        codes = (np.cumsum(seen) - 1)[offset]  # (the distinct values in ascending order)
+        uniques = (np.flatnonzero(seen) + lo).tolist()
+    elif kind == "f":
+        floats = column.round(digits).to_numpy(np.float64, na_value=np.nan)
         codes, bits = pd.factorize(floats.view(np.int64))
         codes[np.isnan(floats)] = -1  # (NaN: null, as orjson writes it)
         uniques = bits.view(np.float64).tolist()
@@ -72,22 +85,25 @@ def _json_values(column: pd.Series) -> tuple[np.ndarray, np.ndarray]:
 def _records_json(frame: pd.DataFrame, columns: list[str]) -> Iterator[bytes]:
     """`_records` as compact JSON text, the same text orjson writes for them, for big outputs: no Python object
     per row. Each column's distinct values are written once (`_json_values`); then per block of rows, one record
-    array of fixed-width byte fields (each key's text, then its value's, NUL-padded) is filled a column at a
-    time, and its bytes, without the padding, are the block's records."""
-    rounded = _rounded(frame, columns)
-    coded = [_json_values(rounded[c]) for c in columns]
-    layout: list[tuple[str, object]] = []
-    for i, (name, (_, texts)) in enumerate(zip(columns, coded)):
-        layout += [(f"k{i}", np.bytes_((b"{" if i == 0 else b",") + orjson.dumps(name) + b":")), (f"v{i}", texts)]
-    record = np.dtype([(field, value.dtype) for field, value in layout] + [("end", "S2")])
+    array of fixed-width byte fields (each key's text, then its value's, NUL-padded) is filled from a record
+    holding the keys, a column's values at a time, and its bytes, without the padding, are the block's records."""
+    coded = [_json_values(frame[c], _digits(c)) for c in columns]
+    keys = [np.bytes_((b"{" if i == 0 else b",") + orjson.dumps(name) + b":") for i, name in enumerate(columns)]
+    record = np.dtype([field for i, (key, (_, texts)) in enumerate(zip(keys, coded))
+                       for field in ((f"k{i}", key.dtype), (f"v{i}", texts.dtype))] + [("end", "S2")])
+    buffer = np.zeros(min(BLOCK_ROWS, len(frame)), record)  # (reused: each block's values overwrite the last's)
+    for i, key in enumerate(keys):
+        buffer[f"k{i}"] = key  # (the keys: the same in every record)
+    buffer["end"] = b"},"
     yield b"["
     for a in range(0, len(frame), BLOCK_ROWS):
-        block = np.empty(min(BLOCK_ROWS, len(frame) - a), record)
-        for i, (field, value) in enumerate(layout):
-            block[field] = value if i % 2 == 0 else value[coded[i // 2][0][a:a + len(block)]]
-        block["end"] = b"},"
-        text = block.tobytes().replace(b"\x00", b"")
-        yield (b"," if a else b"") + text[:-1]
+        block = buffer[:min(BLOCK_ROWS, len(frame) - a)]
+        for i, (codes, texts) in enumerate(coded):
+            block[f"v{i}"] = texts[codes[a:a + len(block)]]
+        block["end"][-1] = b"}"  # (no comma after a block's last record: its NUL is dropped with the padding)
+        if a:
+            yield b","
+        yield block.tobytes().translate(None, b"\x00")  # (the padding dropped)
     yield b"]"
 
 
@@ -137,7 +153,7 @@ def rtt_json_pieces(fams: pd.DataFrame, meta: dict[str, object],
         for f in family_table.to_dict("records"):
             groups_of.setdefault(f["target"], []).append(
                 {"family": int(f["family"]), "protocol": f["protocol"], "kind": f["kind"],
-                 "ports": [int(p) for p in f["ports"]], "signals": list(f["signals"]),
+                 "ports": np.asarray(f["ports"], np.int64).tolist(), "signals": list(f["signals"]),
                  "evidence": list(f["evidence"])})
             unavailable.setdefault(f["target"], list(f["unavailable"]))
     else:

@@ -170,8 +170,9 @@ def test_rtt_table_of_few_port_targets_is_the_per_target_table(capture: str, mon
 @given(st.data())
 def test_column_wise_json_is_orjsons_text(data) -> None:
     """`_records_json` writes, column by column, exactly the text orjson writes for `_records` of the same frame:
-    integers, nullable integers, floats (NaN, -0.0, infinities, any digits; rounded as the output rounds them),
-    booleans, text with commas, quotes, backslashes, control characters and other scripts, missing values."""
+    integers (of any range, and of a small one: coded by offset), nullable integers, floats (NaN, -0.0,
+    infinities, any digits; rounded as the output rounds them), booleans, text with commas, quotes, backslashes,
+    control characters and other scripts, missing values; in blocks of any size (the last one short or full)."""
     import orjson
     import pandas as pd
 
@@ -182,6 +183,7 @@ def test_column_wise_json_is_orjsons_text(data) -> None:
     text = st.text(alphabet=st.characters(codec="utf-8", exclude_categories=["Cs"]), max_size=8)
     frame = pd.DataFrame({
         "port": data.draw(st.lists(st.integers(-2**63, 2**63 - 1), min_size=n, max_size=n)),
+        "sent": data.draw(st.lists(st.integers(-3, 70_000), min_size=n, max_size=n)),
         "family": pd.array(data.draw(st.lists(st.one_of(st.none(), st.integers(-5, 2**40)), min_size=n, max_size=n)),
                            dtype="Int64"),
         "mean_us": pd.array(data.draw(st.lists(floats, min_size=n, max_size=n)), dtype="float64"),
@@ -193,7 +195,14 @@ def test_column_wise_json_is_orjsons_text(data) -> None:
         "ts_rate": pd.array(data.draw(st.lists(st.one_of(st.none(), floats), min_size=n, max_size=n)), dtype=object),
     })
     columns = list(frame.columns)
-    assert b"".join(output._records_json(frame, columns)) == orjson.dumps(output._records(frame, columns))
+    block_rows = data.draw(st.sampled_from([1, 2, 3, 5, 12, output.BLOCK_ROWS]))
+    saved = output.BLOCK_ROWS
+    try:
+        output.BLOCK_ROWS = block_rows
+        written = b"".join(output._records_json(frame, columns))
+    finally:
+        output.BLOCK_ROWS = saved
+    assert written == orjson.dumps(output._records(frame, columns))
 
 
 @pytest.mark.parametrize("capture", ["scans_multi.pcap", "scans_udp.pcap", "scans_zmap.pcap"])
