@@ -43,12 +43,19 @@ def int_column_at(column: pd.Series, rows: np.ndarray, missing: int = -1,
     return column.array[rows].to_numpy(dtype, na_value=missing)
 
 
+def masked_parts(column: pd.Series) -> tuple[np.ndarray, np.ndarray | None]:
+    """An integer column's values in their own type (anything where absent) and its absence mask (None: a column
+    with no absent values), as pandas keeps them: no conversion."""
+    array = column.array
+    if isinstance(array, pd.arrays.IntegerArray):  # (the nullable columns)
+        return array._data, array._mask
+    return np.asarray(array), None
+
+
 def value_codes(column: pd.Series, rows: np.ndarray) -> np.ndarray:
     """Integer codes of a nullable integer column's values at `rows`, equal exactly where the values are (-1
     where absent): one value throughout (a capture's usual case, as one TCP option layout) takes no hashing."""
-    array = column.array
-    values, absent = (array._data, array._mask) if isinstance(array, pd.arrays.IntegerArray) else (
-        np.asarray(array), None)
+    values, absent = masked_parts(column)
     values = values[rows]
     if len(values) and (values == values[0]).all():
         codes = np.zeros(len(values), np.int64)

@@ -22,7 +22,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from .keys import packet_rows
+from .keys import masked_parts, packet_rows
 
 MSS_ONLY = 0x02 << 56  # packets.tcp_options: kinds left-aligned, first option in the top byte
 
@@ -57,14 +57,6 @@ def _ipv4_int(addresses: pd.Series) -> np.ndarray | None:
     return (o[:, 0] << 24) | (o[:, 1] << 16) | (o[:, 2] << 8) | o[:, 3]
 
 
-def _parts(column: pd.Series) -> tuple[np.ndarray, np.ndarray | None]:
-    """A column's values in their own type and its absence mask (None: a column with no absent values)."""
-    array = column.array
-    if isinstance(array, pd.arrays.IntegerArray):  # (the nullable columns: values and mask as pandas keeps them)
-        return array._data, array._mask
-    return np.asarray(array), None
-
-
 class _Probes:
     """The probe packets of a phase: rows of the packets table, each column taken when a signature first
     asks for it (most phases are told apart by a few columns, and a phase can hold a million probes), as
@@ -85,7 +77,7 @@ class _Probes:
     def column(self, name: str) -> tuple[np.ndarray, np.ndarray]:
         """The probes' values of an integer column (anything where absent) and where they are absent."""
         if name not in self._taken:
-            values, absent = _parts(self.packets[name])
+            values, absent = masked_parts(self.packets[name])
             self._taken[name] = (values[self.rows],
                                  np.zeros(len(self.rows), bool) if absent is None else absent[self.rows])
         return self._taken[name]
