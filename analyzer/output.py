@@ -201,16 +201,46 @@ def rtt_csv(fams: pd.DataFrame) -> str:
     return fams[["target"] + RTT_COLUMNS].to_csv(index=False, float_format="%.3f")
 
 
-def _text(values: pd.Series, fmt: str = "{}") -> list[str]:
-    """Display text of a column, "-" where missing. Each distinct value is formatted once and its text
-    taken by code: families, TTLs, losses and signals are a few values over thousands of ports."""
+Coded = tuple[np.ndarray, list[str]]  # a column's text: each row's code into its distinct texts (-1: the last)
+
+
+def _coded(values: pd.Series, fmt: str = "{}") -> Coded:
+    """Display text of a column, "-" where missing, as codes into the distinct texts: each distinct value is
+    formatted once (families, TTLs, losses and signals are a few values over thousands of ports)."""
     codes, uniques = pd.factorize(values)  # (missing: code -1, the "-" after the uniques' texts)
-    texts = [fmt.format(v) for v in uniques.tolist()] + ["-"]
+    return codes, [fmt.format(v) for v in uniques.tolist()] + ["-"]
+
+
+def _texts(coded: Coded) -> list[str]:
+    """Each row's text."""
+    codes, texts = coded
     return np.array(texts, dtype=object)[codes].tolist()
 
 
-def _fixed(values: pd.Series, digits: int = 2) -> list[str]:
-    return _text(values.astype(float), "{:." + str(digits) + "f}")
+def _text(values: pd.Series, fmt: str = "{}") -> list[str]:
+    return _texts(_coded(values, fmt))
+
+
+def _fixed(values: pd.Series, digits: int = 2) -> Coded:
+    return _coded(values.astype(float), "{:." + str(digits) + "f}")
+
+
+def _lines(columns: list[Coded], widths: list[int]) -> list[str]:
+    """Rows of left-aligned columns `widths` wide, two spaces apart, without trailing spaces (as the header's
+    `"  ".join(f"{{:<{w}}}" ...).format(...).rstrip()`), made column-wise: each distinct text padded once, every
+    row's bytes laid out as one record array (NUL padding where texts of one column differ in their UTF-8
+    lengths, and after the last column, dropped with the newlines' split)."""
+    fields = []
+    for i, ((codes, texts), width) in enumerate(zip(columns, widths)):
+        last = i == len(columns) - 1
+        padded = np.array([(t if last else t.ljust(width) + "  ").encode() for t in texts], dtype=bytes)
+        fields.append((padded, codes))
+    record = np.dtype([(f"c{i}", padded.dtype) for i, (padded, _) in enumerate(fields)] + [("end", "S1")])
+    rows = np.empty(len(fields[0][1]) if fields else 0, record)
+    for i, (padded, codes) in enumerate(fields):
+        rows[f"c{i}"] = padded[codes]
+    rows["end"] = b"\n"
+    return rows.tobytes().translate(None, b"\x00").decode().split("\n")[:-1]
 
 
 def rtt_table(fams: pd.DataFrame, meta: dict[str, object], family_table: pd.DataFrame | None = None) -> str:
@@ -250,7 +280,7 @@ def rtt_table_blocks(fams: pd.DataFrame, meta: dict[str, object], family_table: 
         if is_few:
             mine = slice(at, at + len(pos))
             at += len(pos)
-            texts = [column[mine] for column in cells]
+            texts = [_texts((codes[mine], column)) for codes, column in cells]
             widths = [max(len(h), *map(len, t)) for h, t in zip(few_header, texts)]
             row = "  ".join(f"{{:<{w}}}" for w in widths).format
             no_answer, untested = few_no_answer[mine], few_untested[mine]
@@ -262,8 +292,7 @@ def rtt_table_blocks(fams: pd.DataFrame, meta: dict[str, object], family_table: 
             row = "  ".join(f"{{:<{w}}}" for w in widths).format  # one format call per line
             yield ["", f"{target} ({proto})", row(*header).rstrip()]
             for a in range(0, len(rows), BLOCK_ROWS):
-                block = slice(a, a + BLOCK_ROWS)
-                yield [row(*line).rstrip() for line in zip(*(text(block) for text, _ in columns))]
+                yield _lines([text(slice(a, a + BLOCK_ROWS)) for text, _ in columns], widths)
         notes = []
         if no_answer.any():
             notes.append("* no reply to any probe: the \"no answer\" family")
@@ -317,21 +346,23 @@ def _rtt_columns(rows: pd.DataFrame, signals: bool) -> tuple[list[str], list[tup
     family = rows["family"].astype("Int64").where(rows["family"] >= 0)
     loss = 100 * rows["loss"]
 
-    def families(r: slice) -> list[str]:
-        marks = zip(no_answer[r].tolist(), untested[r].tolist())
-        return [f + "*" * n + "+" * u for f, (n, u) in zip(_text(family.iloc[r]), marks)]
+    def families(r: slice) -> Coded:
+        codes, texts = _coded(family.iloc[r])
+        # (family, *, +) of each row as one code; each distinct one's text made once
+        marked, combos = pd.factorize((codes % len(texts)) * 4 + no_answer[r] * 2 + untested[r])
+        return marked, [texts[c >> 2] + "*" * (c >> 1 & 1) + "+" * (c & 1) for c in combos.tolist()]
 
     header = ["PORT", "FAMILY", "MEAN (us)", "STDDEV", "LOSS (%)"]
-    columns = [(lambda r: _text(rows["port"].iloc[r]), _width(rows["port"])),
+    columns = [(lambda r: _coded(rows["port"].iloc[r]), _width(rows["port"])),
                (families, _family_width(family, no_answer, untested)),
                (lambda r: _fixed(rows["mean_us"].iloc[r]), _width(rows["mean_us"].astype(float), "{:.2f}")),
                (lambda r: _fixed(rows["stddev_us"].iloc[r]), _width(rows["stddev_us"].astype(float), "{:.2f}")),
-               (lambda r: _text(loss.iloc[r], "{:.1f}%"), _width(loss, "{:.1f}%"))]
+               (lambda r: _coded(loss.iloc[r], "{:.1f}%"), _width(loss, "{:.1f}%"))]
     if signals:
         header += ["SIGNAL", "TTL"]
         ttl = rows["ttl"].astype("Int64")
-        columns += [(lambda r: _text(rows["deciding_signal"].iloc[r]), _width(rows["deciding_signal"])),
-                    (lambda r: _text(ttl.iloc[r]), _width(ttl))]
+        columns += [(lambda r: _coded(rows["deciding_signal"].iloc[r]), _width(rows["deciding_signal"])),
+                    (lambda r: _coded(ttl.iloc[r]), _width(ttl))]
     return header, columns, no_answer, untested
 
 

@@ -81,7 +81,7 @@ def test_table_written_in_blocks_is_the_same_table(capture: str, monkeypatch) ->
     for _, rows in fams.groupby(["target", "protocol"], sort=False):
         _, columns, _, _ = output._rtt_columns(rows, True)
         for text, width in columns:
-            assert width == max(map(len, text(slice(None))))
+            assert width == max(map(len, output._texts(text(slice(None)))))
 
 
 @settings(max_examples=200, deadline=None)
@@ -239,3 +239,26 @@ def test_service_names_of_many_rows_are_service_name(protocol: str) -> None:
     assert names.tolist() == [service_name(int(p), protocol) for p in ports]
     mixed = _service_names(pd.Series([22, 53, 6, 22]), pd.Series(["tcp", "udp", "ip", "nope"]))
     assert mixed.tolist() == ["ssh", "domain", "tcp", "unknown"]
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.data())
+def test_lines_are_the_row_formats_lines(data) -> None:
+    """`output._lines` (rows laid out column-wise as bytes) writes what the row format writes line by line:
+    left-aligned columns two spaces apart, no trailing spaces; texts of several UTF-8 lengths, with spaces inside
+    (a row's last cell never ends in one: the table's last columns are numbers, "-" where missing)."""
+    import numpy as np
+
+    from analyzer import output
+
+    n, k = data.draw(st.integers(1, 6)), data.draw(st.integers(1, 4))
+    cell = st.text(alphabet=st.sampled_from("ab -*+→µ%…1"), min_size=1, max_size=6)
+    last_cell = cell.map(lambda t: t.rstrip() or "-")
+    columns = [data.draw(st.lists(last_cell if j == k - 1 else cell, min_size=n, max_size=n)) for j in range(k)]
+    widths = [max(map(len, col)) + data.draw(st.integers(0, 2)) for col in columns]
+    coded = []
+    for col in columns:
+        texts = sorted(set(col))
+        coded.append((np.array([texts.index(t) for t in col]), texts))
+    row = "  ".join(f"{{:<{w}}}" for w in widths).format
+    assert output._lines(coded, widths) == [row(*line).rstrip() for line in zip(*columns)]
