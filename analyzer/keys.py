@@ -29,6 +29,19 @@ def column_values(column: pd.Series) -> np.ndarray:
     return column_codes(column)[1]
 
 
+def categories_at(column: pd.Series, rows: np.ndarray) -> tuple[np.ndarray, pd.Index]:
+    """A categorical column at `rows` as codes into the categories those rows hold (in the column's order; -1
+    where absent), taken by code: no text per row."""
+    codes = column.cat.codes.to_numpy()[rows]
+    categories = column.cat.categories
+    used = np.bincount(codes.astype(np.intp) + 1, minlength=len(categories) + 1)[1:] > 0  # (code -1: absent)
+    if not used.all():
+        new_code = np.append(np.cumsum(used) - 1, -1).astype(codes.dtype)  # old code → new; last: absent
+        codes = new_code[codes]
+        categories = categories[used]
+    return codes, categories
+
+
 def int_column(column: pd.Series, missing: int = -1, dtype: type = np.int64) -> np.ndarray:
     """A (nullable) integer column as `dtype` (int64 unless a narrower type holds its values), `missing`
     where absent."""

@@ -32,7 +32,7 @@ import pandas as pd
 
 from . import compiled
 from .flags import ACK, FIN, RST, SYN
-from .keys import ranges, sort_words
+from .keys import categories_at, ranges, sort_words
 
 DEFAULT_WINDOW_S = 10.0
 
@@ -390,14 +390,7 @@ def _masked(dtype: str, values: np.ndarray, present: np.ndarray) -> pd.api.exten
 def _addresses(column: pd.Series, rows: np.ndarray) -> pd.Categorical:
     """column.iloc[rows] of an address categorical, with the addresses these rows hold as its categories
     (in the packets table's order: IPv4 by value, then IPv6), taken by code: no text per row."""
-    codes = column.cat.codes.to_numpy()[rows]
-    categories = column.cat.categories
-    used = np.bincount(codes.astype(np.intp) + 1, minlength=len(categories) + 1)[1:] > 0  # (code -1: absent)
-    if not used.all():
-        new_code = np.append(np.cumsum(used) - 1, -1).astype(codes.dtype)  # old code → new; last: absent
-        codes = new_code[codes]
-        categories = categories[used]
-    return pd.Categorical.from_codes(codes, categories)
+    return pd.Categorical.from_codes(*categories_at(column, rows))
 
 
 def _group_keys(g_first: np.ndarray, offered: set[int], tcp_probe: np.ndarray, udp_probe: np.ndarray,

@@ -22,7 +22,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from .keys import masked_parts, packet_rows
+from .keys import categories_at, masked_parts, packet_rows
 
 MSS_ONLY = 0x02 << 56  # packets.tcp_options: kinds left-aligned, first option in the top byte
 
@@ -112,11 +112,7 @@ class _Probes:
         if not isinstance(dst.dtype, pd.CategoricalDtype):
             codes, values = pd.factorize(dst.to_numpy(object)[self.rows])
             return codes, pd.Index(values, dtype=object)
-        codes, k = dst.cat.codes.to_numpy()[self.rows], len(dst.cat.categories)
-        used = np.bincount(codes.astype(np.intp) + 1, minlength=k + 1)[1:] > 0
-        renumber = np.full(k + 1, -1, np.int64)  # category code → code among the used; [k], for code -1: -1
-        renumber[:k][used] = np.arange(int(used.sum()))
-        return renumber[codes], dst.cat.categories[used]
+        return categories_at(dst, self.rows)
 
 
 # unicornscan's key is first sought among a phase's first probes: when no key holds over them, none holds
