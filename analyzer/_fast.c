@@ -11,7 +11,7 @@
  *            matcher's and the signals' packed keys, faster.
  * key_order  the matcher's order of entries by (key, time) with that sort, and where each key's run starts
  *            (match._key_time_order does the same in numpy).
- * pack_into  one column of the matcher's keys shifted into their uint64 words, in place (match._pack_into).
+ * pack_into  one column shifted into packed uint64 keys, in place (keys.pack_into: the matcher's keys, modes).
  * latest_in_runs  after that order, each reply's latest transmission of its key (the matcher's pairing).
  * first_ids  integer keys of a small range numbered by first appearance through a table (keys.group_ids:
  *            pandas' hash factorize does the same).
@@ -644,7 +644,7 @@ fail:
 }
 
 /* pack_into(word, values, lo, hi, bits, keep) -> None
- * match._pack_into for an array, in one pass: word = (word << bits) | (values - lo) (uint64, in place; bits 0:
+ * keys.pack_into for an array, in one pass: word = (word << bits) | (values - lo) (uint64, in place; bits 0:
  * word unchanged), values any integers of up to 64 bits signed or 32 unsigned; lo <= values <= hi is known of
  * them, or, with keep (uint8, or None), checked: keep is cleared where a value lies outside, and that value's
  * bits are 0. */

@@ -97,6 +97,35 @@ def pack_key(columns: list[np.ndarray]) -> np.ndarray:
     return key
 
 
+def pack_into(word: np.ndarray, values: np.ndarray | int, lo: int, hi: int, bits: int,
+              keep: np.ndarray | None = None) -> None:
+    """word = (word << bits) | (values - lo), in place: one column shifted into packed uint64 keys (an array, or
+    one value for all rows; lo <= values <= hi). With `keep` (the matcher's replies' side), rows whose value lies
+    outside [lo, hi] are dropped from it: they match no transmission, and their bits are 0 from then on. By
+    analyzer._fast.pack_into in one pass where it was built (integers of up to 64 bits signed or 32 unsigned)."""
+    if np.ndim(values) == 0:
+        inside = lo <= int(values) <= hi
+        if keep is not None and not inside:
+            keep[:] = False
+        if bits:
+            np.left_shift(word, np.uint64(bits), out=word)
+            if inside:
+                np.bitwise_or(word, np.uint64(int(values) - lo), out=word)
+        return
+    fast = compiled.FAST
+    if fast is not None and bits < 64 and values.dtype.kind in "iu" and (values.dtype.kind == "i" or values.itemsize <= 4):
+        fast.pack_into(word, np.ascontiguousarray(values), lo, hi, bits, None if keep is None else keep.view(np.uint8))
+        return
+    if keep is not None:
+        keep &= (values >= lo) & (values <= hi)
+    if bits:
+        offset = values.astype(np.int64) - lo  # (>= 0 where kept: its bits are its value)
+        if keep is not None:
+            offset[~keep] = 0
+        np.left_shift(word, np.uint64(bits), out=word)
+        np.bitwise_or(word, offset.view(np.uint64), out=word)
+
+
 def group_ids(*columns: np.ndarray) -> np.ndarray:
     """Ids 0..k-1 of the rows' combinations of column values, numbered in order of first appearance."""
     return first_ids(pack_key(list(columns)))
@@ -199,13 +228,8 @@ def modes(port: np.ndarray, values: list[np.ndarray]) -> tuple[np.ndarray, list[
     bits = [max((int(c.max()) - lo).bit_length(), 1) for c, lo in zip(cols, los)]
     if sum(bits) <= 64:
         packed = np.zeros(len(port), np.uint64)  # (built and sorted in place: one row-long array)
-        fast = compiled.FAST
         for c, lo, b in zip(cols, los, bits):
-            if fast is not None and b < 64 and c.dtype.kind in "iu" and (c.dtype.kind == "i" or c.itemsize <= 4):
-                fast.pack_into(packed, np.ascontiguousarray(c), lo, lo + (1 << b) - 1, b, None)  # (one pass)
-                continue
-            np.left_shift(packed, np.uint64(b), out=packed)
-            np.bitwise_or(packed, np.subtract(c, lo, dtype=np.int64).view(np.uint64), out=packed)
+            pack_into(packed, c, lo, lo + (1 << b) - 1, b)
         keys, counts = _distinct_counts(packed, port)
         del packed
         runs, shift = [], 0

@@ -32,7 +32,7 @@ import pandas as pd
 
 from . import compiled
 from .flags import ACK, FIN, RST, SYN
-from .keys import categories_at, ranges, sort_words
+from .keys import categories_at, pack_into, ranges, sort_words
 
 DEFAULT_WINDOW_S = 10.0
 
@@ -448,38 +448,10 @@ def _value_range(parts: list[tuple], j: int) -> tuple[int, int]:
     return min(lo for lo, _ in values), max(hi for _, hi in values)
 
 
-def _pack_into(word: np.ndarray, values: np.ndarray | int, lo: int, hi: int, bits: int,
-               keep: np.ndarray | None) -> None:
-    """word = (word << bits) | (values - lo), in place, for one key part's column (an array, or one value for
-    the part). With `keep` (the replies' side), rows whose value lies outside [lo, hi] are dropped from it:
-    they match no transmission, and their bits are 0 from then on."""
-    if np.ndim(values) == 0:
-        inside = lo <= int(values) <= hi
-        if keep is not None and not inside:
-            keep[:] = False
-        if bits:
-            np.left_shift(word, np.uint64(bits), out=word)
-            if inside:
-                np.bitwise_or(word, np.uint64(int(values) - lo), out=word)
-        return
-    fast = compiled.FAST
-    if fast is not None and bits < 64 and values.dtype.kind in "iu" and (values.dtype.kind == "i" or values.itemsize <= 4):
-        fast.pack_into(word, np.ascontiguousarray(values), lo, hi, bits, None if keep is None else keep.view(np.uint8))
-        return
-    if keep is not None:
-        keep &= (values >= lo) & (values <= hi)
-    if bits:
-        offset = values.astype(np.int64) - lo  # (>= 0 where kept: its bits are its value)
-        if keep is not None:
-            offset[~keep] = 0
-        np.left_shift(word, np.uint64(bits), out=word)
-        np.bitwise_or(word, offset.view(np.uint64), out=word)
-
-
 def _pack(columns: list[np.ndarray]) -> tuple[list[np.ndarray], int]:
     """Integer columns → as few uint64 words as hold them, most significant first, each column offset by
     its minimum and given the bits its range needs (none for a constant column): the words sort (and
-    compare) as the columns do. Built in place (`_pack_into`): one column's int64 copy at a time beside the
+    compare) as the columns do. Built in place (`keys.pack_into`): one column's int64 copy at a time beside the
     words. Also returns the bits the last word uses."""
     words: list[np.ndarray] = []
     n = len(columns[0]) if columns else 0
@@ -492,7 +464,7 @@ def _pack(columns: list[np.ndarray]) -> tuple[list[np.ndarray], int]:
             words.append(word)
             word = np.zeros(n, np.uint64)
             used = 0
-        _pack_into(word, c, lo, hi, bits, None)  # (a column of one value takes no bits, and no copy)
+        pack_into(word, c, lo, hi, bits, None)  # (a column of one value takes no bits, and no copy)
         used += bits
     words.append(word)
     return words, used
@@ -549,9 +521,9 @@ def _latest_transmissions(left_parts: list[tuple], right_parts: list[tuple], g_s
             lw, rw = np.zeros(nl, np.uint64), np.zeros(nr, np.uint64)
             used = 0
         for part, (a, b) in zip(right_parts, r_spans):
-            _pack_into(rw[a:b], part[j], lo, hi, bits, None)
+            pack_into(rw[a:b], part[j], lo, hi, bits, None)
         for part, (a, b) in zip(left_parts, l_spans):
-            _pack_into(lw[a:b], part[j], lo, hi, bits, keep[a:b])
+            pack_into(lw[a:b], part[j], lo, hi, bits, keep[a:b])
         used += bits
     lwords.append(lw)
     rwords.append(rw)

@@ -529,11 +529,10 @@ def test_latest_in_runs_refuses_bad_arguments() -> None:
 @pytest.mark.parametrize("dtype", [np.int8, np.uint8, np.int16, np.uint16, np.int32, np.uint32, np.int64])
 @pytest.mark.parametrize("with_keep", [False, True])
 def test_pack_into_packs_like_numpy(monkeypatch, dtype, with_keep: bool) -> None:
-    """match._pack_into by analyzer._fast.pack_into and by numpy: the same words, and (replies' side) the same
+    """keys.pack_into by analyzer._fast.pack_into and by numpy: the same words, and (replies' side) the same
     rows kept, values outside [lo, hi] dropped with their bits 0."""
-    import importlib
+    from analyzer.keys import pack_into
 
-    match_module = importlib.import_module("analyzer.match")
     rng = np.random.default_rng(int(np.dtype(dtype).itemsize) + 10 * with_keep)
     info = np.iinfo(dtype)
     n = 3000
@@ -547,7 +546,7 @@ def test_pack_into_packs_like_numpy(monkeypatch, dtype, with_keep: bool) -> None
     for fast in (analyzer.compiled.FAST, None):
         monkeypatch.setattr(analyzer.compiled, "FAST", fast)
         word, keep = start.copy(), keep0.copy() if with_keep else None
-        match_module._pack_into(word, values, lo, hi, bits, keep)
+        pack_into(word, values, lo, hi, bits, keep)
         out.append((word, keep))
     np.testing.assert_array_equal(out[0][0], out[1][0])
     if with_keep:
