@@ -19,7 +19,7 @@ import numpy as np
 import pandas as pd
 
 from .flags import ACK, RST, SYN
-from .keys import column_codes, int_column_at, modes, packet_rows, stable_order
+from .keys import column_codes, int_column_at, modes, packet_rows, stable_order, unique_inverse
 
 # The packets-table and probes-table columns `hosts` reads.
 PACKET_FIELDS = ("eth_src", "ip_version", "src", "arp_op", "ttl", "ip_id", "ip_proto", "icmp_type", "tcp_flags", "window",
@@ -213,9 +213,7 @@ def _tool_made(packets: pd.DataFrame, probes: pd.DataFrame | None, scans: pd.Dat
     made = made if len(rows) == len(made) else made[rows]  # (rows: the IP and ARP rows, often all of them)
     _ip_protocol_probes(packets, signed_phases[signed_phases["type"] == "IPPROTO"], rows, host, names, made)
     with_ttl = np.flatnonzero(made & (ttl >= 0))
-    scanner_of = host[with_ttl]
-    scanners = np.flatnonzero(np.bincount(scanner_of))  # (a few hosts: TTLs counted per host)
-    number = np.searchsorted(scanners, scanner_of)
+    scanners, number = unique_inverse(host[with_ttl])  # (a few hosts: TTLs counted per host)
     counts = np.bincount(number * 256 + ttl[with_ttl], minlength=len(scanners) * 256).reshape(-1, 256)
     fixed = counts.max(axis=1) >= 0.9 * counts.sum(axis=1)  # one TTL on nine in ten of its probes
     template = np.full(int(host.max()) + 1, -1)

@@ -186,6 +186,20 @@ def narrow(codes: np.ndarray) -> np.ndarray:
     return codes.astype(np.uint8 if top < 1 << 8 else np.uint16 if top < 1 << 16 else np.int64)
 
 
+def unique_inverse(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """np.unique(values, return_inverse=True) for integers: the distinct values ascending, and each row's place
+    among them; by counting where their range is at most a few times their number (ports, hosts, counts), by
+    numpy's sort otherwise."""
+    if len(values):
+        lo, hi = int(values.min()), int(values.max())
+        if hi - lo <= 4 * len(values) + (1 << 16):
+            offset = values - lo
+            seen = np.bincount(offset) > 0
+            return np.flatnonzero(seen) + lo, (np.cumsum(seen) - 1)[offset]
+    uniques, inverse = np.unique(values, return_inverse=True)
+    return uniques, inverse.reshape(-1)
+
+
 def sort_words(words: np.ndarray) -> None:
     """words.sort() for a uint64 array, in place: by analyzer._fast's radix sort where it was built (3 to 8 times
     numpy's sort of such keys on this project's machine, and it looks only at the bits in which they differ),

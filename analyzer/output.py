@@ -11,7 +11,7 @@ import numpy as np
 import orjson
 import pandas as pd
 
-from .keys import group_ids, group_positions
+from .keys import group_ids, group_positions, unique_inverse
 
 RTT_COLUMNS = ["port", "protocol", "family", "family_kind", "sent", "received", "loss", "retransmissions",
                "samples", "mean_us", "stddev_us", "min_us", "median_us", "p95_us"]
@@ -56,17 +56,13 @@ _DEFERRED = orjson.Fragment(_MARK)
 def _json_values(column: pd.Series, digits: int) -> tuple[np.ndarray, np.ndarray]:
     """(codes, texts): each row's value (floats rounded to `digits`) as a code into texts, the JSON text (bytes,
     as a numpy S array) of each distinct value, written by orjson as `_records` and `_dumps` would write it; code
-    -1 (the last text) is null. Distinct values: integers of a range up to a few times their number by their
-    offsets (a port, a count), floats by their bits (-0.0 is not 0.0 in JSON) and other values by pandas' hash
-    factorize; numbers are written in one orjson call (numbers hold no comma to split on)."""
+    -1 (the last text) is null. Distinct values: integers by `keys.unique_inverse` (a port, a count: by
+    counting), floats by their bits (-0.0 is not 0.0 in JSON) and other values by pandas' hash factorize; numbers
+    are written in one orjson call (numbers hold no comma to split on)."""
     kind = column.dtype.kind  # (numpy's and pandas' numeric dtypes alike: i, u, f, b)
-    values = column.to_numpy() if kind in "iu" and not isinstance(column.array, pd.arrays.IntegerArray) else None
-    lo, hi = (int(values.min()), int(values.max())) if values is not None and len(values) else (0, -1)
-    if values is not None and hi - lo <= 4 * len(values) + (1 << 16) and len(values):
-        offset = values - lo
-        seen = np.bincount(offset) > 0
-        codes = (np.cumsum(seen) - 1)[offset]  # (the distinct values in ascending order)
-        uniques = (np.flatnonzero(seen) + lo).tolist()
+    if kind in "iu" and not isinstance(column.array, pd.arrays.IntegerArray):  # (no missing value)
+        uniques, codes = unique_inverse(column.to_numpy())
+        uniques = uniques.tolist()
     elif kind == "f":
         floats = column.round(digits).to_numpy(np.float64, na_value=np.nan)
         codes, bits = pd.factorize(floats.view(np.int64))

@@ -148,3 +148,16 @@ def test_value_codes_are_equal_where_the_values_are():
         got = value_codes(column, np.array(rows, np.int64))
         assert got.tolist() == want and got.dtype == np.int64
     assert value_codes(pd.Series(np.array([3, 1, 3])), np.array([0, 1, 2])).tolist() == [0, 1, 0]
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.integers(0, 3000), st.sampled_from([1, 3, 300, 70_000, 2**40]), st.integers(-(2**40), 2**40),
+       st.integers(0, 2**32 - 1))
+def test_unique_inverse_is_numpys(n, span, low, seed):
+    """keys.unique_inverse, by counting (small ranges) or by numpy's sort: np.unique's values and inverse."""
+    from analyzer.keys import unique_inverse
+
+    values = np.random.default_rng(seed).integers(low, low + span, n)
+    uniques, inverse = unique_inverse(values)
+    want_uniques, want_inverse = np.unique(values, return_inverse=True)
+    assert np.array_equal(uniques, want_uniques) and np.array_equal(inverse, want_inverse.reshape(-1))
