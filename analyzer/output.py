@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import math
 import re
 import socket
 from collections.abc import Callable, Iterator
@@ -71,6 +72,12 @@ def _json_values(column: pd.Series, digits: int) -> tuple[np.ndarray, np.ndarray
     else:
         codes, uniq = pd.factorize(column.array)
         uniques = np.asarray(uniq, dtype=object).tolist() if len(uniq) else []
+        if any(isinstance(u, float) and u == 0.0 for u in uniques):  # (hashing takes -0.0 for 0.0: set apart)
+            values = column.to_numpy(object)
+            negative = np.fromiter((isinstance(v, float) and v == 0.0 and math.copysign(1.0, v) < 0 for v in values),
+                                   bool, len(values))
+            codes = np.where(negative, len(uniques), codes)
+            uniques.append(-0.0)
     if kind in "iufb":
         texts = orjson.dumps(uniques)[1:-1].split(b",") if uniques else []
     else:

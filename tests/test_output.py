@@ -166,6 +166,19 @@ def test_rtt_table_of_few_port_targets_is_the_per_target_table(capture: str, mon
     assert rtt_table(ports, meta, family_table) == together
 
 
+def test_column_wise_json_keeps_negative_zero_in_object_columns() -> None:
+    """An object column holding 0.0 and -0.0 (a clock rate, say): hashing takes them for one value, JSON does not."""
+    import orjson
+    import pandas as pd
+
+    from analyzer import output
+
+    frame = pd.DataFrame({"ts_rate": pd.array([None, 0.0, -0.0, 0.0], dtype=object)})
+    written = b"".join(output._records_json(frame, ["ts_rate"]))
+    assert written == orjson.dumps(output._records(frame, ["ts_rate"]))
+    assert written.count(b"-0.0") == 1
+
+
 @settings(max_examples=150, deadline=None)
 @given(st.data())
 def test_column_wise_json_is_orjsons_text(data) -> None:
