@@ -161,14 +161,18 @@ def match(packets: pd.DataFrame, *, window_s: float = DEFAULT_WINDOW_S,
     ts = pk.ts_ns.to_numpy()
     itype, icode = _np(pk.icmp_type, -1, np.int16), _np(pk.icmp_code, -1, np.int16)
 
-    ports = ~frag & _present(pk.sport)
-    tcp = (proto == 6) & ports & _present(pk.tcp_flags)
-    udp = (proto == 17) & ports
-    del ports
+    has_ports = _present(pk.sport)  # (a first fragment's transport header is read: it has its ports)
+    tcp = (proto == 6) & ~frag & has_ports & _present(pk.tcp_flags)
+    udp = (proto == 17) & has_ports  # a datagram's first fragment stands for it: its answer pairs with it
+    del has_ports
     icmp = ((proto == 1) | (proto == 58)) & (itype >= 0)
-    synack = tcp & ((flags & (SYN | ACK)) == (SYN | ACK))
-    rst = tcp & ((flags & RST) != 0)
+    # A SYN/ACK or a RST answers; a segment holding SYN beside FIN or RST answers nothing (no stack sends one:
+    # a scanner's crafted probe, such as unicornscan's "full Xmas" SAFRPU).
+    crafted = tcp & ((flags & SYN) != 0) & ((flags & (FIN | RST)) != 0)
+    synack = tcp & ((flags & (SYN | ACK)) == (SYN | ACK)) & ~crafted
+    rst = tcp & ((flags & RST) != 0) & ~crafted
     tcp_probe = tcp & ~rst & ~synack & (((flags & SYN) != 0) | (plen == 0))
+    del crafted
     tcp_probe &= ~_in_connection(pk, tcp, flags, src, dst, sport, dport)
     udp_reply = _udp_replies(udp, src, dst, sport, dport, ts, window_ns)
     udp_probe = udp & ~udp_reply

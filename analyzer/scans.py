@@ -23,12 +23,14 @@ Every rule is in one place and visible (STYLE: "classify in one place"):
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
 
+from .exchanges import PACKET_FIELDS as EXCHANGE_FIELDS
+from .exchanges import Columns, PacketKeys, answers_group_query, take, tcp_in_conversation, to_group
 from .flags import ACK, CWR, ECE, FIN, PSH, RST, SYN, URG, flag_text
 from .keys import (
     column_codes,
@@ -44,12 +46,17 @@ from .keys import (
     value_codes,
 )
 from .match import match as match_probes
-from .tools import SIGNATURE_COLUMNS, tool_of_frames
+from .stages import ArpStage, Stage, arp_discovery, icmp_discovery, os_detection, traceroutes
+from .tools import SIGNATURE_COLUMNS, ToolVerdict, tool_verdict
+from .udp_payloads import scanner_payload
 
 MIN_PORTS = 3
 MIN_HOSTS = 5
-MIN_REPEATS = 5
 PHASE_GAP_S = 60.0
+GAP_FACTOR = 20  # times a scanner's median gap between probes: a silence that ends its run
+# A header signature (window, option layout) that holds this share of a segment's probes is a tool's
+# (`_phases`); rarer ones are variants inside a run.
+SIGNATURE_SHARE = 0.01
 # ICMP destination-unreachable codes nmap reads as "filtered" (3, port unreachable, is "closed" for UDP)
 FILTERED_CODES = (0, 1, 2, 3, 9, 10, 13)
 ICMP6_FILTERED_CODES = (0, 1, 3, 4)  # no route, admin prohibited, address unreachable, port (TCP)
@@ -95,7 +102,6 @@ IPPROTO          reply in that protocol        open
 class ScanConfig:
     min_ports: int = MIN_PORTS
     min_hosts: int = MIN_HOSTS
-    min_repeats: int = MIN_REPEATS
     phase_gap_s: float = PHASE_GAP_S
 
 
@@ -155,101 +161,35 @@ def state_of(technique: str, reply_kind: str | None, icmp_type: int, icmp_code: 
                       np.array([icmp_code]), np.array([window]), np.array([ip_version]))[0])
 
 
-Columns = dict[str, np.ndarray]  # aligned integer columns: a table without pandas' per-frame costs
-
-
-def _take(table: Columns, rows: np.ndarray, names: Iterable[str] | None = None) -> Columns:
-    """The rows `rows` (a mask, or positions) of the table, or of its columns `names`. A mask of every row
-    takes the columns themselves, not copies (no reader writes into a table's columns)."""
-    names = table.keys() if names is None else names
-    if rows.dtype == bool and rows.all():
-        return {name: table[name] for name in names}
-    return {name: table[name][rows] for name in names}
-
-
-PACKET_KEYS = ("frame", "sport", "dport", "seq", "ack", "tcp_flags", "payload_len", "ip_proto")
-_WIDE_KEYS = ("frame", "seq", "ack", "payload_len")  # 32-bit fields (with -1 for missing) need int64
-# The packets-table and probes-table columns `scans` reads (with the tool signatures it looks up): `synlens
-# scans` reads and matches only these (and those hosts.PACKET_FIELDS / PROBE_FIELDS name).
 PACKET_FIELDS = tuple(dict.fromkeys(
-    ("frame", "ts_ns", "ip_version", "src", "dst", "arp_op", "ip_proto", "ttl", "ip_id", "sport", "dport",
+    ("frame", "ts_ns", "ip_version", "src", "dst", "eth_dst", "arp_op", "ip_proto", "ttl", "ip_id", "sport", "dport",
      "tcp_flags", "seq", "ack", "window", "tcp_options", "mss", "payload_len", "icmp_type", "icmp_code",
      "q_dst", "q_proto")
-    + SIGNATURE_COLUMNS))
+    + EXCHANGE_FIELDS + SIGNATURE_COLUMNS))
 PROBE_FIELDS = ("probe_frame", "ts_ns", "src", "dst", "protocol", "ip_version", "sport", "dport", "seq", "flags",
                 "icmp_type", "reply_frame", "reply_kind", "reply_icmp_type", "reply_icmp_code", "reply_ttl",
                 "reply_window")
 
 
-class _PacketKeys:
-    """The packets' columns the probe readings compare, as integers (-1 where missing), made only for the
-    rows a reading takes (the packets with payload, the resets, the ACKs, the probes: rarely all of a
-    capture's millions): in int32 where the values fit (address codes, 8- and 16-bit fields), int64 for
-    frame numbers and 32-bit fields."""
-
-    NAMES = ("src", "dst") + PACKET_KEYS
-
-    def __init__(self, packets: pd.DataFrame) -> None:
-        self.packets = packets
-        self.narrow = np.int32 if len(packets) < 2**31 else np.int64
-        self.frame = packets["frame"].to_numpy()
-        self._flags: np.ndarray | None = None
-
-    def at(self, name: str, rows: np.ndarray) -> np.ndarray:
-        """Column `name` at `rows`."""
-        column = self.packets[name]
-        if name in ("src", "dst"):  # (a categorical's codes: a view, taken at the rows)
-            categorical = isinstance(column.dtype, pd.CategoricalDtype)
-            codes = column.cat.codes.to_numpy() if categorical else column_codes(column)[0]
-            return codes[rows].astype(self.narrow)
-        return int_column_at(column, rows, dtype=np.int64 if name in _WIDE_KEYS else self.narrow)
-
-    def take(self, rows: np.ndarray) -> Columns:
-        """Every key column at `rows`."""
-        return {name: self.at(name, rows) for name in self.NAMES}
-
-    def flags(self) -> np.ndarray:
-        """Every packet's TCP flags, 0 where none."""
-        if self._flags is None:
-            self._flags = int_column(self.packets["tcp_flags"], 0, self.narrow)
-        return self._flags
-
-    def tcp_payload(self) -> np.ndarray:
-        """Which packets are TCP segments with payload."""
-        p = self.packets
-        return ((p["payload_len"] > 0).to_numpy(bool, na_value=False) & p["sport"].notna().to_numpy()
-                & (p["ip_proto"] == 6).to_numpy(bool, na_value=False))
+UDP_MANY_PORTS = 10  # ports of one target sent one payload length: no application's (traceroutes are set apart)
 
 
-def _scan_like(keys: _PacketKeys, pk: Columns) -> np.ndarray:
-    """Probes whose prober never sent payload on the probe's 4-tuple (ordinary clients do)."""
-    data = keys.take(np.flatnonzero(keys.tcp_payload()))
-    if not len(data["src"]) or not pk["tcp"].any():
-        return np.ones(len(pk["tcp"]), bool)
-    tuple4 = ("src", "dst", "sport", "dport")
-    # UDP and ICMP carry payload by nature: they are judged by breadth alone, later.
-    return ~(rows_in([pk[c] for c in tuple4], [data[c] for c in tuple4]) & pk["tcp"])
+def _udp_scan_like(keys: PacketKeys, pk: Columns, min_hosts: int) -> np.ndarray:
+    """UDP probes that look like a scanner's:
 
+    - empty (nobody's request);
+    - from a source port that sent to three or more ports of that target (nmap keeps one source port for its
+      scan) when at least half of those ports got what a scanner sends them (nothing, or its protocol payload:
+      `udp_payloads`);
+    - one payload length to `UDP_MANY_PORTS` or more ports of that target, from any source ports (a tool's
+      fixed filler: unicornscan draws a source port per probe);
+    - the same request (port and payload length) from one source port to at least `min_hosts` targets (a
+      sweep), unless from the destination port itself (NTP's 123 to 123, IKE's 500 to 500: peers of one
+      protocol, not a scanner's random port);
+    - a retransmission of such a probe.
 
-_PING_KEYS = ("tcp", "src", "dst", "dport")  # what `_tcp_pings` reads
-
-
-def _tcp_pings(pk: Columns, icmp_probes: Columns) -> np.ndarray:
-    """TCP probes that belong to host discovery: SYN to 443 / ACK to 80 (nmap -sn's set) sent to hosts the
-    same scanner also queried with ICMP, and no other TCP port of those hosts probed."""
-    tcp, src, dst, dport = pk["tcp"], pk["src"], pk["dst"], pk["dport"]
-    if not len(icmp_probes["src"]) or not len(src):
-        return np.zeros(len(src), bool)
-    pair = group_ids(src, dst)
-    ports_per_pair = distinct_per_group(pair[tcp], dport[tcp], int(pair.max()) + 1)
-    queried = rows_in([src, dst], [icmp_probes["src"], icmp_probes["dst"]])
-    return tcp & np.isin(dport, (80, 443)) & (ports_per_pair[pair] <= 2) & queried
-
-
-def _udp_scan_like(keys: _PacketKeys, pk: Columns) -> np.ndarray:
-    """UDP probes that look like a scanner's: from a source port reused for several destination ports
-    (nmap keeps one), or empty, or a retransmission of such a probe. A client's requests come from fresh
-    ports and carry a request.
+    A client's requests carry payload; a peer-to-peer client's or a game's datagrams go from one port to many
+    peers, or to a few ports of one, with messages of their own.
 
     A retransmission repeats an earlier scanner probe (same sender, target, port and payload length) from
     another source port: nmap re-sends its protocol payloads (DNS, SNMP, NTP, NetBIOS …) from its scan port
@@ -259,10 +199,21 @@ def _udp_scan_like(keys: _PacketKeys, pk: Columns) -> np.ndarray:
     out = np.ones(len(udp), bool)
     if not udp.any():
         return out
-    u = _take(pk, udp)
+    u = take(pk, udp)
     payload = np.maximum(keys.at("payload_len", u["row"]), 0)
-    from_port = group_ids(u["src"], u["sport"])
-    scanner = (payload == 0) | (distinct_per_group(from_port, u["dport"], int(from_port.max()) + 1)[from_port] >= 3)
+    from_port = group_ids(u["src"], u["sport"], u["dst"])
+    n_from = int(from_port.max()) + 1
+    ports = distinct_per_group(from_port, u["dport"], n_from)
+    as_scanner = scanner_payload(u["dport"], payload)
+    port_id = group_ids(from_port, u["dport"])  # (a port counts once, however often it was sent to)
+    scanner_ports = np.zeros(n_from, np.int64)
+    np.add.at(scanner_ports, group_of(port_id, from_port), np.bincount(port_id, weights=as_scanner) > 0)
+    junk = group_ids(u["src"], u["dst"], payload)  # (any source port: unicornscan draws one per probe)
+    many = distinct_per_group(junk, u["dport"], int(junk.max()) + 1)[junk] >= UDP_MANY_PORTS
+    vertical = (ports >= 3) & (2 * scanner_ports >= ports)
+    request = group_ids(u["src"], u["sport"], u["dport"], payload)
+    swept = (distinct_per_group(request, u["dst"], int(request.max()) + 1)[request] >= min_hosts) & (u["sport"] != u["dport"])
+    scanner = (payload == 0) | vertical[from_port] | many | swept
     same_request = group_ids(u["src"], u["dst"], u["dport"], payload)
     first_scanner_ts = np.full(int(same_request.max()) + 1, np.iinfo(np.int64).max)
     np.minimum.at(first_scanner_ts, same_request[scanner], u["ts_ns"][scanner])
@@ -271,18 +222,25 @@ def _udp_scan_like(keys: _PacketKeys, pk: Columns) -> np.ndarray:
     return out
 
 
-def _scanner_resets(keys: _PacketKeys, pk: Columns) -> np.ndarray:
-    """SYN probes whose sender later reset the connection with seq = probe seq + 1: its kernel had received a
-    SYN/ACK, whether or not the capture holds it (a reply lost from the capture, not from the network)."""
-    resets = keys.take(np.flatnonzero((keys.flags() & (RST | SYN | ACK)) == RST))
-    tcp_syn = pk["tcp"] & (pk["flags"] == SYN)
-    if not len(resets["src"]) or not tcp_syn.any():
-        return np.zeros(len(tcp_syn), bool)
-    probe = [pk["src"], pk["dst"], pk["sport"], pk["dport"], (pk["seq"] + 1) % (1 << 32)]
-    return rows_in(probe, [resets[c] for c in ("src", "dst", "sport", "dport", "seq")]) & tcp_syn
+def _scanner_followups(keys: PacketKeys, pk: Columns) -> np.ndarray:
+    """Per SYN probe: 1 where its sender later reset the connection with seq = probe seq + 1, 2 where it sent the
+    ACK that completes the handshake (seq = probe seq + 1), else 0. Either way its kernel had received a SYN/ACK,
+    whether or not the capture holds it (a reply lost from the capture, not from the network)."""
+    out = np.zeros(len(pk["tcp"]), np.int8)
+    tcp_syn = pk["tcp"] & ((pk["flags"] & (SYN | ACK | RST | FIN)) == SYN)
+    if not tcp_syn.any():
+        return out
+    flags = keys.flags()
+    probe = [c[tcp_syn] for c in (pk["src"], pk["dst"], pk["sport"], pk["dport"])] + [(pk["seq"][tcp_syn] + 1) % (1 << 32)]
+    for code, bits in ((2, ACK), (1, RST)):  # (a reset after the handshake's ACK: the ACK says more)
+        sent = keys.take(np.flatnonzero((flags & (RST | SYN | ACK)) == bits), ("src", "dst", "sport", "dport", "seq"))
+        if len(sent["src"]):
+            found = rows_in(probe, [sent[c] for c in ("src", "dst", "sport", "dport", "seq")])
+            out[np.flatnonzero(tcp_syn)[found & (out[tcp_syn] == 0)]] = code
+    return out
 
 
-def _connects(keys: _PacketKeys, pk: Columns) -> np.ndarray:
+def _connects(keys: PacketKeys, pk: Columns) -> np.ndarray:
     """SYN probes whose prober completed the handshake: an ACK with ack = SYN/ACK seq + 1 on the 4-tuple."""
     answered = pk["synack"]
     acks = keys.take(np.flatnonzero((keys.flags() & (SYN | ACK | RST)) == ACK))
@@ -295,19 +253,19 @@ def _connects(keys: _PacketKeys, pk: Columns) -> np.ndarray:
     return out
 
 
-def _probe_keys(packets: pd.DataFrame, keys: _PacketKeys, probes: pd.DataFrame) -> Columns:
+def _probe_keys(packets: pd.DataFrame, keys: PacketKeys, probes: pd.DataFrame, cfg: ScanConfig = ScanConfig()) -> Columns:
     """Per probe, as integers: its packet's row, src / dst codes (the packets table's), ports and seq (0 where
     missing), flags, technique code, the reply's fields (-1 where missing), the protocol and reply
     kind codes (`column_codes`), and the readings scan_like, completed and scanner_reset."""
     rows = packet_rows(keys.frame, probes["probe_frame"].to_numpy())
     protocol, kind = probes["protocol"], probes["reply_kind"]
-    # 8- and 16-bit fields, codes and frame numbers in int32 where they fit (as `_PacketKeys`), seq in int64.
+    # 8- and 16-bit fields, codes and frame numbers in int32 where they fit (as `PacketKeys`), seq in int64.
     narrow = keys.narrow
 
     def small(name: str, missing: int = -1) -> np.ndarray:
         return int_column(probes[name], missing, narrow)
 
-    pk = {"row": rows, "src": keys.at("src", rows), "dst": keys.at("dst", rows), "sport": small("sport", 0),
+    pk = {"row": rows, "frame": probes["probe_frame"].to_numpy(np.int64), "src": keys.at("src", rows), "dst": keys.at("dst", rows), "sport": small("sport", 0),
           "dport": small("dport", 0), "seq": int_column(probes["seq"], 0), "flags": small("flags", 0),
           "ts_ns": probes["ts_ns"].to_numpy(), "tcp": (protocol == "tcp").to_numpy(bool),
           "udp": (protocol == "udp").to_numpy(bool), "icmp": (protocol == "icmp").to_numpy(bool),
@@ -315,83 +273,415 @@ def _probe_keys(packets: pd.DataFrame, keys: _PacketKeys, probes: pd.DataFrame) 
           "synack": (kind == "syn-ack").to_numpy(bool), "rst": (kind == "rst").to_numpy(bool),
           "reply_frame": small("reply_frame"), "reply_icmp_type": small("reply_icmp_type"),
           "reply_icmp_code": small("reply_icmp_code"), "reply_window": small("reply_window"),
-          "reply_ttl": small("reply_ttl"), "ip_version": probes["ip_version"].to_numpy(narrow)}
+          "reply_ttl": small("reply_ttl"), "ip_version": probes["ip_version"].to_numpy(narrow),
+          "icmp_type": small("icmp_type")}
     pk["technique"] = _technique_codes(pk["udp"], pk["icmp"], pk["flags"])
     if not len(rows):
-        return pk | {name: np.zeros(0, bool) for name in ("scan_like", "completed", "scanner_reset")}
-    return pk | {"scan_like": _scan_like(keys, pk) & _udp_scan_like(keys, pk), "completed": _connects(keys, pk),
-                 "scanner_reset": _scanner_resets(keys, pk)}
+        return pk | {"scan_like": np.zeros(0, bool), "completed": np.zeros(0, bool), "followup": np.zeros(0, np.int8),
+                     "to_group": np.zeros(0, bool), "conversation": np.zeros(0, bool)}
+    group = to_group(keys, rows)
+    conversation = tcp_in_conversation(keys, pk)
+    scan_like = ~conversation & _udp_scan_like(keys, pk, cfg.min_hosts) & ~group & ~answers_group_query(keys, pk)
+    return pk | {"scan_like": scan_like, "completed": _connects(keys, pk), "followup": _scanner_followups(keys, pk),
+                 "to_group": group, "conversation": conversation}
 
 
 def classify_probes(packets: pd.DataFrame, probes: pd.DataFrame | None = None) -> pd.DataFrame:
     """The probes table with each probe's `technique`, `scan_like` flag and provisional state."""
     probes = match_probes(packets) if probes is None else probes
-    pk = _probe_keys(packets, _PacketKeys(packets), probes)
+    pk = _probe_keys(packets, PacketKeys(packets), probes)
     return probes.assign(technique=TECHNIQUE_NAMES[pk["technique"]], scan_like=pk["scan_like"],
-                         completed=pk["completed"], scanner_reset=pk["scanner_reset"],
+                         completed=pk["completed"], scanner_reset=pk["followup"] == 1,
+                         scanner_ack=pk["followup"] == 2,
                          probe_window=packets["window"].array[pk["row"]],
                          probe_options=packets["tcp_options"].array[pk["row"]], probe_ttl=packets["ttl"].array[pk["row"]])
 
 
 def _phases(packets: pd.DataFrame, pk: Columns, cfg: ScanConfig) -> np.ndarray:
-    """Phase number per probe (0, 1, … in order of each phase's first probe): per (scanner, technique,
-    probe header signature), split by silences.
+    """Phase number per probe (0, 1, … in order of each phase's first probe).
 
-    The signature (TCP window and option layout of the probe) tells tools apart when one scanner runs
-    several in a row: nmap's raw SYNs, the kernel's connect() SYNs and hping3's differ in both.
+    A phase is one tool's run: per scanner and technique (a --scanflags combination is a technique of its
+    own), split by silences longer than `phase_gap_s` and than `GAP_FACTOR` times its usual gap, and within that by the probes' header signature (TCP
+    window and option layout) only where signatures follow one another rather than interleave. A tool that
+    varies a field per probe (older nmap rotates its SYN window among 1024, 2048, 3072 and 4096) sends every
+    variant throughout its run: one phase. Two tools run in turn (nmap's raw SYNs, then the kernel's
+    connect() SYNs, then hping3's) follow one another: phases of their own.
+
+    Signatures are "runs": the probes of one signature in a segment. Runs that hold at least
+    `SIGNATURE_SHARE` of their segment's probes (and two) form clusters where their time spans overlap; every
+    probe joins the cluster that began last at or before it (or the segment's first). A segment with no such
+    run (a signature per probe) is one phase.
     """
-    rows, technique = pk["row"], pk["technique"]
+    rows, technique, ts = pk["row"], pk["technique"], pk["ts_ns"]
+    n = len(rows)
     custom_flags = np.where(technique == _CODE["CUSTOM"], pk["flags"], -1)
+    by_time = np.argsort(ts, kind="stable")
+    rank = np.empty(n, np.int64)
+    rank[by_time] = np.arange(n)
+    key = group_ids(pk["src"], technique, custom_flags)
+    order = by_time[np.argsort(narrow(key[by_time]), kind="stable")]  # by key, then time, then capture order
+    k, t = key[order], ts[order]
+    same = k[1:] == k[:-1]
+    gaps = t[1:] - t[:-1]
+    # A silence ends a run when it passes phase_gap_s and GAP_FACTOR times the key's median gap: nmap's -T0
+    # waits five minutes between probes, -T1 fifteen seconds.
+    typical = pd.Series(gaps[same]).groupby(k[1:][same]).median().reindex(range(int(k.max()) + 1 if n else 0))
+    limit = np.maximum(cfg.phase_gap_s * 1e9, GAP_FACTOR * typical.fillna(0).to_numpy())
+    new = np.ones(n, bool)
+    new[1:] = ~same | (gaps > limit[k[1:]])
+    segment = np.empty(n, np.int64)
+    segment[order] = np.cumsum(new) - 1
+
     options = value_codes(packets["tcp_options"], rows)
     window = int_column_at(packets["window"], rows, dtype=np.int32)
-    key = group_ids(pk["src"], technique, custom_flags, window, options)
-    by_time = np.argsort(pk["ts_ns"], kind="stable")
-    order = by_time[np.argsort(narrow(key[by_time]), kind="stable")]  # by key, then time, then capture order
-    k, t = key[order], pk["ts_ns"][order]
-    new = np.ones(len(order), bool)
-    new[1:] = (k[1:] != k[:-1]) | (t[1:] - t[:-1] > cfg.phase_gap_s * 1e9)
-    starts = np.flatnonzero(new)  # each phase's run of probes in that order
-    # Phases numbered in order of their first probe (the least row of each run).
-    number = np.empty(len(starts), np.int64)
-    number[np.argsort(np.minimum.reduceat(order, starts))] = np.arange(len(starts))
-    phase = np.empty(len(order), np.int64)
-    phase[order] = np.repeat(number, np.diff(starts, append=len(order)))
-    return phase
+    label = _signature_clusters(segment, group_ids(segment, window, options), rank)
+    # Phases numbered in order of their first probe (the least row).
+    ids = group_ids(label)
+    least = np.full(int(ids.max()) + 1 if n else 0, n)
+    np.minimum.at(least, ids, np.arange(n))
+    number = np.empty(len(least), np.int64)
+    number[np.argsort(least, kind="stable")] = np.arange(len(least))
+    return number[ids]
 
 
-def scans(packets: pd.DataFrame, probes: pd.DataFrame | None = None, *, config: ScanConfig = ScanConfig()) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Scans found in a capture: (scans table, port states table).
+@dataclass(frozen=True)
+class ScanResult:
+    """What `scans` found. Unpacks and indexes as the pair (scans, states).
 
-    scans: one row per (phase, target): scanner, target, type, flags, first, last (epoch s), probes,
-    ports_probed, rate (probes/s), shape (vertical | horizontal | block), phase, tool, tool_evidence.
-    port states: scanner, target, phase, type, protocol, port, state, reason, probes, reply_ttl,
-    reply_window.
+    scans: one row per (phase, target): phase, stage, scanner, target, type, flags, first, last (epoch s),
+      first_frame, last_frame, probes, ports_probed, rate (probes/s), shape (vertical | horizontal | block),
+      tool, tool_evidence, tool_frames, hops, host_state, evidence.
+    states: one row per (phase, target, port): scanner, target, phase, type, protocol, port, state, reason,
+      probes, reply_ttl, reply_window, probe_frame (the probe whose reply, or silence, decided) and
+      reply_frame (that reply's; NaN: none).
+    probes: every probe the scans and stages hold: probe_frame, phase, target, port (NaN for ICMP and ARP).
+    notes: activity that resembles scanning and is not read as a scan, with the reason: kind, scanner,
+      targets, port, first, last, packets, evidence, frames.
+    """
+
+    scans: pd.DataFrame
+    states: pd.DataFrame
+    probes: pd.DataFrame
+    notes: pd.DataFrame
+
+    def __iter__(self) -> Iterator[pd.DataFrame]:
+        yield self.scans
+        yield self.states
+
+    def __len__(self) -> int:
+        return 2
+
+    def __getitem__(self, i: int) -> pd.DataFrame:
+        return (self.scans, self.states)[i]
+
+
+def _signature_clusters(segment: np.ndarray, run: np.ndarray, rank: np.ndarray) -> np.ndarray:
+    """Per probe, a label of its phase within its segment (`_phases`). segment: each probe's segment (0..k-1);
+    run: its (segment, signature) id; rank: its place in time order (0..n-1)."""
+    n = len(segment)
+    n_segments, n_runs = (int(segment.max()) + 1, int(run.max()) + 1) if n else (0, 0)
+    if n_runs == n_segments:  # one signature per segment: the segments are the phases
+        return segment
+    size = np.bincount(run, minlength=n_runs)
+    run_segment = group_of(run, segment)
+    first, last = np.full(n_runs, n), np.full(n_runs, -1)
+    np.minimum.at(first, run, rank)
+    np.maximum.at(last, run, rank)
+    runs = np.flatnonzero(size >= np.maximum(2, SIGNATURE_SHARE * np.bincount(segment)[run_segment]))
+    if not len(runs):  # a signature per probe: each segment one phase
+        return segment
+    runs = runs[np.lexsort((first[runs], run_segment[runs]))]
+    seg_of, start, end = run_segment[runs], first[runs], last[runs]
+    reach = pd.Series(end).groupby(seg_of).cummax().to_numpy()  # the latest end so far, per segment
+    opens = np.ones(len(runs), bool)
+    opens[1:] = (seg_of[1:] != seg_of[:-1]) | (start[1:] > reach[:-1])
+    cluster_segment, cluster_start = seg_of[opens], start[opens]
+    # each probe: the cluster of its segment that began last at or before it, else its segment's first
+    where = np.searchsorted(cluster_segment * (n + 1) + cluster_start, segment * (n + 1) + rank, side="right") - 1
+    mine = (where >= 0) & (cluster_segment[np.maximum(where, 0)] == segment)
+    later = np.minimum(where + 1, len(cluster_segment) - 1)
+    first_of_segment = ~mine & (cluster_segment[later] == segment)
+    cluster = np.where(mine, where, np.where(first_of_segment, later, -1))
+    return np.where(cluster >= 0, cluster, len(cluster_segment) + segment)  # (no cluster: the whole segment)
+
+
+def scans(packets: pd.DataFrame, probes: pd.DataFrame | None = None, *, config: ScanConfig = ScanConfig()) -> ScanResult:
+    """Scans found in a capture (`ScanResult`; `found, states = scans(packets)` as before).
+
+    Input: the packets table (`analyzer.read`, at least `PACKET_FIELDS`) and its probes (`analyzer.match`,
+    at least `PROBE_FIELDS`; matched here when not given).
     """
     probes = match_probes(packets) if probes is None else probes
-    pk = _probe_keys(packets, _PacketKeys(packets), probes)
-    icmp = pk["icmp"]
-    keep = pk["scan_like"] & (pk["src"] >= 0) & ~icmp
-    if icmp.any():  # (host discovery's TCP pings go with its ICMP queries)
-        keep[keep] = ~_tcp_pings(_take(pk, keep, _PING_KEYS), _take(pk, icmp, _PING_KEYS))
-    rows, found_states = [], []
-    next_phase = _discovery(packets, probes[icmp], config, rows, found_states, first_phase=0)
-    next_phase = _ipproto(packets, config, rows, found_states, first_phase=next_phase)
-    if not keep.any():
-        return _finish(rows, found_states)
-    pk = _take(pk, keep)
-    pk["phase"] = _phases(packets, pk, config)
-    pk["port"] = group_ids(pk["phase"], pk["dst"], pk["dport"])  # (phase, target, port): one protocol a phase
-    readings = _phase_readings(packets, pk, config)
+    keys = PacketKeys(packets)
+    pk = _probe_keys(packets, keys, probes, config)
     names = {"src": column_values(packets["src"]), "dst": column_values(packets["dst"]),
              "protocol": column_values(probes["protocol"]).astype(str), "kind": column_values(probes["reply_kind"]).astype(str)}
-    port_scans, port_states = _port_scans(pk, readings, names)
-    return _finish(rows, found_states, port_scans.assign(phase=port_scans["phase"] + next_phase),
-                   port_states.assign(phase=port_states["phase"] + next_phase))
+    base = pk["scan_like"] & (pk["src"] >= 0)
+    taken = np.zeros(len(base), bool)
+    pk["ttl"] = keys.at("ttl", pk["row"])
+    paths = traceroutes(keys, pk, base, pk["ttl"])
+    for stage in paths:
+        taken[stage.probes] = True
+    found_stages = os_detection(keys, pk, base & ~taken)
+    for stage in found_stages:
+        taken[stage.probes] = True
+    icmp_stages = icmp_discovery(pk, base & ~taken, names)
+    for stage in icmp_stages:
+        taken[stage.probes] = True
+    found_stages += icmp_stages
+    keep = base & ~pk["icmp"] & ~taken
+    rows, found_states, notes = [], [], []
+    next_phase = _ipproto(packets, config, rows, found_states, first_phase=0)
+    port_scans = port_states = None
+    if keep.any():
+        pk_scan, scanned, why, breadth = _port_scan_phases(packets, keys, pk, keep, config, names, notes)
+        joining = _joining(keys, pk, keep & ~taken, pk_scan, scanned, config)
+        if joining.any():  # (again, with the scanner's own connections that carried data)
+            pk_scan, scanned, why, breadth = _port_scan_phases(packets, keys, pk, keep | joining, config, names, [])
+        readings = _phase_readings(packets, pk_scan, scanned)
+        port_scans, port_states = _port_scans(pk_scan, readings, scanned, names, why, breadth)
+        port_scans["phase"] += next_phase
+        port_states["phase"] += next_phase
+        next_phase += int(pk_scan["phase"].max()) + 1
+    scanned_pairs = set() if port_scans is None else set(zip(port_scans["scanner"], port_scans["target"]))
+    for stage in paths:  # a traceroute beside a port scan is a stage of it (nmap -A); alone, a note
+        first = stage.probes[0]
+        pair = (str(names["src"][pk["src"][first]]), str(names["dst"][pk["dst"][first]]))
+        if pair in scanned_pairs:
+            found_stages.append(stage)
+        else:
+            ts = pk["ts_ns"][stage.probes]
+            notes.append(dict(kind=stage.stage, scanner=pair[0], targets=1, port=None, protocol=None,
+                              first=ts.min() / 1e9, last=ts.max() / 1e9, packets=len(stage.probes),
+                              evidence=f"{stage.evidence} to {pair[1]}: a path to a host, not a port scan",
+                              frames=_frames_of(keys, pk["row"][stage.probes])))
+    for stage in found_stages:
+        rows.extend(_stage_rows(stage, pk, names, next_phase))
+        next_phase += 1
+    for arp in arp_discovery(packets):
+        rows.extend(_arp_rows(arp, next_phase))
+        next_phase += 1
+    return _finish(rows, found_states, port_scans, port_states, notes=notes)
 
 
-def _phase_readings(packets: pd.DataFrame, pk: Columns, cfg: ScanConfig) -> pd.DataFrame:
+def _why_texts(why: np.ndarray, breadth: np.ndarray, ports: np.ndarray, flags: list[str]) -> list[str]:
+    """Why each scanned target reads as scanned (`_scanned_targets`' bits and breadth, its ports probed and its
+    phase's flags, one entry per target)."""
+    texts = []
+    for w, b, n, f in zip(why.tolist(), breadth.tolist(), ports.tolist(), flags):
+        parts = []
+        if w & 1:
+            parts.append(f"{n:,} ports of this host probed")
+        if w & 2:
+            parts.append(f"a port probed on {b:,} hosts")
+        if w & 4:
+            parts.append(f"flags {f or 'none'}: no TCP stack sends them outside a scan")
+        texts.append("; ".join(parts))
+    return texts
+
+
+def _port_scan_phases(packets: pd.DataFrame, keys: PacketKeys, pk: Columns, keep: np.ndarray, cfg: ScanConfig,
+                      names: dict[str, np.ndarray], notes: list[dict]
+                      ) -> tuple[Columns, np.ndarray, np.ndarray, np.ndarray]:
+    """The probes `keep` with their phase, (phase, target, port) and (phase, target) ids, and
+    `_scanned_targets`' reading of them."""
+    pk_scan = take(pk, keep)
+    pk_scan["phase"] = _phases(packets, pk_scan, cfg)
+    pk_scan["port"] = group_ids(pk_scan["phase"], pk_scan["dst"], pk_scan["dport"])  # (phase, target, port)
+    pk_scan["target"] = group_ids(pk_scan["phase"], pk_scan["dst"])  # (phase, target)
+    return (pk_scan, *_scanned_targets(keys, pk_scan, cfg, names, notes))
+
+
+def _joining(keys: PacketKeys, pk: Columns, kept: np.ndarray, pk_scan: Columns, scanned: np.ndarray,
+             cfg: ScanConfig) -> np.ndarray:
+    """Probes a scan holds though alone they would not read as a scan's, sent by a scanner to a target it scans,
+    with the scan's own header habits (its TTL, or TTL range, and for TCP a window and option layout its probes
+    carry), so that the scanner host's other programs stay out:
+
+    - SYNs that opened connections carrying the scanner's data, within `phase_gap_s` of its SYN or connect
+      scan of that target (unicornscan's connect mode sends its payloads on the ports it finds open);
+    - datagrams with payloads of the scanner's own (unicornscan's payloads.conf), during its UDP scan.
+    Ordinary traffic never makes a scan; once a scan is found, its ports' states use every probe of it."""
+    syn = pk["conversation"] & pk["tcp"] & ((pk["flags"] & (SYN | ACK | RST | FIN)) == SYN)
+    udp = pk["udp"] & ~pk["scan_like"]
+    candidates = np.flatnonzero((syn | udp) & ~pk["to_group"] & (pk["src"] >= 0) & ~kept)
+    out = np.zeros(len(kept), bool)
+    if not len(candidates) or not scanned.any():
+        return out
+    gap = int(cfg.phase_gap_s * 1e9)
+    packets = keys.packets
+    for protocol, techniques, margin in ((pk["tcp"], (_CODE["SYN"], _CODE["CUSTOM"]), gap), (pk["udp"], (_CODE["UDP"],), 0)):
+        mine = candidates[protocol[candidates]]
+        if not len(mine):
+            continue
+        in_scan = np.flatnonzero(np.isin(pk_scan["technique"], techniques) & scanned[pk_scan["target"]])
+        for target in np.unique(pk_scan["target"][in_scan]):
+            probes = in_scan[pk_scan["target"][in_scan] == target]
+            first = probes[0]
+            c = mine[(pk["src"][mine] == pk_scan["src"][first]) & (pk["dst"][mine] == pk_scan["dst"][first])]
+            ts = pk_scan["ts_ns"][probes]
+            c = c[(pk["ts_ns"][c] >= ts.min() - margin) & (pk["ts_ns"][c] <= ts.max() + margin)]
+            if not len(c):
+                continue
+            ttl = pk_scan["ttl"][probes]
+            mode = np.bincount(np.maximum(ttl, 0)).argmax()
+            same = (pk["ttl"][c] == mode) if (ttl == mode).mean() >= 0.9 else (
+                (pk["ttl"][c] >= ttl.min()) & (pk["ttl"][c] <= ttl.max()))
+            if protocol is pk["tcp"]:  # (window, option layout) codes of the scan's probes, then of the candidates
+                both = np.concatenate([pk_scan["row"][probes], pk["row"][c]])
+                sig = group_ids(int_column_at(packets["window"], both), value_codes(packets["tcp_options"], both))
+                same &= np.isin(sig[len(probes):], sig[:len(probes)])
+            out[c[same]] = True
+    return out
+
+
+def _stage_rows(stage: Stage, pk: Columns, names: dict[str, np.ndarray], phase: int) -> list[dict]:
+    """The scans table's rows of a stage: one per target."""
+    out = []
+    dst = pk["dst"][stage.probes]
+    for target in dict.fromkeys(dst.tolist()):
+        mine = stage.probes[dst == target]
+        ports = {(int(p), "tcp" if t else "udp") for p, t, u in zip(pk["dport"][mine], pk["tcp"][mine], pk["udp"][mine])
+                 if t or u}
+        row = _row(phase, str(names["src"][pk["src"][mine[0]]]), str(names["dst"][target]), stage.kind, stage.flags,
+                   pk["ts_ns"][mine], len(ports), "vertical" if len(set(dst.tolist())) == 1 else "horizontal",
+                   stage.tool, stage.tool_evidence, pk["frame"][mine])
+        out.append(row | {"stage": stage.stage, "host_state": stage.host_state.get(int(target), ""),
+                          "evidence": stage.evidence})
+    return out
+
+
+def _arp_rows(arp: ArpStage, phase: int) -> list[dict]:
+    """The scans table's rows of an ARP discovery: one per address asked for."""
+    out = []
+    for target in arp.targets:
+        mine = arp.asked == target
+        out.append(_row(phase, arp.scanner, target, "PING", "ARP", arp.ts_ns[mine], 0, "horizontal", "unknown", "",
+                        arp.frames[mine])
+                   | {"stage": "host discovery", "host_state": "up" if target in arp.answered else "down",
+                      "evidence": arp.evidence})
+    return out
+
+
+def crafted(flags: np.ndarray) -> np.ndarray:
+    """TCP flags no conforming stack sends to open an exchange or inside one: without ACK, anything but a SYN or
+    a RST (FIN, NULL, Xmas, CWR alone …), and SYN beside FIN or RST. ECN's ECE and CWR are left aside: a SYN with
+    both asks for ECN."""
+    base = flags & ~(ECE | CWR)
+    no_ack = (base & ACK) == 0
+    return (no_ack & (base != SYN) & (base != RST)) | (((base & SYN) != 0) & ((base & (FIN | RST)) != 0))
+
+
+def _scanned_targets(keys: PacketKeys, pk: Columns, cfg: ScanConfig, names: dict[str, np.ndarray],
+                     notes: list[dict]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per (phase, target) id: whether the phase scanned that target, why (bits: 1 vertical, 2 horizontal, 4
+    crafted flags), and the most hosts one of its ports was swept on; notes on what was not read as a scan.
+
+    A target is scanned when the phase probed at least `min_ports` of its ports (vertical), or one of its ports
+    on at least `min_hosts` targets (horizontal), or with crafted flags (`crafted`). A horizontal group is a
+    service's client, not a scan, when the prober sent data to at least half of the targets that accepted its
+    connections on that port (spam delivery, a peer-to-peer client working through its peer list); a
+    scanner's SYNs get no data after them."""
+    phase, target, port, dport = pk["phase"], pk["target"], pk["port"], pk["dport"]
+    n_targets = int(target.max()) + 1
+    port_target = group_of(port, target)
+    vertical = np.bincount(port_target, minlength=n_targets) >= cfg.min_ports
+    target_phase = group_of(target, phase)
+    first = np.full(int(phase.max()) + 1, len(phase))
+    np.minimum.at(first, phase, np.arange(len(phase)))
+    stealthy = (crafted(pk["flags"][first]) & pk["tcp"][first])[target_phase]
+
+    sweep = group_ids(phase, dport)  # (phase, port): its targets
+    port_sweep = group_of(port, sweep)
+    hosts_per_sweep = np.bincount(port_sweep)
+    wide = hosts_per_sweep >= cfg.min_hosts
+    client = np.zeros(len(hosts_per_sweep), bool)
+    if wide.any():
+        client = _clients(keys, pk, sweep, wide, names, notes)
+    breadth = np.zeros(n_targets, np.int64)  # the most hosts one of its ports was swept on (clients' left out)
+    np.maximum.at(breadth, port_target, np.where((wide & ~client)[port_sweep], hosts_per_sweep[port_sweep], 0))
+    horizontal = breadth > 0
+    scanned = vertical | horizontal | stealthy
+    _floods(pk, scanned, target_phase, names, notes)
+    return scanned, vertical * 1 + horizontal * 2 + stealthy * 4, breadth
+
+
+CLIENT_SHARE = 0.5  # of the accepting targets given data, for a horizontal group to be a client's
+FLOOD_PROBES = 100  # SYNs to one port of one target, unscanned, that a note calls a flood
+
+
+def _clients(keys: PacketKeys, pk: Columns, sweep: np.ndarray, wide: np.ndarray, names: dict[str, np.ndarray],
+             notes: list[dict]) -> np.ndarray:
+    """Per (phase, port) sweep: whether it is a client's fan-out (`_scanned_targets`), with a note for each."""
+    tcp_sweeps = np.flatnonzero(wide & np.bincount(sweep, weights=pk["tcp"], minlength=len(wide)).astype(bool))
+    out = np.zeros(len(wide), bool)
+    if not len(tcp_sweeps):
+        return out
+    in_sweep = np.isin(sweep, tcp_sweeps)
+    scanner = np.zeros(len(wide), np.int64)
+    scanner[sweep] = pk["src"]
+    port = np.zeros(len(wide), np.int64)
+    port[sweep] = pk["dport"]
+    data = keys.take(np.flatnonzero(keys.tcp_payload()), ("src", "dst", "dport"))
+    # (sweep, target) pairs: targets that accepted a probe of the sweep, and targets given data by its scanner
+    accepted = in_sweep & (pk["synack"] | (pk["followup"] > 0))
+    pairs = pd.DataFrame({"sweep": sweep[accepted], "dst": pk["dst"][accepted], "data": False})
+    given = pd.DataFrame({"src": data["src"], "dport": data["dport"], "dst": data["dst"]}).drop_duplicates()
+    wanted = pd.DataFrame({"sweep": tcp_sweeps, "src": scanner[tcp_sweeps], "dport": port[tcp_sweeps]})
+    given = wanted.merge(given, on=["src", "dport"])[["sweep", "dst"]].assign(data=True)
+    both = pd.concat([pairs, given]).groupby(["sweep", "dst"], sort=False)["data"].any().reset_index()
+    counts = both.groupby("sweep")["data"].agg(["size", "sum"])
+    is_client = counts["sum"] >= CLIENT_SHARE * counts["size"]
+    for sw in counts.index[is_client.to_numpy()]:
+        out[sw] = True
+        mine = sweep == sw
+        ts = pk["ts_ns"][mine]
+        n_data, n_accepted = int(counts.at[sw, "sum"]), int(counts.at[sw, "size"])
+        notes.append(dict(
+            kind="client", scanner=str(names["src"][scanner[sw]]), targets=int(np.unique(pk["dst"][mine]).size),
+            port=int(port[sw]), protocol="tcp", first=ts.min() / 1e9, last=ts.max() / 1e9, packets=int(mine.sum()),
+            evidence=(f"{int(mine.sum()):,} unanswered or refused connection attempts to port {int(port[sw])} of "
+                      f"{int(np.unique(pk['dst'][mine]).size):,} hosts; the sender sent data to {n_data:,} of the "
+                      f"{n_accepted:,} hosts that accepted: a client of that service working through a list of "
+                      "hosts, not a port scan (a scanner sends no data)"),
+            frames=_frames_of(keys, pk["row"][mine])))
+    return out
+
+
+def _floods(pk: Columns, scanned: np.ndarray, target_phase: np.ndarray, names: dict[str, np.ndarray],
+            notes: list[dict]) -> None:
+    """A note for each unscanned (phase, target) sent `FLOOD_PROBES` or more SYNs to one port."""
+    target = pk["target"]
+    size = np.bincount(target, minlength=len(scanned))
+    heavy = np.flatnonzero(~scanned & (size >= FLOOD_PROBES))
+    for t in heavy:
+        mine = np.flatnonzero(target == t)
+        if len(np.unique(pk["dport"][mine])) != 1 or not pk["tcp"][mine[0]]:
+            continue
+        ts = pk["ts_ns"][mine]
+        span = (ts.max() - ts.min()) / 1e9
+        n_ports = len(np.unique(pk["sport"][mine]))
+        answered = int(pk["synack"][mine].sum())
+        notes.append(dict(
+            kind="flood", scanner=str(names["src"][pk["src"][mine[0]]]), targets=1, port=int(pk["dport"][mine[0]]),
+            protocol="tcp", first=ts.min() / 1e9, last=ts.max() / 1e9, packets=len(mine),
+            evidence=(f"{len(mine):,} connection attempts to port {int(pk['dport'][mine[0]])} of "
+                      f"{names['dst'][pk['dst'][mine[0]]]} in {span:.1f} s from {n_ports:,} source ports, "
+                      f"{answered:,} answered and none completed with data: a flood of one port, not a port scan "
+                      "(a scan probes several ports or hosts)"),
+            frames=[int(f) for f in pk["row"][mine[[0, -1]]]]))
+
+
+def _frames_of(keys: PacketKeys, rows: np.ndarray, most: int = 3) -> list[int]:
+    """The frame numbers (as Wireshark counts them) of the first `most` rows and the last."""
+    frames = keys.frame[rows]
+    picked = frames[:most].tolist() + (frames[-1:].tolist() if len(frames) > most else [])
+    return [int(f) for f in picked]
+
+
+def _phase_readings(packets: pd.DataFrame, pk: Columns, scanned: np.ndarray) -> pd.DataFrame:
     """Per phase: its technique code (SYN read as CONNECT, ACK as WINDOW where the replies say so), whether
-    it is big enough to be a scan, its shape, flags text and tool."""
+    it scanned any target, its shape, flags text and tool."""
     phase, port = pk["phase"], pk["port"]
     n_phases = int(phase.max()) + 1
     first = np.full(n_phases, len(phase))
@@ -399,8 +689,10 @@ def _phase_readings(packets: pd.DataFrame, pk: Columns, cfg: ScanConfig) -> pd.D
     technique = pk["technique"][first]
     n_synack = np.bincount(phase[pk["synack"]], minlength=n_phases)
     n_completed = np.bincount(phase[pk["synack"] & pk["completed"]], minlength=n_phases)
+    n_acked = np.bincount(phase[pk["followup"] == 2], minlength=n_phases)  # (handshakes whose SYN/ACK was not captured)
     n_open_windows = np.bincount(phase[pk["rst"] & (pk["reply_window"] > 0)], minlength=n_phases)
-    technique = np.select([(technique == _CODE["SYN"]) & (n_synack > 0) & (n_completed > 0.5 * n_synack),
+    technique = np.select([(technique == _CODE["SYN"]) & (n_synack + n_acked > 0)
+                           & (n_completed + n_acked > 0.5 * (n_synack + n_acked)),
                            (technique == _CODE["ACK"]) & (n_open_windows > 0)],
                           [_CODE["CONNECT"], _CODE["WINDOW"]], technique)
 
@@ -408,53 +700,59 @@ def _phase_readings(packets: pd.DataFrame, pk: Columns, cfg: ScanConfig) -> pd.D
     n_targets = distinct_per_group(port_phase, group_of(port, pk["dst"]), n_phases)
     n_ports = distinct_per_group(port_phase, group_of(port, pk["dport"]), n_phases)
     size = np.bincount(phase, minlength=n_phases)
-    # Repeated bare SYNs to one port are qscan-style probing; repeated UDP requests are clients.
-    repeats = np.zeros(n_phases, np.int64)
-    np.maximum.at(repeats, port_phase, np.bincount(port))
-    repeats[~np.isin(technique, (_CODE["SYN"], _CODE["CUSTOM"]))] = 0
-    stealth = ~np.isin(technique, (_CODE["SYN"], _CODE["CONNECT"], _CODE["UDP"]))
-    big_enough = ((n_ports >= cfg.min_ports) | (n_targets >= cfg.min_hosts) | (repeats >= cfg.min_repeats)
-                  | (stealth & (size >= 2)))
+    used = np.zeros(n_phases, bool)
+    used[group_of(pk["target"], phase)[scanned]] = True
 
     names = TECHNIQUE_NAMES[technique]
     frames = packets["frame"].to_numpy()[pk["row"][np.argsort(narrow(phase), kind="stable")]]  # by phase, in order
     ends = np.cumsum(size)
-    tools = [tool_of_frames(packets, frames[end - n:end], name) if big else ("", "")
-             for name, big, n, end in zip(names, big_enough, size, ends)]
+    none = ToolVerdict("", "")
+    tools = [tool_verdict(packets, frames[end - n:end], name) if big else none
+             for name, big, n, end in zip(names, used, size, ends)]
     return pd.DataFrame({
-        "technique": technique, "big_enough": big_enough,
+        "technique": technique, "scanned": used,
         "shape": np.where(n_targets == 1, "vertical", np.where(n_ports == 1, "horizontal", "block")),
         "flags": [flag_text(int(f)) if name != "UDP" else "" for f, name in zip(pk["flags"][first], names)],
-        "tool": [tool for tool, _ in tools], "tool_evidence": [evidence for _, evidence in tools]})
+        "tool": [t.tool for t in tools], "tool_evidence": [t.evidence for t in tools],
+        "hops": [t.hops for t in tools], "tool_frames": [list(t.frames) for t in tools]})
 
 
-def _port_scans(pk: Columns, readings: pd.DataFrame, names: dict[str, np.ndarray]) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """The scans table's rows (one per phase and target) and the port states (one per phase, target and
-    port, in port order) of the phases big enough to be scans. names: the text of each src, dst,
-    protocol and reply kind code."""
-    phase, ts = pk["phase"], pk["ts_ns"]
-    target = group_ids(phase, pk["dst"])  # (phase, target), numbered by first probe
+def _port_scans(pk: Columns, readings: pd.DataFrame, scanned: np.ndarray, names: dict[str, np.ndarray],
+                why: np.ndarray, breadth: np.ndarray) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """The scans table's rows (one per phase and scanned target) and their port states (one per phase, target
+    and port, in port order). names: the text of each src, dst, protocol and reply kind code."""
+    phase, ts, target = pk["phase"], pk["ts_ns"], pk["target"]
     target_phase = group_of(target, phase)
-    # Targets in phase order, each phase's in order of first probe; only the phases that are scans.
+    # Targets in phase order, each phase's in order of first probe; only those scanned.
     shown = np.argsort(narrow(target_phase), kind="stable")
-    shown = shown[readings["big_enough"].to_numpy()[target_phase[shown]]]
-    first, last = np.full(len(target_phase), np.iinfo(np.int64).max), np.full(len(target_phase), -1)
+    shown = shown[scanned[shown]]
+    n = len(target_phase)
+    first, last = np.full(n, np.iinfo(np.int64).max), np.full(n, -1)
     np.minimum.at(first, target, ts)
     np.maximum.at(last, target, ts)
+    # the first and last probe's frames (by time, then capture order)
+    by_time = np.argsort(ts, kind="stable")
+    first_row, last_row = np.full(n, -1), np.full(n, -1)
+    last_row[target[by_time]] = by_time
+    first_row[target[by_time[::-1]]] = by_time[::-1]
+    frame = pk["frame"]
     n_probes = np.bincount(target)[shown]
     duration = (last - first)[shown] / 1e9
     ph = readings.iloc[target_phase[shown]]
     scan_rows = pd.DataFrame({
-        "phase": target_phase[shown], "scanner": names["src"][group_of(target, pk["src"])[shown]].tolist(),
+        "phase": target_phase[shown], "stage": "port scan",
+        "scanner": names["src"][group_of(target, pk["src"])[shown]].tolist(),
         "target": names["dst"][group_of(target, pk["dst"])[shown]].tolist(),
         "type": TECHNIQUE_NAMES[ph["technique"]].tolist(), "flags": ph["flags"].tolist(),
-        "first": first[shown] / 1e9, "last": last[shown] / 1e9, "probes": n_probes,
+        "first": first[shown] / 1e9, "last": last[shown] / 1e9,
+        "first_frame": frame[first_row[shown]], "last_frame": frame[last_row[shown]], "probes": n_probes,
         "ports_probed": np.bincount(group_of(pk["port"], target))[shown],
         "rate": np.where(duration > 0, n_probes / np.where(duration > 0, duration, 1), n_probes.astype(float)),
         "shape": ph["shape"].tolist(), "tool": ph["tool"].tolist(), "tool_evidence": ph["tool_evidence"].tolist(),
-        "host_state": "up"})
-    return scan_rows, _port_states(pk | {"target": target, "technique": readings["technique"].to_numpy()[phase]},
-                                   shown, names)
+        "tool_frames": ph["tool_frames"].tolist(), "hops": ph["hops"].tolist(), "host_state": "up"})
+    scan_rows["evidence"] = _why_texts(why[shown], breadth[shown], scan_rows["ports_probed"].to_numpy(),
+                                       ph["flags"].tolist())
+    return scan_rows, _port_states(pk | {"technique": readings["technique"].to_numpy()[phase]}, shown, names)
 
 
 def _port_states(pk: Columns, targets: np.ndarray, names: dict[str, np.ndarray]) -> pd.DataFrame:
@@ -476,7 +774,7 @@ def _port_states(pk: Columns, targets: np.ndarray, names: dict[str, np.ndarray])
                                         return_inverse=True)  # codes of the combinations' states, then of "open"
     answered = kind_code >= 0
     # A SYN/ACK the scanner's kernel reset but the capture lost: the port answered; say so, never "filtered".
-    lost = ~answered & pk["scanner_reset"] & np.isin(technique, (_CODE["SYN"], _CODE["CUSTOM"]))
+    lost = ~answered & (pk["followup"] > 0) & np.isin(technique, (_CODE["SYN"], _CODE["CUSTOM"], _CODE["CONNECT"]))
     state = np.where(lost, state_code[-1], state_code[reading])
     answered |= lost
 
@@ -502,7 +800,8 @@ def _port_states(pk: Columns, targets: np.ndarray, names: dict[str, np.ndarray])
     shown = np.flatnonzero(report_order[port_target] < len(targets))
     shown = shown[np.lexsort((dport[shown], report_order[port_target[shown]]))]
     row, reply, contradict = decides[shown], replied[shown], contradict[shown]
-    reason = np.where(lost[row], "syn-ack not captured (scanner's reset)",
+    reason = np.where(lost[row], np.where(pk["followup"][row] == 2, "syn-ack not captured (scanner's handshake ACK)",
+                                          "syn-ack not captured (scanner's reset)"),
                       np.where(answered[row], _reasons(kind_names[kind_code[row]], icmp_type[row], icmp_code[row],
                                                        version[row] == 4),
                                "no-response"))
@@ -512,7 +811,8 @@ def _port_states(pk: Columns, targets: np.ndarray, names: dict[str, np.ndarray])
         "protocol": names["protocol"][pk["protocol"][row]].tolist(), "port": dport[shown].astype(np.int64),
         "state": np.where(contradict, "unknown", state_names[state[row]]).tolist(),
         "reason": np.where(contradict, "contradicting replies", reason).tolist(), "probes": np.bincount(port)[shown],
-        "reply_ttl": _shown_values(pk["reply_ttl"], reply), "reply_window": _shown_values(pk["reply_window"], reply)})
+        "reply_ttl": _shown_values(pk["reply_ttl"], reply), "reply_window": _shown_values(pk["reply_window"], reply),
+        "probe_frame": pk["frame"][row], "reply_frame": _shown_values(pk["reply_frame"], np.where(answered[row] & ~lost[row], row, n))})
 
 
 def _shown_values(values: np.ndarray, rows: np.ndarray) -> np.ndarray:
@@ -522,13 +822,13 @@ def _shown_values(values: np.ndarray, rows: np.ndarray) -> np.ndarray:
 
 
 def _finish(rows: list[dict], states: list[dict], port_scans: pd.DataFrame | None = None,
-            port_states: pd.DataFrame | None = None) -> tuple[pd.DataFrame, pd.DataFrame]:
+            port_states: pd.DataFrame | None = None, notes: list[dict] | None = None) -> ScanResult:
     scans_parts = [part for part in (pd.DataFrame(rows), port_scans) if part is not None and len(part)]
     states_parts = [part for part in (pd.DataFrame(states), port_states) if part is not None and len(part)]
     scans_df = pd.concat(scans_parts, ignore_index=True) if scans_parts else _empty_scans()
     states_df = pd.concat(states_parts, ignore_index=True) if states_parts else _empty_states()
     if len(states_parts) > 1:  # the IP protocol scans' None beside the ports' numbers: floats, NaN for none
-        states_df = states_df.astype({"reply_ttl": float, "reply_window": float})
+        states_df = states_df.astype({"reply_ttl": float, "reply_window": float, "reply_frame": float})
     if len(scans_df):
         scans_df = scans_df.sort_values(["first", "scanner", "target"], kind="stable").reset_index(drop=True)
         # Phases numbered in time order, so a reader can follow the capture.
@@ -536,50 +836,23 @@ def _finish(rows: list[dict], states: list[dict], port_scans: pd.DataFrame | Non
         scans_df["phase"] = scans_df["phase"].map(order)
         if len(states_df):
             states_df["phase"] = states_df["phase"].map(order)
-    return scans_df, states_df
+    scans_df = scans_df[list(SCAN_COLUMNS)]
+    states_df = states_df[list(STATE_COLUMNS)]
+    notes_df = pd.DataFrame(notes or [], columns=list(NOTE_COLUMNS))
+    return ScanResult(scans_df, states_df, pd.DataFrame(columns=["probe_frame", "phase", "target", "port"]), notes_df)
 
 
 def _row(phase: int, scanner: str, target: str, technique: str, flags: str, ts: np.ndarray, ports: int, shape: str,
-         tool: str, evidence: str) -> dict:
+         tool: str, evidence: str, frames: np.ndarray | None = None) -> dict:
     first, last = int(ts.min()), int(ts.max())
     dur = (last - first) / 1e9
-    return dict(phase=phase, scanner=scanner, target=target, type=technique, flags=flags, first=first / 1e9,
-                last=last / 1e9, probes=len(ts), ports_probed=ports, rate=(len(ts) / dur if dur > 0 else float(len(ts))),
-                shape=shape, tool=tool, tool_evidence=evidence)
-
-
-def _discovery(packets: pd.DataFrame, icmp_probes: pd.DataFrame, cfg: ScanConfig, rows: list, states: list,
-               first_phase: int) -> int:
-    """Host discovery: ARP requests or ICMP echo/timestamp queries sweeping several hosts, or an echo and a
-    timestamp query to one host (nmap -sn's pair). One PING row per target, its "state" up or down."""
-    phase = first_phase
-    arp = packets[packets["arp_op"].notna()]
-    requests = arp[arp["arp_op"] == 1]
-    for scanner, req in requests.groupby(requests["src"].astype(str), observed=True):
-        targets = req["dst"].astype(str).unique()
-        if len(targets) < 3:
-            continue
-        answered = set(arp[(arp["arp_op"] == 2) & (arp["dst"].astype(str) == scanner)]["src"].astype(str))
-        for target in targets:
-            ts = req[req["dst"].astype(str) == target]["ts_ns"].to_numpy()
-            rows.append(_row(phase, scanner, target, "PING", "ARP", ts, 0, "horizontal", "unknown", "") |
-                        {"host_state": "up" if target in answered else "down"})
-        phase += 1
-    if len(icmp_probes):
-        for scanner, q in icmp_probes.groupby(icmp_probes["src"].astype(str), observed=True):
-            targets = q["dst"].astype(str).unique()
-            kinds = set(q["icmp_type"].dropna().astype(int))
-            if len(targets) < cfg.min_hosts and not ({8, 13} <= kinds):
-                continue
-            for target, tq in q.groupby(q["dst"].astype(str), observed=True):
-                up = tq["reply_kind"].notna().any()
-                names = "+".join(sorted({8: "echo", 13: "timestamp", 15: "info", 17: "mask", 128: "echo"}.get(k, str(k))
-                                        for k in set(tq["icmp_type"].dropna().astype(int))))
-                rows.append(_row(phase, scanner, target, "PING", f"ICMP {names}", tq["ts_ns"].to_numpy(), 0,
-                                 "horizontal" if len(targets) > 1 else "vertical", "unknown", "") |
-                            {"host_state": "up" if up else "down"})
-            phase += 1
-    return phase
+    frames = np.zeros(0, np.int64) if frames is None else np.asarray(frames)
+    return dict(phase=phase, stage="port scan", scanner=scanner, target=target, type=technique, flags=flags,
+                first=first / 1e9, last=last / 1e9,
+                first_frame=int(frames[np.argmin(ts)]) if len(frames) else None,
+                last_frame=int(frames[np.argmax(ts)]) if len(frames) else None, probes=len(ts), ports_probed=ports,
+                rate=(len(ts) / dur if dur > 0 else float(len(ts))), shape=shape, tool=tool, tool_evidence=evidence,
+                tool_frames=[], hops=None, host_state="up", evidence="")
 
 
 def _ipproto(packets: pd.DataFrame, cfg: ScanConfig, rows: list, states: list, first_phase: int) -> int:
@@ -618,7 +891,8 @@ def _ipproto(packets: pd.DataFrame, cfg: ScanConfig, rows: list, states: list, f
                 state, reason = "open|filtered", "no-response"
             states.append(dict(scanner=scanner, target=target, phase=phase, type="IPPROTO", protocol="ip",
                                port=int(p_num), state=state, reason=reason,
-                               probes=int((sent["ip_proto"] == p_num).sum()), reply_ttl=None, reply_window=None))
+                               probes=int((sent["ip_proto"] == p_num).sum()), reply_ttl=None, reply_window=None, probe_frame=None,
+                               reply_frame=None))
         ttl = sent["ttl"].dropna().astype(int)
         nmap_ttl = len(ttl) and ttl.between(37, 59).all() and ttl.nunique() > 1
         rows.append(_row(phase, scanner, target, "IPPROTO", "", sent["ts_ns"].to_numpy(), len(protos), "vertical",
@@ -662,11 +936,17 @@ def _reasons(kind: np.ndarray, icmp_type: np.ndarray, icmp_code: np.ndarray, v4:
     return out
 
 
+SCAN_COLUMNS = ("phase", "stage", "scanner", "target", "type", "flags", "first", "last", "first_frame", "last_frame",
+                "probes", "ports_probed", "rate", "shape", "tool", "tool_evidence", "tool_frames", "hops", "host_state",
+                "evidence")
+STATE_COLUMNS = ("scanner", "target", "phase", "type", "protocol", "port", "state", "reason", "probes", "reply_ttl",
+                 "reply_window", "probe_frame", "reply_frame")
+NOTE_COLUMNS = ("kind", "scanner", "targets", "port", "protocol", "first", "last", "packets", "evidence", "frames")
+
+
 def _empty_scans() -> pd.DataFrame:
-    return pd.DataFrame(columns=["phase", "scanner", "target", "type", "flags", "first", "last", "probes",
-                                 "ports_probed", "rate", "shape", "tool", "tool_evidence", "host_state"])
+    return pd.DataFrame(columns=list(SCAN_COLUMNS))
 
 
 def _empty_states() -> pd.DataFrame:
-    return pd.DataFrame(columns=["scanner", "target", "phase", "type", "protocol", "port", "state", "reason",
-                                 "probes", "reply_ttl", "reply_window"])
+    return pd.DataFrame(columns=list(STATE_COLUMNS))

@@ -1,23 +1,32 @@
 """Which tool sent a scan phase, from what its probes' headers give away. Each signature names its evidence.
 
+Signatures hold wherever the capture was taken: a TTL is read as the initial TTL it implies (the least of
+32, 64, 128, 255 at or above it) and the hops between scanner and sensor, never as a number the tool sends.
+
 ===========  ======================================================================================
-tool         signature of its probes (all must hold over the phase)
+tool         signature of its probes (over 90 % of a phase's probes, the rest retransmissions or strays)
 ===========  ======================================================================================
-unicornscan  IPv4 TCP; seq XOR target address XOR (dport << 16 | sport) is one key over >= 3 probes whose
-             (address, ports) differ: its per-run syn cookie (TCPHASHTRACK); any flags, -W template, TTL
-zmap         IPv4 ID 54321 on every probe; TTL 255
-masscan      TTL 255; TCP window 1024 or 1025; SYN options none or MSS 1460 alone (its templates)
-nmap         raw probes: TTL varies within 37–59 (nmap picks one at random per probe), or TCP window in
-             {1024, 2048, 3072, 4096} with SYN options exactly MSS 1460 and one source port for the phase
-qscan.nse    TTL 128, IPv4 ID 0x55d1 (21969) and window 3072 on every probe (its fixed template)
-hping3       no TCP options, one window for the phase, source port rising by one per probe (its defaults)
+unicornscan  IPv4 TCP; seq XOR target address XOR (dport << 16 | sport) falls into keys each shared by >= 3
+             probes whose (address, ports) differ: its syn cookie (TCPHASHTRACK), one key per run or repeat;
+             any flags, -W template, TTL
+qscan.nse    IPv4 ID 0x55d1 (21969), window 3072, initial TTL 128 (its fixed template)
+zmap         IPv4 ID 54321, initial TTL 255
+masscan      IPv4, initial TTL 255, TCP window 1024 or 1025, SYN options none or MSS 1460 alone
+nmap         raw probes: TTLs spread over one 23-value window at or below 59 (nmap draws each from 37–59;
+             off the scanner's link the window moves down by the hops), or (3+ probes) TCP window in
+             {1024, 2048, 3072, 4096} with SYN options none or MSS 1460 alone and one source port
+hping3       (3+ probes) no TCP options, one window, source port rising by one per probe (its defaults)
 ===========  ======================================================================================
 
-A connect() scan is sent by the scanner's kernel, so no tool signature survives: "unknown". unicornscan's
--msf is the exception: its own sender makes the SYNs (and the handshake), so its key still shows.
+Hops: from a template's initial TTL to the TTL its probes arrive with; for nmap's random TTL, 37 minus
+the least TTL to 59 minus the greatest (one number once the probes cover the window). A connect() scan is
+sent by the scanner's kernel, so no tool signature survives: "unknown" (its hops from the kernel's initial
+TTL). unicornscan's -msf is the exception: its own sender makes the SYNs, so its key still shows.
 """
 
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
@@ -70,6 +79,12 @@ class _Probes:
     def __len__(self) -> int:
         return len(self.rows)
 
+    def frames(self, most: int = 3) -> tuple[int, ...]:
+        """The frame numbers of the first `most` probes and of the last."""
+        frame = self.packets["frame"].to_numpy()
+        rows = self.rows if len(self.rows) <= most + 1 else np.append(self.rows[:most], self.rows[-1])
+        return tuple(int(f) for f in frame[rows])
+
     def head(self, n: int) -> _Probes:
         """The first n probes."""
         return _Probes(self.packets, self.rows[:n])
@@ -120,21 +135,22 @@ class _Probes:
 _UNICORNSCAN_SCREEN = 256
 
 
-def _unicornscan_key(probes: _Probes) -> int | None:
-    """The syn key when every probe's seq is unicornscan's hash of its (target, ports) under one key, else None."""
+def _unicornscan_keys(probes: _Probes) -> list[int] | None:
+    """The syn keys when every probe's seq is unicornscan's hash of its (target, ports) under a key that at
+    least UNICORNSCAN_MIN_PROBES probes of distinct (target, ports) share (a run draws one key; -R repeats
+    and runs in turn draw one each), in order of first use; else None."""
     if len(probes) < UNICORNSCAN_MIN_PROBES:
         return None
-    if len(probes) > _UNICORNSCAN_SCREEN and not _one_keys(probes.head(_UNICORNSCAN_SCREEN)):
+    if len(probes) > _UNICORNSCAN_SCREEN and not _shared_keys(probes.head(_UNICORNSCAN_SCREEN)):
         return None
-    for keys, mixed in _one_keys(probes):
-        if len(np.unique(mixed)) >= UNICORNSCAN_MIN_PROBES:
-            return int(keys[0])
-    return None
+    found = _shared_keys(probes)
+    return found[0] if found else None
 
 
-def _one_keys(probes: _Probes) -> list[tuple[np.ndarray, np.ndarray]]:
-    """For each sender byte order under which seq XOR target address XOR ports is one key over all the probes
-    (IPv4 TCP, every field present): (each probe's key, each probe's address XOR ports)."""
+def _shared_keys(probes: _Probes) -> list[list[int]]:
+    """For each sender byte order under which seq XOR target address XOR ports falls into keys that each hold
+    UNICORNSCAN_MIN_PROBES or more probes of distinct (address, ports) (IPv4 TCP, every field present): the
+    keys in order of first use. A random seq makes a key per probe."""
     if not (probes.all_v4() and probes.tcp().all()):
         return []
     columns = [probes.column(c) for c in ("seq", "sport", "dport")]
@@ -151,8 +167,16 @@ def _one_keys(probes: _Probes) -> list[tuple[np.ndarray, np.ndarray]]:
     for host_addr in (addr.byteswap(), addr):  # little-endian sender (x86, ARM), then big-endian
         mixed = host_addr ^ ports
         keys = seq ^ mixed
-        if (keys == keys[0]).all():
-            found.append((keys, mixed))
+        if len(keys) > 1 and keys.min() == keys.max():  # (one key: the usual run)
+            if len(np.unique(mixed)) >= UNICORNSCAN_MIN_PROBES:
+                found.append([int(keys[0])])
+            continue
+        distinct, first, key_of = np.unique(keys, return_index=True, return_inverse=True)
+        if len(distinct) * UNICORNSCAN_MIN_PROBES > len(keys):
+            continue
+        pairs = np.unique(np.stack([key_of.astype(np.uint64), mixed.astype(np.uint64)]), axis=1)
+        if (np.bincount(pairs[0].astype(np.int64), minlength=len(distinct)) >= UNICORNSCAN_MIN_PROBES).all():
+            found.append([int(k) for k in distinct[np.argsort(first)]])
     return found
 
 
@@ -161,43 +185,125 @@ def _distinct(values: np.ndarray) -> int:
     return int(np.count_nonzero(np.bincount(values))) if len(values) else 0
 
 
-def _signature(probes: _Probes, technique: str) -> tuple[str, str]:
-    key = _unicornscan_key(probes)
-    if key is not None:
+INITIAL_TTLS = (32, 64, 128, 255)  # the initial TTLs (hop limits) stacks and tools send with
+NMAP_TTL = (37, 59)  # nmap's raw packets: TTL drawn per packet from 37-59 (get_random_uint() % 23 + 37)
+SHARE = 0.9  # of a phase's probes a signature must hold for (the rest: retransmissions, strays)
+MIN_PROBES = 3  # probes a signature that compares probes (a TTL spread, a source port, its steps) needs
+
+
+def initial_ttl(ttl: np.ndarray) -> np.ndarray:
+    """The initial TTL each TTL implies: the least of INITIAL_TTLS at or above it."""
+    return np.array(INITIAL_TTLS)[np.searchsorted(np.array(INITIAL_TTLS), np.minimum(ttl, 255))]
+
+
+def _mostly(hit: np.ndarray) -> bool:
+    return len(hit) > 0 and hit.mean() >= SHARE
+
+
+@dataclass(frozen=True)
+class ToolVerdict:
+    """Which tool sent a phase, why (evidence), how many hops the sensor saw its probes travel (None: cannot
+    tell), and the frames of the probes that show it."""
+
+    tool: str
+    evidence: str
+    hops: int | None = None
+    frames: tuple[int, ...] = ()
+
+
+def _hops_text(hops: int | None, low: int | None = None, high: int | None = None) -> str:
+    if hops is not None:
+        return "the sensor is next to the scanner" if hops == 0 else f"the sensor is {hops} hop(s) from the scanner"
+    if low is not None and high is not None:
+        return f"the sensor is {low}–{high} hops from the scanner"
+    return ""
+
+
+def _template_hops(ttl: np.ndarray, initial: int) -> tuple[int | None, str]:
+    """Hops from a tool's fixed initial TTL to the TTL most probes carry."""
+    mode = int(np.bincount(ttl).argmax())
+    hops = initial - mode if mode <= initial else None
+    return hops, (f"TTL {mode} of {initial}" if hops else f"TTL {initial}") + (f": {_hops_text(hops)}" if hops is not None else "")
+
+
+def _random_ttl(ttl: np.ndarray) -> tuple[bool, int | None, str]:
+    """nmap's random TTL (37-59 when sent) seen some hops on: SHARE of the probes' TTLs within one 23-value
+    window at or below 59, at least MIN_PROBES distinct values among them. Hops: 37 - least .. 59 - greatest (one
+    number once the probes span the window)."""
+    width = NMAP_TTL[1] - NMAP_TTL[0]
+    if len(ttl) < MIN_PROBES:
+        return False, None, ""
+    counts = np.bincount(ttl, minlength=256)[:NMAP_TTL[1] + 1]
+    in_window = np.convolve(counts, np.ones(width + 1, np.int64))[width:]  # in_window[i]: TTLs i..i+width
+    start = int(in_window.argmax())
+    core = ttl[(ttl >= start) & (ttl <= start + width)]
+    if len(core) < SHARE * len(ttl) or _distinct(core) < MIN_PROBES:
+        return False, None, ""
+    low, high = NMAP_TTL[0] - int(core.min()), NMAP_TTL[1] - int(core.max())
+    if high < 0 or low > high:
+        return False, None, ""
+    low = max(low, 0)
+    hops = high if low == high else None
+    where = _hops_text(hops, low, high)
+    return True, hops, (f"TTL varies within {int(core.min())}–{int(core.max())} ({_distinct(core)} values): nmap's random "
+                        f"TTL ({NMAP_TTL[0]}–{NMAP_TTL[1]} when sent); {where}")
+
+
+def _signature(probes: _Probes, technique: str) -> ToolVerdict:
+    frames = probes.frames()
+    keys = _unicornscan_keys(probes)
+    if keys is not None:
         win = probes.present("window", tcp=True)
         template = UNICORNSCAN_TEMPLATES.get(int(win[0])) if len(win) and (win == win[0]).all() else None
-        return "unicornscan", (f"seq = key 0x{key:08x} XOR target address XOR (port << 16 | source port) on all "
-                               f"{len(probes)} probes: unicornscan's syn cookie"
-                               + (f"; window {win[0]} as its {template} template" if template else ""))
-    if technique == "CONNECT":
-        return "unknown", "connect(): probes are the scanner kernel's own SYNs"
+        named = ", ".join(f"0x{k:08x}" for k in keys[:4]) + (f" and {len(keys) - 4} more" if len(keys) > 4 else "")
+        return ToolVerdict("unicornscan", (
+            f"seq = key {named} XOR target address XOR (port << 16 | source port) on all {len(probes)} probes"
+            + (f" ({len(keys)} keys: one per run or repeat)" if len(keys) > 1 else "") + ": unicornscan's syn cookie"
+            + (f"; window {win[0]} as its {template} template" if template else "")), None, frames)
     ttl = probes.present("ttl")
+    if technique == "CONNECT":
+        hops, text = _template_hops(ttl, int(initial_ttl(np.array([np.bincount(ttl).argmax()]))[0])) if len(ttl) else (None, "")
+        return ToolVerdict("unknown", "connect(): probes are the scanner kernel's own SYNs"
+                           + (f"; {text}" if hops is not None else ""), hops, frames)
     if len(ttl) == 0:
-        return "unknown", ""
+        return ToolVerdict("unknown", "")
     ipid, win = probes.present("ip_id"), probes.present("window", tcp=True)
     v4 = probes.all_v4()
-    if v4 and len(ipid) and (ipid == 0x55D1).all() and (ttl == 128).all() and len(win) and (win == 3072).all():
-        return "nmap", "qscan.nse: TTL 128, IP ID 0x55d1, window 3072 on every probe (its fixed template)"
-    if v4 and len(ipid) and (ipid == 54321).all() and (ttl == 255).all():
-        return "zmap", "IP ID 54321 and TTL 255 on every probe"
+    initial = initial_ttl(ttl)
+    if v4 and len(win) and _mostly((ipid == 0x55D1) & (initial == 128)) and _mostly(win == 3072):
+        hops, text = _template_hops(ttl, 128)
+        return ToolVerdict("nmap", f"qscan.nse: IP ID 0x55d1, window 3072, {text} (its fixed template)", hops, frames)
+    if v4 and _mostly((ipid == 54321) & (initial == 255)):
+        hops, text = _template_hops(ttl, 255)
+        return ToolVerdict("zmap", f"IP ID 54321 and {text} on the probes (zmap's template)", hops, frames)
     opts, mss = probes.filled("tcp_options", tcp=True), probes.filled("mss", tcp=True)
     syn_opts_ok = (len(opts) == 0) or bool(np.isin(opts, (0, MSS_ONLY)).all() and (mss[opts == MSS_ONLY] == 1460).all())
     # IPv4 only: nmap's own IPv6 SYNs carry hop limit 255 and window 1024 too (sample nat_nmap_ipv6).
-    if v4 and (ttl == 255).all() and len(win) and np.isin(win, (1024, 1025)).all() and syn_opts_ok:
-        return "masscan", "TTL 255, window 1024/1025, options none or MSS 1460 (masscan's template)"
-    n_ttls = _distinct(ttl)
-    if (ttl >= 37).all() and (ttl <= 59).all() and n_ttls > 1:
-        return "nmap", f"TTL varies within 37–59 ({n_ttls} values): nmap's random TTL"
+    if v4 and _mostly(initial == 255) and len(win) and _mostly(np.isin(win, (1024, 1025))) and syn_opts_ok:
+        hops, text = _template_hops(ttl, 255)
+        return ToolVerdict("masscan", f"{text}, window 1024/1025, options none or MSS 1460 (masscan's template)",
+                           hops, frames)
+    is_random, hops, text = _random_ttl(ttl)
+    if is_random:
+        return ToolVerdict("nmap", text, hops, frames)
+    if len(probes) < MIN_PROBES:
+        return ToolVerdict("unknown", f"{len(probes)} probe(s): too few to tell a tool by its probes' habits")
     sport = probes.present("sport")
-    nmap_win = len(win) > 0 and np.isin(win, (1024, 2048, 3072, 4096)).all()
+    nmap_win = len(win) > 0 and _mostly(np.isin(win, (1024, 2048, 3072, 4096)))
     one_port = len(sport) > 0 and np.bincount(sport).max() >= 0.8 * len(sport)
     if nmap_win and one_port and syn_opts_ok:
-        return "nmap", "window in {1024,2048,3072,4096}, options none or MSS 1460, one source port"
-    if len(win) and (win == win[0]).all() and (opts == 0).all() and len(sport) > 2:
+        return ToolVerdict("nmap", "window in {1024,2048,3072,4096}, options none or MSS 1460, one source port",
+                           None, frames)
+    tcp = probes.tcp()
+    one_window = len(win) == 0 or (win == win[0]).all()
+    if one_window and (opts == 0).all() and len(sport) > 2:
         steps = np.diff(sport)  # in send order; each hping3 run starts again from its base port
         if (steps == 1).sum() >= 0.5 * len(steps) and (steps > 1).mean() < 0.2:
-            return "hping3", f"no options, window {win[0]}, source port rising by one per probe"
-    return "unknown", ""
+            hops, text = _template_hops(ttl, int(initial_ttl(np.array([np.bincount(ttl).argmax()]))[0]))
+            what = f"no options, window {win[0]}, " if tcp.any() and len(win) else ""
+            return ToolVerdict("hping3", f"{what}source port rising by one per probe (hping3's default); {text}",
+                               hops, frames)
+    return ToolVerdict("unknown", "")
 
 
 # The packets-table columns the signatures read.
@@ -205,9 +311,15 @@ SIGNATURE_COLUMNS = ("ttl", "ip_id", "ip_proto", "window", "tcp_options", "mss",
                      "dport", "dst")
 
 
+def tool_verdict(packets: pd.DataFrame, frames: np.ndarray, technique: str) -> ToolVerdict:
+    """The tool that sent one phase, from the frame numbers of its probes (in send order) and its technique."""
+    return _signature(_Probes(packets, packet_rows(packets["frame"].to_numpy(), frames)), technique)
+
+
 def tool_of_frames(packets: pd.DataFrame, frames: np.ndarray, technique: str) -> tuple[str, str]:
     """Tool and evidence for one phase: the frame numbers of its probes and its technique."""
-    return _signature(_Probes(packets, packet_rows(packets["frame"].to_numpy(), frames)), technique)
+    verdict = tool_verdict(packets, frames, technique)
+    return verdict.tool, verdict.evidence
 
 
 def tool_of_phase(packets: pd.DataFrame, phase_probes: pd.DataFrame, technique: str) -> tuple[str, str]:

@@ -1,0 +1,185 @@
+"""Which probes open an exchange: a scan's probes do; packets of a conversation already going do not.
+
+`match` pairs every packet that asks for an answer with its answer. Not every such packet is a scanner's
+probe: the capture may start in the middle of connections (their ACKs and FIN/ACKs come first), keep-alives
+and their ACKs ride on idle sessions, hosts query broadcast and multicast groups and their neighbours answer.
+A scan reads only the probes that open an exchange (`opens_exchange`):
+
+=====================  ==================================================================================
+a probe is not a        because
+scanner's when …
+=====================  ==================================================================================
+its sender sent data    clients send requests; scanners, connect() scanners included, send none (a
+on the 4-tuple          server's banner after a connect() scan's handshake does not count: servers speak
+                        first)
+it is not a SYN and     a segment inside a connection: data either way, the peer's own ACK or FIN (a
+the 4-tuple carries     scan's target answers with RST or SYN/ACK only), or the sender's own SYN before
+data, the peer's        it (the ACK that completes its handshake, the FIN or RST that ends it)
+ACK/FIN, or the
+sender's own SYN
+its destination is a    a broadcast or multicast group is not a host to scan (Ethernet group address,
+group                   IPv4 224/4 and 255.255.255.255, IPv6 ff00::/8)
+it answers a group      a datagram from port p to (A, q) after A queried a group from port q on port p:
+query                   NetBIOS, SSDP, mDNS, LLMNR and DHCP answers
+=====================  ==================================================================================
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+import numpy as np
+import pandas as pd
+
+from .flags import ACK, FIN, RST, SYN
+from .keys import column_codes, column_values, group_ids, int_column, int_column_at, rows_in
+
+Columns = dict[str, np.ndarray]  # aligned integer columns: a table without pandas' per-frame costs
+
+PACKET_KEYS = ("frame", "sport", "dport", "seq", "ack", "tcp_flags", "payload_len", "ip_proto")
+_WIDE_KEYS = ("frame", "seq", "ack", "payload_len", "eth_dst")  # 32-bit fields (with -1 for missing) need int64
+# The packets-table columns this module reads.
+PACKET_FIELDS = ("frame", "ts_ns", "src", "dst", "eth_dst", "ip_proto", "sport", "dport", "tcp_flags", "seq", "ack",
+                 "payload_len")
+
+
+def take(table: Columns, rows: np.ndarray, names: Iterable[str] | None = None) -> Columns:
+    """The rows `rows` (a mask, or positions) of the table, or of its columns `names`. A mask of every row
+    takes the columns themselves, not copies (no reader writes into a table's columns)."""
+    names = table.keys() if names is None else names
+    if rows.dtype == bool and rows.all():
+        return {name: table[name] for name in names}
+    return {name: table[name][rows] for name in names}
+
+
+class PacketKeys:
+    """The packets' columns the probe readings compare, as integers (-1 where missing), made only for the
+    rows a reading takes (the packets with payload, the resets, the ACKs, the probes: rarely all of a
+    capture's millions): in int32 where the values fit (address codes, 8- and 16-bit fields), int64 for
+    frame numbers, MAC addresses and 32-bit fields."""
+
+    NAMES = ("src", "dst") + PACKET_KEYS
+
+    def __init__(self, packets: pd.DataFrame) -> None:
+        self.packets = packets
+        self.narrow = np.int32 if len(packets) < 2**31 else np.int64
+        self.frame = packets["frame"].to_numpy()
+        self._flags: np.ndarray | None = None
+        self._proto: np.ndarray | None = None
+
+    def at(self, name: str, rows: np.ndarray) -> np.ndarray:
+        """Column `name` at `rows`."""
+        column = self.packets[name]
+        if name in ("src", "dst"):  # (a categorical's codes: a view, taken at the rows)
+            categorical = isinstance(column.dtype, pd.CategoricalDtype)
+            codes = column.cat.codes.to_numpy() if categorical else column_codes(column)[0]
+            return codes[rows].astype(self.narrow)
+        return int_column_at(column, rows, dtype=np.int64 if name in _WIDE_KEYS else self.narrow)
+
+    def take(self, rows: np.ndarray, names: Iterable[str] | None = None) -> Columns:
+        """Every key column (or those named) at `rows`."""
+        return {name: self.at(name, rows) for name in (self.NAMES if names is None else names)}
+
+    def flags(self) -> np.ndarray:
+        """Every packet's TCP flags, 0 where none."""
+        if self._flags is None:
+            self._flags = int_column(self.packets["tcp_flags"], 0, self.narrow)
+        return self._flags
+
+    def proto(self) -> np.ndarray:
+        """Every packet's IP protocol, -1 where none."""
+        if self._proto is None:
+            self._proto = int_column(self.packets["ip_proto"], -1, self.narrow)
+        return self._proto
+
+    def tcp_payload(self) -> np.ndarray:
+        """Which packets are TCP segments with payload."""
+        p = self.packets
+        return ((p["payload_len"] > 0).to_numpy(bool, na_value=False) & p["sport"].notna().to_numpy()
+                & (self.proto() == 6))
+
+
+_TUPLE = ("src", "dst", "sport", "dport")
+_REVERSED = ("dst", "src", "dport", "sport")
+
+
+def _bare_syn(flags: np.ndarray) -> np.ndarray:
+    """SYN without ACK or RST (ECN's ECE and CWR allowed): a connection's first segment."""
+    return (flags & (SYN | ACK | RST)) == SYN
+
+
+def tcp_in_conversation(keys: PacketKeys, pk: Columns) -> np.ndarray:
+    """Per probe: a TCP probe that belongs to a conversation rather than opening an exchange (see the module's
+    table). pk: the probes' columns src, dst, sport, dport, flags and tcp (whether each is TCP)."""
+    tcp = pk["tcp"]
+    out = np.zeros(len(tcp), bool)
+    if not tcp.any():
+        return out
+    payload = keys.take(np.flatnonzero(keys.tcp_payload()), _TUPLE)
+    mine = [pk[c] for c in _TUPLE]
+    if len(payload["src"]):
+        out = rows_in(mine, [payload[c] for c in _TUPLE]) & tcp  # its sender sent data on the 4-tuple
+    later = np.flatnonzero(tcp & ~_bare_syn(pk["flags"]) & ~out)  # (few in a SYN scan: none)
+    if not len(later):
+        return out
+    at = [m[later] for m in mine]
+    flags = keys.flags()
+    tcp_rows = keys.proto() == 6
+    talking = keys.take(np.flatnonzero(tcp_rows & ((flags & (SYN | RST)) == 0) & ((flags & (ACK | FIN)) != 0)),
+                        _TUPLE)
+    syns = keys.take(np.flatnonzero(tcp_rows & _bare_syn(flags)), _TUPLE)
+    inside = np.zeros(len(later), bool)
+    if len(payload["src"]):  # data the other way
+        inside |= rows_in(at, [payload[c] for c in _REVERSED])
+    if len(talking["src"]):  # the peer's own ACK or FIN
+        inside |= rows_in(at, [talking[c] for c in _REVERSED])
+    if len(syns["src"]):  # the sender's own SYN: its handshake's ACK, its FIN or RST
+        inside |= rows_in(at, [syns[c] for c in _TUPLE])
+    out[later] = inside
+    return out
+
+
+def _group_address(addresses: np.ndarray) -> np.ndarray:
+    """Which address texts are group addresses: IPv4 multicast or reserved (224/3, which holds
+    255.255.255.255), IPv6 multicast (ff00::/8)."""
+    text = pd.Series(addresses, dtype=object).astype(str)
+    v6 = text.str.contains(":", regex=False).to_numpy(bool)
+    first = pd.to_numeric(text.str.split(".", n=1).str[0], errors="coerce").to_numpy(float)
+    return np.where(v6, text.str.lower().str.startswith("ff").to_numpy(bool), first >= 224)
+
+
+def to_group(keys: PacketKeys, rows: np.ndarray) -> np.ndarray:
+    """Which packets at `rows` go to a group: an Ethernet group address (the I/G bit: broadcast and multicast,
+    subnet-directed broadcasts included), or a group IP destination."""
+    eth = keys.at("eth_dst", rows)
+    out = (eth >= 0) & ((eth >> 40) & 1 == 1)
+    dst = keys.at("dst", rows)
+    names = column_values(keys.packets["dst"])
+    if len(names):
+        group = _group_address(names)
+        if group.any():
+            out |= (dst >= 0) & np.append(group, False)[dst]  # (code -1: the appended False)
+    return out
+
+
+def answers_group_query(keys: PacketKeys, pk: Columns) -> np.ndarray:
+    """Per probe: a UDP datagram from port p to (A, q) sent after A sent a datagram from port q to a group on
+    port p (a NetBIOS name query to the broadcast address, an SSDP M-SEARCH, an mDNS or LLMNR query, a DHCP
+    discover): an answer to that query, not a probe."""
+    udp = pk["udp"]
+    out = np.zeros(len(udp), bool)
+    if not udp.any():
+        return out
+    rows = np.flatnonzero(keys.proto() == 17)
+    queries = rows[to_group(keys, rows)]
+    if not len(queries):
+        return out
+    q = keys.take(queries, ("src", "sport", "dport"))
+    u = np.flatnonzero(udp)
+    # (querier, its port, the port asked) of the queries, then of the datagrams' destinations and sources
+    key = group_ids(np.concatenate([q["src"], pk["dst"][u]]), np.concatenate([q["sport"], pk["dport"][u]]),
+                    np.concatenate([q["dport"], pk["sport"][u]]))
+    first_query = np.full(int(key.max()) + 1, np.iinfo(np.int64).max)
+    np.minimum.at(first_query, key[:len(queries)], keys.packets["ts_ns"].to_numpy()[queries])
+    out[u] = pk["ts_ns"][u] >= first_query[key[len(queries):]]
+    return out

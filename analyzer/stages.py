@@ -1,0 +1,352 @@
+"""Stages of a scanner's run that are not port scans: host discovery and nmap's OS detection.
+
+A port scanner rarely sends only its port probes. nmap first asks whether the host is up (as root, an ICMP
+echo, a SYN to 443, an ACK to 80 and an ICMP timestamp request; on the local link, ARP), and `-O` sends its
+OS-detection probes after the port scan. Read as port probes they look like separate one-port ACK, Xmas or
+UDP scans; here each set is recognised by its own signature, declared as data, and reported as a stage of
+the run, with its evidence. Its probes are kept out of the port tables' states.
+
+Recognisers take the probes table's columns (`scans._probe_keys`) and return `Stage`s: which probes make
+the stage, what it is, and why.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+from .exchanges import Columns, PacketKeys
+from .flags import ACK, CWR, ECE, FIN, PSH, RST, SYN, URG
+from .keys import group_ids, int_column_at
+
+
+@dataclass(frozen=True)
+class Stage:
+    """One stage of one scanner's run against one or more targets.
+
+    probes: positions in the probes columns (`scans._probe_keys`) of the stage's probes; stage: its name
+    ("host discovery", "OS detection"); kind: the scans table's type (PING, OS); flags: what was sent, in
+    short; tool, tool_evidence: the tool the stage's signature names and why; evidence: what the stage holds;
+    host_state per target ("up", "down" or "" where the stage does not tell)."""
+
+    probes: np.ndarray
+    stage: str
+    kind: str
+    flags: str
+    tool: str
+    tool_evidence: str
+    evidence: str
+    host_state: dict[int, str]
+
+
+@dataclass(frozen=True)
+class OsProbe:
+    """One of nmap's OS-detection probes: name, protocol, TCP flags (low 8 bits) and window, or for UDP the
+    payload length, for ICMP the echo code; distinctive: no other tool or stack sends it."""
+
+    name: str
+    protocol: str
+    flags: int = -1
+    window: int = -1
+    payload: int = -1
+    icmp_code: int = -1
+    distinctive: bool = True
+
+
+# nmap -O (osscan2.cc's prbWindowSz and probe builders; "TCP/IP Fingerprinting Methods Supported by Nmap" in
+# the nmap book): six SEQ SYNs to an open port, ECN, T2-T4 to the open port, T5-T7 to a closed one, U1 to a
+# closed UDP port (300 bytes of 'C'), IE (two echo requests, the first with code 9).
+OS_PROBES = (
+    OsProbe("SEQ", "tcp", SYN, 1), OsProbe("SEQ", "tcp", SYN, 63), OsProbe("SEQ", "tcp", SYN, 4),
+    OsProbe("SEQ", "tcp", SYN, 16),
+    OsProbe("SEQ", "tcp", SYN, 512, distinctive=False),  # (hping3's default window)
+    OsProbe("ECN", "tcp", SYN | ECE | CWR, 3),
+    OsProbe("T2", "tcp", 0, 128), OsProbe("T3", "tcp", SYN | FIN | PSH | URG, 256),
+    OsProbe("T4", "tcp", ACK, 1024, distinctive=False),  # (nmap -sA's own probe)
+    OsProbe("T5", "tcp", SYN, 31337), OsProbe("T6", "tcp", ACK, 32768), OsProbe("T7", "tcp", FIN | PSH | URG, 65535),
+    OsProbe("U1", "udp", payload=300),
+    OsProbe("IE", "icmp", icmp_code=9),
+)
+OS_MIN_KINDS = 3  # distinct distinctive probe names (SEQ counted once) that make the stage
+OS_MIN_SEQ = 3  # distinct SEQ windows for SEQ to count
+OS_SPAN_S = 30.0  # the stage's other probes (T4, the sixth SEQ, the second IE, retries) lie this close to it
+
+
+def os_detection(keys: PacketKeys, pk: Columns, candidates: np.ndarray) -> list[Stage]:
+    """nmap's OS detection, per (scanner, target): at least `OS_MIN_KINDS` of its distinctive probes."""
+    rows = np.flatnonzero(candidates & (pk["src"] >= 0))
+    if not len(rows):
+        return []
+    window = keys.at("window", pk["row"][rows])
+    payload = keys.at("payload_len", pk["row"][rows])
+    code = int_column_at(keys.packets["icmp_code"], pk["row"][rows])
+    flags = pk["flags"][rows] & 0xFF
+    name = np.full(len(rows), -1)  # index into OS_PROBES
+    for i, probe in enumerate(OS_PROBES):
+        if probe.protocol == "tcp":
+            hit = pk["tcp"][rows] & (flags == probe.flags) & (window == probe.window)
+        elif probe.protocol == "udp":
+            hit = pk["udp"][rows] & (payload == probe.payload)
+        else:
+            hit = pk["icmp"][rows] & (pk["icmp_type"][rows] == 8) & (code == probe.icmp_code)
+        name[hit & (name < 0)] = i
+    found = name >= 0
+    if not found.any():
+        return []
+    rows, name, window = rows[found], name[found], window[found]
+    pair = group_ids(pk["src"][rows], pk["dst"][rows])
+    stages = []
+    for p in np.unique(pair):
+        mine = pair == p
+        kinds = {OS_PROBES[i].name for i in name[mine] if OS_PROBES[i].distinctive}
+        seq_windows = {int(w) for i, w in zip(name[mine], window[mine]) if OS_PROBES[i].name == "SEQ"}
+        if len(seq_windows) < OS_MIN_SEQ:
+            kinds.discard("SEQ")
+        if len(kinds) < OS_MIN_KINDS:
+            continue
+        ts = pk["ts_ns"][rows[mine]]
+        distinctive = np.array([OS_PROBES[i].distinctive for i in name[mine]])
+        lo, hi = ts[distinctive].min() - OS_SPAN_S * 1e9, ts[distinctive].max() + OS_SPAN_S * 1e9
+        take = rows[mine][(ts >= lo) & (ts <= hi)]
+        taken_names = [OS_PROBES[i] for i in name[mine][(ts >= lo) & (ts <= hi)]]
+        ie = pk["icmp"] & (pk["src"] == pk["src"][take[0]]) & (pk["dst"] == pk["dst"][take[0]]) & candidates
+        ie &= (pk["ts_ns"] >= lo) & (pk["ts_ns"] <= hi) & (pk["icmp_type"] == 8)  # (IE's second echo: code 0)
+        if any(probe.name == "IE" for probe in taken_names):
+            take = np.union1d(take, np.flatnonzero(ie))
+        stages.append(Stage(
+            probes=np.sort(take), stage="OS detection", kind="OS", flags="nmap -O probe set", tool="nmap",
+            tool_evidence=f"nmap's OS-detection probes: {', '.join(sorted(kinds))}",
+            evidence=_os_evidence(pk, take, taken_names), host_state={}))
+    return stages
+
+
+def _os_evidence(pk: Columns, take: np.ndarray, probes: list[OsProbe]) -> str:
+    """What the OS-detection stage sent, by probe and port: "SEQ ×6 to 135/tcp (windows 1, 4, 16, 63, 512); …"."""
+    by_name: dict[str, set[str]] = {}
+    for probe in probes:
+        by_name.setdefault(probe.name, set())
+    tcp, udp, port = pk["tcp"][take], pk["udp"][take], pk["dport"][take]
+    ports = {("tcp" if t else "udp" if u else "icmp", int(d)) for t, u, d in zip(tcp, udp, port) if t or u}
+    names = ", ".join(n for n in ("SEQ", "ECN", "T2", "T3", "T4", "T5", "T6", "T7", "U1", "IE") if n in by_name)
+    where = ", ".join(f"{d}/{proto}" for proto, d in sorted(ports, key=lambda x: (x[0], x[1])))
+    return f"{len(take)} probes ({names}) to {where}" if where else f"{len(take)} probes ({names})"
+
+
+# nmap's default host discovery as root (nmap.org/book/man-host-discovery.html: "-PE -PS443 -PA80 -PP"):
+# ICMP echo, TCP SYN to 443, TCP ACK to 80, ICMP timestamp request, sent together to each target.
+NMAP_DISCOVERY = (("icmp", 8, -1), ("tcp", SYN, 443), ("tcp", ACK, 80), ("icmp", 13, -1))
+DISCOVERY_SPAN_S = 5.0  # the set's probes to one target lie this close together
+PING_SWEEP_HOSTS = 5  # ICMP queries to at least this many hosts: a ping sweep
+
+
+DISCOVERY_GAP_S = 30.0  # a silence between a scanner's ICMP queries that ends one discovery
+
+
+def icmp_discovery(pk: Columns, candidates: np.ndarray, names: dict[str, np.ndarray]) -> list[Stage]:
+    """Host discovery by ICMP queries (and nmap's TCP pings sent with them), per scanner and burst of queries
+    (bursts apart by `DISCOVERY_GAP_S`: each nmap run begins with its own discovery):
+
+    - nmap's default set to a target: an echo, a timestamp request, a SYN to 443 and an ACK to 80, the TCP pings
+      sent among the ICMP queries (from a second before the first to the last: a port scan's own probe to
+      443 comes after the host answered);
+    - an ICMP echo and timestamp pair to a target (nmap -sn -PE -PP);
+    - a sweep: ICMP queries to `PING_SWEEP_HOSTS` or more hosts.
+    host_state per target from the answers."""
+    icmp = np.flatnonzero(candidates & pk["icmp"] & (pk["src"] >= 0))
+    if not len(icmp):
+        return []
+    stages = []
+    icmp = icmp[np.lexsort((pk["ts_ns"][icmp], pk["src"][icmp]))]
+    src, ts = pk["src"][icmp], pk["ts_ns"][icmp]
+    new = np.ones(len(icmp), bool)
+    new[1:] = (src[1:] != src[:-1]) | (np.diff(ts) > DISCOVERY_GAP_S * 1e9)
+    for burst in np.split(icmp, np.flatnonzero(new)[1:]):
+        stages.extend(_icmp_burst(pk, candidates, burst))
+    return stages
+
+
+def _icmp_burst(pk: Columns, candidates: np.ndarray, burst: np.ndarray) -> list[Stage]:
+    """`icmp_discovery` of one scanner's burst of ICMP queries."""
+    scanner = pk["src"][burst[0]]
+    nmap_set, pairs = [], []
+    for target in np.unique(pk["dst"][burst]):
+        to = burst[pk["dst"][burst] == target]
+        if not {8, 13} <= set(pk["icmp_type"][to].tolist()):
+            continue
+        t0, t1 = pk["ts_ns"][to].min() - 1e9, pk["ts_ns"][to].max() + 1e8
+        tcp = np.flatnonzero(candidates & pk["tcp"] & (pk["src"] == scanner) & (pk["dst"] == target)
+                             & (pk["ts_ns"] >= t0) & (pk["ts_ns"] <= t1))
+        flags = pk["flags"][tcp] & (SYN | ACK | FIN | RST)
+        pings = tcp[((flags == SYN) & (pk["dport"][tcp] == 443)) | ((flags == ACK) & (pk["dport"][tcp] == 80))]
+        has = {(int(f), int(d)) for f, d in zip(pk["flags"][pings] & (SYN | ACK), pk["dport"][pings])}
+        if {(SYN, 443), (ACK, 80)} <= has:
+            nmap_set.append(np.concatenate([to, pings]))
+        else:
+            pairs.append(to)
+    stages = []
+    if nmap_set:
+        stages.append(_discovery_stage(
+            pk, np.concatenate(nmap_set), "ICMP echo, TCP SYN to 443, TCP ACK to 80, ICMP timestamp", "nmap",
+            "nmap's default host discovery as root (-PE -PS443 -PA80 -PP): an ICMP echo, a SYN to 443, an ACK to "
+            "80 and an ICMP timestamp request to each target together"))
+    if pairs:
+        stages.append(_discovery_stage(
+            pk, np.concatenate(pairs), "ICMP echo and timestamp", "nmap",
+            "an ICMP echo and a timestamp request to each target: nmap's -PE -PP pair"))
+    claimed = np.concatenate(nmap_set + pairs) if nmap_set or pairs else np.zeros(0, np.int64)
+    rest = np.setdiff1d(burst, claimed)
+    if len(np.unique(pk["dst"][rest])) >= PING_SWEEP_HOSTS:
+        kinds = sorted({_ICMP_QUERY.get(int(t), str(t)) for t in pk["icmp_type"][rest]})
+        stages.append(_discovery_stage(pk, rest, "ICMP " + "+".join(kinds), "unknown", ""))
+    return stages
+
+
+_ICMP_QUERY = {8: "echo", 13: "timestamp", 15: "info", 17: "mask", 128: "echo"}
+
+
+def _discovery_stage(pk: Columns, probes: np.ndarray, flags: str, tool: str, tool_evidence: str) -> Stage:
+    answered = pk["kind"][probes] >= 0
+    up = set(pk["dst"][probes][answered].tolist())
+    states = {int(t): ("up" if t in up else "down") for t in np.unique(pk["dst"][probes]).tolist()}
+    n_up = sum(s == "up" for s in states.values())
+    return Stage(probes=np.sort(probes), stage="host discovery", kind="PING", flags=flags, tool=tool,
+                 tool_evidence=tool_evidence,
+                 evidence=f"{len(probes)} probes to {len(states)} host(s); {n_up} answered", host_state=states)
+
+
+TRACE_MIN_TTLS = 3  # distinct TTLs, the least of them at most TRACE_FIRST_TTL, to one target: a traceroute
+TRACE_FIRST_TTL = 3
+
+
+def traceroutes(keys: PacketKeys, pk: Columns, candidates: np.ndarray, ttl: np.ndarray) -> list[Stage]:
+    """Path probes, per (sender, target): a traceroute (`TRACE_MIN_TTLS` or more distinct TTLs starting at most
+    at `TRACE_FIRST_TTL`: each TTL a hop further, Linux's UDP to 33434 and up, Windows' ICMP echo, nmap's
+    --traceroute), and any probe that expired in transit (ICMP time exceeded: it never reached its target,
+    as a NAT hole punch's low-TTL datagrams do not). Neither is a port probe. ttl: each probe's TTL (-1 none)."""
+    rows = np.flatnonzero(candidates & (pk["src"] >= 0))
+    if not len(rows):
+        return []
+    expired = (((pk["ip_version"][rows] == 4) & (pk["reply_icmp_type"][rows] == 11))
+               | ((pk["ip_version"][rows] == 6) & (pk["reply_icmp_type"][rows] == 3)))
+    pair = group_ids(pk["src"][rows], pk["dst"][rows])
+    stages = []
+    for p in np.unique(pair[expired | (ttl[rows] <= TRACE_FIRST_TTL) & (ttl[rows] >= 0)]):
+        mine = rows[pair == p]
+        t = ttl[mine]
+        distinct = np.unique(t[t >= 0])
+        tracing = len(distinct) >= TRACE_MIN_TTLS and distinct.min() <= TRACE_FIRST_TTL
+        if tracing:
+            take = mine[(t >= 0) & (t <= max(int(distinct.max()), 1))]
+        else:
+            take = mine[expired[pair == p]]
+        if not len(take):
+            continue
+        n_expired = _time_exceeded(keys, pk, take)
+        evidence = (f"{len(take)} probes with TTL {int(ttl[take].min())}–{int(ttl[take].max())}, {n_expired} expired in "
+                    "transit (ICMP time exceeded)" if tracing else
+                    f"{len(take)} probes with TTL {int(ttl[take].min())} expired in transit (ICMP time exceeded)")
+        stages.append(Stage(probes=np.sort(take), stage="traceroute" if tracing else "path probes", kind="TRACE",
+                            flags="TTL " + (f"{int(ttl[take].min())}–{int(ttl[take].max())}" if tracing
+                                            else str(int(ttl[take].min()))),
+                            tool="unknown", tool_evidence="", evidence=evidence, host_state={}))
+    return stages
+
+
+def _time_exceeded(keys: PacketKeys, pk: Columns, probes: np.ndarray) -> int:
+    """How many ICMP time-exceeded messages went to the probes' sender quoting their target, from the first
+    probe to a reply window after the last (an ICMP echo's are not paired with it by `match`)."""
+    p = keys.packets
+    icmp_type = p["icmp_type"].to_numpy(np.float64, na_value=-1)
+    version = p["ip_version"].to_numpy()
+    exceeded = np.flatnonzero(((version == 4) & (icmp_type == 11)) | ((version == 6) & (icmp_type == 3)))
+    if not len(exceeded):
+        return 0
+    sender, target = pk["src"][probes[0]], pk["dst"][probes[0]]
+    ts = p["ts_ns"].to_numpy()[exceeded]
+    t0, t1 = pk["ts_ns"][probes].min(), pk["ts_ns"][probes].max() + 10 * 10**9
+    to_sender = keys.at("dst", exceeded) == sender
+    quoted = p["q_dst"].array[exceeded].astype(object)
+    target_name = p["dst"].cat.categories[target] if isinstance(p["dst"].dtype, pd.CategoricalDtype) else None
+    return int((to_sender & (ts >= t0) & (ts <= t1) & (quoted == target_name)).sum())
+
+
+ARP_SWEEP_HOSTS = 32  # distinct addresses asked for within ARP_SWEEP_S: a sweep, not resolution
+ARP_RUN = 8  # or this many consecutive addresses within ARP_SWEEP_S (a small subnet swept in order)
+ARP_SWEEP_S = 5.0
+
+
+@dataclass(frozen=True)
+class ArpStage:
+    """Host discovery by ARP: the sender, the frames, the targets asked for and whether each answered."""
+
+    scanner: str
+    frames: np.ndarray
+    ts_ns: np.ndarray
+    asked: np.ndarray  # the address each request asked for
+    targets: list[str]
+    answered: set[str]
+    evidence: str
+
+
+def arp_discovery(packets: pd.DataFrame) -> list[ArpStage]:
+    """ARP sweeps, per sender: `ARP_SWEEP_HOSTS` distinct addresses asked for, or `ARP_RUN` consecutive IPv4
+    addresses, within `ARP_SWEEP_S` (nmap -sn, arp-scan, netdiscover on the local link). A host resolving its
+    neighbours as it needs them asks for a few addresses at a time: not discovery; nor is the request a
+    kernel sends for a host before its first packet to it, scan or not."""
+    arp = packets[packets["arp_op"].notna()]
+    if not len(arp):
+        return []
+    src, dst = arp["src"].astype(str).to_numpy(), arp["dst"].astype(str).to_numpy()
+    op = arp["arp_op"].to_numpy(np.int64, na_value=0)
+    request = (op == 1) & (src != dst)  # (a gratuitous ARP asks for its own address)
+    replies = {(a, b) for a, b in zip(src[op == 2], dst[op == 2])}  # (who answered, whom)
+    ts, frame = arp["ts_ns"].to_numpy(), arp["frame"].to_numpy()
+    stages = []
+    for sender in np.unique(src[request]):
+        mine = np.flatnonzero(request & (src == sender))
+        t, d = ts[mine], dst[mine]
+        keep = _swept(t, d)
+        if not keep.any():
+            continue
+        targets = list(dict.fromkeys(d[keep].tolist()))
+        answered = {x for x in targets if (x, sender) in replies}
+        stages.append(ArpStage(sender, frame[mine[keep]], t[keep], d[keep], targets, answered,
+                               f"{len(targets)} addresses asked for, at least {min(ARP_RUN, ARP_SWEEP_HOSTS)} within "
+                               f"{ARP_SWEEP_S:g} s; {len(answered)} answered"))
+    return stages
+
+
+def _swept(ts: np.ndarray, dst: np.ndarray) -> np.ndarray:
+    """Which requests (in time order) lie in a window of ARP_SWEEP_S holding ARP_SWEEP_HOSTS distinct addresses,
+    or ARP_RUN consecutive IPv4 addresses."""
+    out = np.zeros(len(ts), bool)
+    if len(set(dst.tolist())) < min(ARP_RUN, ARP_SWEEP_HOSTS):  # (too few addresses for either)
+        return out
+    end = np.searchsorted(ts, ts + ARP_SWEEP_S * 1e9, side="right")
+    numbers = np.array([_ipv4_number(x) for x in dst], np.int64)
+    for i in range(len(ts)):
+        window = dst[i:end[i]]
+        distinct = set(window.tolist())
+        if len(distinct) >= ARP_SWEEP_HOSTS or _longest_run(numbers[i:end[i]]) >= ARP_RUN:
+            out[i:end[i]] = True
+    return out
+
+
+def _ipv4_number(text: str) -> int:
+    parts = text.split(".")
+    if len(parts) != 4 or not all(p.isdigit() for p in parts):
+        return -1
+    a, b, c, d = (int(p) for p in parts)
+    return (a << 24) | (b << 16) | (c << 8) | d
+
+
+def _longest_run(numbers: np.ndarray) -> int:
+    """The longest run of consecutive integers among the distinct non-negative numbers."""
+    values = np.unique(numbers[numbers >= 0])
+    if not len(values):
+        return 0
+    breaks = np.flatnonzero(np.diff(values) != 1)
+    edges = np.concatenate([[-1], breaks, [len(values) - 1]])
+    return int(np.diff(edges).max())
