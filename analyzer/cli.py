@@ -116,24 +116,25 @@ def _scan_results(args: argparse.Namespace) -> tuple:
     packets = read(args.capture, engine=args.engine,
                    columns=match_columns(probe_fields) + SCAN_PACKET_FIELDS + HOST_PACKET_FIELDS)
     probes = match(packets, window_s=args.window, columns=probe_fields)
-    found, states = scans(packets, probes)
-    return packets, found, states, hosts(packets, probes, states, found)
+    result = scans(packets, probes)
+    return packets, result, hosts(packets, probes, result.states, result.scans)
 
 
 def cmd_scans(args: argparse.Namespace) -> int:
-    packets, found, states, host_table = _scan_results(args)
+    packets, result, host_table = _scan_results(args)
     meta = {"capture": args.capture, "packets": len(packets)}
     if args.format == "json":
-        _write_bytes(scans_json_pieces(found, states, host_table, meta))
+        _write_bytes(scans_json_pieces(result.scans, result.states, host_table, meta, result.notes))
     elif args.format == "csv":
-        sys.stdout.write(scans_csv(states))
+        sys.stdout.write(scans_csv(result.states, result.scans))
     else:
-        print(scans_table(found, states, meta))
+        print(scans_table(result.scans, result.states, meta, notes=result.notes))
     return 0
 
 
 def cmd_hosts(args: argparse.Namespace) -> int:
-    _, found, states, host_table = _scan_results(args)
+    _, result, host_table = _scan_results(args)
+    found, states = result
     if args.format == "json":
         _write_bytes([scans_json(found.iloc[0:0], states.iloc[0:0], host_table, {"capture": args.capture})])
     elif args.format == "csv":

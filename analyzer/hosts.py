@@ -18,12 +18,13 @@ import re
 import numpy as np
 import pandas as pd
 
+from .exchanges import PacketKeys, to_group
 from .flags import ACK, RST, SYN
 from .keys import column_codes, int_column_at, modes, packet_rows, stable_order, unique_inverse
 
 # The packets-table and probes-table columns `hosts` reads.
-PACKET_FIELDS = ("eth_src", "ip_version", "src", "arp_op", "ttl", "ip_id", "ip_proto", "icmp_type", "tcp_flags", "window",
-                 "tcp_options")
+PACKET_FIELDS = ("frame", "eth_src", "eth_dst", "ip_version", "src", "dst", "arp_op", "ttl", "ip_id", "ip_proto",
+                 "icmp_type", "tcp_flags", "window", "tcp_options")
 # Packets whose TTL the protocol fixes, not the system: IGMP (TTL 1, RFC 2236/3376); ICMPv6 multicast listener
 # messages (hop limit 1, RFC 2710/3810: types 130-132, 143) and neighbour discovery (255, RFC 4861: 133-137).
 FIXED_TTL_ICMP6 = (130, 131, 132, 133, 134, 135, 136, 137, 143)
@@ -145,6 +146,8 @@ def hosts(packets: pd.DataFrame, probes: pd.DataFrame | None = None, states: pd.
     fixed_ttl = proto == 2
     icmp6 = np.flatnonzero(proto == 58)
     fixed_ttl[icmp6] = np.isin(column("icmp_type", icmp6), FIXED_TTL_ICMP6)
+    # A group destination's TTL is the application's choice (SSDP's and LLMNR's 1, mDNS's 255), not the stack's.
+    fixed_ttl |= to_group(PacketKeys(packets), rows)
     all_ttls = np.where(fixed_ttl, -1, column("ttl"))  # (a TTL the protocol fixes tells nothing: as if absent)
     own = ~_tool_made(packets, probes, scans, rows, host, addresses[seen], all_ttls)  # what their own stacks sent
     synacks = np.flatnonzero(((flags & (SYN | ACK)) == (SYN | ACK)) & own)
@@ -152,7 +155,14 @@ def hosts(packets: pd.DataFrame, probes: pd.DataFrame | None = None, states: pd.
     n_replies, n_synacks = np.bincount(host[replies], minlength=n_hosts), np.bincount(host[synacks], minlength=n_hosts)
     ttl_rows = np.concatenate([replies, np.flatnonzero((n_replies[host] == 0) & own)])  # replies, else every packet
     ttl = _mode(host[ttl_rows], all_ttls[ttl_rows], n_hosts)
-    mac = _mode(host, column("eth_src", dtype=np.int64), n_hosts)
+    eth = column("eth_src", dtype=np.int64)
+    eth[eth == 0] = -1  # (00:00:00:00:00:00: loopback and cooked captures carry no address, not Xerox's)
+    mac = _mode(host, eth, n_hosts)
+    frame = packets["frame"].to_numpy()[rows]
+    ttl_frame = _first_frame(host[ttl_rows], all_ttls[ttl_rows], ttl, frame[ttl_rows], n_hosts)
+    synack_frame = np.full(n_hosts, -1)
+    np.minimum.at(synack_frame, host[synacks][::-1], -frame[synacks][::-1])  # (the first SYN/ACK's, negated)
+    synack_frame = -synack_frame
     window = _mode(host[synacks], column("window", synacks), n_hosts)
     option_code, options = pd.factorize(packets["tcp_options"].array[rows[synacks]].fillna(0), sort=True)
     layout = _mode(host[synacks], option_code.astype(np.int64), n_hosts)
@@ -161,16 +171,23 @@ def hosts(packets: pd.DataFrame, probes: pd.DataFrame | None = None, states: pd.
     not_rfc793 = _rst_on_open_ports(states)
     n_packets = np.bincount(host, minlength=n_hosts)
 
+    hops = np.where(ttl >= 0, initial_ttls(ttl) - ttl, -1)
+    gateway = _gateways(mac, hops)
+    rewritten = _rewritten_ttls(mac, hops, ttl, gateway)
     out = []
     for i, addr in enumerate(addresses[seen].tolist()):
-        evidence = []
+        evidence, frames = [], []
         os_name = init = None
-        if ttl[i] >= 0:
+        if ttl[i] >= 0 and i in rewritten:
+            evidence.append(rewritten[i])
+        elif ttl[i] >= 0:
             init = initial_ttl(int(ttl[i]))
             evidence.append(f"TTL {ttl[i]} (initial {init}, {init - int(ttl[i])} hops)")
+            frames.append(int(ttl_frame[i]))
         if n_synacks[i]:
             options_seen = option_layout(int(options[layout[i]]))
             evidence.append(f"SYN/ACK window {window[i]}, options {options_seen or 'none'}")
+            frames.append(int(synack_frame[i]))
             os_name = next((name for ttl0, prefix, name in OS_LAYOUTS
                             if init == ttl0 and options_seen.startswith(prefix)), None)
         if n_ids[i] >= 3:
@@ -181,11 +198,68 @@ def hosts(packets: pd.DataFrame, probes: pd.DataFrame | None = None, states: pd.
         if os_name is None and init is not None and n_replies[i]:
             os_name = {64: "Linux/Unix-like", 128: "Windows-like", 255: "network device / Solaris-like",
                        32: "old Windows / embedded"}[init]
-        out.append(dict(address=addr, mac=mac_text(int(mac[i])) if mac[i] >= 0 else None,
-                        vendor=vendor_of(int(mac[i])) if mac[i] >= 0 else None,
+        own = mac[i] >= 0 and not gateway[i]
+        if own and hops[i] > 0 and i not in rewritten:
+            evidence.append(f"frames arrive through a router ({hops[i]} hop(s)): MAC {mac_text(int(mac[i]))} is that "
+                            "router's (a NAT's own address, or a host behind it)")
+        out.append(dict(address=addr, mac=mac_text(int(mac[i])) if own else None,
+                        vendor=vendor_of(int(mac[i])) if own else None,
+                        via=mac_text(int(mac[i])) if mac[i] >= 0 and gateway[i] else None,
+                        via_vendor=vendor_of(int(mac[i])) if mac[i] >= 0 and gateway[i] else None,
                         os=(f"{os_name} ({'; '.join(evidence)})" if os_name else None),
-                        os_evidence="; ".join(evidence), packets=int(n_packets[i])))
-    return pd.DataFrame(out, columns=["address", "mac", "vendor", "os", "os_evidence", "packets"])
+                        os_evidence="; ".join(evidence), evidence_frames=frames, packets=int(n_packets[i])))
+    return pd.DataFrame(out, columns=list(HOST_COLUMNS))
+
+
+HOST_COLUMNS = ("address", "mac", "vendor", "via", "via_vendor", "os", "os_evidence", "evidence_frames", "packets")
+GATEWAY_HOSTS = 3  # addresses behind one MAC, some of them hops away: that MAC is a router's
+REWRITE_HOSTS = 5  # remote addresses behind one gateway whose TTLs all sit at 0 hops: a middlebox sets them
+
+
+def initial_ttls(ttl: np.ndarray) -> np.ndarray:
+    """`initial_ttl` of each TTL (non-negative)."""
+    table = np.array((32, 64, 128, 255))
+    return table[np.searchsorted(table, np.minimum(ttl, 255))]
+
+
+def _gateways(mac: np.ndarray, hops: np.ndarray) -> np.ndarray:
+    """Per host: whether its frames' source MAC is a router's rather than its own: a MAC that GATEWAY_HOSTS or
+    more addresses share, some of them hops away, is the router they come through (a NAT rewriting TTLs hides
+    the hops, not the sharing). One address hops away behind a MAC of its own may be a NAT's outside address,
+    whose MAC it is: `hosts` says the hops and keeps the MAC."""
+    out = np.zeros(len(mac), bool)
+    known = np.flatnonzero(mac >= 0)
+    if not len(known):
+        return out
+    inverse = np.unique(mac[known], return_inverse=True)[1]
+    sharing = np.bincount(inverse) >= GATEWAY_HOSTS
+    remote = np.bincount(inverse, weights=hops[known] > 0) > 0
+    out[known] = sharing[inverse] & remote[inverse]
+    return out
+
+
+def _rewritten_ttls(mac: np.ndarray, hops: np.ndarray, ttl: np.ndarray, gateway: np.ndarray) -> dict[int, str]:
+    """Hosts behind one gateway MAC whose replies all arrive with one initial TTL, 0 hops, from REWRITE_HOSTS or
+    more addresses: real hosts across the Internet sit at many distances, so a middlebox rewrote the TTL (a
+    virtual machine's NAT does). Host → the evidence text that replaces its TTL evidence (no OS hint from it)."""
+    out: dict[int, str] = {}
+    behind = np.flatnonzero((mac >= 0) & (ttl >= 0) & (hops == 0))
+    for m in np.unique(mac[behind]):
+        mine = behind[mac[behind] == m]
+        shared = (mac == m) & (ttl >= 0)
+        if len(mine) >= REWRITE_HOSTS and len(np.unique(ttl[mine])) == 1 and len(mine) >= 0.9 * shared.sum():
+            text = (f"TTL {int(ttl[mine[0]])} on every reply from {len(mine)} addresses behind {mac_text(int(m))}: a "
+                    "middlebox rewrites TTLs there (a virtual machine's NAT does), so the TTL tells nothing of the host")
+            out.update({int(i): text for i in mine})
+    return out
+
+
+def _first_frame(groups: np.ndarray, values: np.ndarray, wanted: np.ndarray, frames: np.ndarray, n: int) -> np.ndarray:
+    """Per group, the first frame (least number) whose value is the group's wanted one (-1: none)."""
+    out = np.full(n, np.iinfo(np.int64).max)
+    hit = values == wanted[groups]
+    np.minimum.at(out, groups[hit], frames[hit])
+    return np.where(out == np.iinfo(np.int64).max, -1, out)
 
 
 def _tool_made(packets: pd.DataFrame, probes: pd.DataFrame | None, scans: pd.DataFrame | None, rows: np.ndarray,

@@ -463,37 +463,63 @@ def utc(seconds: float, day_of: float | None = None) -> str:
     return t.strftime("%H:%M:%S.%f" if same_day else "%Y-%m-%d %H:%M:%S.%f")[:-3] + " UTC"
 
 
-def scans_json(scans: pd.DataFrame, states: pd.DataFrame, hosts: pd.DataFrame, meta: dict[str, object]) -> bytes:
+def scans_json(scans: pd.DataFrame, states: pd.DataFrame, hosts: pd.DataFrame, meta: dict[str, object],
+               notes: pd.DataFrame | None = None) -> bytes:
     """The scans result as JSON (UTF-8): indented up to INDENT_UP_TO_ROWS port states, else compact."""
-    return b"".join(scans_json_pieces(scans, states, hosts, meta))
+    return b"".join(scans_json_pieces(scans, states, hosts, meta, notes))
 
 
-def scans_json_pieces(scans: pd.DataFrame, states: pd.DataFrame, hosts: pd.DataFrame,
-                      meta: dict[str, object]) -> Iterator[bytes]:
+PORT_JSON_COLUMNS = ["port", "protocol", "state", "reason", "probes", "service", "probe_frame", "reply_frame"]
+
+
+def scans_json_pieces(scans: pd.DataFrame, states: pd.DataFrame, hosts: pd.DataFrame, meta: dict[str, object],
+                      notes: pd.DataFrame | None = None) -> Iterator[bytes]:
     """`scans_json` in pieces, to be written one after the other. In a big result, a scan of many ports has its
-    port states written column-wise (`_DEFERRED`, `_records_json`), the others as dicts."""
-    port_cols = ["port", "protocol", "state", "reason", "probes", "service"]
+    port states written column-wise (`_DEFERRED`, `_records_json`); the others' records are made in one pass
+    (a sweep has a scan per target: one pass, not one per target)."""
     indent = len(states) <= INDENT_UP_TO_ROWS
     by_scan = states_by_scan(states)
     st = states.assign(port=states["port"].astype(int), probes=states["probes"].astype(int),
-                       service=_service_names(states["port"], states["protocol"]))[port_cols]
+                       service=_service_names(states["port"], states["protocol"]),
+                       probe_frame=states["probe_frame"].astype("Int64"),
+                       reply_frame=states["reply_frame"].astype("Int64"))[PORT_JSON_COLUMNS]
+    keys = [(int(p), str(t)) for p, t in zip(scans["phase"], scans["target"])]
+    rows_of = [by_scan.get(key) for key in keys]
+    deferred_at = [rows is not None and not indent and len(rows) >= DEFER_ROWS for rows in rows_of]
+    as_dicts = [rows for rows, d in zip(rows_of, deferred_at) if rows is not None and not d]
+    records = iter(_records(st.iloc[np.concatenate(as_dicts)], PORT_JSON_COLUMNS) if as_dicts else [])
     out, deferred = [], []
-    for rec in _records(scans, list(scans.columns)):  # first / last: epoch s, rounded to the µs there
-        rows = by_scan.get((int(rec["phase"]), str(rec["target"])))
+    for rec, rows, defer in zip(_records(scans, list(scans.columns)), rows_of, deferred_at):
         if rows is None:
             ports: object = []
-        elif not indent and len(rows) >= DEFER_ROWS:
+        elif defer:
             ports = _DEFERRED
-            deferred.append((st.iloc[rows], port_cols))
+            deferred.append((st.iloc[rows], PORT_JSON_COLUMNS))
         else:
-            ports = _records(st.iloc[rows], port_cols)
+            ports = [next(records) for _ in range(len(rows))]
         out.append(rec | {"ports": ports})
     host_list = _records(hosts, list(hosts.columns))
-    return _streamed({**meta, "scans": out, "hosts": host_list}, deferred, indent=indent)
+    note_list = _records(notes, list(notes.columns)) if notes is not None and len(notes) else []
+    return _streamed({**meta, "scans": out, "notes": note_list, "hosts": host_list}, deferred, indent=indent)
 
 
-def scans_csv(states: pd.DataFrame) -> str:
-    return states.to_csv(index=False)
+def scans_csv(states: pd.DataFrame, scans: pd.DataFrame | None = None) -> str:
+    """One row per (phase, target, port) of the port scans, with the stage each belongs to; then one row per
+    target of the other stages (host discovery, OS detection, traceroute), its host state in `state` and what
+    it sent in `reason`."""
+    out = states.assign(stage="port scan")
+    if scans is not None and len(scans):
+        others = scans[scans["stage"] != "port scan"]
+        if len(others):
+            rows = pd.DataFrame({"scanner": others["scanner"], "target": others["target"], "phase": others["phase"],
+                                 "type": others["type"], "protocol": "", "port": pd.NA,
+                                 "state": others["host_state"], "reason": others["flags"], "probes": others["probes"],
+                                 "reply_ttl": np.nan, "reply_window": np.nan, "probe_frame": others["first_frame"],
+                                 "reply_frame": np.nan, "stage": others["stage"]})
+            out = pd.concat([out, rows], ignore_index=True).sort_values(["phase"], kind="stable")
+    columns = ["stage"] + [c for c in out.columns if c != "stage"]
+    frame_columns = {c: "Int64" for c in ("port", "probe_frame", "reply_frame") if c in out.columns}
+    return out[columns].astype(frame_columns).to_csv(index=False)
 
 
 def states_by_scan(states: pd.DataFrame) -> dict[tuple[int, str], np.ndarray]:
@@ -542,18 +568,33 @@ def address_order(text: str) -> tuple[int, bytes, str]:
 
 
 def scans_table(scans: pd.DataFrame, states: pd.DataFrame, meta: dict[str, object], hide_over: int = 25,
-                silent_over: int = SILENT_TARGETS_OVER) -> str:
-    """Per scan phase and target, the table its operator would have seen: PORT STATE SERVICE. A sweep's targets
-    that answered nothing are one block per phase (`silent_targets`)."""
-    lines = [f"# {meta['capture']}: {len(scans)} scan(s)"]
+                silent_over: int = SILENT_TARGETS_OVER, notes: pd.DataFrame | None = None) -> str:
+    """Per scan phase and target, the table its operator would have seen: PORT STATE SERVICE REASON, and the
+    frames that show it. A sweep's targets that answered nothing are one block per phase (`silent_targets`), as
+    are a discovery sweep's. The other stages of a run (host discovery, OS detection, traceroute) are blocks of
+    their own; what resembles a scan and is not one closes the table, with the reason."""
+    n_port_scans = int((scans["stage"] == "port scan").sum()) if len(scans) else 0
+    lines = [f"# {meta['capture']}: {n_port_scans} port scan(s)"
+             + (f", {len(scans) - n_port_scans} other stage row(s)" if len(scans) > n_port_scans else "")]
     if scans.empty:
         lines.append("no port scan found")
     by_scan = states_by_scan(states)
     silent = silent_targets(scans, states, by_scan, silent_over)
     folded: dict[int, list] = {}  # phase → (row, its states' positions) of its silent targets
     phases = scans["phase"].astype(int).tolist()
+    sizes = scans["phase"].value_counts().to_dict() if len(scans) else {}
+    done_stage: set[int] = set()
     for pos, s in enumerate(scans.to_dict("records")):  # (a sweep has a row per target: no Series per row)
         key = (phases[pos], str(s["target"]))
+        if s["stage"] != "port scan":
+            if key[0] in done_stage:
+                continue
+            if sizes[key[0]] > silent_over:
+                done_stage.add(key[0])
+                _sweep_block(lines, scans[scans["phase"] == key[0]])
+            else:
+                _stage_block(lines, s)
+            continue
         if key in silent:
             folded.setdefault(key[0], []).append((s, by_scan[key]))
         else:
@@ -571,17 +612,49 @@ def scans_table(scans: pd.DataFrame, states: pd.DataFrame, meta: dict[str, objec
             lines.append(f"  {utc(first)} .. {utc(last)}")
             lines.append(f"  {shown}")
             lines.append(f"  ports: {ports}")
+    if notes is not None and len(notes):
+        lines.append("")
+        lines.append("Not read as scans:")
+        for n in notes.to_dict("records"):
+            lines.append(f"  {n['kind']}: {n['scanner']}: {n['evidence']}  (frames {_frame_list(n['frames'])})")
     return "\n".join(lines)
 
 
-def _scan_block(lines: list[str], s: dict, mine: pd.DataFrame, hide_over: int) -> None:
+def _frame_list(frames: object) -> str:
+    """Frame numbers as a short list: "1, 2, 3 … 1994"."""
+    values = [int(f) for f in (frames if isinstance(frames, (list, tuple, np.ndarray)) else [])]
+    if len(values) > 3:
+        return ", ".join(str(f) for f in values[:-1]) + f" … {values[-1]}"
+    return ", ".join(str(f) for f in values) or "-"
+
+
+def _span(s: dict) -> str:
+    frames = (f"  (frames {int(s['first_frame'])}..{int(s['last_frame'])})"
+              if pd.notna(s.get("first_frame")) and pd.notna(s.get("last_frame")) else "")
+    return f"  {utc(s['first'])} .. {utc(s['last'])}{frames}"
+
+
+def _tool_lines(lines: list[str], s: dict) -> None:
+    if s.get("tool_evidence"):
+        frames = s.get("tool_frames")
+        shown = f"  (frames {_frame_list(frames)})" if isinstance(frames, (list, tuple)) and frames else ""
+        lines.append(f"  tool evidence: {s['tool_evidence']}{shown}")
+
+
+def _block_head(lines: list[str], s: dict, title: str, facts: str, evidence_label: str) -> None:
+    """A block's first lines: its title and [tool; facts], its times and frames, its evidence and the tool's."""
     lines.append("")
     tool = s["tool"] if s["tool"] != "unknown" else "tool unknown"
-    lines.append(f"{s['type']} scan ({s['flags'] or '-'}) {s['scanner']} -> {s['target']}  [{tool}; {s['shape']}; "
-                 f"{s['probes']} probes, {s['rate']:.1f}/s]")
-    lines.append(f"  {utc(s['first'])} .. {utc(s['last'])}")
-    if s["tool_evidence"]:
-        lines.append(f"  tool evidence: {s['tool_evidence']}")
+    lines.append(f"{title}  [{tool}; {facts}]")
+    lines.append(_span(s))
+    if s.get("evidence"):
+        lines.append(f"  {evidence_label}: {s['evidence']}")
+    _tool_lines(lines, s)
+
+
+def _scan_block(lines: list[str], s: dict, mine: pd.DataFrame, hide_over: int) -> None:
+    _block_head(lines, s, f"{s['type']} scan ({s['flags'] or '-'}) {s['scanner']} -> {s['target']}",
+                f"{s['shape']}; {s['probes']} probes, {s['rate']:.1f}/s", "why a scan")
     shown = mine
     note = ""
     if len(mine) > hide_over:
@@ -589,14 +662,45 @@ def _scan_block(lines: list[str], s: dict, mine: pd.DataFrame, hide_over: int) -
         hidden = mine[mine["state"] == common]
         shown = mine[mine["state"] != common]
         note = f"Not shown: {len(hidden)} {common} ports"
-    rows = [[f"{int(r['port'])}/{r['protocol']}", r["state"], service_name(r["port"], r["protocol"])]
-            for _, r in shown.iterrows()]
+    rows = [[f"{int(r['port'])}/{r['protocol']}", r["state"], service_name(r["port"], r["protocol"]), str(r["reason"]),
+             _decided_by(r)] for r in shown.to_dict("records")]
     if note:
         lines.append(note)
-    header = ["PORT", "STATE", "SERVICE"]
+    header = ["PORT", "STATE", "SERVICE", "REASON", "FRAMES"]
     widths = [max(len(x) for x in col) for col in zip(header, *rows)] if rows else [len(h) for h in header]
     for row in [header] + rows:
         lines.append("  ".join(c.ljust(w) for c, w in zip(row, widths)).rstrip())
+
+
+def _decided_by(state: dict) -> str:
+    """The frames behind a port's state: its deciding probe, and the reply to it ("14 -> 15")."""
+    probe, reply = state.get("probe_frame"), state.get("reply_frame")
+    if probe is None or pd.isna(probe):
+        return "-"
+    return f"{int(probe)} -> {int(reply)}" if reply is not None and pd.notna(reply) else f"{int(probe)}"
+
+
+def _stage_block(lines: list[str], s: dict) -> None:
+    """A stage of a run other than a port scan: host discovery, OS detection, a traceroute."""
+    state = f": host {s['host_state']}" if s.get("host_state") in ("up", "down") else ""
+    _block_head(lines, s, f"{s['stage'][:1].upper()}{s['stage'][1:]} ({s['flags']}) {s['scanner']} -> {s['target']}{state}",
+                f"{s['probes']} probes", "sent")
+
+
+def _sweep_block(lines: list[str], rows: pd.DataFrame) -> None:
+    """A discovery stage of many targets (an ARP or ping sweep): the hosts that answered, and how many did not."""
+    s = rows.iloc[0].to_dict()
+    up = rows.loc[rows["host_state"] == "up", "target"].astype(str).tolist()
+    lines.append("")
+    tool = s["tool"] if s["tool"] != "unknown" else "tool unknown"
+    lines.append(f"{s['stage'][:1].upper()}{s['stage'][1:]} ({s['flags']}) {s['scanner']} -> {len(rows):,} addresses: "
+                 f"{len(up):,} up, {len(rows) - len(up):,} down  [{tool}; {int(rows['probes'].sum()):,} probes]")
+    lines.append(f"  {utc(rows['first'].min())} .. {utc(rows['last'].max())}  (frames {int(rows['first_frame'].min())}.."
+                 f"{int(rows['last_frame'].max())})")
+    if s.get("evidence"):
+        lines.append(f"  sent: {s['evidence']}")
+    if up:
+        lines.append(f"  up: {first_addresses(sorted(up, key=address_order), 20, count=False)}")
 
 
 def hosts_table(hosts: pd.DataFrame) -> str:
@@ -606,8 +710,11 @@ def hosts_table(hosts: pd.DataFrame) -> str:
         mac, vendor, os_hint, evidence = (v if isinstance(v, str) and v else None
                                           for v in (h.mac, h.vendor, h.os, h.os_evidence))
         lines.append(f"{h.address}")
+        via = getattr(h, "via", None)
         if mac:
             lines.append(f"  MAC {mac} ({vendor or 'unknown'})")
+        elif isinstance(via, str) and via:
+            lines.append(f"  via gateway {via} ({getattr(h, 'via_vendor', None) or 'unknown'}): the host is hops away")
         if os_hint:
             lines.append(f"  OS hint: {os_hint}")
         elif evidence:

@@ -52,7 +52,7 @@ from .report_html import (
     swatch,
     table,
 )
-from .scans import scans
+from .scans import ScanResult, scans
 from .stats import DEFAULT_TRIM, rtt_samples
 
 HIDE_OVER = 25  # a port table longer than this leaves out its commonest state, as nmap does
@@ -111,7 +111,8 @@ def _report(capture: str, engine: str, step: _Progress, output: str) -> str:
     step("matching", f"{len(packets)} packets")
     probes = match(packets)
     step("scans", f"{len(probes)} probes")
-    found, states = scans(packets, probes)
+    result = scans(packets, probes)
+    found, states = result
     host_table = hosts(packets, probes, states, found)
     step("families")
     fams = families(probes)
@@ -121,7 +122,7 @@ def _report(capture: str, engine: str, step: _Progress, output: str) -> str:
     body = [
         _capture_section(capture, engine, packets, probes, notes),
         _hosts_section(host_table),
-        _scans_section(packets, probes, found, states, t0),
+        _scans_section(packets, probes, result, t0),
         _ports_section(found, states),
         _families_section(probes, fams),
     ]
@@ -174,8 +175,11 @@ def _hosts_section(host_table: pd.DataFrame) -> str:
         os_name = h.os
         if isinstance(os_name, str) and h.os_evidence and os_name.endswith(f" ({h.os_evidence})"):
             os_name = os_name[: -len(h.os_evidence) - 3]  # the evidence has its own column
-        rows.append([h.address, h.mac, h.vendor, os_name, h.os_evidence or None, f"{h.packets:,}"])
-    listing = table(["address", "MAC", "vendor", "OS hint", "evidence", "packets"], rows, {5}, "hosts")
+        mac, vendor = (h.mac, h.vendor) if isinstance(h.mac, str) else (
+            (f"via gateway {h.via}", h.via_vendor) if isinstance(h.via, str) else (None, None))
+        rows.append([h.address, mac, vendor, os_name, h.os_evidence or None, _frames_text(h.evidence_frames),
+                     f"{h.packets:,}"])
+    listing = table(["address", "MAC", "vendor", "OS hint", "evidence", "frames", "packets"], rows, {6}, "hosts")
     content = [fold(listing, len(rows), f"all {len(rows):,} hosts")] if rows else []
     if rows:
         content.insert(0, '<p class="note">OS hints are evidence, not verdicts: initial TTL, SYN/ACK window and '
@@ -183,26 +187,42 @@ def _hosts_section(host_table: pd.DataFrame) -> str:
     return section("hosts", f"Hosts ({len(rows)})", content, "no hosts: no IP packets in the capture")
 
 
-def _scans_section(packets: pd.DataFrame, probes: pd.DataFrame, found: pd.DataFrame, states: pd.DataFrame,
-                   t0: float) -> str:
+def _frames_text(frames: object) -> str | None:
+    """Frame numbers (as Wireshark counts them) for a table cell: "1, 2, 3 … 1994"."""
+    values = [int(f) for f in frames] if isinstance(frames, (list, tuple, np.ndarray)) else []
+    if not values:
+        return None
+    return ", ".join(map(str, values[:-1])) + f" … {values[-1]}" if len(values) > 3 else ", ".join(map(str, values))
+
+
+def _scans_section(packets: pd.DataFrame, probes: pd.DataFrame, result: ScanResult, t0: float) -> str:
+    found, states = result
     if found.empty:
-        return section("scans", "Scans (0)", [], "no scans found")
+        return section("scans", "Scans (0)", [_notes_table(result.notes)], "no scans found")
     rows = []
     for s in found.itertuples():
         technique = f"{s.type} ({s.flags})" if s.flags else s.type
         host = getattr(s, "host_state", None)
-        rows.append([int(s.phase), Raw(f"{e(s.scanner)} → {e(s.target)}"), technique, s.shape,
+        frames = (f"{int(s.first_frame)}–{int(s.last_frame)}" if pd.notna(s.first_frame) and pd.notna(s.last_frame)
+                  else None)
+        rows.append([int(s.phase), s.stage, Raw(f"{e(s.scanner)} → {e(s.target)}"), technique, s.shape,
                      f"{utc(s.first, t0)} (+{s.first - t0:.3f} s)", duration(s.last - s.first), f"{s.probes:,}",
-                     f"{s.ports_probed:,}", f"{s.rate:.1f}", host, s.tool, s.tool_evidence or None])
-    head = ["phase", "scanner → target", "technique", "shape", "start", "duration", "probes", "ports", "probes/s",
-            "host", "tool", "tool evidence"]
-    content = [fold(table(head, rows, {6, 7, 8}, "scans"), len(rows), f"all {len(rows):,} scans")]
-    phase = plots.phase_of_probes(probes, found)
-    phases = found.groupby("phase", sort=True)
-    biggest = found.groupby("phase")["probes"].sum().sort_values(ascending=False).index[:MAX_PLOTS]
-    labels = {int(k): _phase_label(rows) for k, rows in phases if k in set(biggest) and (phase == k).any()}
-    skipped = f" Only the {MAX_PLOTS} largest phases are plotted." if found["phase"].nunique() > MAX_PLOTS else ""
-    content.append("<h3>How each scan walked the ports</h3>")
+                     f"{s.ports_probed:,}", f"{s.rate:.1f}", host or None, frames, s.evidence or None, s.tool,
+                     (s.tool_evidence + (f" (frames {_frames_text(s.tool_frames)})" if _frames_text(s.tool_frames) else ""))
+                     if s.tool_evidence else None])
+    head = ["phase", "stage", "scanner → target", "technique", "shape", "start", "duration", "probes", "ports",
+            "probes/s", "host", "frames", "evidence", "tool", "tool evidence"]
+    content = [fold(table(head, rows, {7, 8, 9}, "scans"), len(rows), f"all {len(rows):,} scans")]
+    content.append(_notes_table(result.notes))
+    # Each probe's phase as the scans stage placed it: the plots count what the tables count.
+    placed = result.probes.drop_duplicates("probe_frame").set_index("probe_frame")["phase"]
+    phase = probes["probe_frame"].map(placed).fillna(-1).to_numpy(np.int64)
+    port_scans = found[found["stage"] == "port scan"]
+    biggest = port_scans.groupby("phase")["probes"].sum().sort_values(ascending=False).index[:MAX_PLOTS]
+    labels = {int(k): _phase_label(rows) for k, rows in port_scans.groupby("phase", sort=True) if k in set(biggest)}
+    skipped = f" Only the {MAX_PLOTS} largest phases are plotted." if port_scans["phase"].nunique() > MAX_PLOTS else ""
+    if labels:
+        content.append("<h3>How each scan walked the ports</h3>")
     for k, label in labels.items():
         mine = probes[phase == k]
         start = float(mine["ts_ns"].min()) / 1e9
@@ -215,7 +235,7 @@ def _scans_section(packets: pd.DataFrame, probes: pd.DataFrame, found: pd.DataFr
         content.append(figure(plots.probe_rate(probes, phase, labels, t0), "Probe rate of each scan phase.", "rate"))
         content.append("<h3>What gives the tool away</h3>")
         rows_of = np.searchsorted(packets["frame"].to_numpy(), probes["probe_frame"].to_numpy())
-        scanners = found.groupby("scanner")["probes"].sum().sort_values(ascending=False).index[:MAX_PLOTS]
+        scanners = port_scans.groupby("scanner")["probes"].sum().sort_values(ascending=False).index[:MAX_PLOTS]
         for i, scanner in enumerate(scanners):
             mine = (probes["src"].astype(str) == scanner).to_numpy() & (probes["protocol"].astype(str) != "icmp").to_numpy()
             pk = packets.iloc[rows_of[mine]]
@@ -226,12 +246,30 @@ def _scans_section(packets: pd.DataFrame, probes: pd.DataFrame, found: pd.DataFr
     return section("scans", f"Scans ({len(found)})", content)
 
 
+def _notes_table(notes: pd.DataFrame) -> str:
+    """What resembles a scan and was not read as one, with the reason."""
+    if notes is None or not len(notes):
+        return ""
+    rows = [[n.kind, n.scanner, f"{int(n.packets):,}", n.evidence, _frames_text(n.frames)] for n in notes.itertuples()]
+    return ("<h3>Not read as scans</h3>" +
+            table(["kind", "sender", "packets", "why not a scan", "frames"], rows, {2}, "notes"))
+
+
 def _port_rows(st: pd.DataFrame, target: bool = False) -> list[list[object]]:
     """Port-state rows of the report's tables (PORT STATE SERVICE REASON probes reply TTL), after the TARGET when
     asked for."""
     return [([r.target] if target else []) + [f"{int(r.port)}/{r.protocol}", state(str(r.state)),
-             service_name(int(r.port), str(r.protocol)), r.reason, int(r.probes), num(r.reply_ttl, "{:.0f}")]
+             service_name(int(r.port), str(r.protocol)), r.reason, int(r.probes), num(r.reply_ttl, "{:.0f}"),
+             _decided_by(r)]
             for r in st.itertuples()]
+
+
+def _decided_by(r: object) -> str | None:
+    """The frames behind a port's state: the deciding probe and its reply ("14 → 15")."""
+    probe, reply = getattr(r, "probe_frame", None), getattr(r, "reply_frame", None)
+    if probe is None or pd.isna(probe):
+        return None
+    return f"{int(probe)} → {int(reply)}" if reply is not None and pd.notna(reply) else str(int(probe))
 
 
 def _few_ports(keys: list, sizes: list[int], over: int = SILENT_TARGETS_OVER) -> set:
@@ -242,6 +280,7 @@ def _few_ports(keys: list, sizes: list[int], over: int = SILENT_TARGETS_OVER) ->
 
 
 def _ports_section(found: pd.DataFrame, states: pd.DataFrame) -> str:
+    found = found[found["stage"] == "port scan"]  # (the other stages have no port states)
     content = []
     by_scan = states_by_scan(states)
     silent = silent_targets(found, states, by_scan)
@@ -269,7 +308,7 @@ def _ports_section(found: pd.DataFrame, states: pd.DataFrame) -> str:
         content.append(f"<h3>{e(title)}</h3>")
         if note:
             content.append(f'<p class="note">{e(note)}</p>')
-        content.append(fold(table(["PORT", "STATE", "SERVICE", "REASON", "probes", "reply TTL"], rows, {4, 5},
+        content.append(fold(table(["PORT", "STATE", "SERVICE", "REASON", "probes", "reply TTL", "frames"], rows, {4, 5},
                                     "ports", total=len(shown)), len(shown), f"{len(shown):,} ports")
                        if rows else '<p class="empty">no ports</p>')
     for phase, targets in small.items():
@@ -278,7 +317,7 @@ def _ports_section(found: pd.DataFrame, states: pd.DataFrame) -> str:
         st = states.iloc[np.concatenate(positions)]
         content.append(f"<h3>{e(f'{len(positions):,} targets of phase {phase}')}: {e(s['type'])} scan by "
                        f"{e(s['scanner'])} ({e(s['tool'])}), at most {FEW_ROWS} ports each</h3>")
-        content.append(fold(table(["TARGET", "PORT", "STATE", "SERVICE", "REASON", "probes", "reply TTL"],
+        content.append(fold(table(["TARGET", "PORT", "STATE", "SERVICE", "REASON", "probes", "reply TTL", "frames"],
                                   _port_rows(st.head(MAX_ROWS), target=True), {5, 6}, "ports", total=len(st)),
                             len(st), f"{len(st):,} ports of {len(positions):,} targets"))
     for phase, targets in quiet.items():

@@ -19,9 +19,6 @@ import re
 import numpy as np
 import pandas as pd
 
-from .flags import ACK, CWR, ECE, FIN, PSH, RST, SYN, URG
-from .scans import TECHNIQUES
-
 MAX_POINTS = 5000  # a series with more points is subsampled (evenly, reproducibly) to this many
 RASTER_OVER = 1000  # a scatter layer with more points is drawn as an image inside the SVG
 CATEGORICAL_PORTS = 40  # a scan of at most this many ports gets one row per port in its walk plot
@@ -89,35 +86,6 @@ def _subsample(n: int) -> tuple[np.ndarray, str]:
     if n <= MAX_POINTS:
         return np.arange(n), ""
     return np.linspace(0, n - 1, MAX_POINTS).round().astype(int), f"{MAX_POINTS} of {n} points shown (evenly spaced)."
-
-
-def technique_family(protocol: np.ndarray, flags: np.ndarray) -> np.ndarray:
-    """scans.technique_of for many probes, with CONNECT read as SYN and WINDOW as ACK (as phases are keyed)."""
-    base = flags & (SYN | ACK | FIN | RST | PSH | URG | ECE | CWR)
-    tcp = np.array([TECHNIQUES.get(int(b), "CUSTOM") for b in base], dtype=object)
-    return np.where(protocol == "udp", "UDP", np.where(protocol == "icmp", "PING", tcp))
-
-
-def phase_of_probes(probes: pd.DataFrame, scans: pd.DataFrame) -> np.ndarray:
-    """Each probe's scan phase (-1: none): same scanner, one of the phase's targets, its technique, its time span.
-
-    analyzer.scans does not return per-probe phases; this reconstructs them from the scans table. Two phases
-    of one scanner and technique that overlap in time (rare) would give their shared probes to the first.
-    """
-    out = np.full(len(probes), -1)
-    if probes.empty or scans.empty:
-        return out
-    src = probes["src"].astype(str).to_numpy()
-    dst, dst_names = pd.factorize(probes["dst"].astype(str))  # (targets as codes: a sweep's phase has thousands)
-    ts = probes["ts_ns"].to_numpy() / 1e9
-    fam = technique_family(probes["protocol"].astype(str).to_numpy(), probes["flags"].fillna(0).astype(int).to_numpy())
-    for phase, rows in scans.groupby("phase", sort=True):
-        kind = {"CONNECT": "SYN", "WINDOW": "ACK"}.get(rows["type"].iloc[0], rows["type"].iloc[0])
-        targets = pd.Index(dst_names).get_indexer(rows["target"].astype(str))
-        mask = ((out == -1) & (src == rows["scanner"].iloc[0]) & np.isin(dst, targets[targets >= 0])
-                & (fam == kind) & (ts >= rows["first"].min() - 1e-6) & (ts <= rows["last"].max() + 1e-6))
-        out[mask] = int(phase)
-    return out
 
 
 @_styled

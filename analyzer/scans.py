@@ -417,7 +417,9 @@ def scans(packets: pd.DataFrame, probes: pd.DataFrame | None = None, *, config: 
     names = {"src": column_values(packets["src"]), "dst": column_values(packets["dst"]),
              "protocol": column_values(probes["protocol"]).astype(str), "kind": column_values(probes["reply_kind"]).astype(str)}
     base = pk["scan_like"] & (pk["src"] >= 0)
-    taken = np.zeros(len(base), bool)
+    rows, found_states, notes, probe_parts = [], [], [], []
+    next_phase = _ipproto(packets, config, rows, found_states, first_phase=0)
+    taken = _within(pk, names, rows)  # (an IP protocol scan's TCP, UDP and ICMP probes are its own)
     pk["ttl"] = keys.at("ttl", pk["row"])
     paths = traceroutes(keys, pk, base, pk["ttl"])
     for stage in paths:
@@ -430,8 +432,6 @@ def scans(packets: pd.DataFrame, probes: pd.DataFrame | None = None, *, config: 
         taken[stage.probes] = True
     found_stages += icmp_stages
     keep = base & ~pk["icmp"] & ~taken
-    rows, found_states, notes = [], [], []
-    next_phase = _ipproto(packets, config, rows, found_states, first_phase=0)
     port_scans = port_states = None
     if keep.any():
         pk_scan, scanned, why, breadth = _port_scan_phases(packets, keys, pk, keep, config, names, notes)
@@ -442,6 +442,8 @@ def scans(packets: pd.DataFrame, probes: pd.DataFrame | None = None, *, config: 
         port_scans, port_states = _port_scans(pk_scan, readings, scanned, names, why, breadth)
         port_scans["phase"] += next_phase
         port_states["phase"] += next_phase
+        shown = scanned[pk_scan["target"]]
+        probe_parts.append(_probe_table(pk_scan, shown, pk_scan["phase"][shown] + next_phase, names))
         next_phase += int(pk_scan["phase"].max()) + 1
     scanned_pairs = set() if port_scans is None else set(zip(port_scans["scanner"], port_scans["target"]))
     for stage in paths:  # a traceroute beside a port scan is a stage of it (nmap -A); alone, a note
@@ -457,11 +459,26 @@ def scans(packets: pd.DataFrame, probes: pd.DataFrame | None = None, *, config: 
                               frames=_frames_of(keys, pk["row"][stage.probes])))
     for stage in found_stages:
         rows.extend(_stage_rows(stage, pk, names, next_phase))
+        chosen = np.zeros(len(pk["row"]), bool)
+        chosen[stage.probes] = True
+        probe_parts.append(_probe_table(pk, chosen, np.full(len(stage.probes), next_phase), names))
         next_phase += 1
     for arp in arp_discovery(packets):
         rows.extend(_arp_rows(arp, next_phase))
+        probe_parts.append(pd.DataFrame({"probe_frame": arp.frames, "phase": next_phase, "scanner": arp.scanner,
+                                         "target": arp.asked, "protocol": "arp", "port": np.nan}))
         next_phase += 1
-    return _finish(rows, found_states, port_scans, port_states, notes=notes)
+    return _finish(rows, found_states, port_scans, port_states, notes=notes, probes=probe_parts)
+
+
+def _probe_table(pk: Columns, chosen: np.ndarray, phase: np.ndarray, names: dict[str, np.ndarray]) -> pd.DataFrame:
+    """`ScanResult.probes` rows: the chosen probes' frames, phases (given, one per chosen probe), scanner,
+    target, protocol and port (NaN for ICMP)."""
+    protocol = names["protocol"][pk["protocol"][chosen]]
+    return pd.DataFrame({
+        "probe_frame": pk["frame"][chosen], "phase": phase, "scanner": names["src"][pk["src"][chosen]],
+        "target": names["dst"][pk["dst"][chosen]], "protocol": protocol,
+        "port": np.where(protocol == "icmp", np.nan, pk["dport"][chosen])})
 
 
 def _why_texts(why: np.ndarray, breadth: np.ndarray, ports: np.ndarray, flags: list[str]) -> list[str]:
@@ -478,6 +495,18 @@ def _why_texts(why: np.ndarray, breadth: np.ndarray, ports: np.ndarray, flags: l
             parts.append(f"flags {f or 'none'}: no TCP stack sends them outside a scan")
         texts.append("; ".join(parts))
     return texts
+
+
+def _within(pk: Columns, names: dict[str, np.ndarray], rows: list[dict]) -> np.ndarray:
+    """Which probes a scanner sent a target within one of the scans `rows` (scanner, target, first, last)."""
+    out = np.zeros(len(pk["src"]), bool)
+    code_of = {str(v): i for i, v in enumerate(names["src"].tolist())}
+    dst_of = {str(v): i for i, v in enumerate(names["dst"].tolist())}
+    for r in rows:
+        a, b = code_of.get(str(r["scanner"]), -2), dst_of.get(str(r["target"]), -2)
+        out |= ((pk["src"] == a) & (pk["dst"] == b) & (pk["ts_ns"] >= r["first"] * 1e9 - 1)
+                & (pk["ts_ns"] <= r["last"] * 1e9 + 1))
+    return out
 
 
 def _port_scan_phases(packets: pd.DataFrame, keys: PacketKeys, pk: Columns, keep: np.ndarray, cfg: ScanConfig,
@@ -822,7 +851,8 @@ def _shown_values(values: np.ndarray, rows: np.ndarray) -> np.ndarray:
 
 
 def _finish(rows: list[dict], states: list[dict], port_scans: pd.DataFrame | None = None,
-            port_states: pd.DataFrame | None = None, notes: list[dict] | None = None) -> ScanResult:
+            port_states: pd.DataFrame | None = None, notes: list[dict] | None = None,
+            probes: list[pd.DataFrame] | None = None) -> ScanResult:
     scans_parts = [part for part in (pd.DataFrame(rows), port_scans) if part is not None and len(part)]
     states_parts = [part for part in (pd.DataFrame(states), port_states) if part is not None and len(part)]
     scans_df = pd.concat(scans_parts, ignore_index=True) if scans_parts else _empty_scans()
@@ -836,10 +866,15 @@ def _finish(rows: list[dict], states: list[dict], port_scans: pd.DataFrame | Non
         scans_df["phase"] = scans_df["phase"].map(order)
         if len(states_df):
             states_df["phase"] = states_df["phase"].map(order)
+    probes_df = pd.concat(probes, ignore_index=True) if probes else pd.DataFrame(columns=list(PROBE_TABLE_COLUMNS))
+    if len(probes_df):  # (the probes of the scans shown, in their phases' numbers)
+        probes_df = probes_df[probes_df["phase"].isin(order)] if len(scans_df) else probes_df.iloc[0:0]
+        probes_df = probes_df.assign(phase=probes_df["phase"].map(order) if len(probes_df) else probes_df["phase"])
+        probes_df = probes_df.sort_values("probe_frame", kind="stable").reset_index(drop=True)
     scans_df = scans_df[list(SCAN_COLUMNS)]
     states_df = states_df[list(STATE_COLUMNS)]
     notes_df = pd.DataFrame(notes or [], columns=list(NOTE_COLUMNS))
-    return ScanResult(scans_df, states_df, pd.DataFrame(columns=["probe_frame", "phase", "target", "port"]), notes_df)
+    return ScanResult(scans_df, states_df, probes_df[list(PROBE_TABLE_COLUMNS)], notes_df)
 
 
 def _row(phase: int, scanner: str, target: str, technique: str, flags: str, ts: np.ndarray, ports: int, shape: str,
@@ -941,6 +976,7 @@ SCAN_COLUMNS = ("phase", "stage", "scanner", "target", "type", "flags", "first",
                 "evidence")
 STATE_COLUMNS = ("scanner", "target", "phase", "type", "protocol", "port", "state", "reason", "probes", "reply_ttl",
                  "reply_window", "probe_frame", "reply_frame")
+PROBE_TABLE_COLUMNS = ("probe_frame", "phase", "scanner", "target", "protocol", "port")
 NOTE_COLUMNS = ("kind", "scanner", "targets", "port", "protocol", "first", "last", "packets", "evidence", "frames")
 
 

@@ -137,6 +137,7 @@ def _os_evidence(pk: Columns, take: np.ndarray, probes: list[OsProbe]) -> str:
 # nmap's default host discovery as root (nmap.org/book/man-host-discovery.html: "-PE -PS443 -PA80 -PP"):
 # ICMP echo, TCP SYN to 443, TCP ACK to 80, ICMP timestamp request, sent together to each target.
 NMAP_DISCOVERY = (("icmp", 8, -1), ("tcp", SYN, 443), ("tcp", ACK, 80), ("icmp", 13, -1))
+_DISCOVERY_NAMES = dict(zip(NMAP_DISCOVERY, ("ICMP echo", "TCP SYN to 443", "TCP ACK to 80", "ICMP timestamp")))
 DISCOVERY_SPAN_S = 5.0  # the set's probes to one target lie this close together
 PING_SWEEP_HOSTS = 5  # ICMP queries to at least this many hosts: a ping sweep
 
@@ -148,10 +149,11 @@ def icmp_discovery(pk: Columns, candidates: np.ndarray, names: dict[str, np.ndar
     """Host discovery by ICMP queries (and nmap's TCP pings sent with them), per scanner and burst of queries
     (bursts apart by `DISCOVERY_GAP_S`: each nmap run begins with its own discovery):
 
-    - nmap's default set to a target: an echo, a timestamp request, a SYN to 443 and an ACK to 80, the TCP pings
-      sent among the ICMP queries (from a second before the first to the last: a port scan's own probe to
-      443 comes after the host answered);
-    - an ICMP echo and timestamp pair to a target (nmap -sn -PE -PP);
+    - nmap's default set (`NMAP_DISCOVERY`): nmap sends each target an echo, a SYN to 443, an ACK to 80 and a
+      timestamp request, in turn until the host answers, so a burst holds the echo and one or more of the others
+      (a target that answered early got no more); the TCP pings are those sent among the ICMP queries (from a second
+      before the first to the last: a port scan's own probe to 443 comes after the hosts answered);
+    - ICMP echo and timestamp requests in one burst (nmap -sn -PE -PP);
     - a sweep: ICMP queries to `PING_SWEEP_HOSTS` or more hosts.
     host_state per target from the answers."""
     icmp = np.flatnonzero(candidates & pk["icmp"] & (pk["src"] >= 0))
@@ -169,38 +171,28 @@ def icmp_discovery(pk: Columns, candidates: np.ndarray, names: dict[str, np.ndar
 
 def _icmp_burst(pk: Columns, candidates: np.ndarray, burst: np.ndarray) -> list[Stage]:
     """`icmp_discovery` of one scanner's burst of ICMP queries."""
-    scanner = pk["src"][burst[0]]
-    nmap_set, pairs = [], []
-    for target in np.unique(pk["dst"][burst]):
-        to = burst[pk["dst"][burst] == target]
-        if not {8, 13} <= set(pk["icmp_type"][to].tolist()):
-            continue
-        t0, t1 = pk["ts_ns"][to].min() - 1e9, pk["ts_ns"][to].max() + 1e8
-        tcp = np.flatnonzero(candidates & pk["tcp"] & (pk["src"] == scanner) & (pk["dst"] == target)
-                             & (pk["ts_ns"] >= t0) & (pk["ts_ns"] <= t1))
-        flags = pk["flags"][tcp] & (SYN | ACK | FIN | RST)
-        pings = tcp[((flags == SYN) & (pk["dport"][tcp] == 443)) | ((flags == ACK) & (pk["dport"][tcp] == 80))]
-        has = {(int(f), int(d)) for f, d in zip(pk["flags"][pings] & (SYN | ACK), pk["dport"][pings])}
-        if {(SYN, 443), (ACK, 80)} <= has:
-            nmap_set.append(np.concatenate([to, pings]))
-        else:
-            pairs.append(to)
-    stages = []
-    if nmap_set:
-        stages.append(_discovery_stage(
-            pk, np.concatenate(nmap_set), "ICMP echo, TCP SYN to 443, TCP ACK to 80, ICMP timestamp", "nmap",
-            "nmap's default host discovery as root (-PE -PS443 -PA80 -PP): an ICMP echo, a SYN to 443, an ACK to "
-            "80 and an ICMP timestamp request to each target together"))
-    if pairs:
-        stages.append(_discovery_stage(
-            pk, np.concatenate(pairs), "ICMP echo and timestamp", "nmap",
-            "an ICMP echo and a timestamp request to each target: nmap's -PE -PP pair"))
-    claimed = np.concatenate(nmap_set + pairs) if nmap_set or pairs else np.zeros(0, np.int64)
-    rest = np.setdiff1d(burst, claimed)
-    if len(np.unique(pk["dst"][rest])) >= PING_SWEEP_HOSTS:
-        kinds = sorted({_ICMP_QUERY.get(int(t), str(t)) for t in pk["icmp_type"][rest]})
-        stages.append(_discovery_stage(pk, rest, "ICMP " + "+".join(kinds), "unknown", ""))
-    return stages
+    scanner, targets = pk["src"][burst[0]], np.unique(pk["dst"][burst])
+    t0, t1 = pk["ts_ns"][burst].min() - 1e9, pk["ts_ns"][burst].max() + 1e8
+    tcp = np.flatnonzero(candidates & pk["tcp"] & (pk["src"] == scanner) & np.isin(pk["dst"], targets)
+                         & (pk["ts_ns"] >= t0) & (pk["ts_ns"] <= t1))
+    flags = pk["flags"][tcp] & (SYN | ACK | FIN | RST)
+    pings = tcp[((flags == SYN) & (pk["dport"][tcp] == 443)) | ((flags == ACK) & (pk["dport"][tcp] == 80))]
+    kinds = {("icmp", int(t), -1) for t in pk["icmp_type"][burst]}
+    kinds |= {("tcp", int(f), int(d)) for f, d in zip(pk["flags"][pings] & (SYN | ACK), pk["dport"][pings])}
+    seen = [k for k in NMAP_DISCOVERY if k in kinds]
+    if NMAP_DISCOVERY[0] in kinds and len(pings) and len(seen) >= 2:
+        return [_discovery_stage(
+            pk, np.concatenate([burst, pings]), ", ".join(_DISCOVERY_NAMES[k] for k in seen), "nmap",
+            "nmap's default host discovery as root (-PE -PS443 -PA80 -PP): an ICMP echo, a SYN to 443, an ACK to 80 "
+            "and an ICMP timestamp request to each target in turn, until it answers"
+            + ("" if len(seen) == len(NMAP_DISCOVERY) else f" (here {len(seen)} of the 4 kinds: hosts answered early)"))]
+    if {("icmp", 8, -1), ("icmp", 13, -1)} <= kinds:
+        return [_discovery_stage(pk, burst, "ICMP echo and timestamp", "nmap",
+                                 "ICMP echo and timestamp requests to each target: nmap's -PE -PP pair")]
+    if len(targets) >= PING_SWEEP_HOSTS:
+        names = sorted({_ICMP_QUERY.get(int(t), str(t)) for t in pk["icmp_type"][burst]})
+        return [_discovery_stage(pk, burst, "ICMP " + "+".join(names), "unknown", "")]
+    return []
 
 
 _ICMP_QUERY = {8: "echo", 13: "timestamp", 15: "info", 17: "mask", 128: "echo"}
@@ -273,7 +265,8 @@ def _time_exceeded(keys: PacketKeys, pk: Columns, probes: np.ndarray) -> int:
 
 
 ARP_SWEEP_HOSTS = 32  # distinct addresses asked for within ARP_SWEEP_S: a sweep, not resolution
-ARP_RUN = 8  # or this many consecutive addresses within ARP_SWEEP_S (a small subnet swept in order)
+ARP_RUN = 4  # or this many consecutive addresses within ARP_SWEEP_S (a /29 swept in order; the ordinary hosts of
+# ../shared/realworld ask for at most 2 in a row)
 ARP_SWEEP_S = 5.0
 
 
