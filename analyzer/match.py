@@ -750,6 +750,14 @@ def _udp_replies(udp: np.ndarray, src: np.ndarray, dst: np.ndarray, sport: np.nd
                            direction="backward", allow_exact_matches=False, tolerance=window_ns)
     result[merged["i"].to_numpy()] = merged["seen"].fillna(False).to_numpy(bool)
     # The reply is addressed to the untranslated prober (same replier, same ports).
+    exact = result.copy()
     _without_prober(merged, right, "seen", result, tolerance=window_ns)
+    loose = np.flatnonzero(result & ~exact)
+    if len(loose):  # a datagram its own peer answers on the exact reversed ports is a probe: a scanner that sends
+        # two targets the same ports from one source port is not a NAT's untranslated reply
+        ahead = pd.merge_asof(left[np.isin(left["i"], loose)].sort_values("ts", kind="stable"), right, on="ts",
+                              by=["a", "b", "x", "y"], direction="forward", allow_exact_matches=False,
+                              tolerance=window_ns)
+        result[ahead["i"].to_numpy()[ahead["seen"].fillna(False).to_numpy(bool)]] = False
     return result
 

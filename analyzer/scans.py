@@ -53,7 +53,7 @@ from .udp_payloads import scanner_payload
 MIN_PORTS = 3
 MIN_HOSTS = 5
 PHASE_GAP_S = 60.0
-GAP_FACTOR = 20  # times a scanner's median gap between probes: a silence that ends its run
+GAP_FACTOR = 20  # times a scanner's usual longer gap between probes (`_pace`): a silence that ends its run
 # A header signature (window, option layout) that holds this share of a segment's probes is a tool's
 # (`_phases`); rarer ones are variants inside a run.
 SIGNATURE_SHARE = 0.01
@@ -301,7 +301,7 @@ def _phases(packets: pd.DataFrame, pk: Columns, cfg: ScanConfig) -> np.ndarray:
     """Phase number per probe (0, 1, … in order of each phase's first probe).
 
     A phase is one tool's run: per scanner and technique (a --scanflags combination is a technique of its
-    own), split by silences longer than `phase_gap_s` and than `GAP_FACTOR` times its usual gap, and within that by the probes' header signature (TCP
+    own), split by silences longer than `phase_gap_s` and than `GAP_FACTOR` times its pace (`_pace`), and within that by the probes' header signature (TCP
     window and option layout) only where signatures follow one another rather than interleave. A tool that
     varies a field per probe (older nmap rotates its SYN window among 1024, 2048, 3072 and 4096) sends every
     variant throughout its run: one phase. Two tools run in turn (nmap's raw SYNs, then the kernel's
@@ -323,10 +323,8 @@ def _phases(packets: pd.DataFrame, pk: Columns, cfg: ScanConfig) -> np.ndarray:
     k, t = key[order], ts[order]
     same = k[1:] == k[:-1]
     gaps = t[1:] - t[:-1]
-    # A silence ends a run when it passes phase_gap_s and GAP_FACTOR times the key's median gap: nmap's -T0
-    # waits five minutes between probes, -T1 fifteen seconds.
-    typical = pd.Series(gaps[same]).groupby(k[1:][same]).median().reindex(range(int(k.max()) + 1 if n else 0))
-    limit = np.maximum(cfg.phase_gap_s * 1e9, GAP_FACTOR * typical.fillna(0).to_numpy())
+    limit = np.maximum(cfg.phase_gap_s * 1e9, GAP_FACTOR * _pace(k[1:][same], gaps[same], cfg.phase_gap_s * 1e9,
+                                                                 int(k.max()) + 1 if n else 0))
     new = np.ones(n, bool)
     new[1:] = ~same | (gaps > limit[k[1:]])
     segment = np.empty(n, np.int64)
@@ -373,6 +371,22 @@ class ScanResult:
 
     def __getitem__(self, i: int) -> pd.DataFrame:
         return (self.scans, self.states)[i]
+
+
+def _pace(key: np.ndarray, gaps: np.ndarray, base: float, n_keys: int) -> np.ndarray:
+    """Per key, its scanner's longer usual gap between probes (ns): the 99th percentile of its gaps up to `base`,
+    or, where most gaps pass `base` (nmap's -T0 waits five minutes between probes, -T1 fifteen seconds), the
+    median of all. A silence GAP_FACTOR times longer ends a run; a scan that pauses now and then does not."""
+    out = np.zeros(n_keys)
+    if not len(gaps):
+        return out
+    frame = pd.DataFrame({"key": key, "gap": gaps, "short": gaps <= base})
+    slow = frame.groupby("key")["short"].mean() < 0.5
+    quick = frame[frame["short"]].groupby("key")["gap"].quantile(0.99)
+    median = frame.groupby("key")["gap"].median()
+    pace = quick.reindex(median.index).where(~slow, median).fillna(median)
+    out[pace.index.to_numpy()] = pace.to_numpy()
+    return out
 
 
 def _signature_clusters(segment: np.ndarray, run: np.ndarray, rank: np.ndarray) -> np.ndarray:
@@ -424,7 +438,8 @@ def scans(packets: pd.DataFrame, probes: pd.DataFrame | None = None, *, config: 
     paths = traceroutes(keys, pk, base, pk["ttl"])
     for stage in paths:
         taken[stage.probes] = True
-    found_stages = os_detection(keys, pk, base & ~taken)
+    # (nmap's OS probes by their own signature: U1's 300 bytes to a closed port are no UDP scanner's probe)
+    found_stages = os_detection(keys, pk, (pk["src"] >= 0) & ~pk["to_group"] & ~taken)
     for stage in found_stages:
         taken[stage.probes] = True
     icmp_stages = icmp_discovery(pk, base & ~taken, names)
