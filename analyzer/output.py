@@ -61,6 +61,9 @@ def _json_values(column: pd.Series, digits: int) -> tuple[np.ndarray, np.ndarray
     counting), floats by their bits (-0.0 is not 0.0 in JSON) and other values by pandas' hash factorize; numbers
     are written in one orjson call (numbers hold no comma to split on)."""
     kind = column.dtype.kind  # (numpy's and pandas' numeric dtypes alike: i, u, f, b)
+    spread = _spread_integers(column) if kind in "iu" else None
+    if spread is not None:  # (frame numbers: nearly every value distinct, written digit by digit)
+        return spread
     if kind in "iu" and not isinstance(column.array, pd.arrays.IntegerArray):  # (no missing value)
         uniques, codes = unique_inverse(column.to_numpy())
         uniques = uniques.tolist()
@@ -83,6 +86,38 @@ def _json_values(column: pd.Series, digits: int) -> tuple[np.ndarray, np.ndarray
     else:
         texts = [orjson.dumps(u, option=orjson.OPT_SERIALIZE_NUMPY, default=str) for u in uniques]
     return codes, np.array(texts + [b"null"], dtype=bytes)
+
+
+SPREAD_ROWS = 4096  # integer columns of at least this many rows, spread over at least as many values, are
+# written digit by digit: coding them by distinct value would write nearly every row's own text anyway
+
+
+def _spread_integers(column: pd.Series) -> tuple[np.ndarray, np.ndarray] | None:
+    """`_json_values` for a column of non-negative integers spread over a range as wide as its length (frame
+    numbers): codes 0..n-1 (-1: missing) into each row's decimal text, made by numpy a digit at a time,
+    right-aligned behind NULs (the writer drops NULs). None for any other column."""
+    n = len(column)
+    if n < SPREAD_ROWS:
+        return None
+    values, absent = (column.array._data, column.array._mask) if isinstance(column.array, pd.arrays.IntegerArray) \
+        else (column.to_numpy(), None)
+    present = values if absent is None or not absent.any() else values[~absent]
+    if not len(present) or present.min() < 0 or int(present.max()) - int(present.min()) < n:
+        return None
+    values = values.astype(np.uint64, copy=False)
+    width = len(str(int(present.max())))
+    digits = np.zeros((n, width), np.uint8)
+    rest = values.copy()
+    for place in range(width - 1, -1, -1):  # (least significant first, right to left)
+        digits[:, place] = (rest % 10).astype(np.uint8) + ord("0")
+        rest //= 10
+    power = 10 ** np.arange(width - 1, 0, -1, dtype=np.uint64)  # (a leading zero is padding: NUL)
+    digits[:, :-1][values[:, None] < power[None, :]] = 0
+    texts = np.append(digits.view(f"S{width}").ravel(), np.array([b"null"], f"S{max(width, 4)}"))
+    codes = np.arange(n, dtype=np.int64)
+    if absent is not None and absent.any():
+        codes[absent] = -1
+    return codes, texts
 
 
 def _records_json(frame: pd.DataFrame, columns: list[str]) -> Iterator[bytes]:

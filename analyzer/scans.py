@@ -23,8 +23,9 @@ Every rule is in one place and visible (STYLE: "classify in one place"):
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
@@ -231,12 +232,14 @@ def _scanner_followups(keys: PacketKeys, pk: Columns) -> np.ndarray:
     if not tcp_syn.any():
         return out
     flags = keys.flags()
-    probe = [c[tcp_syn] for c in (pk["src"], pk["dst"], pk["sport"], pk["dport"])] + [(pk["seq"][tcp_syn] + 1) % (1 << 32)]
+    probe = None
     for code, bits in ((2, ACK), (1, RST)):  # (a reset after the handshake's ACK: the ACK says more)
         sent = keys.take(np.flatnonzero((flags & (RST | SYN | ACK)) == bits), ("src", "dst", "sport", "dport", "seq"))
         if len(sent["src"]):
-            found = rows_in(probe, [sent[c] for c in ("src", "dst", "sport", "dport", "seq")])
-            out[np.flatnonzero(tcp_syn)[found & (out[tcp_syn] == 0)]] = code
+            if probe is None:
+                probe = [pk["src"], pk["dst"], pk["sport"], pk["dport"], (pk["seq"] + 1) % (1 << 32)]
+            found = rows_in(probe, [sent[c] for c in ("src", "dst", "sport", "dport", "seq")]) & tcp_syn
+            out[found & (out == 0)] = code
     return out
 
 
@@ -323,10 +326,14 @@ def _phases(packets: pd.DataFrame, pk: Columns, cfg: ScanConfig) -> np.ndarray:
     k, t = key[order], ts[order]
     same = k[1:] == k[:-1]
     gaps = t[1:] - t[:-1]
-    limit = np.maximum(cfg.phase_gap_s * 1e9, GAP_FACTOR * _pace(k[1:][same], gaps[same], cfg.phase_gap_s * 1e9,
-                                                                 int(k.max()) + 1 if n else 0))
+    base = cfg.phase_gap_s * 1e9
     new = np.ones(n, bool)
-    new[1:] = ~same | (gaps > limit[k[1:]])
+    new[1:] = ~same
+    long = np.flatnonzero(same & (gaps > base))  # (silences a run's pace may end it: often none)
+    if len(long):
+        slow = np.isin(k[1:], np.unique(k[1:][long])) & same  # (the pace of the keys that have some)
+        limit = np.maximum(base, GAP_FACTOR * _pace(k[1:][slow], gaps[slow], base, int(k.max()) + 1))
+        new[1:][long] = gaps[long] > limit[k[1:][long]]
     segment = np.empty(n, np.int64)
     segment[order] = np.cumsum(new) - 1
 
@@ -359,8 +366,21 @@ class ScanResult:
 
     scans: pd.DataFrame
     states: pd.DataFrame
-    probes: pd.DataFrame
     notes: pd.DataFrame
+    probe_parts: tuple[pd.DataFrame, ...] = ()  # (`probes`, made when asked for: only the report plots them)
+    phase_order: dict[int, int] = field(default_factory=dict)
+
+    @functools.cached_property
+    def probes(self) -> pd.DataFrame:
+        """Every probe the scans and stages hold: probe_frame, phase, scanner, target, protocol, port (NaN for
+        ICMP and ARP), in frame order."""
+        parts = [p for p in self.probe_parts if len(p)]
+        if not parts or not self.phase_order:
+            return pd.DataFrame(columns=list(PROBE_TABLE_COLUMNS))
+        table = pd.concat([p.astype({"scanner": str, "target": str, "protocol": str}) for p in parts], ignore_index=True)
+        table = table[table["phase"].isin(self.phase_order)]
+        table = table.assign(phase=table["phase"].map(self.phase_order).astype(np.int64))
+        return table.sort_values("probe_frame", kind="stable").reset_index(drop=True)[list(PROBE_TABLE_COLUMNS)]
 
     def __iter__(self) -> Iterator[pd.DataFrame]:
         yield self.scans
@@ -376,16 +396,14 @@ class ScanResult:
 def _pace(key: np.ndarray, gaps: np.ndarray, base: float, n_keys: int) -> np.ndarray:
     """Per key, its scanner's longer usual gap between probes (ns): the 99th percentile of its gaps up to `base`,
     or, where most gaps pass `base` (nmap's -T0 waits five minutes between probes, -T1 fifteen seconds), the
-    median of all. A silence GAP_FACTOR times longer ends a run; a scan that pauses now and then does not."""
+    median of all. A silence GAP_FACTOR times longer ends a run; a scan that pauses now and then does not.
+    key: ascending (the gaps of each key together)."""
     out = np.zeros(n_keys)
-    if not len(gaps):
-        return out
-    frame = pd.DataFrame({"key": key, "gap": gaps, "short": gaps <= base})
-    slow = frame.groupby("key")["short"].mean() < 0.5
-    quick = frame[frame["short"]].groupby("key")["gap"].quantile(0.99)
-    median = frame.groupby("key")["gap"].median()
-    pace = quick.reindex(median.index).where(~slow, median).fillna(median)
-    out[pace.index.to_numpy()] = pace.to_numpy()
+    starts = np.flatnonzero(np.r_[True, key[1:] != key[:-1]]) if len(key) else np.zeros(0, np.int64)
+    for k, a, b in zip(key[starts].tolist(), starts.tolist(), np.r_[starts[1:], len(key)].tolist()):
+        g = gaps[a:b]
+        short = g[g <= base]
+        out[k] = np.percentile(short, 99) if 2 * len(short) >= len(g) else np.median(g)
     return out
 
 
@@ -489,11 +507,14 @@ def scans(packets: pd.DataFrame, probes: pd.DataFrame | None = None, *, config: 
 def _probe_table(pk: Columns, chosen: np.ndarray, phase: np.ndarray, names: dict[str, np.ndarray]) -> pd.DataFrame:
     """`ScanResult.probes` rows: the chosen probes' frames, phases (given, one per chosen probe), scanner,
     target, protocol and port (NaN for ICMP)."""
-    protocol = names["protocol"][pk["protocol"][chosen]]
+    protocol = pk["protocol"][chosen]
+    icmp = np.flatnonzero(names["protocol"] == "icmp")
     return pd.DataFrame({
-        "probe_frame": pk["frame"][chosen], "phase": phase, "scanner": names["src"][pk["src"][chosen]],
-        "target": names["dst"][pk["dst"][chosen]], "protocol": protocol,
-        "port": np.where(protocol == "icmp", np.nan, pk["dport"][chosen])})
+        "probe_frame": pk["frame"][chosen], "phase": phase,
+        "scanner": pd.Categorical.from_codes(pk["src"][chosen], names["src"]),
+        "target": pd.Categorical.from_codes(pk["dst"][chosen], names["dst"]),
+        "protocol": pd.Categorical.from_codes(protocol, names["protocol"]),
+        "port": np.where(np.isin(protocol, icmp), np.nan, pk["dport"][chosen])})
 
 
 def _why_texts(why: np.ndarray, breadth: np.ndarray, ports: np.ndarray, flags: list[str]) -> list[str]:
@@ -874,6 +895,7 @@ def _finish(rows: list[dict], states: list[dict], port_scans: pd.DataFrame | Non
     states_df = pd.concat(states_parts, ignore_index=True) if states_parts else _empty_states()
     if len(states_parts) > 1:  # the IP protocol scans' None beside the ports' numbers: floats, NaN for none
         states_df = states_df.astype({"reply_ttl": float, "reply_window": float, "reply_frame": float})
+    order: dict[int, int] = {}
     if len(scans_df):
         scans_df = scans_df.sort_values(["first", "scanner", "target"], kind="stable").reset_index(drop=True)
         # Phases numbered in time order, so a reader can follow the capture.
@@ -881,15 +903,10 @@ def _finish(rows: list[dict], states: list[dict], port_scans: pd.DataFrame | Non
         scans_df["phase"] = scans_df["phase"].map(order)
         if len(states_df):
             states_df["phase"] = states_df["phase"].map(order)
-    probes_df = pd.concat(probes, ignore_index=True) if probes else pd.DataFrame(columns=list(PROBE_TABLE_COLUMNS))
-    if len(probes_df):  # (the probes of the scans shown, in their phases' numbers)
-        probes_df = probes_df[probes_df["phase"].isin(order)] if len(scans_df) else probes_df.iloc[0:0]
-        probes_df = probes_df.assign(phase=probes_df["phase"].map(order) if len(probes_df) else probes_df["phase"])
-        probes_df = probes_df.sort_values("probe_frame", kind="stable").reset_index(drop=True)
     scans_df = scans_df[list(SCAN_COLUMNS)]
     states_df = states_df[list(STATE_COLUMNS)]
     notes_df = pd.DataFrame(notes or [], columns=list(NOTE_COLUMNS))
-    return ScanResult(scans_df, states_df, probes_df[list(PROBE_TABLE_COLUMNS)], notes_df)
+    return ScanResult(scans_df, states_df, notes_df, tuple(probes or ()), order)
 
 
 def _row(phase: int, scanner: str, target: str, technique: str, flags: str, ts: np.ndarray, ports: int, shape: str,

@@ -69,6 +69,8 @@ OS_PROBES = (
     OsProbe("U1", "udp", payload=300),
     OsProbe("IE", "icmp", icmp_code=9),
 )
+_DISTINCTIVE = np.zeros(65536, bool)  # the distinctive TCP probes' windows
+_DISTINCTIVE[[p.window for p in OS_PROBES if p.protocol == "tcp" and p.distinctive]] = True
 OS_MIN_KINDS = 3  # distinct distinctive probe names (SEQ counted once) that make the stage
 OS_MIN_SEQ = 3  # distinct SEQ windows for SEQ to count
 OS_SPAN_S = 30.0  # the stage's other probes (T4, the sixth SEQ, the second IE, retries) lie this close to it
@@ -80,6 +82,9 @@ def os_detection(keys: PacketKeys, pk: Columns, candidates: np.ndarray) -> list[
     if not len(rows):
         return []
     window = keys.at("window", pk["row"][rows])
+    # (screened first: a port scan's millions of probes carry none of the distinctive windows)
+    if not (pk["tcp"][rows] & _DISTINCTIVE[np.clip(window, 0, 65535)]).any() and not (pk["udp"] | pk["icmp"])[rows].any():
+        return []
     payload = keys.at("payload_len", pk["row"][rows])
     code = int_column_at(keys.packets["icmp_code"], pk["row"][rows])
     flags = pk["flags"][rows] & 0xFF
@@ -217,11 +222,13 @@ def traceroutes(keys: PacketKeys, pk: Columns, candidates: np.ndarray, ttl: np.n
     at `TRACE_FIRST_TTL`: each TTL a hop further, Linux's UDP to 33434 and up, Windows' ICMP echo, nmap's
     --traceroute), and any probe that expired in transit (ICMP time exceeded: it never reached its target,
     as a NAT hole punch's low-TTL datagrams do not). Neither is a port probe. ttl: each probe's TTL (-1 none)."""
-    rows = np.flatnonzero(candidates & (pk["src"] >= 0))
-    if not len(rows):
+    expired_all = (((pk["ip_version"] == 4) & (pk["reply_icmp_type"] == 11))
+                   | ((pk["ip_version"] == 6) & (pk["reply_icmp_type"] == 3)))
+    low = (ttl >= 0) & (ttl <= TRACE_FIRST_TTL)
+    if not ((expired_all | low) & candidates).any():  # (the usual case: no path probe at all)
         return []
-    expired = (((pk["ip_version"][rows] == 4) & (pk["reply_icmp_type"][rows] == 11))
-               | ((pk["ip_version"][rows] == 6) & (pk["reply_icmp_type"][rows] == 3)))
+    rows = np.flatnonzero(candidates & (pk["src"] >= 0))
+    expired = expired_all[rows]
     pair = group_ids(pk["src"][rows], pk["dst"][rows])
     stages = []
     for p in np.unique(pair[expired | (ttl[rows] <= TRACE_FIRST_TTL) & (ttl[rows] >= 0)]):

@@ -269,17 +269,17 @@ def _signature(probes: _Probes, technique: str) -> ToolVerdict:
         return ToolVerdict("unknown", "")
     ipid, win = probes.present("ip_id"), probes.present("window", tcp=True)
     v4 = probes.all_v4()
-    initial = initial_ttl(ttl)
-    if v4 and len(win) and _mostly((ipid == 0x55D1) & (initial == 128)) and _mostly(win == 3072):
+    high = ttl > 128  # (initial TTL 255; each test below looks at the cheap fields first)
+    if v4 and len(win) and _mostly(ipid == 0x55D1) and _mostly(win == 3072) and _mostly((ttl > 64) & ~high):
         hops, text = _template_hops(ttl, 128)
         return ToolVerdict("nmap", f"qscan.nse: IP ID 0x55d1, window 3072, {text} (its fixed template)", hops, frames)
-    if v4 and _mostly((ipid == 54321) & (initial == 255)):
+    if v4 and _mostly(ipid == 54321) and _mostly((ipid == 54321) & high):
         hops, text = _template_hops(ttl, 255)
         return ToolVerdict("zmap", f"IP ID 54321 and {text} on the probes (zmap's template)", hops, frames)
     opts, mss = probes.filled("tcp_options", tcp=True), probes.filled("mss", tcp=True)
     syn_opts_ok = (len(opts) == 0) or bool(np.isin(opts, (0, MSS_ONLY)).all() and (mss[opts == MSS_ONLY] == 1460).all())
     # IPv4 only: nmap's own IPv6 SYNs carry hop limit 255 and window 1024 too (sample nat_nmap_ipv6).
-    if v4 and _mostly(initial == 255) and len(win) and _mostly(np.isin(win, (1024, 1025))) and syn_opts_ok:
+    if v4 and _mostly(high) and len(win) and _mostly(np.isin(win, (1024, 1025))) and syn_opts_ok:
         hops, text = _template_hops(ttl, 255)
         return ToolVerdict("masscan", f"{text}, window 1024/1025, options none or MSS 1460 (masscan's template)",
                            hops, frames)

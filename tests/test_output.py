@@ -197,6 +197,9 @@ def test_column_wise_json_is_orjsons_text(data) -> None:
     frame = pd.DataFrame({
         "port": data.draw(st.lists(st.integers(-2**63, 2**63 - 1), min_size=n, max_size=n)),
         "sent": data.draw(st.lists(st.integers(-3, 70_000), min_size=n, max_size=n)),
+        "frame": data.draw(st.lists(st.integers(0, 2**40), min_size=n, max_size=n)),
+        "reply_frame": pd.array(data.draw(st.lists(st.one_of(st.none(), st.integers(0, 10**9)), min_size=n,
+                                                   max_size=n)), dtype="Int64"),
         "family": pd.array(data.draw(st.lists(st.one_of(st.none(), st.integers(-5, 2**40)), min_size=n, max_size=n)),
                            dtype="Int64"),
         "mean_us": pd.array(data.draw(st.lists(floats, min_size=n, max_size=n)), dtype="float64"),
@@ -209,12 +212,13 @@ def test_column_wise_json_is_orjsons_text(data) -> None:
     })
     columns = list(frame.columns)
     block_rows = data.draw(st.sampled_from([1, 2, 3, 5, 12, output.BLOCK_ROWS]))
-    saved = output.BLOCK_ROWS
+    spread_rows = data.draw(st.sampled_from([1, 3, output.SPREAD_ROWS]))  # (small: integers written digit by digit)
+    saved = output.BLOCK_ROWS, output.SPREAD_ROWS
     try:
-        output.BLOCK_ROWS = block_rows
+        output.BLOCK_ROWS, output.SPREAD_ROWS = block_rows, spread_rows
         written = b"".join(output._records_json(frame, columns))
     finally:
-        output.BLOCK_ROWS = saved
+        output.BLOCK_ROWS, output.SPREAD_ROWS = saved
     assert written == orjson.dumps(output._records(frame, columns))
 
 
