@@ -47,7 +47,19 @@ from .keys import (
     value_codes,
 )
 from .match import match as match_probes
-from .stages import ArpStage, Stage, arp_discovery, icmp_discovery, os_detection, traceroutes
+from .payloads import payload_heads
+from .stages import (
+    ArpStage,
+    Connection,
+    Stage,
+    arp_discovery,
+    icmp_discovery,
+    nse_mark,
+    os_detection,
+    service_stages,
+    traceroutes,
+    version_probe,
+)
 from .tools import SIGNATURE_COLUMNS, ToolVerdict, tool_verdict
 from .udp_payloads import scanner_payload
 
@@ -441,7 +453,8 @@ def scans(packets: pd.DataFrame, probes: pd.DataFrame | None = None, *, config: 
     """Scans found in a capture (`ScanResult`; `found, states = scans(packets)` as before).
 
     Input: the packets table (`analyzer.read`, at least `PACKET_FIELDS`) and its probes (`analyzer.match`,
-    at least `PROBE_FIELDS`; matched here when not given).
+    at least `PROBE_FIELDS`; matched here when not given). Where the table names its file (`attrs["path"]`),
+    the first bytes of a run's service connections are read from it to name nmap's version probes and scripts.
     """
     probes = match_probes(packets) if probes is None else probes
     keys = PacketKeys(packets)
@@ -453,24 +466,25 @@ def scans(packets: pd.DataFrame, probes: pd.DataFrame | None = None, *, config: 
     next_phase = _ipproto(packets, config, rows, found_states, first_phase=0)
     taken = _within(pk, names, rows)  # (an IP protocol scan's TCP, UDP and ICMP probes are its own)
     pk["ttl"] = keys.at("ttl", pk["row"])
-    paths = traceroutes(keys, pk, base, pk["ttl"])
-    for stage in paths:
-        taken[stage.probes] = True
-    # (nmap's OS probes by their own signature: U1's 300 bytes to a closed port are no UDP scanner's probe)
-    found_stages = os_detection(keys, pk, (pk["src"] >= 0) & ~pk["to_group"] & ~taken)
-    for stage in found_stages:
-        taken[stage.probes] = True
-    icmp_stages = icmp_discovery(pk, base & ~taken, names)
-    for stage in icmp_stages:
-        taken[stage.probes] = True
-    found_stages += icmp_stages
+    paths, found_stages = _probe_stages(keys, pk, base, taken, names)
     keep = base & ~pk["icmp"] & ~taken
     port_scans = port_states = None
     if keep.any():
         pk_scan, scanned, why, breadth = _port_scan_phases(packets, keys, pk, keep, config, names, notes)
-        joining = _joining(keys, pk, keep & ~taken, pk_scan, scanned, config)
-        if joining.any():  # (again, with the scanner's own connections that carried data)
-            pk_scan, scanned, why, breadth = _port_scan_phases(packets, keys, pk, keep | joining, config, names, [])
+        joining = _joining(keys, pk, keep, pk_scan, scanned, config)
+        services = _service_stages(keys, pk, keep, pk_scan, found_stages + paths)
+        found_stages += services
+        claimed = np.zeros(len(keep), bool)
+        for stage in services:
+            claimed[stage.probes] = True
+        runs: dict[tuple[int, int], list[int]] = {}  # nmap's stages that follow a port scan, by when they begin
+        for st in found_stages:
+            if st.stage in ("OS detection", "version detection", "scripts"):
+                pair = (int(pk["src"][st.probes[0]]), int(pk["dst"][st.probes[0]]))
+                runs.setdefault(pair, []).append(int(pk["ts_ns"][st.probes].min()))
+        if joining.any() or (claimed & keep).any() or runs:  # (again: what the run's other stages tell)
+            keep = (keep | joining) & ~claimed
+            pk_scan, scanned, why, breadth = _port_scan_phases(packets, keys, pk, keep, config, names, [], runs)
         readings = _phase_readings(packets, pk_scan, scanned)
         port_scans, port_states = _port_scans(pk_scan, readings, scanned, names, why, breadth)
         port_scans["phase"] += next_phase
@@ -504,6 +518,92 @@ def scans(packets: pd.DataFrame, probes: pd.DataFrame | None = None, *, config: 
     return _finish(rows, found_states, port_scans, port_states, notes=notes, probes=probe_parts)
 
 
+def _probe_stages(keys: PacketKeys, pk: Columns, base: np.ndarray, taken: np.ndarray, names: dict[str, np.ndarray]
+                  ) -> tuple[list[Stage], list[Stage]]:
+    """The stages found by their probes' own signatures, before any port scan is read, in this order (each
+    takes its probes, marked in `taken`, from the next): path probes and traceroutes, nmap's OS detection,
+    host discovery by ICMP. Returns (path stages, the others)."""
+    paths = traceroutes(keys, pk, base & ~taken, pk["ttl"])
+    for stage in paths:
+        taken[stage.probes] = True
+    # (nmap's OS probes by their own signature: U1's 300 bytes to a closed port are no UDP scanner's probe)
+    found = os_detection(keys, pk, (pk["src"] >= 0) & ~pk["to_group"] & ~taken)
+    for stage in found:
+        taken[stage.probes] = True
+    icmp = icmp_discovery(pk, base & ~taken, names)
+    for stage in icmp:
+        taken[stage.probes] = True
+    return paths, found + icmp
+
+
+def _service_stages(keys: PacketKeys, pk: Columns, keep: np.ndarray, pk_scan: Columns, others: list[Stage]
+                    ) -> list[Stage]:
+    """Version detection, scripts and other service interaction: TCP connections (or attempts) a scanner
+    opened to a port after another of its probes had found that port open (`stages.service_stages`
+    reads them; others: the run's other stages, which end its bursts)."""
+    flags = pk["flags"]
+    candidates = np.flatnonzero(pk["tcp"] & ((flags & (SYN | ACK | RST | FIN)) == SYN) & (pk["src"] >= 0)
+                                & ~pk["to_group"])
+    opened = (pk_scan["synack"] | (pk_scan["followup"] > 0)) & pk_scan["tcp"]
+    if not len(candidates) or not opened.any():
+        return []
+    # when each (scanner, target, port) was first found open, and by which probe
+    found_open = pd.DataFrame({"src": pk_scan["src"][opened], "dst": pk_scan["dst"][opened],
+                               "dport": pk_scan["dport"][opened], "found": pk_scan["ts_ns"][opened],
+                               "by": np.flatnonzero(keep)[opened]}).sort_values("found").drop_duplicates(
+                                   ["src", "dst", "dport"])
+    asked = pd.DataFrame({"probe": candidates, "src": pk["src"][candidates], "dst": pk["dst"][candidates],
+                          "dport": pk["dport"][candidates], "ts": pk["ts_ns"][candidates]})
+    both = asked.merge(found_open, on=["src", "dst", "dport"])
+    service = np.unique(both.loc[(both["probe"] != both["by"]) & (both["found"] < both["ts"]), "probe"].to_numpy())
+    if not len(service):
+        return []
+    connections = _connections(keys, pk, service)
+    starts: dict[tuple[int, int], list[int]] = {}  # the run's other stages begin: its bursts end
+    for stage in others:
+        first = stage.probes[0]
+        starts.setdefault((int(pk["src"][first]), int(pk["dst"][first])), []).append(int(pk["ts_ns"][stage.probes].min()))
+    stages = []
+    for pair in dict.fromkeys(c.pair for c in connections):
+        stages.extend(service_stages([c.connection for c in connections if c.pair == pair], starts.get(pair, [])))
+    return stages
+
+
+@dataclass(frozen=True)
+class _PairConnection:
+    pair: tuple[int, int]
+    connection: Connection
+
+
+def _connections(keys: PacketKeys, pk: Columns, service: np.ndarray) -> list[_PairConnection]:
+    """The service connections opened by the SYN probes `service`, each with what its first data said (the
+    scanner's first data segment on the 4-tuple, read from the capture file: `payloads.payload_heads`)."""
+    data = keys.take(np.flatnonzero(keys.tcp_payload()), ("frame", "src", "dst", "sport", "dport"))
+    tuple4 = [pk[c][service] for c in ("src", "dst", "sport", "dport")]
+    n = len(service)
+    # ids of the connections' 4-tuples, then of the data segments' in both directions
+    ids = group_ids(*[np.concatenate([t, data[c], data[r]]) for t, c, r in
+                      zip(tuple4, ("src", "dst", "sport", "dport"), ("dst", "src", "dport", "sport"))])
+    m = len(data["frame"])
+    client_first = np.full(int(ids.max()) + 1, np.iinfo(np.int64).max)
+    np.minimum.at(client_first, ids[n:n + m], data["frame"])
+    server_sent = np.zeros(int(ids.max()) + 1, bool)
+    server_sent[ids[n + m:]] = True
+    first = client_first[ids[:n]]
+    heads = payload_heads(keys.packets, first[first < np.iinfo(np.int64).max])
+    out = []
+    for probe, f, answered in zip(service.tolist(), first.tolist(), server_sent[ids[:n]].tolist()):
+        payload = heads.get(f) if f < np.iinfo(np.int64).max else None
+        if f < np.iinfo(np.int64).max:
+            version, mark = (version_probe(payload), nse_mark(payload)) if payload is not None else (None, None)
+            kind, what = (("version", version) if version else ("script", mark) if mark else ("data", "other data"))
+        else:
+            kind, what = ("banner", "banner read (nmap's NULL probe)") if answered else ("none", "no data")
+        out.append(_PairConnection((int(pk["src"][probe]), int(pk["dst"][probe])),
+                                   Connection(probe, int(pk["dport"][probe]), int(pk["ts_ns"][probe]), kind, what)))
+    return out
+
+
 def _probe_table(pk: Columns, chosen: np.ndarray, phase: np.ndarray, names: dict[str, np.ndarray]) -> pd.DataFrame:
     """`ScanResult.probes` rows: the chosen probes' frames, phases (given, one per chosen probe), scanner,
     target, protocol and port (NaN for ICMP)."""
@@ -529,6 +629,8 @@ def _why_texts(why: np.ndarray, breadth: np.ndarray, ports: np.ndarray, flags: l
             parts.append(f"a port probed on {b:,} hosts")
         if w & 4:
             parts.append(f"flags {f or 'none'}: no TCP stack sends them outside a scan")
+        if w & 8 and not w & 7:
+            parts.append("the port scan nmap's next stage of this run follows (see it)")
         texts.append("; ".join(parts))
     return texts
 
@@ -546,15 +648,15 @@ def _within(pk: Columns, names: dict[str, np.ndarray], rows: list[dict]) -> np.n
 
 
 def _port_scan_phases(packets: pd.DataFrame, keys: PacketKeys, pk: Columns, keep: np.ndarray, cfg: ScanConfig,
-                      names: dict[str, np.ndarray], notes: list[dict]
+                      names: dict[str, np.ndarray], notes: list[dict], runs: dict | None = None
                       ) -> tuple[Columns, np.ndarray, np.ndarray, np.ndarray]:
     """The probes `keep` with their phase, (phase, target, port) and (phase, target) ids, and
-    `_scanned_targets`' reading of them."""
+    `_scanned_targets`' reading of them (runs: `_scanned_targets`')."""
     pk_scan = take(pk, keep)
     pk_scan["phase"] = _phases(packets, pk_scan, cfg)
     pk_scan["port"] = group_ids(pk_scan["phase"], pk_scan["dst"], pk_scan["dport"])  # (phase, target, port)
     pk_scan["target"] = group_ids(pk_scan["phase"], pk_scan["dst"])  # (phase, target)
-    return (pk_scan, *_scanned_targets(keys, pk_scan, cfg, names, notes))
+    return (pk_scan, *_scanned_targets(keys, pk_scan, cfg, names, notes, runs))
 
 
 def _joining(keys: PacketKeys, pk: Columns, kept: np.ndarray, pk_scan: Columns, scanned: np.ndarray,
@@ -638,7 +740,7 @@ def crafted(flags: np.ndarray) -> np.ndarray:
 
 
 def _scanned_targets(keys: PacketKeys, pk: Columns, cfg: ScanConfig, names: dict[str, np.ndarray],
-                     notes: list[dict]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+                     notes: list[dict], runs: dict | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Per (phase, target) id: whether the phase scanned that target, why (bits: 1 vertical, 2 horizontal, 4
     crafted flags), and the most hosts one of its ports was swept on; notes on what was not read as a scan.
 
@@ -666,11 +768,21 @@ def _scanned_targets(keys: PacketKeys, pk: Columns, cfg: ScanConfig, names: dict
     breadth = np.zeros(n_targets, np.int64)  # the most hosts one of its ports was swept on (clients' left out)
     np.maximum.at(breadth, port_target, np.where((wide & ~client)[port_sweep], hosts_per_sweep[port_sweep], 0))
     horizontal = breadth > 0
-    scanned = vertical | horizontal | stealthy
+    in_run = np.zeros(n_targets, bool)
+    if runs:  # a port scan that an nmap stage follows within RUN_GAP_S (OS detection, version probes, scripts:
+        # nmap runs them on the ports its scan found) is that run's port scan, however few its ports
+        last = np.full(n_targets, np.iinfo(np.int64).min)
+        np.maximum.at(last, pk["target"], pk["ts_ns"])
+        scanner, victim = group_of(pk["target"], pk["src"]), group_of(pk["target"], pk["dst"])
+        for t in range(n_targets):
+            starts = runs.get((int(scanner[t]), int(victim[t])), ())
+            in_run[t] = any(0 <= start - last[t] <= RUN_GAP_S * 1e9 for start in starts)
+    scanned = vertical | horizontal | stealthy | in_run
     _floods(pk, scanned, target_phase, names, notes)
-    return scanned, vertical * 1 + horizontal * 2 + stealthy * 4, breadth
+    return scanned, vertical * 1 + horizontal * 2 + stealthy * 4 + in_run * 8, breadth
 
 
+RUN_GAP_S = 60.0  # an nmap stage that begins this soon after a port scan of its target ends: one run
 CLIENT_SHARE = 0.5  # of the accepting targets given data, for a horizontal group to be a client's
 FLOOD_PROBES = 100  # SYNs to one port of one target, unscanned, that a note calls a flood
 

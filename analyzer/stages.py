@@ -213,7 +213,7 @@ def _discovery_stage(pk: Columns, probes: np.ndarray, flags: str, tool: str, too
                  evidence=f"{len(probes)} probes to {len(states)} host(s); {n_up} answered", host_state=states)
 
 
-TRACE_MIN_TTLS = 3  # distinct TTLs, the least of them at most TRACE_FIRST_TTL, to one target: a traceroute
+TRACE_MIN_TTLS = 3  # consecutive TTLs, the least at most TRACE_FIRST_TTL, to one target: a traceroute
 TRACE_FIRST_TTL = 3
 
 
@@ -235,9 +235,11 @@ def traceroutes(keys: PacketKeys, pk: Columns, candidates: np.ndarray, ttl: np.n
         mine = rows[pair == p]
         t = ttl[mine]
         distinct = np.unique(t[t >= 0])
-        tracing = len(distinct) >= TRACE_MIN_TTLS and distinct.min() <= TRACE_FIRST_TTL
+        # a traceroute's TTLs: a run of consecutive values from the least (a scan's own TTLs lie far above)
+        run = distinct[:np.argmax(np.r_[np.diff(distinct) != 1, True]) + 1] if len(distinct) else distinct
+        tracing = len(run) >= TRACE_MIN_TTLS and run.min() <= TRACE_FIRST_TTL
         if tracing:
-            take = mine[(t >= 0) & (t <= max(int(distinct.max()), 1))]
+            take = mine[(t >= run.min()) & (t <= run.max())]
         else:
             take = mine[expired[pair == p]]
         if not len(take):
@@ -350,3 +352,87 @@ def _longest_run(numbers: np.ndarray) -> int:
     breaks = np.flatnonzero(np.diff(values) != 1)
     edges = np.concatenate([[-1], breaks, [len(values) - 1]])
     return int(np.diff(edges).max())
+
+
+# nmap's version detection (-sV): a NULL probe (connect and read the banner), then probes of its own; a few of
+# them, by the bytes that begin them (the rest need no naming to read the stage: it holds them by time).
+VERSION_PROBES = (
+    ("GetRequest", b"GET / HTTP/1.0\r\n\r\n"), ("HTTPOptions", b"OPTIONS / HTTP/1.0\r\n\r\n"),
+    ("RTSPRequest", b"OPTIONS / RTSP/1.0\r\n\r\n"), ("FourOhFourRequest", b"GET /nice%20ports%2C/Tri%6Eity.txt%2ebak"),
+    ("GenericLines", b"\r\n\r\n"), ("Help", b"HELP\r\n"), ("RPCCheck", b"\x80\x00\x00\x28\x72\xfe\x1d\x13"),
+    ("SMBProgNeg", b"\x00\x00\x00\xa4\xffSMBr"), ("X11Probe", b"l\x00\x0b\x00\x00\x00\x00\x00\x00\x00\x00\x00"),
+    ("TerminalServerCookie", b"\x03\x00\x00*%\xe0\x00\x00\x00\x00\x00Cookie: mstshash=nmap"),
+)
+EXACT_PROBES = ("GetRequest", "HTTPOptions", "RTSPRequest", "GenericLines", "Help", "X11Probe")  # (whole payloads)
+# nmap's scripting engine (-sC, -A, --script; and -sV's version scripts): its own marks in what it sends
+NSE_MARKS = ((b"Nmap Scripting Engine", "HTTP User-Agent 'Nmap Scripting Engine'"),
+             (b"SSH-2.0-Nmap-SSH2-Hostkey", "SSH client 'Nmap-SSH2-Hostkey'"),
+             (b"mstshash=nmap", "RDP cookie 'nmap'"))
+
+
+def version_probe(payload: bytes) -> str | None:
+    """The nmap version probe a client payload is, or None."""
+    for name, start in VERSION_PROBES:
+        if payload == start if name in EXACT_PROBES else payload.startswith(start):
+            return name
+    return None
+
+
+def nse_mark(payload: bytes) -> str | None:
+    for mark, text in NSE_MARKS:
+        if mark in payload:
+            return text
+    return None
+
+
+@dataclass(frozen=True)
+class Connection:
+    """A TCP connection a scanner opened to a port its scan had found open: its SYN probe (position in the
+    probes columns), port, time, and what its first data said."""
+
+    probe: int
+    port: int
+    ts_ns: int
+    kind: str  # "version" | "script" | "banner" | "data" | "none"
+    what: str  # the probe's or mark's name, "banner read", "other data", "no data"
+
+
+def service_stages(connections: list[Connection], boundaries: list[int] = ()) -> list[Stage]:
+    """The service stages of one scanner's run against one target, from its connections to open ports.
+
+    The connections fall into bursts at the start of the run's other stages (`boundaries`, ns: nmap -A runs
+    OS detection and traceroute between its version detection and its scripts). A burst whose first nmap
+    version probe comes before any mark of nmap's scripting engine is version detection (the NULL probe's
+    banner reads come first, and -sV runs version scripts of its own among its probes); one with the
+    engine's marks (its User-Agent, its SSH client name) first is scripts; one with neither is no stage (a
+    client using the service the scan found, or a connect scan's own connections: the capture cannot tell
+    which, and such connections are no scan either)."""
+    if not connections:
+        return []
+    connections = sorted(connections, key=lambda c: c.ts_ns)
+    cuts = np.searchsorted([c.ts_ns for c in connections], sorted(boundaries))
+    bursts = [b for b in np.split(np.array(connections, dtype=object), np.unique(cuts)) if len(b)]
+    stages = []
+    for burst in bursts:
+        kinds = [c.kind for c in burst]
+        first_version = kinds.index("version") if "version" in kinds else len(kinds)
+        first_script = kinds.index("script") if "script" in kinds else len(kinds)
+        if first_version == first_script:  # (neither: a client's use of the service, or a connect scan's own)
+            continue
+        stages.append(_service_stage("version detection" if first_version < first_script else "scripts", list(burst)))
+    return stages
+
+
+def _service_stage(name: str, group: list[Connection]) -> Stage:
+    by_port: dict[int, list[str]] = {}
+    for c in group:
+        whats = by_port.setdefault(c.port, [])
+        if c.what not in whats:
+            whats.append(c.what)
+    return Stage(
+        probes=np.array(sorted(c.probe for c in group), np.int64), stage=name, kind="SERVICE",
+        flags=f"{len(group)} connection(s) to {', '.join(f'{p}/tcp' for p in sorted(by_port))}", tool="nmap",
+        tool_evidence=("nmap's version probes (nmap -sV)" if name == "version detection" else
+                       "nmap's scripting engine (nmap -sC, -A or --script)"),
+        evidence="; ".join(f"{port}/tcp: {', '.join(whats)}" for port, whats in sorted(by_port.items())),
+        host_state={})
