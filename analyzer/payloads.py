@@ -9,13 +9,14 @@ first data segments: a handful of frames, read here by frame number from the fil
 from __future__ import annotations
 
 import os
+import warnings
 
 import dpkt
 import numpy as np
 import pandas as pd
 
 from .capture import read_records
-from .errors import CaptureError
+from .errors import CaptureError, CaptureWarning
 
 # link type → dpkt's decoder of its frames (raw IP link types by their own numbers)
 _LINKS = {1: dpkt.ethernet.Ethernet, 113: dpkt.sll.SLL, 276: dpkt.sll2.SLL2, 0: dpkt.loopback.Loopback,
@@ -32,7 +33,9 @@ def payload_heads(packets: pd.DataFrame, frames: np.ndarray, size: int = 256) ->
     if not path or not len(frames) or not os.path.exists(path):
         return {}
     try:
-        records = read_records(path)
+        with warnings.catch_warnings():  # (the file's damage was told when the table was read)
+            warnings.simplefilter("ignore", CaptureWarning)
+            records = read_records(path)
     except (CaptureError, OSError):
         return {}
     index = frames - 1  # (frame numbers count records from 1)
