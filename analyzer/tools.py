@@ -15,7 +15,8 @@ masscan      IPv4, initial TTL 255, TCP window 1024 or 1025, SYN options none or
 nmap         raw probes: TTLs spread over one 23-value window at or below 59 (nmap draws each from 37–59;
              off the scanner's link the window moves down by the hops), or (3+ probes) TCP window in
              {1024, 2048, 3072, 4096} with SYN options none or MSS 1460 alone and one source port
-hping3       (3+ probes) no TCP options, one window, source port rising by one per probe (its defaults)
+hping3       (3+ probes) no TCP options, one window, source port rising by one per probe (its defaults); or
+             window 512 with no options from one source port (its --scan mode)
 ===========  ======================================================================================
 
 Hops: from a template's initial TTL to the TTL its probes arrive with; for nmap's random TTL, 37 minus
@@ -219,11 +220,13 @@ def _hops_text(hops: int | None, low: int | None = None, high: int | None = None
     return ""
 
 
-def _template_hops(ttl: np.ndarray, initial: int) -> tuple[int | None, str]:
-    """Hops from a tool's fixed initial TTL to the TTL most probes carry."""
+def _template_hops(ttl: np.ndarray, initial: int | None = None) -> tuple[int | None, str, str]:
+    """(hops, the TTL in words, where the sensor is in words) from a fixed initial TTL (by default the one the
+    commonest TTL implies) to the TTL most probes carry."""
     mode = int(np.bincount(ttl).argmax())
+    initial = int(initial_ttl(np.array([mode]))[0]) if initial is None else initial
     hops = initial - mode if mode <= initial else None
-    return hops, (f"TTL {mode} of {initial}" if hops else f"TTL {initial}") + (f": {_hops_text(hops)}" if hops is not None else "")
+    return hops, (f"TTL {mode} (sent as {initial})" if hops else f"TTL {mode}"), _hops_text(hops)
 
 
 def _random_ttl(ttl: np.ndarray) -> tuple[bool, int | None, str]:
@@ -262,27 +265,28 @@ def _signature(probes: _Probes, technique: str) -> ToolVerdict:
             + (f"; window {win[0]} as its {template} template" if template else "")), None, frames)
     ttl = probes.present("ttl")
     if technique == "CONNECT":
-        hops, text = _template_hops(ttl, int(initial_ttl(np.array([np.bincount(ttl).argmax()]))[0])) if len(ttl) else (None, "")
+        hops, _, where = _template_hops(ttl) if len(ttl) else (None, "", "")
         return ToolVerdict("unknown", "connect(): probes are the scanner kernel's own SYNs"
-                           + (f"; {text}" if hops is not None else ""), hops, frames)
+                           + (f"; {where}" if where else ""), hops, frames)
     if len(ttl) == 0:
         return ToolVerdict("unknown", "")
     ipid, win = probes.present("ip_id"), probes.present("window", tcp=True)
     v4 = probes.all_v4()
     high = ttl > 128  # (initial TTL 255; each test below looks at the cheap fields first)
     if v4 and len(win) and _mostly(ipid == 0x55D1) and _mostly(win == 3072) and _mostly((ttl > 64) & ~high):
-        hops, text = _template_hops(ttl, 128)
-        return ToolVerdict("nmap", f"qscan.nse: IP ID 0x55d1, window 3072, {text} (its fixed template)", hops, frames)
+        hops, text, where = _template_hops(ttl, 128)
+        return ToolVerdict("nmap", f"qscan.nse: IP ID 0x55d1, window 3072, {text} (its fixed template); {where}",
+                           hops, frames)
     if v4 and _mostly(ipid == 54321) and _mostly((ipid == 54321) & high):
-        hops, text = _template_hops(ttl, 255)
-        return ToolVerdict("zmap", f"IP ID 54321 and {text} on the probes (zmap's template)", hops, frames)
+        hops, text, where = _template_hops(ttl, 255)
+        return ToolVerdict("zmap", f"IP ID 54321, {text} (zmap's template); {where}", hops, frames)
     opts, mss = probes.filled("tcp_options", tcp=True), probes.filled("mss", tcp=True)
     syn_opts_ok = (len(opts) == 0) or bool(np.isin(opts, (0, MSS_ONLY)).all() and (mss[opts == MSS_ONLY] == 1460).all())
     # IPv4 only: nmap's own IPv6 SYNs carry hop limit 255 and window 1024 too (sample nat_nmap_ipv6).
     if v4 and _mostly(high) and len(win) and _mostly(np.isin(win, (1024, 1025))) and syn_opts_ok:
-        hops, text = _template_hops(ttl, 255)
-        return ToolVerdict("masscan", f"{text}, window 1024/1025, options none or MSS 1460 (masscan's template)",
-                           hops, frames)
+        hops, text, where = _template_hops(ttl, 255)
+        return ToolVerdict("masscan", f"{text}, window 1024/1025, options none or MSS 1460 (masscan's template); "
+                           f"{where}", hops, frames)
     is_random, hops, text = _random_ttl(ttl)
     if is_random:
         return ToolVerdict("nmap", text, hops, frames)
@@ -294,15 +298,19 @@ def _signature(probes: _Probes, technique: str) -> ToolVerdict:
     if nmap_win and one_port and syn_opts_ok:
         return ToolVerdict("nmap", "window in {1024,2048,3072,4096}, options none or MSS 1460, one source port",
                            None, frames)
+    if len(win) and _mostly(win == 512) and (opts == 0).all() and one_port:
+        hops, text, where = _template_hops(ttl)
+        return ToolVerdict("hping3", f"window 512, no options (hping3's defaults), one source port (its --scan mode), "
+                           f"{text}; {where}", hops, frames)
     tcp = probes.tcp()
     one_window = len(win) == 0 or (win == win[0]).all()
     if one_window and (opts == 0).all() and len(sport) > 2:
         steps = np.diff(sport)  # in send order; each hping3 run starts again from its base port
         if (steps == 1).sum() >= 0.5 * len(steps) and (steps > 1).mean() < 0.2:
-            hops, text = _template_hops(ttl, int(initial_ttl(np.array([np.bincount(ttl).argmax()]))[0]))
+            hops, text, where = _template_hops(ttl)
             what = f"no options, window {win[0]}, " if tcp.any() and len(win) else ""
-            return ToolVerdict("hping3", f"{what}source port rising by one per probe (hping3's default); {text}",
-                               hops, frames)
+            return ToolVerdict("hping3", f"{what}source port rising by one per probe (hping3's default), {text}; "
+                               f"{where}", hops, frames)
     return ToolVerdict("unknown", "")
 
 
