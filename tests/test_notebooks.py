@@ -1,12 +1,11 @@
 """The classroom notebooks (notebooks/): built from notebooks/build_notebooks.py, questions free of
-solutions, and every notebook — questions and solutions — runs top to bottom without error in under a
-minute on the sample captures (nbclient, kernel python3)."""
+solutions, and every notebook — questions and solutions — runs top to bottom without error on the sample
+captures (nbclient, kernel python3)."""
 
 from __future__ import annotations
 
 import os
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -21,7 +20,6 @@ sys.path.insert(0, str(NOTEBOOKS))
 
 import build_notebooks
 
-PER_NOTEBOOK_LIMIT_S = 60.0
 CELL_TIMEOUT_S = 120
 LESSON_FILES = [lesson.filename for lesson in build_notebooks.LESSONS]
 ALL_NOTEBOOKS = [NOTEBOOKS / f for f in LESSON_FILES] + [NOTEBOOKS / "solutions" / f for f in LESSON_FILES]
@@ -80,12 +78,8 @@ def test_notebook_runs(path, monkeypatch):
     nb = nbformat.read(path, as_version=4)
     client = nbclient.NotebookClient(nb, timeout=CELL_TIMEOUT_S, kernel_name="python3",
                                      resources={"metadata": {"path": str(path.parent)}})
-    started = time.monotonic()
     client.execute()  # raises CellExecutionError, naming the cell, on the first error
-    elapsed = time.monotonic() - started
     errors = [o for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", []) if o.output_type == "error"]
     assert not errors, errors
     images = sum("image/png" in o.get("data", {}) for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", []))
     assert images >= 1, "every lesson draws at least one plot"
-    print(f"{path.relative_to(ROOT)}: {elapsed:.1f} s")
-    assert elapsed < PER_NOTEBOOK_LIMIT_S, f"{path.name} took {elapsed:.1f} s (limit {PER_NOTEBOOK_LIMIT_S:.0f} s)"

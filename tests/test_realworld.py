@@ -127,7 +127,7 @@ def test_keyed_scans(name: str, scanner: str) -> None:
 
 def test_the_unknown_port_states_match_the_keys_too() -> None:
     """The keys' other port states: the closed ports of the SYN scans, nmap's UDP verdicts."""
-    found, states = result("packets__synscan.pcapng")
+    _, states = result("packets__synscan.pcapng")
     st = states.set_index("port")["state"]
     assert sorted(st[st == "closed"].index) == [25, 70, 113, 31337]
     assert (st.drop([22, 53, 80, 25, 70, 113, 31337]) == "filtered").all()

@@ -31,7 +31,6 @@ import os
 import re
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import make_scan_captures as gen
@@ -46,7 +45,6 @@ pytestmark = pytest.mark.lab
 
 REPO = Path(__file__).resolve().parent.parent
 STEM = "slsc"
-ANALYZER_TIMEOUT_S = 10.0
 WINDOW_SLACK_S = (0.5, 1.0)  # before the tool started, after it ended
 
 NAMES = gen.NAMES
@@ -110,27 +108,24 @@ def scans_cli() -> None:
         )
 
 
-_RESULTS: dict[Path, tuple[dict, float]] = {}
+_RESULTS: dict[Path, dict] = {}
 
 
-def analyze(captures: tuple[Path, dict[str, dict]], name: str, file: str | None = None) -> tuple[dict, dict, float]:
-    """(analyzer JSON, truth, seconds) for capture `name` (or its other capture `file`); the analyzer runs
-    once per file."""
+def analyze(captures: tuple[Path, dict[str, dict]], name: str, file: str | None = None) -> tuple[dict, dict]:
+    """(analyzer JSON, truth) for capture `name` (or its other capture `file`); the analyzer runs once per
+    file."""
     d, truths = captures
     if name not in truths:
         pytest.skip(f"capture {name} was not made")
     pcap = d / (file or f"{name}.pcap")
     if pcap not in _RESULTS:
-        started = time.monotonic()
         r = subprocess.run(
             [sys.executable, "-m", "analyzer", "scans", str(pcap), "--format", "json"],
             check=False, cwd=REPO, capture_output=True, text=True, timeout=120,
         )  # fmt: skip
-        elapsed = time.monotonic() - started
         assert r.returncode == 0, f"analyzer failed on {pcap.name} (rc {r.returncode}):\n{r.stderr[-3000:]}"
-        _RESULTS[pcap] = (json.loads(r.stdout), elapsed)
-    out, elapsed = _RESULTS[pcap]
-    return out, truths[name], elapsed
+        _RESULTS[pcap] = json.loads(r.stdout)
+    return _RESULTS[pcap], truths[name]
 
 
 # ---------------------------------------------------------------------------------------------- helpers
@@ -197,7 +192,7 @@ def test_capture_made(captures, name: str) -> None:
 @pytest.mark.parametrize("name", cases("test_scan_types", NAMES))
 def test_scan_types(captures, scans_cli, name: str) -> None:
     """Exactly the scans the capture holds: scanner, target and technique."""
-    out, truth, _ = analyze(captures, name)
+    out, truth = analyze(captures, name)
     ours = out["scans"]
     if not truth["scans"]:
         assert ours == [], f"ordinary traffic reported as scans:\n{describe(ours)}"
@@ -246,7 +241,7 @@ def wrong_states(ours_scans: list[dict], truth_scans: list[dict]) -> list[str]:
 @pytest.mark.parametrize("name", cases("test_port_states", SCAN_NAMES))
 def test_port_states(captures, scans_cli, name: str) -> None:
     """Every port nmap (or, for hping3, the lab) reported has the same state in ours."""
-    out, truth, _ = analyze(captures, name)
+    out, truth = analyze(captures, name)
     wrong = wrong_states(out["scans"], truth["scans"])
     assert not wrong, "\n".join(wrong)
 
@@ -254,7 +249,7 @@ def test_port_states(captures, scans_cli, name: str) -> None:
 @pytest.mark.parametrize("name", SCAN_NAMES)
 def test_flags_and_tool(captures, scans_cli, name: str) -> None:
     """Probe flags (order ignored) and the tool that the packets' signature names."""
-    out, truth, _ = analyze(captures, name)
+    out, truth = analyze(captures, name)
     wrong = []
     for want in truth["scans"]:
         ours = find_ours(out["scans"], want)
@@ -277,7 +272,7 @@ def test_flags_and_tool(captures, scans_cli, name: str) -> None:
 @pytest.mark.parametrize("name", SCAN_NAMES)
 def test_times_and_probes(captures, scans_cli, name: str) -> None:
     """first/last lie within the tool's run; probes between the ports reported and the probe packets sent."""
-    out, truth, _ = analyze(captures, name)
+    out, truth = analyze(captures, name)
     wrong = []
     before, after = WINDOW_SLACK_S
     for want in truth["scans"]:
@@ -297,7 +292,7 @@ def test_times_and_probes(captures, scans_cli, name: str) -> None:
 @pytest.mark.parametrize("name", NAMES)
 def test_hosts(captures, scans_cli, name: str) -> None:
     """Every host the truth knows is listed with its MAC (scanner included)."""
-    out, truth, _ = analyze(captures, name)
+    out, truth = analyze(captures, name)
     ours = {h.get("address"): h for h in out.get("hosts", [])}
     wrong = []
     for h in truth["hosts"]:
@@ -315,7 +310,7 @@ def test_hosts(captures, scans_cli, name: str) -> None:
 def test_os_hints(captures, scans_cli, name: str) -> None:
     """Not fooled by a tool's packets: every lab host is Linux, 0 or 1 hop away, and each OS hint says so or
     says nothing; nmap's random TTLs (37-59) and masscan's and zmap's TTL 255 are the tools', not the hosts'."""
-    out, _, _ = analyze(captures, name)
+    out, _ = analyze(captures, name)
     wrong = []
     for h in out.get("hosts", []):
         evidence = h.get("os_evidence") or ""
@@ -329,9 +324,9 @@ def test_os_hints(captures, scans_cli, name: str) -> None:
 
 def test_sweep_reads_as_its_answers(captures, scans_cli, tmp_path) -> None:
     """zmap's sweep of 4,097 addresses, one of which answers: the text lists the answering target's table and
-    the others in one block (nmap and zmap list only answers too); the HTML report likewise, not 4,097 tables
-    (it was 5 MB, and quadratic in the targets)."""
-    out, truth, _ = analyze(captures, "zmap_sweep")
+    the others in one block (nmap and zmap list only answers too); the HTML report likewise, not 4,097 tables.
+    (How fast: benchmarks/sweep.py.)"""
+    out, truth = analyze(captures, "zmap_sweep")
     assert len(out["scans"]) == len(truth["scans"]) > 4000  # the JSON keeps one row per target
     d, _ = captures
     pcap = d / "zmap_sweep.pcap"
@@ -346,20 +341,14 @@ def test_sweep_reads_as_its_answers(captures, scans_cli, tmp_path) -> None:
     assert f"{gen.ZMAP_PORT}/tcp  open" in block
     assert len(text.splitlines()) < 20
     html = tmp_path / "sweep.html"
-    started = time.monotonic()
     subprocess.run([sys.executable, "-m", "analyzer", "report", str(pcap), "-o", str(html)], check=True, cwd=REPO,
                    capture_output=True, timeout=300)  # fmt: skip
-    elapsed = time.monotonic() - started
-    assert elapsed < ANALYZER_TIMEOUT_S, f"report took {elapsed:.1f} s"  # a sanity bound (it took 16.6 s)
     page = html.read_text(encoding="utf-8")
     assert f"{quiet:,} targets of phase" in page and "answered no probe, so have no RTT to group" in page
     assert html.stat().st_size < 1_000_000
-    # rtt too: the text one block for the silent targets, the JSON every target (it took 25 s: one pandas pass
-    # per target, and a filter of the whole family table per target)
-    started = time.monotonic()
+    # rtt too: the text one block for the silent targets, the JSON every target
     rtt = subprocess.run([sys.executable, "-m", "analyzer", "rtt", str(pcap)], check=True, cwd=REPO,
                          capture_output=True, text=True, timeout=300).stdout  # fmt: skip
-    assert time.monotonic() - started < ANALYZER_TIMEOUT_S
     assert f"\n{quiet:,} targets that answered no probe" in rtt and f"\n{target} (tcp)\n" in rtt
     assert len(rtt.splitlines()) < 20
     whole = json.loads(subprocess.run([sys.executable, "-m", "analyzer", "rtt", str(pcap), "--format", "json"],
@@ -369,18 +358,14 @@ def test_sweep_reads_as_its_answers(captures, scans_cli, tmp_path) -> None:
 
 def test_answering_sweep_reads_as_one_table(captures, scans_cli, tmp_path) -> None:
     """zmap's sweep of 1,025 addresses that all answer (the target holds them all): the HTML report lists them
-    as rows of one port table and one RTT table, as zmap lists its answers, not a heading and tables for each
-    (that took 5.7 s and 1.7 MB here, 10 s and 5.5 MB for 4,096 answering addresses)."""
-    _, truth, _ = analyze(captures, "zmap_answering")
+    as rows of one port table and one RTT table, as zmap lists its answers, not a heading and tables for each."""
+    _, truth = analyze(captures, "zmap_answering")
     n = len(truth["scans"])
     assert n > 1000 and all(s["ports"][0]["state"] == "open" for s in truth["scans"])
     d, _ = captures
     html = tmp_path / "answering.html"
-    started = time.monotonic()
     subprocess.run([sys.executable, "-m", "analyzer", "report", str(d / "zmap_answering.pcap"), "-o", str(html)],
                    check=True, cwd=REPO, capture_output=True, timeout=300)  # fmt: skip
-    elapsed = time.monotonic() - started
-    assert elapsed < ANALYZER_TIMEOUT_S / 2, f"report took {elapsed:.1f} s"  # a sanity bound (it took 5.7 s)
     page = html.read_text(encoding="utf-8")
     assert f"<h3>{n:,} targets of phase " in page and f"<h3>{n:,} targets of at most " in page
     assert page.count("<h3>") < 10
@@ -421,13 +406,6 @@ def test_compiled_reader_reads_like_numpy(captures, name: str, monkeypatch) -> N
     assert compiled.attrs == numpy.attrs
 
 
-@pytest.mark.parametrize("name", NAMES)
-def test_fast_enough(captures, scans_cli, name: str) -> None:
-    """A sanity bound, not a benchmark: each capture (< 1 MB) is analyzed in under 10 s."""
-    _, _, elapsed = analyze(captures, name)
-    assert elapsed < ANALYZER_TIMEOUT_S, f"{name}: {elapsed:.1f} s"
-
-
 # ---------------------------------------------------------------------------------------------- not fooled
 
 
@@ -435,7 +413,7 @@ def test_fast_enough(captures, scans_cli, name: str) -> None:
 def test_nat_outside_address_is_the_scanner(captures, scans_cli, name: str) -> None:
     """Captured on the target's side of a NAT: every scan's scanner is the NAT's outside address; the
     scanner's own (inside) address, which never crossed the NAT, appears nowhere in ours."""
-    out, truth, _ = analyze(captures, name)
+    out, truth = analyze(captures, name)
     nat = truth["nat"]
     assert truth["scanner"] == nat["outside"] and truth["scans"]
     assert out["scans"], "no scan found"
@@ -447,15 +425,14 @@ def test_nat_outside_address_is_the_scanner(captures, scans_cli, name: str) -> N
 def test_nat_inside_capture(captures, scans_cli, name: str) -> None:
     """The same scan captured on the scanner's side of the NAT: ours name the inside address, find the same
     technique, and every port has nmap's state there too."""
-    _, truth, _ = analyze(captures, name)
+    _, truth = analyze(captures, name)
     nat = truth["nat"]
     assert nat["inside_tcpdump_dropped"] == 0
-    out, _, elapsed = analyze(captures, name, nat["inside_capture"])
+    out, _ = analyze(captures, name, nat["inside_capture"])
     inside = [w | {"scanner": nat["inside"]} for w in truth["scans"]]
     assert sorted(map(key, out["scans"])) == sorted(map(key, inside)), describe(out["scans"])
     wrong = wrong_states(out["scans"], inside)
     assert not wrong, "\n".join(wrong)
-    assert elapsed < ANALYZER_TIMEOUT_S
 
 
 def _match(captures: tuple[Path, dict[str, dict]], name: str):
@@ -493,7 +470,7 @@ def test_no_nat_pairs_elsewhere(captures, name: str) -> None:
 def test_nat_gateway_closed_ports(captures, scans_cli, name: str) -> None:
     """On the gateway's bridge a closed port's RST or ICMP port unreachable goes to the inside address: paired,
     it reads closed (unpaired, it would read filtered or open|filtered), under the outside scanner."""
-    out, truth, _ = analyze(captures, name)
+    out, truth = analyze(captures, name)
     assert {s["scanner"] for s in out["scans"]} == {truth["nat"]["outside"]}, describe(out["scans"])
     wrong, closed = [], 0
     for want in truth["scans"]:
@@ -513,7 +490,7 @@ def test_nat_gateway_closed_ports(captures, scans_cli, name: str) -> None:
 def test_rate_limited_target(captures, scans_cli, name: str) -> None:
     """The target's rate limit really swallowed replies (nmap heard nothing from ports the lab answers) and
     let some through; on every swallowed port ours say what nmap's rules say of no reply, from no reply."""
-    out, truth, _ = analyze(captures, name)
+    out, truth = analyze(captures, name)
     (want,) = truth["scans"]
     lost = [p for p in want["ports"] if p.get("reply_lost")]
     answered = [p for p in want["ports"] if p["reason"] != "no-response" and p["lab_state"] == "closed"]
@@ -534,7 +511,7 @@ def test_udp_retries_are_probes(captures, scans_cli, name: str) -> None:
     """Every datagram nmap sent a UDP port is a probe of the scan: its first try and each retry from a new
     source port, with a protocol payload (DNS, SNMP, NetBIOS, echo …) or without; a port only a retry
     could reach has the state nmap gave it."""
-    out, truth, _ = analyze(captures, name)
+    out, truth = analyze(captures, name)
     wrong, retried = [], 0
     for want in truth["scans"]:
         ours = find_ours(out["scans"], want)
