@@ -227,7 +227,8 @@ def _scans_section(packets: pd.DataFrame, probes: pd.DataFrame, result: ScanResu
         mine = probes[phase == k]
         start = float(mine["ts_ns"].min()) / 1e9
         content.append(figure(plots.port_walk(mine, states[states["phase"] == k], start, label),
-                               "Destination port of every probe against time, coloured by the state the scan found; "
+                               f"Destination port of each of the phase's {len(mine):,} probes against time, coloured "
+                               "by the state the scan found; "
                                f"time 0 is the phase's first probe, {utc(start, t0)}, {start - t0:.3f} s into the "
                                f"capture.{skipped}", f"walk-{k}"))
     if labels:

@@ -327,3 +327,25 @@ if __name__ == "__main__":
         write_screenshot(Path(sys.argv[2]))
     else:
         raise SystemExit(__doc__)
+
+
+@pytest.mark.parametrize("capture", ["hw13-01__nmap.pcapng", "ProbingDataset__nmap.pcapng"])
+def test_plots_count_what_the_tables_count(capture: str, tmp_path: Path) -> None:
+    """Each scan's port-walk plot draws the probes the scans table counts for its phase, and its legend
+    counts each state as the port table does: the report's figures and tables come from one result."""
+    real = Path(__file__).resolve().parent.parent.parent / "shared" / "realworld" / capture
+    if not real.exists():
+        pytest.skip(f"real capture not found: {real}")
+    out = tmp_path / "report.html"
+    report.write_report(str(real), str(out))
+    page = out.read_text(encoding="utf-8")
+    packets = read(real)
+    found, states = scans(packets, match(packets))
+    walks = re.findall(r'<figure id="walk-(\d+)">(.*?)</figure>', page, re.S)
+    assert len(walks) == min(found.loc[found["stage"] == "port scan", "phase"].nunique(), 12)
+    for phase, body in walks:
+        phase = int(phase)
+        plotted = int(re.search(r"each of the phase&#x27;s ([\d,]+) probes", body).group(1).replace(",", ""))
+        assert plotted == found.loc[found["phase"] == phase, "probes"].sum()
+        legend = {name: int(n) for name, n in re.findall(r">([a-z|]+) \((\d+)\)<", body)}
+        assert legend == states[states["phase"] == phase]["state"].value_counts().to_dict()
