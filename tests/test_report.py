@@ -341,7 +341,7 @@ def test_plots_count_what_the_tables_count(capture: str, tmp_path: Path) -> None
     page = out.read_text(encoding="utf-8")
     packets = read(real)
     found, states = scans(packets, match(packets))
-    walks = re.findall(r'<figure id="walk-(\d+)">(.*?)</figure>', page, re.S)
+    walks = re.findall(r'<figure id="walk-(\d+)">(.*?)</figure>', page, re.DOTALL)
     assert len(walks) == min(found.loc[found["stage"] == "port scan", "phase"].nunique(), 12)
     for phase, body in walks:
         phase = int(phase)
