@@ -31,13 +31,14 @@ cannot be tested and gets no family (-1, "too few samples").
 
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 import pandas as pd
 
-from .keys import ranges
+from .keys import group_ids, ranges
 from .stats import (
     DEFAULT_TRIM,
-    Summary,
     _grouped_samples,
     _port_stats,
     _PortKeys,
@@ -45,16 +46,21 @@ from .stats import (
     holm,
     rtt_samples,
     select_probes,
+    skillings_mack,
     sorted_blocks,
     summarize,
-    summarize_blocks,
-    welch_anova,
     yuen_welch_matrix,
 )
 
 METHODS = ("robust", "qscan", "qscan-table")
 DEFAULT_CONFIDENCE = {"robust": 0.99, "qscan": 0.95, "qscan-table": 0.95}
-MIN_SAMPLES = 2
+MIN_SAMPLES = 2  # qscan's methods: fewer cannot be tested at all
+# The evidence rule of `robust`: a port's RTT can set it apart only with samples in at least this many sampling
+# blocks (trips) shared with other ports (README "Methods" and docs/families.md say why, with the simulation).
+MIN_TRIPS = 5
+# A sampling block spans at most this long: a trip longer than this (a pass over thousands of ports) is cut
+# into windows of it, so that what a block's ports share is one moment of the network, not minutes of drift.
+BLOCK_S = 10.0
 # Equivalence margins: floors closer than this are one path. Measured in the namespace lab, one host's
 # ports differ by up to ~1.5x at tens of µs (scheduling, timer and drift over a scan); a forwarded
 # hop adds far more. Both must be exceeded; callers can lower them for quiet networks.
@@ -64,60 +70,140 @@ MIN_DIFF_US = 30.0
 _FLOOR_US = 0.001
 
 
+def sampling_blocks(group: np.ndarray, port: np.ndarray, ts_ns: np.ndarray | None,
+                    block_s: float = BLOCK_S) -> np.ndarray:
+    """Each probe's sampling block: an id shared by the probes of one (target, protocol) `group` sent in one trip
+    and one window of at most `block_s` seconds of it. Probes are taken in time order (`ts_ns`; row order
+    where None); a trip is one pass over the ports, as qscan and synlens-agent send them: a probe opens a new
+    trip when its port was probed already in the current one (so a trip never holds a port twice, and a
+    scan that probes each port once is one trip). Ids are numbered in order of first appearance.
+    """
+    n = len(port)
+    if not n:
+        return np.zeros(0, np.int64)
+    group = np.asarray(group, np.int64)
+    ts = np.arange(n, dtype=np.int64) if ts_ns is None else np.asarray(ts_ns, np.int64)
+    order = np.lexsort((np.arange(n), ts, group))
+    g, key, t = group[order].tolist(), np.asarray(port, np.int64)[order].tolist(), ts[order]
+    trip = np.empty(n, np.int64)
+    last: dict[tuple[int, int], int] = {}
+    current, previous = 0, None
+    for i, (gi, pi) in enumerate(zip(g, key)):
+        if gi != previous:
+            current, previous = 0, gi
+        seen = last.get((gi, pi))
+        if seen is not None and seen >= current:
+            current = seen + 1
+        last[(gi, pi)] = trip[i] = current
+    run = group_ids(group[order], trip)  # (each (group, trip) is one run of the time order)
+    starts = np.flatnonzero(np.r_[True, run[1:] != run[:-1]])
+    first_t = np.repeat(t[starts], np.diff(np.append(starts, n)))
+    timed = ts_ns is not None and np.isfinite(block_s)
+    window = (t - first_t) // max(int(block_s * 1e9), 1) if timed else np.zeros(n, np.int64)
+    out = np.empty(n, np.int64)
+    out[order] = group_ids(run, window)
+    return out
+
+
 def _check_confidence(confidence: float) -> None:
     if not (0.0 < confidence < 1.0):
         raise ValueError(f"confidence must be in (0, 1), not {confidence}")
 
 
-def group_robust(samples: list[np.ndarray], confidence: float = 0.99, trim: float = DEFAULT_TRIM,
-                 min_ratio: float = MIN_RATIO, min_diff_us: float = MIN_DIFF_US) -> np.ndarray:
-    """Family label per sample (0 = fastest). Samples are RTTs in µs, each with at least two values.
+def group_robust(samples: list[np.ndarray], confidence: float = 0.99, min_ratio: float = MIN_RATIO,
+                 min_diff_us: float = MIN_DIFF_US, blocks: list[np.ndarray] | None = None) -> np.ndarray:
+    """Family label per port (0 = fastest; -1: untestable). Samples are RTTs in µs; `blocks` gives each sample's
+    sampling block (`sampling_blocks`): by default the i-th sample of every port is in block i (qscan's trips).
 
-    Divisive: a set of ports is one family unless Welch's ANOVA on trimmed log-RTT means rejects
-    "all alike" at α = 1 - confidence; then it is cut in two where the weighted between-group sum of
-    squares of the sorted trimmed means is largest, and each part is examined the same way.
-    A cut is made only where the two sides' floors differ by at least `min_ratio` and `min_diff_us`:
-    smaller differences are within what one path shows over a scan (clock drift, load, timer jitter).
+    A port is testable when it has samples in at least MIN_TRIPS blocks that also hold another port's sample.
+    Divisive over the testable ports: a set is one family unless Skillings–Mack's blocked rank test rejects "all
+    alike" at its share of α = 1 - confidence; then it is cut in two where the between-group sum of squares of
+    the ports' block-aligned floors is largest, among the cuts whose sides differ by `min_ratio` and
+    `min_diff_us` and were sampled together in at least MIN_TRIPS blocks; each part is examined the same way.
     """
     _check_confidence(confidence)
-    lengths = np.array([len(s) for s in samples], dtype=np.int64)
-    values = np.concatenate([np.asarray(s, float).reshape(-1) for s in samples]) if len(samples) else np.zeros(0)
-    return _group_robust(values, lengths, confidence, trim, min_ratio, min_diff_us)
+    if blocks is None:
+        blocks = [np.arange(len(s)) for s in samples]
+    if not len(samples):
+        return np.zeros(0, int)
+    values = np.concatenate([np.asarray(s, float).reshape(-1) for s in samples])
+    block = np.concatenate([np.asarray(b, np.int64).reshape(-1) for b in blocks])
+    port = np.repeat(np.arange(len(samples)), [len(s) for s in samples])
+    return _group_blocked(_block_matrix(values, block, port, len(samples)), confidence, min_ratio, min_diff_us)
 
 
-def _group_robust(values: np.ndarray, lengths: np.ndarray, confidence: float, trim: float, min_ratio: float,
-                  min_diff_us: float) -> np.ndarray:
-    """`group_robust` of samples given concatenated (`values`, float µs) with their `lengths`."""
+def _block_matrix(values: np.ndarray, block: np.ndarray, port: np.ndarray, k: int) -> np.ndarray:
+    """Log RTTs (µs) as a blocks × ports matrix, NaN where a port has no sample in a block (a port's second
+    sample in one block, which a trip never holds, overwrites the first)."""
+    rows, at = np.unique(block, return_inverse=True)
+    x = np.full((len(rows), k), np.nan)
+    x[at.reshape(-1), port] = np.log(np.maximum(values, _FLOOR_US))
+    return x
+
+
+def testable(present: np.ndarray, min_trips: int = MIN_TRIPS) -> np.ndarray:
+    """Which ports (columns of a blocks × ports presence matrix) meet the evidence rule: samples in at least
+    `min_trips` blocks that hold a sample of another testable port too (repeated until it holds for all)."""
+    ok = present.any(axis=0)
+    while True:
+        shared = present & ok & ((present & ok).sum(axis=1, keepdims=True) >= 2)
+        now = ok & (shared.sum(axis=0) >= min_trips)
+        if (now == ok).all():
+            return now
+        ok = now
+
+
+def _group_blocked(x: np.ndarray, confidence: float, min_ratio: float, min_diff_us: float) -> np.ndarray:
+    """`group_robust` of a blocks × ports matrix of log RTTs (NaN: no sample)."""
     _check_confidence(confidence)
-    k = len(lengths)
-    if k <= 1:
-        return np.zeros(k, int)
+    k = x.shape[1]
+    labels = np.full(k, -1)
+    ok = np.flatnonzero(testable(~np.isnan(x)))
+    if not len(ok):
+        return labels
+    x = x[:, ok]
+    x = x[~np.isnan(x).all(axis=1)]  # (blocks of untestable ports only)
+    present = ~np.isnan(x)
+    floor = _floors(x, present)
     alpha = 1.0 - confidence
-    blocks = sorted_blocks(np.log(np.maximum(values, _FLOOR_US)), lengths)
-    full = summarize_blocks(blocks, k, trim)
-    floor = _floor_locations(blocks, k)
-    labels = np.zeros(k, int)
-    pending = [np.arange(k)]
-    leaves = []
+    n_ok = len(ok)
+    pending, leaves = [np.arange(n_ok)], []
     while pending:
         node = pending.pop()
         # α is spent in proportion to the node's share of ports: the true families are disjoint, so
         # the tests that could split one of them falsely spend at most α in all (family-wise control).
-        if len(node) < 2 or welch_anova(_subset(full, node))[3] > alpha * len(node) / k:
+        if len(node) < 2 or skillings_mack(x[:, node]).pvalue > alpha * len(node) / n_ok:
             leaves.append(node)
             continue
-        cut = _best_cut(floor, full.h, node, np.log(min_ratio), min_diff_us)
+        cut = _best_cut(floor, present.sum(axis=0), node, present, np.log(min_ratio), min_diff_us)
         if cut is None:
             leaves.append(node)
             continue
         pending += list(cut)
+    sub = np.zeros(n_ok, int)
     for i, leaf in enumerate(leaves):
-        labels[leaf] = i
-    return _number_by_speed(labels, floor)
+        sub[leaf] = i
+    labels[ok] = _number_by_speed(sub, floor)
+    return labels
 
 
-def _subset(s: Summary, idx: np.ndarray) -> Summary:
-    return Summary(s.n[idx], s.h[idx], s.mean[idx], s.d[idx])
+def _floors(x: np.ndarray, present: np.ndarray) -> np.ndarray:
+    """Each port's floor (`_floor_locations`) of its log RTTs less the time effect: what the blocks × ports
+    matrix `x` (blocks in time order) shares per block, by Tukey's median polish (three sweeps of block and port
+    medians), smoothed by a running median over each block and its two neighbours (the time effect moves over
+    minutes, blocks are seconds apart: the smoothing halves the noise a block's few ports put in its estimate);
+    the median block effect is added back, so that floors keep their scale in µs. In the drift simulation
+    (tests/test_families_drift.py) this finds a forwarded trio in 95.3 % of targets over ten seeds where the
+    floors of the raw RTTs find it in 93.9 %; without drift both find it in 96.8 %."""
+    block, port = np.zeros(x.shape[0]), np.zeros(x.shape[1])
+    with np.errstate(all="ignore"):  # (a block or port with no sample: NaN, taken as no effect)
+        for _ in range(3):
+            port = np.nan_to_num(np.nanmedian(x - block[:, None], axis=0))
+            block = np.nan_to_num(np.nanmedian(x - port[None, :], axis=1))
+    if len(block) >= 3:
+        block = np.median(np.lib.stride_tricks.sliding_window_view(np.r_[block[0], block, block[-1]], 3), axis=1)
+    return (_floor_locations(sorted_blocks((x - block[:, None]).T[present.T], present.sum(axis=0)), x.shape[1])
+            + float(np.median(block)))
 
 
 def _floor_locations(blocks: list[tuple[int, np.ndarray, np.ndarray]], k: int) -> np.ndarray:
@@ -143,10 +229,11 @@ def _floor_locations(blocks: list[tuple[int, np.ndarray, np.ndarray]], k: int) -
     return out
 
 
-def _best_cut(location: np.ndarray, size: np.ndarray, node: np.ndarray, min_log_ratio: float,
-              min_diff_us: float) -> tuple[np.ndarray, np.ndarray] | None:
-    """Cut the node's ports, sorted by floor location, where the between-group sum of squares is
-    largest among the cuts whose two sides differ by the margins; None when no cut does."""
+def _best_cut(location: np.ndarray, size: np.ndarray, node: np.ndarray, present: np.ndarray,
+              min_log_ratio: float, min_diff_us: float) -> tuple[np.ndarray, np.ndarray] | None:
+    """Cut the node's ports, sorted by floor location, where the between-group sum of squares is largest
+    among the cuts whose two sides differ by the margins and were sampled together (a block holding a sample
+    of each side) in at least MIN_TRIPS blocks; None when no cut does."""
     order = node[np.lexsort((node, location[node]))]
     w, x = size[order].astype(float), location[order]
     wl, wxl = np.cumsum(w)[:-1], np.cumsum(w * x)[:-1]
@@ -160,6 +247,11 @@ def _best_cut(location: np.ndarray, size: np.ndarray, node: np.ndarray, min_log_
     # Each side's mean floor must clear the other side's nearest port too, not only its mean: a wide lower
     # group (ports 1.2x apart) must not make its slowest member's neighbour look far.
     wide = apart(mean_l, mean_r) & apart(x[:-1], mean_r) & apart(mean_l, x[1:])
+    # And the two sides must have been compared: ports never sampled at the same time are never cut apart.
+    p = present[:, order]
+    left = np.cumsum(p, axis=1)[:, :-1] > 0
+    right = np.cumsum(p[:, ::-1], axis=1)[:, ::-1][:, 1:] > 0
+    wide &= (left & right).sum(axis=0) >= MIN_TRIPS
     if not wide.any():
         return None
     cut = int(np.argmax(np.where(wide, between, -np.inf))) + 1
@@ -240,8 +332,9 @@ def families(matches: pd.DataFrame, *, method: str = "robust", confidence: float
     """Port statistics (`port_stats`) plus each port's family and its kind, per target.
 
     `family_kind`: "answered" (a tested family), "no answer" (no reply at all: one family per target),
-    "too few samples" (fewer than two RTT samples: family -1, untested). Families are numbered per
-    target from 0.
+    "untestable" (family -1: robust, fewer than MIN_TRIPS sampling blocks shared with other ports; qscan's
+    methods, fewer than two samples). Families are numbered per target from 0. The probes' send times
+    (`ts_ns`) place them in sampling blocks (`sampling_blocks`); without that column, row order stands for time.
     """
     if method not in METHODS:
         raise ValueError(f"method must be one of {METHODS}, not {method!r}")
@@ -261,26 +354,34 @@ def families(matches: pd.DataFrame, *, method: str = "robust", confidence: float
     received = table["received"].to_numpy()
     family = np.full(len(table), -1)
     kind = np.array(["answered"] * len(table), dtype=object)
+    probe_rows = _ProbeRows(m, keys)
     # Rows are sorted by (target, protocol, port): each (target, protocol) is one run of rows.
     run = keys.target_protocol(port_keys)
     bounds = np.flatnonzero(np.diff(run)) + 1
     runs = zip(np.concatenate([[0], bounds]).tolist(), np.concatenate([bounds, [len(run)]]).tolist()) if len(run) else ()
     for a, b in runs:
         idx = np.arange(a, b)
-        testable = n_samples[a:b] >= MIN_SAMPLES
         silent = received[a:b] == 0
         labels = np.full(len(idx), -1)
-        if testable.any():
-            lens = n_samples[a:b][testable]
-            sub = values[ranges(first[a:b][testable], lens)]
-            if method == "robust":
-                labels[testable] = _group_robust(sub, lens, confidence, DEFAULT_TRIM, min_ratio, min_diff_us)
-            else:
-                parts = np.split(sub, np.cumsum(lens)[:-1])
-                labels[testable] = group_qscan(parts, confidence, table=method == "qscan-table")
+        if method == "robust":
+            # Only a run with two ports of MIN_TRIPS samples or more can meet the evidence rule.
+            has = n_samples[a:b] > 0
+            if (n_samples[a:b] >= MIN_TRIPS).sum() >= 2:
+                lens = n_samples[a:b][has]
+                sub = values[ranges(first[a:b][has], lens)]
+                block = probe_rows.sample_blocks(port_keys[a], port_keys[b - 1])
+                port = np.repeat(np.arange(int(has.sum())), lens)
+                x = _block_matrix(sub, block, port, int(has.sum()))
+                labels[has] = _group_blocked(x, confidence, min_ratio, min_diff_us)
+        else:
+            has = n_samples[a:b] >= MIN_SAMPLES
+            if has.any():
+                lens = n_samples[a:b][has]
+                parts = np.split(values[ranges(first[a:b][has], lens)], np.cumsum(lens)[:-1])
+                labels[has] = group_qscan(parts, confidence, table=method == "qscan-table")
         nxt = labels.max() + 1
         # Untestable ports get no family (-1): a number of their own would claim they differ.
-        kind[idx[~testable & ~silent]] = "too few samples"
+        kind[idx[(labels < 0) & ~silent]] = "untestable"
         if silent.any():
             labels[silent] = nxt
             kind[idx[silent]] = "no answer"
@@ -289,8 +390,42 @@ def families(matches: pd.DataFrame, *, method: str = "robust", confidence: float
     out["family"] = family
     out["family_kind"] = kind
     out.attrs.update(method=method, confidence=confidence, probes=probes, min_ratio=min_ratio,
-                     min_diff_us=min_diff_us)
+                     min_diff_us=min_diff_us, min_trips=MIN_TRIPS)
     return out
+
+
+def family_medians(ports: pd.DataFrame, family: str = "family") -> pd.Series:
+    """Each answered family's RTT median in µs: the median of its ports' RTT medians (`median_us`), indexed by
+    (target, protocol, family). The one source of the figure: the text's evidence, the JSON's families and the
+    report's family tables all give this number for a family."""
+    answered = ports[(ports[family] >= 0) & (ports["family_kind"] != "no answer")]
+    return answered.groupby(["target", "protocol", family], sort=True)["median_us"].median()
+
+
+class _ProbeRows:
+    """The selected probes in port-key order, for the sampling blocks of one (target, protocol) at a time."""
+
+    def __init__(self, m: pd.DataFrame, keys: _PortKeys) -> None:
+        self.m, self.keys = m, keys
+
+    @functools.cached_property
+    def _sorted(self) -> tuple[np.ndarray, np.ndarray, np.ndarray | None, np.ndarray]:
+        order = self.keys.order
+        ts = self.m["ts_ns"].to_numpy(np.int64)[order] if "ts_ns" in self.m.columns else None
+        has = ~np.isnan(self.m["rtt_ns"].to_numpy(dtype=float, na_value=np.nan)[order])
+        return order, self.keys.key[order], ts, has
+
+    def sample_blocks(self, first_key: int, last_key: int) -> np.ndarray:
+        """The sampling block of each RTT sample of the ports keyed `first_key`..`last_key` (one target and
+        protocol), in the order `_grouped_samples` gives those samples; blocks are made from all their probes."""
+        order, key, ts, has = self._sorted
+        a, b = np.searchsorted(key, first_key, "left"), np.searchsorted(key, last_key, "right")
+        if ts is None:  # row order is time order
+            ts_run = order[a:b].astype(np.int64)
+            blocks = sampling_blocks(np.zeros(b - a, np.int64), key[a:b], ts_run, block_s=np.inf)
+        else:
+            blocks = sampling_blocks(np.zeros(b - a, np.int64), key[a:b], ts[a:b])
+        return blocks[has[a:b]]
 
 
 def pairwise(matches: pd.DataFrame, *, confidence: float = 0.99, probes: str = "syn",
