@@ -245,7 +245,7 @@ def test_midranks_are_scipys_rankdata_of_each_row(case):
 
 def _skillings_mack_reference(x):
     """Skillings & Mack (1981) as published, cell by cell: adjusted ranks, their covariance, A'Σ⁻A, no ties."""
-    b, k = x.shape
+    k = x.shape[1]
     a = np.zeros(k)
     cov = np.zeros((k, k))
     for row in x:
