@@ -36,7 +36,7 @@ import functools
 import numpy as np
 import pandas as pd
 
-from .keys import group_ids, ranges
+from .keys import group_ids, group_positions, ranges, stable_order, unique_inverse
 from .stats import (
     DEFAULT_TRIM,
     _grouped_samples,
@@ -84,25 +84,64 @@ def sampling_blocks(group: np.ndarray, port: np.ndarray, ts_ns: np.ndarray | Non
     group = np.asarray(group, np.int64)
     ts = np.arange(n, dtype=np.int64) if ts_ns is None else np.asarray(ts_ns, np.int64)
     order = np.lexsort((np.arange(n), ts, group))
-    g, key, t = group[order].tolist(), np.asarray(port, np.int64)[order].tolist(), ts[order]
-    trip = np.empty(n, np.int64)
-    last: dict[tuple[int, int], int] = {}
-    current, previous = 0, None
-    for i, (gi, pi) in enumerate(zip(g, key)):
-        if gi != previous:
-            current, previous = 0, gi
-        seen = last.get((gi, pi))
-        if seen is not None and seen >= current:
-            current = seen + 1
-        last[(gi, pi)] = trip[i] = current
-    run = group_ids(group[order], trip)  # (each (group, trip) is one run of the time order)
-    starts = np.flatnonzero(np.r_[True, run[1:] != run[:-1]])
-    first_t = np.repeat(t[starts], np.diff(np.append(starts, n)))
-    timed = ts_ns is not None and np.isfinite(block_s)
-    window = (t - first_t) // max(int(block_s * 1e9), 1) if timed else np.zeros(n, np.int64)
     out = np.empty(n, np.int64)
-    out[order] = group_ids(run, window)
+    out[order] = _blocks_in_order(group[order], group_ids(group[order], np.asarray(port, np.int64)[order]),
+                                  ts[order], None, block_s if ts_ns is not None else np.inf)
     return out
+
+
+def _blocks_in_order(group: np.ndarray, key: np.ndarray, ts: np.ndarray, by_key: np.ndarray | None,
+                     block_s: float) -> np.ndarray:
+    """`sampling_blocks` of probes given in (group, time) order; `key` tells their ports apart (within and across
+    groups), `by_key` (optional) is the rows' stable order by key, when the caller has it."""
+    n = len(key)
+    one = not n or group[0] == group[-1]  # (sorted: one group)
+    trip = _trips(group, key, by_key, one)
+    run = trip if one else group * (n + 1) + trip  # (each (group, trip) is one run of the rows)
+    starts = np.flatnonzero(np.r_[True, run[1:] != run[:-1]])
+    if np.isfinite(block_s) and n:
+        length = np.diff(np.append(starts, n))
+        span = ts[np.append(starts[1:], n) - 1] - ts[starts]
+        if (span >= block_s * 1e9).any():  # (a trip longer than a block: windows of it)
+            window = (ts - np.repeat(ts[starts], length)) // max(int(block_s * 1e9), 1)
+            return group_ids(run, window)
+    # Each run one block: numbered in order (a single group's trips are 0, 1, … already).
+    return trip if one else np.repeat(np.arange(len(starts)), np.diff(np.append(starts, n)))
+
+
+def _trips(group: np.ndarray, key: np.ndarray, by_key: np.ndarray | None = None, one: bool = False) -> np.ndarray:
+    """Trip numbers of probes in time order within sorted `group`s (`key`: their port's id): the least
+    non-decreasing numbering (per group) under which a probe's trip is past its port's previous probe's:
+    trip(i) = max(trip(i - 1), trip(previous probe of i's port) + 1), by a fixed-point iteration over whole
+    arrays. It starts from each probe's count of earlier probes of its port (a bound from below, and the answer
+    itself where every trip visits the ports in one order, as qscan's and the agent's do), so it ends at once
+    there; each further round settles at least one more trip. `one`: every row is of one group."""
+    n = len(key)
+    by_key = stable_order(key) if by_key is None else by_key
+    sorted_key = key[by_key]
+    same = sorted_key[1:] == sorted_key[:-1]
+    starts = np.flatnonzero(np.r_[True, ~same])
+    occurrence = np.empty(n, np.int64)
+    occurrence[by_key] = np.arange(n) - np.repeat(starts, np.diff(np.r_[starts, n]))
+    # A running maximum within each group: the groups' offsets keep one group's trips from lifting the next's.
+    offset = 0 if one or not n else (np.asarray(group, np.int64) - int(group.min())) * (n + 1)
+
+    def settle(trip: np.ndarray) -> np.ndarray:
+        return np.maximum.accumulate(trip + offset) - offset if not one else np.maximum.accumulate(trip)
+
+    trip = settle(occurrence)
+    if np.array_equal(trip, occurrence):  # (each probe one past its port's previous one already: settled)
+        return trip
+    previous = np.full(n, -1, np.int64)
+    previous[by_key[1:][same]] = by_key[:-1][same]
+    has = previous >= 0
+    while True:
+        lifted = trip.copy()
+        lifted[has] = np.maximum(trip[has], trip[previous[has]] + 1)
+        lifted = settle(lifted)
+        if np.array_equal(lifted, trip):
+            return trip
+        trip = lifted
 
 
 def _check_confidence(confidence: float) -> None:
@@ -135,15 +174,23 @@ def group_robust(samples: list[np.ndarray], confidence: float = 0.99, min_ratio:
 def _block_matrix(values: np.ndarray, block: np.ndarray, port: np.ndarray, k: int) -> np.ndarray:
     """Log RTTs (µs) as a blocks × ports matrix, NaN where a port has no sample in a block (a port's second
     sample in one block, which a trip never holds, overwrites the first)."""
-    rows, at = np.unique(block, return_inverse=True)
+    logs = np.log(np.maximum(values, _FLOOR_US))
+    size = len(values) // max(k, 1)
+    if size * k == len(values) and (block.reshape(k, size) == block[:size]).all() and (
+            np.unique(block[:size]).size == size):
+        # Every port sampled once in each of the same blocks (qscan's trips, no loss): the matrix as it lies.
+        return logs.reshape(k, size)[:, np.argsort(block[:size], kind="stable")].T.copy()
+    rows, at = unique_inverse(block)
     x = np.full((len(rows), k), np.nan)
-    x[at.reshape(-1), port] = np.log(np.maximum(values, _FLOOR_US))
+    x[at, port] = logs
     return x
 
 
 def testable(present: np.ndarray, min_trips: int = MIN_TRIPS) -> np.ndarray:
     """Which ports (columns of a blocks × ports presence matrix) meet the evidence rule: samples in at least
     `min_trips` blocks that hold a sample of another testable port too (repeated until it holds for all)."""
+    if present.shape[1] >= 2 and present.shape[0] >= min_trips and present.all():
+        return np.ones(present.shape[1], bool)
     ok = present.any(axis=0)
     while True:
         shared = present & ok & ((present & ok).sum(axis=1, keepdims=True) >= 2)
@@ -172,11 +219,11 @@ def _group_blocked(x: np.ndarray, confidence: float, min_ratio: float, min_diff_
         node = pending.pop()
         # α is spent in proportion to the node's share of ports: the true families are disjoint, so
         # the tests that could split one of them falsely spend at most α in all (family-wise control).
-        if len(node) < 2 or skillings_mack(x[:, node]).pvalue > alpha * len(node) / n_ok:
-            leaves.append(node)
-            continue
-        cut = _best_cut(floor, present.sum(axis=0), node, present, np.log(min_ratio), min_diff_us)
-        if cut is None:
+        # (the cut is found first: where none clears the margins, the node stays whole whatever the test says,
+        # and the test is not needed)
+        cut = None if len(node) < 2 else _best_cut(floor, present.sum(axis=0), node, present, np.log(min_ratio),
+                                                   min_diff_us)
+        if cut is None or skillings_mack(x[:, node]).pvalue > alpha * len(node) / n_ok:
             leaves.append(node)
             continue
         pending += list(cut)
@@ -189,21 +236,32 @@ def _group_blocked(x: np.ndarray, confidence: float, min_ratio: float, min_diff_
 
 def _floors(x: np.ndarray, present: np.ndarray) -> np.ndarray:
     """Each port's floor (`_floor_locations`) of its log RTTs less the time effect: what the blocks × ports
-    matrix `x` (blocks in time order) shares per block, by Tukey's median polish (three sweeps of block and port
-    medians), smoothed by a running median over each block and its two neighbours (the time effect moves over
-    minutes, blocks are seconds apart: the smoothing halves the noise a block's few ports put in its estimate);
-    the median block effect is added back, so that floors keep their scale in µs. In the drift simulation
-    (tests/test_families_drift.py) this finds a forwarded trio in 95.3 % of targets over ten seeds where the
-    floors of the raw RTTs find it in 93.9 %; without drift both find it in 96.8 %."""
-    block, port = np.zeros(x.shape[0]), np.zeros(x.shape[1])
-    with np.errstate(all="ignore"):  # (a block or port with no sample: NaN, taken as no effect)
-        for _ in range(3):
-            port = np.nan_to_num(np.nanmedian(x - block[:, None], axis=0))
-            block = np.nan_to_num(np.nanmedian(x - port[None, :], axis=1))
+    matrix `x` (blocks in time order) shares per block: one sweep of Tukey's median polish (each block's median of
+    its ports' log RTTs less their medians), smoothed by a running median over each block and its two neighbours
+    (the time effect moves over minutes, blocks are seconds apart: the smoothing damps the noise a block's few
+    ports put in its estimate); the median block effect is added back, so that floors keep their scale in µs.
+    In the drift simulation (tests/test_families_drift.py) this finds a forwarded trio in 95.8 % of targets over
+    ten seeds where the floors of the raw RTTs find it in 93.9 %; without drift, 96.5 % and 96.8 %."""
+    # (a block or port with no sample: NaN, taken as no effect)
+    block = np.nan_to_num(_median_of(x - np.nan_to_num(_median_of(x, axis=0))[None, :], axis=1))
     if len(block) >= 3:
         block = np.median(np.lib.stride_tricks.sliding_window_view(np.r_[block[0], block, block[-1]], 3), axis=1)
-    return (_floor_locations(sorted_blocks((x - block[:, None]).T[present.T], present.sum(axis=0)), x.shape[1])
-            + float(np.median(block)))
+    aligned = x - block[:, None]
+    if present.all():  # (every port in every block: one sorted row of B values per port, no gather)
+        rows = [(x.shape[0], np.arange(x.shape[1]), np.sort(aligned.T, axis=1))]
+    else:
+        rows = sorted_blocks(aligned.T[present.T], present.sum(axis=0))
+    return _floor_locations(rows, x.shape[1]) + float(np.median(block))
+
+
+def _median_of(x: np.ndarray, axis: int) -> np.ndarray:
+    """np.nanmedian along `axis` (NaN where all are NaN), by one sort: numpy's median partitions, several times
+    slower for the shapes here (a few blocks of thousands of ports), and its nanmedian slower still."""
+    s = np.sort(x, axis=axis)  # (NaN last)
+    count = (~np.isnan(s)).sum(axis=axis, keepdims=True)
+    lo = np.take_along_axis(s, np.maximum(count - 1, 0) // 2, axis=axis)
+    hi = np.take_along_axis(s, np.minimum(count // 2, s.shape[axis] - 1), axis=axis)
+    return np.where(count > 0, (lo + hi) / 2, np.nan).squeeze(axis=axis)
 
 
 def _floor_locations(blocks: list[tuple[int, np.ndarray, np.ndarray]], k: int) -> np.ndarray:
@@ -369,7 +427,9 @@ def families(matches: pd.DataFrame, *, method: str = "robust", confidence: float
             if (n_samples[a:b] >= MIN_TRIPS).sum() >= 2:
                 lens = n_samples[a:b][has]
                 sub = values[ranges(first[a:b][has], lens)]
-                block = probe_rows.sample_blocks(port_keys[a], port_keys[b - 1])
+                # (a run's samples are one slice of them, as of `values`)
+                lo, hi = first[a:b][has][0], first[a:b][has][-1] + lens[-1]
+                block = probe_rows.blocks[lo:hi]
                 port = np.repeat(np.arange(int(has.sum())), lens)
                 x = _block_matrix(sub, block, port, int(has.sum()))
                 labels[has] = _group_blocked(x, confidence, min_ratio, min_diff_us)
@@ -395,37 +455,68 @@ def families(matches: pd.DataFrame, *, method: str = "robust", confidence: float
 
 
 def family_medians(ports: pd.DataFrame, family: str = "family") -> pd.Series:
-    """Each answered family's RTT median in µs: the median of its ports' RTT medians (`median_us`), indexed by
-    (target, protocol, family). The one source of the figure: the text's evidence, the JSON's families and the
-    report's family tables all give this number for a family."""
-    answered = ports[(ports[family] >= 0) & (ports["family_kind"] != "no answer")]
-    return answered.groupby(["target", "protocol", family], sort=True)["median_us"].median()
+    """Each answered family's RTT median in µs: the median of its ports' RTT medians (`median_us`; ports without
+    one left out), indexed by (target, protocol, family). The one source of the figure: the text's evidence, the
+    JSON's families and the report's family tables all give this number for a family (`medians_by_family`)."""
+    keys = [ports["target"].to_numpy(object), ports["protocol"].to_numpy(object)]
+    fam = ports[family].to_numpy(np.int64)
+    median = ports["median_us"].to_numpy(float)
+    answered = (fam >= 0) & (ports["family_kind"] != "no answer").to_numpy(bool)
+    index, values = [], []
+    one = len(ports) and (keys[0][0] == keys[0]).all() and (keys[1][0] == keys[1]).all()
+    groups = [np.arange(len(ports))] if one else group_positions(group_ids(*(pd.factorize(k)[0] for k in keys)))
+    for rows in groups if len(ports) else []:
+        for f, value in medians_by_family(fam[rows], median[rows], answered[rows]).items():
+            index.append((keys[0][rows[0]], keys[1][rows[0]], f))
+            values.append(value)
+    return pd.Series(values, index=pd.MultiIndex.from_tuples(index, names=["target", "protocol", family]) if index
+                     else pd.MultiIndex.from_tuples([], names=["target", "protocol", family]), dtype=float)
+
+
+def medians_by_family(family: np.ndarray, median_us: np.ndarray, answered: np.ndarray) -> dict[int, float]:
+    """One target's family → the median of its answered ports' `median_us` (NaN left out; NaN when none has
+    one): `family_medians` for one (target, protocol), from its columns."""
+    fam, value = family[answered], median_us[answered]
+    order = np.lexsort((value, fam))  # (NaN last within a family)
+    fam, value = fam[order], value[order]
+    starts = np.flatnonzero(np.r_[True, fam[1:] != fam[:-1]]) if len(fam) else np.zeros(0, np.int64)
+    counts = np.add.reduceat(~np.isnan(value), starts) if len(fam) else np.zeros(0, np.int64)
+    lo, hi = starts + np.maximum(counts - 1, 0) // 2, starts + counts // 2
+    hi = np.where(counts > 0, hi, lo)
+    out = np.where(counts > 0, (value[lo] + value[hi]) / 2, np.nan) if len(fam) else np.zeros(0)
+    return dict(zip(fam[starts].tolist(), out.tolist()))
 
 
 class _ProbeRows:
-    """The selected probes in port-key order, for the sampling blocks of one (target, protocol) at a time."""
+    """The sampling blocks of the selected probes, made once for all targets when a first target needs them."""
 
     def __init__(self, m: pd.DataFrame, keys: _PortKeys) -> None:
         self.m, self.keys = m, keys
 
     @functools.cached_property
-    def _sorted(self) -> tuple[np.ndarray, np.ndarray, np.ndarray | None, np.ndarray]:
-        order = self.keys.order
-        ts = self.m["ts_ns"].to_numpy(np.int64)[order] if "ts_ns" in self.m.columns else None
-        has = ~np.isnan(self.m["rtt_ns"].to_numpy(dtype=float, na_value=np.nan)[order])
-        return order, self.keys.key[order], ts, has
-
-    def sample_blocks(self, first_key: int, last_key: int) -> np.ndarray:
-        """The sampling block of each RTT sample of the ports keyed `first_key`..`last_key` (one target and
-        protocol), in the order `_grouped_samples` gives those samples; blocks are made from all their probes."""
-        order, key, ts, has = self._sorted
-        a, b = np.searchsorted(key, first_key, "left"), np.searchsorted(key, last_key, "right")
-        if ts is None:  # row order is time order
-            ts_run = order[a:b].astype(np.int64)
-            blocks = sampling_blocks(np.zeros(b - a, np.int64), key[a:b], ts_run, block_s=np.inf)
+    def blocks(self) -> np.ndarray:
+        """The sampling block of each RTT sample, in the order of `_grouped_samples`'s samples (key order)."""
+        key, order = self.keys.key, self.keys.order
+        n = len(key)
+        timed = "ts_ns" in self.m.columns
+        ts = self.m["ts_ns"].to_numpy(np.int64) if timed else np.arange(n, dtype=np.int64)
+        group = self.keys.target_protocol(key)
+        if not n or (ts[1:] >= ts[:-1]).all():
+            # Probes tables are in time order (by first transmission): the rows need grouping only (not when
+            # there is one target), and the key order (time order within each key) carries over to them.
+            if not n or (group == group[0]).all():
+                blocks = _blocks_in_order(group, key, ts, order, BLOCK_S if timed else np.inf)
+                return blocks[order[~self.m["rtt_ns"].isna().to_numpy()[order]]]
+            pos = stable_order(group)
+            rank = np.empty(n, np.int64)
+            rank[pos] = np.arange(n)
+            by_key = rank[order]
         else:
-            blocks = sampling_blocks(np.zeros(b - a, np.int64), key[a:b], ts[a:b])
-        return blocks[has[a:b]]
+            pos, by_key = np.lexsort((np.arange(n), ts, group)), None
+        blocks = np.empty(n, np.int64)
+        blocks[pos] = _blocks_in_order(group[pos], key[pos], ts[pos], by_key, BLOCK_S if timed else np.inf)
+        sampled = order[~self.m["rtt_ns"].isna().to_numpy()[order]]
+        return blocks[sampled]
 
 
 def pairwise(matches: pd.DataFrame, *, confidence: float = 0.99, probes: str = "syn",

@@ -32,7 +32,7 @@ import numpy as np
 import pandas as pd
 
 from .families import families as rtt_families
-from .families import family_medians
+from .families import medians_by_family
 from .flags import ACK, RST, SYN
 from .hosts import option_layout
 from .keys import column_codes, group_ids, modes, packet_rows, stable_order
@@ -509,14 +509,17 @@ def signal_families(packets: pd.DataFrame, matches: pd.DataFrame, *, signals: tu
         # Placed: ports RTT could test (fastest first, by RTT floor), then those it could not but another
         # signal of their own can be trusted. Unplaced (no family): untestable with no such signal. Silent:
         # no reply at all, the "no answer" family.
-        silent = (fam_arr >= 0) & (rows["family_kind"] == "no answer").to_numpy()
+        no_answer = (rows["family_kind"] == "no answer").to_numpy(bool)
+        silent = (fam_arr >= 0) & no_answer
         pos = np.flatnonzero(((fam_arr >= 0) & ~silent) | ((fam_arr < 0) & evidence))
         pos = pos[np.lexsort((port_arr[pos], np.where(np.isnan(median[pos]), np.inf, median[pos])))]
         # The RTT evidence names each port's RTT family's median (`family_medians`: the figure every output gives).
-        fam_median = family_medians(rows).droplevel([0, 1]).to_dict()
-        fam_median_of = [fam_median.get(f, np.nan) for f in fam_arr.tolist()]
+        fam_median = medians_by_family(fam_arr, median, ~no_answer)
+        lookup = np.full(int(fam_arr.max(initial=-1)) + 2, np.nan)  # (family -1, no family: the last, NaN)
+        lookup[list(fam_median)] = list(fam_median.values())
         fam_of, reasons = _place(port_arr[pos], _signature_codes(table, fam_arr)[pos], sig,
-                                 dict(zip(port_list, fam_arr.tolist())), dict(zip(port_list, fam_median_of)), signals)
+                                 dict(zip(port_list, fam_arr.tolist())), dict(zip(port_list, lookup[fam_arr].tolist())),
+                                 signals)
         n_fams = int(fam_of.max()) + 1 if len(fam_of) else 0
         labels = np.full(len(port_list), -1, np.int64)
         labels[pos] = fam_of

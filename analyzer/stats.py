@@ -331,7 +331,7 @@ def midranks(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Ranks 1..k_i within each row of `x` (NaN: absent, ranked NaN), ties given their mean rank; and per row
     Σ(t³ - t) over its groups of ties (t: a group's size), for the tie correction."""
     rows, k = x.shape
-    order = np.argsort(x, axis=1, kind="stable")  # (NaN sorts last)
+    order = np.argsort(x, axis=1)  # (NaN sorts last; the order among ties does not matter: they share a rank)
     xs = np.take_along_axis(x, order, axis=1)
     present = ~np.isnan(xs)
     # Runs of equal present values within a row: a run starts where the value or the row changes.
@@ -373,16 +373,61 @@ def skillings_mack(x: np.ndarray) -> BlockTest:
     c = 1.0 - ties / (k_i * (k_i**2 - 1.0))
     a = np.where(present, np.sqrt(12.0 / (k_i + 1.0))[:, None] * (r - ((k_i + 1.0) / 2)[:, None]), 0.0)
     total = a.sum(axis=0)
-    m = present.astype(float)
-    cov = -(m.T @ (c[:, None] * m))
-    np.fill_diagonal(cov, (c[:, None] * (k_i - 1.0)[:, None] * m).sum(axis=0))
-    values, vectors = np.linalg.eigh(cov)
-    keep = values > max(values.max(initial=0.0), 1.0) * 1e-9 * len(values)
-    if not keep.any():
+    k = x.shape[1]
+    if present.all():  # complete blocks: Σ = Σc (kI - J), and A sums to zero: A'Σ⁺A = A'A / (k Σc)
+        weight = float(c.sum())
+        statistic, dof = (float((total**2).sum()) / (k * weight), k - 1) if weight > 0 else (0.0, 0)
+    elif k <= EIGEN_PORTS:
+        m = present.astype(float)
+        cov = -(m.T @ (c[:, None] * m))
+        np.fill_diagonal(cov, (c[:, None] * (k_i - 1.0)[:, None] * m).sum(axis=0))
+        values, vectors = np.linalg.eigh(cov)
+        keep = values > max(values.max(initial=0.0), 1.0) * 1e-9 * len(values)
+        statistic, dof = float(((vectors[:, keep].T @ total) ** 2 / values[keep]).sum()), int(keep.sum())
+    else:
+        statistic, dof = _laplacian_form(present, c, k_i, total)
+    if not dof:
         return BlockTest(0.0, 1.0, 0, len(x))
-    statistic = float(((vectors[:, keep].T @ total) ** 2 / values[keep]).sum())
-    dof = int(keep.sum())
     return BlockTest(statistic, float(_special().chdtrc(dof, statistic)), dof, len(x))
+
+
+# Up to this many ports Skillings–Mack's quadratic form is solved exactly (eigh of a k × k matrix); beyond, by
+# conjugate gradients on the Laplacian, never formed (k × k of 65,535 ports would be 34 GB).
+EIGEN_PORTS = 1000
+
+
+def _laplacian_form(present: np.ndarray, c: np.ndarray, k_i: np.ndarray, total: np.ndarray) -> tuple[float, int]:
+    """A'Σ⁺A and rank(Σ) for Σ = Σ_i c_i L_i given by the blocks' presence, without forming Σ: conjugate
+    gradients (A lies in Σ's range: it sums to zero over each set of ports linked through blocks), and the rank as
+    ports less such sets (connected components, by propagating the least port number through the blocks)."""
+    m = present.astype(float)
+    scale = m.T @ (c * k_i)
+
+    def apply(v: np.ndarray) -> np.ndarray:
+        return scale * v - m.T @ (c * (m @ v))
+
+    solution, residual = np.zeros_like(total), total.copy()
+    direction, rr = residual.copy(), float(residual @ residual)
+    goal = 1e-24 * max(rr, 1e-300)
+    for _ in range(10 * len(total)):
+        if rr <= goal:
+            break
+        step = apply(direction)
+        alpha = rr / float(direction @ step)
+        solution += alpha * direction
+        residual -= alpha * step
+        rr, previous = float(residual @ residual), rr
+        direction = residual + (rr / previous) * direction
+    live = (c > 0)[:, None] & present  # (a block whose cells are all tied carries no comparison)
+    label = np.arange(present.shape[1])
+    while True:
+        block_least = np.where(live, label[None, :], label.size).min(axis=1)
+        linked = np.minimum(label, np.where(live, block_least[:, None], label.size).min(axis=0))
+        if np.array_equal(linked, label):
+            break
+        label = linked
+    components = len(np.unique(label[live.any(axis=0)])) + int((~live.any(axis=0)).sum())
+    return float(total @ solution), present.shape[1] - components
 
 
 def yuen_welch_matrix(s: Summary) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

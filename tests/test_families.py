@@ -201,3 +201,51 @@ def test_a_reply_timed_microseconds_after_its_probe_does_not_split_a_machine():
     fams = analyzer.families(analyzer.match(analyzer.read(capture)))
     family = dict(zip(fams["port"], fams["family"]))
     assert {family[p] for p in (22, 23, 80)} == {0} and {family[p] for p in (443, 3306, 8080)} == {1}, family
+
+
+def _trips_by_hand(group, port, ts):
+    """The trip rule probe by probe: a probe opens a new trip when its port was probed in the current one."""
+    order = np.lexsort((np.arange(len(port)), ts, group))
+    trip, last, current, previous = np.empty(len(port), int), {}, 0, None
+    for i, (g, p) in enumerate(zip(group[order].tolist(), port[order].tolist())):
+        if g != previous:
+            current, previous = 0, g
+        seen = last.get((g, p))
+        if seen is not None and seen >= current:
+            current = seen + 1
+        last[(g, p)] = trip[i] = current
+    out = np.empty(len(port), int)
+    out[order] = trip
+    return out
+
+
+@settings(max_examples=200, deadline=None)
+@given(RNG_SEEDS, st.integers(1, 80), st.integers(1, 3), st.integers(1, 8))
+def test_trips_are_the_rule_probe_by_probe(seed, n, groups, ports):
+    """`sampling_blocks` numbers trips by whole-array rounds; the rule applied probe by probe gives the same trips
+    (blocks of unbounded length are the trips themselves, numbered in order of first appearance)."""
+    from analyzer.families import sampling_blocks
+
+    rng = np.random.default_rng(seed)
+    group, port, ts = rng.integers(0, groups, n), rng.integers(0, ports, n), rng.permutation(n)
+    blocks = sampling_blocks(group, port, ts, block_s=np.inf)
+    trips = _trips_by_hand(group, port, ts)
+    assert same_partition(blocks, group * 1000 + trips)
+
+
+@settings(max_examples=100, deadline=None)
+@given(RNG_SEEDS, st.integers(1, 60))
+def test_family_medians_are_the_median_of_port_medians(seed, n):
+    """`family_medians` (the figure text, JSON and report give) is pandas' median of each answered family's
+    ports' medians, NaN left out, per target and protocol."""
+    from analyzer.families import family_medians
+
+    rng = np.random.default_rng(seed)
+    ports = pd.DataFrame({"target": rng.choice(["10.0.0.1", "10.0.0.2"], n), "protocol": rng.choice(["tcp", "udp"], n),
+                          "family": rng.integers(-1, 3, n), "family_kind": rng.choice(["answered", "no answer"], n),
+                          "median_us": np.where(rng.random(n) < 0.2, np.nan, rng.normal(100, 10, n))})
+    answered = ports[(ports["family"] >= 0) & (ports["family_kind"] != "no answer")]
+    want = answered.groupby(["target", "protocol", "family"])["median_us"].median().sort_index()
+    got = family_medians(ports).sort_index()
+    assert list(got.index) == list(want.index)
+    np.testing.assert_allclose(got.to_numpy(), want.to_numpy())

@@ -300,3 +300,26 @@ def test_skillings_mack_null_rejects_at_most_alpha_with_missing_cells():
         x[rng.random(x.shape) < 0.25] = np.nan
         rejected += skillings_mack(x).pvalue <= 0.01
     assert rejected / runs <= 0.01 + 3 * np.sqrt(0.01 * 0.99 / runs), rejected
+
+
+@settings(max_examples=100, deadline=None)
+@given(blocks_of)
+def test_skillings_mack_of_many_ports_solves_the_same_form(case):
+    """Past EIGEN_PORTS the quadratic form is solved by conjugate gradients, the rank from linked ports: the same
+    statistic, dof and p as the exact path, ties, lost cells, blocks all one value and all."""
+    from analyzer import stats
+
+    b, k, seed, tied = case
+    rng = np.random.default_rng(seed)
+    x = rng.normal(size=(b, k * 3)) + np.arange(k * 3) * rng.uniform(0, 0.5)
+    if tied:
+        x = np.round(x)
+        x[0] = 1.0  # one block all tied: it links its ports but compares nothing
+    x[rng.random(x.shape) < rng.uniform(0, 0.7)] = np.nan
+    exact = stats.skillings_mack(x)
+    with pytest.MonkeyPatch.context() as m:
+        m.setattr(stats, "EIGEN_PORTS", 0)
+        iterative = stats.skillings_mack(x)
+    assert iterative.dof == exact.dof
+    assert iterative.statistic == pytest.approx(exact.statistic, rel=1e-6, abs=1e-9)
+    assert iterative.pvalue == pytest.approx(exact.pvalue, rel=1e-5, abs=1e-12)
