@@ -1,22 +1,19 @@
 """RTT samples per port → families: sets of ports whose round-trip times are alike.
 
-Two methods (README "Methods" says why in full):
+Two methods (docs/families.md says why in full):
 
 ``robust`` (default)
-    Divisive, per target. A set of ports is one family unless Welch's heteroscedastic ANOVA on the
-    10 %-trimmed means of log RTT (Lix & Keselman's robust form) rejects "all alike"; then the set is cut
-    in two where the between-group sum of squares of the ports' floor locations (mean of the lower half
-    of their log RTTs, far-out low values raised) is largest, and each part is examined the same way.
-    Why each piece:
-    log, because RTT is a path floor plus right-skewed queueing delay and a forwarded path shifts it
-    multiplicatively; trimming, so one spike among ten replies cannot move a port; Welch, because
-    forwarded ports also vary more; one omnibus test per set instead of k(k-1)/2 pairwise tests, because
-    pooling gives the power that ten probes a port cannot; the floor to place the cut, because the path
-    shows in the lower part of the distribution. α = 1 - confidence is spent in proportion to each set's
-    share of the ports, and a cut must also clear equivalence margins (floors ≥ 1.25× and ≥ 30 µs
-    apart): one path drifts by less over a scan. True families are disjoint, so the chance of splitting any of them falsely is at
-    most α (family-wise control). Order-independent: only the data decide. Families are numbered by
-    floor location, fastest first.
+    Ports are compared only where they were sampled together: in sampling blocks (`sampling_blocks`: trips, one
+    pass over the ports each, cut into windows of at most BLOCK_S seconds), because an RTT drifts while a scan
+    runs and two moments differ more than two ports of one machine. A port with samples in fewer than MIN_TRIPS
+    blocks shared with other ports is "untestable": RTT cannot set it apart. Over the testable ports, divisive:
+    a set is one family unless Skillings–Mack's blocked rank test on log RTT (Friedman's where blocks are
+    complete; `stats.skillings_mack`) rejects "all alike" at the set's share of α = 1 - confidence; then it is
+    cut where the between-group sum of squares of the ports' floors (lower-half means of log RTT, the block
+    effect taken out) is largest, among cuts whose sides were sampled together in MIN_TRIPS blocks and clear the
+    equivalence margins (floors ≥ 1.25× and ≥ 30 µs apart); each part is examined the same way. True families
+    are disjoint, so the chance of splitting any of them falsely is at most α. Families are numbered by floor,
+    fastest first.
 
 ``qscan``
     nmap's qscan.nse: ports in port order, each unassigned port opens a family and absorbs every later
@@ -24,9 +21,9 @@ Two methods (README "Methods" says why in full):
     `scipy.stats.t.ppf(confidence, n1 + n2 - 2)` (scipy.special.stdtrit) applied to |t|, which is qscan's own (one-sided
     quantile, absolute statistic): at confidence C it is a two-sided test at α = 2(1 - C).
     ``qscan-table`` uses qscan's hard-coded table as shipped, errors included, to reproduce nmap exactly.
+    A port with fewer than two samples is untestable.
 
-Ports with no reply form one "no answer" family per target; a port with fewer than two RTT samples
-cannot be tested and gets no family (-1, "too few samples").
+Ports with no reply form one "no answer" family per target; untestable ports get no family (-1).
 """
 
 from __future__ import annotations
@@ -274,8 +271,8 @@ def _floor_locations(blocks: list[tuple[int, np.ndarray, np.ndarray]], k: int) -
     probe among replies of 70-100 µs (seen in the lab) dragged its port's floor down by a third on the log
     scale and split two ports of one machine (it lay 14 interquartile ranges below the first quartile).
     Values more than 5 interquartile ranges below the first quartile of the log RTTs (Tukey's far-out fence
-    is 3; at 5 it moves 1 port in 2,000 of the simulation below, and its power stays 97.8 %) are raised to
-    the lowest value above that before the mean. Used to place cuts and check their margins; not to test.
+    is 3; at 5 it moves 1 port in 2,000 of tests/test_families.py's simulation) are raised to the lowest value
+    above that before the mean. Used to place cuts and check their margins; not to test.
     """
     out = np.full(k, np.nan)
     for size, rows, x in blocks:
