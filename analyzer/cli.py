@@ -10,7 +10,7 @@ from collections.abc import Iterable
 from typing import NoReturn
 
 from .errors import CaptureError, CaptureWarning
-from .families import DEFAULT_CONFIDENCE, METHODS, MIN_DIFF_US, MIN_RATIO, families
+from .families import DEFAULT_CONFIDENCE, METHODS, MIN_DIFF_US, MIN_RATIO, MIN_TRIPS, families
 from .match import DEFAULT_WINDOW_S, match, match_columns
 from .output import (
     hosts_table,
@@ -23,7 +23,7 @@ from .output import (
     scans_table,
 )
 from .packets import read
-from .stats import PROBE_FIELDS
+from .stats import PROBE_FIELDS, select_probes
 
 
 def _confidence(text: str) -> float:
@@ -176,7 +176,13 @@ def cmd_rtt(args: argparse.Namespace) -> int:
     n_packets, malformed = len(packets), packets.attrs.get("malformed", 0)
     packets = packets[["frame", *REPLY_FIELDS]]  # matched: the other columns' memory is free for what follows
     if args.target:
-        probes = probes[probes["dst"].astype(str).isin(args.target)]
+        dst = probes["dst"].astype(str)
+        for absent in sorted(set(args.target) - set(dst.unique())):
+            print(f"synlens: note: --target {absent}: no probe to that address in {args.capture}", file=sys.stderr)
+        probes = probes[dst.isin(args.target)]
+    if args.probes == "syn" and len(probes) and select_probes(probes, "syn").empty:
+        print(f"synlens: note: no bare SYN probe in {args.capture} (its probes carry other flags, or are not "
+              "TCP): no RTT to report; --probes any draws RTTs from every probe", file=sys.stderr)
     options = dict(method=args.method, confidence=args.confidence, probes=args.probes, min_ratio=args.min_ratio,
                    min_diff_us=args.min_diff)
     family_table = None
@@ -190,6 +196,7 @@ def cmd_rtt(args: argparse.Namespace) -> int:
         "capture": args.capture,
         "signals": args.signals,
         "method": args.method,
+        **({"min_trips": MIN_TRIPS} if args.method == "robust" else {}),
         "confidence": args.confidence or DEFAULT_CONFIDENCE[args.method],
         "packets": n_packets,
         "malformed_packets": malformed,

@@ -178,6 +178,7 @@ def rtt_json_pieces(fams: pd.DataFrame, meta: dict[str, object],
     target's rows and families are found once (a sweep has tens of thousands of targets); a target of many
     ports in a big result has its records written column-wise (`_DEFERRED`, `_records_json`), the others as dicts."""
     columns = RTT_COLUMNS + [c for c in SIGNAL_COLUMNS if c in fams.columns]
+    medians = _median_of(fams)
     fams = fams.assign(**{key: fams[key].astype("Int64").where(fams[key] >= 0)  # -1: no family
                           for key in ("family", "rtt_family") if key in fams.columns})
     indent = len(fams) <= INDENT_UP_TO_ROWS
@@ -191,11 +192,12 @@ def rtt_json_pieces(fams: pd.DataFrame, meta: dict[str, object],
         for f in family_table.to_dict("records"):
             groups_of.setdefault(f["target"], []).append(
                 {"family": int(f["family"]), "protocol": f["protocol"], "kind": f["kind"],
-                 "ports": np.asarray(f["ports"], np.int64).tolist(), "signals": list(f["signals"]),
-                 "evidence": list(f["evidence"])})
+                 "ports": np.asarray(f["ports"], np.int64).tolist(),
+                 "median_us": medians(f["target"], f["protocol"], f["family"], f["kind"]),
+                 "signals": list(f["signals"]), "evidence": list(f["evidence"])})
             unavailable.setdefault(f["target"], list(f["unavailable"]))
     else:
-        groups_of, unavailable = _rtt_groups(fams), {}
+        groups_of, unavailable = _rtt_groups(fams, medians), {}
     targets, deferred = [], []
     for target, rows, defer in zip(names, positions, deferred_at):
         if defer:
@@ -223,7 +225,21 @@ def _target_rows(target: pd.Series) -> tuple[list, list[np.ndarray]]:
     return list(names), group_positions(codes)
 
 
-def _rtt_groups(fams: pd.DataFrame) -> dict[object, list[dict]]:
+def _median_of(fams: pd.DataFrame) -> Callable[[object, object, object, str], float | None]:
+    """(target, protocol, family, kind) → the family's RTT median in µs as output writes it (`family_medians`:
+    the figure the text's evidence and the report give too); None for the "no answer" family."""
+    from .families import family_medians
+
+    medians = family_medians(fams).round(_digits("median_us")).to_dict()
+
+    def median(target: object, protocol: object, family: object, kind: str) -> float | None:
+        value = medians.get((target, protocol, int(family))) if kind != "no answer" else None
+        return None if value is None or np.isnan(value) else float(value)
+    return median
+
+
+def _rtt_groups(fams: pd.DataFrame, median: Callable[[object, object, object, str], float | None]
+                ) -> dict[object, list[dict]]:
     """Without a family table: each target's RTT families (protocol, family order), its ports in row order."""
     answered = fams[fams["family"].notna()]
     out: dict[object, list[dict]] = {}
@@ -231,7 +247,8 @@ def _rtt_groups(fams: pd.DataFrame) -> dict[object, list[dict]]:
     kinds = grouped["family_kind"].first()
     ports_of = grouped["port"].agg(lambda p: p.astype(int).tolist())
     for (target, proto, fam), kind, ports in zip(kinds.index, kinds, ports_of.loc[kinds.index]):
-        out.setdefault(target, []).append({"family": int(fam), "protocol": proto, "kind": kind, "ports": ports})
+        out.setdefault(target, []).append({"family": int(fam), "protocol": proto, "kind": kind, "ports": ports,
+                                           "median_us": median(target, proto, fam, kind)})
     return out
 
 
@@ -299,6 +316,7 @@ def rtt_table_blocks(fams: pd.DataFrame, meta: dict[str, object], family_table: 
     evidence: dict[tuple, list[dict]] = {}
     for f in ([] if family_table is None else family_table.to_dict("records")):
         evidence.setdefault((f["target"], f["protocol"]), []).append(f)
+    common = _common_notes(evidence)
     # A sweep's targets none of whose ports answered: one block at the end when there are many of them.
     silent = silent_rows(fams)
     fold = silent.any() and fams.loc[silent, ["target", "protocol"]].drop_duplicates().shape[0] > silent_over
@@ -312,6 +330,7 @@ def rtt_table_blocks(fams: pd.DataFrame, meta: dict[str, object], family_table: 
         small = shown.iloc[np.concatenate([p for p, f in zip(positions, few) if f])]
         few_header, columns, few_no_answer, few_untested = _rtt_columns(small, signals)
         cells = [text(slice(None)) for text, _ in columns]
+    samples = shown["samples"].to_numpy()
     at = 0  # where the next small target's rows start in `cells`
     for pos, is_few in zip(positions, few):
         target, proto = shown["target"].iat[pos[0]], shown["protocol"].iat[pos[0]]
@@ -335,23 +354,49 @@ def rtt_table_blocks(fams: pd.DataFrame, meta: dict[str, object], family_table: 
         if no_answer.any():
             notes.append("* no reply to any probe: the \"no answer\" family")
         if untested.any():
-            notes.append("+ fewer than two RTT samples: cannot be tested, no family")
+            notes.append("+ " + _untestable_note(samples[pos][untested], meta))
         if family_table is not None:
             mine = evidence.get((target, proto), [])
             for f in mine:
                 if f["evidence"] and f["kind"] == "answered":
                     notes.append(f"family {f['family']} apart: " + "; ".join(f["evidence"]))
             if mine:
-                for note in mine[0]["unavailable"]:
-                    notes.append(f"cannot tell by {note}")
+                notes += [f"cannot tell by {note}" for note in mine[0]["unavailable"] if note not in common]
         if notes:
             yield notes
+    if common:
+        answering = sum(1 for fs in evidence.values() if any(f["kind"] == "answered" for f in fs))
+        yield ([""] if answering > 1 else []) + (["every target that answered:"] if answering > 1 else []) + [
+            f"cannot tell by {note}" for note in common]
     if fold:
         quiet = fams[silent]
         n_quiet = quiet[["target", "protocol"]].drop_duplicates().shape[0]
         yield ["", f"{n_quiet:,} targets that answered no probe (the \"no answer\" family each; no RTT):",
                f"  {first_addresses(quiet['target'].astype(str).unique().tolist())}",
                "  ports: " + _tally(quiet["port"].astype(int).astype(str) + "/" + quiet["protocol"].astype(str))]
+
+
+def _common_notes(evidence: dict[tuple, list[dict]]) -> list[str]:
+    """The signals every target that answered could not give (`unavailable`, said once per capture), in the
+    first such target's order; targets that answered nothing miss nothing (they have no signal to read)."""
+    lists = [fs[0]["unavailable"] for fs in evidence.values() if any(f["kind"] == "answered" for f in fs)]
+    if not lists:
+        return []
+    return [note for note in lists[0] if all(note in other for other in lists[1:])]
+
+
+def _untestable_note(samples: np.ndarray, meta: dict[str, object]) -> str:
+    """Why the ports marked + have no RTT family, from their sample counts."""
+    if meta.get("method", "robust") != "robust":
+        return "fewer than two RTT samples: cannot be tested, no family"
+    samples = samples[samples > 0]  # (a port answered without an RTT sample: Karn's rule dropped it)
+    if not len(samples):
+        return "no RTT sample (Karn's rule drops a retransmitted probe's): no family"
+    lo, hi = int(samples.min()), int(samples.max())
+    count = f"{lo} sample{'s' if lo != 1 else ''}" if lo == hi else f"{lo}-{hi} samples"
+    when = "" if hi <= 1 else ", taken at different times"
+    return (f"{count} per port{when}: RTT cannot tell machines apart here (a split needs samples in "
+            f"{meta.get('min_trips', 5)} trips that probed the ports together)")
 
 
 def silent_rows(fams: pd.DataFrame) -> np.ndarray:
@@ -380,7 +425,7 @@ def _rtt_columns(rows: pd.DataFrame, signals: bool) -> tuple[list[str], list[tup
     which rows have no answer (*) and which could not be tested (+)."""
     kind = rows["family_kind"]
     no_answer = (kind == "no answer").to_numpy(bool)
-    untested = ((kind == "too few samples") & ~(signals & (rows["family"] >= 0))).to_numpy(bool)
+    untested = ((kind == "untestable") & ~(signals & (rows["family"] >= 0))).to_numpy(bool)
     family = rows["family"].astype("Int64").where(rows["family"] >= 0)
     loss = 100 * rows["loss"]
 

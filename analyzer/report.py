@@ -21,7 +21,7 @@ import pandas as pd
 
 from . import report_plots as plots
 from .errors import CaptureWarning
-from .families import families
+from .families import MIN_TRIPS, families, family_medians
 from .hosts import hosts
 from .keys import group_ids, group_positions
 from .match import match
@@ -53,7 +53,7 @@ from .report_html import (
     table,
 )
 from .scans import ScanResult, scans
-from .stats import DEFAULT_TRIM, rtt_samples
+from .stats import rtt_samples
 
 HIDE_OVER = 25  # a port table longer than this leaves out its commonest state, as nmap does
 MAX_PLOTS = 12  # plots of one kind (scan phases, scanners, targets); the largest are kept
@@ -341,9 +341,12 @@ def _test_text(attrs: dict) -> str:
     method, conf = attrs.get("method", "robust"), attrs.get("confidence", 0.99)
     probes = "bare SYN probes" if attrs.get("probes", "syn") == "syn" else "every probe"
     if method == "robust":
-        test = (f"Method robust: Welch's heteroscedastic ANOVA on {DEFAULT_TRIM:.0%}-trimmed log RTTs, divisive; "
-                f"confidence {conf} (family-wise α = {1 - conf:.3g}); a cut also needs the ports' floors at least "
-                f"{attrs.get('min_ratio')}× and {attrs.get('min_diff_us')} µs apart.")
+        test = (f"Method robust: Skillings–Mack's rank test on log RTTs blocked by trip (ports compared only "
+                f"within the trips that probed them together), divisive; confidence {conf} (family-wise "
+                f"α = {1 - conf:.3g}); a cut also needs the ports' floors at least {attrs.get('min_ratio')}× and "
+                f"{attrs.get('min_diff_us')} µs apart. A port with samples in fewer than "
+                f"{attrs.get('min_trips', MIN_TRIPS)} trips shared with other ports is untestable: RTT cannot "
+                f"set it apart.")
     else:
         test = (f"Method {method}: nmap qscan's greedy pooled-variance Student t in port order, confidence {conf} "
                 f"({'qscan’s table as shipped' if method == 'qscan-table' else 'exact t quantiles'}).")
@@ -402,10 +405,12 @@ def _families_section(probes: pd.DataFrame, fams: pd.DataFrame) -> str:
         per_port = _port_rtt_rows(rows.head(MAX_ROWS), False, colours)
         content.append(f"<h3>{e(target)} ({e(proto)})</h3>")
         summary = []
+        medians = family_medians(rows).droplevel([0, 1])  # (the figure the text and JSON give for a family)
         for (fam, kind), members in rows.groupby(["family", "family_kind"], sort=True):
             mark = swatch(colours[int(fam)]) if kind == "answered" else ""
+            median = medians.get(fam, np.nan) if kind == "answered" else np.nan
             summary.append([Raw(mark + e(fam if fam >= 0 else "–")), kind, len(members), _ranges(members["port"]),
-                            num(members["median_us"].median(), "{:.1f}")])
+                            num(median, "{:.2f}")])
         content.append(table(["FAMILY", "kind", "ports", "which", "median RTT (µs)"], summary, {2, 4}, "families"))
         content.append(fold(table(_PORT_RTT_HEAD, per_port, {2, 3, 4, 5, 6, 7, 8, 9}, "ports", total=len(rows)),
                             len(rows), f"per-port RTT table ({len(rows):,} ports)"))

@@ -7,7 +7,7 @@ IP stack, usually one hop further. Per port (from the replies to its SYN probes)
 signal         apart when …  (each needs enough replies to be trusted: a one-off glitch never splits)
 =============  ==============================================================================================
 ttl            modal reply TTLs differ, each agreed by ≥ 80 % of ≥ 3 replies ("TTL 63 vs 64 on 30/30 replies")
-rtt            the robust RTT families (analyzer.families) put them apart ("RTT 2.9 ms vs 0.1 ms, p = 1e-7")
+rtt            the robust RTT families (analyzer.families) put them apart ("RTT median 70.10 µs vs 2103.30 µs")
 stack          SYN/ACK window or TCP option layout differ (open ports only), each consistent over ≥ 2 replies
 rst            closed ports' RSTs differ in window or ACK behaviour (RST/ACK acknowledging the probe vs bare
                RST), each consistent over ≥ 2 replies; their TTL counts under ttl
@@ -32,6 +32,7 @@ import numpy as np
 import pandas as pd
 
 from .families import families as rtt_families
+from .families import medians_by_family
 from .flags import ACK, RST, SYN
 from .hosts import option_layout
 from .keys import column_codes, group_ids, modes, packet_rows, stable_order
@@ -151,6 +152,11 @@ def _port_table(replies: pd.DataFrame, ports: list[int] | np.ndarray, t_ref_ns: 
     table["options"] = _per_port(index, m_port, np.array([layouts[int(c)] for c in m_opt], dtype=object), None)
     table["stack_agree"] = _per_port(index, m_port, m_n, 0)
     rst = (flags & RST) != 0
+    if "_probe_ack" in replies.columns:
+        # A RST answering an ACK probe is bare by rule (RFC 9293: it takes its sequence number from the ACK), one
+        # answering a SYN or FIN acknowledges it: with `probes="any"` the probe's kind, not the machine, would
+        # decide. Only RSTs to probes without ACK are compared.
+        rst &= ~replies["_probe_ack"].to_numpy(bool)
     m_port, (m_win, m_ack), m_n = modes(port[rst], [window[rst], ((flags[rst] & ACK) != 0).astype(np.int64)])
     # One text per distinct (window, ACK) behaviour, not per port.
     kinds, which = np.unique(m_win * 2 + m_ack, return_inverse=True)
@@ -274,19 +280,21 @@ def _signature_codes(table: pd.DataFrame, rtt_family: np.ndarray) -> np.ndarray:
     return codes
 
 
-def _unavailable(table: pd.DataFrame, use: tuple[str, ...]) -> list[str]:
-    """Signals that could not be read for this target, and why: ports they would separate may still differ."""
+def _unavailable(table: pd.DataFrame, use: tuple[str, ...], protocol: str = "tcp") -> list[str]:
+    """Signals that could not be read for this target, and why: ports they would separate may still differ.
+    Clock and stack are TCP's (timestamps, SYN/ACKs): for another protocol only the IP ID can be missing."""
     out = []
+    tcp = protocol == "tcp"
     any_clock = table["ts_offset"].notna().any()
-    if "clock" in use and (table["ts_consistent"] == False).any() and not any_clock:
+    if tcp and "clock" in use and (table["ts_consistent"] == False).any() and not any_clock:
         out.append("clock: TCP timestamps do not follow one clock per port (per-connection offsets, as current "
                    "Linux hashes the ports into them): they carry no host identity")
-    elif "clock" in use and not any_clock:
+    elif tcp and "clock" in use and not any_clock:
         out.append("clock: no TCP timestamps in the replies (probes carried no timestamp option; "
                    "synlens-agent --tcp-timestamps adds one): machines alike in TTL and RTT cannot be told apart")
     if "ip_id" in use and not (table["ip_id_class"] == "incremental").any():
         out.append("ip_id: no incremental IP ID counter (zero or random IDs carry no host identity)")
-    if "stack" in use and table["options"].notna().sum() < 2:
+    if tcp and "stack" in use and table["options"].notna().sum() < 2:
         out.append("stack: fewer than two open ports answered with SYN/ACKs")
     return out
 
@@ -334,8 +342,8 @@ def _place(ports: np.ndarray, codes: np.ndarray, sig: Callable[[int], PortSignal
             for q in fam_reps.values():
                 rtt_reason = None
                 if rtt_fam[p] >= 0 and rtt_fam[q] >= 0 and rtt_fam[p] != rtt_fam[q]:
-                    rtt_reason = (f"RTT median {means[q] / 1000:.2f} ms vs {means[p] / 1000:.2f} ms "
-                                  f"(robust families {rtt_fam[q]} and {rtt_fam[p]})")
+                    rtt_reason = (f"RTT median {means[q]:.2f} µs vs {means[p]:.2f} µs "
+                                  f"(RTT families {rtt_fam[q]} and {rtt_fam[p]})")
                 reasons += _apart(sig(p), sig(q), rtt_reason, use)
             if not reasons:
                 if c not in fam_reps:
@@ -419,10 +427,11 @@ def _single_port_targets(rows: pd.DataFrame, where: dict, reply_rows: pd.DataFra
             values[missing_at] = None
             frame[name] = pd.Series(values, index=frame.index, dtype=object)
     port_rows.append(frame)
-    missing = _unavailable(table.iloc[:1], signals)  # (one port, few replies: the same for each of them)
+    # (one port, few replies: the same for each target of a protocol)
+    missing = {proto: _unavailable(table.iloc[:1], signals, proto) for proto in set(rows["protocol"])}
     for target, proto, p in zip(names[placed], rows["protocol"].to_numpy(object)[placed], port[placed].tolist()):
         fam_rows.append(dict(target=target, protocol=proto, family=0, ports=[p], kind="answered", signals=[],
-                             evidence=[], unavailable=missing))
+                             evidence=[], unavailable=missing[proto]))
 
 
 def _silent_targets(base: pd.DataFrame, quiet: np.ndarray, rank: np.ndarray, reply_rows: pd.DataFrame,
@@ -433,7 +442,6 @@ def _silent_targets(base: pd.DataFrame, quiet: np.ndarray, rank: np.ndarray, rep
     port = rows["port"].astype(int).to_numpy()
     kinds = np.unique(port).tolist()
     table = _port_table(reply_rows.iloc[0:0], kinds, 0).loc[port]  # (no reply: the same values for every port)
-    missing = _unavailable(table.iloc[:1], signals)
     port_rows.append(_with_signals(rows, table, np.zeros(len(rows), np.int64), np.full(len(rows), None, object)))
     group = rank[quiet]
     order = np.lexsort((port, group))
@@ -441,8 +449,9 @@ def _silent_targets(base: pd.DataFrame, quiet: np.ndarray, rank: np.ndarray, rep
     firsts = order[np.r_[0, bounds]]
     targets, protocols = rows["target"].to_numpy(object)[firsts], rows["protocol"].to_numpy(object)[firsts]
     for target, proto, members in zip(targets, protocols, np.split(port[order], bounds)):
+        # (nothing answered: no signal to miss)
         fam_rows.append(dict(target=target, protocol=proto, family=0, ports=members.tolist(), kind="no answer",
-                             signals=[], evidence=["no reply to any probe"], unavailable=missing))
+                             signals=[], evidence=["no reply to any probe"], unavailable=[]))
 
 
 def signal_families(packets: pd.DataFrame, matches: pd.DataFrame, *, signals: tuple[str, ...] = ALL_SIGNALS,
@@ -465,6 +474,9 @@ def signal_families(packets: pd.DataFrame, matches: pd.DataFrame, *, signals: tu
     # (made whole: no column added later)
     reply_rows = pd.DataFrame({name: packets[name].array.take(frame_pos) for name in REPLY_FIELDS}
                               | {"_port": syn["dport"].to_numpy(np.int32)}, copy=False)
+    probe_flags = syn["flags"].to_numpy(np.int64, na_value=0)
+    if (probe_flags & ACK).any():  # (bare SYNs have none: no column to carry)
+        reply_rows["_probe_ack"] = (probe_flags & ACK) != 0
     del frame_pos
     # Each target's replies: positions grouped by target (one sort), not a comparison of every row per target.
     codes, names = column_codes(syn["dst"])  # (the probes' addresses: a categorical's codes, no hashing)
@@ -497,18 +509,25 @@ def signal_families(packets: pd.DataFrame, matches: pd.DataFrame, *, signals: tu
         # Placed: ports RTT could test (fastest first, by RTT floor), then those it could not but another
         # signal of their own can be trusted. Unplaced (no family): untestable with no such signal. Silent:
         # no reply at all, the "no answer" family.
-        silent = (fam_arr >= 0) & (rows["family_kind"] == "no answer").to_numpy()
+        no_answer = (rows["family_kind"] == "no answer").to_numpy(bool)
+        silent = (fam_arr >= 0) & no_answer
         pos = np.flatnonzero(((fam_arr >= 0) & ~silent) | ((fam_arr < 0) & evidence))
         pos = pos[np.lexsort((port_arr[pos], np.where(np.isnan(median[pos]), np.inf, median[pos])))]
+        # The RTT evidence names each port's RTT family's median (`family_medians`: the figure every output gives).
+        fam_median = medians_by_family(fam_arr, median, ~no_answer)
+        lookup = np.full(int(fam_arr.max(initial=-1)) + 2, np.nan)  # (family -1, no family: the last, NaN)
+        lookup[list(fam_median)] = list(fam_median.values())
         fam_of, reasons = _place(port_arr[pos], _signature_codes(table, fam_arr)[pos], sig,
-                                 dict(zip(port_list, fam_arr.tolist())), dict(zip(port_list, median.tolist())), signals)
+                                 dict(zip(port_list, fam_arr.tolist())), dict(zip(port_list, lookup[fam_arr].tolist())),
+                                 signals)
         n_fams = int(fam_of.max()) + 1 if len(fam_of) else 0
         labels = np.full(len(port_list), -1, np.int64)
         labels[pos] = fam_of
         labels[silent] = n_fams
         deciding = np.full(len(port_list), None, object)
         deciding[pos] = [r[0][0] if r else None for r in reasons]
-        missing = _unavailable(table, signals)
+        # (a target that answered nothing misses no signal: it has none)
+        missing = _unavailable(table, signals, proto) if (rows["received"] > 0).any() else []
         firsts = np.flatnonzero(np.r_[True, np.diff(np.sort(fam_of)) != 0]) if len(fam_of) else np.zeros(0, np.int64)
         first_at = np.argsort(fam_of, kind="stable")[firsts]  # each family's first member, in placement order
         members = np.split(port_arr[pos][np.argsort(fam_of, kind="stable")], firsts[1:])

@@ -55,7 +55,7 @@ class TTest:
 
 # The probes-table columns the statistics (and the families made from them) read: `analyzer.match(packets,
 # columns=PROBE_FIELDS)` is all they need.
-PROBE_FIELDS = ("dst", "protocol", "dport", "flags", "transmissions", "reply_frame", "rtt_ns")
+PROBE_FIELDS = ("ts_ns", "dst", "protocol", "dport", "flags", "transmissions", "reply_frame", "rtt_ns")
 
 
 def select_probes(matches: pd.DataFrame, probes: str = "syn") -> pd.DataFrame:
@@ -314,6 +314,120 @@ def _f_sf(f: float, dfn: float, dfd: float) -> float:
     if f <= 0 and dfn > 0 and dfd > 0:
         return 1.0
     return float(_special().fdtrc(dfn, dfd, f))
+
+
+@dataclass(frozen=True)
+class BlockTest:
+    """A test of "all ports alike" in a blocked layout (ports × sampling blocks): statistic, p-value, degrees of
+    freedom, and the blocks it used (those holding at least two of the ports)."""
+
+    statistic: float
+    pvalue: float
+    dof: int
+    blocks: int
+
+
+def midranks(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Ranks 1..k_i within each row of `x` (NaN: absent, ranked NaN), ties given their mean rank; and per row
+    Σ(t³ - t) over its groups of ties (t: a group's size), for the tie correction."""
+    rows, k = x.shape
+    order = np.argsort(x, axis=1)  # (NaN sorts last; the order among ties does not matter: they share a rank)
+    xs = np.take_along_axis(x, order, axis=1)
+    present = ~np.isnan(xs)
+    # Runs of equal present values within a row: a run starts where the value or the row changes.
+    starts = np.ones(rows * k, bool)
+    if k > 1:
+        starts.reshape(rows, k)[:, 1:] = xs[:, 1:] != xs[:, :-1]
+    run = np.cumsum(starts) - 1
+    pos = np.tile(np.arange(1, k + 1, dtype=float), rows)
+    first = np.minimum.reduceat(pos, np.flatnonzero(starts)) if len(pos) else pos
+    last = np.maximum.reduceat(pos, np.flatnonzero(starts)) if len(pos) else pos
+    ranked = np.where(present.reshape(-1), (first[run] + last[run]) / 2, np.nan)
+    out = np.empty_like(ranked)
+    out.reshape(rows, k)[np.arange(rows)[:, None], order] = ranked.reshape(rows, k)
+    size = (last - first + 1)[run]  # each cell's tie-group size, t
+    # Σ over present cells of t² - 1 = Σ over groups of ties of t³ - t
+    ties = np.where(present.reshape(-1), size**2 - 1, 0.0).reshape(rows, k).sum(axis=1)
+    return out.reshape(rows, k), ties
+
+
+def skillings_mack(x: np.ndarray) -> BlockTest:
+    """Skillings & Mack's (1981) rank test of "no column effect" in a two-way layout with blocks as rows and
+    missing cells (NaN), with the tie correction: Friedman's test where every block is complete.
+
+    Within each block of k_i ≥ 2 present cells, the midranks centred and scaled, a_ij = √(12/(k_i+1)) (r_ij -
+    (k_i+1)/2), have (given the block's ties) variance c_i (k_i - 1) and covariance -c_i between two present cells,
+    c_i = 1 - Σ(t³-t)/(k_i(k_i²-1)). Their column sums A then have covariance Σ = Σ_i c_i L_i (L_i: the complete
+    graph Laplacian of block i's present columns), and A'Σ⁺A is chi-square with rank(Σ) dof under the null (the
+    columns not linked through shared blocks are not compared). With complete blocks it is Friedman's chi-square
+    with scipy's tie correction (`scipy.stats.friedmanchisquare`, checked in the tests); p from `scipy.special`'s
+    chi-square survival function.
+    """
+    x = np.asarray(x, float)
+    present = ~np.isnan(x)
+    k_i = present.sum(axis=1)
+    x, present, k_i = x[k_i >= 2], present[k_i >= 2], k_i[k_i >= 2]
+    if not len(x):
+        return BlockTest(0.0, 1.0, 0, 0)
+    r, ties = midranks(x)
+    c = 1.0 - ties / (k_i * (k_i**2 - 1.0))
+    a = np.where(present, np.sqrt(12.0 / (k_i + 1.0))[:, None] * (r - ((k_i + 1.0) / 2)[:, None]), 0.0)
+    total = a.sum(axis=0)
+    k = x.shape[1]
+    if present.all():  # complete blocks: Σ = Σc (kI - J), and A sums to zero: A'Σ⁺A = A'A / (k Σc)
+        weight = float(c.sum())
+        statistic, dof = (float((total**2).sum()) / (k * weight), k - 1) if weight > 0 else (0.0, 0)
+    elif k <= EIGEN_PORTS:
+        m = present.astype(float)
+        cov = -(m.T @ (c[:, None] * m))
+        np.fill_diagonal(cov, (c[:, None] * (k_i - 1.0)[:, None] * m).sum(axis=0))
+        values, vectors = np.linalg.eigh(cov)
+        keep = values > max(values.max(initial=0.0), 1.0) * 1e-9 * len(values)
+        statistic, dof = float(((vectors[:, keep].T @ total) ** 2 / values[keep]).sum()), int(keep.sum())
+    else:
+        statistic, dof = _laplacian_form(present, c, k_i, total)
+    if not dof:
+        return BlockTest(0.0, 1.0, 0, len(x))
+    return BlockTest(statistic, float(_special().chdtrc(dof, statistic)), dof, len(x))
+
+
+# Up to this many ports Skillings–Mack's quadratic form is solved exactly (eigh of a k × k matrix); beyond, by
+# conjugate gradients on the Laplacian, never formed (k × k of 65,535 ports would be 34 GB).
+EIGEN_PORTS = 1000
+
+
+def _laplacian_form(present: np.ndarray, c: np.ndarray, k_i: np.ndarray, total: np.ndarray) -> tuple[float, int]:
+    """A'Σ⁺A and rank(Σ) for Σ = Σ_i c_i L_i given by the blocks' presence, without forming Σ: conjugate
+    gradients (A lies in Σ's range: it sums to zero over each set of ports linked through blocks), and the rank as
+    ports less such sets (connected components, by propagating the least port number through the blocks)."""
+    m = present.astype(float)
+    scale = m.T @ (c * k_i)
+
+    def apply(v: np.ndarray) -> np.ndarray:
+        return scale * v - m.T @ (c * (m @ v))
+
+    solution, residual = np.zeros_like(total), total.copy()
+    direction, rr = residual.copy(), float(residual @ residual)
+    goal = 1e-24 * max(rr, 1e-300)
+    for _ in range(10 * len(total)):
+        if rr <= goal:
+            break
+        step = apply(direction)
+        alpha = rr / float(direction @ step)
+        solution += alpha * direction
+        residual -= alpha * step
+        rr, previous = float(residual @ residual), rr
+        direction = residual + (rr / previous) * direction
+    live = (c > 0)[:, None] & present  # (a block whose cells are all tied carries no comparison)
+    label = np.arange(present.shape[1])
+    while True:
+        block_least = np.where(live, label[None, :], label.size).min(axis=1)
+        linked = np.minimum(label, np.where(live, block_least[:, None], label.size).min(axis=0))
+        if np.array_equal(linked, label):
+            break
+        label = linked
+    components = len(np.unique(label[live.any(axis=0)])) + int((~live.any(axis=0)).sum())
+    return float(total @ solution), present.shape[1] - components
 
 
 def yuen_welch_matrix(s: Summary) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

@@ -340,9 +340,11 @@ L1.md('''
 ## 3. Families: qscan's greedy grouping against synlens's robust one
 
 qscan takes the ports **in port order**; each port not yet placed opens a family and absorbs every later unplaced
-port whose pooled $|t|$ is below the critical value. synlens (`method="robust"`, the default) tests all of a
-target's ports at once (Welch's ANOVA on trimmed log RTT), cuts them where the floors are furthest apart, and
-tests each part again; it spends α over the whole target, and refuses cuts smaller than 1.25× and 30 µs.
+port whose pooled $|t|$ is below the critical value. synlens (`method="robust"`, the default) compares ports only
+within the trips that probed them together, testing all of a target's ports at once (a rank test within each trip:
+Skillings–Mack's, Friedman's when no probe was lost), cuts them where the floors are furthest apart, and tests each
+part again; it spends α over the whole target, refuses cuts smaller than 1.25× and 30 µs, and calls a port
+untestable when fewer than five trips sampled it with the others.
 
 `analyzer.families` runs either; `method="qscan"` uses scipy's exact quantiles, `method="qscan-table"` qscan's
 own table.

@@ -6,9 +6,22 @@ from __future__ import annotations
 import os
 import shutil
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 from lab import NatLab, lab_available, nat_lab, remove_orphan_labs
+
+# Third-party captures (read-only): ../shared/realworld from the repository root, as CI lays them out;
+# SYNLENS_REALWORLD names another place (a work tree kept elsewhere).
+REALWORLD = Path(os.environ.get("SYNLENS_REALWORLD", Path(__file__).resolve().parents[1].parent / "shared" / "realworld"))
+
+
+def realworld(name: str) -> Path:
+    """A capture of ../shared/realworld; the calling test skips, saying why, where that folder is absent."""
+    if not REALWORLD.is_dir():
+        pytest.skip(f"{REALWORLD} is absent: the third-party captures sit beside the repository (shared/realworld)")
+    return REALWORLD / name
+
 
 # Lab names carry the session's PID: concurrent pytest sessions (several engineers on one
 # machine) each get their own lab, and labs of killed sessions can be told apart and swept.

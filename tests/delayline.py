@@ -7,7 +7,8 @@ running this script in a namespace that owns both ends of the wire::
 
 Each ``A:B`` pair is one wire: frames received on A are re-sent out of B after the
 delay, and the other way round. It prints ``ready`` on stdout once every socket is
-bound, and runs until SIGTERM/SIGINT. Standard library only.
+bound, and runs until SIGTERM/SIGINT. With ``--then-delay-ms D``, SIGUSR1 switches the delay to D for the frames
+that arrive from then on (a path that gets slower mid-scan: tests of RTT drift). Standard library only.
 
 Precision matters more than throughput here: RTT-family analysis compares means tens of
 microseconds apart, so a line whose delay depends on how long it slept (CPU wake-up
@@ -71,7 +72,7 @@ def parse_pairs(specs: list[str]) -> list[tuple[str, str]]:
     return pairs
 
 
-def run(pairs: list[tuple[str, str]], delay_ns: int) -> None:
+def run(pairs: list[tuple[str, str]], delay_ns: int, then_ns: int | None = None) -> None:
     # select() takes microsecond timeouts; epoll/poll round up to whole milliseconds.
     selector = selectors.SelectSelector()
     for a_name, b_name in pairs:
@@ -81,13 +82,16 @@ def run(pairs: list[tuple[str, str]], delay_ns: int) -> None:
     # One FIFO suffices: the delay is constant, so frames fall due in arrival order.
     # Times are CLOCK_REALTIME ns, the clock of the kernel's receive timestamps.
     pending: collections.deque[tuple[int, socket.socket, bytes]] = collections.deque()
+    delay = [delay_ns]  # (SIGUSR1 replaces it: frames already waiting keep their due times)
+    if then_ns is not None:
+        signal.signal(signal.SIGUSR1, lambda *_: delay.__setitem__(0, then_ns))
     print("ready", flush=True)
     while True:
         timeout = None
         if pending:
             timeout = max(0.0, (pending[0][0] - time.time_ns() - SPIN_NS) / 1e9)
         for key, _ in selector.select(timeout):
-            receive_all(key.fileobj, key.data, pending, delay_ns)  # type: ignore[arg-type]
+            receive_all(key.fileobj, key.data, pending, delay[0])  # type: ignore[arg-type]
         send_due(pending)
 
 
@@ -133,13 +137,16 @@ def send_due(pending: collections.deque[tuple[int, socket.socket, bytes]]) -> No
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--delay-ms", type=float, required=True, help="one-way delay in milliseconds")
+    parser.add_argument("--then-delay-ms", type=float, default=None,
+                        help="one-way delay from the first SIGUSR1 on (a longer one keeps frames in order)")
     parser.add_argument("--rt-priority", type=int, default=10, help="SCHED_FIFO priority, 0 for none")
     parser.add_argument("pairs", nargs="+", metavar="A:B", help="interface pairs to join")
     args = parser.parse_args(argv)
     request_realtime(args.rt_priority)
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     try:
-        run(parse_pairs(args.pairs), round(args.delay_ms * 1e6))
+        then = None if args.then_delay_ms is None else round(args.then_delay_ms * 1e6)
+        run(parse_pairs(args.pairs), round(args.delay_ms * 1e6), then)
     except KeyboardInterrupt:
         pass
     return 0

@@ -64,6 +64,7 @@ UDP_CLOSED_PORTS = (69,)
 
 SCANNER_IFACE = "scan0"
 DELAYLINE = Path(__file__).with_name("delayline.py")
+SLOWER = 3.0  # NatLab.slow_down: the delay line's delay from then on, as a multiple of its first
 ROLES = ("scan", "gw", "delay", "inner", "inner2")
 STARTUP_TIMEOUT_S = 10.0
 NFT_TABLE = "synlens_lab"
@@ -200,6 +201,7 @@ class _Processes:
     def __init__(self) -> None:
         self._procs: list[subprocess.Popen] = []
         self._lock = threading.Lock()
+        self.delay_line: subprocess.Popen | None = None
 
     def start(self, ns: str, *cmd: str, ready: str | None = None) -> subprocess.Popen:
         """Start `cmd` in `ns` in its own session; with `ready`, wait for that stdout line."""
@@ -445,6 +447,14 @@ class NatLab(NamespaceLab):
         if self.delay_ns is None:
             return (tuple(sorted(gateway + self.forwarded_ports)),)
         return (gateway, tuple(sorted(self.forwarded_ports)))
+
+    def slow_down(self) -> None:
+        """From now on the delay line holds each frame SLOWER times as long (once; frames already in the line
+        keep their due times): the forwarded ports' RTT steps up mid-scan, as a path's does under load."""
+        line = self._processes.delay_line
+        if line is None:
+            raise LabError("this lab has no delay line")
+        os.kill(line.pid, signal.SIGUSR1)  # (ip netns exec execs the line's python in place: its pid is this)
 
     def capture(self, path: str | os.PathLike, *, settle_s: float = 0.05) -> contextlib.AbstractContextManager[Capture]:
         """tcpdump on the scanner interface (both directions) for the with-block; `settle_s` waits for
@@ -704,12 +714,14 @@ def _build(lab: NatLab, *, ipv6: bool, same_segment: bool) -> None:
     _install_nft(lab)
     _start_servers(lab, ipv6)
     if lab.delay_ns:
-        lab.spawn(
+        lab._processes.delay_line = lab.spawn(
             lab.delay_ns,
             sys.executable,
             str(DELAYLINE),
             "--delay-ms",
             str(lab.delay_ms),
+            "--then-delay-ms",
+            str(SLOWER * lab.delay_ms),
             *delay_pairs,
             ready="ready",
         )

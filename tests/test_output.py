@@ -7,6 +7,7 @@ import socket
 from pathlib import Path
 
 import pytest
+from conftest import realworld
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -279,3 +280,99 @@ def test_lines_are_the_row_formats_lines(data) -> None:
         coded.append((np.array([texts.index(t) for t in col]), texts))
     row = "  ".join(f"{{:<{w}}}" for w in widths).format
     assert output._lines(coded, widths) == [row(*line).rstrip() for line in zip(*columns)]
+
+
+# ---------------------------------------------------------------- what rtt says where it has little to say
+
+SAMPLES = Path(__file__).resolve().parents[1] / "sample_pcaps"
+
+
+def test_rtt_of_a_capture_without_bare_syns_says_so(capsys) -> None:
+    """A FIN scan's probes are no bare SYNs: rtt says so on stderr (one line, exit 0) and suggests --probes any."""
+    assert main(["rtt", str(SAMPLES / "scans_fin.pcap")]) == 0
+    captured = capsys.readouterr()
+    [line] = captured.err.splitlines()
+    assert "no bare SYN probe in" in line and "--probes any" in line
+    assert main(["rtt", str(SAMPLES / "scans_fin.pcap"), "--probes", "any"]) == 0
+    assert capsys.readouterr().err == ""  # (what it suggests: RTTs, no note)
+    assert main(["rtt", str(SAMPLES / "nat_qscan.pcap")]) == 0
+    assert capsys.readouterr().err == ""
+
+
+def test_rtt_of_a_target_not_in_the_capture_says_so(capsys) -> None:
+    capture = str(SAMPLES / "nat_qscan.pcap")
+    assert main(["rtt", capture, "--target", "10.77.1.1", "--target", "192.0.2.7", "--format", "json"]) == 0
+    captured = capsys.readouterr()
+    assert captured.err == f"synlens: note: --target 192.0.2.7: no probe to that address in {capture}\n"
+    assert [t["address"] for t in json.loads(captured.out)["targets"]] == ["10.77.1.1"]
+
+
+def test_what_no_target_can_show_is_said_once_per_capture(tmp_path, monkeypatch, capsys) -> None:
+    """Two targets scanned qscan's way (tests/test_signals_sim.py's scenario, one machine each), then nmap -sS of a
+    third: the signals no target could give are said once, after all targets; the note on the ports RTT could
+    not test is said for the target it concerns, in words."""
+    import dpkt
+    import test_signals_sim as sim
+
+    frames = []
+    for target in ("10.9.0.1", "10.9.0.3"):
+        monkeypatch.setattr(sim, "TARGET", target)
+        pcap = sim.write_capture(tmp_path / f"{target}.pcap", lambda p: sim.Reply())
+        with open(pcap, "rb") as fh:
+            frames += list(dpkt.pcap.Reader(fh))
+    merged = tmp_path / "two.pcap"
+    with open(merged, "wb") as fh:
+        writer = dpkt.pcap.Writer(fh, nano=True)
+        for ts, data in sorted(frames, key=lambda f: f[0]):
+            writer.writepkt(data, ts)
+    assert main(["rtt", str(merged)]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    for note in ("cannot tell by clock", "cannot tell by ip_id"):
+        assert sum(line.startswith(note) for line in lines) == 1, lines
+    assert lines.index("every target that answered:") > lines.index("10.9.0.3 (tcp)") > lines.index("10.9.0.1 (tcp)")
+    # nmap -sS of one host (one probe a port, minutes apart): the + note, per target
+    assert main(["rtt", str(realworld("PortScanDetector__half-scan-attacker.pcap"))]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert [line for line in lines if line.startswith("+ ")] == [(
+        "+ 1 sample per port: RTT cannot tell machines apart here (a split needs samples in 5 trips that probed the "
+        "ports together)")] * 2
+
+
+def test_targets_that_answered_nothing_miss_no_signal() -> None:
+    """zmap's sweep: the targets that answered nothing get their "no answer" family and nothing else to read."""
+    packets = analyzer.read(SAMPLES / "scans_zmap.pcap")
+    ports, fams = analyzer.signal_families(packets, analyzer.match(packets))
+    quiet = fams[fams["kind"] == "no answer"]
+    assert len(quiet) >= 5 and all(list(u) == [] for u in quiet["unavailable"])
+    text = rtt_table(ports, {"capture": "z", "method": "robust", "confidence": 0.99, "probes_matched": 1,
+                             "unsolicited_replies": 0}, fams)
+    blocks = text.split("\n\n")
+    for block in blocks[1:]:
+        if "(the \"no answer\" family" in block and "+ " not in block:
+            assert "cannot tell" not in block, block
+
+
+def test_udp_targets_get_no_tcp_wording(capsys) -> None:
+    """nmap -sU of two hosts, RTTs from every probe: nothing about SYN/ACKs or TCP timestamps for UDP ports."""
+    assert main(["rtt", str(realworld("PortScanDetector__udp-scan-attacker.pcap")), "--probes", "any"]) == 0
+    text = capsys.readouterr().out
+    assert "(udp)" in text and "cannot tell by ip_id" in text
+    assert "SYN/ACK" not in text and "TCP timestamps" not in text
+
+
+def test_text_json_and_report_give_one_median_per_family(tmp_path, capsys) -> None:
+    """The RTT figures of a family are the same everywhere: the text's evidence, the JSON's families and the
+    report's family table (`analyzer.families.family_medians`)."""
+    capture = str(SAMPLES / "nat_qscan.pcap")
+    assert main(["rtt", capture, "--format", "json"]) == 0
+    [target] = json.loads(capsys.readouterr().out)["targets"]
+    medians = {f["family"]: f["median_us"] for f in target["families"] if f["kind"] == "answered"}
+    assert len(medians) == 2 and all(isinstance(m, float) for m in medians.values())
+    assert main(["rtt", capture]) == 0
+    text = capsys.readouterr().out
+    assert f"RTT median {medians[0]:.2f} µs vs {medians[1]:.2f} µs (RTT families 0 and 1)" in text
+    report = tmp_path / "r.html"
+    assert main(["report", capture, "-o", str(report)]) == 0
+    html = report.read_text()
+    families_section = html[html.index('id="families"'):]
+    assert all(f"{m:.2f}" in families_section for m in medians.values())

@@ -167,8 +167,12 @@ def synlens(pcap: Path, target: str, signals: str = "all") -> dict:
 
 
 def answered(report: dict) -> set[int]:
-    """TCP ports with RTT samples enough to be judged (qscan's one-probe ports are not)."""
-    return {p["port"] for p in report["ports"] if p["protocol"] == "tcp" and p["family_kind"] == "answered"}
+    """TCP ports that answered and were placed in a family, by RTT or, where RTT could not test them (hping3
+    probes one port after another; qscan's one-probe ports), by another signal; never empty."""
+    ports = {p["port"] for p in report["ports"]
+             if p["protocol"] == "tcp" and p["family_kind"] != "no answer" and p["family"] is not None}
+    assert ports, "no port placed in a family"
+    return ports
 
 
 def partition(report: dict) -> Partition:

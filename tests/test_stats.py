@@ -198,3 +198,128 @@ def test_port_stats_of_varied_sample_sizes() -> None:
     }).sample(frac=1.0, random_state=3).reset_index(drop=True)  # capture order: shuffled
     probes["flags"] = probes["flags"].where(probes["protocol"] == "tcp")
     _assert_port_stats_exact(probes)
+
+
+# ---------------------------------------------------------------- the blocked rank test of the RTT families
+
+blocks_of = st.tuples(st.integers(2, 12), st.integers(3, 9), st.integers(0, 2**32 - 1), st.booleans())
+
+
+@settings(max_examples=200, deadline=None)
+@given(blocks_of)
+def test_skillings_mack_of_complete_blocks_is_scipys_friedman(case):
+    """Every block complete: Skillings–Mack is Friedman's test, tie correction and all (scipy's statistic and p)."""
+    from analyzer.stats import skillings_mack
+
+    b, k, seed, tied = case
+    x = np.random.default_rng(seed).normal(size=(b, k))
+    if tied:
+        x = np.round(x)  # many ties
+    with np.errstate(all="ignore"):
+        ref = sps.friedmanchisquare(*x.T)
+    if not np.isfinite(ref.statistic):
+        return  # every block all one value: scipy divides by zero; ours says "alike" (tested below)
+    ours = skillings_mack(x)
+    assert ours.statistic == pytest.approx(ref.statistic, rel=1e-9, abs=1e-12)
+    assert ours.pvalue == pytest.approx(ref.pvalue, rel=1e-7, abs=1e-15)
+    assert (ours.dof, ours.blocks) == (k - 1, b)
+
+
+@settings(max_examples=100, deadline=None)
+@given(blocks_of)
+def test_midranks_are_scipys_rankdata_of_each_row(case):
+    from analyzer.stats import midranks
+
+    b, k, seed, tied = case
+    rng = np.random.default_rng(seed)
+    x = np.round(rng.normal(size=(b, k))) if tied else rng.normal(size=(b, k))
+    x[rng.random((b, k)) < 0.3] = np.nan
+    ranks, ties = midranks(x)
+    for row, r, t in zip(x, ranks, ties):
+        have = ~np.isnan(row)
+        assert np.isnan(r[~have]).all()
+        np.testing.assert_array_equal(r[have], sps.rankdata(row[have]))
+        _, sizes = np.unique(row[have], return_counts=True)
+        assert t == (sizes**3 - sizes).sum()
+
+
+def _skillings_mack_reference(x):
+    """Skillings & Mack (1981) as published, cell by cell: adjusted ranks, their covariance, A'Σ⁻A, no ties."""
+    k = x.shape[1]
+    a = np.zeros(k)
+    cov = np.zeros((k, k))
+    for row in x:
+        have = np.flatnonzero(~np.isnan(row))
+        n = len(have)
+        if n < 2:
+            continue
+        r = sps.rankdata(row[have])
+        a[have] += np.sqrt(12 / (n + 1)) * (r - (n + 1) / 2)
+        for i in have:
+            for j in have:
+                cov[i, j] += (n - 1) if i == j else -1
+    stat = float(a @ np.linalg.pinv(cov) @ a)
+    dof = np.linalg.matrix_rank(cov)
+    return stat, dof, float(sps.chi2.sf(stat, dof))
+
+
+@settings(max_examples=100, deadline=None)
+@given(blocks_of)
+def test_skillings_mack_with_missing_cells_equals_the_published_form(case):
+    from analyzer.stats import skillings_mack
+
+    b, k, seed, _ = case
+    rng = np.random.default_rng(seed)
+    x = rng.normal(size=(b, k)) + np.arange(k) * rng.uniform(0, 1)
+    x[rng.random((b, k)) < 0.35] = np.nan
+    stat, dof, p = _skillings_mack_reference(x)
+    ours = skillings_mack(x)
+    assert ours.dof == dof
+    if dof:
+        assert ours.statistic == pytest.approx(stat, rel=1e-7, abs=1e-9)
+        assert ours.pvalue == pytest.approx(p, rel=1e-6, abs=1e-12)
+
+
+def test_skillings_mack_says_alike_when_nothing_can_differ():
+    from analyzer.stats import skillings_mack
+
+    assert skillings_mack(np.full((5, 4), 3.0)).pvalue == 1.0  # every block one value
+    assert skillings_mack(np.array([[1.0, np.nan], [np.nan, 2.0]])).blocks == 0  # no block holds two ports
+
+
+def test_skillings_mack_null_rejects_at_most_alpha_with_missing_cells():
+    """Under the null (ports alike, blocks shifted by a time effect, a quarter of the cells lost) the chi-square
+    p-value rejects at α = 0.01 no more often than α allows (the test is conservative at ten blocks)."""
+    from analyzer.stats import skillings_mack
+
+    rng = np.random.default_rng(18)
+    rejected = 0
+    runs = 4000
+    for _ in range(runs):
+        x = rng.lognormal(0, 0.6, (10, 8)) + rng.normal(0, 3, (10, 1))  # a block effect larger than the noise
+        x[rng.random(x.shape) < 0.25] = np.nan
+        rejected += skillings_mack(x).pvalue <= 0.01
+    assert rejected / runs <= 0.01 + 3 * np.sqrt(0.01 * 0.99 / runs), rejected
+
+
+@settings(max_examples=100, deadline=None)
+@given(blocks_of)
+def test_skillings_mack_of_many_ports_solves_the_same_form(case):
+    """Past EIGEN_PORTS the quadratic form is solved by conjugate gradients, the rank from linked ports: the same
+    statistic, dof and p as the exact path, ties, lost cells, blocks all one value and all."""
+    from analyzer import stats
+
+    b, k, seed, tied = case
+    rng = np.random.default_rng(seed)
+    x = rng.normal(size=(b, k * 3)) + np.arange(k * 3) * rng.uniform(0, 0.5)
+    if tied:
+        x = np.round(x)
+        x[0] = 1.0  # one block all tied: it links its ports but compares nothing
+    x[rng.random(x.shape) < rng.uniform(0, 0.7)] = np.nan
+    exact = stats.skillings_mack(x)
+    with pytest.MonkeyPatch.context() as m:
+        m.setattr(stats, "EIGEN_PORTS", 0)
+        iterative = stats.skillings_mack(x)
+    assert iterative.dof == exact.dof
+    assert iterative.statistic == pytest.approx(exact.statistic, rel=1e-6, abs=1e-9)
+    assert iterative.pvalue == pytest.approx(exact.pvalue, rel=1e-5, abs=1e-12)
