@@ -47,7 +47,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -274,8 +274,8 @@ def _remove_lab(prefix: str) -> None:
             _delete_netns(f"{prefix}-{role}")
 
 
-def remove_orphan_labs(stem: str) -> list[str]:
-    """Delete labs named ``{stem}{pid}[tag]-{role}`` whose creating process `pid` is gone.
+def remove_orphan_labs(stem: str, roles: Sequence[str] = ROLES) -> list[str]:
+    """Delete labs named ``{stem}{pid}[tag]-{role}`` (a role of `roles`) whose creating process `pid` is gone.
 
     Test sessions name their lab after their PID so concurrent sessions never share one;
     this sweeps labs left by sessions that were killed before their teardown ran.
@@ -283,7 +283,7 @@ def remove_orphan_labs(stem: str) -> list[str]:
     """
     removed = []
     # A tag after the PID (several labs per session) must start with a letter.
-    pattern = re.compile(rf"^{re.escape(stem)}(\d+)(?:[A-Za-z_]\w*)?-(?:{'|'.join(ROLES)})$")
+    pattern = re.compile(rf"^{re.escape(stem)}(\d+)(?:[A-Za-z_]\w*)?-(?:{'|'.join(roles)})$")
     for name in _list_netns():
         match = pattern.match(name)
         if match and not Path(f"/proc/{match.group(1)}").exists():
@@ -310,6 +310,28 @@ def lab_available() -> tuple[bool, str]:
     finally:
         _run(["ip", "netns", "del", probe], check=False)
     return True, ""
+
+
+@contextlib.contextmanager
+def standing(lab: NamespaceLab, build: Callable[[], None], what: str) -> Iterator[NamespaceLab]:
+    """Build `lab` (its `prefix` 1-20 letters, digits or '_') with `build`, first deleting namespaces of its
+    names left from an earlier run; yield it; stop its processes and delete its namespaces however the body
+    ends."""
+    if not re.fullmatch(r"[A-Za-z0-9_]{1,20}", lab.prefix):
+        raise ValueError(f"lab prefix must be 1-20 letters, digits or '_': {lab.prefix!r}")
+    existing = set(_list_netns())
+    for ns in lab.namespaces:
+        if ns in existing:
+            _delete_netns(ns)
+    started = time.monotonic()
+    try:
+        build()
+        log.info("%s %s built in %.2f s", what, lab.prefix, time.monotonic() - started)
+        yield lab
+    finally:
+        lab._processes.stop_all()
+        for ns in lab.namespaces:
+            _delete_netns(ns)
 
 
 # ---------------------------------------------------------------------------- the lab

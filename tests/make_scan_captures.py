@@ -69,7 +69,7 @@ import subprocess
 import sys
 import time
 import xml.etree.ElementTree as ET
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -741,16 +741,22 @@ def make_one(lab: ScanLab, spec: Spec, outdir: Path) -> dict:
     return truth
 
 
+def require_lab(tools: Iterable[str], what: str) -> None:
+    """Raise RuntimeError saying why `what` cannot be built here: no namespaces (not root, ...) or a tool
+    missing."""
+    ok, why = lab_available()
+    if not ok:
+        raise RuntimeError(f"{what} unavailable: {why}")
+    missing = [t for t in tools if shutil.which(t) is None]
+    if missing:
+        raise RuntimeError(f"{what} unavailable: missing tools: {', '.join(missing)}")
+
+
 def make_all(
     outdir: str | os.PathLike, *, only: list[str] | None = None, prefix: str | None = None
 ) -> list[dict]:
     """Build the lab, make every capture (or those named in `only`) into `outdir`; return the truths."""
-    ok, why = lab_available()
-    if not ok:
-        raise RuntimeError(f"scan lab unavailable: {why}")
-    missing = [t for t in TOOLS if shutil.which(t) is None]
-    if missing:
-        raise RuntimeError(f"scan lab unavailable: missing tools: {', '.join(missing)}")
+    require_lab(TOOLS, "scan lab")
     outdir = Path(outdir)
     outdir.mkdir(parents=True, exist_ok=True)
     specs = [s for s in SPECS if not only or s.name in only]

@@ -57,7 +57,6 @@ import logging
 import os
 import re
 import sys
-import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -76,6 +75,7 @@ from lab import (
     _Processes,
     _run,
     lab_available,
+    standing,
     tcpdump,
 )
 
@@ -492,22 +492,9 @@ def remove_orphan_scan_labs(stem: str) -> list[str]:
 @contextlib.contextmanager
 def scan_lab(prefix: str) -> Iterator[ScanLab]:
     """Build the scan lab named `prefix`, yield it, tear it down however the body ends."""
-    if not re.fullmatch(r"[A-Za-z0-9_]{1,20}", prefix):
-        raise ValueError(f"lab prefix must be 1-20 letters, digits or '_': {prefix!r}")
     lab = ScanLab(
         prefix=prefix, scanner_ns=f"{prefix}-scan", target_ns=f"{prefix}-t1", target2_ns=f"{prefix}-t2",
         nat_scanner_ns=f"{prefix}-in",
     )
-    existing = set(_list_netns())
-    for ns in lab.namespaces:
-        if ns in existing:
-            _delete_netns(ns)
-    started = time.monotonic()
-    try:
-        _build(lab)
-        log.info("scan lab %s built in %.2f s", prefix, time.monotonic() - started)
+    with standing(lab, lambda: _build(lab), "scan lab"):
         yield lab
-    finally:
-        lab._processes.stop_all()
-        for ns in lab.namespaces:
-            _delete_netns(ns)

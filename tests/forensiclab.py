@@ -1,0 +1,297 @@
+"""A routed lab for scan forensics: a switched LAN, two routers, targets one and two hops away, and peers.
+
+Topology (namespaces ``{p}-ROLE``; nothing touches the root namespace)::
+
+    {p}-lan   bridge br0, a switch: tcpdump on br0 sees every LAN frame (a mirror port)
+      ├ eth0 10.78.1.10     {p}-scan   the scanner
+      ├ eth0 10.78.1.21-24  {p}-h1..h4 LAN hosts (ARP among them is left dynamic)
+      └ lan0 10.78.1.1      {p}-r1     router 1, the LAN's gateway
+    {p}-r1 eth2 10.78.4.1 ─── eth0 10.78.4.10 {p}-t1    target, one router from the LAN
+    {p}-r1 eth1 10.78.2.1 ─── eth0 10.78.2.2  {p}-r2    router 2
+    {p}-r2 eth1 10.78.3.1 ─── eth0 10.78.3.10 {p}-t2    target, two routers from the LAN
+    {p}-r1 eth3 10.78.5.1 ─── eth0 10.78.5.2  {p}-peer  holds peer addresses in 10.80.0.0/12 (on lo)
+
+Every point-to-point link and every LAN host's entry for the gateway (and the gateway's for it) is a
+static neighbour: only ARP among the LAN hosts, and the ARP a tool sends itself, reaches a capture.
+Router 2 also holds static entries (made-up MACs) for 10.78.3.16/28, which no host holds, so a sweep of
+those addresses reaches t2's link (a sensor there sees each probe) and is never answered.
+
+Both targets (t1, t2), ``net.ipv4.icmp_ratelimit=0``:
+
+==========  =====================================================================
+TCP open    22 (an OpenSSH-like banner, then close), 80 (HTTP/1.0, "/" a small HTML page)
+TCP closed  every other port but the two below (kernel RST)
+TCP drop    135 (nft drop); reject 139 (ICMP admin-prohibited, type 3 code 13)
+UDP open    53 (the query echoed as a DNS answer), 161 (a banner)
+UDP drop    137; reject 139 (ICMP admin-prohibited); every other port closed (ICMP port unreachable)
+==========  =====================================================================
+
+Use::
+
+    from forensiclab import forensic_lab
+    with forensic_lab("slfx1") as lab:
+        with lab.capture("/tmp/x.pcap", at="scanner"):
+            lab.run(lab.ns("scan"), "nmap", ...)
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ipaddress
+import json
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from lab import (
+    BANNER_SERVER_SRC,
+    Capture,
+    LabError,
+    NamespaceLab,
+    _ip_batch,
+    _offload_off,
+    _Processes,
+    _run,
+    lab_available,
+    standing,
+    tcpdump,
+)
+from scanlab import _SYSCTLS, _sysctls
+
+__all__ = ["ForensicLab", "Host", "LabError", "forensic_lab", "lab_available"]
+
+ROLES_PY = Path(__file__).with_name("forensic_roles.py")
+
+
+@dataclass(frozen=True)
+class Host:
+    role: str  # the namespace is {prefix}-{role}
+    address: str
+    mac: str
+    iface: str = "eth0"
+
+
+SCANNER = Host("scan", "10.78.1.10", "02:78:01:00:00:0a")
+GATEWAY = Host("r1", "10.78.1.1", "02:78:01:00:00:01", "lan0")
+LAN_HOSTS = tuple(Host(f"h{i}", f"10.78.1.{20 + i}", f"02:78:01:00:00:{20 + i:02x}") for i in range(1, 5))
+T1 = Host("t1", "10.78.4.10", "02:78:04:00:00:0a")
+T2 = Host("t2", "10.78.3.10", "02:78:03:00:00:0a")
+LAN_NET, LAN_BROADCAST = "10.78.1.0/24", "10.78.1.255"
+PEER_NET = "10.80.0.0/12"
+UNUSED_T2_NET = "10.78.3.16/28"  # static neighbours on r2, no host: a sweep's silent addresses
+LINUX_TTL = 64
+
+# Point-to-point links: (role A, iface A, address A, MAC A, role B, iface B, address B, MAC B), /24 each.
+LINKS = (
+    ("r1", "eth1", "10.78.2.1", "02:78:02:00:00:01", "r2", "eth0", "10.78.2.2", "02:78:02:00:00:02"),
+    ("r2", "eth1", "10.78.3.1", "02:78:03:00:00:01", "t2", "eth0", T2.address, T2.mac),
+    ("r1", "eth2", "10.78.4.1", "02:78:04:00:00:01", "t1", "eth0", T1.address, T1.mac),
+    ("r1", "eth3", "10.78.5.1", "02:78:05:00:00:01", "peer", "eth0", "10.78.5.2", "02:78:05:00:00:02"),
+)
+ROUTES = {
+    "r1": ["10.78.3.0/24 via 10.78.2.2", f"{PEER_NET} via 10.78.5.2"],
+    "r2": ["default via 10.78.2.1"],
+    "t1": ["default via 10.78.4.1"],
+    "t2": ["default via 10.78.3.1"],
+    "peer": ["default via 10.78.5.1"],
+    **{h.role: [f"default via {GATEWAY.address}"] for h in (SCANNER, *LAN_HOSTS)},
+}
+ROUTERS = ("r1", "r2")
+ROLES = ("lan", "scan", *(h.role for h in LAN_HOSTS), "r1", "r2", "t1", "t2", "peer")
+
+# Where a capture can sit: role and interface.
+SENSORS = {
+    "scanner": ("scan", "eth0", "the scanner's own interface"),
+    "lan": ("lan", "br0", "the LAN switch's mirror port (every LAN frame)"),
+    "t2": ("t2", "eth0", "target t2's interface, two routers from the LAN"),
+    "h1": ("h1", "eth0", "LAN host h1's own interface"),
+    "h4": ("h4", "eth0", "LAN host h4's own interface"),
+}
+
+SSH_BANNER = "SSH-2.0-OpenSSH_9.2p1 Debian-2+deb12u3"
+TCP_OPEN, TCP_DROPPED, TCP_REJECTED = (22, 80), 135, 139
+UDP_OPEN, UDP_DROPPED, UDP_REJECTED = (53, 161), 137, 139
+HTTP_PORT, SSH_PORT = 80, 22
+TARGETS = (T1, T2)
+
+_TARGET_NFT = f"""
+table inet fx_target {{
+    chain input {{
+        type filter hook input priority filter; policy accept;
+        tcp dport {TCP_DROPPED} drop
+        udp dport {UDP_DROPPED} drop
+        meta nfproto ipv4 tcp dport {TCP_REJECTED} reject with icmp type admin-prohibited
+        meta nfproto ipv4 udp dport {UDP_REJECTED} reject with icmp type admin-prohibited
+    }}
+}}
+"""
+
+
+def expected_state(technique: str, port: int) -> str:
+    """nmap's verdict for `port` of either target under `technique` (syn, connect, udp), from the lab's
+    configuration and Linux's rules, not from any capture."""
+    if technique == "udp":
+        if port in UDP_OPEN:
+            return "open"
+        return {UDP_DROPPED: "open|filtered", UDP_REJECTED: "filtered"}.get(port, "closed")
+    if technique not in ("syn", "connect"):
+        raise ValueError(f"no lab rule for technique {technique!r}")
+    if port in TCP_OPEN:
+        return "open"
+    return "filtered" if port in (TCP_DROPPED, TCP_REJECTED) else "closed"
+
+
+@dataclass
+class ForensicLab(NamespaceLab):
+    """A built forensic lab (module docstring). Valid only inside its `forensic_lab` block."""
+
+    prefix: str
+    _processes: _Processes = field(default_factory=_Processes, repr=False)
+
+    def ns(self, role: str) -> str:
+        return f"{self.prefix}-{role}"
+
+    @property
+    def namespaces(self) -> tuple[str, ...]:
+        return tuple(self.ns(r) for r in ROLES)
+
+    def capture(self, path: str | os.PathLike, *, at: str, settle_s: float = 0.5
+                ) -> contextlib.AbstractContextManager[Capture]:
+        """tcpdump -U -s 2048 at sensor `at` (SENSORS) for the with-block, then `settle_s` for late replies."""
+        role, iface, _ = SENSORS[at]
+        return tcpdump(self.ns(role), iface, path, settle_s=settle_s, buffer_kib=16384)
+
+    @contextlib.contextmanager
+    def nft(self, role: str, ruleset: str) -> Iterator[None]:
+        """Ruleset (one table) loaded in `role`'s namespace for the with-block."""
+        family, table = ruleset.split()[1:3]
+        self.run(self.ns(role), "nft", "-f", "-", input=ruleset)
+        try:
+            yield
+        finally:
+            self.run(self.ns(role), "nft", "delete", "table", family, table, check=False)
+
+    def start_role(self, role: str, program: str, plan: dict) -> subprocess.Popen:
+        """forensic_roles.py `program` with `plan` in `role`'s namespace, until the lab ends (or it is stopped);
+        returns once it printed ready."""
+        return self.spawn(self.ns(role), sys.executable, str(ROLES_PY), program, json.dumps(plan), ready="ready")
+
+    def run_role(self, role: str, program: str, plan: dict, timeout: float = 120) -> str:
+        """forensic_roles.py `program` with `plan` in `role`'s namespace, to its end; returns its stdout."""
+        return self.run(self.ns(role), sys.executable, str(ROLES_PY), program, json.dumps(plan),
+                        timeout=timeout).stdout
+
+    def stop(self, proc: subprocess.Popen) -> None:
+        """Stop one process this lab started (its process group), by its PID."""
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, 15)
+        try:
+            proc.wait(5)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, 9)
+            proc.wait(5)
+
+    @contextlib.contextmanager
+    def neighbours(self, role: str, entries: list[tuple[str, str]]) -> Iterator[None]:
+        """Static neighbour entries (address, MAC) on `role`'s eth0 for the with-block."""
+        lines = [f"neigh replace {a} lladdr {m} dev eth0 nud permanent" for a, m in entries]
+        _ip_batch(self.ns(role), lines)
+        try:
+            yield
+        finally:
+            _ip_batch(self.ns(role), [f"neigh del {a} dev eth0" for a, _ in entries])
+
+    def flush_lan_neighbours(self) -> None:
+        """Forget what the LAN hosts learnt of each other (their gateway entries are static and stay)."""
+        for h in LAN_HOSTS:
+            self.run(self.ns(h.role), "ip", "neigh", "flush", "dev", "eth0")
+
+
+def _build(lab: ForensicLab) -> None:
+    for role in ROLES:
+        _run(["ip", "netns", "add", lab.ns(role)])
+        _sysctls(lab.ns(role), _SYSCTLS + (["net.ipv4.ip_forward=1"] if role in ROUTERS else []))
+    lan = lab.ns("lan")
+    ifaces: dict[str, list[str]] = {role: [] for role in ROLES}
+    lines: dict[str, list[str]] = {role: ["link set lo up"] for role in ROLES}
+    # The switch: one bridge port per LAN host, named after it; multicast flooded to every port.
+    lines["lan"] += ["link add br0 type bridge stp_state 0 forward_delay 0 mcast_snooping 0", "link set br0 up"]
+    for host in (SCANNER, *LAN_HOSTS, GATEWAY):
+        _run(["ip", "link", "add", "name", host.role, "netns", lan, "type", "veth", "peer", "name", host.iface,
+              "address", host.mac, "netns", lab.ns(host.role)])  # fmt: skip
+        lines["lan"] += [f"link set {host.role} master br0", f"link set {host.role} up"]
+        ifaces["lan"].append(host.role)
+        ifaces[host.role].append(host.iface)
+        lines[host.role] += [f"link set {host.iface} up", f"addr add {host.address}/24 brd + dev {host.iface}"]
+        if host is not GATEWAY:
+            lines[host.role].append(f"neigh replace {GATEWAY.address} lladdr {GATEWAY.mac} dev eth0 nud permanent")
+            lines["r1"].append(f"neigh replace {host.address} lladdr {host.mac} dev lan0 nud permanent")
+    for role_a, if_a, addr_a, mac_a, role_b, if_b, addr_b, mac_b in LINKS:
+        _run(["ip", "link", "add", "name", if_a, "address", mac_a, "netns", lab.ns(role_a), "type", "veth",
+              "peer", "name", if_b, "address", mac_b, "netns", lab.ns(role_b)])  # fmt: skip
+        for role, iface, addr, peer, peer_mac in ((role_a, if_a, addr_a, addr_b, mac_b),
+                                                  (role_b, if_b, addr_b, addr_a, mac_a)):  # fmt: skip
+            ifaces[role].append(iface)
+            lines[role] += [f"link set {iface} up", f"addr add {addr}/24 dev {iface}",
+                            f"neigh replace {peer} lladdr {peer_mac} dev {iface} nud permanent"]  # fmt: skip
+    for addr in ipaddress.ip_network(UNUSED_T2_NET):
+        mac = f"02:78:03:00:01:{addr.packed[-1]:02x}"
+        lines["r2"].append(f"neigh replace {addr} lladdr {mac} dev eth1 nud permanent")
+    for role, routes in ROUTES.items():
+        lines[role] += [f"route add {r}" for r in routes]
+    for role in ROLES:
+        _ip_batch(lab.ns(role), lines[role])
+        if ifaces[role]:
+            _offload_off(lab.ns(role), ifaces[role])  # real checksums in every captured frame
+    for target in TARGETS:
+        ns = lab.ns(target.role)
+        _run(["ip", "netns", "exec", ns, "nft", "-f", "-"], input=_TARGET_NFT)
+        lab.spawn(ns, sys.executable, "-c", BANNER_SERVER_SRC, SSH_BANNER, str(SSH_PORT), "", "0", ready="ready")
+        lab.spawn(ns, sys.executable, "-c", BANNER_SERVER_SRC, target.role, "", ",".join(map(str, UDP_OPEN)), "0",
+                  "1", ready="ready")  # fmt: skip
+        lab.start_role(target.role, "http", {"port": HTTP_PORT, "title": f"synlens lab {target.role}"})
+    _verify(lab)
+
+
+_VERIFY_SRC = r"""
+import json, socket, sys, urllib.request
+out = {}
+for host in sys.argv[1:]:
+    with socket.create_connection((host, 22), timeout=3) as s:
+        out[f"{host}/22"] = s.recv(64).decode().strip()
+    try:
+        socket.create_connection((host, 23), timeout=3)
+    except ConnectionRefusedError:
+        out[f"{host}/23"] = "refused"
+    out[f"{host}/80"] = "<title>" in urllib.request.urlopen(f"http://{host}/", timeout=3).read().decode()
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        s.settimeout(3)
+        s.sendto(b"\xab\xcd\x01\x00\x00\x01\x00\x00\x00\x00\x00\x00", (host, 53))
+        out[f"{host}/u53"] = s.recv(512)[:2].hex()
+print(json.dumps(out))
+"""
+
+
+def _verify(lab: ForensicLab) -> None:
+    targets = [t.address for t in TARGETS]
+    got = json.loads(lab.run(lab.ns("scan"), sys.executable, "-c", _VERIFY_SRC, *targets, timeout=30).stdout)
+    expected = {}
+    for t in targets:
+        expected |= {f"{t}/22": SSH_BANNER, f"{t}/23": "refused", f"{t}/80": True, f"{t}/u53": "abcd"}
+    wrong = {k: (v, got.get(k)) for k, v in expected.items() if got.get(k) != v}
+    if wrong:
+        raise LabError(f"forensic lab {lab.prefix} answers wrongly (expected, got): {wrong}")
+
+
+@contextlib.contextmanager
+def forensic_lab(prefix: str) -> Iterator[ForensicLab]:
+    """Build the forensic lab named `prefix`, yield it, tear it down (processes, then namespaces) however
+    the body ends. A stale lab of the same name is removed first."""
+    lab = ForensicLab(prefix=prefix)
+    with standing(lab, lambda: _build(lab), "forensic lab"):
+        yield lab
