@@ -182,6 +182,8 @@ def _icmp_burst(pk: Columns, candidates: np.ndarray, burst: np.ndarray) -> list[
                          & (pk["ts_ns"] >= t0) & (pk["ts_ns"] <= t1))
     flags = pk["flags"][tcp] & (SYN | ACK | FIN | RST)
     pings = tcp[((flags == SYN) & (pk["dport"][tcp] == 443)) | ((flags == ACK) & (pk["dport"][tcp] == 80))]
+    # one of each to a target (the first): a port scan that begins at once sends its own SYN to 443
+    pings = pings[np.unique(group_ids(pk["dst"][pings], pk["flags"][pings] & (SYN | ACK)), return_index=True)[1]]
     kinds = {("icmp", int(t), -1) for t in pk["icmp_type"][burst]}
     kinds |= {("tcp", int(f), int(d)) for f, d in zip(pk["flags"][pings] & (SYN | ACK), pk["dport"][pings])}
     seen = [k for k in NMAP_DISCOVERY if k in kinds]
