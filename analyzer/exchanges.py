@@ -32,7 +32,7 @@ import numpy as np
 import pandas as pd
 
 from .flags import ACK, FIN, RST, SYN
-from .keys import column_codes, column_values, group_ids, int_column, int_column_at, rows_in
+from .keys import column_codes, column_values, group_ids, int_column, int_column_at, masked_parts, rows_in
 
 Columns = dict[str, np.ndarray]  # aligned integer columns: a table without pandas' per-frame costs
 
@@ -148,11 +148,17 @@ def _group_address(addresses: np.ndarray) -> np.ndarray:
     return np.where(v6, text.str.lower().str.startswith("ff").to_numpy(bool), first >= 224)
 
 
-def to_group(keys: PacketKeys, rows: np.ndarray) -> np.ndarray:
-    """Which packets at `rows` go to a group: an Ethernet group address (the I/G bit: broadcast and multicast,
-    subnet-directed broadcasts included), or a group IP destination."""
-    eth = keys.at("eth_dst", rows)
-    out = (eth >= 0) & ((eth >> 40) & 1 == 1)
+def to_group(keys: PacketKeys, rows: np.ndarray, tcp: np.ndarray | None = None) -> np.ndarray:
+    """Which packets at `rows` go to a group: a group IP destination, or (but for the rows `tcp` marks: a TCP
+    stack sends no segment to a link's broadcast, and a big scan's SYNs need no look at their MACs) an Ethernet
+    group address (the I/G bit: broadcast and multicast, subnet-directed broadcasts included)."""
+    out = np.zeros(len(rows), bool)
+    other = np.arange(len(rows)) if tcp is None else np.flatnonzero(~tcp)
+    if len(other):
+        values, absent = masked_parts(keys.packets["eth_dst"])  # (the I/G bit of the raw 48-bit values)
+        out[other] = ((values[rows[other]] >> 40) & 1).astype(bool)
+        if absent is not None:
+            out[other] &= ~absent[rows[other]]
     dst = keys.at("dst", rows)
     names = column_values(keys.packets["dst"])
     if len(names):

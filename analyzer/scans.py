@@ -244,14 +244,14 @@ def _scanner_followups(keys: PacketKeys, pk: Columns) -> np.ndarray:
     if not tcp_syn.any():
         return out
     flags = keys.flags()
-    probe = None
     for code, bits in ((2, ACK), (1, RST)):  # (a reset after the handshake's ACK: the ACK says more)
         sent = keys.take(np.flatnonzero((flags & (RST | SYN | ACK)) == bits), ("src", "dst", "sport", "dport", "seq"))
-        if len(sent["src"]):
-            if probe is None:
-                probe = [pk["src"], pk["dst"], pk["sport"], pk["dport"], (pk["seq"] + 1) % (1 << 32)]
-            found = rows_in(probe, [sent[c] for c in ("src", "dst", "sport", "dport", "seq")]) & tcp_syn
-            out[found & (out == 0)] = code
+        if not len(sent["src"]):
+            continue
+        # (screened by port first: a big scan's probes mostly went to ports no reset or ACK came back from)
+        mine = np.flatnonzero(tcp_syn & np.isin(pk["dport"], np.unique(sent["dport"])) & (out == 0))
+        probe = [pk["src"][mine], pk["dst"][mine], pk["sport"][mine], pk["dport"][mine], (pk["seq"][mine] + 1) % (1 << 32)]
+        out[mine[rows_in(probe, [sent[c] for c in ("src", "dst", "sport", "dport", "seq")])]] = code
     return out
 
 
@@ -294,7 +294,7 @@ def _probe_keys(packets: pd.DataFrame, keys: PacketKeys, probes: pd.DataFrame, c
     if not len(rows):
         return pk | {"scan_like": np.zeros(0, bool), "completed": np.zeros(0, bool), "followup": np.zeros(0, np.int8),
                      "to_group": np.zeros(0, bool), "conversation": np.zeros(0, bool)}
-    group = to_group(keys, rows)
+    group = to_group(keys, rows, pk["tcp"])
     conversation = tcp_in_conversation(keys, pk)
     scan_like = ~conversation & _udp_scan_like(keys, pk, cfg.min_hosts) & ~group & ~answers_group_query(keys, pk)
     return pk | {"scan_like": scan_like, "completed": _connects(keys, pk), "followup": _scanner_followups(keys, pk),
@@ -541,21 +541,36 @@ def _service_stages(keys: PacketKeys, pk: Columns, keep: np.ndarray, pk_scan: Co
     """Version detection, scripts and other service interaction: TCP connections (or attempts) a scanner
     opened to a port after another of its probes had found that port open (`stages.service_stages`
     reads them; others: the run's other stages, which end its bursts)."""
-    flags = pk["flags"]
-    candidates = np.flatnonzero(pk["tcp"] & ((flags & (SYN | ACK | RST | FIN)) == SYN) & (pk["src"] >= 0)
-                                & ~pk["to_group"])
-    opened = (pk_scan["synack"] | (pk_scan["followup"] > 0)) & pk_scan["tcp"]
-    if not len(candidates) or not opened.any():
+    opened = np.flatnonzero((pk_scan["synack"] | (pk_scan["followup"] > 0)) & pk_scan["tcp"])
+    if not len(opened):
         return []
-    # when each (scanner, target, port) was first found open, and by which probe
-    found_open = pd.DataFrame({"src": pk_scan["src"][opened], "dst": pk_scan["dst"][opened],
-                               "dport": pk_scan["dport"][opened], "found": pk_scan["ts_ns"][opened],
-                               "by": np.flatnonzero(keep)[opened]}).sort_values("found").drop_duplicates(
-                                   ["src", "dst", "dport"])
-    asked = pd.DataFrame({"probe": candidates, "src": pk["src"][candidates], "dst": pk["dst"][candidates],
-                          "dport": pk["dport"][candidates], "ts": pk["ts_ns"][candidates]})
-    both = asked.merge(found_open, on=["src", "dst", "dport"])
-    service = np.unique(both.loc[(both["probe"] != both["by"]) & (both["found"] < both["ts"]), "probe"].to_numpy())
+    # (SYNs to the ports found open: a scan's many other probes are screened out by port first)
+    candidates = np.flatnonzero(np.isin(pk["dport"], np.unique(pk_scan["dport"][opened])))
+    flags = pk["flags"][candidates]
+    candidates = candidates[pk["tcp"][candidates] & ((flags & (SYN | ACK | RST | FIN)) == SYN)
+                            & (pk["src"][candidates] >= 0) & ~pk["to_group"][candidates]]
+    if not len(candidates):
+        return []
+    # when each (scanner, target, port) was first found open, and by which probe: ids of the open findings'
+    # (scanner, target, port), then of the candidates'
+    opened = opened[np.argsort(pk_scan["ts_ns"][opened], kind="stable")]
+    ids = group_ids(*(np.concatenate([pk_scan[c][opened], pk[c][candidates]]) for c in ("src", "dst", "dport")))
+    first_of = np.full(int(ids.max()) + 1, -1)
+    first_of[ids[:len(opened)][::-1]] = opened[::-1]  # (the earliest finding of each)
+    finding = first_of[ids[len(opened):]]
+    by = np.where(finding >= 0, np.flatnonzero(keep)[np.maximum(finding, 0)], -1)
+    found = np.where(finding >= 0, pk_scan["ts_ns"][np.maximum(finding, 0)], np.iinfo(np.int64).max)
+    later = (finding >= 0) & (candidates != by) & (found < pk["ts_ns"][candidates])
+    if not later.any():
+        return []
+    # a connection: the handshake completed, or data went, or the SYN is not the scan's own kind (the kernel's
+    # beside a tool's raw probes); a later probe of the scan itself to that port (a second pass) is none
+    probe, by = candidates[later], by[later]
+    connected = pk["completed"][probe] | (pk["followup"][probe] == 2) | pk["conversation"][probe]
+    packets = keys.packets
+    rows = np.concatenate([pk["row"][probe], pk["row"][by]])
+    signature = group_ids(int_column_at(packets["window"], rows), value_codes(packets["tcp_options"], rows))
+    service = np.unique(probe[connected | (signature[:len(probe)] != signature[len(probe):])])
     if not len(service):
         return []
     connections = _connections(keys, pk, service)
