@@ -23,6 +23,7 @@ run with each.
 
 from __future__ import annotations
 
+import dataclasses
 import ipaddress
 import os
 from collections.abc import Iterable
@@ -223,9 +224,10 @@ def decode(rec: Records, *, columns: Iterable[str] | None = None) -> pd.DataFram
     out = _Columns(n, keep)
     malformed = np.zeros(n, bool)
     addr = _Addresses()
+    frames = _without_fcs(rec)
     for a in range(0, n, DECODE_ROWS):
         b = min(n, a + DECODE_ROWS)
-        chunk = rec.take(slice(a, b))
+        chunk = frames.take(slice(a, b))
         fast = _fast_tcp4(rec.data, chunk, a, out, addr) if compiled.FAST is None else _compiled_tcp4(chunk, a, out, addr)
         rest = np.flatnonzero(~fast)
         if len(rest):
@@ -251,6 +253,15 @@ def decode(rec: Records, *, columns: Iterable[str] | None = None) -> pd.DataFram
     frame = frame_from_columns({k: v for k, v in cols.items() if k in keep}, subset=columns is not None)
     frame.attrs.update(path=rec.path, format=rec.format, compressed=rec.compressed, malformed=int(malformed.sum()))
     return frame
+
+def _without_fcs(rec: Records) -> Records:
+    """The records with the frame check sequence that ends each frame on the wire (`Records.fcs` bytes) left
+    out of the bytes the layers may read, as Wireshark leaves it out of the frame's payload: a frame's packet
+    data is its first wirelen - fcs bytes (of which caplen were captured)."""
+    if not rec.fcs:
+        return rec
+    return dataclasses.replace(rec, caplen=np.minimum(rec.caplen, np.maximum(rec.wirelen - rec.fcs, 0)))
+
 
 # The dominant layout, declared as data: Ethernet II, IPv4 without options (IHL 5), TCP fixed header. The
 # MAC addresses are read as the 8 bytes from their start (fields may overlap), the top 48 bits kept.
