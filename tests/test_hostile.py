@@ -15,10 +15,13 @@ import sys
 import warnings
 from pathlib import Path
 
+import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 import analyzer
-from analyzer import compiled
+from analyzer import compiled, keys
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
@@ -232,5 +235,77 @@ def test_65536_interfaces(tmp_path: Path) -> None:
     assert packets["ts_ns"].tolist() == [(1_000_000_000 + k) * (1 if i % 3 else 1000) for k, i in enumerate(used)]
     over, messages = read_both(write(tmp_path, "over.pcapng", pcapng(*descriptions, idb([]), epb(syn, 5))))
     assert len(over) == 0 and "is the 65,537th; stopping there" in messages[0]
+
+
+# ---------------------------------------------------------------------------------------------- TCP options
+
+@pytest.mark.parametrize("first_kind", [128, 253, 254, 255])
+def test_synack_whose_first_option_kind_is_128_or_more(tmp_path: Path, first_kind: int) -> None:
+    """An experimental TCP option (RFC 4727: kinds 253, 254) first in a SYN/ACK puts the option layout's top bit
+    at 2^63. Reproducer of the fault: `synlens rtt` died in the reply-signal families (OverflowError in
+    keys.pack_into). Every command reads it; the layout names the kind."""
+    frames = probe_and_reply(bytes([first_kind, 4, 0x12, 0x34]))
+    path = write(tmp_path, "opt.pcap", pcap(list(frames)))
+    packets, _ = read_both(path)
+    assert packets["tcp_options"].tolist() == [0x02 << 56, first_kind << 56]
+    for argv in (["rtt"], ["rtt", "--format", "json"], ["rtt", "--format", "csv"], ["rtt", "--signals", "rtt"],
+                 ["scans"], ["hosts"], ["hosts", "--format", "json"], ["report", "-o", str(tmp_path / "r.html")]):
+        done = run_cli(*argv, path)
+        assert done.returncode == 0 and "Traceback" not in done.stderr, (argv, done.stderr)
+    hosts = run_cli("hosts", path).stdout
+    assert f"options {first_kind}" in hosts or str(first_kind) in hosts, hosts
+
+
+UINT_TYPES = [np.uint8, np.uint16, np.uint32, np.uint64, np.int8, np.int16, np.int32, np.int64]
+
+
+@settings(max_examples=300, deadline=None)
+@given(dtype=st.sampled_from(UINT_TYPES), data=st.data(), use_compiled=st.booleans(), bits_before=st.integers(0, 20))
+def test_pack_into_takes_any_integers(dtype, data, use_compiled: bool, bits_before: int) -> None:
+    """keys.pack_into (every packed key: the matcher's, modes, so every option-layout consumer) for any values
+    of any integer type up to 64 bits, to the ends of its range: word = (word << bits) | (values - lo), against
+    Python integers; with `keep`, values outside [lo, hi] dropped."""
+    info = np.iinfo(dtype)
+    ends = [int(info.min), int(info.max), int(info.max) - 1, int(info.max) // 2 + 1]  # (2^63 for uint64)
+    value = st.one_of(st.sampled_from(ends), st.integers(int(info.min), int(info.max)))
+    values = data.draw(st.lists(value, min_size=1, max_size=30))
+    lo = data.draw(st.one_of(st.just(min(values)), st.integers(int(info.min), min(values))))
+    hi = data.draw(st.one_of(st.just(max(values)), st.integers(max(values), int(info.max))))
+    bits = max((hi - lo).bit_length(), 1) if hi - lo < 1 << 63 or bits_before == 0 else 64
+    if bits == 64:
+        bits_before = 0
+    start = data.draw(st.lists(st.integers(0, (1 << bits_before) - 1), min_size=len(values), max_size=len(values)))
+    arr = np.array(values, dtype)
+    word = np.array(start, np.uint64)
+    saved = compiled.FAST
+    compiled.FAST = saved if use_compiled else None
+    try:
+        keys.pack_into(word, arr, lo, hi, bits)
+        keep = np.ones(len(values), bool)
+        narrow_lo = data.draw(st.integers(lo, hi))
+        kept = np.zeros(len(values), np.uint64)
+        keys.pack_into(kept, arr, narrow_lo, hi, bits, keep)
+    finally:
+        compiled.FAST = saved
+    assert word.tolist() == [((s << bits) | (v - lo)) % (1 << 64) for s, v in zip(start, values)]
+    assert keep.tolist() == [narrow_lo <= v <= hi for v in values]
+    assert kept.tolist() == [(v - narrow_lo) if narrow_lo <= v <= hi else 0 for v in values]
+
+
+def test_modes_of_uint64_values_above_2_63() -> None:
+    """keys.modes (the reply signals' per-port mode of window and option layout) over uint64 layouts whose top
+    bit is set."""
+    port = np.array([22, 22, 22, 23, 23])
+    layouts = np.array([254 << 56, 254 << 56, 253 << 56, 255 << 56, 253 << 56 | 5], np.uint64)
+    window = np.array([1, 1, 1, 2, 2], np.int32)
+    for fast in (compiled.FAST, None):
+        saved = compiled.FAST
+        compiled.FAST = fast
+        try:
+            got_port, (got_window, got_layout), count = keys.modes(port, [window, layouts])
+        finally:
+            compiled.FAST = saved
+        assert got_port.tolist() == [22, 23] and count.tolist() == [2, 1]
+        assert got_layout.tolist() == [254 << 56, 253 << 56 | 5] and got_window.tolist() == [1, 2]
 
 
