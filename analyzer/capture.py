@@ -15,7 +15,6 @@ record with a `CaptureWarning`; an unreadable file raises `CaptureError` naming 
 from __future__ import annotations
 
 import dataclasses
-import gzip
 import itertools
 import mmap
 import os
@@ -25,6 +24,7 @@ import zlib
 from array import array
 from dataclasses import dataclass
 from types import ModuleType
+from typing import BinaryIO
 
 import numpy as np
 
@@ -83,9 +83,9 @@ def _give_back(mapping: mmap.mmap, start: int, end: int) -> None:
         mapping.madvise(mmap.MADV_DONTNEED, lo, hi - lo)
 
 
-def _load(path: str) -> tuple[bytes | mmap.mmap, bool]:
+def _load(path: str) -> tuple[bytes | bytearray | mmap.mmap, bool]:
     """The file's bytes: mapped read-only when it is not compressed (pages are mapped as the walk and the
-    decoder reach them, and given back behind them), else decompressed into memory."""
+    decoder reach them, and given back behind them), else decompressed into memory (`_inflate`)."""
     with capture_file_errors(path), open(path, "rb") as f:
         head = f.read(2)
         size = os.fstat(f.fileno()).st_size
@@ -93,21 +93,53 @@ def _load(path: str) -> tuple[bytes | mmap.mmap, bool]:
             if size == 0 or not os.path.isfile(path):
                 return head + f.read(), False
             return mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ), False
-        raw = head + f.read()
-    # Stream-decompress so a gzip cut short still yields everything before the cut.
-    out = []
+        return _inflate(path, f, size, head), True
+
+
+# A compressed capture is decompressed into memory (the reader needs its bytes whole), so what it may inflate to
+# is bounded: at most MAX_INFLATED bytes, and at most INFLATE_RATIO times its compressed size beyond the first
+# INFLATE_FLOOR bytes. Real captures compress 2 to 16 times (the samples and the third-party captures here);
+# a decompression bomb, about 1,000 times. Past the bound the capture is read up to it, with a warning; its
+# uncompressed file is mapped, not held, and is read whole.
+MAX_INFLATED = 1 << 32
+INFLATE_RATIO = 100
+INFLATE_FLOOR = 64 << 20
+_INFLATE_CHUNK = 1 << 20  # compressed bytes read at a time
+_INFLATE_STEP = 1 << 22  # decompressed bytes made at a time (one chunk of a bomb would inflate a thousandfold)
+
+
+def _inflate(path: str, f: BinaryIO, size: int, head: bytes) -> bytearray:
+    """A gzip file's decompressed bytes (concatenated members are one stream), streamed a chunk at a time and
+    never past the bound above. A stream cut short, damaged or past the bound gives what came before, with a
+    `CaptureWarning`; memory running out, a `CaptureError`."""
+    limit = min(MAX_INFLATED, max(INFLATE_FLOOR, INFLATE_RATIO * size))
+    out = bytearray()
     d = zlib.decompressobj(wbits=31)
+    pending = head  # (the bytes already read from `f`)
     try:
-        out.append(d.decompress(raw))
-        while d.eof and d.unused_data:  # concatenated gzip members
-            rest = d.unused_data
-            d = zlib.decompressobj(wbits=31)
-            out.append(d.decompress(rest))
-        if not d.eof:
-            warnings.warn(CaptureWarning(path, "gzip stream cut short; reading what was decompressed"))
-    except (zlib.error, gzip.BadGzipFile) as e:
+        while len(out) <= limit:
+            if not pending:
+                pending = f.read(_INFLATE_CHUNK)
+                if not pending:
+                    out += d.flush(min(limit + 1 - len(out), _INFLATE_STEP))
+                    break
+            if d.eof:  # another member follows
+                d = zlib.decompressobj(wbits=31)
+            out += d.decompress(pending, min(limit + 1 - len(out), _INFLATE_STEP))
+            pending = d.unused_data if d.eof else d.unconsumed_tail
+    except zlib.error as e:
         warnings.warn(CaptureWarning(path, f"gzip data damaged ({e}); reading what was decompressed"))
-    return b"".join(out), True
+        return out
+    except MemoryError:
+        raise CaptureError(path, f"not enough memory to decompress it ({len(out):,} bytes so far)") from None
+    if len(out) > limit:
+        del out[limit:]
+        warnings.warn(CaptureWarning(path, f"gzip data inflates past {limit:,} bytes, the most synlens decompresses "
+                                     f"({INFLATE_RATIO} times the file, at most {MAX_INFLATED:,}: a decompression "
+                                     "bomb?); reading those bytes (gunzip it to read it all)"))
+    elif not d.eof:
+        warnings.warn(CaptureWarning(path, "gzip stream cut short; reading what was decompressed"))
+    return out
 
 
 def read_records(path: str | os.PathLike[str]) -> Records:

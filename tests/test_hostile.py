@@ -12,7 +12,9 @@ import os
 import struct
 import subprocess
 import sys
+import tracemalloc
 import warnings
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -21,7 +23,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import analyzer
-from analyzer import compiled, keys
+from analyzer import capture, compiled, keys
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
@@ -307,5 +309,66 @@ def test_modes_of_uint64_values_above_2_63() -> None:
             compiled.FAST = saved
         assert got_port.tolist() == [22, 23] and count.tolist() == [2, 1]
         assert got_layout.tolist() == [254 << 56, 253 << 56 | 5] and got_window.tolist() == [1, 2]
+
+
+# ---------------------------------------------------------------------------------------------- gzip
+
+def gzip_of_repeats(header: bytes, unit: bytes, count: int) -> bytes:
+    """gzip (one member, compressed as it goes) of `header` and then `unit` `count` times."""
+    c = zlib.compressobj(9, zlib.DEFLATED, 31)
+    out = [c.compress(header)]
+    out += [c.compress(unit) for _ in range(count)]
+    return b"".join(out) + c.flush()
+
+
+def test_gzip_bomb_reads_a_bounded_prefix(tmp_path: Path) -> None:
+    """A .pcap.gz of 4,096 records of 65,535 zero bytes inflates about 1,000 times (256 MiB from 260 kB): it is
+    read up to the bound (INFLATE_FLOOR here, as 100 × the file is less), streamed, with a warning naming it; the
+    reader's memory stays near the bound, not the inflated size."""
+    header = struct.pack("<IHHiIII", 0xA1B2C3D4, 2, 4, 0, 0, 65535, 1)
+    record = struct.pack("<IIII", T0_S, 0, 65535, 65535) + bytes(65535)
+    data = gzip_of_repeats(header, record, 4096)
+    path = write(tmp_path, "bomb.pcap.gz", data)
+    bound = max(capture.INFLATE_FLOOR, capture.INFLATE_RATIO * len(data))
+    assert bound == capture.INFLATE_FLOOR < 24 + 4096 * len(record)
+    tracemalloc.start()
+    try:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            records = capture.read_records(path)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert len(records) == (bound - 24) // len(record)
+    assert len(records.data) == bound
+    messages = [str(w.message) for w in caught]
+    assert any(f"inflates past {bound:,} bytes" in m and "gunzip it to read it all" in m for m in messages), messages
+    assert all(issubclass(w.category, analyzer.CaptureWarning) for w in caught)
+    assert peak < 2 * bound, f"peak {peak / 2**20:.0f} MiB for a bound of {bound / 2**20:.0f} MiB"
+    done = run_cli("rtt", path)
+    assert done.returncode == 0 and "Traceback" not in done.stderr and "decompression bomb" in done.stderr
+
+
+def test_gzip_bound_grows_with_the_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Past INFLATE_FLOOR, a capture may inflate to INFLATE_RATIO times its compressed size: a capture that
+    compresses as real ones do (here about 4 times, random payloads) is read whole."""
+    monkeypatch.setattr(capture, "INFLATE_FLOOR", 1 << 16)
+    rng = np.random.default_rng(1)
+    frames = [bytes(rng.integers(0, 256, 1000, dtype=np.uint8)) for _ in range(300)]
+    plain = pcap(frames)
+    packed = zlib.compressobj(6, zlib.DEFLATED, 31)
+    data = packed.compress(plain) + packed.flush()
+    assert len(plain) > capture.INFLATE_FLOOR
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        records = capture.read_records(write(tmp_path, "fine.pcap.gz", data))
+    assert len(records) == 300
+    monkeypatch.setattr(capture, "INFLATE_RATIO", 1)  # the same file, allowed its own size only
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        records = capture.read_records(str(tmp_path / "fine.pcap.gz"))
+    assert len(records.data) == len(data) and len(records) < 300
+    assert f"inflates past {len(data):,} bytes" in str(caught[0].message)
+    assert "capture cut short inside record" in str(caught[1].message)  # (the walk then meets the bound)
 
 
