@@ -33,6 +33,7 @@ import pandas as pd
 
 from . import compiled
 from .capture import Records, read_records
+from .errors import CaptureError
 from .schema import empty_packets, frame_from_columns
 
 # Link types (tcpdump.org/linktypes.html)
@@ -173,8 +174,9 @@ def read(path: str | os.PathLike[str], *, engine: str = "native", columns: Itera
     engine: "native" (synlens's decoder) or "tshark" (Wireshark's dissectors through pyshark; slow).
     columns: only these columns of the schema, in schema order (default: all); ``frame`` always comes along.
     A command that needs a few fields of a big capture keeps only those in memory.
-    Raises `CaptureError` when the file cannot be read; warns `CaptureWarning` and returns the records
-    before the damage when it is cut short or corrupt. ``attrs``: path, format, compressed, malformed.
+    Raises `CaptureError` when the file cannot be read (memory running out included); warns `CaptureWarning`
+    and returns the records before the damage when it is cut short or corrupt. ``attrs``: path, format,
+    compressed, malformed.
     """
     keep = _wanted(columns)
     if engine == "tshark":
@@ -184,7 +186,10 @@ def read(path: str | os.PathLike[str], *, engine: str = "native", columns: Itera
         return frame if columns is None else _subset(frame, keep)
     if engine != "native":
         raise ValueError(f"engine must be 'native' or 'tshark', not {engine!r}")
-    return decode(read_records(path), columns=columns)
+    try:
+        return decode(read_records(path), columns=columns)
+    except MemoryError:
+        raise CaptureError(os.fspath(path), "not enough memory to read it") from None
 
 
 def _wanted(columns: Iterable[str] | None) -> frozenset[str]:

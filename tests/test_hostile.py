@@ -24,6 +24,7 @@ from hypothesis import strategies as st
 
 import analyzer
 from analyzer import capture, compiled, keys
+from analyzer.cli import main as cli_main
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
@@ -372,3 +373,41 @@ def test_gzip_bound_grows_with_the_file(tmp_path: Path, monkeypatch: pytest.Monk
     assert "capture cut short inside record" in str(caught[1].message)  # (the walk then meets the bound)
 
 
+# ---------------------------------------------------------------------------------------------- memory
+
+def test_memory_running_out_is_a_one_line_error(tmp_path: Path) -> None:
+    """A command whose capture needs more memory than the process may have (RLIMIT_AS set, once the libraries are
+    loaded, to 150 MB more than the process holds; the capture inflates to 256 MiB) ends with one line naming the
+    file, exit 2, no traceback: MemoryError becomes `CaptureError` in the reader, and a one-line error anywhere
+    else in a command."""
+    header = struct.pack("<IHHiIII", 0xA1B2C3D4, 2, 4, 0, 0, 65535, 1)
+    path = write(tmp_path, "big.pcap.gz", gzip_of_repeats(header, struct.pack("<IIII", T0_S, 0, 0, 0), 1 << 24))
+    program = f"""
+import resource, sys
+sys.argv = ["synlens", "rtt", {path!r}]
+import analyzer.cli, analyzer.signals, analyzer.stats, scipy.special
+size = next(int(line.split()[1]) for line in open("/proc/self/status") if line.startswith("VmSize:")) * 1024
+resource.setrlimit(resource.RLIMIT_AS, (size + (150 << 20), resource.RLIM_INFINITY))
+sys.exit(analyzer.cli.main())
+"""
+    done = subprocess.run([sys.executable, "-P", "-c", program], capture_output=True, text=True, check=False,
+                          cwd=REPO, env={**os.environ, "PYTHONPATH": str(REPO), "OPENBLAS_NUM_THREADS": "1"}, timeout=300)
+    errors = [line for line in done.stderr.splitlines() if not line.startswith("synlens: warning:")]
+    assert done.returncode == 2, done.stderr
+    assert len(errors) == 1 and errors[0].startswith(f"synlens: error: {path}: not enough memory"), done.stderr
+
+
+def test_memory_error_after_reading_is_a_one_line_error(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                        capsys: pytest.CaptureFixture) -> None:
+    """MemoryError from any step of a command (here the matcher, as numpy raises it when an array cannot be
+    allocated) is the same one-line error."""
+    path = write(tmp_path, "ok.pcap", pcap(list(probe_and_reply())))
+
+    def no_memory(*args: object, **kwargs: object) -> None:
+        np.empty(1 << 62, np.uint8)  # numpy's own MemoryError (its _ArrayMemoryError)
+
+    monkeypatch.setattr("analyzer.cli.match", no_memory)
+    for command in ("rtt", "scans", "hosts"):
+        assert cli_main([command, path]) == 2
+        err = capsys.readouterr().err.splitlines()
+        assert len(err) == 1 and err[0].startswith(f"synlens: error: {path}: not enough memory to analyse it ("), err
