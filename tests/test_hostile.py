@@ -411,3 +411,22 @@ def test_memory_error_after_reading_is_a_one_line_error(tmp_path: Path, monkeypa
         assert cli_main([command, path]) == 2
         err = capsys.readouterr().err.splitlines()
         assert len(err) == 1 and err[0].startswith(f"synlens: error: {path}: not enough memory to analyse it ("), err
+
+
+# ---------------------------------------------------------------------------------------------- found by fuzzing
+
+def test_rtt_csv_of_a_capture_without_tcp_probes(tmp_path: Path) -> None:
+    """A capture with no TCP probe (one UDP datagram and its answer): signal_families gave a table without a
+    `family` column when no port was probed, and `synlens rtt --format csv` died on it (KeyError; the sample
+    scans_udp.pcap met it unchanged). Now: the CSV header alone, as for any capture with no port to show."""
+    query = gen.ipv4(gen.PROBER4, gen.TARGET4, gen.udp(40000, 53, gen.DNS_QUERY), ip_id=1)
+    answer = gen.ipv4(gen.TARGET4, gen.PROBER4, gen.udp(53, 40000, gen.DNS_QUERY), ip_id=2)
+    frames = [gen.ethernet(p, gen.MAC_PROBER, gen.MAC_TARGET).data for p in (query, answer)]
+    path = write(tmp_path, "udp.pcap", pcap(frames))
+    packets, _ = read_both(path)
+    ports, families = analyzer.signal_families(packets, analyzer.match(packets))
+    assert len(ports) == 0 and "family" in ports.columns and "rtt_family" in ports.columns
+    done = run_cli("rtt", "--format", "csv", path)
+    assert done.returncode == 0 and done.stderr == "", done.stderr
+    assert done.stdout.splitlines() == ["target,port,protocol,family,family_kind,sent,received,loss,retransmissions,"
+                                        "samples,mean_us,stddev_us,min_us,median_us,p95_us"]
