@@ -146,6 +146,12 @@ def read_records(path: str | os.PathLike[str]) -> Records:
     """Index every record of a capture file. Raises `CaptureError`; warns `CaptureWarning` on damage."""
     path = os.fspath(path)
     raw, compressed = _load(path)
+    return records_of(path, raw, compressed)
+
+
+def records_of(path: str, raw: bytes | bytearray | mmap.mmap, compressed: bool = False) -> Records:
+    """`read_records` of a capture's bytes (decompressed) already in memory, `path` naming it in messages (the
+    fuzz harness reads each case from an exact-size copy, so that AddressSanitizer sees a read past its end)."""
     if len(raw) == 0:
         raise CaptureError(path, "empty file (0 bytes), not a capture")
     if len(raw) < 4:
