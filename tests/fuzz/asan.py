@@ -40,7 +40,7 @@ def runtime(cc: str | None = None) -> str:
     real one only if libstdc++ is loaded by then)."""
     cc = cc or compiler()
     paths = []
-    for name in ("libasan.so", "libstdc++.so"):
+    for name in ("libasan.so", "libstdc++.so.6"):
         path = subprocess.run([cc, f"-print-file-name={name}"], capture_output=True, text=True, check=True).stdout.strip()
         if not os.path.isabs(path) or not os.path.exists(path):
             raise RuntimeError(f"{cc} has no {name} (the AddressSanitizer runtime needs it)")

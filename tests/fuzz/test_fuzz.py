@@ -9,7 +9,10 @@ The harness's own tests plant each kind of fault and check it is found, saved an
 from __future__ import annotations
 
 import json
+import os
 import random
+import subprocess
+import sys
 import warnings
 from pathlib import Path
 
@@ -235,3 +238,14 @@ def test_fixed_seed_fuzz_pass(tmp_path: Path) -> None:
     listed = [f"{f['kind']}: {sig} (case {f['first_case']}, {f['count']} cases) -> {tmp_path / f['reproducer']}"
               for sig, f in state.findings.items()]
     assert not state.findings, "\n".join(listed)
+
+
+def test_atheris_run(tmp_path: Path) -> None:
+    """The coverage-guided fuzzer (atheris) runs the same check: 100 inputs, the seeds first, none a finding."""
+    done = subprocess.run([sys.executable, "-m", "tests.fuzz.atheris_fuzz", str(tmp_path / "corpus"), "-runs=100",
+                           "-seed=1", f"-artifact_prefix={tmp_path}/"], cwd=seeds.REPO, capture_output=True, text=True,
+                          env={**os.environ, "PYTHONPATH": str(seeds.REPO)}, timeout=600, check=False)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "Done 100 runs" in done.stderr
+    assert len(list((tmp_path / "corpus").iterdir())) >= len(CORPUS)  # (the seeds, and what it kept)
+    assert not list(tmp_path.glob("crash-*"))
