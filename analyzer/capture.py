@@ -15,7 +15,6 @@ record with a `CaptureWarning`; an unreadable file raises `CaptureError` naming 
 from __future__ import annotations
 
 import dataclasses
-import gzip
 import itertools
 import mmap
 import os
@@ -25,6 +24,7 @@ import zlib
 from array import array
 from dataclasses import dataclass
 from types import ModuleType
+from typing import BinaryIO
 
 import numpy as np
 
@@ -55,6 +55,7 @@ class Records:
     format: str  # "pcap" | "pcapng"
     compressed: bool
     mapping: mmap.mmap | None = None  # the file mapped read-only, when `data` is that mapping
+    fcs: int = 0  # bytes of frame check sequence that end each frame on the wire (not packet data)
 
     def __len__(self) -> int:
         return len(self.offset)
@@ -82,9 +83,9 @@ def _give_back(mapping: mmap.mmap, start: int, end: int) -> None:
         mapping.madvise(mmap.MADV_DONTNEED, lo, hi - lo)
 
 
-def _load(path: str) -> tuple[bytes | mmap.mmap, bool]:
+def _load(path: str) -> tuple[bytes | bytearray | mmap.mmap, bool]:
     """The file's bytes: mapped read-only when it is not compressed (pages are mapped as the walk and the
-    decoder reach them, and given back behind them), else decompressed into memory."""
+    decoder reach them, and given back behind them), else decompressed into memory (`_inflate`)."""
     with capture_file_errors(path), open(path, "rb") as f:
         head = f.read(2)
         size = os.fstat(f.fileno()).st_size
@@ -92,27 +93,65 @@ def _load(path: str) -> tuple[bytes | mmap.mmap, bool]:
             if size == 0 or not os.path.isfile(path):
                 return head + f.read(), False
             return mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ), False
-        raw = head + f.read()
-    # Stream-decompress so a gzip cut short still yields everything before the cut.
-    out = []
+        return _inflate(path, f, size, head), True
+
+
+# A compressed capture is decompressed into memory (the reader needs its bytes whole), so what it may inflate to
+# is bounded: at most MAX_INFLATED bytes, and at most INFLATE_RATIO times its compressed size beyond the first
+# INFLATE_FLOOR bytes. Real captures compress 2 to 16 times (the samples and the third-party captures here);
+# a decompression bomb, about 1,000 times. Past the bound the capture is read up to it, with a warning; its
+# uncompressed file is mapped, not held, and is read whole.
+MAX_INFLATED = 1 << 32
+INFLATE_RATIO = 100
+INFLATE_FLOOR = 64 << 20
+_INFLATE_CHUNK = 1 << 20  # compressed bytes read at a time
+_INFLATE_STEP = 1 << 22  # decompressed bytes made at a time (one chunk of a bomb would inflate a thousandfold)
+
+
+def _inflate(path: str, f: BinaryIO, size: int, head: bytes) -> bytearray:
+    """A gzip file's decompressed bytes (concatenated members are one stream), streamed a chunk at a time and
+    never past the bound above. A stream cut short, damaged or past the bound gives what came before, with a
+    `CaptureWarning`; memory running out, a `CaptureError`."""
+    limit = min(MAX_INFLATED, max(INFLATE_FLOOR, INFLATE_RATIO * size))
+    out = bytearray()
     d = zlib.decompressobj(wbits=31)
+    pending = head  # (the bytes already read from `f`)
     try:
-        out.append(d.decompress(raw))
-        while d.eof and d.unused_data:  # concatenated gzip members
-            rest = d.unused_data
-            d = zlib.decompressobj(wbits=31)
-            out.append(d.decompress(rest))
-        if not d.eof:
-            warnings.warn(CaptureWarning(path, "gzip stream cut short; reading what was decompressed"))
-    except (zlib.error, gzip.BadGzipFile) as e:
+        while len(out) <= limit:
+            if not pending:
+                pending = f.read(_INFLATE_CHUNK)
+                if not pending:
+                    out += d.flush(min(limit + 1 - len(out), _INFLATE_STEP))
+                    break
+            if d.eof:  # another member follows
+                d = zlib.decompressobj(wbits=31)
+            out += d.decompress(pending, min(limit + 1 - len(out), _INFLATE_STEP))
+            pending = d.unused_data if d.eof else d.unconsumed_tail
+    except zlib.error as e:
         warnings.warn(CaptureWarning(path, f"gzip data damaged ({e}); reading what was decompressed"))
-    return b"".join(out), True
+        return out
+    except MemoryError:
+        raise CaptureError(path, f"not enough memory to decompress it ({len(out):,} bytes so far)") from None
+    if len(out) > limit:
+        del out[limit:]
+        warnings.warn(CaptureWarning(path, f"gzip data inflates past {limit:,} bytes, the most synlens decompresses "
+                                     f"({INFLATE_RATIO} times the file, at most {MAX_INFLATED:,}: a decompression "
+                                     "bomb?); reading those bytes (gunzip it to read it all)"))
+    elif not d.eof:
+        warnings.warn(CaptureWarning(path, "gzip stream cut short; reading what was decompressed"))
+    return out
 
 
 def read_records(path: str | os.PathLike[str]) -> Records:
     """Index every record of a capture file. Raises `CaptureError`; warns `CaptureWarning` on damage."""
     path = os.fspath(path)
     raw, compressed = _load(path)
+    return records_of(path, raw, compressed)
+
+
+def records_of(path: str, raw: bytes | bytearray | mmap.mmap, compressed: bool = False) -> Records:
+    """`read_records` of a capture's bytes (decompressed) already in memory, `path` naming it in messages (the
+    fuzz harness reads each case from an exact-size copy, so that AddressSanitizer sees a read past its end)."""
     if len(raw) == 0:
         raise CaptureError(path, "empty file (0 bytes), not a capture")
     if len(raw) < 4:
@@ -256,7 +295,7 @@ def _pcap(path: str, raw: bytes, endian: str, nano: bool, compressed: bool) -> R
     if len(raw) < 24:
         raise CaptureError(path, f"pcap global header cut short ({len(raw)} of 24 bytes)")
     _, _, _, _, snaplen, network = struct.unpack_from(endian + "HHiIII", raw, 4)
-    linktype = network & 0x03FFFFFF  # libpcap's LT_LINKTYPE: the upper bits carry FCS flags
+    linktype, fcs = _link_field(network)
     limit = max(min(MAX_RECORD, max(snaplen, 65535) * 4), 65535 + 64)
     fast = compiled.FAST
     if fast is not None:
@@ -272,7 +311,16 @@ def _pcap(path: str, raw: bytes, endian: str, nano: bool, compressed: bool) -> R
     # One link type and one interface for every record: one value each, not an array of copies.
     return _records(path, raw, "pcap", compressed, offset=offset, caplen=caplen, wirelen=wirelen, ts_ns=ts_ns,
                     linktype=np.broadcast_to(np.uint16(linktype), (len(offset),)),
-                    iface=np.broadcast_to(np.uint16(0), (len(offset),)))
+                    iface=np.broadcast_to(np.uint16(0), (len(offset),)), fcs=fcs)
+
+
+def _link_field(network: int) -> tuple[int, int]:
+    """A classic pcap header's 32-bit link-type field → (link type, FCS bytes ending each frame), as libpcap's
+    pcap-common.c (LT_LINKTYPE, LT_FCS_LENGTH_PRESENT, LT_FCS_LENGTH) and Wireshark's libpcap reader define it:
+    the link type is the low 16 bits; bit 26 says the top 4 bits hold the FCS length, in 16-bit units. The
+    bits between are reserved: libpcap ignores them, and so does this."""
+    fcs = ((network >> 28) & 0xF) * 2 if network & 0x04000000 else 0
+    return network & 0xFFFF, fcs
 
 
 def _records(path: str, raw: bytes | mmap.mmap, fmt: str, compressed: bool, **columns: np.ndarray) -> Records:
@@ -325,7 +373,7 @@ def _walk_pcap_compiled(fast: ModuleType, raw: bytes, endian: str, nano: bool, l
     return out.filled(), pos, damage
 
 
-@dataclass
+@dataclass(frozen=True)
 class _Iface:
     linktype: int
     snaplen: int
@@ -333,20 +381,31 @@ class _Iface:
     tsoffset_s: int
 
 
-def _idb_options(body: memoryview, endian: str) -> tuple[tuple[bool, int], int]:
+def _idb_options(body: memoryview, endian: str) -> tuple[tuple[bool, int], int, bool]:
+    """An interface description's if_tsresol and if_tsoffset (defaults: µs, 0 s), and whether an option ran past
+    the end of the block (that option and the ones after it are not read)."""
     tsresol, tsoffset = (False, 6), 0
     pos = 8
     while pos + 4 <= len(body):
         code, length = struct.unpack_from(endian + "HH", body, pos)
         if code == 0:
             break
+        if pos + 4 + length > len(body):
+            return tsresol, tsoffset, True
         value = body[pos + 4 : pos + 4 + length]
         if code == 9 and length >= 1:
             tsresol = (bool(value[0] & 0x80), value[0] & 0x7F)
         elif code == 14 and length == 8:
             tsoffset = struct.unpack_from(endian + "q", value)[0]
         pos += 4 + length + (-length % 4)
-    return tsresol, tsoffset
+    return tsresol, tsoffset, False
+
+
+def _described(body: memoryview, endian: str) -> tuple[_Iface, bool]:
+    """An interface description block's body → the interface, and whether an option ran past the block."""
+    lt, _, snap = struct.unpack_from(endian + "HHI", body, 0)
+    res, off, cut = _idb_options(body, endian)
+    return _Iface(lt, snap, res, off), cut
 
 
 class _RecordArrays:
@@ -431,6 +490,8 @@ def _pcapng(path: str, raw: bytes, compressed: bool) -> Records:
     pos = 0
     damage = None
     skipped = 0
+    bad_options = first_bad_option = 0  # interface descriptions with an option past their end; the first's byte
+    described: dict[tuple[str, bytes], tuple[_Iface, bool]] = {}
     while pos + 12 <= end:
         btype = struct.unpack_from(endian + "I", raw, pos)[0]
         if btype == 6 and fast is not None:
@@ -464,9 +525,11 @@ def _pcapng(path: str, raw: bytes, compressed: bool) -> Records:
             if len(all_ifaces) == 1 << 16:  # the table's iface column is 16-bit, as pcapng's own interface ids
                 damage = f"interface description at byte {pos} is the 65,537th; stopping there"
                 break
-            lt, _, snap = struct.unpack_from(endian + "HHI", body, 0)
-            res, off = _idb_options(body, endian)
-            iface = _Iface(lt, snap, res, off)
+            key = (endian, bytes(body))  # (a capture's interfaces are mostly alike: each description read once)
+            iface, cut = described.get(key) or described.setdefault(key, _described(body, endian))
+            if cut and not bad_options:
+                first_bad_option = pos
+            bad_options += cut
             interfaces.append(iface)
             all_ifaces.append(iface)
         elif btype == 6:  # enhanced packet
@@ -495,30 +558,92 @@ def _pcapng(path: str, raw: bytes, compressed: bool) -> Records:
         damage = f"capture cut short inside block header at byte {pos}"
     if not all_ifaces and not len(packets) and damage:
         raise CaptureError(path, damage)
+    if bad_options:
+        warnings.warn(CaptureWarning(path, f"{bad_options} interface description(s) hold an option that runs past "
+                                     f"the block's end (the first at byte {first_bad_option}); the options from "
+                                     "there on are not read"))
     if damage:
         warnings.warn(CaptureWarning(path, damage + f"; read {len(packets)} packets"))
     offset, caplen, wirelen, ts_units, ifid = packets.filled()
-    ts_ns = np.zeros(len(ifid), np.int64)
-    linktype = np.zeros(len(ifid), np.uint16)
-    for i, iface in enumerate(all_ifaces):
-        sel = ifid == i
-        if not sel.any():
-            continue
-        linktype[sel] = iface.linktype
-        ts_ns[sel] = _units_to_ns(ts_units[sel], iface.tsresol) + iface.tsoffset_s * 1_000_000_000
+    ts_ns, outside = _timestamps_ns(ts_units, ifid, all_ifaces)
+    if outside:
+        warnings.warn(CaptureWarning(path, f"{outside} packet timestamp(s) lie beyond what 64-bit nanoseconds "
+                                     "since 1970 hold (years 1677 to 2262); each is held at the nearer end"))
+    linktype = np.array([i.linktype for i in all_ifaces], np.uint16)[ifid] if all_ifaces else ifid
     return _records(path, raw, "pcapng", compressed, offset=offset, caplen=caplen, wirelen=wirelen, ts_ns=ts_ns,
                     linktype=linktype, iface=ifid)
 
 
-def _units_to_ns(units: np.ndarray, tsresol: tuple[bool, int]) -> np.ndarray:
-    """Timestamps in an interface's units → integer ns, exactly (no float on the way)."""
-    binary, exp = tsresol
+_NS = 10**9
+_INT64 = (-(1 << 63), (1 << 63) - 1)
+# An interface's timestamp of fewer than 2^32 whole seconds, and an offset of fewer than 2^32 seconds either
+# way, sum to fewer than 2^63 ns: such packets (every real capture's, until the year 2106) take int64 arithmetic.
+_SAFE_SECONDS = 1 << 32
+
+
+def _timestamps_ns(units: np.ndarray, ifid: np.ndarray, ifaces: list[_Iface]) -> tuple[np.ndarray, int]:
+    """Each packet's timestamp (in its interface's units, uint64) → integer ns since 1970, exactly, with its
+    interface's if_tsoffset added (seconds, signed 64-bit, as the pcapng spec and Wireshark take it); and how
+    many lie beyond int64 ns (held at the nearer end). Per if_tsresol in use (at most 256), not per interface:
+    a capture of 65,536 interfaces reads as fast as one of one."""
+    ts_ns = np.zeros(len(units), np.int64)
+    if not len(units):
+        return ts_ns, 0
+    used = np.flatnonzero(np.bincount(ifid, minlength=len(ifaces)))
+    offsets = np.array([ifaces[i].tsoffset_s for i in used.tolist()], np.int64)
+    offset: np.ndarray | int = int(offsets[0]) if (offsets == offsets[0]).all() else \
+        np.array([i.tsoffset_s for i in ifaces], np.int64)[ifid]
+    resols = np.array([ifaces[i].tsresol[0] << 7 | ifaces[i].tsresol[1] for i in used.tolist()], np.uint8)
+    codes = np.unique(resols)
+    resol_of = None if len(codes) == 1 else np.array([i.tsresol[0] << 7 | i.tsresol[1] for i in ifaces], np.uint8)[ifid]
+    far = (offset <= -_SAFE_SECONDS) | (offset >= _SAFE_SECONDS)  # an offset int64 arithmetic may not take
+    offset_ns = np.where(far, 0, offset) * _NS  # (exact: under 2^32 × 10^9)
+    outside = 0
+    for code in codes.tolist():
+        rows = slice(None) if resol_of is None else np.flatnonzero(resol_of == code)
+        binary, exp = bool(code >> 7), code & 0x7F
+        local, wide = _local_ns(units[rows], binary, exp)
+        local += offset_ns if np.ndim(offset_ns) == 0 else offset_ns[rows]
+        wide |= far if np.ndim(far) == 0 else far[rows]
+        if wide.any():
+            # Beyond int64 on the way, or at the end: in Python integers, exactly, then held within int64.
+            off = offset if np.ndim(offset) == 0 else offset[rows][wide].astype(object)
+            exact = units[rows][wide].astype(object) * _NS // ((2 if binary else 10) ** exp) + off * _NS
+            held = np.clip(exact, *_INT64)
+            outside += int((held != exact).sum())
+            local[wide] = held.astype(np.int64)
+        ts_ns[rows] = local
+    return ts_ns, outside
+
+
+def _local_ns(units: np.ndarray, binary: bool, exp: int) -> tuple[np.ndarray, np.ndarray]:
+    """floor(units × 10^9 / resolution) (units of 10^-exp or 2^-exp s) as int64, where the whole seconds are
+    fewer than 2^32; and which rows are not (their values here are meaningless: `_timestamps_ns` redoes them).
+    Integer arithmetic throughout, exact for every resolution pcapng allows (exponents 0 to 127)."""
+    if not binary and exp <= 9:
+        wide = units >= np.uint64(_SAFE_SECONDS * 10**exp)
+        return (units * np.uint64(10 ** (9 - exp))).view(np.int64), wide
     if binary:
-        sec = units >> np.uint64(exp)
-        frac = units & np.uint64((1 << exp) - 1)
-        # frac < 2^exp; with exp <= 32 the product fits in 64 bits. Finer binary clocks are unheard of.
-        frac_ns = (frac * np.uint64(1_000_000_000)) >> np.uint64(exp) if exp <= 32 else frac >> np.uint64(exp - 30)
-        return (sec * np.uint64(1_000_000_000) + frac_ns).astype(np.int64)
-    if exp <= 9:
-        return (units * np.uint64(10 ** (9 - exp))).astype(np.int64)
-    return (units // np.uint64(10 ** (exp - 9))).astype(np.int64)
+        sec = units >> np.uint64(exp) if exp < 64 else np.zeros_like(units)
+        frac = units & np.uint64((1 << exp) - 1) if exp < 64 else units
+        sub = _binary_fraction_ns(frac, exp)
+    else:
+        sec = units // np.uint64(10**exp) if exp <= 19 else np.zeros_like(units)  # (10^20 > any uint64)
+        rem = units % np.uint64(10**exp) if exp <= 19 else units
+        sub = rem // np.uint64(10 ** (exp - 9)) if exp - 9 <= 19 else np.zeros_like(units)
+    wide = sec >= np.uint64(_SAFE_SECONDS)
+    return (sec * np.uint64(_NS) + sub).view(np.int64), wide
+
+
+def _binary_fraction_ns(frac: np.ndarray, exp: int) -> np.ndarray:
+    """floor(frac × 10^9 / 2^exp) for frac < 2^min(exp, 64), in uint64 without overflow: 10^9 = 5^9 × 2^9, and
+    frac × 5^9 is taken as two 32-bit halves (each product under 2^53), so the division by 2^(exp-9) is shifts."""
+    if exp <= 32:
+        return (frac * np.uint64(_NS)) >> np.uint64(exp)  # (frac < 2^32: the product is under 2^62)
+    shift = exp - 9  # > 23
+    high = (frac >> np.uint64(32)) * np.uint64(5**9)
+    low = (frac & np.uint64(0xFFFFFFFF)) * np.uint64(5**9)
+    if shift >= 32:  # floor((high·2^32 + low) / 2^shift) = (high + low // 2^32) >> (shift - 32)
+        return (high + (low >> np.uint64(32))) >> np.uint64(shift - 32) if shift - 32 < 64 else np.zeros_like(frac)
+    # high·2^(32-shift) is at most the result, which is under 10^9: no overflow
+    return (high << np.uint64(32 - shift)) + (low >> np.uint64(shift))

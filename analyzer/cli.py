@@ -225,6 +225,10 @@ def main(argv: list[str] | None = None) -> int:
     except CaptureError as e:
         print(f"synlens: error: {e}", file=sys.stderr)
         return 2
+    except MemoryError as e:  # a capture too big for this machine, at any step: said in one line, as bad input is
+        detail = str(e).splitlines()[0] if str(e) else "no detail"
+        print(f"synlens: error: {args.capture}: not enough memory to analyse it ({detail})", file=sys.stderr)
+        return 2
     except BrokenPipeError:  # the reader went away (`synlens … | head`): not an error
         return 0
     except OSError as e:  # an output that cannot be written, a full disk …

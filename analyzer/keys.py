@@ -100,30 +100,46 @@ def pack_key(columns: list[np.ndarray]) -> np.ndarray:
 def pack_into(word: np.ndarray, values: np.ndarray | int, lo: int, hi: int, bits: int,
               keep: np.ndarray | None = None) -> None:
     """word = (word << bits) | (values - lo), in place: one column shifted into packed uint64 keys (an array, or
-    one value for all rows; lo <= values <= hi). With `keep` (the matcher's replies' side), rows whose value lies
-    outside [lo, hi] are dropped from it: they match no transmission, and their bits are 0 from then on. By
-    analyzer._fast.pack_into in one pass where it was built (integers of up to 64 bits signed or 32 unsigned)."""
+    one value for all rows; lo <= values <= hi, 0 <= hi - lo < 2^bits). Any integers of up to 64 bits, signed
+    or unsigned, the whole range of each (a TCP option layout whose first kind is 128 or more is above 2^63).
+    With `keep` (the matcher's replies' side), rows whose value lies outside [lo, hi] are dropped from it: they
+    match no transmission, and their bits are 0 from then on. By analyzer._fast.pack_into in one pass where it
+    was built (integers of up to 64 bits signed or 32 unsigned, lo and hi within int64)."""
     if np.ndim(values) == 0:
         inside = lo <= int(values) <= hi
         if keep is not None and not inside:
             keep[:] = False
         if bits:
-            np.left_shift(word, np.uint64(bits), out=word)
+            _shift_left(word, bits)
             if inside:
                 np.bitwise_or(word, np.uint64(int(values) - lo), out=word)
         return
     fast = compiled.FAST
-    if fast is not None and bits < 64 and values.dtype.kind in "iu" and (values.dtype.kind == "i" or values.itemsize <= 4):
+    if (fast is not None and bits < 64 and values.dtype.kind in "iu" and (values.dtype.kind == "i" or values.itemsize <= 4)
+            and _INT64_MIN <= lo and hi <= _INT64_MAX):
         fast.pack_into(word, np.ascontiguousarray(values), lo, hi, bits, None if keep is None else keep.view(np.uint8))
         return
     if keep is not None:
         keep &= (values >= lo) & (values <= hi)
     if bits:
-        offset = values.astype(np.int64) - lo  # (>= 0 where kept: its bits are its value)
+        # values - lo in uint64 arithmetic (modulo 2^64): exact wherever lo <= values <= hi, whatever the
+        # integer type, since then 0 <= values - lo < 2^64.
+        offset = values.astype(np.uint64) - np.uint64(lo % (1 << 64))
         if keep is not None:
             offset[~keep] = 0
+        _shift_left(word, bits)
+        np.bitwise_or(word, offset, out=word)
+
+
+_INT64_MIN, _INT64_MAX = -(1 << 63), (1 << 63) - 1
+
+
+def _shift_left(word: np.ndarray, bits: int) -> None:
+    """word <<= bits in place (uint64); 64 bits leave 0 (numpy's shift, as C's, is undefined there)."""
+    if bits >= 64:
+        word[:] = 0
+    else:
         np.left_shift(word, np.uint64(bits), out=word)
-        np.bitwise_or(word, offset.view(np.uint64), out=word)
 
 
 def group_ids(*columns: np.ndarray) -> np.ndarray:

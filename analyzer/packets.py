@@ -23,6 +23,7 @@ run with each.
 
 from __future__ import annotations
 
+import dataclasses
 import ipaddress
 import os
 from collections.abc import Iterable
@@ -32,6 +33,7 @@ import pandas as pd
 
 from . import compiled
 from .capture import Records, read_records
+from .errors import CaptureError
 from .schema import empty_packets, frame_from_columns
 
 # Link types (tcpdump.org/linktypes.html)
@@ -172,8 +174,9 @@ def read(path: str | os.PathLike[str], *, engine: str = "native", columns: Itera
     engine: "native" (synlens's decoder) or "tshark" (Wireshark's dissectors through pyshark; slow).
     columns: only these columns of the schema, in schema order (default: all); ``frame`` always comes along.
     A command that needs a few fields of a big capture keeps only those in memory.
-    Raises `CaptureError` when the file cannot be read; warns `CaptureWarning` and returns the records
-    before the damage when it is cut short or corrupt. ``attrs``: path, format, compressed, malformed.
+    Raises `CaptureError` when the file cannot be read (memory running out included); warns `CaptureWarning`
+    and returns the records before the damage when it is cut short or corrupt. ``attrs``: path, format,
+    compressed, malformed.
     """
     keep = _wanted(columns)
     if engine == "tshark":
@@ -183,7 +186,10 @@ def read(path: str | os.PathLike[str], *, engine: str = "native", columns: Itera
         return frame if columns is None else _subset(frame, keep)
     if engine != "native":
         raise ValueError(f"engine must be 'native' or 'tshark', not {engine!r}")
-    return decode(read_records(path), columns=columns)
+    try:
+        return decode(read_records(path), columns=columns)
+    except MemoryError:
+        raise CaptureError(os.fspath(path), "not enough memory to read it") from None
 
 
 def _wanted(columns: Iterable[str] | None) -> frozenset[str]:
@@ -223,9 +229,10 @@ def decode(rec: Records, *, columns: Iterable[str] | None = None) -> pd.DataFram
     out = _Columns(n, keep)
     malformed = np.zeros(n, bool)
     addr = _Addresses()
+    frames = _without_fcs(rec)
     for a in range(0, n, DECODE_ROWS):
         b = min(n, a + DECODE_ROWS)
-        chunk = rec.take(slice(a, b))
+        chunk = frames.take(slice(a, b))
         fast = _fast_tcp4(rec.data, chunk, a, out, addr) if compiled.FAST is None else _compiled_tcp4(chunk, a, out, addr)
         rest = np.flatnonzero(~fast)
         if len(rest):
@@ -251,6 +258,15 @@ def decode(rec: Records, *, columns: Iterable[str] | None = None) -> pd.DataFram
     frame = frame_from_columns({k: v for k, v in cols.items() if k in keep}, subset=columns is not None)
     frame.attrs.update(path=rec.path, format=rec.format, compressed=rec.compressed, malformed=int(malformed.sum()))
     return frame
+
+def _without_fcs(rec: Records) -> Records:
+    """The records with the frame check sequence that ends each frame on the wire (`Records.fcs` bytes) left
+    out of the bytes the layers may read, as Wireshark leaves it out of the frame's payload: a frame's packet
+    data is its first wirelen - fcs bytes (of which caplen were captured)."""
+    if not rec.fcs:
+        return rec
+    return dataclasses.replace(rec, caplen=np.minimum(rec.caplen, np.maximum(rec.wirelen - rec.fcs, 0)))
+
 
 # The dominant layout, declared as data: Ethernet II, IPv4 without options (IHL 5), TCP fixed header. The
 # MAC addresses are read as the 8 bytes from their start (fields may overlap), the top 48 bits kept.

@@ -546,7 +546,11 @@ def signal_families(packets: pd.DataFrame, matches: pd.DataFrame, *, signals: tu
         _silent_targets(base, quiet, rank, reply_rows, signals, port_rows, fam_rows)
     if single is not None:
         _single_port_targets(base[single], where, reply_rows, signals, port_rows, fam_rows)
-    ports = (pd.concat(port_rows, ignore_index=True) if port_rows else base.iloc[0:0])
+    if not port_rows:  # no port: the columns of one with none of its rows
+        none = np.zeros(0, np.int64)
+        port_rows.append(_with_signals(base.iloc[0:0], _port_table(reply_rows.iloc[0:0], none, 0), none,
+                                       np.zeros(0, object)))
+    ports = pd.concat(port_rows, ignore_index=True)
     ports = ports.rename(columns={"family": "rtt_family"}).rename(columns={"signal_family": "family"})
     fam_table = pd.DataFrame(fam_rows, columns=["target", "protocol", "family", "ports", "kind", "signals", "evidence",
                                                 "unavailable"])
