@@ -43,6 +43,15 @@ PACKET_FIELDS = ("frame", "ts_ns", "src", "dst", "eth_dst", "ip_proto", "sport",
                  "payload_len")
 
 
+_NS_MIN, _NS_MAX = int(np.iinfo(np.int64).min), int(np.iinfo(np.int64).max)
+
+
+def span(ts_ns: np.ndarray, before: int = 0, after: int = 0) -> tuple[int, int]:
+    """(least - before, greatest + after) of nanosecond times, held within int64 (a damaged capture's times sit
+    at its ends: no margin may wrap them around)."""
+    return max(int(ts_ns.min()) - before, _NS_MIN), min(int(ts_ns.max()) + after, _NS_MAX)
+
+
 def take(table: Columns, rows: np.ndarray, names: Iterable[str] | None = None) -> Columns:
     """The rows `rows` (a mask, or positions) of the table, or of its columns `names`. A mask of every row
     takes the columns themselves, not copies (no reader writes into a table's columns)."""

@@ -31,7 +31,7 @@ import numpy as np
 import pandas as pd
 
 from .exchanges import PACKET_FIELDS as EXCHANGE_FIELDS
-from .exchanges import Columns, PacketKeys, answers_group_query, take, tcp_in_conversation, to_group
+from .exchanges import Columns, PacketKeys, answers_group_query, span, take, tcp_in_conversation, to_group
 from .flags import ACK, CWR, ECE, FIN, PSH, RST, SYN, URG, flag_text
 from .keys import (
     column_codes,
@@ -337,7 +337,9 @@ def _phases(packets: pd.DataFrame, pk: Columns, cfg: ScanConfig) -> np.ndarray:
     order = by_time[np.argsort(narrow(key[by_time]), kind="stable")]  # by key, then time, then capture order
     k, t = key[order], ts[order]
     same = k[1:] == k[:-1]
-    gaps = t[1:] - t[:-1]
+    # (differences taken modulo 2^64: exact where times ascend, as they do within a key, even between a damaged
+    # capture's times held at the two ends of int64)
+    gaps = (t[1:].view(np.uint64) - t[:-1].view(np.uint64)).astype(np.float64)
     base = cfg.phase_gap_s * 1e9
     new = np.ones(n, bool)
     new[1:] = ~same
@@ -701,8 +703,8 @@ def _joining(keys: PacketKeys, pk: Columns, kept: np.ndarray, pk_scan: Columns, 
             probes = in_scan[pk_scan["target"][in_scan] == target]
             first = probes[0]
             c = mine[(pk["src"][mine] == pk_scan["src"][first]) & (pk["dst"][mine] == pk_scan["dst"][first])]
-            ts = pk_scan["ts_ns"][probes]
-            c = c[(pk["ts_ns"][c] >= ts.min() - margin) & (pk["ts_ns"][c] <= ts.max() + margin)]
+            lo, hi = span(pk_scan["ts_ns"][probes], margin, margin)
+            c = c[(pk["ts_ns"][c] >= lo) & (pk["ts_ns"][c] <= hi)]
             if not len(c):
                 continue
             ttl = pk_scan["ttl"][probes]

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from .exchanges import Columns, PacketKeys
+from .exchanges import Columns, PacketKeys, span
 from .flags import ACK, CWR, ECE, FIN, PSH, RST, SYN, URG
 from .keys import group_ids, int_column_at
 
@@ -268,7 +268,7 @@ def _time_exceeded(keys: PacketKeys, pk: Columns, probes: np.ndarray) -> int:
         return 0
     sender, target = pk["src"][probes[0]], pk["dst"][probes[0]]
     ts = p["ts_ns"].to_numpy()[exceeded]
-    t0, t1 = pk["ts_ns"][probes].min(), pk["ts_ns"][probes].max() + 10 * 10**9
+    t0, t1 = span(pk["ts_ns"][probes], 0, 10 * 10**9)
     to_sender = keys.at("dst", exceeded) == sender
     quoted = p["q_dst"].array[exceeded].astype(object)
     target_name = p["dst"].cat.categories[target] if isinstance(p["dst"].dtype, pd.CategoricalDtype) else None

@@ -193,7 +193,8 @@ def _api(s: _Stages, table: pd.DataFrame, rng: random.Random) -> None:
 
 def _command(s: _Stages, argv: list[str], readable: bool, html: Path | None = None) -> None:
     """One command as a user runs it (in process): exit 0 with output in its format, or exit 2 with one line
-    `synlens: error: PATH: …` when the reader cannot read the capture; every other stderr line a warning."""
+    `synlens: error: PATH: …` when the reader cannot read the capture; every other stderr line a warning or a
+    note (`rtt` says what the capture cannot show)."""
     name = "command " + " ".join(a for a in argv if not a.startswith("/"))
     out, err = io.TextIOWrapper(io.BytesIO(), encoding="utf-8"), io.StringIO()
     with s.stage(name), contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
@@ -202,7 +203,7 @@ def _command(s: _Stages, argv: list[str], readable: bool, html: Path | None = No
     text = out.buffer.getvalue().decode("utf-8", "replace")
     lines = err.getvalue().splitlines()
     errors = [line for line in lines if line.startswith("synlens: error: ")]
-    others = [line for line in lines if not line.startswith(("synlens: warning: ", "synlens: error: "))
+    others = [line for line in lines if not line.startswith(("synlens: warning: ", "synlens: error: ", "synlens: note: "))
               and not (html is not None and line == f"wrote {html}")]
     if others:
         s.add("command", f"{argv[0]}: stderr line {others[0].split(':')[0:2]}", name, "\n".join(lines[:20]))
