@@ -431,3 +431,15 @@ def test_rtt_csv_of_a_capture_without_tcp_probes(tmp_path: Path) -> None:
     assert len(done.stderr.splitlines()) == 1  # (the note, no traceback)
     assert done.stdout.splitlines() == [("target,port,protocol,family,family_kind,sent,received,loss,retransmissions,"
                                          "samples,mean_us,stddev_us,min_us,median_us,p95_us")]
+
+
+def test_scan_of_a_capture_whose_times_are_held_at_int64s_ends(tmp_path) -> None:
+    """Found by the fixed-seed fuzz pass (tests/data/fuzz/clamped_times_scan.pcapng, minimized by `python -m
+    tests.fuzz minimize`): pcapng times past what int64 nanoseconds hold are held at its ends, and the scan stage's
+    time margins around them overflowed (a RuntimeWarning on stderr). Now: the capture's one warning, no other."""
+    path = Path(__file__).resolve().parent / "data" / "fuzz" / "clamped_times_scan.pcapng"
+    for command in ("scans", "hosts"):
+        done = run_cli(command, path)
+        lines = done.stderr.splitlines()
+        assert done.returncode == 0 and all(line.startswith("synlens: warning: ") for line in lines), done.stderr
+        assert any("64-bit nanoseconds" in line for line in lines)
