@@ -27,13 +27,13 @@ from typing import TYPE_CHECKING
 # name → (module, attribute)
 _API = {
     "CaptureError": ("errors", "CaptureError"), "CaptureWarning": ("errors", "CaptureWarning"),
-    "TTest": ("stats", "TTest"), "families": ("families", "families"), "hosts": ("hosts", "hosts"),
-    "match": ("match", "match"), "match_columns": ("match", "match_columns"),
-    "pairwise": ("families", "pairwise"),
-    "pooled_t": ("stats", "pooled_t"), "port_stats": ("stats", "port_stats"), "read": ("packets", "read"),
-    "rtt": ("stats", "port_stats"), "scans": ("scans", "scans"),
-    "signal_families": ("signals", "signal_families"),
-    "yuen_welch": ("stats", "yuen_welch"),
+    "TTest": ("analysis.stats", "TTest"), "families": ("analysis.families", "families"), "hosts": ("analysis.hosts", "hosts"),
+    "match": ("analysis.match", "match"), "match_columns": ("analysis.match", "match_columns"),
+    "pairwise": ("analysis.families", "pairwise"),
+    "pooled_t": ("analysis.stats", "pooled_t"), "port_stats": ("analysis.stats", "port_stats"), "read": ("reading.packets", "read"),
+    "rtt": ("analysis.stats", "port_stats"), "scans": ("analysis.scans", "scans"),
+    "signal_families": ("analysis.signals", "signal_families"),
+    "yuen_welch": ("analysis.stats", "yuen_welch"),
 }
 __all__ = [
     "CaptureError", "CaptureWarning", "TTest", "families", "hosts", "match", "match_columns", "pairwise", "pooled_t",
@@ -41,14 +41,14 @@ __all__ = [
 ]  # (_API's names: tests/test_import.py checks the two agree)
 
 if TYPE_CHECKING:
+    from .analysis.families import families, pairwise
+    from .analysis.hosts import hosts
+    from .analysis.match import match, match_columns
+    from .analysis.scans import scans
+    from .analysis.signals import signal_families
+    from .analysis.stats import TTest, pooled_t, port_stats, yuen_welch
     from .errors import CaptureError, CaptureWarning
-    from .families import families, pairwise
-    from .hosts import hosts
-    from .match import match, match_columns
-    from .packets import read
-    from .scans import scans
-    from .signals import signal_families
-    from .stats import TTest, pooled_t, port_stats, yuen_welch
+    from .reading.packets import read
 
     rtt = port_stats
 

@@ -9,10 +9,12 @@ import warnings
 from collections.abc import Iterable
 from typing import NoReturn
 
+from .analysis.families import DEFAULT_CONFIDENCE, METHODS, MIN_DIFF_US, MIN_RATIO, MIN_TRIPS, families
+from .analysis.match import DEFAULT_WINDOW_S, match, match_columns
+from .analysis.stats import PROBE_FIELDS, select_probes
 from .errors import CaptureError, CaptureWarning
-from .families import DEFAULT_CONFIDENCE, METHODS, MIN_DIFF_US, MIN_RATIO, MIN_TRIPS, families
-from .match import DEFAULT_WINDOW_S, match, match_columns
-from .output import (
+from .reading.packets import read
+from .render.output import (
     hosts_table,
     rtt_csv,
     rtt_json_pieces,
@@ -22,8 +24,6 @@ from .output import (
     scans_json_pieces,
     scans_table,
 )
-from .packets import read
-from .stats import PROBE_FIELDS, select_probes
 
 
 def _confidence(text: str) -> float:
@@ -96,7 +96,7 @@ def _engine_option(p: argparse.ArgumentParser) -> None:
 
 
 def cmd_report(args: argparse.Namespace) -> int:
-    from .report import write_report
+    from .render.report import write_report
 
     write_report(args.capture, args.output, engine=args.engine, progress=sys.stderr.isatty())
     print(f"wrote {args.output}", file=sys.stderr)
@@ -104,12 +104,12 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 
 def _scan_results(args: argparse.Namespace) -> tuple:
-    from .hosts import PACKET_FIELDS as HOST_PACKET_FIELDS
-    from .hosts import PROBE_FIELDS as HOST_PROBE_FIELDS
-    from .hosts import hosts
-    from .scans import PACKET_FIELDS as SCAN_PACKET_FIELDS
-    from .scans import PROBE_FIELDS as SCAN_PROBE_FIELDS
-    from .scans import scans
+    from .analysis.hosts import PACKET_FIELDS as HOST_PACKET_FIELDS
+    from .analysis.hosts import PROBE_FIELDS as HOST_PROBE_FIELDS
+    from .analysis.hosts import hosts
+    from .analysis.scans import PACKET_FIELDS as SCAN_PACKET_FIELDS
+    from .analysis.scans import PROBE_FIELDS as SCAN_PROBE_FIELDS
+    from .analysis.scans import scans
 
     # Only the columns the scans and hosts stages read (a big capture's whole table is twice its size).
     probe_fields = set(SCAN_PROBE_FIELDS) | set(HOST_PROBE_FIELDS)
@@ -164,8 +164,8 @@ def _warn_line(message, category, filename, lineno, file=None, line=None) -> Non
 
 
 def cmd_rtt(args: argparse.Namespace) -> int:
-    from .signals import REPLY_FIELDS
-    from .stats import load_in_background
+    from .analysis.signals import REPLY_FIELDS
+    from .analysis.stats import load_in_background
 
     load_in_background()  # scipy.special, for the RTT tests, on the other core while the capture is read and matched
 
@@ -187,7 +187,7 @@ def cmd_rtt(args: argparse.Namespace) -> int:
                    min_diff_us=args.min_diff)
     family_table = None
     if args.signals == "all":
-        from .signals import signal_families
+        from .analysis.signals import signal_families
 
         fams, family_table = signal_families(packets, probes, **options)
     else:

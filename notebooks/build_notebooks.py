@@ -281,7 +281,7 @@ Are two ports' RTTs from one distribution? A two-sample *t* test compares their 
 The analyzer gives both: `analyzer.pooled_t` and `analyzer.yuen_welch`; they agree with scipy's `ttest_ind`.
 ''')
 L1.code('''
-from analyzer.stats import rtt_samples
+from analyzer.analysis.stats import rtt_samples
 
 samples = {port: s for (target, proto, port), s in rtt_samples(probes).items()}   # µs, per port
 a, b = samples[22], samples[23]
@@ -385,7 +385,7 @@ The third is easiest to see on three made-up ports whose means are 100, 106 and 
 neighbours are alike, the extremes are not.
 ''')
 L1.code('''
-from analyzer.families import group_qscan, group_robust
+from analyzer.analysis.families import group_qscan, group_robust
 
 z = np.array([-1.6, -1.1, -0.7, -0.3, -0.1, 0.1, 0.3, 0.7, 1.1, 1.6])
 z = (z - z.mean()) / z.std(ddof=1)           # mean 0, standard deviation 1 exactly
@@ -422,7 +422,7 @@ columns: seven confidence levels). `analyzer.families.qscan_table_quantile` repr
 the rows it uses between the table's rows. Compare it with scipy's exact quantiles:
 ''')
 L1.code('''
-from analyzer.families import qscan_table_quantile
+from analyzer.analysis.families import qscan_table_quantile
 
 levels = [0.75, 0.9, 0.95, 0.975, 0.99, 0.995, 0.9995]      # qscan's confidence levels
 dofs = np.arange(1, 101)
@@ -1041,7 +1041,7 @@ L2.md("""
 ## 8. Which tool?
 
 The technique says *how*; the probes' headers often say *who*. The analyzer looks for each tool's signature
-(`analyzer/tools.py`) and gives its evidence. nmap's raw probes carry a random TTL in 37–59 (you saw it in
+(`analyzer/analysis/fingerprints.py`) and gives its evidence. nmap's raw probes carry a random TTL in 37–59 (you saw it in
 exercise 2.2). Here is a SYN scan of the same ports by hping3 (`hping3 -S -c 2`, once per port):
 """)
 L2.code("""
@@ -1076,7 +1076,7 @@ L2.md("""
   lets through, the ICMP reason for how it filters.
 * Probes carry their author's fingerprints: TTL, window, options, source ports.
 
-The analyzer's rules are in one place: `from analyzer.scans import STATE_RULES; print(STATE_RULES)`.
+The analyzer's rules are in one place: `from analyzer.analysis.scans import STATE_RULES; print(STATE_RULES)`.
 """)
 
 
@@ -1165,7 +1165,7 @@ its technique from the probe's flags, and whether it is *scan-like* — a TCP pr
 prober sent no payload, or a UDP probe that is empty or comes from a source port reused for several ports.
 """)
 L3.code("""
-from analyzer.scans import classify_probes
+from analyzer.analysis.scans import classify_probes
 
 view = classify_probes(packets, probes)
 view["t"] = (view["ts_ns"] - t0) / 1e9

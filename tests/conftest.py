@@ -57,12 +57,12 @@ def lab() -> Iterator[NatLab]:
 
 
 def families_both_ways(packets, probes, monkeypatch):
-    """signal_families as it runs (with its batches: analyzer/signals.py, targets none of whose ports
+    """signal_families as it runs (with its batches: analyzer/analysis/signals.py, targets none of whose ports
     answered and one-port targets with few replies) and with the batches turned off (every target through
     the per-target loop); and which batches the first run took."""
     import numpy as np
 
-    from analyzer import signals
+    from analyzer.analysis import signals
 
     ran = []
     with monkeypatch.context() as m:

@@ -59,7 +59,7 @@ ETH_IPV4, ETH_IPV6, ETH_ARP, ETH_8021Q, ETH_8021AD = 0x0800, 0x86DD, 0x0806, 0x8
 LINKTYPE_NULL, LINKTYPE_ETHERNET, LINKTYPE_DLT_RAW12 = 0, 1, 12
 LINKTYPE_RAW, LINKTYPE_SLL, LINKTYPE_IPV4, LINKTYPE_SLL2 = 101, 113, 228, 276
 
-# Every column of analyzer/schema.py except the container ones, which the Record fills in.
+# Every column of analyzer/reading/schema.py except the container ones, which the Record fills in.
 PACKET_FIELDS = (
     "eth_src", "eth_dst", "vlan", "ethertype", "ip_version", "src", "dst", "ip_proto", "ttl", "ip_id",
     "ip_len", "fragment", "sport", "dport", "tcp_flags", "seq", "ack", "window", "tcp_options", "mss",

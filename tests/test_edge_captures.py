@@ -167,23 +167,23 @@ def test_read_matches_truth(api, edge_dir: Path, file: str) -> None:
 
 @pytest.mark.parametrize("file", READABLE)
 def test_read_returns_the_schema_table(api, edge_dir: Path, file: str) -> None:
-    from analyzer.schema import PACKET_DTYPES
+    from analyzer.reading.schema import PACKET_DTYPES
 
     packets = read_quietly(api, edge_dir / file)
     assert list(packets.columns) == list(PACKET_DTYPES)
     wrong = {c: str(packets[c].dtype) for c in PACKET_DTYPES if str(packets[c].dtype) != PACKET_DTYPES[c]}
-    assert not wrong, f"dtypes differing from analyzer/schema.py: {wrong}"
+    assert not wrong, f"dtypes differing from analyzer/reading/schema.py: {wrong}"
 
 
 @pytest.mark.parametrize("file", READABLE)
 def test_decoding_in_small_chunks_changes_nothing(api, edge_dir: Path, file: str, monkeypatch) -> None:
     """The decoder works DECODE_ROWS records at a time; chunks of 1, 2 and 3 records give the same table
     (addresses shared across chunks, malformed counts, every column)."""
-    import analyzer.packets
+    import analyzer.reading.packets
 
     whole = read_quietly(api, edge_dir / file)
     for rows in (1, 2, 3):
-        monkeypatch.setattr(analyzer.packets, "DECODE_ROWS", rows)
+        monkeypatch.setattr(analyzer.reading.packets, "DECODE_ROWS", rows)
         chunked = read_quietly(api, edge_dir / file)
         pd.testing.assert_frame_equal(chunked, whole, check_categorical=False)
         assert (chunked["src"].astype(object).fillna("-") == whole["src"].astype(object).fillna("-")).all()
@@ -209,24 +209,24 @@ def layers_only(monkeypatch) -> None:
     decline all)."""
     import numpy as np
 
-    import analyzer.packets
+    import analyzer.reading.packets
 
-    monkeypatch.setattr(analyzer.packets, "_fast_tcp4", lambda data, rec, *_: np.zeros(len(rec), bool))
-    monkeypatch.setattr(analyzer.packets, "_compiled_tcp4", lambda rec, *_: np.zeros(len(rec), bool))
+    monkeypatch.setattr(analyzer.reading.packets, "_fast_tcp4", lambda data, rec, *_: np.zeros(len(rec), bool))
+    monkeypatch.setattr(analyzer.reading.packets, "_compiled_tcp4", lambda rec, *_: np.zeros(len(rec), bool))
 
 
 FAST_PATHS = ["numpy", "compiled"]
 
 
 def use_fast_path(monkeypatch, fast_path: str) -> str:
-    """Read with the numpy code (analyzer.compiled.FAST = None) or the compiled loops (which must be built:
+    """Read with the numpy code (analyzer.accel.FAST = None) or the compiled loops (which must be built:
     setup.py builds them wherever a C compiler is, and CI installs one). Returns the decode function's name."""
-    import analyzer.compiled
+    import analyzer.accel
 
     if fast_path == "numpy":
-        monkeypatch.setattr(analyzer.compiled, "FAST", None)
+        monkeypatch.setattr(analyzer.accel, "FAST", None)
         return "_fast_tcp4"
-    assert analyzer.compiled.FAST is not None, "analyzer._fast is not built (pip install -e . with gcc)"
+    assert analyzer.accel.FAST is not None, "analyzer.accel._fast is not built (pip install -e . with gcc)"
     return "_compiled_tcp4"
 
 
@@ -288,22 +288,22 @@ def write_pcap(path: Path, frames: list[bytes]) -> None:
 def test_fast_path_on_fuzzed_frames(api, tmp_path: Path, monkeypatch, chunk: int | None, fast_path: str) -> None:
     """Frames at and around the fast path's layout, mixed in every chunk: the fast path takes those it can
     and gives exactly the general layers' table (values, presence, malformed count) for them."""
-    import analyzer.packets
+    import analyzer.reading.packets
 
     path = tmp_path / "fuzzed.pcap"
     write_pcap(path, fuzzed_frames(seed=7, count=3000))
     if chunk is not None:
-        monkeypatch.setattr(analyzer.packets, "DECODE_ROWS", chunk)
+        monkeypatch.setattr(analyzer.reading.packets, "DECODE_ROWS", chunk)
     taken = []
     name = use_fast_path(monkeypatch, fast_path)
-    decoder = getattr(analyzer.packets, name)
+    decoder = getattr(analyzer.reading.packets, name)
 
     def counting(*args):
         decoded = decoder(*args)
         taken.append(int(decoded.sum()))
         return decoded
 
-    monkeypatch.setattr(analyzer.packets, name, counting)
+    monkeypatch.setattr(analyzer.reading.packets, name, counting)
     fast = read_quietly(api, path)
     assert 500 < sum(taken) < 2500, "the fuzzed frames should exercise both paths"
     layers_only(monkeypatch)
@@ -349,9 +349,9 @@ def test_read_some_columns_with_the_fast_path(api, tmp_path: Path, monkeypatch, 
 def test_match_and_signals_need_only_their_columns(api, edge_dir: Path, file: str) -> None:
     """`synlens rtt` reads match_columns(PROBE_FIELDS) + REPLY_FIELDS and makes only PROBE_FIELDS: the same
     probes (those columns of them) and the same families as from the full table and the full probes table."""
-    from analyzer.match import match_columns
-    from analyzer.signals import REPLY_FIELDS
-    from analyzer.stats import PROBE_FIELDS
+    from analyzer.analysis.match import match_columns
+    from analyzer.analysis.signals import REPLY_FIELDS
+    from analyzer.analysis.stats import PROBE_FIELDS
 
     whole = read_quietly(api, edge_dir / file)
     with warnings.catch_warnings():
@@ -369,13 +369,13 @@ def test_match_and_signals_need_only_their_columns(api, edge_dir: Path, file: st
 def test_scans_and_hosts_need_only_their_columns(api, edge_dir: Path, file: str) -> None:
     """`synlens scans` reads and matches only the scan and host stages' fields: the same scans, port states
     and hosts as from the full tables (a field missing from the lists would raise or change them)."""
-    from analyzer.hosts import PACKET_FIELDS as HOST_PACKETS
-    from analyzer.hosts import PROBE_FIELDS as HOST_PROBES
-    from analyzer.hosts import hosts
-    from analyzer.match import match_columns
-    from analyzer.scans import PACKET_FIELDS as SCAN_PACKETS
-    from analyzer.scans import PROBE_FIELDS as SCAN_PROBES
-    from analyzer.scans import scans
+    from analyzer.analysis.hosts import PACKET_FIELDS as HOST_PACKETS
+    from analyzer.analysis.hosts import PROBE_FIELDS as HOST_PROBES
+    from analyzer.analysis.hosts import hosts
+    from analyzer.analysis.match import match_columns
+    from analyzer.analysis.scans import PACKET_FIELDS as SCAN_PACKETS
+    from analyzer.analysis.scans import PROBE_FIELDS as SCAN_PROBES
+    from analyzer.analysis.scans import scans
 
     whole = read_quietly(api, edge_dir / file)
     probe_fields = set(SCAN_PROBES) | set(HOST_PROBES)

@@ -1,4 +1,4 @@
-"""Both engines, one table: analyzer.engine_tshark.read_tshark (Wireshark's dissectors, through pyshark)
+"""Both engines, one table: analyzer.reading.tshark.read_tshark (Wireshark's dissectors, through pyshark)
 against analyzer.read (the native reader).
 
 1. Every small capture in sample_pcaps/ and tests/data/edge/ that the native reader reads cleanly (the
@@ -35,9 +35,9 @@ if shutil.which("tshark") is None:
                 allow_module_level=True)
 
 import analyzer
-from analyzer.engine_tshark import read_tshark
 from analyzer.errors import CaptureError, CaptureWarning
-from analyzer.schema import PACKET_DTYPES
+from analyzer.reading.schema import PACKET_DTYPES
+from analyzer.reading.tshark import read_tshark
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent

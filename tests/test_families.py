@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from analyzer.families import group_qscan, group_robust
+from analyzer.analysis.families import group_qscan, group_robust
 
 RNG_SEEDS = st.integers(0, 2**32 - 1)
 
@@ -116,7 +116,7 @@ def _probe(port, ts_ns, rtt_us):
 
 
 def test_families_frame_kinds():
-    from analyzer.families import families
+    from analyzer.analysis.families import families
 
     rng = np.random.default_rng(0)
     rows = []
@@ -136,7 +136,7 @@ def test_families_frame_kinds():
 def test_ports_probed_one_after_another_are_untestable():
     """The same RTTs, but each port's ten probes sent before the next port's (hping3 one port at a time): no
     trip holds two ports, so RTT compares nothing and claims nothing, however far apart the ports are."""
-    from analyzer.families import families
+    from analyzer.analysis.families import families
 
     rng = np.random.default_rng(0)
     rows = [_probe(port, (j * 10 + trip) * 20_000_000, base + rng.normal(0, 5))
@@ -149,7 +149,7 @@ def test_ports_probed_one_after_another_are_untestable():
 def test_the_evidence_rule_needs_five_shared_trips(shared, kind):
     """Eight ports (three 30x slower), probed together in `shared` trips, then each alone in five more, a minute
     apart: a split needs MIN_TRIPS = 5 shared trips; with four, every port is untestable, none set apart."""
-    from analyzer.families import MIN_TRIPS, families
+    from analyzer.analysis.families import MIN_TRIPS, families
 
     assert MIN_TRIPS == 5
     rng = np.random.default_rng(1)
@@ -171,7 +171,7 @@ def test_the_evidence_rule_needs_five_shared_trips(shared, kind):
 
 
 def test_sampling_blocks_are_trips_and_windows():
-    from analyzer.families import BLOCK_S, sampling_blocks
+    from analyzer.analysis.families import BLOCK_S, sampling_blocks
 
     second = 1_000_000_000
     # qscan: every port in turn → trip k holds each port's k-th probe
@@ -224,7 +224,7 @@ def _trips_by_hand(group, port, ts):
 def test_trips_are_the_rule_probe_by_probe(seed, n, groups, ports):
     """`sampling_blocks` numbers trips by whole-array rounds; the rule applied probe by probe gives the same trips
     (blocks of unbounded length are the trips themselves, numbered in order of first appearance)."""
-    from analyzer.families import sampling_blocks
+    from analyzer.analysis.families import sampling_blocks
 
     rng = np.random.default_rng(seed)
     group, port, ts = rng.integers(0, groups, n), rng.integers(0, ports, n), rng.permutation(n)
@@ -238,7 +238,7 @@ def test_trips_are_the_rule_probe_by_probe(seed, n, groups, ports):
 def test_family_medians_are_the_median_of_port_medians(seed, n):
     """`family_medians` (the figure text, JSON and report give) is pandas' median of each answered family's
     ports' medians, NaN left out, per target and protocol."""
-    from analyzer.families import family_medians
+    from analyzer.analysis.families import family_medians
 
     rng = np.random.default_rng(seed)
     ports = pd.DataFrame({"target": rng.choice(["10.0.0.1", "10.0.0.2"], n), "protocol": rng.choice(["tcp", "udp"], n),

@@ -23,8 +23,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import analyzer
-from analyzer import capture, compiled, keys
+from analyzer import accel as compiled
+from analyzer.analysis import keys
 from analyzer.cli import main as cli_main
+from analyzer.reading import formats as capture
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
@@ -385,7 +387,7 @@ def test_memory_running_out_is_a_one_line_error(tmp_path: Path) -> None:
     program = f"""
 import resource, sys
 sys.argv = ["synlens", "rtt", {path!r}]
-import analyzer.cli, analyzer.signals, analyzer.stats, scipy.special
+import analyzer.cli, analyzer.analysis.signals, analyzer.analysis.stats, scipy.special
 size = next(int(line.split()[1]) for line in open("/proc/self/status") if line.startswith("VmSize:")) * 1024
 resource.setrlimit(resource.RLIMIT_AS, (size + (150 << 20), resource.RLIM_INFINITY))
 sys.exit(analyzer.cli.main())

@@ -18,10 +18,10 @@ def test_importing_the_package_loads_no_library():
 
 def test_api_names_are_the_functions_whichever_module_loads_first():
     code = """
-import types, analyzer.match, analyzer.scans  # the submodules first: the import binds them to the package
+import types, analyzer.analysis.match, analyzer.analysis.scans  # the submodules first: the import binds them to the package
 import analyzer
 from analyzer import families, hosts, match, scans, rtt, read
-from analyzer.match import match as match_function
+from analyzer.analysis.match import match as match_function
 functions = (families, hosts, match, scans, rtt, read)
 print(sorted(analyzer.__all__) == sorted(analyzer._API), match is match_function,
       analyzer.match is match_function,

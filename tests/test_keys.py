@@ -4,7 +4,7 @@ import numpy as np
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from analyzer.keys import packet_rows, ranges, stable_order
+from analyzer.analysis.keys import packet_rows, ranges, stable_order
 
 spans = st.sampled_from([1, 3, 255, 65_535, 65_537, 2**32 + 5, 2**47, 2**62])
 
@@ -65,7 +65,7 @@ def test_int_column_at_takes_the_rows_asked_in_their_order():
     among them: the column's integers at those rows, -1 where missing."""
     import pandas as pd
 
-    from analyzer.keys import int_column_at
+    from analyzer.analysis.keys import int_column_at
 
     column = pd.Series(pd.array([5, None, 7, 9], dtype="UInt16"))
     for rows in ([0, 1, 2, 3], [3, 2, 1, 0], [1, 3], []):
@@ -81,7 +81,7 @@ def test_modes_are_each_groups_most_common_values(n, port_span, mixed, two_colum
     count; groups of one value (found without sorting where the ports are dense) and groups of several alike."""
     from collections import Counter
 
-    from analyzer.keys import modes
+    from analyzer.analysis.keys import modes
 
     rng = np.random.default_rng(seed)
     port = rng.integers(-1, port_span, n)
@@ -106,16 +106,16 @@ def test_first_ids_is_pandas_factorize(n, span, seed, compiled_code):
     hash (wider ranges, or no compiled code): pandas' factorize codes, ids by first appearance."""
     import pandas as pd
 
-    import analyzer.compiled
-    from analyzer.keys import first_ids
+    import analyzer.accel
+    from analyzer.analysis.keys import first_ids
 
     keys = np.random.default_rng(seed).integers(0, span, n)
-    saved = analyzer.compiled.FAST
+    saved = analyzer.accel.FAST
     try:
-        analyzer.compiled.FAST = saved if compiled_code else None
+        analyzer.accel.FAST = saved if compiled_code else None
         got = first_ids(keys)
     finally:
-        analyzer.compiled.FAST = saved
+        analyzer.accel.FAST = saved
     assert got.dtype == np.int64
     assert np.array_equal(got, pd.factorize(keys)[0])
 
@@ -123,9 +123,9 @@ def test_first_ids_is_pandas_factorize(n, span, seed, compiled_code):
 def test_first_ids_compiled_refuses_keys_outside_its_table():
     import pytest
 
-    import analyzer.compiled
+    import analyzer.accel
 
-    fast = analyzer.compiled.FAST
+    fast = analyzer.accel.FAST
     ids = np.empty(3, np.int64)
     assert fast.first_ids(np.array([4, 0, 4]), np.full(5, -1, np.int64), ids) == 2 and ids.tolist() == [0, 1, 0]
     for keys in ([0, 5, 1], [0, -1, 1]):
@@ -140,7 +140,7 @@ def test_value_codes_are_equal_where_the_values_are():
     the value is absent."""
     import pandas as pd
 
-    from analyzer.keys import value_codes
+    from analyzer.analysis.keys import value_codes
 
     column = pd.Series(pd.array([7, None, 7, 2**63, 7, None], dtype="UInt64"))
     for rows, want in (([0, 2, 4], [0, 0, 0]), ([0, 1, 2], [0, -1, 0]), ([3, 0, 1, 4, 3], [0, 1, -1, 1, 0]),
@@ -155,7 +155,7 @@ def test_value_codes_are_equal_where_the_values_are():
        st.integers(0, 2**32 - 1))
 def test_unique_inverse_is_numpys(n, span, low, seed):
     """keys.unique_inverse, by counting (small ranges) or by numpy's sort: np.unique's values and inverse."""
-    from analyzer.keys import unique_inverse
+    from analyzer.analysis.keys import unique_inverse
 
     values = np.random.default_rng(seed).integers(low, low + span, n)
     uniques, inverse = unique_inverse(values)

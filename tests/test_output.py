@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 
 import analyzer
 from analyzer.cli import main
-from analyzer.output import rtt_json, rtt_table, rtt_table_blocks, scans_table, service_name
+from analyzer.render.output import rtt_json, rtt_table, rtt_table_blocks, scans_table, service_name
 
 
 @pytest.mark.parametrize("protocol", ["tcp", "udp"])
@@ -31,7 +31,7 @@ def test_service_names_are_getservbyport(protocol: str) -> None:
 
 def spy_on_records_json(monkeypatch) -> list[int]:
     """The number of rows of each frame `output._records_json` encodes from now on (the list fills as it runs)."""
-    from analyzer import output
+    from analyzer.render import output
 
     original, encoded = output._records_json, []
 
@@ -47,7 +47,7 @@ def spy_on_records_json(monkeypatch) -> list[int]:
 def test_big_rtt_json_says_what_the_small_one_says(capture: str, monkeypatch) -> None:
     """Big results are encoded column-wise (`_records_json`) as one JSON fragment per target of many ports, small
     ones (and a big result's small targets) as dicts by orjson: the same text, byte for byte, in blocks or not."""
-    from analyzer import output
+    from analyzer.render import output
 
     packets = analyzer.read(Path(__file__).resolve().parents[1] / "sample_pcaps" / capture)
     fams, family_table = analyzer.signal_families(packets, analyzer.match(packets))
@@ -70,7 +70,7 @@ def test_table_written_in_blocks_is_the_same_table(capture: str, monkeypatch) ->
     from pathlib import Path
 
     import analyzer
-    from analyzer import output
+    from analyzer.render import output
 
     packets = analyzer.read(Path(__file__).resolve().parents[1] / "sample_pcaps" / capture)
     fams, family_table = analyzer.signal_families(packets, analyzer.match(packets))
@@ -93,7 +93,7 @@ def test_width_is_the_widest_text(values, fmt) -> None:
     numbers, from every value for other formats ("{}" of floats is not monotone: 0.25 is wider than 1.0)."""
     import pandas as pd
 
-    from analyzer.output import _text, _width
+    from analyzer.render.output import _text, _width
 
     series = pd.Series(values, dtype=float)
     assert _width(series, fmt) == max(map(len, _text(series, fmt)))
@@ -156,7 +156,7 @@ def test_rtt_table_folds_targets_that_answered_nothing() -> None:
 def test_rtt_table_of_few_port_targets_is_the_per_target_table(capture: str, monkeypatch) -> None:
     """Targets of a few ports have their cells made all at once, each with its own widths: the same table as
     target by target (every sample's targets have at most nine ports)."""
-    from analyzer import output
+    from analyzer.render import output
 
     path = Path(__file__).resolve().parent.parent / "sample_pcaps" / capture
     packets = analyzer.read(path)
@@ -172,7 +172,7 @@ def test_column_wise_json_keeps_negative_zero_in_object_columns() -> None:
     import orjson
     import pandas as pd
 
-    from analyzer import output
+    from analyzer.render import output
 
     frame = pd.DataFrame({"ts_rate": pd.array([None, 0.0, -0.0, 0.0], dtype=object)})
     written = b"".join(output._records_json(frame, ["ts_rate"]))
@@ -190,7 +190,7 @@ def test_column_wise_json_is_orjsons_text(data) -> None:
     import orjson
     import pandas as pd
 
-    from analyzer import output
+    from analyzer.render import output
 
     n = data.draw(st.integers(0, 12))
     floats = st.one_of(st.floats(-1e300, 1e300), st.sampled_from([float("nan"), float("inf"), -float("inf")]))
@@ -227,7 +227,7 @@ def test_column_wise_json_is_orjsons_text(data) -> None:
 def test_big_scans_json_says_what_the_small_one_says(capture: str, monkeypatch) -> None:
     """A big scans result writes the port states of its scans of many ports column-wise: the same text as
     the dicts orjson writes, byte for byte, and the same document as the indented small result."""
-    from analyzer import output
+    from analyzer.render import output
 
     path = Path(__file__).resolve().parents[1] / "sample_pcaps" / capture
     packets = analyzer.read(path)
@@ -250,7 +250,7 @@ def test_service_names_of_many_rows_are_service_name(protocol: str) -> None:
     import numpy as np
     import pandas as pd
 
-    from analyzer.output import _service_names
+    from analyzer.render.output import _service_names
 
     ports = np.r_[np.arange(0, 65536), np.arange(0, 200)]
     names = _service_names(pd.Series(ports), pd.Series([protocol] * len(ports)))
@@ -267,7 +267,7 @@ def test_lines_are_the_row_formats_lines(data) -> None:
     (a row's last cell never ends in one: the table's last columns are numbers, "-" where missing)."""
     import numpy as np
 
-    from analyzer import output
+    from analyzer.render import output
 
     n, k = data.draw(st.integers(1, 6)), data.draw(st.integers(1, 4))
     cell = st.text(alphabet=st.sampled_from("ab -*+→µ%…1"), min_size=1, max_size=6)

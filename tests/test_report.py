@@ -1,4 +1,4 @@
-"""`synlens report`: the HTML report of a capture (analyzer/report.py), checked as text and in a real browser.
+"""`synlens report`: the HTML report of a capture (analyzer/render/report.py), checked as text and in a real browser.
 
 As text: every section is there (or says it is empty), the number of plots follows from the analysis, nothing
 is referenced outside the file, no script or event handler is present, strings from the capture are escaped
@@ -23,11 +23,12 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from analyzer import match, read, report
+from analyzer import match, read
+from analyzer.analysis.families import families
+from analyzer.analysis.scans import scans
+from analyzer.analysis.stats import rtt_samples
 from analyzer.errors import CaptureError
-from analyzer.families import families
-from analyzer.scans import scans
-from analyzer.stats import rtt_samples
+from analyzer.render import report
 
 REPO = Path(__file__).resolve().parent.parent
 

@@ -6,9 +6,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from analyzer.analysis.hosts import _mode, initial_ttl, ip_id_class, option_layout
+from analyzer.analysis.scans import state_of, technique_of
 from analyzer.flags import ACK, FIN, PSH, RST, SYN, URG, flag_text
-from analyzer.hosts import _mode, initial_ttl, ip_id_class, option_layout
-from analyzer.scans import state_of, technique_of
 
 RULES = [
     # technique, reply kind, icmp type, code, rst window, ip version → state

@@ -43,7 +43,7 @@ REPO = Path(__file__).resolve().parents[1]
 QSCAN_ARGS = "qscan.numtrips=10,qscan.delay=20ms"
 TRIPS = 10
 WRAP = 2**32
-CLOCK_TOLERANCE = 1000  # ticks: one clock read over a scan stays far closer (analyzer.signals uses the same)
+CLOCK_TOLERANCE = 1000  # ticks: one clock read over a scan stays far closer (analyzer.analysis.signals uses the same)
 EMULATED_GAP = 2**31  # inner2's clock in the emulated lab: XOR of the top bit == + 2**31 modulo 2**32
 
 Partition = set[frozenset[int]]

@@ -31,7 +31,7 @@ import pandas as pd
 import pytest
 
 import analyzer
-from analyzer.signals import ALL_SIGNALS
+from analyzer.analysis.signals import ALL_SIGNALS
 
 REPO = Path(__file__).resolve().parents[1]
 SCANNER, TARGET = "10.9.0.2", "10.9.0.1"

@@ -6,8 +6,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from scipy import stats as sps
 
-from analyzer.families import qscan_table_quantile
-from analyzer.stats import holm, pooled_t, summarize, welch_anova, yuen_welch, yuen_welch_matrix
+from analyzer.analysis.families import qscan_table_quantile
+from analyzer.analysis.stats import holm, pooled_t, summarize, welch_anova, yuen_welch, yuen_welch_matrix
 
 samples = st.lists(st.floats(50, 5000, allow_nan=False), min_size=5, max_size=30).map(np.array)
 
@@ -115,7 +115,7 @@ def test_scipy_special_loads_in_background() -> None:
     import sys
 
     code = ("import sys, threading\n"
-            "from analyzer.stats import load_in_background, _special\n"
+            "from analyzer.analysis.stats import load_in_background, _special\n"
             "assert 'scipy.special' not in sys.modules\n"
             "load_in_background()\n"
             "[worker] = [t for t in threading.enumerate() if t.name == 'synlens-import-scipy']\n"
@@ -131,7 +131,7 @@ def _port_stats_reference(probes):
     """port_stats the slow, obvious way: a loop over every port, numpy's functions of its samples."""
     import pandas as pd
 
-    from analyzer.stats import select_probes
+    from analyzer.analysis.stats import select_probes
 
     m = select_probes(probes)
     rows = []
@@ -150,7 +150,7 @@ def _port_stats_reference(probes):
 
 
 def _assert_port_stats_exact(probes) -> None:
-    from analyzer.stats import port_stats
+    from analyzer.analysis.stats import port_stats
 
     got = port_stats(probes)
     want = _port_stats_reference(probes)
@@ -209,7 +209,7 @@ blocks_of = st.tuples(st.integers(2, 12), st.integers(3, 9), st.integers(0, 2**3
 @given(blocks_of)
 def test_skillings_mack_of_complete_blocks_is_scipys_friedman(case):
     """Every block complete: Skillings–Mack is Friedman's test, tie correction and all (scipy's statistic and p)."""
-    from analyzer.stats import skillings_mack
+    from analyzer.analysis.stats import skillings_mack
 
     b, k, seed, tied = case
     x = np.random.default_rng(seed).normal(size=(b, k))
@@ -228,7 +228,7 @@ def test_skillings_mack_of_complete_blocks_is_scipys_friedman(case):
 @settings(max_examples=100, deadline=None)
 @given(blocks_of)
 def test_midranks_are_scipys_rankdata_of_each_row(case):
-    from analyzer.stats import midranks
+    from analyzer.analysis.stats import midranks
 
     b, k, seed, tied = case
     rng = np.random.default_rng(seed)
@@ -266,7 +266,7 @@ def _skillings_mack_reference(x):
 @settings(max_examples=100, deadline=None)
 @given(blocks_of)
 def test_skillings_mack_with_missing_cells_equals_the_published_form(case):
-    from analyzer.stats import skillings_mack
+    from analyzer.analysis.stats import skillings_mack
 
     b, k, seed, _ = case
     rng = np.random.default_rng(seed)
@@ -281,7 +281,7 @@ def test_skillings_mack_with_missing_cells_equals_the_published_form(case):
 
 
 def test_skillings_mack_says_alike_when_nothing_can_differ():
-    from analyzer.stats import skillings_mack
+    from analyzer.analysis.stats import skillings_mack
 
     assert skillings_mack(np.full((5, 4), 3.0)).pvalue == 1.0  # every block one value
     assert skillings_mack(np.array([[1.0, np.nan], [np.nan, 2.0]])).blocks == 0  # no block holds two ports
@@ -290,7 +290,7 @@ def test_skillings_mack_says_alike_when_nothing_can_differ():
 def test_skillings_mack_null_rejects_at_most_alpha_with_missing_cells():
     """Under the null (ports alike, blocks shifted by a time effect, a quarter of the cells lost) the chi-square
     p-value rejects at α = 0.01 no more often than α allows (the test is conservative at ten blocks)."""
-    from analyzer.stats import skillings_mack
+    from analyzer.analysis.stats import skillings_mack
 
     rng = np.random.default_rng(18)
     rejected = 0
@@ -307,7 +307,7 @@ def test_skillings_mack_null_rejects_at_most_alpha_with_missing_cells():
 def test_skillings_mack_of_many_ports_solves_the_same_form(case):
     """Past EIGEN_PORTS the quadratic form is solved by conjugate gradients, the rank from linked ports: the same
     statistic, dof and p as the exact path, ties, lost cells, blocks all one value and all."""
-    from analyzer import stats
+    from analyzer.analysis import stats
 
     b, k, seed, tied = case
     rng = np.random.default_rng(seed)

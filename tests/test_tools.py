@@ -1,4 +1,4 @@
-"""Tool signatures (analyzer/tools.py): unicornscan's, on probes built as its source builds them
+"""Tool signatures (analyzer/analysis/fingerprints.py): unicornscan's, on probes built as its source builds them
 (tests/make_edge_captures.py, unicornscan_capture), and no tool renamed on the real captures."""
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ import pandas as pd
 import pytest
 
 import analyzer
-from analyzer.tools import tool_of_phase
+from analyzer.analysis.fingerprints import tool_of_phase
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
@@ -132,7 +132,7 @@ def test_unicornscan_screen_of_the_first_probes(unicornscan_probes, monkeypatch,
     capture's probes): a phase whose first probes share a key is still checked whole."""
     packets, probes = unicornscan_probes
     assert len(probes) > 6
-    monkeypatch.setattr("analyzer.tools._UNICORNSCAN_SCREEN", 4)
+    monkeypatch.setattr("analyzer.analysis.fingerprints._UNICORNSCAN_SCREEN", 4)
     assert tool_of_phase(variant(packets, probes), probes, "SYN")[0] == tool, name
 
 

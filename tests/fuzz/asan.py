@@ -1,4 +1,4 @@
-"""analyzer/_fast.c built with AddressSanitizer and UndefinedBehaviorSanitizer, apart from the ordinary build, and
+"""analyzer/accel/_fast.c built with AddressSanitizer and UndefinedBehaviorSanitizer, apart from the ordinary build, and
 the environment a worker process needs to load it (the ASan runtime preloaded: the Python interpreter itself is
 not built with it)."""
 
@@ -15,7 +15,7 @@ from pathlib import Path
 from types import ModuleType
 
 REPO = Path(__file__).resolve().parents[2]
-SOURCE = REPO / "analyzer" / "_fast.c"
+SOURCE = REPO / "analyzer" / "accel" / "_fast.c"
 BUILD = REPO / "build" / "asan"
 FLAGS = ("-shared", "-fPIC", "-O1", "-g", "-fno-omit-frame-pointer", "-fsanitize=address,undefined",
          "-fno-sanitize-recover=all", "-Wall", "-Wextra", "-Wno-unused-parameter")
@@ -30,7 +30,7 @@ ENV_MODULE = "SYNLENS_FUZZ_FAST"  # the path of the sanitized module a worker lo
 def compiler() -> str:
     cc = os.environ.get("CC") or shutil.which("gcc") or shutil.which("cc")
     if not cc:
-        raise RuntimeError("no C compiler (gcc) found to build analyzer/_fast.c with sanitizers")
+        raise RuntimeError("no C compiler (gcc) found to build analyzer/accel/_fast.c with sanitizers")
     return cc
 
 
@@ -74,17 +74,17 @@ def environment(module: Path) -> dict[str, str]:
 
 
 def load_if_asked() -> ModuleType | None:
-    """In a worker: the sanitized module named by the environment, made analyzer._fast before analyzer.compiled
+    """In a worker: the sanitized module named by the environment, made analyzer._fast before analyzer.accel
     imports it (None when none is named). Raises when it cannot be the one analyzer uses."""
     path = os.environ.get(ENV_MODULE)
     if not path:
         return None
-    spec = importlib.util.spec_from_file_location("analyzer._fast", path)
+    spec = importlib.util.spec_from_file_location("analyzer.accel._fast", path)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
-    sys.modules["analyzer._fast"] = module
-    from analyzer import compiled
+    sys.modules["analyzer.accel._fast"] = module
+    from analyzer import accel as compiled
 
     if compiled.FAST is not module:
-        raise RuntimeError(f"analyzer.compiled did not take the sanitized module {path} (API {getattr(module, 'API', None)})")
+        raise RuntimeError(f"analyzer.accel did not take the sanitized module {path} (API {getattr(module, 'API', None)})")
     return module

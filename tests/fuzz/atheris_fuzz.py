@@ -7,7 +7,7 @@ and libFuzzer saves the input as crash-<sha1>).
     PYTHONPATH=. python3 -m tests.fuzz.atheris_fuzz build/atheris-corpus -runs=20000 -seed=1
 
 The corpus folder starts as the trimmed seeds when empty. atheris's libFuzzer does not work beside gcc's
-AddressSanitizer runtime (no coverage is seen), so this runs the ordinary build of analyzer._fast: what it
+AddressSanitizer runtime (no coverage is seen), so this runs the ordinary build of analyzer.accel._fast: what it
 finds is checked again under ASan and UBSan with `python -m tests.fuzz check` in the environment
 asan.environment makes (minimize.signatures_in_worker does so), and the campaign (campaign.py) is what runs
 the compiled code sanitized.
@@ -26,7 +26,8 @@ import atheris
 from . import mutators, seeds
 
 with atheris.instrument_imports(include=["analyzer"]):
-    for module in ("cli", "hosts", "report", "scans", "signals"):  # (every module a case goes through)
+    for module in ("cli", "analysis.hosts", "render.report", "analysis.scans", "analysis.signals"):  # (every module a
+        # case goes through)
         importlib.import_module(f"analyzer.{module}")
 from . import harness  # (after the analyzer is loaded instrumented)
 

@@ -27,10 +27,12 @@ from pathlib import Path
 import pandas as pd
 
 import analyzer
-from analyzer import capture, compiled, packets
+from analyzer import accel as compiled
+from analyzer.analysis.families import METHODS
 from analyzer.cli import main as cli_main
 from analyzer.errors import CaptureError, CaptureWarning
-from analyzer.families import METHODS
+from analyzer.reading import formats as capture
+from analyzer.reading import packets
 
 REPO = Path(__file__).resolve().parents[2]
 

@@ -21,7 +21,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import analyzer
-from analyzer import packets
+from analyzer.reading import packets
 
 from . import asan, campaign, formats, harness, mutators, seeds
 
@@ -94,8 +94,8 @@ def test_harness_finds_a_warning_other_than_capture_warnings(tmp_path: Path, mon
 
 
 def test_harness_finds_the_readers_disagreeing(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    if analyzer.compiled.FAST is None:
-        pytest.skip("analyzer._fast is not built: there is no compiled reader to compare")
+    if analyzer.accel.FAST is None:
+        pytest.skip("analyzer.accel._fast is not built: there is no compiled reader to compare")
     real = packets._compiled_tcp4
 
     def off_by_one(rec, base, out, addr):  # the compiled fast path getting one TTL wrong

@@ -28,8 +28,8 @@ from typing import BinaryIO
 
 import numpy as np
 
-from . import compiled
-from .errors import CaptureError, CaptureWarning, capture_file_errors
+from .. import accel as compiled
+from ..errors import CaptureError, CaptureWarning, capture_file_errors
 
 PCAP_MAGIC_US = 0xA1B2C3D4
 PCAP_MAGIC_NS = 0xA1B23C4D

@@ -9,7 +9,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from . import compiled
+from .. import accel as compiled
 
 KEY_SPAN = 1 << 62  # packed keys stay below this
 

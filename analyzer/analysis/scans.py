@@ -30,9 +30,11 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
+from ..flags import ACK, CWR, ECE, FIN, PSH, RST, SYN, URG, flag_text
+from ..reading.payloads import payload_heads
 from .exchanges import PACKET_FIELDS as EXCHANGE_FIELDS
 from .exchanges import Columns, PacketKeys, answers_group_query, span, take, tcp_in_conversation, to_group
-from .flags import ACK, CWR, ECE, FIN, PSH, RST, SYN, URG, flag_text
+from .fingerprints import SIGNATURE_COLUMNS, ToolVerdict, tool_verdict
 from .keys import (
     column_codes,
     column_values,
@@ -47,7 +49,6 @@ from .keys import (
     value_codes,
 )
 from .match import match as match_probes
-from .payloads import payload_heads
 from .stages import (
     ArpStage,
     Connection,
@@ -60,7 +61,6 @@ from .stages import (
     traceroutes,
     version_probe,
 )
-from .tools import SIGNATURE_COLUMNS, ToolVerdict, tool_verdict
 from .udp_payloads import scanner_payload
 
 MIN_PORTS = 3

@@ -12,7 +12,7 @@ import numpy as np
 import orjson
 import pandas as pd
 
-from .keys import group_ids, group_positions, unique_inverse
+from ..analysis.keys import group_ids, group_positions, unique_inverse
 
 RTT_COLUMNS = ["port", "protocol", "family", "family_kind", "sent", "received", "loss", "retransmissions",
                "samples", "mean_us", "stddev_us", "min_us", "median_us", "p95_us"]
@@ -228,7 +228,7 @@ def _target_rows(target: pd.Series) -> tuple[list, list[np.ndarray]]:
 def _median_of(fams: pd.DataFrame) -> Callable[[object, object, object, str], float | None]:
     """(target, protocol, family, kind) → the family's RTT median in µs as output writes it (`family_medians`:
     the figure the text's evidence and the report give too); None for the "no answer" family."""
-    from .families import family_medians
+    from ..analysis.families import family_medians
 
     medians = family_medians(fams).round(_digits("median_us")).to_dict()
 

@@ -31,9 +31,9 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
+from ..flags import ACK, RST, SYN
 from .families import families as rtt_families
 from .families import medians_by_family
-from .flags import ACK, RST, SYN
 from .hosts import option_layout
 from .keys import column_codes, group_ids, modes, packet_rows, stable_order
 from .stats import select_probes

@@ -30,8 +30,8 @@ from collections.abc import Callable, Iterable
 import numpy as np
 import pandas as pd
 
-from . import compiled
-from .flags import ACK, FIN, RST, SYN
+from .. import accel as compiled
+from ..flags import ACK, FIN, RST, SYN
 from .keys import categories_at, pack_into, ranges, sort_words
 
 DEFAULT_WINDOW_S = 10.0
@@ -53,7 +53,7 @@ _COPIED = {"ip_version": "ip_version", "reply_ttl": "ttl", "reply_ip_id": "ip_id
 def match_columns(columns: Iterable[str] = PROBE_COLUMNS) -> tuple[str, ...]:
     """The packets-table columns `match` reads to make these probe columns (`analyzer.read(path,
     columns=match_columns(…))` is all it needs)."""
-    from .schema import PACKET_COLUMNS
+    from ..reading.schema import PACKET_COLUMNS
 
     keys = {"frame", "ts_ns", "src", "dst", "ip_proto", "fragment", "sport", "dport", "tcp_flags", "seq", "ack",
             "payload_len", "icmp_type", "icmp_code", "icmp_id", "icmp_seq", "q_src", "q_dst", "q_proto", "q_sport",
@@ -719,7 +719,7 @@ def _no_probes(pk: pd.DataFrame, synack: np.ndarray, rst: np.ndarray, flags: np.
 
 
 def _one_probe_table() -> pd.DataFrame:
-    from .schema import PACKET_COLUMNS, column, frame_from_columns
+    from ..reading.schema import PACKET_COLUMNS, column, frame_from_columns
 
     cols: dict[str, object] = {}
     for c in PACKET_COLUMNS:

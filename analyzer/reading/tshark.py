@@ -58,7 +58,7 @@ import zlib
 import numpy as np
 import pandas as pd
 
-from .errors import CaptureError, CaptureWarning, capture_file_errors
+from ..errors import CaptureError, CaptureWarning, capture_file_errors
 from .schema import PACKET_COLUMNS, PACKET_DTYPES, column, empty_packets, frame_from_columns
 
 INSTALL_HINT = "pip install 'synlens[tshark]' (or: pip install pyshark)"

@@ -19,25 +19,16 @@ import warnings
 import numpy as np
 import pandas as pd
 
-from . import report_plots as plots
-from .errors import CaptureWarning
-from .families import MIN_TRIPS, families, family_medians
-from .hosts import hosts
-from .keys import group_ids, group_positions
-from .match import match
-from .output import (
-    SILENT_TARGETS_OVER,
-    address_order,
-    first_addresses,
-    service_name,
-    silent_rows,
-    silent_summary,
-    silent_targets,
-    states_by_scan,
-    utc,
-)
-from .packets import read
-from .report_html import (
+from ..analysis.families import MIN_TRIPS, families, family_medians
+from ..analysis.hosts import hosts
+from ..analysis.keys import group_ids, group_positions
+from ..analysis.match import match
+from ..analysis.scans import ScanResult, scans
+from ..analysis.stats import rtt_samples
+from ..errors import CaptureWarning
+from ..reading.packets import read
+from . import plots
+from .html import (
     MAX_ROWS,
     Raw,
     dl,
@@ -52,8 +43,17 @@ from .report_html import (
     swatch,
     table,
 )
-from .scans import ScanResult, scans
-from .stats import rtt_samples
+from .output import (
+    SILENT_TARGETS_OVER,
+    address_order,
+    first_addresses,
+    service_name,
+    silent_rows,
+    silent_summary,
+    silent_targets,
+    states_by_scan,
+    utc,
+)
 
 HIDE_OVER = 25  # a port table longer than this leaves out its commonest state, as nmap does
 MAX_PLOTS = 12  # plots of one kind (scan phases, scanners, targets); the largest are kept

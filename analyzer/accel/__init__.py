@@ -1,4 +1,4 @@
-"""The compiled reader loops, radix sort, key order and dense factorize (analyzer/_fast.c), when they were built.
+"""The compiled reader loops, radix sort, key order and dense factorize (analyzer/accel/_fast.c), when they were built.
 
 `FAST` is the module, or None: when no C compiler was found at install time (setup.py builds it as optional),
 when the build is of other sources than these (its API number differs: a checkout updated without `pip install
@@ -22,7 +22,7 @@ def _load() -> ModuleType | None:
     return _fast if getattr(_fast, "API", None) == API else None
 
 
-API = 7  # the interface analyzer/_fast.c's API_VERSION names
+API = 7  # the interface analyzer/accel/_fast.c's API_VERSION names
 
 
 FAST: ModuleType | None = _load()

@@ -17,8 +17,8 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
+from ..flags import ACK, CWR, ECE, FIN, PSH, RST, SYN, URG
 from .exchanges import Columns, PacketKeys, span
-from .flags import ACK, CWR, ECE, FIN, PSH, RST, SYN, URG
 from .keys import group_ids, int_column_at
 
 

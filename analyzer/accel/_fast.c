@@ -839,7 +839,7 @@ static struct PyModuleDef module = {
     PyModuleDef_HEAD_INIT, .m_name = "_fast", .m_doc = NULL, .m_size = -1, .m_methods = methods,
 };
 
-/* The interface's version: analyzer/compiled.py uses this module only when it is the one it was written for
+/* The interface's version: analyzer/accel/__init__.py uses this module only when it is the one it was written for
  * (a build left over from older sources is ignored, not called with the wrong arguments). */
 #define API_VERSION 7
 

@@ -15,8 +15,8 @@ import dpkt
 import numpy as np
 import pandas as pd
 
-from .capture import read_records
-from .errors import CaptureError, CaptureWarning
+from ..errors import CaptureError, CaptureWarning
+from .formats import read_records
 
 # link type → dpkt's decoder of its frames (raw IP link types by their own numbers)
 _LINKS = {1: dpkt.ethernet.Ethernet, 113: dpkt.sll.SLL, 276: dpkt.sll2.SLL2, 0: dpkt.loopback.Loopback,

@@ -18,8 +18,8 @@ import re
 import numpy as np
 import pandas as pd
 
+from ..flags import ACK, RST, SYN
 from .exchanges import PacketKeys, to_group
-from .flags import ACK, RST, SYN
 from .keys import column_codes, int_column_at, modes, packet_rows, stable_order, unique_inverse
 
 # The packets-table and probes-table columns `hosts` reads.

@@ -31,9 +31,9 @@ from collections.abc import Iterable
 import numpy as np
 import pandas as pd
 
-from . import compiled
-from .capture import Records, read_records
-from .errors import CaptureError
+from .. import accel as compiled
+from ..errors import CaptureError
+from .formats import Records, read_records
 from .schema import empty_packets, frame_from_columns
 
 # Link types (tcpdump.org/linktypes.html)
@@ -180,7 +180,7 @@ def read(path: str | os.PathLike[str], *, engine: str = "native", columns: Itera
     """
     keep = _wanted(columns)
     if engine == "tshark":
-        from .engine_tshark import read_tshark  # optional dependency: imported only when asked for
+        from .tshark import read_tshark  # optional dependency: imported only when asked for
 
         frame = read_tshark(os.fspath(path))
         return frame if columns is None else _subset(frame, keep)

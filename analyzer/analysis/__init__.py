@@ -1,0 +1,1 @@
+"""Analysis of the packets table: matching, statistics and families, signals, scans, stages, fingerprints, hosts."""

@@ -1,0 +1,1 @@
+"""Rendering results: text tables, JSON, CSV and the HTML report."""
