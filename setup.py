@@ -1,10 +1,15 @@
-"""The one build step pyproject.toml cannot declare: the optional compiled reader loops (analyzer/accel/_fast.c).
+"""The one build step pyproject.toml cannot declare: the optional compiled code behind analyzer/accel/ (the
+reader's per-record loops, analyzer/accel/_reader.c; keys and their order, analyzer/accel/_sort.c).
 
-`optional=True`: where no C compiler is found the install still succeeds, and synlens reads captures with
-its numpy code instead (the same results, slower).
+`optional=True`: where no C compiler is found the install still succeeds, and synlens runs the numpy code of
+analyzer/accel/ instead (the same results, slower).
 """
 
 from setuptools import Extension, setup
 
-setup(ext_modules=[Extension("analyzer.accel._fast", ["analyzer/accel/_fast.c"], optional=True,
-                             extra_compile_args=["-O2", "-Wall", "-Wextra", "-Wno-unused-parameter"])])
+FLAGS = ["-O2", "-Wall", "-Wextra", "-Wno-unused-parameter"]
+setup(ext_modules=[
+    Extension(f"analyzer.accel.{name}", [f"analyzer/accel/{name}.c"], depends=["analyzer/accel/_buffers.h"],
+              optional=True, extra_compile_args=FLAGS)
+    for name in ("_reader", "_sort")
+])

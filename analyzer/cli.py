@@ -9,11 +9,10 @@ import warnings
 from collections.abc import Iterable
 from typing import NoReturn
 
-from .analysis.families import DEFAULT_CONFIDENCE, METHODS, MIN_DIFF_US, MIN_RATIO, MIN_TRIPS, families
-from .analysis.match import DEFAULT_WINDOW_S, match, match_columns
-from .analysis.stats import PROBE_FIELDS, select_probes
+from .analysis.families import METHODS, MIN_DIFF_US, MIN_RATIO, MIN_TRIPS
+from .analysis.match import DEFAULT_WINDOW_S
 from .errors import CaptureError, CaptureWarning
-from .reading.packets import read
+from .pipeline import Analysis, Options, analyze
 from .render.output import (
     hosts_table,
     rtt_csv,
@@ -103,28 +102,25 @@ def cmd_report(args: argparse.Namespace) -> int:
     return 0
 
 
-def _scan_results(args: argparse.Namespace) -> tuple:
-    from .analysis.hosts import PACKET_FIELDS as HOST_PACKET_FIELDS
-    from .analysis.hosts import PROBE_FIELDS as HOST_PROBE_FIELDS
-    from .analysis.hosts import hosts
-    from .analysis.scans import PACKET_FIELDS as SCAN_PACKET_FIELDS
-    from .analysis.scans import PROBE_FIELDS as SCAN_PROBE_FIELDS
-    from .analysis.scans import scans
+def _options(args: argparse.Namespace) -> Options:
+    """The pipeline's options from a command's arguments (those the command has)."""
+    given = {name: getattr(args, arg) for name, arg in (
+        ("engine", "engine"), ("window_s", "window"), ("method", "method"), ("confidence", "confidence"),
+        ("probes", "probes"), ("min_ratio", "min_ratio"), ("min_diff_us", "min_diff")) if hasattr(args, arg)}
+    return Options(**given, targets=tuple(getattr(args, "target", None) or ()))
 
-    # Only the columns the scans and hosts stages read (a big capture's whole table is twice its size).
-    probe_fields = set(SCAN_PROBE_FIELDS) | set(HOST_PROBE_FIELDS)
-    packets = read(args.capture, engine=args.engine,
-                   columns=match_columns(probe_fields) + SCAN_PACKET_FIELDS + HOST_PACKET_FIELDS)
-    probes = match(packets, window_s=args.window, columns=probe_fields)
-    result = scans(packets, probes)
-    return packets, result, hosts(packets, probes, result.states, result.scans)
+
+def _say_notes(analysis: Analysis) -> None:
+    for note in analysis.notes:
+        print(f"synlens: note: {note}", file=sys.stderr)
 
 
 def cmd_scans(args: argparse.Namespace) -> int:
-    packets, result, host_table = _scan_results(args)
-    meta = {"capture": args.capture, "packets": len(packets)}
+    analysis = analyze(args.capture, ("scans", "hosts"), _options(args))
+    result = analysis.scans
+    meta = {"capture": args.capture, "packets": analysis.packet_count}
     if args.format == "json":
-        _write_bytes(scans_json_pieces(result.scans, result.states, host_table, meta, result.notes))
+        _write_bytes(scans_json_pieces(result.scans, result.states, analysis.hosts, meta, result.notes))
     elif args.format == "csv":
         sys.stdout.write(scans_csv(result.states, result.scans))
     else:
@@ -133,14 +129,14 @@ def cmd_scans(args: argparse.Namespace) -> int:
 
 
 def cmd_hosts(args: argparse.Namespace) -> int:
-    _, result, host_table = _scan_results(args)
-    found, states = result
+    analysis = analyze(args.capture, ("scans", "hosts"), _options(args))
+    found, states = analysis.scans
     if args.format == "json":
-        _write_bytes([scans_json(found.iloc[0:0], states.iloc[0:0], host_table, {"capture": args.capture})])
+        _write_bytes([scans_json(found.iloc[0:0], states.iloc[0:0], analysis.hosts, {"capture": args.capture})])
     elif args.format == "csv":
-        sys.stdout.write(host_table.to_csv(index=False))
+        sys.stdout.write(analysis.hosts.to_csv(index=False))
     else:
-        print(hosts_table(host_table))
+        print(hosts_table(analysis.hosts))
     return 0
 
 
@@ -164,46 +160,22 @@ def _warn_line(message, category, filename, lineno, file=None, line=None) -> Non
 
 
 def cmd_rtt(args: argparse.Namespace) -> int:
-    from .analysis.signals import REPLY_FIELDS
-    from .analysis.stats import load_in_background
-
-    load_in_background()  # scipy.special, for the RTT tests, on the other core while the capture is read and matched
-
-    # Only the fields matching, the statistics and the signals read: on a big capture, a fraction of the whole
-    # table (and of the whole probes table).
-    packets = read(args.capture, engine=args.engine, columns=match_columns(PROBE_FIELDS) + REPLY_FIELDS)
-    probes = match(packets, window_s=args.window, columns=PROBE_FIELDS)
-    n_packets, malformed = len(packets), packets.attrs.get("malformed", 0)
-    packets = packets[["frame", *REPLY_FIELDS]]  # matched: the other columns' memory is free for what follows
-    if args.target:
-        dst = probes["dst"].astype(str)
-        for absent in sorted(set(args.target) - set(dst.unique())):
-            print(f"synlens: note: --target {absent}: no probe to that address in {args.capture}", file=sys.stderr)
-        probes = probes[dst.isin(args.target)]
-    if args.probes == "syn" and len(probes) and select_probes(probes, "syn").empty:
-        print(f"synlens: note: no bare SYN probe in {args.capture} (its probes carry other flags, or are not "
-              "TCP): no RTT to report; --probes any draws RTTs from every probe", file=sys.stderr)
-    options = dict(method=args.method, confidence=args.confidence, probes=args.probes, min_ratio=args.min_ratio,
-                   min_diff_us=args.min_diff)
-    family_table = None
-    if args.signals == "all":
-        from .analysis.signals import signal_families
-
-        fams, family_table = signal_families(packets, probes, **options)
-    else:
-        fams = families(probes, **options)
+    options = _options(args)
+    analysis = analyze(args.capture, ("signals",) if args.signals == "all" else ("families",), options)
+    _say_notes(analysis)
+    fams, family_table = analysis.signals if args.signals == "all" else (analysis.families, None)
     meta = {
         "capture": args.capture,
         "signals": args.signals,
         "method": args.method,
         **({"min_trips": MIN_TRIPS} if args.method == "robust" else {}),
-        "confidence": args.confidence or DEFAULT_CONFIDENCE[args.method],
-        "packets": n_packets,
-        "malformed_packets": malformed,
-        "probes_matched": int(probes["reply_frame"].notna().sum()),
-        "unsolicited_replies": probes.attrs.get("unsolicited_replies", 0),
+        "confidence": options.family_confidence,
+        "packets": analysis.packet_count,
+        "malformed_packets": analysis.malformed,
+        "probes_matched": analysis.probes_matched,
+        "unsolicited_replies": analysis.unsolicited_replies,
     }
-    del packets, probes  # the output needs neither: their memory is free for it
+    del analysis  # the output needs only the families: the rest's memory is free for it
     if args.format == "json":
         _write_bytes(rtt_json_pieces(fams, meta, family_table))
     elif args.format == "csv":

@@ -3,7 +3,7 @@
 This machine's speed drifts by a quarter within minutes, so two versions timed minutes apart can differ by more
 than the change between them. Here each round runs both versions once, back to back, in an order that swaps
 every round; the medians over all rounds are compared. The other commit is checked out into a temporary git
-worktree, and its compiled loops (analyzer/accel/_fast.c) are built there in place; each version runs as
+worktree, and its compiled modules (analyzer/accel/*.c) are built there in place; each version runs as
 `python -m analyzer …` with its own tree first on PYTHONPATH, output to /dev/null.
 
     python benchmarks/ab.py BASE [--runs 8] -- rtt benchmarks/data/big.pcap --format json

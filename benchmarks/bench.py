@@ -114,7 +114,7 @@ def commands(capture: Path, save_rtt: Path | None) -> dict[str, tuple[list[str],
         "synlens rtt (table)": ([py, "-m", "analyzer", "rtt", str(capture)], None),  # the default output
         "synlens scans": ([py, "-m", "analyzer", "scans", str(capture), "--format", "json"], None),
         "synlens read": ([py, "-c", f"import analyzer; analyzer.read({str(capture)!r})"], None),
-        # The reader's numpy code, which the compiled loops (analyzer/accel/_fast.c) replace where they are built.
+        # The reader's numpy code, which the compiled loops (analyzer/accel/_reader.c) replace where they are built.
         "synlens rtt (numpy reader)": (["env", "SYNLENS_PURE=1", py, "-m", "analyzer", "rtt", str(capture), "--format",
                                         "json"], None),
         "tshark -T fields": (["tshark", "-r", str(capture), "-T", "fields", *fields], None),

@@ -686,7 +686,7 @@ capture's `.truth.json`). The scanner 10.77.40.1 scans the target 10.77.40.2, wh
 So you know the answer; the point is to see how each technique reads it off the wire — and where it cannot.
 """)
 L2.code("""
-from analyzer.flags import flag_text
+from analyzer.protocols import flag_text
 
 SCANNER, TARGET = "10.77.40.1", "10.77.40.2"
 CAPTURES = {"SYN": "scans_syn", "CONNECT": "scans_connect", "FIN": "scans_fin", "NULL": "scans_null",

@@ -23,6 +23,7 @@ from pathlib import Path
 
 import dpkt
 import pytest
+import scipy.stats
 from conftest import lab_prefix, require_lab, require_tools
 from lab import NatLab, nat_lab
 
@@ -35,7 +36,6 @@ TRIPS = 5
 # before a send, so a gap exceeds its plan by the send path (on the lab's veths ~0.1-0.3 ms, as sendto()
 # returns after the peer namespace has handled the SYN) plus any time the scheduler kept the agent off the
 # CPU; it records the worst as late_max_ms. CLOCK_SLACK_MS: capture clock against the monotonic clock.
-GAP_SLACK_MS = 0.5
 CLOCK_SLACK_MS = 0.05
 FIELDS = (
     "frame.time_epoch", "ip.src", "ip.dst", "ipv6.src", "ipv6.dst", "tcp.srcport", "tcp.dstport", "tcp.flags",
@@ -183,8 +183,9 @@ def test_gaps_jittered_within_50_to_150_percent(
     # previous sendto(), inside which the kernel stamps it) ...
     excess_ms = sorted(g - p for g, p in zip(gaps_ms, planned_ms))
     assert excess_ms[0] >= -CLOCK_SLACK_MS, excess_ms
-    # ... typically longer by the send path only (~0.1-0.3 ms through the lab's veths) ...
-    assert excess_ms[len(excess_ms) // 2] < GAP_SLACK_MS, excess_ms
+    # ... the capture shows the plan's jitter (the gaps rank as planned, whatever the machine's load) ...
+    rho = scipy.stats.spearmanr(planned_ms, gaps_ms[: len(planned_ms)]).statistic
+    assert rho > 0.8, (rho, planned_ms, gaps_ms)
     # ... and by more only when the machine kept the agent off the CPU, which it records: each gap can be
     # stretched at both ends, by at most the worst time from a planned send to the return of its sendto().
     stretch_ms = 2 * side["late_max_ms"] + CLOCK_SLACK_MS

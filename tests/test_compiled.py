@@ -1,8 +1,8 @@
-"""The compiled code (analyzer/accel/_fast.c) against the numpy code it replaces, which is the reference.
+"""The compiled code (analyzer/accel/_reader.c, _sort.c) against the numpy code it replaces, which is the reference.
 
-Two loops: the classic pcap record walk (capture._walk_pcap_compiled vs _walk_pcap + _pcap_headers) and the
-Ethernet/IPv4/TCP decode (packets._compiled_tcp4 vs _fast_tcp4; tests/test_edge_captures.py compares both
-with the general layers on fuzzed frames). Here: every bundled sample and every edge capture read both ways
+The reader's loops (accel/walk.py: the classic pcap record walk and pcapng's runs of enhanced packet blocks;
+accel/decode.py: the Ethernet/IPv4/TCP decode, which tests/test_edge_captures.py also compares with the general
+layers on fuzzed frames). Here: every bundled sample and every edge capture read both ways
 gives the same table, attributes and warnings; record chains with random lengths (absurd ones, cut records,
 a trailing partial header) stop at the same record with the same damage message; bad arguments raise.
 The lab's captures are compared in tests/test_scans_lab.py. And the radix sort of packed keys (sort_u64) against
@@ -23,6 +23,7 @@ import pytest
 
 import analyzer.accel
 from analyzer import read
+from analyzer.accel.order import latest_in_runs
 from analyzer.reading.formats import read_records
 
 HERE = Path(__file__).resolve().parent
@@ -35,10 +36,10 @@ def read_both(monkeypatch, path: Path, reader=read) -> tuple[tuple, tuple]:
     """(result, warning messages) read with the compiled loops and with the numpy code; the result is the
     CaptureError where reading fails."""
     out = []
-    for fast in (analyzer.accel.FAST, None):
+    for fast in (analyzer.accel.COMPILED, analyzer.accel.NONE):
         with monkeypatch.context() as m, warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
-            m.setattr(analyzer.accel, "FAST", fast)
+            m.setattr(analyzer.accel, "COMPILED", fast)
             try:
                 result = reader(str(path))
             except analyzer.CaptureError as e:
@@ -66,24 +67,27 @@ def test_compiled_loops_are_built() -> None:
     """setup.py builds them wherever a C compiler is (CI installs gcc); SYNLENS_PURE=1 turns them off; a build
     of other sources (another API number) is not used."""
     pure = os.environ.get("SYNLENS_PURE", "") not in ("", "0")
-    assert (analyzer.accel.FAST is None) == pure, "analyzer.accel._fast not built or stale: pip install -e . (needs gcc)"
+    built = [module is not None for module in (analyzer.accel.COMPILED.reader, analyzer.accel.COMPILED.sort)]
+    assert built == [not pure] * 2, "analyzer.accel's _reader or _sort not built or stale: pip install -e . (needs gcc)"
 
 
-def test_a_stale_build_is_not_used(monkeypatch) -> None:
+@pytest.mark.parametrize("name", ["_reader", "_sort"])
+def test_a_stale_build_is_not_used(monkeypatch, name: str) -> None:
     """A build left from older sources (its API number differs) is ignored rather than called with arguments it
-    does not take; the numpy code reads instead."""
-    from analyzer.accel import _fast
+    does not take; the numpy code runs instead."""
+    import importlib
 
+    module = importlib.import_module(f"analyzer.accel.{name}")
     monkeypatch.delenv("SYNLENS_PURE", raising=False)
-    assert analyzer.accel._load() is _fast
-    monkeypatch.setattr(_fast, "API", analyzer.accel.API - 1)
-    assert analyzer.accel._load() is None
+    assert analyzer.accel._load(name) is module
+    monkeypatch.setattr(module, "API", analyzer.accel.API[name] - 1)
+    assert analyzer.accel._load(name) is None
 
 
 @pytest.fixture(autouse=True)
 def _built() -> None:
-    if analyzer.accel.FAST is None:
-        pytest.fail("analyzer.accel._fast is not built or SYNLENS_PURE is set: nothing to compare")
+    if None in (analyzer.accel.COMPILED.reader, analyzer.accel.COMPILED.sort):
+        pytest.fail("analyzer.accel's _reader or _sort is not built, or SYNLENS_PURE is set: nothing to compare")
 
 
 def assert_same_records(a, b) -> None:
@@ -274,14 +278,14 @@ def test_pcapng_interfaces_past_16_bits(monkeypatch, tmp_path: Path) -> None:
 def test_walk_in_several_calls(monkeypatch, tmp_path: Path) -> None:
     """The compiled walk fills arrays of a bounded size per call: a capture of many more records than that
     is walked in several calls, the records joined in order, the damage found in a later call."""
-    import analyzer.reading.formats
+    import analyzer.accel.walk
 
     rng = np.random.default_rng(5)
     records = [struct.pack("<IIII", i, 7 * i, n, n + 1) + bytes(n) for i, n in enumerate(rng.integers(0, 200, 60))]
     path = tmp_path / "long.pcap"
     path.write_bytes(struct.pack("<IHHiIII", 0xA1B23C4D, 2, 4, 0, 0, 65535, 1) + b"".join(records)
                      + struct.pack("<IIII", 1, 2, 1 << 22, 0))  # an absurd record at the very end
-    monkeypatch.setattr(analyzer.reading.formats, "_COMPILED_RECORDS", 7)
+    monkeypatch.setattr(analyzer.accel.walk, "_COMPILED_RECORDS", 7)
     (fast, fast_warned), (numpy, numpy_warned) = read_both(monkeypatch, path, read_records)
     assert len(fast) == 60
     assert_same_records(fast, numpy)
@@ -290,7 +294,7 @@ def test_walk_in_several_calls(monkeypatch, tmp_path: Path) -> None:
 
 def test_bad_arguments_raise() -> None:
     """The compiled functions check what they are given (they write into caller's arrays by position)."""
-    fast = analyzer.accel.FAST
+    fast = analyzer.accel.COMPILED.reader
     out = [np.empty(4, np.int64) for _ in range(4)]
     with pytest.raises(ValueError, match="walk_pcap output"):
         fast.walk_pcap(b"\0" * 64, 24, False, False, 65535, out[0], out[1], out[2], np.empty(4, np.int32))
@@ -351,11 +355,11 @@ def _sort_cases() -> list[tuple[str, np.ndarray]]:
 
 @pytest.mark.parametrize("name, keys", _sort_cases(), ids=[name for name, _ in _sort_cases()])
 def test_radix_sort_sorts_like_numpy(name: str, keys: np.ndarray) -> None:
-    from analyzer.analysis.keys import sort_words
+    from analyzer.accel.order import sort_words
 
     expected = np.sort(keys)
     got = keys.copy()
-    analyzer.accel.FAST.sort_u64(got)
+    analyzer.accel.COMPILED.sort.sort_u64(got)
     np.testing.assert_array_equal(got, expected)
     got = keys.copy()
     sort_words(got)
@@ -370,15 +374,15 @@ def test_radix_sort_random_small_arrays() -> None:
         keys = rng.integers(0, 2**bits, int(rng.integers(0, 500)), dtype=np.uint64) << np.uint64(
             int(rng.integers(0, 65 - bits)))
         got = keys.copy()
-        analyzer.accel.FAST.sort_u64(got)
+        analyzer.accel.COMPILED.sort.sort_u64(got)
         np.testing.assert_array_equal(got, np.sort(keys))
 
 
 def test_radix_sort_refuses_other_arrays() -> None:
     """Only writable, contiguous unsigned 64-bit integers; sort_words gives numpy's sort the others."""
-    from analyzer.analysis.keys import sort_words
+    from analyzer.accel.order import sort_words
 
-    fast = analyzer.accel.FAST
+    fast = analyzer.accel.COMPILED.sort
     for bad in (np.array([3, -1], np.int64), np.array([2.0, 1.0]), np.array([2, 1], np.uint32)):
         with pytest.raises(ValueError, match="unsigned 64-bit"):
             fast.sort_u64(bad)
@@ -396,10 +400,10 @@ def test_samples_analyzed_alike(monkeypatch, name: str) -> None:
     """Matching, families with every signal, scans and hosts (which sort packed keys with the compiled radix
     sort) give the same tables with the compiled code and with numpy's."""
     results = []
-    for fast in (analyzer.accel.FAST, None):
+    for fast in (analyzer.accel.COMPILED, analyzer.accel.NONE):
         with monkeypatch.context() as m, warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            m.setattr(analyzer.accel, "FAST", fast)
+            m.setattr(analyzer.accel, "COMPILED", fast)
             packets = read(str(REPO / "sample_pcaps" / name))
             probes = analyzer.match(packets)
             ports, fams = analyzer.signal_families(packets, probes)
@@ -411,14 +415,14 @@ def test_samples_analyzed_alike(monkeypatch, name: str) -> None:
 
 
 def _key_order_both(monkeypatch, words: list[np.ndarray], used: int, when: np.ndarray) -> tuple[tuple, tuple]:
-    """match._key_time_order's (order, same key as before) with the compiled pass and with numpy's."""
-    from analyzer.analysis.match import _key_time_order
+    """accel.order.key_time_order's (order, same key as before) with the compiled pass and with numpy's."""
+    from analyzer.accel.order import key_time_order
 
     out = []
-    for fast in (analyzer.accel.FAST, None):
+    for fast in (analyzer.accel.COMPILED, analyzer.accel.NONE):
         with monkeypatch.context() as m:
-            m.setattr(analyzer.accel, "FAST", fast)
-            out.append(_key_time_order([w.copy() for w in words], used, [when.copy()]))
+            m.setattr(analyzer.accel, "COMPILED", fast)
+            out.append(key_time_order([w.copy() for w in words], used, [when.copy()]))
     return out[0], out[1]
 
 
@@ -446,13 +450,10 @@ def test_key_order_orders_like_numpy(monkeypatch, seed: int) -> None:
 
 def test_key_order_leaves_collisions_and_wide_ranks_to_numpy(monkeypatch) -> None:
     """Keeping 8 bits of hash, 30,000 keys of two words share hashes: the compiled pass says so (status 1) and
-    match orders the entries by numpy, exactly as it does without the compiled pass; ranks of 41 bits leave
+    the entries are ordered by numpy, exactly as they are without the compiled pass; ranks of 41 bits leave
     fewer than 24 bits for a hash (status 2)."""
-    import importlib
-
-    from analyzer.analysis.match import _exact_order
-
-    match_module = importlib.import_module("analyzer.analysis.match")  # (analyzer.match: the function)
+    import analyzer.accel.order
+    from analyzer.accel.order import _exact_order
 
     rng = np.random.default_rng(5)
     n = 30_000
@@ -461,9 +462,9 @@ def test_key_order_leaves_collisions_and_wide_ranks_to_numpy(monkeypatch) -> Non
     words[1][n // 2:] = words[1][:n // 2]
     when = rng.permutation(n).astype(np.int64)
     o, same = np.empty(n, np.int32), np.empty(n, np.uint8)
-    assert analyzer.accel.FAST.key_order(tuple(words), when, 64, o, same, 8) == 1
-    assert analyzer.accel.FAST.key_order(tuple(words), np.array([2**41 - 1], np.int64), 64, o, same) == 2
-    monkeypatch.setattr(match_module, "KEY_HASH_BITS", 8)
+    assert analyzer.accel.COMPILED.sort.key_order(tuple(words), when, 64, o, same, 8) == 1
+    assert analyzer.accel.COMPILED.sort.key_order(tuple(words), np.array([2**41 - 1], np.int64), 64, o, same) == 2
+    monkeypatch.setattr(analyzer.accel.order, "KEY_HASH_BITS", 8)
     (o_c, same_c), (o_n, same_n) = _key_order_both(monkeypatch, words, 64, when)
     np.testing.assert_array_equal(o_c, o_n)
     np.testing.assert_array_equal(same_c, same_n)
@@ -476,7 +477,7 @@ def test_key_order_leaves_collisions_and_wide_ranks_to_numpy(monkeypatch) -> Non
 
 
 def test_key_order_refuses_bad_arguments() -> None:
-    fast = analyzer.accel.FAST
+    fast = analyzer.accel.COMPILED.sort
     words = (np.arange(4, dtype=np.uint64),)
     o, same = np.empty(4, np.int32), np.empty(4, np.uint8)
     with pytest.raises(ValueError, match="key_order word"):
@@ -490,8 +491,8 @@ def test_key_order_refuses_bad_arguments() -> None:
 
 
 @pytest.mark.parametrize("seed", range(8))
-def test_latest_in_runs_pairs_like_a_plain_loop(seed: int) -> None:
-    """analyzer.accel._fast.latest_in_runs on entries in (key, time) order: for each reply, the last transmission before
+def test_latest_in_runs_pairs_like_a_plain_loop(monkeypatch, seed: int) -> None:
+    """accel.order.latest_in_runs, compiled and numpy, on entries in (key, time) order: for each reply, the last transmission before
     it in its key's run, as a plain loop finds it; replies with none (first in their run, or after only replies)
     are left out."""
     rng = np.random.default_rng(seed)
@@ -508,12 +509,16 @@ def test_latest_in_runs_pairs_like_a_plain_loop(seed: int) -> None:
         elif last >= 0:
             want.append((e - n_ev, last))
     reply, tx = np.empty(n - n_ev, np.int64), np.empty(n - n_ev, np.int64)
-    count = analyzer.accel.FAST.latest_in_runs(o, same, n_ev, reply, tx)
+    count = analyzer.accel.COMPILED.sort.latest_in_runs(o, same, n_ev, reply, tx)
     assert list(zip(reply[:count].tolist(), tx[:count].tolist())) == want
+    for fast in (analyzer.accel.COMPILED, analyzer.accel.NONE):
+        monkeypatch.setattr(analyzer.accel, "COMPILED", fast)
+        reply, tx = latest_in_runs(o, same.view(bool), n_ev)
+        assert list(zip(reply.tolist(), tx.tolist())) == want
 
 
 def test_latest_in_runs_refuses_bad_arguments() -> None:
-    fast = analyzer.accel.FAST
+    fast = analyzer.accel.COMPILED.sort
     o, same = np.array([2, 0, 1], np.int64), np.array([0, 1, 1], np.uint8)
     out = np.empty(3, np.int64)
     with pytest.raises(ValueError, match="not an order"):
@@ -529,9 +534,9 @@ def test_latest_in_runs_refuses_bad_arguments() -> None:
 @pytest.mark.parametrize("dtype", [np.int8, np.uint8, np.int16, np.uint16, np.int32, np.uint32, np.int64])
 @pytest.mark.parametrize("with_keep", [False, True])
 def test_pack_into_packs_like_numpy(monkeypatch, dtype, with_keep: bool) -> None:
-    """keys.pack_into by analyzer.accel._fast.pack_into and by numpy: the same words, and (replies' side) the same
+    """accel.keys.pack_into compiled (_sort.c) and by numpy: the same words, and (replies' side) the same
     rows kept, values outside [lo, hi] dropped with their bits 0."""
-    from analyzer.analysis.keys import pack_into
+    from analyzer.accel.keys import pack_into
 
     rng = np.random.default_rng(int(np.dtype(dtype).itemsize) + 10 * with_keep)
     info = np.iinfo(dtype)
@@ -543,8 +548,8 @@ def test_pack_into_packs_like_numpy(monkeypatch, dtype, with_keep: bool) -> None
     start = rng.integers(0, 2**20, n, dtype=np.uint64)
     keep0 = rng.random(n) < 0.9
     out = []
-    for fast in (analyzer.accel.FAST, None):
-        monkeypatch.setattr(analyzer.accel, "FAST", fast)
+    for fast in (analyzer.accel.COMPILED, analyzer.accel.NONE):
+        monkeypatch.setattr(analyzer.accel, "COMPILED", fast)
         word, keep = start.copy(), keep0.copy() if with_keep else None
         pack_into(word, values, lo, hi, bits, keep)
         out.append((word, keep))
@@ -555,7 +560,7 @@ def test_pack_into_packs_like_numpy(monkeypatch, dtype, with_keep: bool) -> None
 
 
 def test_pack_into_refuses_bad_arguments() -> None:
-    fast = analyzer.accel.FAST
+    fast = analyzer.accel.COMPILED.sort
     word = np.zeros(4, np.uint64)
     with pytest.raises(ValueError, match="fit the bits"):
         fast.pack_into(word, np.arange(4, dtype=np.int64), 0, 300, 8, None)

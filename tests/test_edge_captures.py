@@ -211,23 +211,21 @@ def layers_only(monkeypatch) -> None:
 
     import analyzer.reading.packets
 
-    monkeypatch.setattr(analyzer.reading.packets, "_fast_tcp4", lambda data, rec, *_: np.zeros(len(rec), bool))
-    monkeypatch.setattr(analyzer.reading.packets, "_compiled_tcp4", lambda rec, *_: np.zeros(len(rec), bool))
+    monkeypatch.setattr(analyzer.reading.packets, "decode_tcp4", lambda rec, *_: np.zeros(len(rec), bool))
 
 
 FAST_PATHS = ["numpy", "compiled"]
 
 
-def use_fast_path(monkeypatch, fast_path: str) -> str:
-    """Read with the numpy code (analyzer.accel.FAST = None) or the compiled loops (which must be built:
-    setup.py builds them wherever a C compiler is, and CI installs one). Returns the decode function's name."""
+def use_fast_path(monkeypatch, fast_path: str) -> None:
+    """Read with the numpy code (analyzer.accel.COMPILED = NONE) or the compiled loops (which must be built:
+    setup.py builds them wherever a C compiler is, and CI installs one)."""
     import analyzer.accel
 
     if fast_path == "numpy":
-        monkeypatch.setattr(analyzer.accel, "FAST", None)
-        return "_fast_tcp4"
-    assert analyzer.accel.FAST is not None, "analyzer.accel._fast is not built (pip install -e . with gcc)"
-    return "_compiled_tcp4"
+        monkeypatch.setattr(analyzer.accel, "COMPILED", analyzer.accel.NONE)
+    else:
+        assert analyzer.accel.COMPILED.reader is not None, "analyzer.accel._reader is not built (pip install -e . with gcc)"
 
 
 @pytest.mark.parametrize("fast_path", FAST_PATHS)
@@ -295,15 +293,15 @@ def test_fast_path_on_fuzzed_frames(api, tmp_path: Path, monkeypatch, chunk: int
     if chunk is not None:
         monkeypatch.setattr(analyzer.reading.packets, "DECODE_ROWS", chunk)
     taken = []
-    name = use_fast_path(monkeypatch, fast_path)
-    decoder = getattr(analyzer.reading.packets, name)
+    use_fast_path(monkeypatch, fast_path)
+    decoder = analyzer.reading.packets.decode_tcp4
 
     def counting(*args):
         decoded = decoder(*args)
         taken.append(int(decoded.sum()))
         return decoded
 
-    monkeypatch.setattr(analyzer.reading.packets, name, counting)
+    monkeypatch.setattr(analyzer.reading.packets, "decode_tcp4", counting)
     fast = read_quietly(api, path)
     assert 500 < sum(taken) < 2500, "the fuzzed frames should exercise both paths"
     layers_only(monkeypatch)

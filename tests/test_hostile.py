@@ -24,7 +24,8 @@ from hypothesis import strategies as st
 
 import analyzer
 from analyzer import accel as compiled
-from analyzer.analysis import keys
+from analyzer.accel.keys import pack_into
+from analyzer.analysis.groups import modes
 from analyzer.cli import main as cli_main
 from analyzer.reading import formats as capture
 
@@ -88,15 +89,15 @@ def read_both(path: str) -> tuple:
     """analyzer.read with the compiled reader and with the numpy one (the same table, the same warnings),
     recording every warning; any other exception than CaptureError fails the test that calls this."""
     results = []
-    for fast in (compiled.FAST, None):
-        saved = compiled.FAST
-        compiled.FAST = fast
+    for fast in (compiled.COMPILED, compiled.NONE):
+        saved = compiled.COMPILED
+        compiled.COMPILED = fast
         try:
             with warnings.catch_warnings(record=True) as caught:
                 warnings.simplefilter("always")
                 packets = analyzer.read(path)
         finally:
-            compiled.FAST = saved
+            compiled.COMPILED = saved
         results.append((packets, [w for w in caught]))
     (a, wa), (b, wb) = results
     assert a.equals(b) and a.attrs == b.attrs
@@ -248,7 +249,7 @@ def test_65536_interfaces(tmp_path: Path) -> None:
 def test_synack_whose_first_option_kind_is_128_or_more(tmp_path: Path, first_kind: int) -> None:
     """An experimental TCP option (RFC 4727: kinds 253, 254) first in a SYN/ACK puts the option layout's top bit
     at 2^63. Reproducer of the fault: `synlens rtt` died in the reply-signal families (OverflowError in
-    keys.pack_into). Every command reads it; the layout names the kind."""
+    accel.keys.pack_into). Every command reads it; the layout names the kind."""
     frames = probe_and_reply(bytes([first_kind, 4, 0x12, 0x34]))
     path = write(tmp_path, "opt.pcap", pcap(list(frames)))
     packets, _ = read_both(path)
@@ -267,7 +268,7 @@ UINT_TYPES = [np.uint8, np.uint16, np.uint32, np.uint64, np.int8, np.int16, np.i
 @settings(max_examples=300, deadline=None)
 @given(dtype=st.sampled_from(UINT_TYPES), data=st.data(), use_compiled=st.booleans(), bits_before=st.integers(0, 20))
 def test_pack_into_takes_any_integers(dtype, data, use_compiled: bool, bits_before: int) -> None:
-    """keys.pack_into (every packed key: the matcher's, modes, so every option-layout consumer) for any values
+    """accel.keys.pack_into (every packed key: the matcher's, modes, so every option-layout consumer) for any values
     of any integer type up to 64 bits, to the ends of its range: word = (word << bits) | (values - lo), against
     Python integers; with `keep`, values outside [lo, hi] dropped."""
     info = np.iinfo(dtype)
@@ -282,34 +283,34 @@ def test_pack_into_takes_any_integers(dtype, data, use_compiled: bool, bits_befo
     start = data.draw(st.lists(st.integers(0, (1 << bits_before) - 1), min_size=len(values), max_size=len(values)))
     arr = np.array(values, dtype)
     word = np.array(start, np.uint64)
-    saved = compiled.FAST
-    compiled.FAST = saved if use_compiled else None
+    saved = compiled.COMPILED
+    compiled.COMPILED = saved if use_compiled else compiled.NONE
     try:
-        keys.pack_into(word, arr, lo, hi, bits)
+        pack_into(word, arr, lo, hi, bits)
         keep = np.ones(len(values), bool)
         narrow_lo = data.draw(st.integers(lo, hi))
         kept = np.zeros(len(values), np.uint64)
-        keys.pack_into(kept, arr, narrow_lo, hi, bits, keep)
+        pack_into(kept, arr, narrow_lo, hi, bits, keep)
     finally:
-        compiled.FAST = saved
+        compiled.COMPILED = saved
     assert word.tolist() == [((s << bits) | (v - lo)) % (1 << 64) for s, v in zip(start, values)]
     assert keep.tolist() == [narrow_lo <= v <= hi for v in values]
     assert kept.tolist() == [(v - narrow_lo) if narrow_lo <= v <= hi else 0 for v in values]
 
 
 def test_modes_of_uint64_values_above_2_63() -> None:
-    """keys.modes (the reply signals' per-port mode of window and option layout) over uint64 layouts whose top
+    """groups.modes (the reply signals' per-port mode of window and option layout) over uint64 layouts whose top
     bit is set."""
     port = np.array([22, 22, 22, 23, 23])
     layouts = np.array([254 << 56, 254 << 56, 253 << 56, 255 << 56, 253 << 56 | 5], np.uint64)
     window = np.array([1, 1, 1, 2, 2], np.int32)
-    for fast in (compiled.FAST, None):
-        saved = compiled.FAST
-        compiled.FAST = fast
+    for fast in (compiled.COMPILED, compiled.NONE):
+        saved = compiled.COMPILED
+        compiled.COMPILED = fast
         try:
-            got_port, (got_window, got_layout), count = keys.modes(port, [window, layouts])
+            got_port, (got_window, got_layout), count = modes(port, [window, layouts])
         finally:
-            compiled.FAST = saved
+            compiled.COMPILED = saved
         assert got_port.tolist() == [22, 23] and count.tolist() == [2, 1]
         assert got_layout.tolist() == [254 << 56, 253 << 56 | 5] and got_window.tolist() == [1, 2]
 
@@ -408,7 +409,7 @@ def test_memory_error_after_reading_is_a_one_line_error(tmp_path: Path, monkeypa
     def no_memory(*args: object, **kwargs: object) -> None:
         np.empty(1 << 62, np.uint8)  # numpy's own MemoryError (its _ArrayMemoryError)
 
-    monkeypatch.setattr("analyzer.cli.match", no_memory)
+    monkeypatch.setattr("analyzer.pipeline.match", no_memory)
     for command in ("rtt", "scans", "hosts"):
         assert cli_main([command, path]) == 2
         err = capsys.readouterr().err.splitlines()

@@ -65,7 +65,7 @@ def test_the_command_keeps_freed_memory_in_the_heap():
     code = """
 import ctypes, sys
 import numpy as np
-from analyzer.__main__ import _reuse_freed_memory
+from analyzer.accel.tuning import _reuse_freed_memory
 class Info(ctypes.Structure):
     _fields_ = [(name, ctypes.c_size_t) for name in (
         "arena", "ordblks", "smblks", "hblks", "hblkhd", "usmblks", "fsmblks", "uordblks", "fordblks", "keepcost")]
@@ -109,7 +109,7 @@ def test_the_command_faults_heap_pages_in_ahead_of_use():
     code = """
 import resource, sys
 import numpy as np
-from analyzer.__main__ import _prefault_heap, _reuse_freed_memory
+from analyzer.accel.tuning import _prefault_heap, _reuse_freed_memory
 assert _reuse_freed_memory()
 if sys.argv[1] == "set":
     _prefault_heap(64 << 20).join()
@@ -123,7 +123,7 @@ print(resource.getrusage(resource.RUSAGE_THREAD).ru_minflt - before)
 
 
 def test_the_heap_set_up_is_sized_by_the_capture_the_command_names(tmp_path):
-    from analyzer.__main__ import _capture_bytes
+    from analyzer.accel.tuning import _capture_bytes
 
     capture = tmp_path / "c.pcap"
     capture.write_bytes(b"x" * 5000)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import statistics
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -84,15 +83,15 @@ def test_local_ports_answer_fast(lab: NatLab, hping: list[ProbeReply]) -> None:
     for port in lab.local_ports:
         replies = by_port(hping, port)
         assert all(r.reply == "SA" for r in replies), replies
-        # Median: one scheduling hiccup on a busy 2-core machine must not fail the lab.
-        assert statistics.median(r.rtt_ms for r in replies) < 1.0, replies
+        # The floor, not the median: a busy machine delays replies, never hastens one past the delay line.
+        assert min(r.rtt_ms for r in replies) < 1.0, replies
 
 
 def test_closed_ports_answer_rst_from_gateway(lab: NatLab, hping: list[ProbeReply]) -> None:
     for port in lab.closed_ports:
         replies = by_port(hping, port)
         assert all(r.reply == "RA" and r.ttl == 64 for r in replies), replies
-        assert statistics.median(r.rtt_ms for r in replies) < 1.0, replies
+        assert min(r.rtt_ms for r in replies) < 1.0, replies
 
 
 def test_dropped_port_gets_no_reply(lab: NatLab, hping: list[ProbeReply]) -> None:
@@ -161,8 +160,10 @@ def test_ipv6_forwarded_ports_are_slower(lab6: NatLab) -> None:
     times = connect_times_ms(lab6, lab6.target6, lab6.open_ports)
     for port in lab6.forwarded_ports:
         assert min(times[port]) >= 1.5, (port, times[port])
-    for port in lab6.local_ports:
-        assert statistics.median(times[port]) < 1.0, (port, times[port])
+    # (floors, not medians: a busy machine adds to every connection, and the delay line is what tells them apart)
+    slowest_local, fastest_forwarded = max(min(times[p]) for p in lab6.local_ports), min(
+        min(times[p]) for p in lab6.forwarded_ports)
+    assert slowest_local < fastest_forwarded - 1.0, times
 
 
 def test_two_inner_hosts_share_one_delay(lab6: NatLab) -> None:
@@ -184,7 +185,7 @@ def test_inner_same_segment_differs_only_by_ttl(tmp_path) -> None:
         replies = hping_all_ports(seg, [22, 443], str(tmp_path / "seg.pcap"))
     assert {r.ttl for r in replies if r.port == 22} == {64}
     assert {r.ttl for r in replies if r.port == 443} == {63}
-    assert statistics.median(r.rtt_ms for r in replies if r.port == 443) < 1.0, replies
+    assert min(r.rtt_ms for r in replies if r.port == 443) < 1.0, replies  # (no delay line on one segment)
 
 
 # ---------------------------------------------------------------------------- lifecycle
@@ -200,7 +201,7 @@ def test_two_labs_coexist(lab: NatLab) -> None:
         assert set(other.namespaces).isdisjoint(lab.namespaces)
         for each in (lab, other):
             times = connect_times_ms(each, each.target, (22, 443), n=3)
-            assert min(times[443]) >= 1.5 > statistics.median(times[22])
+            assert min(times[443]) >= 1.5 and min(times[22]) < min(times[443]) - 1.0, times
 
 
 def test_teardown_runs_when_the_body_raises() -> None:

@@ -94,18 +94,18 @@ def test_hash_collisions_fall_back_to_the_exact_order(tmp_path_factory, probes, 
 
     import analyzer.accel
 
-    m = importlib.import_module("analyzer.analysis.match")
+    m = importlib.import_module("analyzer.accel.order")
     wide = [dict(probes[0], sport=1025, seq=0, dport=1, rtt_us=100),  # answered: replies' keys are what is sorted
             dict(probes[0], sport=65535, seq=2**32 - 2, dport=65535, rtt_us=100)]  # next seq 2^32 - 1: no wrap
     path, _ = scenario_pcap(tmp_path_factory.mktemp("h"), wide + probes, nano)
     packets = analyzer.read(path)
     expected = analyzer.match(packets)
-    real, fast, calls = m._hash, analyzer.accel.FAST, []
+    real, fast, calls = m._hash, analyzer.accel.COMPILED, []
     try:  # (the numpy order: the compiled one hashes in C; tests/test_compiled.py forces its collisions)
         m._hash = lambda words: calls.append(len(words)) or np.zeros(len(words[0]), np.uint64)
-        analyzer.accel.FAST = None
+        analyzer.accel.COMPILED = analyzer.accel.NONE
         collided = analyzer.match(packets)
     finally:
-        m._hash, analyzer.accel.FAST = real, fast
+        m._hash, analyzer.accel.COMPILED = real, fast
     assert calls, "the hashed order was not used: the test would prove nothing"
     pd.testing.assert_frame_equal(collided, expected)

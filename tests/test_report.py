@@ -130,16 +130,18 @@ def test_self_contained(built: dict[str, Path], name: str) -> None:
 def test_capture_strings_escaped(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """Every address becomes a hostile string (as a decoder of another engine could hand us), and the
     capture's file name holds markup too: none of it may reach the page unescaped, tables or plots."""
-    real_read = report.read
+    import analyzer.pipeline
 
-    def hostile_read(capture: str, *, engine: str = "native") -> pd.DataFrame:
-        packets = real_read(capture, engine=engine)
+    real_read = analyzer.pipeline.read
+
+    def hostile_read(capture: str, **options: object) -> pd.DataFrame:
+        packets = real_read(capture, **options)
         for col in ("src", "dst", "q_src", "q_dst"):  # one category list: the same address, the same name
             cats = packets[col].cat.categories
             packets[col] = packets[col].cat.rename_categories([f"{HOSTILE}{i}" for i in range(len(cats))])
         return packets
 
-    monkeypatch.setattr(report, "read", hostile_read)
+    monkeypatch.setattr(analyzer.pipeline, "read", hostile_read)
     capture = tmp_path / '<b onmouseover="x">&.pcap'
     shutil.copy(SAMPLES["nat_qscan"], capture)
     out = tmp_path / "hostile.html"
@@ -182,7 +184,9 @@ def test_unreadable_capture_leaves_no_file(tmp_path: Path) -> None:
 
 
 def test_unwritable_output_fails_before_reading(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(report, "read", lambda *a, **k: pytest.fail("read before the output was known writable"))
+    import analyzer.pipeline
+
+    monkeypatch.setattr(analyzer.pipeline, "read", lambda *a, **k: pytest.fail("read before the output was known writable"))
     with pytest.raises(FileNotFoundError):
         report.write_report(str(SAMPLES["basic"]), str(tmp_path / "no" / "such" / "dir.html"))
 
@@ -197,7 +201,7 @@ def test_reader_warnings_reported(tmp_path: Path) -> None:
 def test_progress(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     report.write_report(str(SAMPLES["basic"]), str(tmp_path / "a.html"), progress=True)
     err = capsys.readouterr().err
-    positions = [err.find(f"] {stage}") for stage in ("reading", "matching", "scans", "families", "plotting")]
+    positions = [err.find(f"] {stage}") for stage in ("reading", "matching", "scans", "hosts", "families", "plotting")]
     assert all(p >= 0 for p in positions) and positions == sorted(positions), err
     report.write_report(str(SAMPLES["basic"]), str(tmp_path / "b.html"), progress=False)
     assert capsys.readouterr().err == ""

@@ -6,9 +6,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from analyzer.analysis.hosts import _mode, initial_ttl, ip_id_class, option_layout
+from analyzer.analysis.hosts import _mode
 from analyzer.analysis.scans import state_of, technique_of
-from analyzer.flags import ACK, FIN, PSH, RST, SYN, URG, flag_text
+from analyzer.analysis.stacks import ip_id_class, option_layout
+from analyzer.protocols import ACK, FIN, PSH, RST, SYN, URG, flag_text, initial_ttl
 
 RULES = [
     # technique, reply kind, icmp type, code, rst window, ip version → state
@@ -61,6 +62,7 @@ def test_flag_text_is_nmaps_letters():
 
 def test_os_evidence_helpers():
     assert [initial_ttl(t) for t in (30, 63, 64, 65, 127, 200)] == [32, 64, 64, 128, 128, 255]
+    assert initial_ttl(np.array([0, 32, 33, 255, 300])).tolist() == [32, 32, 64, 255, 255]
     linux = (2 << 56) | (4 << 48) | (8 << 40) | (1 << 32) | (3 << 24)
     assert option_layout(linux) == "MSS,SACK,TS,NOP,WS"
     assert option_layout(2 << 56) == "MSS"

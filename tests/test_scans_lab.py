@@ -391,16 +391,16 @@ def test_batched_targets_read_as_one_by_one(captures, name: str, monkeypatch) ->
 
 @pytest.mark.parametrize("name", NAMES)
 def test_compiled_reader_reads_like_numpy(captures, name: str, monkeypatch) -> None:
-    """The compiled record walk and Ethernet/IPv4/TCP decode (analyzer/accel/_fast.c) read each real capture (every
+    """The compiled record walk and Ethernet/IPv4/TCP decode (analyzer/accel/_reader.c) read each real capture (every
     tool the lab runs) into exactly the table the numpy code reads."""
     import analyzer.accel
 
     d, truths = captures
     if name not in truths:
         pytest.skip(f"capture {name} was not made")
-    assert analyzer.accel.FAST is not None, "analyzer.accel._fast is not built (pip install -e . with gcc)"
+    assert analyzer.accel.COMPILED.reader is not None, "analyzer.accel._reader is not built (pip install -e . with gcc)"
     compiled = analyzer.read(d / f"{name}.pcap")
-    monkeypatch.setattr(analyzer.accel, "FAST", None)
+    monkeypatch.setattr(analyzer.accel, "COMPILED", analyzer.accel.NONE)
     numpy = analyzer.read(d / f"{name}.pcap")
     pd.testing.assert_frame_equal(compiled, numpy)
     assert compiled.attrs == numpy.attrs

@@ -426,3 +426,66 @@ def test_one_odd_rst_in_30_does_not_split(tmp_path: Path) -> None:
                          lambda p: Reply(window=512 if (p.port == 25 and p.trip == 4) else 0),
                          ports=CLOSED_FOUR, closed=CLOSED_FOUR, trips=30)
     assert_one_family(pcap, set(CLOSED_FOUR))
+
+
+# ------------------------------------------------------------------------------------- the declared signals
+
+def _random_replies(rng: random.Random, ports: list[int]) -> pd.DataFrame:
+    """Replies to SYNs on `ports` whose every signal takes few values, drawn for each port independently of the
+    others (so that trust, and equal values across ports, both happen often, in every combination): TTL, flags
+    (SYN/ACK or RST/ACK), window, option layout, IP ID (zero, a machine's counter, or random), TSval (none or a
+    machine's clock); a glitch now and then."""
+    rows = []
+    for port in ports:
+        m = rng.randrange(3)  # the machine: its IP ID counter and its clock
+        ttl, window = rng.choice((63, 64)), rng.choice((1000, 2000))
+        options = rng.choice((0x0204_0402_0801_0303, 0x0204_0103_0304_0201))
+        ids, n = rng.choice(("zero", "counter", "random")), rng.choice((1, 2, 3, 5, 8))
+        closed = rng.random() < 0.3
+        for k in range(n):
+            glitch = rng.random() < 0.15
+            t = 1_000_000_000 * (port % 7) + 20_000_000 * k
+            rows.append({
+                "_port": port, "ts_ns": t, "ttl": ttl - (glitch and rng.random() < 0.5),
+                "tcp_flags": rng.choice((0x14, 0x04)) if closed else 0x12, "window": window + glitch,
+                "tcp_options": 0 if closed else options,
+                "ip_id": {"zero": 0, "counter": 1000 * m + k, "random": rng.randrange(65536)}[ids],
+                "tsval": None if m == 2 else (10_000 * (m + 1) + t // 1_000_000),
+            })
+    frame = pd.DataFrame(rows)
+    for name in ("ttl", "tcp_flags", "window", "ip_id", "tsval"):
+        frame[name] = frame[name].astype("Int64")
+    frame["tcp_options"] = frame["tcp_options"].astype("UInt64")
+    return frame
+
+
+@pytest.mark.parametrize("seed", range(150))
+def test_equal_signature_codes_give_equal_verdicts(seed: int) -> None:
+    """Families compare one port of each signature code (`_signature_codes`, derived from the declared
+    `SIGNALS`): ports with equal codes must meet every other port with the same verdict, signal by signal."""
+    from analyzer.analysis import signals as sg
+
+    rng = random.Random(seed)
+    ports = rng.sample(range(1, 200), rng.randint(3, 14))
+    table = sg._port_table(_random_replies(rng, ports), ports, 0)
+    rtt_family = [rng.choice((-1, 0, 0, 1)) for _ in ports]
+    codes = sg._signature_codes(table, rtt_family).tolist()
+    sig = sg._lazy_signals(table)
+    same_code = [(i, j) for i in range(len(ports)) for j in range(len(ports)) if i < j and codes[i] == codes[j]]
+    for i, j in same_code:
+        assert rtt_family[i] == rtt_family[j]
+        for k in range(len(ports)):
+            verdict_i = [name for name, _ in sg._apart(sig(ports[i]), sig(ports[k]), None, sg.ALL_SIGNALS)]
+            verdict_j = [name for name, _ in sg._apart(sig(ports[j]), sig(ports[k]), None, sg.ALL_SIGNALS)]
+            assert verdict_i == verdict_j, (ports[i], ports[j], ports[k])
+    if seed == 0:  # (the generator makes shared codes and splits, or the check above would prove nothing)
+        assert same_code and len(set(codes)) > 1
+
+
+def test_every_signal_is_declared_once() -> None:
+    """The signals families compare are the declared ones, plus RTT: no signal is compared without a
+    declaration (its trust, identity and evidence), and none is declared without being offered."""
+    from analyzer.analysis import signals as sg
+
+    assert {s.name for s in sg.SIGNALS} | {"rtt"} == set(sg.ALL_SIGNALS)
+    assert len({s.name for s in sg.SIGNALS}) == len(sg.SIGNALS)

@@ -31,8 +31,9 @@ from collections.abc import Iterable
 import numpy as np
 import pandas as pd
 
-from ..flags import ACK, FIN, RST, SYN
-from .keys import column_codes, column_values, group_ids, int_column, int_column_at, masked_parts, rows_in
+from ..protocols import ACK, FIN, RST, SYN
+from .columns import column_codes, column_values, int_column, int_column_at, masked_parts
+from .groups import group_ids, rows_in
 
 Columns = dict[str, np.ndarray]  # aligned integer columns: a table without pandas' per-frame costs
 

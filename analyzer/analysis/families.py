@@ -33,7 +33,8 @@ import functools
 import numpy as np
 import pandas as pd
 
-from .keys import group_ids, group_positions, ranges, stable_order, unique_inverse
+from .columns import ranges
+from .groups import group_ids, group_positions, stable_order, unique_inverse
 from .stats import (
     DEFAULT_TRIM,
     _grouped_samples,

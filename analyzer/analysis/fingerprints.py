@@ -32,7 +32,8 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from .keys import categories_at, masked_parts, packet_rows
+from ..protocols import initial_ttl
+from .columns import categories_at, masked_parts, packet_rows
 
 MSS_ONLY = 0x02 << 56  # packets.tcp_options: kinds left-aligned, first option in the top byte
 
@@ -186,15 +187,9 @@ def _distinct(values: np.ndarray) -> int:
     return int(np.count_nonzero(np.bincount(values))) if len(values) else 0
 
 
-INITIAL_TTLS = (32, 64, 128, 255)  # the initial TTLs (hop limits) stacks and tools send with
 NMAP_TTL = (37, 59)  # nmap's raw packets: TTL drawn per packet from 37-59 (get_random_uint() % 23 + 37)
 SHARE = 0.9  # of a phase's probes a signature must hold for (the rest: retransmissions, strays)
 MIN_PROBES = 3  # probes a signature that compares probes (a TTL spread, a source port, its steps) needs
-
-
-def initial_ttl(ttl: np.ndarray) -> np.ndarray:
-    """The initial TTL each TTL implies: the least of INITIAL_TTLS at or above it."""
-    return np.array(INITIAL_TTLS)[np.searchsorted(np.array(INITIAL_TTLS), np.minimum(ttl, 255))]
 
 
 def _mostly(hit: np.ndarray) -> bool:
@@ -224,7 +219,7 @@ def _template_hops(ttl: np.ndarray, initial: int | None = None) -> tuple[int | N
     """(hops, the TTL in words, where the sensor is in words) from a fixed initial TTL (by default the one the
     commonest TTL implies) to the TTL most probes carry."""
     mode = int(np.bincount(ttl).argmax())
-    initial = int(initial_ttl(np.array([mode]))[0]) if initial is None else initial
+    initial = initial_ttl(mode) if initial is None else initial
     hops = initial - mode if mode <= initial else None
     return hops, (f"TTL {mode} (sent as {initial})" if hops else f"TTL {mode}"), _hops_text(hops)
 

@@ -18,9 +18,11 @@ import re
 import numpy as np
 import pandas as pd
 
-from ..flags import ACK, RST, SYN
+from ..protocols import ACK, RST, SYN, initial_ttl
+from .columns import column_codes, int_column_at, packet_rows
 from .exchanges import PacketKeys, to_group
-from .keys import column_codes, int_column_at, modes, packet_rows, stable_order, unique_inverse
+from .groups import modes, unique_inverse
+from .stacks import ip_id_classes, option_layout
 
 # The packets-table and probes-table columns `hosts` reads.
 PACKET_FIELDS = ("frame", "eth_src", "eth_dst", "ip_version", "src", "dst", "arp_op", "ttl", "ip_id", "ip_proto",
@@ -30,7 +32,6 @@ PACKET_FIELDS = ("frame", "eth_src", "eth_dst", "ip_version", "src", "dst", "arp
 FIXED_TTL_ICMP6 = (130, 131, 132, 133, 134, 135, 136, 137, 143)
 PROBE_FIELDS = ("probe_frame", "src", "ip_version", "flags")
 
-OPTION_NAMES = {0: "EOL", 1: "NOP", 2: "MSS", 3: "WS", 4: "SACK", 5: "SACKblk", 8: "TS", 30: "MPTCP", 34: "TFO"}
 # (initial TTL, option layout prefix) → OS family; layouts as the stacks send them in SYN/ACKs
 OS_LAYOUTS = (
     (64, "MSS,SACK,TS,NOP,WS", "Linux"),
@@ -98,29 +99,6 @@ def vendor_of(mac: int) -> str:
     return organisation(mac >> 24) or "unknown"
 
 
-def initial_ttl(ttl: int) -> int:
-    return next(t for t in (32, 64, 128, 255) if ttl <= t)
-
-
-def option_layout(kinds: int) -> str:
-    """packets.tcp_options (kinds left-aligned, top byte first) → "MSS,SACK,TS,NOP,WS"."""
-    names = []
-    for shift in range(56, -1, -8):
-        k = (kinds >> shift) & 0xFF
-        if k == 0 and not names:
-            continue
-        if k == 0 and all(((kinds >> s) & 0xFF) == 0 for s in range(shift, -1, -8)):
-            break
-        names.append(OPTION_NAMES.get(k, str(k)))
-    return ",".join(names)
-
-
-def ip_id_class(ids: np.ndarray) -> str:
-    """nmap's sequence classes, simplified: zero, constant, incremental (by 1 or small steps), random; unknown
-    below two IDs. The rule `hosts` applies to each host's IDs (in capture order), for one sequence."""
-    return str(_ip_id_classes(np.zeros(len(ids), np.int64), np.asarray(ids, np.int64), 1)[1][0])
-
-
 def hosts(packets: pd.DataFrame, probes: pd.DataFrame | None = None, states: pd.DataFrame | None = None,
           scans: pd.DataFrame | None = None) -> pd.DataFrame:
     """One row per IP address seen as a source: mac, vendor, os (hint), os_evidence, packets.
@@ -167,11 +145,11 @@ def hosts(packets: pd.DataFrame, probes: pd.DataFrame | None = None, states: pd.
     option_code, options = pd.factorize(packets["tcp_options"].array[rows[synacks]].fillna(0), sort=True)
     layout = _mode(host[synacks], option_code.astype(np.int64), n_hosts)
     ids = column("ip_id", replies)
-    n_ids, id_class = _ip_id_classes(host[replies][ids >= 0], ids[ids >= 0], n_hosts)
+    _, id_class = ip_id_classes(host[replies][ids >= 0], ids[ids >= 0], n_hosts)
     not_rfc793 = _rst_on_open_ports(states)
     n_packets = np.bincount(host, minlength=n_hosts)
 
-    hops = np.where(ttl >= 0, initial_ttls(ttl) - ttl, -1)
+    hops = np.where(ttl >= 0, initial_ttl(ttl) - ttl, -1)
     gateway = _gateways(mac, hops)
     rewritten = _rewritten_ttls(mac, hops, ttl, gateway)
     out = []
@@ -190,7 +168,7 @@ def hosts(packets: pd.DataFrame, probes: pd.DataFrame | None = None, states: pd.
             frames.append(int(synack_frame[i]))
             os_name = next((name for ttl0, prefix, name in OS_LAYOUTS
                             if init == ttl0 and options_seen.startswith(prefix)), None)
-        if n_ids[i] >= 3:
+        if id_class[i] != "unknown":
             evidence.append(f"IP ID {id_class[i]}")
         if addr in not_rfc793:
             evidence.append(f"RST to FIN/NULL/Xmas on open ports {not_rfc793[addr]} (not RFC 793: Windows-like)")
@@ -214,12 +192,6 @@ def hosts(packets: pd.DataFrame, probes: pd.DataFrame | None = None, states: pd.
 HOST_COLUMNS = ("address", "mac", "vendor", "via", "via_vendor", "os", "os_evidence", "evidence_frames", "packets")
 GATEWAY_HOSTS = 3  # addresses behind one MAC, some of them hops away: that MAC is a router's
 REWRITE_HOSTS = 5  # remote addresses behind one gateway whose TTLs all sit at 0 hops: a middlebox sets them
-
-
-def initial_ttls(ttl: np.ndarray) -> np.ndarray:
-    """`initial_ttl` of each TTL (non-negative)."""
-    table = np.array((32, 64, 128, 255))
-    return table[np.searchsorted(table, np.minimum(ttl, 255))]
 
 
 def _gateways(mac: np.ndarray, hops: np.ndarray) -> np.ndarray:
@@ -323,22 +295,6 @@ def _mode(groups: np.ndarray, values: np.ndarray, n_groups: int) -> np.ndarray:
         group, (mode,), _ = modes(groups, [values.astype(np.int64, copy=False)])
         out[group] = mode
     return out
-
-
-def _ip_id_classes(groups: np.ndarray, ids: np.ndarray, n_groups: int) -> tuple[np.ndarray, np.ndarray]:
-    """Per group: how many IP IDs, and `ip_id_class` of its IDs in the order given."""
-    order = stable_order(groups)
-    g, v = groups[order], ids[order]
-    n = np.bincount(g, minlength=n_groups)
-    first = v[np.minimum(np.cumsum(n) - n, max(len(v) - 1, 0))] if len(v) else np.zeros(n_groups, np.int64)
-    zero = np.bincount(g, weights=v == 0, minlength=n_groups) == n
-    constant = np.bincount(g, weights=v == first[g], minlength=n_groups) == n
-    within = g[1:] == g[:-1]
-    small_steps = np.bincount(g[1:][within], weights=(np.diff(v) % 65536 < 1000)[within], minlength=n_groups)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        incremental = small_steps / (n - 1) > 0.9
-    classes = np.select([n < 2, zero, constant, incremental], ["unknown", "zero", "constant", "incremental"], "random")
-    return n, classes
 
 
 def _rst_on_open_ports(states: pd.DataFrame | None) -> dict[str, list[int]]:

@@ -25,19 +25,49 @@ the retransmission answers the first copy unambiguously; later replies count as 
 
 from __future__ import annotations
 
+import enum
 from collections.abc import Callable, Iterable
+from typing import NamedTuple
 
 import numpy as np
 import pandas as pd
 
-from .. import accel as compiled
-from ..flags import ACK, FIN, RST, SYN
-from .keys import categories_at, pack_into, ranges, sort_words
+from ..accel.keys import pack_into
+from ..accel.order import key_time_order, latest_in_runs
+from ..protocols import ACK, FIN, ICMP4_ERRORS, ICMP6_ERRORS, RST, SYN
+from .columns import categories_at, ranges
 
 DEFAULT_WINDOW_S = 10.0
 
-# Key families: a reply key only meets probe keys of the same family.
-_K_NEXTSEQ, _K_ACK, _K_SEQ, _K_UDP, _K_ICMP = 1, 2, 3, 4, 5
+
+
+class KeyFamily(enum.IntEnum):
+    """How a reply names the probe it answers (the table above): a reply's key only meets probes' keys of its
+    own family."""
+
+    NEXTSEQ = 1  # SYN/ACK or RST/ACK: its ack is the probe's seq + payload + SYN + FIN
+    ACK = 2  # bare RST: its seq is the probe's ack
+    SEQ = 3  # ICMP error quoting a TCP probe: the quoted seq
+    UDP = 4  # UDP reply, or ICMP error quoting a UDP probe: addresses and ports alone
+    ICMP = 5  # ICMP query reply: identifier, sequence, and the reply type the query asks for
+
+
+class KeyPart(NamedTuple):
+    """One key family's rows on one side of matching: replies (`owner`: the reply's row) or probe groups
+    (`owner`: the group's number), with the key each offers, in the probe's orientation (prober → target).
+    Each field an array of the rows' values, or one value for all of them."""
+
+    owner: np.ndarray
+    family: int
+    prober: np.ndarray | int  # address code
+    target: np.ndarray | int  # address code
+    prober_port: np.ndarray | int  # an ICMP query's: its identifier
+    target_port: np.ndarray | int  # an ICMP query's: its sequence number
+    proto: np.ndarray | int
+    token: np.ndarray | int  # what else ties them: a TCP sequence or acknowledgment number, an ICMP reply type
+
+
+_KEY_FIELDS = range(1, len(KeyPart._fields))  # the fields that make the key (all but the owner)
 _ICMP4_REPLY = {8: 0, 13: 14, 15: 16, 17: 18}
 _ICMP6_REPLY = {128: 129}
 # The probes table's columns, in order (`match(columns=…)` makes only some of them).
@@ -179,7 +209,7 @@ def match(packets: pd.DataFrame, *, window_s: float = DEFAULT_WINDOW_S,
     del udp, frag
     icmp_probe = icmp & (((proto == 1) & np.isin(itype, list(_ICMP4_REPLY)))
                          | ((proto == 58) & np.isin(itype, list(_ICMP6_REPLY))))
-    icmp_error = icmp & (((proto == 1) & np.isin(itype, (3, 4, 5, 11, 12))) | ((proto == 58) & np.isin(itype, (1, 2, 3, 4))))
+    icmp_error = icmp & (((proto == 1) & np.isin(itype, ICMP4_ERRORS)) | ((proto == 58) & np.isin(itype, ICMP6_ERRORS)))
     echo_reply = icmp & (((proto == 1) & np.isin(itype, list(_ICMP4_REPLY.values()))) | ((proto == 58) & (itype == 129)))
 
     # ---- probe transmissions and their groups
@@ -204,7 +234,7 @@ def match(packets: pd.DataFrame, *, window_s: float = DEFAULT_WINDOW_S,
     def time_rank(rows: np.ndarray) -> np.ndarray:
         return rows if rank is None else rank[rows]
 
-    order, same = _key_time_order(ident, used, [time_rank(r)])
+    order, same = key_time_order(ident, used, [time_rank(r)])
     order = order.astype(probe_rows.dtype, copy=False)
     tx_ts = t_ts[order]
     new_group = ~same  # a new group where the identity changes, or after a silence longer than the window
@@ -231,24 +261,9 @@ def match(packets: pd.DataFrame, *, window_s: float = DEFAULT_WINDOW_S,
     del out_order
 
     # ---- keys each reply candidate offers (built first: probe key families no reply offers are skipped)
-    q_src, q_dst = _np(pk.q_src), _np(pk.q_dst)
-    q_sport, q_dport = _np(pk.q_sport, -1, np.int32), _np(pk.q_dport, -1, np.int32)
-    q_seq, q_proto = _np(pk.q_seq, 0, np.uint32), _np(pk.q_proto, -1, np.int16)
-    rk = []
-    sel = _where((synack | rst) & ((flags & ACK) != 0))
-    rk.append((sel, _K_NEXTSEQ, dst[sel], src[sel], dport[sel], sport[sel], 6, ack[sel]))
-    sel = _where(rst & ((flags & ACK) == 0))
-    rk.append((sel, _K_ACK, dst[sel], src[sel], dport[sel], sport[sel], 6, seq[sel]))
-    sel = _where(icmp_error & (q_proto == 6) & (q_sport >= 0))
-    rk.append((sel, _K_SEQ, q_src[sel], q_dst[sel], q_sport[sel], q_dport[sel], 6, q_seq[sel]))
-    sel = _where(icmp_error & (q_proto == 17) & (q_sport >= 0))
-    rk.append((sel, _K_UDP, q_src[sel], q_dst[sel], q_sport[sel], q_dport[sel], 17, 0))
-    sel = _where(udp_reply)
-    rk.append((sel, _K_UDP, dst[sel], src[sel], dport[sel], sport[sel], 17, 0))
-    sel = _where(echo_reply)
-    rk.append((sel, _K_ICMP, dst[sel], src[sel], icmp_id[sel], icmp_seq[sel], proto[sel], itype[sel]))
-    del q_src, q_dst, q_sport, q_dport, q_seq, q_proto
-    offered = {fam for sel, fam, *_ in rk if len(sel)}
+    rk = _reply_keys(pk, synack, rst, icmp_error, udp_reply, echo_reply, flags, src, dst, sport, dport, seq, ack,
+                     proto, itype, icmp_id, icmp_seq)
+    offered = {part.family for part in rk if len(part.owner)}
 
     # ---- keys each group can be answered on
     pk_keys = _group_keys(g_first, offered, tcp_probe, udp_probe, icmp_probe, proto, flags, src, dst, sport, dport,
@@ -371,13 +386,12 @@ def _marks(values: np.ndarray, n: int) -> np.ndarray:
     return out
 
 
-def _without(part: tuple, taken: np.ndarray, *, prober: bool) -> tuple:
-    """A key part (owner, fam, a, b, x, y, p, s) without the rows whose owner is `taken` (a boolean array
-    indexed by owner); with `prober`, the prober's address (a) set to 0, so keys that differ only there
-    become equal."""
-    rows = ~taken[part[0]]
-    kept = tuple(v[rows] if np.ndim(v) else v for v in part)
-    return kept[:2] + (0,) + kept[3:] if prober else kept
+def _without(part: KeyPart, taken: np.ndarray, *, prober: bool) -> KeyPart:
+    """A key part without the rows whose owner is `taken` (a boolean array indexed by owner); with `prober`,
+    the prober's address set to 0, so keys that differ only there become equal."""
+    rows = ~taken[part.owner]
+    kept = KeyPart(*(v[rows] if np.ndim(v) else v for v in part))
+    return kept._replace(prober=0) if prober else kept
 
 
 _MASKED = {"UInt8": (pd.arrays.IntegerArray, np.uint8), "UInt16": (pd.arrays.IntegerArray, np.uint16),
@@ -397,12 +411,35 @@ def _addresses(column: pd.Series, rows: np.ndarray) -> pd.Categorical:
     return pd.Categorical.from_codes(*categories_at(column, rows))
 
 
+def _reply_keys(pk: pd.DataFrame, synack: np.ndarray, rst: np.ndarray, icmp_error: np.ndarray, udp_reply: np.ndarray,
+                echo_reply: np.ndarray, flags: np.ndarray, src: np.ndarray, dst: np.ndarray, sport: np.ndarray,
+                dport: np.ndarray, seq: np.ndarray, ack: np.ndarray, proto: np.ndarray, itype: np.ndarray,
+                icmp_id: np.ndarray, icmp_seq: np.ndarray) -> list[KeyPart]:
+    """The key each reply offers (owner: its row), in every family (`KeyFamily`) it could answer in."""
+    q_src, q_dst = _np(pk.q_src), _np(pk.q_dst)
+    q_sport, q_dport = _np(pk.q_sport, -1, np.int32), _np(pk.q_dport, -1, np.int32)
+    q_seq, q_proto = _np(pk.q_seq, 0, np.uint32), _np(pk.q_proto, -1, np.int16)
+    rk = []
+    sel = _where((synack | rst) & ((flags & ACK) != 0))
+    rk.append(KeyPart(sel, KeyFamily.NEXTSEQ, dst[sel], src[sel], dport[sel], sport[sel], 6, ack[sel]))
+    sel = _where(rst & ((flags & ACK) == 0))
+    rk.append(KeyPart(sel, KeyFamily.ACK, dst[sel], src[sel], dport[sel], sport[sel], 6, seq[sel]))
+    sel = _where(icmp_error & (q_proto == 6) & (q_sport >= 0))
+    rk.append(KeyPart(sel, KeyFamily.SEQ, q_src[sel], q_dst[sel], q_sport[sel], q_dport[sel], 6, q_seq[sel]))
+    sel = _where(icmp_error & (q_proto == 17) & (q_sport >= 0))
+    rk.append(KeyPart(sel, KeyFamily.UDP, q_src[sel], q_dst[sel], q_sport[sel], q_dport[sel], 17, 0))
+    sel = _where(udp_reply)
+    rk.append(KeyPart(sel, KeyFamily.UDP, dst[sel], src[sel], dport[sel], sport[sel], 17, 0))
+    sel = _where(echo_reply)
+    rk.append(KeyPart(sel, KeyFamily.ICMP, dst[sel], src[sel], icmp_id[sel], icmp_seq[sel], proto[sel], itype[sel]))
+    return rk
+
+
 def _group_keys(g_first: np.ndarray, offered: set[int], tcp_probe: np.ndarray, udp_probe: np.ndarray,
                 icmp_probe: np.ndarray, proto: np.ndarray, flags: np.ndarray, src: np.ndarray, dst: np.ndarray,
                 sport: np.ndarray, dport: np.ndarray, seq: np.ndarray, ack: np.ndarray, plen: np.ndarray,
-                itype: np.ndarray, icmp_id: np.ndarray, icmp_seq: np.ndarray) -> list[tuple]:
-    """Key parts (group, fam, a, b, x, y, p, s) each probe group can be answered on, for the families
-    some reply offers."""
+                itype: np.ndarray, icmp_id: np.ndarray, icmp_seq: np.ndarray) -> list[KeyPart]:
+    """The keys each probe group can be answered on (owner: the group), in the families some reply offers."""
     n_groups = len(g_first)
     g_ids = np.arange(n_groups, dtype=np.int32 if n_groups < 2**31 else np.int64)
     first = g_first
@@ -412,41 +449,43 @@ def _group_keys(g_first: np.ndarray, offered: set[int], tcp_probe: np.ndarray, u
         rows, gid = (first, g_ids) if is_tcp_g.all() else (first[is_tcp_g], g_ids[is_tcp_g])
         f = flags[rows]
         base = (src[rows], dst[rows], sport[rows], dport[rows], 6)
-        if _K_NEXTSEQ in offered:
+        if KeyFamily.NEXTSEQ in offered:
             nxt = seq[rows]  # uint32 arithmetic (in a copy): modulo 2^32, as sequence numbers are
             nxt += plen[rows]
             nxt += (f & SYN) != 0
             nxt += (f & FIN) != 0
-            pk_keys.append((gid, _K_NEXTSEQ) + base + (nxt,))
-        if _K_SEQ in offered:
-            pk_keys.append((gid, _K_SEQ) + base + (seq[rows],))
-        has_ack = (f & ACK) != 0 if _K_ACK in offered else None
+            pk_keys.append(KeyPart(gid, KeyFamily.NEXTSEQ, *base, nxt))
+        if KeyFamily.SEQ in offered:
+            pk_keys.append(KeyPart(gid, KeyFamily.SEQ, *base, seq[rows]))
+        has_ack = (f & ACK) != 0 if KeyFamily.ACK in offered else None
         if has_ack is not None and has_ack.any():  # (a SYN scan's probes: none)
-            pk_keys.append((gid[has_ack], _K_ACK) + tuple(v[has_ack] if isinstance(v, np.ndarray) else v for v in base)
-                           + (ack[rows][has_ack],))
+            pk_keys.append(KeyPart(gid[has_ack], KeyFamily.ACK,
+                                   *(v[has_ack] if isinstance(v, np.ndarray) else v for v in base),
+                                   ack[rows][has_ack]))
     is_udp_g = udp_probe[first]
-    if is_udp_g.any() and _K_UDP in offered:
+    if is_udp_g.any() and KeyFamily.UDP in offered:
         rows, gid = first[is_udp_g], g_ids[is_udp_g]
-        pk_keys.append((gid, _K_UDP, src[rows], dst[rows], sport[rows], dport[rows], 17, 0))
+        pk_keys.append(KeyPart(gid, KeyFamily.UDP, src[rows], dst[rows], sport[rows], dport[rows], 17, 0))
     is_icmp_g = icmp_probe[first]
-    if is_icmp_g.any() and _K_ICMP in offered:
+    if is_icmp_g.any() and KeyFamily.ICMP in offered:
         rows, gid = first[is_icmp_g], g_ids[is_icmp_g]
         want = np.full(len(rows), -1, np.int64)
         for p_, table in ((1, _ICMP4_REPLY), (58, _ICMP6_REPLY)):
             for t_, reply in table.items():
                 want[(proto[rows] == p_) & (itype[rows] == t_)] = reply
-        pk_keys.append((gid, _K_ICMP, src[rows], dst[rows], icmp_id[rows], icmp_seq[rows], proto[rows], want))
+        pk_keys.append(KeyPart(gid, KeyFamily.ICMP, src[rows], dst[rows], icmp_id[rows], icmp_seq[rows], proto[rows],
+                               want))
     return pk_keys
 
 
-def _spans(parts: list[tuple]) -> list[tuple[int, int]]:
-    """Where each key part's rows lie among all the parts' rows (each part as long as its first array)."""
-    ends = np.cumsum([len(part[0]) for part in parts]).tolist()
+def _spans(parts: list[KeyPart]) -> list[tuple[int, int]]:
+    """Where each key part's rows lie among all the parts' rows."""
+    ends = np.cumsum([len(part.owner) for part in parts]).tolist()
     return list(zip([0] + ends[:-1], ends))
 
 
-def _value_range(parts: list[tuple], j: int) -> tuple[int, int]:
-    """The least and greatest value of column j over non-empty key parts (each an array or one value)."""
+def _value_range(parts: list[KeyPart], j: int) -> tuple[int, int]:
+    """The least and greatest value of field j over non-empty key parts (each an array or one value)."""
     values = [(int(v), int(v)) if np.ndim(v) == 0 else (int(v.min()), int(v.max()))
               for v in (p[j] for p in parts)]
     return min(lo for lo, _ in values), max(hi for _, hi in values)
@@ -490,22 +529,22 @@ def _order_of_rows(rows: np.ndarray, n: int) -> np.ndarray:
     return at[at >= 0]
 
 
-def _latest_transmissions(left_parts: list[tuple], right_parts: list[tuple], g_start: np.ndarray, n_tx: np.ndarray,
+def _latest_transmissions(left_parts: list[KeyPart], right_parts: list[KeyPart], g_start: np.ndarray, n_tx: np.ndarray,
                           tx_rows: np.ndarray, time_rank: Callable[[np.ndarray], np.ndarray]
                           ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """For every reply (left key parts: reply row, fam, a, b, x, y, p, s), the latest transmission before it
-    in time order among the groups whose keys (right parts: group, fam, …) equal its own.
+    """For every reply (left key parts, owned by reply rows), the latest transmission before it in time order
+    among the groups (right key parts, owned by groups) whose keys equal its own.
 
     Every transmission of every (group, key) row and every reply go into one table sorted by (key, time
     rank): a reply's answer is the last transmission before it in its key's run. Returns (reply row, group,
     transmission position) for the replies that have one.
     """
     empty = np.zeros(0, np.int64)
-    left_parts, right_parts = ([p for p in parts if len(p[0])] for parts in (left_parts, right_parts))
-    nl, nr = (sum(len(p[0]) for p in parts) for parts in (left_parts, right_parts))
+    left_parts, right_parts = ([p for p in parts if len(p.owner)] for parts in (left_parts, right_parts))
+    nl, nr = (sum(len(p.owner) for p in parts) for parts in (left_parts, right_parts))
     if not nl or not nr:
         return empty, empty, empty
-    reply_row, group = (np.concatenate([p[0] for p in parts]) for parts in (left_parts, right_parts))
+    reply_row, group = (np.concatenate([p.owner for p in parts]) for parts in (left_parts, right_parts))
     # Pack the keys column by column into uint64 words, each column offset and sized by the right side's
     # range: a left value outside it matches nothing (that row is dropped), so every kept value fits.
     # Part by part, in each part's own types: a column one value for a whole part (a key family, a protocol)
@@ -516,7 +555,7 @@ def _latest_transmissions(left_parts: list[tuple], right_parts: list[tuple], g_s
     lw, rw = np.zeros(nl, np.uint64), np.zeros(nr, np.uint64)
     used = 0
     l_spans, r_spans = _spans(left_parts), _spans(right_parts)
-    for j in range(1, 8):
+    for j in _KEY_FIELDS:
         lo, hi = _value_range(right_parts, j)
         bits = (hi - lo).bit_length()
         if used + bits > 64:
@@ -561,149 +600,16 @@ def _latest_transmissions(left_parts: list[tuple], right_parts: list[tuple], g_s
     if len(right_parts) > 1:
         # A transmission offered under several keys (key families) is an entry per key: time ranks made
         # distinct by the key part, without changing their order (a reply is one entry: its own row).
-        part = np.repeat(np.arange(len(right_parts), dtype=np.uint8), [len(p[0]) for p in right_parts])
+        part = np.repeat(np.arange(len(right_parts), dtype=np.uint8), [len(p.owner) for p in right_parts])
         when *= len(right_parts)
         when[:n_ev] += np.repeat(part, n_of)
         del part
     del n_of
     box = [when]
     del when
-    o, same = _key_time_order(words, used, box)  # (takes the ranks out of the box: it frees them when it can)
-    fast = compiled.FAST
-    if fast is not None:  # (the loop below in one compiled pass)
-        reply_at, ev = np.empty(len(reply_row), np.int64), np.empty(len(reply_row), np.int64)
-        count = fast.latest_in_runs(o, same.view(np.uint8), n_ev, reply_at, ev)
-        reply_at, ev = reply_at[:count], ev[:count]
-        return reply_row[reply_at], ev_group[ev], ev_tx[ev]
-    is_ev = o < n_ev
-    ev_at = _where(is_ev)  # transmissions, in sorted order
-    at = _where(~is_ev)  # replies, in sorted order
-    del is_ev
-    prev = np.searchsorted(ev_at, at) - 1  # the last transmission sorted before each reply
-    found = prev >= 0
-    at, prev = at[found], ev_at[prev[found]]
-    del ev_at, found
-    run = np.cumsum(~same, dtype=np.int32 if len(same) < 2**31 else np.int64)  # each key's run of entries
-    del same
-    keyed = run[at] == run[prev]  # the transmission must have the reply's key (not just precede it)
-    del run
-    at, prev = at[keyed], prev[keyed]
-    ev = o[prev]
-    return reply_row[o[at] - n_ev], ev_group[ev], ev_tx[ev]
-
-
-def _key_time_order(words: list[np.ndarray], used: int, box: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
-    """The order of entries by (key, time rank), and, in that order, where an entry's key equals the one before
-    it (a bool per entry, False for the first): keys as uint64 words (the last using `used` bits; the list is
-    emptied, its words freed once used), time ranks distinct non-negative integers (the one array in `box`, taken
-    out of it so that it can be freed as soon as it is no longer needed). One sort of 64-bit values (not an index
-    sort: each value carries its entry's rank in its low bits, and the rank leads back to the entry):
-
-    - key bits and rank bits fit one word: exact;
-    - else the key is replaced by the top bits of a hash of its words, beside the rank. Entries with equal
-      hashes are then adjacent; if any two of them differ in their words (a collision, rare: about
-      n² / 2^(64 - rank bits) for n distinct keys), the order is made again exactly with lexsort.
-
-    analyzer._fast.key_order does it in one compiled pass where it was built (`_compiled_key_order`), the
-    numpy code below where it was not, or where it finds a collision.
-    """
-    when = box.pop()
-    if not len(when):
-        return np.zeros(0, np.int64), np.zeros(0, bool)
-    done = _compiled_key_order(words, used, when)
-    if done is not None:
-        words.clear()
-        return done
-    top = int(when.max())
-    rank_bits = max(top.bit_length(), 1)
-    rank_shift, low = np.uint64(rank_bits), np.uint64((1 << rank_bits) - 1)
-    exact = len(words) == 1 and used + rank_bits <= 64
-    if exact:
-        packed = words[0] << rank_shift
-    elif 64 - rank_bits >= 24:
-        packed = _hash(words)
-        np.right_shift(packed, rank_shift, out=packed)  # the hash's top bits …
-        np.left_shift(packed, rank_shift, out=packed)  # … above the rank
-    else:
-        return _exact_order(words, when)
-    unsigned = when if when.dtype.kind == "u" else when.view(f"u{when.dtype.itemsize}")  # (>= 0: same bits)
-    np.bitwise_or(packed, unsigned, out=packed)
-    del unsigned
-    entry = np.empty(top + 1, np.int32 if len(when) < 2**31 else np.int64)  # rank → entry
-    block = 1 << 16
-    for a in range(0, len(when), block):  # (in blocks: no temporary as long as the entries)
-        entry[when[a:a + block]] = np.arange(a, min(a + block, len(when)), dtype=entry.dtype)
-    del when
-    sort_words(packed)
-    o = np.empty(len(packed), entry.dtype)
-    for a in range(0, len(packed), block):  # (in blocks: no temporary as long as the entries)
-        o[a:a + block] = entry[packed[a:a + block] & low]
-    del entry
-    same = np.zeros(len(packed), bool)
-    if exact:
-        np.right_shift(packed, rank_shift, out=packed)  # the key itself, in order
-        np.equal(packed[1:], packed[:-1], out=same[1:])
-        words.clear()
-        return o, same
-    for a in range(0, len(same) - 1, block):  # adjacent values with equal hashes (in blocks: no temporaries)
-        hashes = packed[a:a + block + 1] >> rank_shift
-        same[a + 1:a + block + 1] = hashes[1:] == hashes[:-1]
-    del packed
-    tied = same.copy()
-    for word in words:  # each word in sorted order, one at a time
-        w = word[o]
-        if (tied[1:] & (w[1:] != w[:-1])).any():  # a collision: equal hashes, unequal words
-            # Exactly, then; within one hash the entries are in time order: their sorted places are ranks.
-            when = np.empty(len(o), np.int64)
-            when[o] = np.arange(len(o))
-            return _exact_order(words, when)
-        same[1:] &= w[1:] == w[:-1]
-    words.clear()
-    return o, same
-
-
-# The hash bits analyzer._fast.key_order keeps at most (all the room beside the ranks; tests lower it to make
-# collisions, which it leaves to numpy).
-KEY_HASH_BITS = 64
-
-
-def _compiled_key_order(words: list[np.ndarray], used: int, when: np.ndarray
-                        ) -> tuple[np.ndarray, np.ndarray] | None:
-    """`_key_time_order` by analyzer._fast.key_order: (order, same key as the entry before); None where it was not
-    built, or where it leaves the order to numpy (a hash collision; ranks too wide to leave room for a hash)."""
-    fast = compiled.FAST
-    if fast is None or not all(w.dtype == np.uint64 and w.flags.c_contiguous for w in words):
-        return None
-    o = np.empty(len(when), np.int32 if len(when) < 2**31 else np.int64)
-    same = np.empty(len(when), bool)
-    ranks = when if when.dtype in (np.uint32, np.int32, np.int64) else when.astype(np.int64)  # (ranks >= 0: int32 reads as uint32)
-    if fast.key_order(tuple(words), np.ascontiguousarray(ranks), used, o, same.view(np.uint8), KEY_HASH_BITS) != 0:
-        return None
-    return o, same
-
-
-def _exact_order(words: list[np.ndarray], when: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """`_key_time_order` by lexsort: the entries' order, and where an entry's key equals the one before it."""
-    o = np.lexsort((when,) + tuple(reversed(words)))
-    same = np.zeros(len(o), bool)
-    same[1:] = True
-    for w in words:
-        ordered = w[o]
-        same[1:] &= ordered[1:] == ordered[:-1]
-    words.clear()
-    return o, same
-
-
-def _hash(words: list[np.ndarray]) -> np.ndarray:
-    """A 64-bit multiply-xor hash of uint64 words, computed in place in its one result array: each word is
-    xored in and the sum multiplied by an odd constant, which carries every bit into the top bits (the bits
-    used)."""
-    with np.errstate(over="ignore"):
-        h = np.multiply(words[0], np.uint64(0x9E3779B97F4A7C15))
-        for w in words[1:]:
-            np.bitwise_xor(h, w, out=h)
-            np.multiply(h, np.uint64(0xBF58476D1CE4E5B9), out=h)
-    return h
+    o, same = key_time_order(words, used, box)  # (takes the ranks out of the box: it frees them when it can)
+    reply_at, ev = latest_in_runs(o, same, n_ev)
+    return reply_row[reply_at], ev_group[ev], ev_tx[ev]
 
 
 def _no_probes(pk: pd.DataFrame, synack: np.ndarray, rst: np.ndarray, flags: np.ndarray, icmp_error: np.ndarray,

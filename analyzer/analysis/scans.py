@@ -30,24 +30,13 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
-from ..flags import ACK, CWR, ECE, FIN, PSH, RST, SYN, URG, flag_text
+from ..protocols import ACK, CWR, ECE, FIN, PSH, RST, SYN, URG, flag_text
 from ..reading.payloads import payload_heads
+from .columns import column_codes, column_values, int_column, int_column_at, packet_rows, value_codes
 from .exchanges import PACKET_FIELDS as EXCHANGE_FIELDS
 from .exchanges import Columns, PacketKeys, answers_group_query, span, take, tcp_in_conversation, to_group
 from .fingerprints import SIGNATURE_COLUMNS, ToolVerdict, tool_verdict
-from .keys import (
-    column_codes,
-    column_values,
-    distinct_per_group,
-    group_ids,
-    group_of,
-    int_column,
-    int_column_at,
-    narrow,
-    packet_rows,
-    rows_in,
-    value_codes,
-)
+from .groups import distinct_per_group, group_ids, group_of, narrow, rows_in
 from .match import match as match_probes
 from .stages import (
     ArpStage,

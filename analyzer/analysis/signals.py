@@ -31,24 +31,26 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
-from ..flags import ACK, RST, SYN
+from ..protocols import ACK, RST, SYN
+from .columns import column_codes, packet_rows
 from .families import families as rtt_families
 from .families import medians_by_family
-from .hosts import option_layout
-from .keys import column_codes, group_ids, modes, packet_rows, stable_order
+from .groups import group_ids, modes
+from .stacks import IP_ID_STEP, ip_id_classes, option_layout
 from .stats import select_probes
 
 ALL_SIGNALS = ("ttl", "rtt", "stack", "rst", "clock", "ip_id")
 TTL_AGREEMENT = 0.8
 TTL_MIN_REPLIES = 3
 CLOCK_TOLERANCE = 1000  # TSval ticks (1 s at Linux's 1 kHz): one machine's clock stays far closer
-IPID_STEP = 1000
 WRAP = 1 << 32
 REPLY_FIELDS = ("ts_ns", "ttl", "tcp_flags", "window", "tcp_options", "ip_id", "tsval")
 
 
 @dataclass(frozen=True)
 class PortSignals:
+    """One port's signals, as `_port_table` reads them, and the signals whose value it can trust (`SIGNALS`)."""
+
     port: int
     replies: int
     ttl: int | None
@@ -63,15 +65,66 @@ class PortSignals:
     ts_consistent: bool | None = None  # None: no timestamps; False: replies do not fit one clock
     rst: str | None = None  # RST behaviour: "window W, RST/ACK" or "window W, bare RST"
     rst_agree: int = 0
+    trusted: frozenset[str] = frozenset()
 
-    @property
-    def ttl_trusted(self) -> bool:
-        return self.ttl is not None and self.ttl_agree >= TTL_MIN_REPLIES and self.ttl_agree >= TTL_AGREEMENT * self.replies
 
-    @property
-    def has_evidence(self) -> bool:
-        """Whether any signal of this port can be trusted on its own (else it cannot be placed)."""
-        return self.ttl_trusted or self.stack_agree >= 2 or self.rst_agree >= 2 or self.ts_offset is not None
+def _ttl_apart(a: PortSignals, b: PortSignals) -> str | None:
+    if a.ttl == b.ttl:
+        return None
+    return f"TTL {a.ttl} vs {b.ttl} on {a.ttl_agree}/{a.replies} and {b.ttl_agree}/{b.replies} replies"
+
+
+def _clock_apart(a: PortSignals, b: PortSignals) -> str | None:
+    gap = abs(a.ts_offset - b.ts_offset) % WRAP
+    gap = min(gap, WRAP - gap)  # two 32-bit clocks are never more than 2^31 ticks apart
+    return f"TCP timestamp clocks {gap:.0f} ticks apart" if gap > CLOCK_TOLERANCE else None
+
+
+def _stack_apart(a: PortSignals, b: PortSignals) -> str | None:
+    if (a.window, a.options) == (b.window, b.options):
+        return None
+    return f"SYN/ACK window {a.window} [{a.options}] vs {b.window} [{b.options}]"
+
+
+def _rst_apart(a: PortSignals, b: PortSignals) -> str | None:
+    return f"RSTs {a.rst} vs {b.rst}" if a.rst != b.rst else None
+
+
+def _ip_id_apart(a: PortSignals, b: PortSignals) -> str | None:
+    merged = sorted(a.ipid_series + b.ipid_series)
+    steps = np.diff([v for _, v in merged]) % 65536
+    own = np.median(np.concatenate([np.diff([v for _, v in s.ipid_series]) % 65536 for s in (a, b)]))
+    if len(steps) and (steps >= IP_ID_STEP).mean() > 0.3:
+        return f"IP ID counters {own:.0f} apart vs {np.median(steps):.0f} apart when merged"
+    return None
+
+
+@dataclass(frozen=True)
+class Signal:
+    """A signal a port's replies carry, declared once: when a port's value can be trusted (column-wise over the
+    port table), what of it decides (`identity`: ports whose trusted values are equal there are never apart by
+    it; empty: the port's own series decides, as a clock or a counter), whether trusting it lets a port be
+    placed on its own (`evidence`), and the evidence when two trusted ports differ (`apart`)."""
+
+    name: str
+    trusted: Callable[[pd.DataFrame], pd.Series]
+    identity: tuple[str, ...]
+    evidence: bool
+    apart: Callable[[PortSignals, PortSignals], str | None]
+
+
+# The signals read from the replies, most certain first (the order evidence is given in); RTT, the families'
+# own test, comes last (`_apart`).
+SIGNALS = (
+    Signal("ttl", lambda t: (t["ttl"].notna() & (t["ttl_agree"] >= TTL_MIN_REPLIES)
+                             & (t["ttl_agree"] >= TTL_AGREEMENT * t["replies"])).fillna(False).astype(bool),
+           ("ttl",), True, _ttl_apart),
+    Signal("clock", lambda t: t["ts_offset"].notna(), (), True, _clock_apart),
+    Signal("stack", lambda t: t["options"].notna() & (t["stack_agree"] >= 2), ("window", "options"), True,
+           _stack_apart),
+    Signal("rst", lambda t: t["rst"].notna() & (t["rst_agree"] >= 2), ("rst",), True, _rst_apart),
+    Signal("ip_id", lambda t: t["ip_id_class"] == "incremental", (), False, _ip_id_apart),
+)
 
 
 def _clock(replies: pd.DataFrame, t_ref_ns: int) -> tuple[float | None, float | None, bool | None]:
@@ -126,7 +179,8 @@ def _port_table(replies: pd.DataFrame, ports: list[int] | np.ndarray, t_ref_ns: 
     """Every port's signals as columns (index: port), computed column-wise over all replies at once.
 
     Columns: replies, ttl, ttl_agree, window, options, stack_agree, ip_id_class, rst, rst_agree, ts_offset,
-    ts_rate, ts_consistent, ipid_series, and the derived ttl_trusted, has_evidence. Only the few ports whose
+    ts_rate, ts_consistent, ipid_series, and the derived <signal>_trusted of each of `SIGNALS` and
+    has_evidence (a signal that counts as evidence is trusted). Only the few ports whose
     verdicts need their own series (an incremental IP ID counter, three or more TCP timestamps) are visited
     one by one.
     """
@@ -165,32 +219,22 @@ def _port_table(replies: pd.DataFrame, ports: list[int] | np.ndarray, t_ref_ns: 
     table["rst"] = _per_port(index, m_port, texts, None)
     table["rst_agree"] = _per_port(index, m_port, m_n, 0)
     del flags, window, options, synack, rst  # (a reply's worth each: freed before the next signal's arrays)
-    # IP ID class from each port's IDs in time order: all zero, steps mostly small (one counter), or random.
+    # IP ID class from each port's IDs in time order (`stacks.ip_id_classes`, as hosts read them).
     has = replies["ip_id"].notna().to_numpy()
-    id_port = port[has]
-    # Time order, then (stably) port order: each port's IDs in time order.
     o = np.argsort(replies["ts_ns"].to_numpy(np.int64)[has], kind="stable")
-    o = o[stable_order(id_port[o])]
-    id_port = id_port[o]
-    id_vals = replies["ip_id"].to_numpy(np.int64, na_value=0)[has][o]
-    same = np.r_[False, id_port[1:] == id_port[:-1]] if len(id_port) else np.zeros(0, bool)
-    small = (np.r_[False, (np.diff(id_vals) % 65536) < IPID_STEP] & same) if len(id_port) else same
-    pos = index.get_indexer(id_port)
+    pos = index.get_indexer(port[has][o])
     ok = pos >= 0
-    # Per port: IDs, zero IDs, small steps, steps (counts of the rows where each holds).
-    count, zero, small_n, steps = (np.bincount(pos[ok & w], minlength=len(index))
-                                   for w in (ok, id_vals == 0, small, same))
-    del id_port, o, id_vals, same, small, pos, ok
-    incremental = (steps > 0) & (small_n > 0.9 * np.maximum(steps, 1))
-    table["ip_id_class"] = np.select([count < 3, zero == count, incremental],
-                                     ["unknown", "zero", "incremental"], "random").astype(object)
+    _, classes = ip_id_classes(pos[ok], replies["ip_id"].to_numpy(np.int64, na_value=0)[has][o][ok], len(index))
+    table["ip_id_class"] = classes.astype(object)
+    incremental = classes == "incremental"
+    del o, pos, ok
     table["ts_offset"] = table["ts_rate"] = np.nan
     table["ts_consistent"] = None
     table["ipid_series"] = [()] * len(index)
     ts_port = port[replies["tsval"].notna().to_numpy()]
     pos = index.get_indexer(ts_port)
     has_ts = np.bincount(pos[pos >= 0], minlength=len(index))
-    special = index[(count >= 3) & (zero != count) & incremental | (has_ts >= 3)]
+    special = index[incremental | (has_ts >= 3)]
     if len(special):
         # Each special port's replies in capture order (one sort, then slices: no scan per port).
         mine_all = replies[replies["_port"].isin(special)].sort_values("_port", kind="stable")
@@ -205,10 +249,12 @@ def _port_table(replies: pd.DataFrame, ports: list[int] | np.ndarray, t_ref_ns: 
             table.at[port, "ts_consistent"] = ok
             if offset is not None:
                 table.at[port, "ts_offset"], table.at[port, "ts_rate"] = offset, rate
-    table["ttl_trusted"] = (table["ttl"].notna() & (table["ttl_agree"] >= TTL_MIN_REPLIES)
-                            & (table["ttl_agree"] >= TTL_AGREEMENT * table["replies"])).fillna(False).astype(bool)
-    table["has_evidence"] = (table["ttl_trusted"] | (table["stack_agree"] >= 2) | (table["rst_agree"] >= 2)
-                             | table["ts_offset"].notna())
+    evidence = np.zeros(len(index), bool)
+    for signal in SIGNALS:
+        trusted = signal.trusted(table).to_numpy(bool)
+        table[f"{signal.name}_trusted"] = trusted
+        evidence |= trusted & signal.evidence
+    table["has_evidence"] = evidence
     return table
 
 
@@ -221,31 +267,19 @@ def _port_signals(table: pd.DataFrame, port: int) -> PortSignals:
     return PortSignals(int(port), int(r["replies"]), None if ttl is None else int(ttl), int(r["ttl_agree"]),
                        None if window is None else int(window), opt(r["options"]), int(r["stack_agree"]),
                        r["ip_id_class"], opt(r["ts_offset"]), opt(r["ts_rate"]), r["ipid_series"],
-                       r["ts_consistent"], opt(r["rst"]), int(r["rst_agree"]))
+                       r["ts_consistent"], opt(r["rst"]), int(r["rst_agree"]),
+                       frozenset(sg.name for sg in SIGNALS if r[f"{sg.name}_trusted"]))
 
 
 def _apart(a: PortSignals, b: PortSignals, rtt_apart: str | None, use: tuple[str, ...]) -> list[tuple[str, str]]:
-    """Every (signal, evidence) that separates ports a and b, most certain first; empty when none does."""
+    """Every (signal, evidence) that separates ports a and b, most certain first; empty when none does. A signal
+    separates only ports that both can trust it (`Signal.trusted`)."""
     found = []
-    if "ttl" in use and a.ttl != b.ttl and a.ttl_trusted and b.ttl_trusted:
-        found.append(("ttl", f"TTL {a.ttl} vs {b.ttl} on {a.ttl_agree}/{a.replies} and {b.ttl_agree}/{b.replies} replies"))
-    if "clock" in use and a.ts_offset is not None and b.ts_offset is not None:
-        gap = abs(a.ts_offset - b.ts_offset) % WRAP
-        gap = min(gap, WRAP - gap)  # two 32-bit clocks are never more than 2^31 ticks apart
-        if gap > CLOCK_TOLERANCE:
-            found.append(("clock", f"TCP timestamp clocks {gap:.0f} ticks apart"))
-    if ("stack" in use and a.options is not None and b.options is not None
-            and min(a.stack_agree, b.stack_agree) >= 2 and (a.window, a.options) != (b.window, b.options)):
-        found.append(("stack", f"SYN/ACK window {a.window} [{a.options}] vs {b.window} [{b.options}]"))
-    if ("rst" in use and a.rst is not None and b.rst is not None and min(a.rst_agree, b.rst_agree) >= 2
-            and a.rst != b.rst):
-        found.append(("rst", f"RSTs {a.rst} vs {b.rst}"))
-    if "ip_id" in use and a.ip_id_class == b.ip_id_class == "incremental":
-        merged = sorted(a.ipid_series + b.ipid_series)
-        steps = np.diff([v for _, v in merged]) % 65536
-        own = np.median(np.concatenate([np.diff([v for _, v in s.ipid_series]) % 65536 for s in (a, b)]))
-        if len(steps) and (steps >= IPID_STEP).mean() > 0.3:
-            found.append(("ip_id", f"IP ID counters {own:.0f} apart vs {np.median(steps):.0f} apart when merged"))
+    for signal in SIGNALS:
+        if signal.name in use and signal.name in a.trusted and signal.name in b.trusted:
+            text = signal.apart(a, b)
+            if text:
+                found.append((signal.name, text))
     if "rtt" in use and rtt_apart:
         found.append(("rtt", rtt_apart))
     return found
@@ -263,19 +297,21 @@ def _lazy_signals(table: pd.DataFrame) -> Callable[[int], PortSignals]:
 
 
 def _signature_codes(table: pd.DataFrame, rtt_family: np.ndarray) -> np.ndarray:
-    """Per port, a code for what `_apart` looks at: equal codes, equal verdicts against any port. Ports whose
-    verdicts depend on their own series (TCP timestamps, an incremental IP ID counter) get a code of their own."""
-    stack_ok = (table["stack_agree"] >= 2).to_numpy()
-    rst_ok = (table["rst_agree"] >= 2).to_numpy()
-    trusted = table["ttl_trusted"].to_numpy()
+    """Per port, a code for what `_apart` looks at, derived from `SIGNALS`: equal codes, equal verdicts against
+    any port (the same RTT family, the same signals trusted, the same identity where trusted). Ports trusted in
+    a signal whose verdicts depend on their own series (a clock, a counter: no identity) get a code of their own."""
     if not len(table):
         return np.zeros(0, np.int64)
-    codes = group_ids(np.asarray(rtt_family, np.int64), trusted.astype(np.int64),
-                      np.where(trusted, table["ttl"].to_numpy(np.int64, na_value=-1), -1),
-                      np.where(stack_ok, table["window"].to_numpy(np.int64, na_value=-1) + 1, -1),
-                      pd.factorize(pd.Series(table["options"].to_numpy()).where(stack_ok, None))[0].astype(np.int64),
-                      pd.factorize(pd.Series(table["rst"].to_numpy()).where(rst_ok, None))[0].astype(np.int64))
-    own = (table["ts_offset"].notna() | (table["ip_id_class"] == "incremental")).to_numpy()
+    parts = [np.asarray(rtt_family, np.int64)]
+    own = np.zeros(len(table), bool)
+    for signal in SIGNALS:
+        trusted = table[f"{signal.name}_trusted"].to_numpy(bool)
+        if not signal.identity:
+            own |= trusted
+            continue
+        parts.append(trusted.astype(np.int64))
+        parts += [pd.factorize(table[name].where(trusted))[0].astype(np.int64) for name in signal.identity]
+    codes = group_ids(*parts)
     codes[own] = codes.max(initial=-1) + 1 + np.arange(int(own.sum()))
     return codes
 

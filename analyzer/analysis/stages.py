@@ -17,9 +17,10 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from ..flags import ACK, CWR, ECE, FIN, PSH, RST, SYN, URG
+from ..protocols import ACK, CWR, ECE, FIN, PSH, RST, SYN, URG
+from .columns import int_column_at
 from .exchanges import Columns, PacketKeys, span
-from .keys import group_ids, int_column_at
+from .groups import group_ids
 
 
 @dataclass(frozen=True)

@@ -14,8 +14,8 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from ..flags import ACK, FIN, RST, SYN
-from .keys import stable_order
+from ..protocols import ACK, FIN, RST, SYN
+from .groups import stable_order
 
 PORT_KEYS = ["dst", "protocol", "dport"]
 DEFAULT_TRIM = 0.1
@@ -31,10 +31,10 @@ def _special():
 
 def load_in_background() -> None:
     """Start importing scipy.special in a daemon thread, for a command that will test RTTs once it has read and
-    matched the capture. The reader's per-record loops (analyzer/accel/_fast.c) and matching's large numpy
+    matched the capture. The reader's per-record loops (analyzer/accel/_reader.c) and matching's large numpy
     operations let go of the GIL, so the import (0.1-0.15 s, mostly Python) runs on the other core meanwhile;
-    `_special` then finds it done, or waits on the import lock for the rest. `rtt` on the benchmark capture:
-    0.04-0.05 s faster (medians of two sets of alternating runs: 1.10 -> 1.04 s, 1.14 -> 1.10 s)."""
+    `_special` then finds it done, or waits on the import lock for the rest: `rtt` on the benchmark capture
+    takes 0.04-0.05 s less (medians of alternating runs with and without it)."""
     import sys
     import threading
 

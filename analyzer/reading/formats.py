@@ -4,9 +4,9 @@ pcap (µs or ns magic, either byte order), pcapng (any number of sections and in
 link type, timestamp resolution and offset) and gzip-compressed files of either. The file is mapped (or
 decompressed) into one buffer; walking the record chain is a per-record loop (each record's length says where
 the next begins, so it cannot be vectorised), and it keeps no Python object per record: offsets, lengths and
-timestamps go into typed arrays. The walk is compiled C where analyzer._fast was built (a classic pcap's
-records, pcapng's runs of enhanced packet blocks); else, and for every other pcapng block, it is the numpy
-and Python code here, which is the reference (tests/test_compiled.py reads captures both ways).
+timestamps go into typed arrays. A classic pcap's records and pcapng's runs of enhanced packet blocks are
+walked by accel/walk.py (compiled where it was built); every other pcapng block, and every enhanced packet
+block where nothing was compiled, is read here.
 
 Damage policy: a capture cut short, or a record whose length is absurd, ends the walk at the last good
 record with a `CaptureWarning`; an unreadable file raises `CaptureError` naming the file and the problem.
@@ -15,7 +15,6 @@ record with a `CaptureWarning`; an unreadable file raises `CaptureError` naming 
 from __future__ import annotations
 
 import dataclasses
-import itertools
 import mmap
 import os
 import struct
@@ -23,12 +22,12 @@ import warnings
 import zlib
 from array import array
 from dataclasses import dataclass
-from types import ModuleType
 from typing import BinaryIO
 
 import numpy as np
 
-from .. import accel as compiled
+from ..accel import walk
+from ..accel.buffers import RecordArrays, give_back, walked
 from ..errors import CaptureError, CaptureWarning, capture_file_errors
 
 PCAP_MAGIC_US = 0xA1B2C3D4
@@ -71,16 +70,7 @@ class Records:
         """Records start … stop-1 are decoded: when `data` maps the file, give their pages back to the
         kernel (they stay in the page cache; touching them again maps them again)."""
         if self.mapping is not None and start < stop:
-            _give_back(self.mapping, int(self.offset[start]), int(self.offset[stop - 1] + self.caplen[stop - 1]))
-
-
-def _give_back(mapping: mmap.mmap, start: int, end: int) -> None:
-    """The whole pages of mapping[start:end] go back to the kernel (they stay in the page cache; touching
-    them again maps them again). The partial pages at either end are kept: neighbours may still need them."""
-    lo = -(-start // mmap.PAGESIZE) * mmap.PAGESIZE
-    hi = (end // mmap.PAGESIZE) * mmap.PAGESIZE
-    if hi > lo:
-        mapping.madvise(mmap.MADV_DONTNEED, lo, hi - lo)
+            give_back(self.mapping, int(self.offset[start]), int(self.offset[stop - 1] + self.caplen[stop - 1]))
 
 
 def _load(path: str) -> tuple[bytes | bytearray | mmap.mmap, bool]:
@@ -169,140 +159,13 @@ def records_of(path: str, raw: bytes | bytearray | mmap.mmap, compressed: bool =
     raise CaptureError(path, f"not a pcap or pcapng file (starts with bytes {raw[:4].hex()})")
 
 
-class _Releaser:
-    """Gives a mapped file's pages back to the kernel behind a walk, every few MB (no-op for bytes)."""
-
-    STEP = 1 << 24
-
-    def __init__(self, raw: bytes | mmap.mmap) -> None:
-        self.mapping = raw if isinstance(raw, mmap.mmap) else None
-        self.done = 0
-
-    def __call__(self, pos: int) -> None:
-        if self.mapping is not None and pos - self.done >= self.STEP:
-            _give_back(self.mapping, self.done, pos)
-            self.done = pos
-
-
-def _walked(raw: bytes | mmap.mmap) -> mmap.mmap | None:
-    """After the record walk: a mapped file's pages go back to the kernel (the decoder maps them again, a
-    chunk at a time). Returns the mapping, or None for bytes in memory."""
-    if not isinstance(raw, mmap.mmap):
-        return None
-    _give_back(raw, 0, len(raw))
-    return raw
-
-
-def _u32_view(raw: bytes, big: bool) -> np.ndarray:
-    """The 32-bit integer starting at every byte of `raw` (overlapping views, stride 1): one gather reads a field."""
-    return np.ndarray((max(len(raw) - 3, 0),), ">u4" if big else "<u4", buffer=raw, strides=(1,))
-
-
-# Record walk: after this many records walked one by one, try to predict the next ones (see _walk_pcap).
-_SPECULATE_AFTER = 16
-_SPECULATE_MAX = 1 << 16
-
-
-def _walk_pcap(raw: bytes, endian: str, limit: int, snaplen: int) -> tuple[np.ndarray, int, str | None]:
-    """Record starts of a classic pcap, the position where the walk stopped, and the damage found (or None).
-
-    Each record's length says where the next begins, so the walk is sequential; but captures repeat
-    themselves (a scan's probe and reply lengths alternate for millions of records). So after a few records
-    walked one by one, the walk guesses that the last one or two record lengths repeat, computes where the
-    next K records would start, and checks the guess with numpy: the caplen read at each guessed start must
-    be the guessed one. The records up to the first wrong guess are exactly those the one-by-one walk would
-    have found (it reads nothing else); it resumes there. K doubles while guesses hold, and guessing backs
-    off while they fail, so captures that do not repeat pay almost nothing for it.
-    """
-    caplen_at = struct.Struct(endian + "I").unpack_from
-    view = _u32_view(raw, endian == ">")
-    release = _Releaser(raw)
-    chunks: list[np.ndarray] = []  # record starts found, in order: walked arrays and verified guesses
-    done = 0  # records in chunks
-    pos, end = 24, len(raw)
-    damage = None
-    k = 64  # records guessed at once
-    budget = _SPECULATE_AFTER
-    while True:
-        starts = array("q")
-        append = starts.append
-        for _ in range(budget):
-            if pos + 16 > end:
-                break
-            cap = caplen_at(raw, pos + 8)[0]
-            if cap > limit:
-                damage = f"record {done + len(starts) + 1} at byte {pos} claims {cap} bytes (snaplen {snaplen}); stopping there"
-                break
-            nxt = pos + 16 + cap
-            if nxt > end:
-                damage = f"capture cut short inside record {done + len(starts) + 1} (byte {pos})"
-                break
-            append(pos)
-            pos = nxt
-        else:
-            starts_np = np.frombuffer(starts, np.int64)
-            chunks.append(starts_np)
-            done += len(starts_np)
-            guessed = _guess(view, starts_np, pos, end, k)
-            if guessed is None:
-                budget = min(budget * 2, 4096)  # nothing to guess from, or a wrong guess: walk longer first
-                continue
-            found, pos = guessed
-            chunks.append(found)
-            done += len(found)
-            release(pos)
-            if len(found) == k:
-                k = min(k * 2, _SPECULATE_MAX)
-                budget = 2
-            else:
-                k = 64
-                budget = _SPECULATE_AFTER if len(found) else min(budget * 2, 4096)
-            continue
-        chunks.append(np.frombuffer(starts, np.int64))
-        break
-    return (np.concatenate(chunks) if chunks else np.zeros(0, np.int64)), pos, damage
-
-
-def _guess(view: np.ndarray, walked: np.ndarray, pos: int, end: int, k: int) -> tuple[np.ndarray, int] | None:
-    """Guess the next k records repeat the last one's or last two's lengths; keep the verified prefix."""
-    if len(walked) < 4:
-        return None
-    s = walked[-4:].tolist() + [pos]
-    sizes = [b - a for a, b in itertools.pairwise(s)]
-    if sizes[3] == sizes[2] == sizes[1]:
-        period = sizes[3:]
-    elif sizes[3] == sizes[1] and sizes[2] == sizes[0]:
-        period = sizes[2:]
-    else:
-        return None
-    step = sum(period)
-    k = min(k, ((end - pos) // step) * len(period))  # every guessed record must end inside the file
-    if k <= 0:
-        return None
-    i = np.arange(k)
-    phase = i % len(period)
-    size = np.array(period, np.int64)[phase]
-    prefix = np.array([0] + period[:-1], np.int64).cumsum()  # where each phase starts within a period
-    start = pos + (i // len(period)) * step + prefix[phase]
-    wrong = np.flatnonzero(view[start + 8] != size - 16)
-    m = int(wrong[0]) if len(wrong) else k
-    if m == 0:
-        return None
-    return start[:m], int(start[m - 1] + size[m - 1])
-
-
 def _pcap(path: str, raw: bytes, endian: str, nano: bool, compressed: bool) -> Records:
     if len(raw) < 24:
         raise CaptureError(path, f"pcap global header cut short ({len(raw)} of 24 bytes)")
     _, _, _, _, snaplen, network = struct.unpack_from(endian + "HHiIII", raw, 4)
     linktype, fcs = _link_field(network)
     limit = max(min(MAX_RECORD, max(snaplen, 65535) * 4), 65535 + 64)
-    fast = compiled.FAST
-    if fast is not None:
-        (offset, caplen, wirelen, ts_ns), pos, damage = _walk_pcap_compiled(fast, raw, endian, nano, limit, snaplen)
-    else:
-        hdr, pos, damage = _walk_pcap(raw, endian, limit, snaplen)
-        offset, caplen, wirelen, ts_ns = _pcap_headers(raw, endian, nano, hdr)
+    (offset, caplen, wirelen, ts_ns), pos, damage = walk.pcap_records(raw, endian, nano, limit, snaplen)
     end = len(raw)
     if damage is None and pos != end:
         damage = f"capture cut short inside record header {len(offset) + 1} (byte {pos})"
@@ -325,52 +188,9 @@ def _link_field(network: int) -> tuple[int, int]:
 
 def _records(path: str, raw: bytes | mmap.mmap, fmt: str, compressed: bool, **columns: np.ndarray) -> Records:
     """The Records of a walked capture: its per-record columns, over the file's bytes (a mapped file's pages given
-    back now that the walk is done: `_walked`)."""
+    back now that the walk is done)."""
     return Records(path=path, data=np.frombuffer(raw, np.uint8), format=fmt, compressed=compressed,
-                   mapping=_walked(raw), **columns)
-
-
-def _pcap_headers(raw: bytes, endian: str, nano: bool, hdr: np.ndarray) -> tuple[np.ndarray, ...]:
-    """Packet offsets, caplen, wirelen and ts_ns of the records whose headers start at `hdr` (numpy)."""
-    view = _u32_view(raw, endian == ">")
-    caplen, wirelen, ts_ns = (np.empty(len(hdr), np.int64) for _ in range(3))
-    release = _Releaser(raw)
-    for a in range(0, len(hdr), 1 << 18):  # the record headers, a block at a time, pages given back behind
-        at = hdr[a : a + (1 << 18)]
-        b = a + len(at)
-        caplen[a:b], wirelen[a:b] = view[at + 8], view[at + 12]
-        frac = view[at + 4].astype(np.int64)
-        ts_ns[a:b] = view[at].astype(np.int64) * 1_000_000_000 + (frac if nano else frac * 1000)
-        release(int(at[-1]))
-    hdr += 16  # (in place: each record's packet bytes start after its 16-byte header)
-    return hdr, caplen, wirelen, ts_ns
-
-
-# Records the compiled walk takes per call: the pages behind it are given back between calls.
-_COMPILED_RECORDS = 1 << 20
-
-
-def _walk_pcap_compiled(fast: ModuleType, raw: bytes, endian: str, nano: bool, limit: int,
-                        snaplen: int) -> tuple[tuple[np.ndarray, ...], int, str | None]:
-    """`_walk_pcap` and `_pcap_headers` in one pass of analyzer._fast.walk_pcap: the same records, the same
-    damage, the same stopping place."""
-    release = _Releaser(raw)
-    out = _RecordArrays((np.int64,) * 4, len(raw), 16)
-    pos = 24
-    while True:
-        room = [a[:_COMPILED_RECORDS] for a in out.room()]
-        k, pos, status, claimed = fast.walk_pcap(raw, pos, endian == ">", nano, limit, *room)
-        out.count += k
-        release(pos)
-        if status or k < len(room[0]) or not len(room[0]) or pos + 16 > len(raw):
-            break
-    done = out.count
-    damage = None
-    if status == 1:
-        damage = f"record {done + 1} at byte {pos} claims {claimed} bytes (snaplen {snaplen}); stopping there"
-    elif status == 2:
-        damage = f"capture cut short inside record {done + 1} (byte {pos})"
-    return out.filled(), pos, damage
+                   mapping=walked(raw), **columns)
 
 
 @dataclass(frozen=True)
@@ -408,37 +228,13 @@ def _described(body: memoryview, endian: str) -> tuple[_Iface, bool]:
     return _Iface(lt, snap, res, off), cut
 
 
-class _RecordArrays:
-    """Per-record columns the compiled walks fill in file order. Sized for a guess of the record count (a record
-    every 64 bytes of file), and grown (doubled, up to as many as the file's smallest records could make) when
-    the guess falls short: a capture of many tiny records costs a copy, and none costs an allocation of a file's
-    size in every column (which a machine short of memory may refuse outright)."""
-
-    def __init__(self, types: tuple, size: int, smallest: int) -> None:
-        self.most = size // smallest + 1
-        self.columns = [np.empty(min(self.most, size // 64 + 1024), t) for t in types]
-        self.count = 0
-
-    def room(self, need: int = 1) -> list[np.ndarray]:
-        """The free part of each column (at least `need` entries, where the file could hold that many)."""
-        size = len(self.columns[0])
-        if size - self.count < need and size < self.most:
-            size = min(self.most, max(2 * size, self.count + need))
-            self.columns = [np.concatenate([c[: self.count], np.empty(size - self.count, c.dtype)])
-                            for c in self.columns]
-        return [c[self.count :] for c in self.columns]
-
-    def filled(self) -> tuple[np.ndarray, ...]:
-        return tuple(c[: self.count] for c in self.columns)
-
-
 class _Packets:
     """The packet records of a pcapng as the block walk finds them, in file order: appended one by one, or
-    taken a run of enhanced packet blocks at a time by the compiled walk (analyzer._fast.walk_epb)."""
+    taken a run of enhanced packet blocks at a time (accel.walk.epb_run)."""
 
     def __init__(self, size: int) -> None:
         # offset, caplen, wirelen, ts_units, iface; the smallest packet block (simple) takes 16 bytes
-        self.arrays = _RecordArrays(_PCAPNG_TYPES, size, 16)
+        self.arrays = RecordArrays(_PCAPNG_TYPES, size, 16)
         self.one_by_one: tuple[array, ...] = tuple(array(code) for code in "qqqQH")
 
     def add(self, start: int, iface: int, ts_hi: int, ts_lo: int, cap: int, wire: int) -> None:
@@ -453,15 +249,11 @@ class _Packets:
                 del values[:]
             self.arrays.count += k
 
-    def run(self, fast: ModuleType, raw: bytes, pos: int, endian: str, interfaces: int, base: int) -> int:
-        """Take the run of enhanced packet blocks at `pos` (compiled); returns where it stopped."""
+    def run(self, raw: bytes, pos: int, endian: str, interfaces: int, base: int) -> int:
+        """Take the run of enhanced packet blocks at `pos`; returns where it stopped (`pos` where the run is read
+        block by block instead)."""
         self._flush()
-        while True:
-            room = self.arrays.room()
-            k, pos = fast.walk_epb(raw, pos, endian == ">", interfaces, base, MAX_RECORD + 64, *room)
-            self.arrays.count += k
-            if k < len(room[0]) or not len(room[0]):
-                return pos
+        return walk.epb_run(self.arrays, raw, pos, endian == ">", interfaces, base, MAX_RECORD + 64)
 
     def __len__(self) -> int:
         return self.arrays.count + len(self.one_by_one[0])
@@ -482,7 +274,6 @@ def _pcapng(path: str, raw: bytes, compressed: bool) -> Records:
     view = memoryview(raw)
     packets = _Packets(len(raw))
     add = packets.add
-    fast = compiled.FAST
     interfaces: list[_Iface] = []
     all_ifaces: list[_Iface] = []  # across sections, so iface ids stay unique in the table
     base = 0  # index in all_ifaces of this section's interface 0
@@ -494,11 +285,13 @@ def _pcapng(path: str, raw: bytes, compressed: bool) -> Records:
     described: dict[tuple[str, bytes], tuple[_Iface, bool]] = {}
     while pos + 12 <= end:
         btype = struct.unpack_from(endian + "I", raw, pos)[0]
-        if btype == 6 and fast is not None:
-            pos = packets.run(fast, raw, pos, endian, len(interfaces), base)
-            if pos + 12 > end:
-                break
-            btype = struct.unpack_from(endian + "I", raw, pos)[0]  # the block the run stopped at: read below
+        if btype == 6:
+            stop = packets.run(raw, pos, endian, len(interfaces), base)
+            if stop != pos:
+                pos = stop
+                if pos + 12 > end:
+                    break
+                btype = struct.unpack_from(endian + "I", raw, pos)[0]  # the block the run stopped at: read below
         if btype == PCAPNG_SHB:
             bom = raw[pos + 8 : pos + 12]
             if bom == b"\x4d\x3c\x2b\x1a":

@@ -7,18 +7,8 @@ absent (NA), never read from the next record. Rows whose IP or TCP header is inc
 what could be decoded, and counted in ``attrs["malformed"]``.
 
 Fast path: most records of a scan share one layout, Ethernet II / IPv4 without options / TCP. Before the
-layers run on a chunk, `_fast_tcp4` gathers the first 54 bytes of every Ethernet record at once (one copy
-per record, read as the fields of `_ETH_IP4_TCP`) and takes the records whose bytes prove that layout
-with every header and option captured and inside the IP length. For those every field sits at a fixed
-offset and every bounds check of the layers is known to pass, so the values are the layers' values. Their
-TCP options are matched against the option layouts (`_option_layout`) of the first records: the option
-parser's path depends only on the kind and length bytes it reads, so a record with the same bytes there
-parses the same way, and its values are read from the same positions. Records the fast path does not take
-(another link, VLAN, IPv6, IP options, fragments, a header cut short, a rare option layout, ...) go
-through the layers. tests/test_edge_captures.py decodes fuzzed records both ways and compares the tables.
-Where analyzer._fast was built, `_compiled_tcp4` does the fast path's work in one compiled pass instead (and
-parses any option layout, as `_tcp_options` does); the numpy fast path is its reference, and the same tests
-run with each.
+layers run on a chunk, accel/decode.py takes the records whose bytes prove that layout (compiled where it was
+built) and decodes them at once, with the values the layers would give; the layers decode the rest.
 """
 
 from __future__ import annotations
@@ -31,23 +21,30 @@ from collections.abc import Iterable
 import numpy as np
 import pandas as pd
 
-from .. import accel as compiled
+from ..accel.decode import tcp4 as decode_tcp4
 from ..errors import CaptureError
+from ..protocols import (
+    ETH_ARP,
+    ETH_IPV4,
+    ETH_IPV6,
+    ICMP4_ERRORS,
+    ICMP4_QUERIES,
+    ICMP6_ERRORS,
+    ICMP6_QUERIES,
+    IPV6_AH,
+    IPV6_EXT,
+    IPV6_FRAG,
+    LINKTYPE_ETHERNET,
+    LINKTYPE_LOOP,
+    LINKTYPE_NULL,
+    LINKTYPE_SLL,
+    LINKTYPE_SLL2,
+    OPTION_FIELDS,
+    RAW_LINKTYPES,
+    VLAN_TPIDS,
+)
 from .formats import Records, read_records
 from .schema import empty_packets, frame_from_columns
-
-# Link types (tcpdump.org/linktypes.html)
-LINKTYPE_NULL, LINKTYPE_ETHERNET, LINKTYPE_RAW, LINKTYPE_LOOP = 0, 1, 101, 108
-LINKTYPE_SLL, LINKTYPE_SLL2, LINKTYPE_IPV4, LINKTYPE_IPV6 = 113, 276, 228, 229
-RAW_LINKTYPES = (LINKTYPE_RAW, 12, 14, LINKTYPE_IPV4, LINKTYPE_IPV6)
-VLAN_TPIDS = (0x8100, 0x88A8, 0x9100)
-ETH_IPV4, ETH_IPV6, ETH_ARP = 0x0800, 0x86DD, 0x0806
-IPV6_EXT = (0, 43, 60, 135, 139, 140)  # hop-by-hop, routing, dest opts, mobility, HIP, shim6: (len+1)*8
-IPV6_FRAG, IPV6_AH = 44, 51
-ICMP4_ERRORS = (3, 4, 5, 11, 12)
-ICMP6_ERRORS = (1, 2, 3, 4)
-ICMP4_QUERIES = (0, 8, 13, 14, 15, 16, 17, 18)  # echo, timestamp, info, address mask: id + seq
-ICMP6_QUERIES = (128, 129)
 
 
 class _Bytes:
@@ -233,7 +230,7 @@ def decode(rec: Records, *, columns: Iterable[str] | None = None) -> pd.DataFram
     for a in range(0, n, DECODE_ROWS):
         b = min(n, a + DECODE_ROWS)
         chunk = frames.take(slice(a, b))
-        fast = _fast_tcp4(rec.data, chunk, a, out, addr) if compiled.FAST is None else _compiled_tcp4(chunk, a, out, addr)
+        fast = decode_tcp4(chunk, a, out, addr)
         rest = np.flatnonzero(~fast)
         if len(rest):
             _layers(rec.data, chunk if len(rest) == len(chunk) else chunk.take(rest), rest + a, out, addr, malformed)
@@ -266,186 +263,6 @@ def _without_fcs(rec: Records) -> Records:
     if not rec.fcs:
         return rec
     return dataclasses.replace(rec, caplen=np.minimum(rec.caplen, np.maximum(rec.wirelen - rec.fcs, 0)))
-
-
-# The dominant layout, declared as data: Ethernet II, IPv4 without options (IHL 5), TCP fixed header. The
-# MAC addresses are read as the 8 bytes from their start (fields may overlap), the top 48 bits kept.
-_ETH_IP4_TCP = np.dtype({
-    "names": ["eth_dst", "eth_src", "ethertype", "vihl", "ip_len", "ip_id", "frag", "ttl", "ip_proto", "src",
-              "dst", "sport", "dport", "seq", "ack", "off_flags", "window"],
-    "formats": [">u8", ">u8", ">u2", "u1", ">u2", ">u2", ">u2", "u1", "u1", ">u4", ">u4", ">u2", ">u2", ">u4", ">u4",
-                ">u2", ">u2"],
-    "offsets": [0, 6, 12, 14, 16, 18, 20, 22, 23, 26, 30, 34, 36, 38, 42, 46, 48],
-    "itemsize": 54,
-})
-_TCP_AT = 34  # the TCP header's offset in that layout
-# TCP options whose values the table holds: (column, kind, option length, value offset, value size)
-_OPTION_FIELDS = (("mss", 2, 4, 2, 2), ("wscale", 3, 3, 2, 1), ("tsval", 8, 10, 2, 4), ("tsecr", 8, 10, 6, 4))
-_OPTION_COLUMNS = frozenset(["tcp_options"] + [f[0] for f in _OPTION_FIELDS])
-_LAYOUTS_PER_SIZE = 8  # option layouts tried per TCP header size and chunk; rarer ones take the general path
-
-
-def _fast_tcp4(data: np.ndarray, rec: Records, base: int, out: _Columns, addr: _Addresses) -> np.ndarray:
-    """Decode the records of the dominant layout at once; return which records it decoded.
-
-    A record qualifies when it is Ethernet II carrying IPv4 with IHL 5, unfragmented (offset 0), TCP, with
-    a data offset of at least 20 whose options lie inside both the captured bytes and the IP length, and
-    options laid out as one of the layouts found in the chunk (`_option_layout`). Then every field sits at
-    a fixed offset, and every bounds check of the general layers holds: caplen >= 34 + data offset and IP
-    length >= 20 + data offset. So one gather of 54 bytes per record (`_ETH_IP4_TCP`) gives every field,
-    with the values and presence the general layers would give, and such a record is never malformed.
-    Everything else (VLAN, other links, IP options, IPv6, fragments, truncation, ICMP, ...) is left to
-    the general layers (`_layers`).
-    """
-    n = len(rec)
-    fast = np.zeros(n, bool)
-    cand = np.flatnonzero((rec.linktype == LINKTYPE_ETHERNET) & (rec.caplen >= _ETH_IP4_TCP.itemsize))
-    if not len(cand):
-        return fast
-    # A 54-byte record starting at every byte of the buffer (stride 1): one gather copies each candidate's
-    # headers (as opaque bytes, which numpy copies whole; then viewed as fields).
-    size = _ETH_IP4_TCP.itemsize
-    view = np.ndarray((len(data) - size + 1,), f"V{size}", buffer=data, strides=(1,))
-    h = view[rec.offset[cand]].view(_ETH_IP4_TCP)
-    doff = (h["off_flags"] >> 12) * np.uint16(4)  # 0 … 60: uint16 arithmetic below cannot wrap
-    ip_len = h["ip_len"]
-    ok = ((h["ethertype"] == ETH_IPV4) & (h["vihl"] == 0x45) & (h["ip_proto"] == 6) & ((h["frag"] & 0x1FFF) == 0)
-          & (doff >= 20) & (ip_len >= doff + np.uint16(20)) & (rec.caplen[cand] >= doff + np.uint16(_TCP_AT)))
-    if _OPTION_COLUMNS & out.keep:
-        ok &= _fast_options(data, rec.offset[cand] + _TCP_AT + 20, doff, ok, out, cand + base)
-    if not ok.all():
-        cand, h, doff, ip_len = cand[ok], h[ok], doff[ok], ip_len[ok]
-    fast[cand] = True
-    target = slice(base, base + n) if len(cand) == n else cand + base
-
-    for name in ("eth_dst", "eth_src"):
-        if name in out.keep:
-            out.put(name, target, h[name] >> np.uint64(16))
-    for name, value in (("ethertype", ETH_IPV4), ("ip_version", 4), ("ip_proto", 6)):
-        out.put(name, target, value)
-    for name in ("ip_len", "ip_id", "ttl", "sport", "dport", "seq", "ack", "window"):
-        out.put(name, target, h[name])
-    out.put("fragment", target, (h["frag"] & 0x2000) != 0)  # offset 0: fragmented only when more follow
-    out.put("tcp_flags", target, h["off_flags"] & 0x1FF)
-    out.put("payload_len", target, ip_len - (doff + np.uint16(20)))
-    addr.put4("src", target, h["src"])
-    addr.put4("dst", target, h["dst"])
-    return fast
-
-
-# The columns analyzer._fast.tcp4 writes, in its order (_fast.c names them in an enum).
-FAST_COLUMNS = ("eth_dst", "eth_src", "ethertype", "ip_version", "ip_proto", "ip_len", "ip_id", "ttl", "fragment",
-                "sport", "dport", "seq", "ack", "tcp_flags", "window", "payload_len",
-                "tcp_options", "mss", "wscale", "tsval", "tsecr")
-
-
-def _compiled_tcp4(rec: Records, base: int, out: _Columns, addr: _Addresses) -> np.ndarray:
-    """`_fast_tcp4` in one compiled pass (analyzer._fast.tcp4): the same records, the same values, written
-    straight into the table's columns. It parses every option layout, so it takes the records of the
-    dominant layout that `_fast_tcp4` leaves to the layers for a rare layout; the layers would give them
-    the same values (the option parse is `_tcp_options`'s, which the tests compare)."""
-    n = len(rec)
-    fast = np.zeros(n, bool)
-    ethernet = rec.linktype == LINKTYPE_ETHERNET
-    if not ethernet.any():
-        return fast
-    whole = bool(ethernet.all())  # (a classic pcap's records share one link type)
-    cand = slice(0, n) if whole else np.flatnonzero(ethernet)
-    rows = np.arange(base, base + n) if whole else cand + base
-    k = len(rows)
-    src, dst, hit = np.empty(k, np.uint32), np.empty(k, np.uint32), np.empty(k, np.uint8)
-    offset, caplen = np.ascontiguousarray(rec.offset[cand]), np.ascontiguousarray(rec.caplen[cand])
-    wanted = sum(1 << i for i, name in enumerate(FAST_COLUMNS) if name in out.keep)
-    missing = 0
-    while True:  # (twice at most: columns are made only once a record holds a value for them, as `put` does)
-        for i, name in enumerate(FAST_COLUMNS):
-            if missing >> i & 1:
-                out.arrays(name)
-        columns = tuple(a for name in FAST_COLUMNS for a in out.made(name))
-        decoded, missing = compiled.FAST.tcp4(rec.data, offset, caplen, rows, columns, wanted, src, dst, hit)
-        if not missing:
-            break
-    hit = hit.view(bool)
-    if decoded == k:
-        addr.put4("src", slice(base, base + n) if whole else rows, src)
-        addr.put4("dst", slice(base, base + n) if whole else rows, dst)
-        fast[cand] = True
-    elif decoded:
-        addr.put4("src", rows[hit], src[hit])
-        addr.put4("dst", rows[hit], dst[hit])
-        fast[rows[hit] - base] = True
-    return fast
-
-
-def _fast_options(data: np.ndarray, start: np.ndarray, doff: np.ndarray, ok: np.ndarray, out: _Columns,
-                  target: np.ndarray) -> np.ndarray:
-    """TCP options of the rows `ok` (options at `start`, all captured) laid out as a layout seen in the
-    chunk: decode those; return which rows are decoded (rows without options always are)."""
-    done = ~ok | (doff == 20)
-    has_options = ok & (doff > 20)
-    sizes = np.bincount(np.where(has_options, doff >> 2, 0).astype(np.intp), minlength=16)
-    for size in (np.flatnonzero(sizes[6:]) * 4 + 24).tolist():
-        rows = np.flatnonzero(has_options & (doff == size))
-        width = size - 20
-        view = np.ndarray((len(data) - width + 1,), f"V{width}", buffer=data, strides=(1,))
-        opts = view[start[rows]].view(np.uint8).reshape(len(rows), width)
-        words = opts.view(np.uint32)  # compared four bytes at a time (data offsets are multiples of 4)
-        todo = np.arange(len(rows))
-        for _ in range(_LAYOUTS_PER_SIZE):
-            if not len(todo):
-                break
-            first = opts[todo[0]]
-            steer, kinds, fields = _option_layout(first.tobytes())
-            mask = np.zeros(width, np.uint8)
-            mask[steer] = 0xFF
-            mask_words, pattern = mask.view(np.uint32), (first & mask).view(np.uint32)
-            candidates = words if len(todo) == len(rows) else words[todo]
-            match = ((candidates & mask_words) == pattern).all(axis=1)
-            hit = todo[match]
-            todo = todo[~match]
-            dest = target[rows[hit]]
-            out.put("tcp_options", dest, kinds)
-            for name, at, vsize in fields:
-                field = np.ndarray((len(opts),), f">u{vsize}", buffer=opts, offset=at, strides=(width,))
-                out.put(name, dest, field[hit])
-            done[rows[hit]] = True
-    return done
-
-
-def _option_layout(opts: bytes) -> tuple[list[int], int, list[tuple[str, int, int]]]:
-    """How `_tcp_options` parses these option bytes (all captured, the whole option space, at least one
-    byte): the positions whose bytes steer the parse (kinds and lengths), the tcp_options value (present:
-    the first kind is always recorded), and where each option value
-    the table holds lies (column, offset, size; a later option overrides an earlier one).
-
-    The parse reads nothing else, so options with the same bytes at those positions parse the same way.
-    A length byte just past the option space is not steering: that option cannot fit, whatever it says.
-    """
-    steer: list[int] = []
-    kinds = count = cur = 0
-    fields: dict[str, tuple[int, int]] = {}
-    while cur < len(opts):
-        kind = opts[cur]
-        steer.append(cur)
-        if count < 8:
-            kinds, count = (kinds << 8) | kind, count + 1
-        if kind in (0, 1):
-            if kind == 0:
-                break
-            cur += 1
-            continue
-        if cur + 1 >= len(opts):
-            break
-        length = opts[cur + 1]
-        steer.append(cur + 1)
-        if length < 2 or cur + length > len(opts):
-            break
-        for name, k, size, off, vsize in _OPTION_FIELDS:
-            if kind == k and length == size:
-                fields[name] = (cur + off, vsize)
-        cur += length
-    aligned = kinds << ((8 - count) * 8) if count else 0
-    return steer, aligned, [(name, at, vsize) for name, (at, vsize) in fields.items()]
 
 
 def _layers(data: np.ndarray, rec: Records, rows: np.ndarray, out: _Columns, addr: _Addresses,
@@ -768,7 +585,7 @@ def _tcp_options(buf: _Bytes, rows: np.ndarray, pos: np.ndarray, doff: np.ndarra
         single = alive & ((kind == 0) | (kind == 1))
         length, lok = buf.u(rows, cur + 1, 1)
         multi = alive & ~single & lok & (length >= 2) & (cur + length.astype(np.int64) <= end)
-        for name, k, size, off, vsize in _OPTION_FIELDS:
+        for name, k, size, off, vsize in OPTION_FIELDS:
             sel = multi & (kind == k) & (length == size)
             if sel.any():
                 v, vok = buf.u(rows, cur + off, vsize)

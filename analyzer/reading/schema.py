@@ -47,7 +47,7 @@ PACKET_COLUMNS: tuple[Column, ...] = (
     Column("fragment", "bool", "packet is a non-first fragment or has more-fragments set (no L4 header read)"),
     Column("sport", "UInt16", "TCP/UDP source port"),
     Column("dport", "UInt16", "TCP/UDP destination port"),
-    Column("tcp_flags", "UInt16", "TCP flags, 9 bits (FIN 0x01 … CWR 0x80, NS 0x100); see analyzer.flags"),
+    Column("tcp_flags", "UInt16", "TCP flags, 9 bits (FIN 0x01 … CWR 0x80, NS 0x100); see analyzer.protocols"),
     Column("seq", "UInt32", "TCP sequence number"),
     Column("ack", "UInt32", "TCP acknowledgment number (as on the wire, even when the ACK flag is clear)"),
     Column("window", "UInt16", "TCP window (unscaled)"),

@@ -59,6 +59,7 @@ import numpy as np
 import pandas as pd
 
 from ..errors import CaptureError, CaptureWarning, capture_file_errors
+from ..protocols import ETH_ARP, ETH_IPV4, ETH_IPV6, ICMP4_ERRORS, ICMP4_QUERIES, ICMP6_ERRORS, ICMP6_QUERIES
 from .schema import PACKET_COLUMNS, PACKET_DTYPES, column, empty_packets, frame_from_columns
 
 INSTALL_HINT = "pip install 'synlens[tshark]' (or: pip install pyshark)"
@@ -81,11 +82,7 @@ PREFS = {
 WTAP_TO_LINKTYPE = {1: 1, 4: 9, 7: 101, 15: 0, 20: 105, 25: 113, 129: 228, 130: 229, 174: 108, 210: 276}
 NO_LINKTYPE = 0xFFFF
 
-ICMP4_ERRORS = (3, 4, 5, 11, 12)
-ICMP6_ERRORS = (1, 2, 3, 4)
-ICMP4_QUERIES = (0, 8, 13, 14, 15, 16, 17, 18)
-ICMP6_QUERIES = (128, 129)
-NETWORK_ETHERTYPE = {"ip": 0x0800, "ipv6": 0x86DD, "arp": 0x0806}
+NETWORK_ETHERTYPE = {"ip": ETH_IPV4, "ipv6": ETH_IPV6, "arp": ETH_ARP}
 VLAN_LAYERS = {"vlan": ("vlan.id", "vlan.etype"), "ieee8021ad": ("ieee8021ad.id", "ieee8021ah.etype")}
 
 # IPv6 extension headers, by next-header value: (protocol name, next-header field, length field or None

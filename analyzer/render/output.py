@@ -12,7 +12,7 @@ import numpy as np
 import orjson
 import pandas as pd
 
-from ..analysis.keys import group_ids, group_positions, unique_inverse
+from ..analysis.groups import group_ids, group_positions, unique_inverse
 
 RTT_COLUMNS = ["port", "protocol", "family", "family_kind", "sent", "received", "loss", "retransmissions",
                "samples", "mean_us", "stddev_us", "min_us", "median_us", "p95_us"]

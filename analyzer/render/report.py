@@ -14,19 +14,15 @@ import os
 import sys
 import tempfile
 import time
-import warnings
 
 import numpy as np
 import pandas as pd
 
-from ..analysis.families import MIN_TRIPS, families, family_medians
-from ..analysis.hosts import hosts
-from ..analysis.keys import group_ids, group_positions
-from ..analysis.match import match
-from ..analysis.scans import ScanResult, scans
+from ..analysis.families import MIN_TRIPS, family_medians
+from ..analysis.groups import group_ids, group_positions
+from ..analysis.scans import ScanResult
 from ..analysis.stats import rtt_samples
-from ..errors import CaptureWarning
-from ..reading.packets import read
+from ..pipeline import Options, analyze
 from . import plots
 from .html import (
     MAX_ROWS,
@@ -55,13 +51,14 @@ from .output import (
     utc,
 )
 
+REPORT_STEPS = ("scans", "hosts", "families")  # the analyses the report shows (families: RTT alone)
 HIDE_OVER = 25  # a port table longer than this leaves out its commonest state, as nmap does
 MAX_PLOTS = 12  # plots of one kind (scan phases, scanners, targets); the largest are kept
 # A sweep's answering targets of at most this many ports (more than SILENT_TARGETS_OVER of them) are rows of one
 # table, as zmap and masscan list their answers, not a table each (4,096 such targets: 5.5 MB in 10 s).
 FEW_ROWS = 4
 NAV = [("capture", "Capture"), ("hosts", "Hosts"), ("scans", "Scans"), ("ports", "Ports"), ("families", "RTT families")]
-STAGES = ("reading", "matching", "scans", "families", "plotting", "writing")
+STAGES = ("reading", "matching", "scans", "hosts", "families", "plotting", "writing")
 LINKTYPES = {0: "BSD loopback", 1: "Ethernet", 12: "raw IP", 14: "raw IP", 101: "raw IP", 108: "OpenBSD loopback",
              113: "Linux cooked (SLL)", 228: "raw IPv4", 229: "raw IPv6", 276: "Linux cooked v2 (SLL2)"}
 
@@ -101,26 +98,15 @@ def write_report(capture: str, output: str, *, engine: str = "native", progress:
 
 
 def _report(capture: str, engine: str, step: _Progress, output: str) -> str:
-    step("reading", capture)
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        packets = read(capture, engine=engine)
-    for w in caught:  # passed on as usual (filters apply); the capture's own also go into the report
-        warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
-    notes = [str(w.message) for w in caught if issubclass(w.category, CaptureWarning)]
-    step("matching", f"{len(packets)} packets")
-    probes = match(packets)
-    step("scans", f"{len(probes)} probes")
-    result = scans(packets, probes)
+    analysis = analyze(capture, REPORT_STEPS, Options(engine=engine), keep=("packets", "probes"), progress=step)
+    packets, probes, result, host_table = analysis.packets, analysis.probes, analysis.scans, analysis.hosts
     found, states = result
-    host_table = hosts(packets, probes, states, found)
-    step("families")
-    fams = families(probes)
+    fams = analysis.families
     step("plotting")
     plots.reset_ids()
     t0 = float(packets["ts_ns"].min()) / 1e9 if len(packets) else 0.0
     body = [
-        _capture_section(capture, engine, packets, probes, notes),
+        _capture_section(capture, engine, packets, probes, list(analysis.warnings)),
         _hosts_section(host_table),
         _scans_section(packets, probes, result, t0),
         _ports_section(found, states),

@@ -23,7 +23,7 @@ def main(argv: list[str] | None = None) -> int:
     r.add_argument("--jobs", type=int, default=1)
     r.add_argument("--block", type=int, default=50)
     r.add_argument("--timeout", type=float, default=120.0, help="seconds one case may take before it is a hang")
-    r.add_argument("--no-asan", action="store_true", help="the ordinary build of analyzer._fast")
+    r.add_argument("--no-asan", action="store_true", help="the ordinary build of analyzer.accel's compiled modules")
     w = sub.add_parser("worker", help="(internal) the campaign's worker process")
     w.add_argument("--seed", type=int, required=True)
     w.add_argument("--workdir", type=Path, required=True)

@@ -7,7 +7,7 @@ and libFuzzer saves the input as crash-<sha1>).
     PYTHONPATH=. python3 -m tests.fuzz.atheris_fuzz build/atheris-corpus -runs=20000 -seed=1
 
 The corpus folder starts as the trimmed seeds when empty. atheris's libFuzzer does not work beside gcc's
-AddressSanitizer runtime (no coverage is seen), so this runs the ordinary build of analyzer.accel._fast: what it
+AddressSanitizer runtime (no coverage is seen), so this runs the ordinary build of analyzer.accel._reader and _sort: what it
 finds is checked again under ASan and UBSan with `python -m tests.fuzz check` in the environment
 asan.environment makes (minimize.signatures_in_worker does so), and the campaign (campaign.py) is what runs
 the compiled code sanitized.

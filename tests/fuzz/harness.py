@@ -109,12 +109,12 @@ class _StageFailed(Exception):
 
 @contextlib.contextmanager
 def _reader(fast: object) -> Iterator[None]:
-    saved = compiled.FAST
-    compiled.FAST = fast
+    saved = compiled.COMPILED
+    compiled.COMPILED = fast
     try:
         yield
     finally:
-        compiled.FAST = saved
+        compiled.COMPILED = saved
 
 
 def _read_both(s: _Stages, path: str) -> pd.DataFrame | None:
@@ -133,7 +133,7 @@ def _read_both(s: _Stages, path: str) -> pd.DataFrame | None:
             if isinstance(raw, mmap.mmap):
                 raw.close()
             del raw
-    for name, fast in (("read compiled", compiled.FAST), ("read numpy", None)):
+    for name, fast in (("read compiled", compiled.COMPILED), ("read numpy", compiled.NONE)):
         try:
             with s.stage(name, allow_error=True) as caught, _reader(fast):
                 if load_error is not None:
@@ -144,7 +144,7 @@ def _read_both(s: _Stages, path: str) -> pd.DataFrame | None:
             results.append(("error", str(e), []))
         except _StageFailed:
             return None
-    if compiled.FAST is None:
+    if compiled.COMPILED.reader is None:
         return results[0][1] if results[0][0] == "ok" else None
     (kind_a, a, wa), (kind_b, b, wb) = results
     if kind_a != kind_b:
@@ -175,8 +175,8 @@ def _api(s: _Stages, table: pd.DataFrame, rng: random.Random) -> None:
     """Every stage of the public API on the packets table (the compiled reader's)."""
     with s.stage("match"):
         probes = analyzer.match(table)
-    if compiled.FAST is not None:
-        with s.stage("match numpy"), _reader(None):
+    if compiled.COMPILED.sort is not None:
+        with s.stage("match numpy"), _reader(compiled.NONE):
             _compare("match", s, probes, analyzer.match(table))
     method, which = rng.choice(METHODS), rng.choice(("syn", "any"))
     with s.stage("rtt"):

@@ -21,7 +21,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import analyzer
-from analyzer.reading import packets
+from analyzer.accel import decode
 
 from . import asan, campaign, formats, harness, mutators, seeds
 
@@ -94,18 +94,17 @@ def test_harness_finds_a_warning_other_than_capture_warnings(tmp_path: Path, mon
 
 
 def test_harness_finds_the_readers_disagreeing(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    if analyzer.accel.FAST is None:
-        pytest.skip("analyzer.accel._fast is not built: there is no compiled reader to compare")
-    real = packets._compiled_tcp4
+    assert analyzer.accel.COMPILED.reader is not None, "analyzer.accel._reader is not built (pip install -e . with gcc)"
+    real = decode._compiled_tcp4
 
-    def off_by_one(rec, base, out, addr):  # the compiled fast path getting one TTL wrong
-        fast = real(rec, base, out, addr)
+    def off_by_one(reader, rec, base, out, addr):  # the compiled fast path getting one TTL wrong
+        fast = real(reader, rec, base, out, addr)
         ttl, _ = out.made("ttl")
         if ttl is not None and fast.any():
             ttl[base + fast.argmax()] ^= 1
         return fast
 
-    monkeypatch.setattr(packets, "_compiled_tcp4", off_by_one)
+    monkeypatch.setattr(decode, "_compiled_tcp4", off_by_one)
     found = harness.check(_case(tmp_path), tmp_path).findings
     assert ("differential", "packets: column ttl") in [(f.kind, f.signature) for f in found]
 

@@ -1,10 +1,11 @@
-"""The integer-key helpers against numpy's own answers."""
+"""The integer-key helpers (analysis/groups.py, analysis/columns.py) against numpy's own answers."""
 
 import numpy as np
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from analyzer.analysis.keys import packet_rows, ranges, stable_order
+from analyzer.analysis.columns import packet_rows, ranges
+from analyzer.analysis.groups import stable_order
 
 spans = st.sampled_from([1, 3, 255, 65_535, 65_537, 2**32 + 5, 2**47, 2**62])
 
@@ -65,7 +66,7 @@ def test_int_column_at_takes_the_rows_asked_in_their_order():
     among them: the column's integers at those rows, -1 where missing."""
     import pandas as pd
 
-    from analyzer.analysis.keys import int_column_at
+    from analyzer.analysis.columns import int_column_at
 
     column = pd.Series(pd.array([5, None, 7, 9], dtype="UInt16"))
     for rows in ([0, 1, 2, 3], [3, 2, 1, 0], [1, 3], []):
@@ -77,11 +78,11 @@ def test_int_column_at_takes_the_rows_asked_in_their_order():
 @given(st.integers(1, 2000), st.sampled_from([3, 300, 70_000, 2**40]), st.floats(0, 1), st.booleans(),
        st.integers(0, 2**32 - 1))
 def test_modes_are_each_groups_most_common_values(n, port_span, mixed, two_columns, seed):
-    """keys.modes against a plain count per group: the most common (values) tuple, ties to the least, and its
+    """groups.modes against a plain count per group: the most common (values) tuple, ties to the least, and its
     count; groups of one value (found without sorting where the ports are dense) and groups of several alike."""
     from collections import Counter
 
-    from analyzer.analysis.keys import modes
+    from analyzer.analysis.groups import modes
 
     rng = np.random.default_rng(seed)
     port = rng.integers(-1, port_span, n)
@@ -102,20 +103,20 @@ def test_modes_are_each_groups_most_common_values(n, port_span, mixed, two_colum
 @given(st.integers(0, 3000), st.sampled_from([1, 2, 300, 70_000, 2**20, 2**40]), st.integers(0, 2**32 - 1),
        st.booleans())
 def test_first_ids_is_pandas_factorize(n, span, seed, compiled_code):
-    """keys.first_ids, through the compiled table (keys of a range up to about twice their number) or pandas'
+    """groups.first_ids (accel.keys), through the compiled table (keys of a range up to about twice their number) or pandas'
     hash (wider ranges, or no compiled code): pandas' factorize codes, ids by first appearance."""
     import pandas as pd
 
     import analyzer.accel
-    from analyzer.analysis.keys import first_ids
+    from analyzer.analysis.groups import first_ids
 
     keys = np.random.default_rng(seed).integers(0, span, n)
-    saved = analyzer.accel.FAST
+    saved = analyzer.accel.COMPILED
     try:
-        analyzer.accel.FAST = saved if compiled_code else None
+        analyzer.accel.COMPILED = saved if compiled_code else analyzer.accel.NONE
         got = first_ids(keys)
     finally:
-        analyzer.accel.FAST = saved
+        analyzer.accel.COMPILED = saved
     assert got.dtype == np.int64
     assert np.array_equal(got, pd.factorize(keys)[0])
 
@@ -125,7 +126,7 @@ def test_first_ids_compiled_refuses_keys_outside_its_table():
 
     import analyzer.accel
 
-    fast = analyzer.accel.FAST
+    fast = analyzer.accel.COMPILED.sort
     ids = np.empty(3, np.int64)
     assert fast.first_ids(np.array([4, 0, 4]), np.full(5, -1, np.int64), ids) == 2 and ids.tolist() == [0, 1, 0]
     for keys in ([0, 5, 1], [0, -1, 1]):
@@ -140,7 +141,7 @@ def test_value_codes_are_equal_where_the_values_are():
     the value is absent."""
     import pandas as pd
 
-    from analyzer.analysis.keys import value_codes
+    from analyzer.analysis.columns import value_codes
 
     column = pd.Series(pd.array([7, None, 7, 2**63, 7, None], dtype="UInt64"))
     for rows, want in (([0, 2, 4], [0, 0, 0]), ([0, 1, 2], [0, -1, 0]), ([3, 0, 1, 4, 3], [0, 1, -1, 1, 0]),
@@ -155,7 +156,7 @@ def test_value_codes_are_equal_where_the_values_are():
        st.integers(0, 2**32 - 1))
 def test_unique_inverse_is_numpys(n, span, low, seed):
     """keys.unique_inverse, by counting (small ranges) or by numpy's sort: np.unique's values and inverse."""
-    from analyzer.analysis.keys import unique_inverse
+    from analyzer.analysis.groups import unique_inverse
 
     values = np.random.default_rng(seed).integers(low, low + span, n)
     uniques, inverse = unique_inverse(values)

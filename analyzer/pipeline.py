@@ -1,0 +1,217 @@
+"""One pipeline: a capture read into the packets table, its probes matched, then the analyses asked for.
+
+Every entry point runs it: each `synlens` command (analyzer.cli), the HTML report (render/report.py) and the
+API (`analyzer.analyze`). The analyses are declared once, as data (`STEPS`): what each takes from the steps
+before it, and which columns of the packets and probes tables it reads. From that the pipeline knows, for
+the analyses asked for,
+
+- which columns to read and which probe columns to match (a big capture's whole table is twice its size),
+- when each table may go: the columns no later step reads are let go after matching, and a table no later
+  step and no caller needs is let go as soon as the last step that needs it is done.
+
+    read → packets → match → probes → (targets kept) → families | signals | scans → hosts
+
+`analyze` returns an `Analysis` (frozen): the results asked for, the counts every output reports, the reader's
+warnings (passed on as warnings too) and the notes that say what the capture cannot show.
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+
+import pandas as pd
+
+from .analysis import hosts as _hosts
+from .analysis import scans as _scans
+from .analysis import signals as _signals
+from .analysis import stats as _stats
+from .analysis.families import DEFAULT_CONFIDENCE, MIN_DIFF_US, MIN_RATIO, families
+from .analysis.match import DEFAULT_WINDOW_S, match, match_columns
+from .errors import CaptureWarning
+from .reading.packets import read
+
+
+@dataclass(frozen=True)
+class Options:
+    """How a capture is read and analysed: the `synlens` commands' options, with their defaults."""
+
+    engine: str = "native"  # native: synlens's reader; tshark: Wireshark's dissectors (pyshark)
+    window_s: float = DEFAULT_WINDOW_S  # reply window: later replies are unsolicited, the probe lost
+    targets: tuple[str, ...] = ()  # only the probes to these addresses (none: every probe)
+    method: str = "robust"  # families: robust, qscan, qscan-table
+    confidence: float | None = None  # of the family tests (None: the method's default)
+    probes: str = "syn"  # probes to draw RTTs from: bare SYNs, or any
+    min_ratio: float = MIN_RATIO  # robust: floors closer than this ratio are one family
+    min_diff_us: float = MIN_DIFF_US  # robust: floors closer than this many µs are one family
+
+    @property
+    def family_options(self) -> dict[str, object]:
+        return dict(method=self.method, confidence=self.confidence, probes=self.probes, min_ratio=self.min_ratio,
+                    min_diff_us=self.min_diff_us)
+
+    @property
+    def family_confidence(self) -> float:
+        return self.confidence or DEFAULT_CONFIDENCE[self.method]
+
+
+@dataclass(frozen=True)
+class Step:
+    """One analysis: the results it takes (`needs`, by name: packets, probes or an earlier step), the packets
+    and probe columns it reads (None: all of them), and the function that runs it on a `_Run`."""
+
+    name: str
+    needs: tuple[str, ...]
+    packet_columns: tuple[str, ...] | None
+    probe_columns: tuple[str, ...] | None
+    run: Callable[[_Run], object]
+
+
+@dataclass
+class _Run:
+    """A pipeline's state while it runs: the results so far (each let go once no one needs it) and its notes."""
+
+    options: Options
+    results: dict[str, object]
+    notes: list[str] = field(default_factory=list)
+    capture: str = ""
+
+
+def _rtt_note(run: _Run) -> None:
+    probes = run.results["probes"]
+    if run.options.probes == "syn" and len(probes) and _stats.select_probes(probes, "syn").empty:
+        run.notes.append(f"no bare SYN probe in {run.capture} (its probes carry other flags, or are not TCP): no RTT "
+                         "to report; --probes any draws RTTs from every probe")
+
+
+def _families(run: _Run) -> pd.DataFrame:
+    _rtt_note(run)
+    return families(run.results["probes"], **run.options.family_options)
+
+
+def _signals_step(run: _Run) -> tuple[pd.DataFrame, pd.DataFrame]:
+    _rtt_note(run)
+    return _signals.signal_families(run.results["packets"], run.results["probes"], **run.options.family_options)
+
+
+def _scans_step(run: _Run) -> _scans.ScanResult:
+    return _scans.scans(run.results["packets"], run.results["probes"])
+
+
+def _hosts_step(run: _Run) -> pd.DataFrame:
+    result = run.results["scans"]
+    return _hosts.hosts(run.results["packets"], run.results["probes"], result.states, result.scans)
+
+
+# The analyses, in the order they run. `families`: RTT families alone (qscan's meaning); `signals`: families
+# from RTT, TTL, TCP stack, timestamp clock and IP ID, with the evidence that decided (ports, families).
+STEPS = {step.name: step for step in (
+    Step("scans", ("packets", "probes"), _scans.PACKET_FIELDS, _scans.PROBE_FIELDS, _scans_step),
+    Step("hosts", ("packets", "probes", "scans"), _hosts.PACKET_FIELDS, _hosts.PROBE_FIELDS, _hosts_step),
+    Step("families", ("probes",), (), _stats.PROBE_FIELDS, _families),
+    Step("signals", ("packets", "probes"), _signals.REPLY_FIELDS, _stats.PROBE_FIELDS, _signals_step),
+)}
+_TESTS_RTT = ("families", "signals")  # steps that test RTTs (scipy.special, loaded while the capture is read)
+
+
+@dataclass(frozen=True)
+class Analysis:
+    """A capture's analysis: the results of the steps asked for (None for the others), the tables kept, the
+    counts every output reports, the reader's warnings and the pipeline's notes."""
+
+    capture: str
+    options: Options
+    packet_count: int  # packets read
+    malformed: int  # packets whose headers were inconsistent (kept with what could be decoded)
+    probes_matched: int  # probes answered (after the targets asked for are kept)
+    unsolicited_replies: int  # replies no probe in the capture explains
+    format: str  # pcap, pcapng, … (the reader's)
+    warnings: tuple[str, ...]  # the reader's: where the capture is damaged, and what was read
+    notes: tuple[str, ...]  # what the capture cannot show, said instead of claimed
+    packets: pd.DataFrame | None = None  # kept only when asked for
+    probes: pd.DataFrame | None = None  # kept only when asked for
+    families: pd.DataFrame | None = None  # `families`: per port, RTT statistics and family
+    signals: tuple[pd.DataFrame, pd.DataFrame] | None = None  # `signals`: (ports, families with evidence)
+    scans: _scans.ScanResult | None = None
+    hosts: pd.DataFrame | None = None
+
+
+def _after_matching(packets: pd.DataFrame, chosen: list[Step]) -> pd.DataFrame | None:
+    """The packets table once its probes are matched: None when no step reads it, else only the columns the
+    steps read when they are fewer than the columns let go (keeping them costs a copy of each)."""
+    if any(s.packet_columns is None for s in chosen):
+        return packets
+    later = list(dict.fromkeys(("frame", *(c for s in chosen for c in s.packet_columns))))
+    if later == ["frame"]:
+        return None
+    return packets[later] if len(later) < len(packets.columns) - len(later) else packets
+
+
+def columns_for(steps: Iterable[str], keep: Iterable[str] = ()) -> tuple[tuple[str, ...] | None, set[str] | None]:
+    """The packets columns to read and the probe columns to match for these steps (None: all), when the caller
+    keeps the tables in `keep` whole."""
+    chosen = [STEPS[name] for name in steps]
+    keep = set(keep)
+    if "probes" in keep or any(s.probe_columns is None for s in chosen):
+        probe_columns = None
+    else:
+        probe_columns = {c for s in chosen for c in s.probe_columns}
+    if "packets" in keep or any(s.packet_columns is None for s in chosen):
+        return None, probe_columns
+    wanted = match_columns(probe_columns) if probe_columns is not None else match_columns()
+    extra = [c for s in chosen for c in s.packet_columns]
+    return tuple(dict.fromkeys((*wanted, *extra))), probe_columns
+
+
+def analyze(capture: str, steps: Iterable[str] = ("scans", "hosts"), options: Options = Options(), *,
+            keep: Iterable[str] = (), progress: Callable[[str, str], None] | None = None) -> Analysis:
+    """Read `capture`, match its probes and run the `steps` asked for (names of `STEPS`; the steps they need
+    run too). `keep`: "packets" and/or "probes", to have the whole tables in the result (read and matched
+    whole); otherwise only the columns the steps read are read, and the tables are let go once used.
+    `progress(step, detail)` is called as each step starts."""
+    asked = list(dict.fromkeys(steps))
+    unknown = sorted(set(asked) - set(STEPS))
+    if unknown:
+        raise ValueError(f"not steps of the pipeline: {unknown} (steps: {list(STEPS)})")
+    if "hosts" in asked and "scans" not in asked:
+        asked.insert(0, "scans")
+    chosen = [s for s in STEPS.values() if s.name in asked]
+    keep = frozenset(keep)
+    say = progress or (lambda step, detail: None)
+    if any(s.name in _TESTS_RTT for s in chosen):
+        _stats.load_in_background()  # scipy.special, on the other core while the capture is read and matched
+    packet_columns, probe_columns = columns_for([s.name for s in chosen], keep)
+
+    say("reading", capture)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        packets = read(capture, engine=options.engine, columns=packet_columns)
+    for w in caught:  # passed on as usual (filters apply); the capture's own are also the result's
+        warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
+    said = tuple(str(w.message) for w in caught if issubclass(w.category, CaptureWarning))
+    say("matching", f"{len(packets)} packets")
+    probes = match(packets, window_s=options.window_s, columns=probe_columns)
+    run = _Run(options, {}, capture=capture)
+    counts = dict(packet_count=len(packets), malformed=packets.attrs.get("malformed", 0),
+                  format=str(packets.attrs.get("format", "")))
+    if "packets" not in keep:
+        packets = _after_matching(packets, chosen)
+    if options.targets:
+        dst = probes["dst"].astype(str)
+        for absent in sorted(set(options.targets) - set(dst.unique())):
+            run.notes.append(f"--target {absent}: no probe to that address in {capture}")
+        probes = probes[dst.isin(options.targets)]
+    counts.update(probes_matched=int(probes["reply_frame"].notna().sum()),
+                  unsolicited_replies=probes.attrs.get("unsolicited_replies", 0))
+    run.results.update(packets=packets, probes=probes)
+    del packets, probes
+    for i, step in enumerate(chosen):
+        say(step.name, f"{len(run.results['probes'])} probes" if i == 0 else "")
+        run.results[step.name] = step.run(run)
+        later = {n for s in chosen[i + 1:] for n in s.needs}
+        for name in ("packets", "probes", *(s.name for s in chosen[:i + 1])):
+            if name not in later and name not in keep and name not in asked:
+                run.results.pop(name, None)
+    return Analysis(capture=capture, options=options, warnings=said, notes=tuple(run.notes),
+                    **counts, **{name: run.results.get(name) for name in ("packets", "probes", *STEPS)})
