@@ -852,7 +852,7 @@ def _floods(pk: Columns, scanned: np.ndarray, target_phase: np.ndarray, names: d
                       f"{names['dst'][pk['dst'][mine[0]]]} in {span:.1f} s from {n_ports:,} source ports, "
                       f"{answered:,} answered and none completed with data: a flood of one port, not a port scan "
                       "(a scan probes several ports or hosts)"),
-            frames=[int(f) for f in pk["row"][mine[[0, -1]]]]))
+            frames=[int(f) for f in pk["frame"][mine[[0, -1]]]]))
 
 
 def _frames_of(keys: PacketKeys, rows: np.ndarray, most: int = 3) -> list[int]:
