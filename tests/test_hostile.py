@@ -439,7 +439,7 @@ def test_rtt_csv_of_a_capture_without_tcp_probes(tmp_path: Path) -> None:
                                          "samples,mean_us,stddev_us,min_us,median_us,p95_us")]
 
 
-def test_scan_of_a_capture_whose_times_are_held_at_int64s_ends(tmp_path) -> None:
+def test_scan_of_a_capture_whose_times_are_held_at_the_readers_ends(tmp_path) -> None:
     """Found by the fixed-seed fuzz pass (tests/data/fuzz/clamped_times_scan.pcapng, minimized by `python -m
     tests.fuzz minimize`): pcapng times far outside any real capture's are held at the ends of what
     the reader keeps (2^62 ns either side of 1970), and the scan stage's time margins around them must not overflow
