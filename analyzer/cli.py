@@ -86,6 +86,13 @@ def build_parser() -> argparse.ArgumentParser:
                        description="Write a self-contained HTML report (no network needed to view it).")
     _input_options(r)
     r.add_argument("--output", "-o", required=True, metavar="FILE", help="HTML file to write")
+    x = sub.add_parser("export", help="the packets and probes tables as Parquet, for DuckDB, Spark, Polars, dask",
+                       description="Write the captures' packets and probes tables as Parquet datasets partitioned "
+                       "by hour (Hive style), with a manifest of the captures read.")
+    _input_options(x)
+    x.add_argument("--to", required=True, metavar="DIR", help="folder to write (new, or empty)")
+    x.add_argument("--window", type=_positive, default=DEFAULT_WINDOW_S, metavar="SECONDS",
+                   help="reply window for the probes table (default 10)")
     return parser
 
 
@@ -118,6 +125,23 @@ def cmd_report(args: argparse.Namespace) -> int:
     found = _found(args)
     write_report(found, args.output, options=_options(args), progress=sys.stderr.isatty())
     print(f"wrote {args.output}", file=sys.stderr)
+    return _status(args)
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    try:
+        import pyarrow  # noqa: F401
+    except ImportError:
+        raise UsageError("export writes Parquet with pyarrow, which is not installed: "
+                         "pip install 'synlens[parquet]'") from None
+    from .render.export import export
+
+    options = _options(args)
+    if options.engine != "native":
+        raise UsageError("export reads with the native engine only")
+    done = export(_found(args), args.to, keep=options.keep, dedup_ns=options.dedup_ns, window_s=options.window_s)
+    print(f"wrote {done.folder}: {done.packets} packets, {done.probes} probes, {len(done.hours)} hour(s), "
+          f"{done.files} Parquet file(s)", file=sys.stderr)
     return _status(args)
 
 
@@ -243,7 +267,7 @@ def cmd_rtt(args: argparse.Namespace) -> int:
     return _status(args)
 
 
-COMMANDS = {"rtt": cmd_rtt, "scans": cmd_scans, "hosts": cmd_hosts, "report": cmd_report}
+COMMANDS = {"rtt": cmd_rtt, "scans": cmd_scans, "hosts": cmd_hosts, "report": cmd_report, "export": cmd_export}
 
 
 def main(argv: list[str] | None = None) -> int:
