@@ -27,6 +27,7 @@ from .render.output import (
     scans_json_pieces,
     scans_table,
 )
+from .render.progress import Meter
 
 
 def _confidence(text: str) -> float:
@@ -188,13 +189,22 @@ def _capture_name(args: argparse.Namespace, analysis: Analysis) -> str | list[st
     return list(analysis.captures)
 
 
+def _analyze(found: Sources, steps: tuple[str, ...], options: Options) -> Analysis:
+    """The pipeline, with reading's progress on a terminal (render/progress.py)."""
+    meter = Meter()
+    try:
+        return analyze(found, steps, options, reading=meter if meter.enabled else None)
+    finally:
+        meter.close()
+
+
 def _say_notes(analysis: Analysis) -> None:
     for note in analysis.notes:
         print(f"synlens: note: {note}", file=sys.stderr)
 
 
 def cmd_scans(args: argparse.Namespace) -> int:
-    analysis = analyze(_found(args), ("scans", "hosts"), _options(args))
+    analysis = _analyze(_found(args), ("scans", "hosts"), _options(args))
     result = analysis.scans
     meta = {"capture": _capture_name(args, analysis), "packets": analysis.packet_count}
     with naming(analysis.frames):
@@ -208,7 +218,7 @@ def cmd_scans(args: argparse.Namespace) -> int:
 
 
 def cmd_hosts(args: argparse.Namespace) -> int:
-    analysis = analyze(_found(args), ("scans", "hosts"), _options(args))
+    analysis = _analyze(_found(args), ("scans", "hosts"), _options(args))
     found, states = analysis.scans
     with naming(analysis.frames):
         if args.format == "json":
@@ -242,7 +252,7 @@ def _warn_line(message, category, filename, lineno, file=None, line=None) -> Non
 
 def cmd_rtt(args: argparse.Namespace) -> int:
     options = _options(args)
-    analysis = analyze(_found(args), ("signals",) if args.signals == "all" else ("families",), options)
+    analysis = _analyze(_found(args), ("signals",) if args.signals == "all" else ("families",), options)
     _say_notes(analysis)
     fams, family_table = analysis.signals if args.signals == "all" else (analysis.families, None)
     meta = {

@@ -51,6 +51,7 @@ from .output import (
     states_by_scan,
     utc,
 )
+from .progress import Meter
 
 REPORT_STEPS = ("scans", "hosts", "families")  # the analyses the report shows (families: RTT alone)
 HIDE_OVER = 25  # a port table longer than this leaves out its commonest state, as nmap does
@@ -103,7 +104,12 @@ def write_report(capture: str | Sequence[str] | Sources, output: str, *, engine:
 
 
 def _report(capture: str | Sequence[str] | Sources, options: Options, step: _Progress, output: str) -> str:
-    analysis = analyze(capture, REPORT_STEPS, options, keep=("packets", "probes"), progress=step)
+    meter = Meter()
+    try:
+        analysis = analyze(capture, REPORT_STEPS, options, keep=("packets", "probes"), progress=step,
+                           reading=meter if meter.enabled else None)
+    finally:
+        meter.close()
     engine = options.engine
     packets, probes, result, host_table = analysis.packets, analysis.probes, analysis.scans, analysis.hosts
     found, states = result
