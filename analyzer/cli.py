@@ -61,7 +61,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--confidence", type=_confidence, default=None,
                    help="confidence of the family tests, in (0, 1) (default: 0.99 robust, 0.95 qscan)")
     p.add_argument("--method", choices=METHODS, default="robust",
-                   help="robust (default): Welch ANOVA on trimmed log RTT, divisive, FWER-controlled; "
+                   help="robust (default): ports compared within the trips that probed them together (a blocked "
+                   "rank test, Skillings-Mack), divisive, FWER-controlled; "
                    "qscan: nmap qscan's greedy pooled t with exact quantiles; qscan-table: qscan's table as shipped")
     p.add_argument("--min-ratio", type=_positive, default=MIN_RATIO, metavar="R",
                    help=f"robust: floors closer than this ratio are one family (default {MIN_RATIO:g})")
@@ -123,8 +124,9 @@ def _input_options(p: argparse.ArgumentParser) -> None:
 def cmd_report(args: argparse.Namespace) -> int:
     from .render.report import write_report
 
-    found = _found(args)
-    write_report(found, args.output, options=_options(args), progress=sys.stderr.isatty())
+    found, options = _found(args), _options(args)
+    _one_for_tshark(found, options)
+    write_report(found, args.output, options=options, progress=sys.stderr.isatty())
     print(f"wrote {args.output}", file=sys.stderr)
     return _status(args)
 
@@ -189,8 +191,17 @@ def _capture_name(args: argparse.Namespace, analysis: Analysis) -> str | list[st
     return list(analysis.captures)
 
 
+def _one_for_tshark(found: Sources, options: Options) -> None:
+    """The tshark engine reads one capture, unfiltered: anything else is a one-line error."""
+    if options.engine == "tshark" and (len(found.files) != 1 or not options.keep.everything):
+        found.close()
+        raise UsageError("--engine tshark reads one capture, unfiltered (no --since, --until, --host, --net or "
+                         "--port): use the native engine for several captures or filters")
+
+
 def _analyze(found: Sources, steps: tuple[str, ...], options: Options) -> Analysis:
     """The pipeline, with reading's progress on a terminal (render/progress.py)."""
+    _one_for_tshark(found, options)
     meter = Meter()
     try:
         return analyze(found, steps, options, reading=meter if meter.enabled else None)

@@ -14,7 +14,7 @@ from collections.abc import Callable, Iterable, Sequence
 
 import pandas as pd
 
-from ..errors import CaptureError
+from ..errors import CaptureError, said_of
 from .filters import EVERYTHING, Filter
 from .merge import DEDUP_WINDOW_NS, FrameIndex, concat_tables
 from .packets import _wanted, read
@@ -37,8 +37,9 @@ def read_sources(found: Sources, *, columns: Iterable[str] | None = None, keep: 
     keep = _anchored(keep, files)
     stream = Stream(tuple(f.name for f in files), paths=tuple(f.path for f in files), progress=progress)
     if len(files) == 1 and keep.everything:
-        table = read(files[0].path, columns=columns,
-                     progress=None if progress is None else lambda share: stream.advanced(0, min(share, 0.999)))
+        with said_of(files[0].path, files[0].name):
+            table = read(files[0].path, columns=columns,
+                         progress=None if progress is None else lambda share: stream.advanced(0, min(share, 0.999)))
         stream.advanced(0, 1.0)
         return table
     wanted = _wanted(columns)

@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
+from ..errors import said_of
 from .filters import Filter
 from .formats import Records, iter_records
 from .merge import FrameIndex, concat_tables, duplicates, frame_hashes, merged_order, overlapping, running_max
@@ -155,9 +156,10 @@ def _fill(state: list[_File], columns: list[str], keep: Filter, hashed: bool, ch
 
 
 def _read_chunk(f: _File, columns: list[str], keep: Filter, hashed: bool, chunk: int, stream: Stream) -> None:
-    if f.chunks is None:
-        f.chunks = iter_records(f.source.path, chunk)
-    records = next(f.chunks, None)
+    with said_of(f.source.path, f.source.name):
+        if f.chunks is None:
+            f.chunks = iter_records(f.source.path, chunk)
+        records = next(f.chunks, None)
     if records is None:
         f.read_all = True
         stream.advanced(f.index, 1.0)
