@@ -186,8 +186,11 @@ def test_merged_order_is_a_kway_merge_of_heads() -> None:
             _, k = min(live)
             want.append((k, heads[k]))
             heads[k] += 1
-        file, place = merged_order([running_max(f.astype(np.int64)) for f in files])
-        assert list(zip(file.tolist(), place.tolist())) == want
+        keys = np.concatenate([running_max(f.astype(np.int64)) for f in files] + [np.zeros(0, np.int64)])
+        file = np.concatenate([np.full(len(f), k) for k, f in enumerate(files)] + [np.zeros(0, int)])
+        place = np.concatenate([np.arange(len(f)) for f in files] + [np.zeros(0, int)])
+        order = merged_order(keys, file, place)
+        assert list(zip(file[order].tolist(), place[order].tolist())) == want
 
 
 def pcap_bytes(frames: list[tuple[float, bytes]]) -> bytes:
@@ -330,3 +333,32 @@ def test_chunked_index_is_the_whole_index() -> None:
                 np.testing.assert_array_equal(np.concatenate([getattr(p, field) for p in pieces]),
                                               getattr(whole, field), err_msg=f"{capture.name} {chunk} {field}")
             np.testing.assert_array_equal(np.concatenate([p.frames() for p in pieces]), whole.frames())
+
+
+@pytest.mark.parametrize("chunk", [97, 2000])
+def test_the_stream_gives_the_same_table_a_chunk_at_a_time(tmp_path: Path, chunk: int) -> None:
+    """The merged stream read a few records at a time (each file's hold of a chunk or two, records given out as
+    soon as no other file can come before them) is the stream read whole: rotated files, interleaved files
+    with out-of-order records, a second sensor's copies, filters."""
+    from analyzer.reading.many import read_sources
+    from analyzer.reading.sources import sources
+
+    capture = REALWORLD / "hw13-01__nmap.pcapng"
+    if not capture.exists():
+        pytest.skip(f"real captures not found at {REALWORLD}")
+    rotated = split(capture, 5, tmp_path / "rotated")
+    odd, even = tmp_path / "odd.pcapng", tmp_path / "even.pcapng"
+    count = len(read_records(capture))
+    for out, first in ((odd, 1), (even, 2)):
+        subprocess.run([need("editcap"), "-r", str(capture), str(out), *map(str, range(first, count + 1, 2))],
+                       check=True, capture_output=True)
+    copy = tmp_path / "sensor-b.pcapng"
+    subprocess.run([need("editcap"), "-t", "0.002", str(capture), str(copy)], check=True, capture_output=True)
+    cases = [([str(f) for f in rotated], Filter()), ([str(odd), str(even)], Filter()),
+             ([str(capture), str(copy)], Filter()), ([str(odd), str(even)], Filter.of(since="+20s", ports=[80]))]
+    for names, keep in cases:
+        whole = read_sources(sources(names), keep=keep)
+        pieces = read_sources(sources(names), keep=keep, chunk=chunk)
+        pd.testing.assert_frame_equal(pieces, whole, check_categorical=False)
+        assert pieces.attrs["sources"].start.tolist() == whole.attrs["sources"].start.tolist()
+    assert len(read_sources(sources([str(capture), str(copy)]), chunk=chunk)) == count  # (every copy met)

@@ -415,8 +415,8 @@ def _pcapng(path: str, raw: bytes, compressed: bool, chunk: int | None) -> Itera
         warnings.warn(CaptureWarning(path, damage + f"; read {done + len(packets)} packets"))
     records, held = _pcapng_records(path, raw, compressed, packets, all_ifaces, done)
     if held + outside:
-        warnings.warn(CaptureWarning(path, f"{held + outside} packet timestamp(s) lie beyond what 64-bit nanoseconds "
-                                     "since 1970 hold (years 1677 to 2262); each is held at the nearer end"))
+        warnings.warn(CaptureWarning(path, f"{held + outside} packet timestamp(s) lie outside the years 1823 to 2116 "
+                                     "(2^62 ns either side of 1970); each is held at the nearer end"))
     if len(records) or not done:
         yield records
 
@@ -424,7 +424,7 @@ def _pcapng(path: str, raw: bytes, compressed: bool, chunk: int | None) -> Itera
 def _pcapng_records(path: str, raw: bytes, compressed: bool, packets: _Packets, ifaces: list[_Iface],
                     done: int) -> tuple[Records, int]:
     """The packets taken so far as Records (`done` packets before them), and how many of their timestamps were
-    held at an end of int64 ns; `packets` is emptied for the next chunk."""
+    held within ±HELD_NS; `packets` is emptied for the next chunk."""
     offset, caplen, wirelen, ts_units, ifid = packets.filled()
     packets.clear()
     ts_ns, outside = _timestamps_ns(ts_units, ifid, ifaces)
@@ -434,7 +434,10 @@ def _pcapng_records(path: str, raw: bytes, compressed: bool, packets: _Packets, 
 
 
 _NS = 10**9
-_INT64 = (-(1 << 63), (1 << 63) - 1)
+# Timestamps are held within 2^62 - 1 ns of 1970 (late 1823 to early 2116; a classic pcap's unsigned seconds end
+# in 2106), so that the difference of any two, and a time plus any window up to 146 years, fit in 64 bits
+# wherever the analysis takes them.
+HELD_NS = (1 << 62) - 1
 # An interface's timestamp of fewer than 2^32 whole seconds, and an offset of fewer than 2^32 seconds either
 # way, sum to fewer than 2^63 ns: such packets (every real capture's, until the year 2106) take int64 arithmetic.
 _SAFE_SECONDS = 1 << 32
@@ -443,7 +446,7 @@ _SAFE_SECONDS = 1 << 32
 def _timestamps_ns(units: np.ndarray, ifid: np.ndarray, ifaces: list[_Iface]) -> tuple[np.ndarray, int]:
     """Each packet's timestamp (in its interface's units, uint64) → integer ns since 1970, exactly, with its
     interface's if_tsoffset added (seconds, signed 64-bit, as the pcapng spec and Wireshark take it); and how
-    many lie beyond int64 ns (held at the nearer end). Per if_tsresol in use (at most 256), not per interface:
+    many lie beyond ±HELD_NS (held at the nearer end). Per if_tsresol in use (at most 256), not per interface:
     a capture of 65,536 interfaces reads as fast as one of one."""
     ts_ns = np.zeros(len(units), np.int64)
     if not len(units):
@@ -465,12 +468,16 @@ def _timestamps_ns(units: np.ndarray, ifid: np.ndarray, ifaces: list[_Iface]) ->
         local += offset_ns if np.ndim(offset_ns) == 0 else offset_ns[rows]
         wide |= far if np.ndim(far) == 0 else far[rows]
         if wide.any():
-            # Beyond int64 on the way, or at the end: in Python integers, exactly, then held within int64.
+            # Beyond int64 on the way, or at the end: in Python integers, exactly, then held.
             off = offset if np.ndim(offset) == 0 else offset[rows][wide].astype(object)
             exact = units[rows][wide].astype(object) * _NS // ((2 if binary else 10) ** exp) + off * _NS
-            held = np.clip(exact, *_INT64)
+            held = np.clip(exact, -HELD_NS, HELD_NS)
             outside += int((held != exact).sum())
             local[wide] = held.astype(np.int64)
+        if np.any(offset_ns):  # (without an offset the others are below 2^32 s + 1 s: inside)
+            beyond = (local > HELD_NS) | (local < -HELD_NS)
+            outside += int(beyond.sum())
+            np.clip(local, -HELD_NS, HELD_NS, out=local)
         ts_ns[rows] = local
     return ts_ns, outside
 

@@ -88,14 +88,10 @@ def running_max(ts_ns: np.ndarray, before: int | None = None) -> np.ndarray:
     return out
 
 
-def merged_order(keys: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
-    """mergecap's order of several files' records, from each file's running maxima (`running_max`): (file, place
-    in its file) of each merged record."""
-    file = np.concatenate([np.full(len(k), i, np.int32) for i, k in enumerate(keys)] + [np.zeros(0, np.int32)])
-    place = np.concatenate([np.arange(len(k), dtype=np.int64) for k in keys] + [np.zeros(0, np.int64)])
-    key = np.concatenate(list(keys) + [np.zeros(0, np.int64)])
-    order = np.lexsort((place, file, key))
-    return file[order], place[order]
+def merged_order(keys: np.ndarray, file: np.ndarray, place: np.ndarray) -> np.ndarray:
+    """The merged order of records given by their running-maximum times (`running_max`), files and places in
+    their files: positions into those arrays."""
+    return np.lexsort((place, file, keys))
 
 
 _BLOCK = 64  # bytes hashed per step
@@ -140,27 +136,40 @@ def frame_hashes(records: Records) -> np.ndarray:
     return h
 
 
-def duplicates(hashes: np.ndarray, ts_ns: np.ndarray, file: np.ndarray, window_ns: int = DEDUP_WINDOW_NS,
-               overlap: np.ndarray | None = None) -> np.ndarray:
-    """Which records (in merged order) are copies of one in another file within `window_ns` before them: each
-    record's nearest earlier record with its bytes, when that one is from another file whose capture overlaps
-    its own in time (`overlap[a, b]`; None: all do), close enough, and itself kept (a record is a copy of at
-    most one)."""
-    n = len(hashes)
-    drop = np.zeros(n, bool)
-    if n < 2 or window_ns <= 0:
-        return drop
-    order = np.lexsort((np.arange(n), ts_ns, hashes))
-    h, t, f = hashes[order], ts_ns[order], file[order]
-    pair = (h[1:] == h[:-1]) & (f[1:] != f[:-1]) & (t[1:] - t[:-1] <= window_ns)
-    if overlap is not None:
-        pair &= overlap[f[1:], f[:-1]]
-    # A record is kept when its own pair does not hold; a copy of a record that is itself a copy is kept.
-    copy = np.zeros(n, bool)
-    copy[1:] = pair
-    copy[1:] &= ~copy[:-1]
-    drop[order] = copy
-    return drop
+def duplicates(ts: np.ndarray, file: np.ndarray, hashes: np.ndarray, tail: dict[str, np.ndarray] | None,
+               window_ns: int, overlap: np.ndarray) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+    """Which rows (in merged order; their times, files and hashes) are a second sensor's copies (see the module):
+    in time order, a row is a copy of the earliest row before it with its bytes that is from another file whose
+    capture overlaps its own (`overlap[a, b]`), within `window_ns`, kept, and not yet the original of another
+    copy (each frame has at most one copy per other file: a frame the traffic itself repeated is met by the
+    other sensor's repeat). The rows meet the previous chunks' last `window_ns` of rows (`tail`, with their own
+    verdicts; None: the first chunk); returns the verdicts and the new tail."""
+    n_tail = 0 if tail is None else len(tail["ts"])
+    all_ts = ts if tail is None else np.concatenate([tail["ts"], ts])
+    all_file = file if tail is None else np.concatenate([tail["file"], file])
+    all_hash = hashes if tail is None else np.concatenate([tail["hash"], hashes])
+    copy = np.zeros(len(all_ts), bool)
+    used = np.zeros(len(all_ts), bool)  # kept rows that are already the original of a copy
+    if tail is not None:
+        copy[:n_tail], used[:n_tail] = tail["copy"], tail["used"]
+    order = np.lexsort((np.arange(len(all_ts)), all_ts, all_hash))
+    h = all_hash[order]
+    starts = np.flatnonzero(np.r_[True, h[1:] != h[:-1]])
+    sizes = np.diff(np.r_[starts, len(h)])
+    for g in np.flatnonzero(sizes > 1).tolist():  # (frames seen more than once: few, and mostly twice)
+        rows = order[starts[g]:starts[g] + sizes[g]].tolist()
+        for k, r in enumerate(rows):
+            if r < n_tail:
+                continue  # (its verdict was given with its own chunk)
+            for q in rows[:k]:
+                if (not copy[q] and not used[q] and all_file[q] != all_file[r] and overlap[all_file[r], all_file[q]]
+                        and all_ts[r] - all_ts[q] <= window_ns):
+                    copy[r] = used[q] = True
+                    break
+    recent = all_ts >= (all_ts.max(initial=0) - window_ns)
+    new_tail = dict(ts=all_ts[recent], file=all_file[recent], hash=all_hash[recent], copy=copy[recent],
+                    used=used[recent])
+    return copy[n_tail:], new_tail
 
 
 def overlapping(first: np.ndarray, last: np.ndarray) -> np.ndarray:

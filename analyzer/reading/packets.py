@@ -166,7 +166,7 @@ def _repeated(value: object, dtype: np.dtype | type, n: int) -> np.ndarray:
 
 
 def read(path: str | os.PathLike[str], *, engine: str = "native", columns: Iterable[str] | None = None) -> pd.DataFrame:
-    """Read a capture file into the packets table (analyzer.schema), one row per record.
+    """Read a capture file into the packets table (reading/schema.py), one row per record.
 
     engine: "native" (synlens's decoder) or "tshark" (Wireshark's dissectors through pyshark; slow).
     columns: only these columns of the schema, in schema order (default: all); ``frame`` always comes along.

@@ -1,9 +1,9 @@
 """Capture → one self-contained HTML report: the capture, hosts, scans, port tables, RTT families, plots.
 
-Self-contained: styles and plots (inline SVG, see analyzer.report_plots) are in the file and there is no
+Self-contained: styles and plots (inline SVG, see render/plots.py) are in the file and there is no
 script at all, so it opens offline in any browser and nothing is fetched; a Content-Security-Policy meta tag
 forbids the page to load anything but its own inline styles and data: images. A capture is untrusted input:
-every string taken from it goes through `html.escape` (`report_html.e`) before it reaches the page.
+every string taken from it goes through `html.escape` (render/html.py's `e`) before it reaches the page.
 """
 
 from __future__ import annotations
@@ -59,7 +59,7 @@ REPORT_STEPS = ("scans", "hosts", "families")  # the analyses the report shows (
 HIDE_OVER = 25  # a port table longer than this leaves out its commonest state, as nmap does
 MAX_PLOTS = 12  # plots of one kind (scan phases, scanners, targets); the largest are kept
 # A sweep's answering targets of at most this many ports (more than SILENT_TARGETS_OVER of them) are rows of one
-# table, as zmap and masscan list their answers, not a table each (4,096 such targets: 5.5 MB in 10 s).
+# table, as zmap and masscan list their answers, not a table each (a 5.5 MB page for 4,096 such targets).
 FEW_ROWS = 4
 NAV = [("capture", "Capture"), ("hosts", "Hosts"), ("scans", "Scans"), ("ports", "Ports"), ("families", "RTT families")]
 STAGES = ("reading", "matching", "scans", "hosts", "families", "plotting", "writing")
