@@ -21,7 +21,7 @@ from pathlib import Path
 
 import pytest
 from conftest import lab_prefix, require_lab
-from lab import nat_lab, reforward
+from lab import nat_lab
 from test_agent_lab import lab_ports, run_agent
 
 from analyzer.cli import main
@@ -43,7 +43,7 @@ def captures(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
         ports = ",".join(map(str, lab_ports(lab)))
         for hour, change in enumerate(SERIES, 1):
             if change:
-                lab = reforward(lab, {p: lab.inner_addrs[0] if to else None for p, to in change.items()})
+                lab = lab.reforward({p: lab.inner_addrs[0] if to else None for p, to in change.items()})
             pcap = folder / f"sensor-hour{hour}.pcap"
             out = run_agent(lab, f"{lab.target} --ports {ports} --numtrips {TRIPS} --delay 20ms --timeout 1s "
                                  f"--write {pcap}")
