@@ -16,17 +16,19 @@ from __future__ import annotations
 
 import json
 import shutil
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from conftest import lab_prefix, require_lab
 from lab import nat_lab
-from test_agent_lab import lab_ports, run_agent
 
 from analyzer.cli import main
 
 pytestmark = pytest.mark.lab
+
+ROOT = Path(__file__).resolve().parents[1]
 
 TRIPS = 8  # above the evidence rule's 5 trips: RTT tests every port of every capture
 GATEWAY, INNER = 0, 1  # the families' numbers: by speed, the gateway's own ports first
@@ -40,14 +42,15 @@ def captures(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     require_lab()
     folder = tmp_path_factory.mktemp("fleet")
     with nat_lab(lab_prefix("flt")) as lab:
-        ports = ",".join(map(str, lab_ports(lab)))
+        # every kind of port the lab has: open (gateway's and forwarded), closed, dropped, rejected
+        ports = sorted((*lab.open_ports, *lab.closed_ports, lab.dropped_port, lab.rejected_port))
         for hour, change in enumerate(SERIES, 1):
             if change:
                 lab = lab.reforward({p: lab.inner_addrs[0] if to else None for p, to in change.items()})
             pcap = folder / f"sensor-hour{hour}.pcap"
-            out = run_agent(lab, f"{lab.target} --ports {ports} --numtrips {TRIPS} --delay 20ms --timeout 1s "
-                                 f"--write {pcap}")
-            assert out.returncode == 0, out.stderr
+            lab.run(lab.scanner_ns, "env", f"PYTHONPATH={ROOT}", sys.executable, "-m", "agent", "probe", lab.target,
+                    "--ports", ",".join(map(str, ports)), "--numtrips", str(TRIPS), "--delay", "20ms",
+                    "--timeout", "1s", "--write", str(pcap), timeout=300)  # (a failure raises, with its stderr)
     yield folder
     shutil.rmtree(folder, ignore_errors=True)
 
