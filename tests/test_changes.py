@@ -42,6 +42,8 @@ INNER = {443, 3306, 8080}
                  [("merged", (443, 8080), 1, 0)], id="a whole family joined another: merged, not moved"),
     pytest.param({0: GATEWAY, 1: INNER}, {0: INNER, 1: GATEWAY}, [], id="renumbered only: no change"),
     pytest.param({0: {1, 2}}, {0: {1}, 1: {2}}, [("split", (2,), 0, 1)], id="a tie: the lower numbers pair"),
+    pytest.param({0: {1, 2, 3, 4}, 1: {5, 6}}, {0: {1, 2, 5, 6}, 1: {3, 4}}, [("moved", (1, 2), 0, 0)],
+                 id="a tie in overlap: the pairs with fewer ports outside it continue"),
     pytest.param({0: GATEWAY, 1: INNER}, {0: GATEWAY, 1: INNER | {9000}, 2: {9001}}, [],
                  id="families of ports new in the later capture: no family change"),
 ])
@@ -128,6 +130,14 @@ def test_ports_placed_in_one_capture_only_cannot_be_told(series: analyzer.Captur
     # 22, 80, 135, 8443 answered in both; families in capture 2 only. 443 answered in neither.
     assert [(r.change, r.ports, r.capture) for r in last.itertuples()] == [("untestable", (22, 80, 135, 8443), 4)]
     assert not series.pairs["changed"].iat[1]  # nothing seen to change; what cannot be told is said
+
+
+def test_ports_probed_in_one_capture_only_are_said_so_not_silent_or_appeared() -> None:
+    hour1 = [(T, 22, 0, "answered", 10, 64, 20.0), (T, 25, 0, "answered", 10, 64, 21.0)]
+    hour2 = [(T, 22, 0, "answered", 10, 64, 20.0), (T, 443, 0, "answered", 10, 64, 21.0)]
+    series = analyzer.changes(snapshot(f"hour{n}.pcap", _ports(rows)) for n, rows in enumerate((hour1, hour2), 1))
+    assert [(r.change, r.ports) for r in series.changes.itertuples()] == [
+        ("newly_probed", (443,)), ("no_longer_probed", (25,))]
 
 
 def test_the_text_names_the_missing_capture_and_what_cannot_be_told(series: analyzer.CaptureSeries) -> None:
