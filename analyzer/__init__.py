@@ -17,6 +17,11 @@ read, and each table is let go once used)::
 
     a = analyze("scan.pcap", ["scans", "hosts", "signals"])   # Analysis: a.scans, a.hosts, a.signals, a.notes
 
+and for a series of captures of the same targets (an agent fleet's hourly runs), each analysed on its own and
+compared with the next::
+
+    series = changes(analyze_each("hourly/"))   # CaptureSeries: .families, .states, .pairs, .changes
+
 Each name is imported from its module on first use: importing the package loads neither pandas nor numpy,
 so the `synlens` command (analyzer.__main__) sets up its process before they load.
 """
@@ -29,6 +34,8 @@ from typing import TYPE_CHECKING
 # name → (module, attribute)
 _API = {
     "Analysis": ("pipeline", "Analysis"), "Options": ("pipeline", "Options"), "analyze": ("pipeline", "analyze"),
+    "analyze_each": ("pipeline", "analyze_each"), "CaptureSeries": ("analysis.changes", "CaptureSeries"),
+    "Snapshot": ("analysis.changes", "Snapshot"), "changes": ("analysis.changes", "changes"),
     "CaptureError": ("errors", "CaptureError"), "CaptureWarning": ("errors", "CaptureWarning"),
     "TTest": ("analysis.stats", "TTest"), "families": ("analysis.families", "families"), "hosts": ("analysis.hosts", "hosts"),
     "match": ("analysis.match", "match"), "match_columns": ("analysis.match", "match_columns"),
@@ -40,11 +47,13 @@ _API = {
     "yuen_welch": ("analysis.stats", "yuen_welch"),
 }
 __all__ = [
-    "Analysis", "CaptureError", "CaptureWarning", "Options", "TTest", "analyze", "families", "hosts", "match",
-    "match_columns", "pairwise", "pooled_t", "port_stats", "read", "read_many", "rtt", "scans", "signal_families", "yuen_welch",
+    "Analysis", "CaptureError", "CaptureSeries", "CaptureWarning", "Options", "Snapshot", "TTest", "analyze",
+    "analyze_each", "changes", "families", "hosts", "match", "match_columns", "pairwise", "pooled_t",
+    "port_stats", "read", "read_many", "rtt", "scans", "signal_families", "yuen_welch",
 ]  # (_API's names: tests/test_import.py checks the two agree)
 
 if TYPE_CHECKING:
+    from .analysis.changes import CaptureSeries, Snapshot, changes
     from .analysis.families import families, pairwise
     from .analysis.hosts import hosts
     from .analysis.match import match, match_columns
@@ -52,7 +61,7 @@ if TYPE_CHECKING:
     from .analysis.signals import signal_families
     from .analysis.stats import TTest, pooled_t, port_stats, yuen_welch
     from .errors import CaptureError, CaptureWarning
-    from .pipeline import Analysis, Options, analyze
+    from .pipeline import Analysis, Options, analyze, analyze_each
     from .reading.many import read_many
     from .reading.packets import read
 

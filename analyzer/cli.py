@@ -9,13 +9,15 @@ import warnings
 from collections.abc import Iterable
 from typing import NoReturn
 
+from .analysis.changes import Snapshot, changes
 from .analysis.families import METHODS, MIN_DIFF_US, MIN_RATIO, MIN_TRIPS
 from .analysis.match import DEFAULT_WINDOW_S
 from .errors import CaptureError, CaptureWarning
-from .pipeline import Analysis, Options, analyze
+from .pipeline import Analysis, Options, analyze, analyze_each
 from .reading.filters import Filter
 from .reading.merge import DEDUP_WINDOW_NS
 from .reading.sources import Sources, sources
+from .render.changes import changes_csv, changes_json, changes_table_lines
 from .render.frames import naming, with_labels
 from .render.output import (
     hosts_table,
@@ -72,6 +74,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="all (default): families from RTT, TTL, TCP stack, timestamp clock and IP ID, with the "
                    "evidence that decided; rtt: RTT alone, qscan's meaning")
     p.add_argument("--target", action="append", metavar="ADDR", help="only this target (repeatable)")
+    p.add_argument("--each", action="store_true",
+                   help="analyse each capture on its own (a series of captures of the same targets, as an agent "
+                   "fleet's hourly runs) and show each target's families per capture and what changed between "
+                   "them (docs/fleet.md)")
     p.add_argument("--format", choices=("table", "json", "csv"), default="table", help="output format")
     p.add_argument("--probes", choices=("syn", "any"), default="syn",
                    help="probes to draw RTTs from: bare SYNs (default, as qscan) or every probe")
@@ -263,6 +269,8 @@ def _warn_line(message, category, filename, lineno, file=None, line=None) -> Non
 
 def cmd_rtt(args: argparse.Namespace) -> int:
     options = _options(args)
+    if args.each:
+        return _rtt_each(args, options)
     analysis = _analyze(_found(args), ("signals",) if args.signals == "all" else ("families",), options)
     _say_notes(analysis)
     fams, family_table = analysis.signals if args.signals == "all" else (analysis.families, None)
@@ -285,6 +293,34 @@ def cmd_rtt(args: argparse.Namespace) -> int:
     else:
         for block in rtt_table_blocks(fams, meta, family_table):
             sys.stdout.write("\n".join(block) + "\n")
+    return _status(args)
+
+
+def _rtt_each(args: argparse.Namespace, options: Options) -> int:
+    """`rtt --each`: every capture analysed on its own, then compared (analysis/changes.py)."""
+    found = _found(args)
+    errors: list[CaptureError] = []
+    snapshots = []
+    for source, analysis in analyze_each(found, ("signals",) if args.signals == "all" else ("families",), options,
+                                         on_error=errors.append):
+        _say_notes(analysis)
+        snapshots.append(Snapshot.of(analysis, source.first_ns))
+        del analysis  # (one capture's tables at a time)
+    for error in errors[:-1] if not snapshots else errors:  # (none analysed: the last is the command's own)
+        print(f"synlens: error: {error}", file=sys.stderr)
+    if not snapshots:
+        raise errors[-1]
+    args.input_errors += len(errors)
+    series = changes(snapshots)
+    meta = {"each": True, "signals": args.signals, "method": args.method,
+            **({"min_trips": MIN_TRIPS} if args.method == "robust" else {}), "confidence": options.family_confidence}
+    if args.format == "json":
+        _write_bytes([changes_json(series, meta)])
+    elif args.format == "csv":
+        sys.stdout.write(changes_csv(series))
+    else:
+        for line in changes_table_lines(series, meta):
+            print(line)
     return _status(args)
 
 

@@ -19,8 +19,8 @@ from __future__ import annotations
 
 import os
 import warnings
-from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass, field, replace
 
 import pandas as pd
 
@@ -30,12 +30,12 @@ from .analysis import signals as _signals
 from .analysis import stats as _stats
 from .analysis.families import DEFAULT_CONFIDENCE, MIN_DIFF_US, MIN_RATIO, families
 from .analysis.match import DEFAULT_WINDOW_S, match, match_columns
-from .errors import CaptureWarning
+from .errors import CaptureError, CaptureWarning
 from .reading.filters import EVERYTHING, Filter
 from .reading.many import read_sources
 from .reading.merge import DEDUP_WINDOW_NS, FrameIndex
 from .reading.packets import read
-from .reading.sources import Sources, sources
+from .reading.sources import Source, Sources, first_time, sources
 from .reading.stream import Reading
 
 
@@ -257,3 +257,33 @@ def analyze(capture: str | Sequence[str] | Sources, steps: Iterable[str] = ("sca
                 run.results.pop(name, None)
     return Analysis(capture=capture, options=options, warnings=said, notes=tuple(run.notes),
                     **counts, **{name: run.results.get(name) for name in ("packets", "probes", *STEPS)})
+
+
+def analyze_each(capture: str | Sequence[str] | Sources, steps: Iterable[str] = ("signals",),
+                 options: Options = Options(), *,
+                 on_error: Callable[[CaptureError], None] | None = None) -> Iterator[tuple[Source, Analysis]]:
+    """Each capture `capture` names (files, directories, patterns, as `analyze` reads them), analysed on its own
+    by `analyze` with the same steps and options, one after the other in capture order (by first packet): the
+    hourly captures of an agent fleet are separate measurements, never pooled into one. Yields (the file, with its
+    first packet's time, its analysis). An input that is no capture, or a capture that cannot be read, goes to
+    `on_error` and the others are analysed; without `on_error` it is raised (CaptureError)."""
+    found = capture if isinstance(capture, Sources) else sources(
+        [capture] if isinstance(capture, (str, os.PathLike)) else list(capture))
+
+    def failed(error: CaptureError) -> None:
+        if on_error is None:
+            raise error
+        on_error(error)
+
+    try:
+        for error in ([] if isinstance(capture, Sources) else found.errors):
+            failed(error)
+        for file in found.files:
+            try:
+                first_ns = file.first_ns if file.first_ns is not None else first_time(file.path)
+                one = Sources((replace(file, first_ns=first_ns),))  # (no spool of its own: removed when all are done)
+                yield one.files[0], analyze(one, steps, options)
+            except CaptureError as error:
+                failed(error)
+    finally:
+        found.close()

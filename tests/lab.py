@@ -47,8 +47,8 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 log = logging.getLogger(__name__)
@@ -478,6 +478,33 @@ class NatLab(NamespaceLab):
             raise LabError("this lab has no delay line")
         os.kill(line.pid, signal.SIGUSR1)  # (ip netns exec execs the line's python in place: its pid is this)
 
+    def reforward(self, forwarded_to: Mapping[int, str | None]) -> NatLab:
+        """The lab with TCP ports answered elsewhere from now on: `forwarded_to` maps a port of `open_ports`
+        to the inner address it is DNATed to, or None for the gateway to answer it itself (ports not named keep
+        their place). A port's new owner gets a listener if it has none (a banner server of its own, stopped at
+        teardown: the old owner's stays, unreached); the gateway's DNAT is replaced in one nft transaction; every
+        open port is checked to answer from its new owner before this returns. Returns the lab as now wired (its
+        processes are this lab's, torn down with it)."""
+        unknown = set(forwarded_to) - set(self.open_ports)
+        if unknown or not {v for v in forwarded_to.values() if v} <= set(self.inner_addrs):
+            raise ValueError(f"ports {sorted(unknown)} are not open, or an address is not an inner host's")
+        owner = {p: None for p in self.local_ports} | dict(self.forwarded_to) | dict(forwarded_to)
+        namespace = {None: self.gateway_ns} | dict(zip(self.inner_addrs, self.inner_ns))
+        banner = {None: "gw"} | {a: "inner" if i == 0 else f"inner{i + 1}" for i, a in enumerate(self.inner_addrs)}
+        for addr in {owner[p] for p in forwarded_to}:
+            listening = set(map(int, re.findall(r":(\d+)\s", self.run(namespace[addr], "ss", "-Hltn").stdout)))
+            missing = sorted(p for p in forwarded_to if owner[p] == addr and p not in listening)
+            if missing:
+                self.spawn(namespace[addr], sys.executable, "-c", BANNER_SERVER_SRC, banner[addr],
+                           ",".join(map(str, missing)), "", "1" if self.target6 else "0", ready="ready")
+        forwarded = tuple(sorted((p, a) for p, a in owner.items() if a))
+        wired = replace(self, local_ports=tuple(sorted(p for p, a in owner.items() if a is None)),
+                        forwarded_ports=tuple(p for p, _ in forwarded), forwarded_to=forwarded)
+        _run(["ip", "netns", "exec", self.gateway_ns, "nft", "-f", "-"],
+             input=f"delete table inet {NFT_TABLE}\n" + _ruleset(wired))
+        _verify(wired)
+        return wired
+
     def capture(self, path: str | os.PathLike, *, settle_s: float = 0.05) -> contextlib.AbstractContextManager[Capture]:
         """tcpdump on the scanner interface (both directions) for the with-block; `settle_s` waits for
         replies still in the delay line."""
@@ -751,15 +778,19 @@ def _build(lab: NatLab, *, ipv6: bool, same_segment: bool) -> None:
 
 
 def _install_nft(lab: NatLab) -> None:
+    _run(["ip", "netns", "exec", lab.gateway_ns, "nft", "-f", "-"], input=_ruleset(lab))
+
+
+def _ruleset(lab: NatLab) -> str:
+    """The gateway's nft table for the lab's forwards."""
     tcp_dnat: dict[str, list[int]] = {addr: [] for addr in lab.inner_addrs}
     for port, addr in lab.forwarded_to:
         tcp_dnat[addr].append(port)
     udp_dnat = {lab.inner_addrs[0]: list(lab.udp_forwarded_ports)}
     inner6 = {addr: INNER_NETS[i].v6(2) for i, addr in enumerate(lab.inner_addrs)}
-    ruleset = _nft_ruleset(
+    return _nft_ruleset(
         lab.target, lab.target6, tcp_dnat, udp_dnat, inner6, lab.dropped_port, lab.rejected_port
     )
-    _run(["ip", "netns", "exec", lab.gateway_ns, "nft", "-f", "-"], input=ruleset)
 
 
 def _start_servers(lab: NatLab, ipv6: bool) -> None:

@@ -6,7 +6,7 @@ import functools
 import math
 import re
 import socket
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 
 import numpy as np
 import orjson
@@ -419,6 +419,17 @@ def first_addresses(targets: list[str], most: int = 5, count: bool = True) -> st
     if len(targets) <= most:
         return shown
     return shown + (f", … ({len(targets):,} targets)" if count else ", …")
+
+
+def port_ranges(ports: Iterable[int], most: int = 30) -> str:
+    """Port numbers as ranges: "22–25, 80, 443" (the first `most` ranges, then how many more)."""
+    p = np.unique(np.asarray(ports, dtype=np.int64))
+    if not len(p):
+        return ""
+    starts = np.flatnonzero(np.r_[True, np.diff(p) > 1])
+    ends = np.r_[starts[1:], len(p)] - 1
+    parts = [str(p[a]) if a == b else f"{p[a]}–{p[b]}" for a, b in zip(starts, ends)]
+    return ", ".join(parts[:most]) + (f", … ({len(parts) - most} more ranges)" if len(parts) > most else "")
 
 
 def _tally(texts: pd.Series, most: int = 5) -> str:

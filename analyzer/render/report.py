@@ -44,6 +44,7 @@ from .output import (
     SILENT_TARGETS_OVER,
     address_order,
     first_addresses,
+    port_ranges,
     service_name,
     silent_rows,
     silent_summary,
@@ -314,15 +315,6 @@ def _ports_section(found: pd.DataFrame, states: pd.DataFrame) -> str:
     return section("ports", "Ports, as each scanner saw them", content, "no port states: no scans found")
 
 
-def _ranges(ports: pd.Series, most: int = 30) -> str:
-    """Port numbers as ranges: "22–25, 80, 443"."""
-    p = np.unique(ports.astype(int).to_numpy())
-    starts = np.flatnonzero(np.r_[True, np.diff(p) > 1])
-    ends = np.r_[starts[1:], len(p)] - 1
-    parts = [str(p[a]) if a == b else f"{p[a]}–{p[b]}" for a, b in zip(starts, ends)]
-    return ", ".join(parts[:most]) + (f", … ({len(parts) - most} more ranges)" if len(parts) > most else "")
-
-
 def _test_text(attrs: dict) -> str:
     method, conf = attrs.get("method", "robust"), attrs.get("confidence", 0.99)
     probes = "bare SYN probes" if attrs.get("probes", "syn") == "syn" else "every probe"
@@ -395,7 +387,7 @@ def _families_section(probes: pd.DataFrame, fams: pd.DataFrame) -> str:
         for (fam, kind), members in rows.groupby(["family", "family_kind"], sort=True):
             mark = swatch(colours[int(fam)]) if kind == "answered" else ""
             median = medians.get(fam, np.nan) if kind == "answered" else np.nan
-            summary.append([Raw(mark + e(fam if fam >= 0 else "–")), kind, len(members), _ranges(members["port"]),
+            summary.append([Raw(mark + e(fam if fam >= 0 else "–")), kind, len(members), port_ranges(members["port"]),
                             num(median, "{:.2f}")])
         content.append(table(["FAMILY", "kind", "ports", "which", "median RTT (µs)"], summary, {2, 4}, "families"))
         content.append(fold(table(_PORT_RTT_HEAD, per_port, {2, 3, 4, 5, 6, 7, 8, 9}, "ports", total=len(rows)),
