@@ -86,7 +86,8 @@ def checkout_view(tmp_path_factory) -> Path:
 def run(command: str, cwd: Path) -> tuple[int, list[str]]:
     """The exit status of bash running `command` (pipelines fail when a stage fails) and what it printed."""
     script = f"synlens() {{ {shlex.quote(sys.executable)} -m analyzer \"$@\"; }}\nset -o pipefail\n{command}\n"
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    # (SYNLENS_PROGRESS=1 would add progress lines to stderr: the runs show what a user sees by default)
+    env = {**{k: v for k, v in os.environ.items() if k != "SYNLENS_PROGRESS"}, "PYTHONPATH": str(ROOT)}
     out = subprocess.run(["bash", "-c", script], cwd=cwd, env=env, stdout=subprocess.PIPE,
                          stderr=subprocess.STDOUT, timeout=600, check=False)
     return out.returncode, out.stdout.decode("utf-8", errors="replace").splitlines()
