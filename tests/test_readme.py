@@ -97,10 +97,10 @@ EXAMPLES = examples(README.read_text())
 
 
 def test_readme_shows_each_command_run():
-    """The convention finds the tour's runs: each command, JSON, several inputs' filters, the second engine, an
+    """The convention finds the tour's runs: each command, a series, several inputs' filters, the second engine, an
     error and a damaged capture (so that a block broken out of the convention cannot go unchecked quietly)."""
     commands = [e.command for e in EXAMPLES]
-    for wanted in (r"^synlens rtt \S+$", r"^synlens rtt .* --format json", r"^synlens scans ", r"^synlens hosts ",
+    for wanted in (r"^synlens rtt \S+$", r"^synlens rtt --each ", r"^synlens scans ", r"^synlens hosts ",
                    r"^synlens report ", r"--since .* --until ", r"--engine tshark", r"; echo \"exit status \$\?\"$",
                    r"edge/truncated\.pcap"):
         assert any(re.search(wanted, c) for c in commands), f"no README run matches {wanted!r}: {commands}"
