@@ -17,6 +17,7 @@ import warnings
 import zlib
 from pathlib import Path
 
+import make_edge_captures as gen  # (the edge captures' packet builders)
 import numpy as np
 import pytest
 from hypothesis import given, settings
@@ -31,8 +32,6 @@ from analyzer.reading import formats as capture
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
-sys.path.insert(0, str(HERE))
-import make_edge_captures as gen  # (the edge captures' packet builders)
 
 INT64_MIN, INT64_MAX = -(1 << 63), (1 << 63) - 1
 T0_S = 1_700_000_000
