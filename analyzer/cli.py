@@ -13,6 +13,10 @@ from .analysis.families import METHODS, MIN_DIFF_US, MIN_RATIO, MIN_TRIPS
 from .analysis.match import DEFAULT_WINDOW_S
 from .errors import CaptureError, CaptureWarning
 from .pipeline import Analysis, Options, analyze
+from .reading.filters import Filter
+from .reading.merge import DEDUP_WINDOW_NS
+from .reading.sources import Sources, sources
+from .render.frames import naming, with_labels
 from .render.output import (
     hosts_table,
     rtt_csv,
@@ -52,8 +56,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("rtt", help="per-port RTT, loss and families (qscan's job, from a capture)",
                        description="Pair probes with replies and group each target's ports into families "
                        "whose round-trip times differ significantly.")
-    p.add_argument("capture", help="pcap or pcapng file (gzip-compressed is fine)")
-    _engine_option(p)
+    _input_options(p)
     p.add_argument("--confidence", type=_confidence, default=None,
                    help="confidence of the family tests, in (0, 1) (default: 0.99 robust, 0.95 qscan)")
     p.add_argument("--method", choices=METHODS, default="robust",
@@ -75,31 +78,47 @@ def build_parser() -> argparse.ArgumentParser:
     for name, text in (("scans", "port scans: scanner, target, technique, phases, tool, and each port's state"),
                        ("hosts", "hosts: MAC, vendor (offline OUI table), OS hints with their evidence")):
         q = sub.add_parser(name, help=text, description=text)
-        q.add_argument("capture", help="pcap or pcapng file (gzip-compressed is fine)")
-        _engine_option(q)
+        _input_options(q)
         q.add_argument("--format", choices=("table", "json", "csv"), default="table", help="output format")
         q.add_argument("--window", type=_positive, default=DEFAULT_WINDOW_S, metavar="SECONDS",
                        help="reply window (default 10)")
     r = sub.add_parser("report", help="one self-contained HTML report: capture, hosts, scans, ports, RTT families",
                        description="Write a self-contained HTML report (no network needed to view it).")
-    r.add_argument("capture", help="pcap or pcapng file (gzip-compressed is fine)")
-    _engine_option(r)
+    _input_options(r)
     r.add_argument("--output", "-o", required=True, metavar="FILE", help="HTML file to write")
     return parser
 
 
-def _engine_option(p: argparse.ArgumentParser) -> None:
+def _input_options(p: argparse.ArgumentParser) -> None:
+    """The captures a command reads, and which of their packets."""
+    p.add_argument("captures", nargs="+", metavar="CAPTURE",
+                   help="pcap or pcapng files (gzip-compressed is fine), directories of them, glob patterns, or - "
+                   "for standard input: read as one capture, in the order their packets were captured")
     p.add_argument("--engine", choices=("native", "tshark"), default="native",
                    help="native (default): synlens's own reader; tshark: Wireshark's dissectors through pyshark "
-                   "(slow; for encapsulations the native reader does not decode)")
+                   "(slow; one capture; for encapsulations the native reader does not decode)")
+    g = p.add_argument_group("which packets (applied while reading)")
+    g.add_argument("--since", metavar="TIME", help="from this time: ISO 8601 (2024-05-01T10:00:00Z), seconds "
+                   "since 1970, or an offset from the first packet (+15m, +2h, +1d)")
+    g.add_argument("--until", metavar="TIME", help="before this time (as --since)")
+    g.add_argument("--host", action="append", default=[], metavar="ADDR",
+                   help="packets from or to this address (also the packet an ICMP error quotes; repeatable)")
+    g.add_argument("--net", action="append", default=[], metavar="CIDR", help="packets from or to this network "
+                   "(repeatable)")
+    g.add_argument("--port", action="append", default=[], type=int, metavar="N",
+                   help="packets from or to this TCP/UDP port (repeatable)")
+    g.add_argument("--dedup-window", type=float, default=DEDUP_WINDOW_NS / 1e9, metavar="SECONDS",
+                   help="a frame another file captured, byte for byte, at most this long before is a duplicate "
+                   f"(default {DEDUP_WINDOW_NS / 1e9:g}; 0: keep every frame)")
 
 
 def cmd_report(args: argparse.Namespace) -> int:
     from .render.report import write_report
 
-    write_report(args.capture, args.output, engine=args.engine, progress=sys.stderr.isatty())
+    found = _found(args)
+    write_report(found, args.output, options=_options(args), progress=sys.stderr.isatty())
     print(f"wrote {args.output}", file=sys.stderr)
-    return 0
+    return _status(args)
 
 
 def _options(args: argparse.Namespace) -> Options:
@@ -107,7 +126,42 @@ def _options(args: argparse.Namespace) -> Options:
     given = {name: getattr(args, arg) for name, arg in (
         ("engine", "engine"), ("window_s", "window"), ("method", "method"), ("confidence", "confidence"),
         ("probes", "probes"), ("min_ratio", "min_ratio"), ("min_diff_us", "min_diff")) if hasattr(args, arg)}
-    return Options(**given, targets=tuple(getattr(args, "target", None) or ()))
+    try:
+        keep = Filter.of(args.since, args.until, args.host, args.net, args.port)
+    except ValueError as e:  # (a time, address or port the user wrote: said in one line, as argparse would)
+        raise UsageError(str(e)) from None
+    return Options(**given, targets=tuple(getattr(args, "target", None) or ()), keep=keep,
+                   dedup_ns=round(args.dedup_window * 1e9))
+
+
+class UsageError(Exception):
+    """An option's value that is wrong: one line, exit 2."""
+
+
+def _found(args: argparse.Namespace) -> Sources:
+    """The captures the command names; each name that is none is said in one line (the command reads the
+    others and exits 1; none left: the first such error ends it, exit 2)."""
+    found = sources(args.captures)
+    if not found.files:  # (nothing to read: each error said, the last as the command's own)
+        for error in found.errors[:-1]:
+            print(f"synlens: error: {error}", file=sys.stderr)
+        raise found.errors[-1] if found.errors else CaptureError("-", "no capture")
+    for error in found.errors:
+        print(f"synlens: error: {error}", file=sys.stderr)
+    args.input_errors = len(found.errors)
+    return found
+
+
+def _status(args: argparse.Namespace) -> int:
+    """0, or 1 when some inputs were not captures (the rest were analysed)."""
+    return 1 if getattr(args, "input_errors", 0) else 0
+
+
+def _capture_name(args: argparse.Namespace, analysis: Analysis) -> str | list[str]:
+    """How outputs name the capture: as given, for one file; the files' names, for several."""
+    if len(analysis.captures) == 1 and len(args.captures) == 1:
+        return args.captures[0]
+    return list(analysis.captures)
 
 
 def _say_notes(analysis: Analysis) -> None:
@@ -116,28 +170,31 @@ def _say_notes(analysis: Analysis) -> None:
 
 
 def cmd_scans(args: argparse.Namespace) -> int:
-    analysis = analyze(args.capture, ("scans", "hosts"), _options(args))
+    analysis = analyze(_found(args), ("scans", "hosts"), _options(args))
     result = analysis.scans
-    meta = {"capture": args.capture, "packets": analysis.packet_count}
-    if args.format == "json":
-        _write_bytes(scans_json_pieces(result.scans, result.states, analysis.hosts, meta, result.notes))
-    elif args.format == "csv":
-        sys.stdout.write(scans_csv(result.states, result.scans))
-    else:
-        print(scans_table(result.scans, result.states, meta, notes=result.notes))
-    return 0
+    meta = {"capture": _capture_name(args, analysis), "packets": analysis.packet_count}
+    with naming(analysis.frames):
+        if args.format == "json":
+            _write_bytes(scans_json_pieces(result.scans, result.states, analysis.hosts, meta, result.notes))
+        elif args.format == "csv":
+            sys.stdout.write(scans_csv(result.states, result.scans))
+        else:
+            print(scans_table(result.scans, result.states, meta, notes=result.notes))
+    return _status(args)
 
 
 def cmd_hosts(args: argparse.Namespace) -> int:
-    analysis = analyze(args.capture, ("scans", "hosts"), _options(args))
+    analysis = analyze(_found(args), ("scans", "hosts"), _options(args))
     found, states = analysis.scans
-    if args.format == "json":
-        _write_bytes([scans_json(found.iloc[0:0], states.iloc[0:0], analysis.hosts, {"capture": args.capture})])
-    elif args.format == "csv":
-        sys.stdout.write(analysis.hosts.to_csv(index=False))
-    else:
-        print(hosts_table(analysis.hosts))
-    return 0
+    with naming(analysis.frames):
+        if args.format == "json":
+            _write_bytes([scans_json(found.iloc[0:0], states.iloc[0:0], analysis.hosts,
+                                     {"capture": _capture_name(args, analysis)})])
+        elif args.format == "csv":
+            sys.stdout.write(with_labels(analysis.hosts).to_csv(index=False))
+        else:
+            print(hosts_table(analysis.hosts))
+    return _status(args)
 
 
 def _write_bytes(pieces: Iterable[bytes]) -> None:
@@ -161,11 +218,11 @@ def _warn_line(message, category, filename, lineno, file=None, line=None) -> Non
 
 def cmd_rtt(args: argparse.Namespace) -> int:
     options = _options(args)
-    analysis = analyze(args.capture, ("signals",) if args.signals == "all" else ("families",), options)
+    analysis = analyze(_found(args), ("signals",) if args.signals == "all" else ("families",), options)
     _say_notes(analysis)
     fams, family_table = analysis.signals if args.signals == "all" else (analysis.families, None)
     meta = {
-        "capture": args.capture,
+        "capture": _capture_name(args, analysis),
         "signals": args.signals,
         "method": args.method,
         **({"min_trips": MIN_TRIPS} if args.method == "robust" else {}),
@@ -183,7 +240,7 @@ def cmd_rtt(args: argparse.Namespace) -> int:
     else:
         for block in rtt_table_blocks(fams, meta, family_table):
             sys.stdout.write("\n".join(block) + "\n")
-    return 0
+    return _status(args)
 
 
 COMMANDS = {"rtt": cmd_rtt, "scans": cmd_scans, "hosts": cmd_hosts, "report": cmd_report}
@@ -194,12 +251,13 @@ def main(argv: list[str] | None = None) -> int:
     warnings.showwarning = _warn_line
     try:
         return COMMANDS[args.command](args)
-    except CaptureError as e:
+    except (CaptureError, UsageError) as e:
         print(f"synlens: error: {e}", file=sys.stderr)
         return 2
     except MemoryError as e:  # a capture too big for this machine, at any step: said in one line, as bad input is
         detail = str(e).splitlines()[0] if str(e) else "no detail"
-        print(f"synlens: error: {args.capture}: not enough memory to analyse it ({detail})", file=sys.stderr)
+        print(f"synlens: error: {', '.join(args.captures)}: not enough memory to analyse it ({detail})",
+              file=sys.stderr)
         return 2
     except BrokenPipeError:  # the reader went away (`synlens … | head`): not an error
         return 0

@@ -17,8 +17,9 @@ warnings (passed on as warnings too) and the notes that say what the capture can
 
 from __future__ import annotations
 
+import os
 import warnings
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 
 import pandas as pd
@@ -30,7 +31,11 @@ from .analysis import stats as _stats
 from .analysis.families import DEFAULT_CONFIDENCE, MIN_DIFF_US, MIN_RATIO, families
 from .analysis.match import DEFAULT_WINDOW_S, match, match_columns
 from .errors import CaptureWarning
+from .reading.filters import EVERYTHING, Filter
+from .reading.many import read_sources
+from .reading.merge import DEDUP_WINDOW_NS, FrameIndex
 from .reading.packets import read
+from .reading.sources import Sources, sources
 
 
 @dataclass(frozen=True)
@@ -45,6 +50,8 @@ class Options:
     probes: str = "syn"  # probes to draw RTTs from: bare SYNs, or any
     min_ratio: float = MIN_RATIO  # robust: floors closer than this ratio are one family
     min_diff_us: float = MIN_DIFF_US  # robust: floors closer than this many µs are one family
+    keep: Filter = EVERYTHING  # packets analysed: a time range, addresses, ports (reading/filters.py)
+    dedup_ns: int = DEDUP_WINDOW_NS  # frames of another file within this of an identical one are its copies
 
     @property
     def family_options(self) -> dict[str, object]:
@@ -120,7 +127,7 @@ class Analysis:
     """A capture's analysis: the results of the steps asked for (None for the others), the tables kept, the
     counts every output reports, the reader's warnings and the pipeline's notes."""
 
-    capture: str
+    capture: str  # the capture's name; several: their names, comma-separated
     options: Options
     packet_count: int  # packets read
     malformed: int  # packets whose headers were inconsistent (kept with what could be decoded)
@@ -135,6 +142,30 @@ class Analysis:
     signals: tuple[pd.DataFrame, pd.DataFrame] | None = None  # `signals`: (ports, families with evidence)
     scans: _scans.ScanResult | None = None
     hosts: pd.DataFrame | None = None
+    captures: tuple[str, ...] = ()  # the files read, in capture order
+    paths: tuple[tuple[str, str], ...] = ()  # (name, path) of each: a spool file for standard input
+    frames: FrameIndex | None = None  # several files: each frame's file and number there
+
+
+def _sources(capture: str | Sequence[str]) -> Sources:
+    """The captures named, or the first that is none as a CaptureError."""
+    found = sources([capture] if isinstance(capture, (str, os.PathLike)) else list(capture))
+    if found.errors:
+        found.close()
+        raise found.errors[0]
+    return found
+
+
+def _read(found: Sources, options: Options, columns: tuple[str, ...] | None) -> pd.DataFrame:
+    """The packets table of the captures found (their spool files removed once read)."""
+    try:
+        if options.engine == "tshark":
+            if len(found.files) != 1 or not options.keep.everything:
+                raise ValueError("the tshark engine reads one capture, unfiltered")
+            return read(found.files[0].path, engine="tshark", columns=columns)
+        return read_sources(found, columns=columns, keep=options.keep, dedup_ns=options.dedup_ns)
+    finally:
+        found.close()
 
 
 def _after_matching(packets: pd.DataFrame, chosen: list[Step]) -> pd.DataFrame | None:
@@ -164,12 +195,15 @@ def columns_for(steps: Iterable[str], keep: Iterable[str] = ()) -> tuple[tuple[s
     return tuple(dict.fromkeys((*wanted, *extra))), probe_columns
 
 
-def analyze(capture: str, steps: Iterable[str] = ("scans", "hosts"), options: Options = Options(), *,
-            keep: Iterable[str] = (), progress: Callable[[str, str], None] | None = None) -> Analysis:
-    """Read `capture`, match its probes and run the `steps` asked for (names of `STEPS`; the steps they need
-    run too). `keep`: "packets" and/or "probes", to have the whole tables in the result (read and matched
-    whole); otherwise only the columns the steps read are read, and the tables are let go once used.
-    `progress(step, detail)` is called as each step starts."""
+def analyze(capture: str | Sequence[str] | Sources, steps: Iterable[str] = ("scans", "hosts"),
+            options: Options = Options(), *, keep: Iterable[str] = (),
+            progress: Callable[[str, str], None] | None = None) -> Analysis:
+    """Read `capture` (a file; several, or directories and patterns, read as one capture: reading/many.py),
+    match its probes and run the `steps` asked for (names of `STEPS`; the steps they need run too). `keep`:
+    "packets" and/or "probes", to have the whole tables in the result (read and matched whole); otherwise only
+    the columns the steps read are read, and the tables are let go once used. `progress(step, detail)` is
+    called as each step starts. Raises CaptureError for an input that is no capture (the command line
+    reports those and reads the rest: it passes `Sources`)."""
     asked = list(dict.fromkeys(steps))
     unknown = sorted(set(asked) - set(STEPS))
     if unknown:
@@ -183,10 +217,12 @@ def analyze(capture: str, steps: Iterable[str] = ("scans", "hosts"), options: Op
         _stats.load_in_background()  # scipy.special, on the other core while the capture is read and matched
     packet_columns, probe_columns = columns_for([s.name for s in chosen], keep)
 
+    found = capture if isinstance(capture, Sources) else _sources(capture)
+    capture = ", ".join(f.name for f in found.files)
     say("reading", capture)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        packets = read(capture, engine=options.engine, columns=packet_columns)
+        packets = _read(found, options, packet_columns)
     for w in caught:  # passed on as usual (filters apply); the capture's own are also the result's
         warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
     said = tuple(str(w.message) for w in caught if issubclass(w.category, CaptureWarning))
@@ -194,7 +230,9 @@ def analyze(capture: str, steps: Iterable[str] = ("scans", "hosts"), options: Op
     probes = match(packets, window_s=options.window_s, columns=probe_columns)
     run = _Run(options, {}, capture=capture)
     counts = dict(packet_count=len(packets), malformed=packets.attrs.get("malformed", 0),
-                  format=str(packets.attrs.get("format", "")))
+                  format=str(packets.attrs.get("format", "")), captures=tuple(f.name for f in found.files),
+                  paths=tuple((f.name, f.path) for f in found.files),
+                  frames=packets.attrs.get("sources"))
     if "packets" not in keep:
         packets = _after_matching(packets, chosen)
     if options.targets:

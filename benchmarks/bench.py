@@ -6,9 +6,12 @@ CPU time (user + system: steadier than wall time on a busy machine) and its peak
 GNU time (`/usr/bin/time -v`) when installed, else from `getrusage(RUSAGE_CHILDREN)` in a wrapper process.
 MB are 10^6 bytes, the file's size in the same unit, so "peak RSS / file" reads straight off the table.
 
-    python benchmarks/bench.py [CAPTURE] [--quick N] [--only NAME ...] [--save-rtt PATH] [--repeat N] [--rounds R]
+    python benchmarks/bench.py [CAPTURE] [--sweep [PATH]] [--quick N] [--only NAME ...] [--save-rtt PATH]
+                               [--repeat N] [--rounds R]
 
 CAPTURE defaults to benchmarks/data/big.pcap (make it with benchmarks/make_big_capture.py).
+--sweep adds `synlens scans` of a sweep capture, as a table and as JSON (PATH defaults to
+benchmarks/data/sweep16.pcap, made by benchmarks/sweep.py: a zmap sweep of a /16), interleaved with the others.
 --quick N benchmarks the first N packets only (copied to a temporary file): a fast sanity run.
 --repeat N runs each synlens command N times and keeps the run of median wall time (this machine's wall
 times vary by a third from run to run; tshark and dpkt run once: their runs take tens of seconds).
@@ -17,6 +20,10 @@ the run of median wall time over all its runs, and each round's speed-ups agains
 the round, so that a drift of the machine's speed between tools shows rather than skews one ratio. Within a
 round, synlens's commands run interleaved (each once, --repeat times over) in an order rotated from round to
 round, then tshark and dpkt.
+
+The last table (benchmarks/README.md holds it) gives each tool's median run, its peak memory against the size of
+the file it read, and its speed-up against tshark within each round, with the machine and its load before and
+after.
 """
 
 from __future__ import annotations
@@ -39,6 +46,7 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 DEFAULT_CAPTURE = HERE / "data" / "big.pcap"
+DEFAULT_SWEEP = HERE / "data" / "sweep16.pcap"
 GNU_TIME = "/usr/bin/time"
 TSHARK_FIELDS = [
     "frame.time_epoch",
@@ -105,11 +113,16 @@ def head_capture(path: Path, n: int, out: Path) -> int:
     return len(spans)
 
 
-def commands(capture: Path, save_rtt: Path | None) -> dict[str, tuple[list[str], Path | None]]:
+def commands(capture: Path, save_rtt: Path | None, sweep: Path | None = None
+             ) -> dict[str, tuple[list[str], Path | None]]:
     """name → (argv, file for stdout or None for /dev/null)."""
     py = sys.executable
     fields = [arg for f in TSHARK_FIELDS for arg in ("-e", f)]
-    return {
+    swept = {} if sweep is None else {
+        "synlens scans, sweep (table)": ([py, "-m", "analyzer", "scans", str(sweep)], None),
+        "synlens scans, sweep (JSON)": ([py, "-m", "analyzer", "scans", str(sweep), "--format", "json"], None),
+    }
+    return swept | {
         "synlens rtt": ([py, "-m", "analyzer", "rtt", str(capture), "--format", "json"], save_rtt),
         "synlens rtt (table)": ([py, "-m", "analyzer", "rtt", str(capture)], None),  # the default output
         "synlens scans": ([py, "-m", "analyzer", "scans", str(capture), "--format", "json"], None),
@@ -178,6 +191,36 @@ def versions() -> str:
     )
 
 
+def machine() -> str:
+    """The CPU, its cores, the kernel and the load average now."""
+    model = "?"
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    load = " ".join(f"{x:.2f}" for x in os.getloadavg())
+    return f"{model}, {os.cpu_count()} cores, Linux {platform.release()}; load average {load}"
+
+
+def speed_table(results: list[Result], sizes: dict[str, int], per_round: list[dict[str, Result]]) -> str:
+    """The one table: each tool's median run, its peak RSS against the size of the file it read, and its
+    speed-up against tshark within each round (the least and the greatest)."""
+    lines = ["| tool | capture | seconds | CPU s | peak RSS (MB) | RSS / file | vs tshark (each round) |",
+             "|---|---|---:|---:|---:|---:|---:|"]
+    for r in results:
+        ratios = [m["tshark -T fields"].seconds / m[r.name].seconds for m in per_round
+                  if "tshark -T fields" in m and r.name in m]
+        if r.name == "tshark -T fields" or "sweep" in r.name or not ratios:
+            versus = "1×" if r.name == "tshark -T fields" else "–"
+        else:
+            versus = f"{min(ratios):.1f}–{max(ratios):.1f}×" if len(ratios) > 1 else f"{ratios[0]:.1f}×"
+        capture = "sweep" if "sweep" in r.name else "benchmark"
+        lines.append(f"| {r.name} | {capture} | {r.seconds:.2f} | {r.cpu_seconds:.2f} | {r.rss_bytes / 1e6:.0f} "
+                     f"| {r.rss_bytes / sizes[capture]:.2f}× | {versus} |")
+    return "\n".join(lines)
+
+
 def table(results: list[Result], packets: int, size: int) -> str:
     base = next((r for r in results if r.name == "synlens rtt"), None)
     lines = [
@@ -200,6 +243,9 @@ def table(results: list[Result], packets: int, size: int) -> str:
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("capture", nargs="?", type=Path, default=DEFAULT_CAPTURE)
+    ap.add_argument("--sweep", nargs="?", type=Path, const=DEFAULT_SWEEP, metavar="PATH",
+                    help="also `synlens scans` of this sweep capture, as a table and as JSON "
+                    f"(default {DEFAULT_SWEEP.relative_to(ROOT)}: make it with benchmarks/sweep.py)")
     ap.add_argument("--quick", type=int, metavar="N", help="benchmark the first N packets only")
     ap.add_argument(
         "--only",
@@ -217,6 +263,8 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     if not args.capture.exists():
         sys.exit(f"bench: {args.capture} not found; make it with: python benchmarks/make_big_capture.py")
+    if args.sweep is not None and not args.sweep.exists():
+        sys.exit(f"bench: {args.sweep} not found; make it with: sudo python3 benchmarks/sweep.py")
     for tool in ("tshark",):
         if shutil.which(tool) is None:
             sys.exit(f"bench: {tool} is not installed")
@@ -233,13 +281,19 @@ def main(argv: list[str] | None = None) -> int:
         # PYTHONDONTWRITEBYTECODE=1 (or from a read-only tree) would compile every module on every run.
         compileall.compile_dir(ROOT / "analyzer", quiet=1)
         print(f"capture: {capture} — {packets:,} packets, {size:,} bytes ({size / 1e6:.1f} MB)")
+        sizes = {"benchmark": size}
+        if args.sweep is not None:
+            sizes["sweep"] = args.sweep.stat().st_size
+            args.sweep.read_bytes()
+            print(f"sweep: {args.sweep} — {count_packets(args.sweep):,} packets, {sizes['sweep']:,} bytes")
         print(versions())
+        print(f"machine: {machine()}")
         print(
             f"peak RSS from {'GNU time -v' if os.path.exists(GNU_TIME) else 'getrusage(RUSAGE_CHILDREN)'}; "
             "each tool run once, in turn" + (f", {args.rounds} rounds" if args.rounds > 1 else "") + "\n",
             flush=True,
         )
-        tools = {name: spec for name, spec in commands(capture, args.save_rtt).items()
+        tools = {name: spec for name, spec in commands(capture, args.save_rtt, args.sweep).items()
                  if not args.only or any(o in name for o in args.only)}
         runs: dict[str, list[Result]] = {name: [] for name in tools}
         per_round = []
@@ -283,6 +337,7 @@ def main(argv: list[str] | None = None) -> int:
         f"\nfile: {size / 1e6:.1f} MB, {packets:,} packets; "
         f"benchmark took {time.perf_counter() - t_start:.1f} s"
     )
+    print(f"\n{speed_table(results, sizes, per_round)}\n\nmachine: {machine()} (at the end)")
     return 0
 
 

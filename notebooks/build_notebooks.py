@@ -418,8 +418,8 @@ L1.md('''
 ## 4. qscan's table of critical values
 
 qscan does not compute `tinv`; it looks the value up in a table (rows: degrees of freedom 1–20, 25, 30, …, 100;
-columns: seven confidence levels). `analyzer.families.qscan_table_quantile` reproduces that lookup, including
-the rows it uses between the table's rows. Compare it with scipy's exact quantiles:
+columns: seven confidence levels). `analyzer.analysis.families.qscan_table_quantile` reproduces that lookup,
+including the rows it uses between the table's rows. Compare it with scipy's exact quantiles:
 ''')
 L1.code('''
 from analyzer.analysis.families import qscan_table_quantile
@@ -1160,7 +1160,7 @@ found = found.assign(start=found["first"] - t0 / 1e9, end=found["last"] - t0 / 1
 found[["phase", "scanner", "target", "type", "flags", "start", "end", "probes", "ports_probed", "rate", "shape"]]
 """)
 L3.md("""
-The analyzer's per-probe view (`analyzer.scans.classify_probes`) shows how each request/reply pair was read:
+The analyzer's per-probe view (`analyzer.analysis.scans.classify_probes`) shows how each request/reply pair was read:
 its technique from the probe's flags, and whether it is *scan-like* — a TCP probe on whose connection the
 prober sent no payload, or a UDP probe that is empty or comes from a source port reused for several ports.
 """)

@@ -2,8 +2,8 @@
 
 A scan probes each port at its own moments; between those moments the network and the host change (load, the
 scan itself, power saving), so two ports of one machine differ in RTT without another machine behind either.
-These simulations give every target one such drift and check the promises of analyzer.families (README
-"Methods", docs/families.md):
+These simulations give every target one such drift and check the promises of analyzer.families
+(docs/families.md):
 
 * nmap-style sampling (each port once or twice, in port order, over minutes): at most 1 % of targets split;
 * qscan-style trips (every port in turn, trip after trip) with the same drift: no split of one machine in more

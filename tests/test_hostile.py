@@ -34,6 +34,7 @@ HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
 
 INT64_MIN, INT64_MAX = -(1 << 63), (1 << 63) - 1
+HELD = capture.HELD_NS  # timestamps are held within ±(2^62 - 1) ns of 1970
 T0_S = 1_700_000_000
 
 
@@ -148,13 +149,13 @@ def test_fcs_bytes_are_not_read_as_packet_data(tmp_path: Path) -> None:
 # ---------------------------------------------------------------------------------------------- pcapng time
 
 def expected_ns(units: int, binary: bool, exp: int, offset_s: int = 0) -> int:
-    return min(max(units * 10**9 // ((2 if binary else 10) ** exp) + offset_s * 10**9, INT64_MIN), INT64_MAX)
+    return min(max(units * 10**9 // ((2 if binary else 10) ** exp) + offset_s * 10**9, -HELD), HELD)
 
 
 @pytest.mark.parametrize("binary", [False, True], ids=["decimal", "binary"])
 def test_every_if_tsresol_reads_exact_integer_ns(tmp_path: Path, binary: bool) -> None:
     """if_tsresol is 10^-e or 2^-e seconds, e up to 127 (pcapng spec): each read exactly, floor(units × 10^9 /
-    resolution) as Python integers compute it. Reproducers of the faults: a decimal exponent of 29 or more, a
+    resolution) as Python integers compute it (held within 2^62 - 1 ns of 1970). Reproducers of the faults: a decimal exponent of 29 or more, a
     binary one of 65 or more (OverflowError); binary exponents above 32 were also read inexactly (2^30 taken for
     10^9)."""
     syn, reply = probe_and_reply()
@@ -164,15 +165,17 @@ def test_every_if_tsresol_reads_exact_integer_ns(tmp_path: Path, binary: bool) -
         packets, messages = read_both(write(tmp_path, f"res{exp}.pcapng", data))
         want = [expected_ns(u, binary, exp) for u in units]
         assert packets["ts_ns"].tolist() == want, (exp, packets["ts_ns"].tolist(), want)
-        beyond = sum(u * 10**9 // ((2 if binary else 10) ** exp) > INT64_MAX for u in units)
+        beyond = sum(u * 10**9 // ((2 if binary else 10) ** exp) > HELD for u in units)
         assert bool(messages) == bool(beyond), (exp, messages)
 
 
-@pytest.mark.parametrize("offset_s", [1, -1, -T0_S, 2**32, -(2**32), 2**62, INT64_MIN, INT64_MAX, -9_223_372_037])
+@pytest.mark.parametrize("offset_s", [1, -1, -T0_S, 2**32, -(2**32), 2**62, INT64_MIN, INT64_MAX, -9_223_372_037,
+                                      2_911_000_000, -4_611_686_018])
 def test_if_tsoffset_negative_or_huge(tmp_path: Path, offset_s: int) -> None:
     """if_tsoffset is a signed 64-bit count of seconds added to every timestamp (pcapng spec; Wireshark adds
-    it). Exact where the sum fits int64 ns; beyond, held at the nearer end with a warning. Reproducer of the
-    fault: an offset whose nanoseconds pass 64 bits (OverflowError)."""
+    it). Exact where the sum lies within 2^62 - 1 ns of 1970 (1823 to 2116: the difference of any two timestamps,
+    and a timestamp plus any window the analysis takes, then fit in 64 bits); beyond, held at the nearer end with
+    a warning. Reproducer of the fault: an offset whose nanoseconds pass 64 bits (OverflowError)."""
     syn, reply = probe_and_reply()
     units = (T0_S * 10**6, T0_S * 10**6 + 250)
     data = pcapng(idb([(14, struct.pack("<q", offset_s))]), epb(syn, units[0]), epb(reply, units[1]))
@@ -182,7 +185,7 @@ def test_if_tsoffset_negative_or_huge(tmp_path: Path, offset_s: int) -> None:
     exact = [u * 1000 + offset_s * 10**9 for u in units]
     assert bool(messages) == (want != exact), messages
     if want != exact:
-        assert "beyond what 64-bit nanoseconds" in messages[0]
+        assert "lie outside the years 1823 to 2116" in messages[0]
     done = run_cli("rtt", "--format", "json", str(tmp_path / "off.pcapng"))
     assert done.returncode == 0 and "Traceback" not in done.stderr, done.stderr
 
@@ -198,7 +201,7 @@ def test_interfaces_differ_in_resolution_and_offset(tmp_path: Path) -> None:
     packets, messages = read_both(write(tmp_path, "mixed.pcapng", data))
     assert packets["ts_ns"].tolist() == [expected_ns(u, b, e, o) for _, u, b, e, o in spec]
     assert packets["iface"].tolist() == [s[0] for s in spec]
-    assert len(messages) == 1 and messages[0].startswith(f"{tmp_path / 'mixed.pcapng'}: 1 packet timestamp(s)")
+    assert len(messages) == 1 and messages[0].startswith(f"{tmp_path / 'mixed.pcapng'}: 2 packet timestamp(s)")
 
 
 # ---------------------------------------------------------------------------------------------- pcapng options
@@ -435,13 +438,14 @@ def test_rtt_csv_of_a_capture_without_tcp_probes(tmp_path: Path) -> None:
                                          "samples,mean_us,stddev_us,min_us,median_us,p95_us")]
 
 
-def test_scan_of_a_capture_whose_times_are_held_at_int64s_ends(tmp_path) -> None:
+def test_scan_of_a_capture_whose_times_are_held_at_the_readers_ends(tmp_path) -> None:
     """Found by the fixed-seed fuzz pass (tests/data/fuzz/clamped_times_scan.pcapng, minimized by `python -m
-    tests.fuzz minimize`): pcapng times past what int64 nanoseconds hold are held at its ends, and the scan stage's
-    time margins around them overflowed (a RuntimeWarning on stderr). Now: the capture's one warning, no other."""
+    tests.fuzz minimize`): pcapng times far outside any real capture's are held at the ends of what
+    the reader keeps (2^62 ns either side of 1970), and the scan stage's time margins around them must not overflow
+    (a RuntimeWarning on stderr): the capture's one warning, no other."""
     path = Path(__file__).resolve().parent / "data" / "fuzz" / "clamped_times_scan.pcapng"
     for command in ("scans", "hosts"):
         done = run_cli(command, path)
         lines = done.stderr.splitlines()
         assert done.returncode == 0 and all(line.startswith("synlens: warning: ") for line in lines), done.stderr
-        assert any("64-bit nanoseconds" in line for line in lines)
+        assert any("1823 to 2116" in line for line in lines)

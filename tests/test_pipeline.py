@@ -78,7 +78,7 @@ def test_columns_are_those_the_steps_declare() -> None:
 def test_packets_are_let_go_once_no_step_needs_them(monkeypatch: pytest.MonkeyPatch) -> None:
     """RTT families alone read no packet column after matching: the packets table is gone before they run."""
     alive = []
-    real_read = pipeline.read
+    real_read = pipeline.read_sources
 
     def watched_read(*args: object, **kwargs: object) -> pd.DataFrame:
         packets = real_read(*args, **kwargs)
@@ -91,7 +91,7 @@ def test_packets_are_let_go_once_no_step_needs_them(monkeypatch: pytest.MonkeyPa
         return real_step(run)
 
     real_step = pipeline.STEPS["families"].run
-    monkeypatch.setattr(pipeline, "read", watched_read)
+    monkeypatch.setattr(pipeline, "read_sources", watched_read)
     monkeypatch.setitem(pipeline.STEPS, "families", pipeline.Step("families", ("probes",), (), analyzer.analysis.stats.PROBE_FIELDS,
                                                                   families_step))
     pipeline.analyze(str(SAMPLES / "nat_qscan.pcap"), ["families"])

@@ -62,6 +62,14 @@ def test_arguable_cases_say_why_they_are_not_scans(name: str, kind: str, scanner
     note = mine.iloc[0]
     assert port is None or note["port"] == port
     assert "not a port scan" in note["evidence"] and len(note["frames"]) >= 2
+    # The frames named are Wireshark's numbers of packets the note is about: the sender's.
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", analyzer.CaptureWarning)
+        by_frame = analyzer.read(REALWORLD / name).set_index("frame")
+    for frame in note["frames"]:
+        packet = by_frame.loc[int(frame)]
+        assert str(packet["src"]) == scanner, (frame, packet["src"])
+        assert port is None or int(packet["dport"]) == port, (frame, packet["dport"])
 
 
 # (capture, scanner) → technique, tool (None: not named), target, {port: state} that the key fixes

@@ -132,16 +132,16 @@ def test_capture_strings_escaped(tmp_path: Path, monkeypatch: pytest.MonkeyPatch
     capture's file name holds markup too: none of it may reach the page unescaped, tables or plots."""
     import analyzer.pipeline
 
-    real_read = analyzer.pipeline.read
+    real_read = analyzer.pipeline.read_sources
 
-    def hostile_read(capture: str, **options: object) -> pd.DataFrame:
-        packets = real_read(capture, **options)
+    def hostile_read(found: object, **options: object) -> pd.DataFrame:
+        packets = real_read(found, **options)
         for col in ("src", "dst", "q_src", "q_dst"):  # one category list: the same address, the same name
             cats = packets[col].cat.categories
             packets[col] = packets[col].cat.rename_categories([f"{HOSTILE}{i}" for i in range(len(cats))])
         return packets
 
-    monkeypatch.setattr(analyzer.pipeline, "read", hostile_read)
+    monkeypatch.setattr(analyzer.pipeline, "read_sources", hostile_read)
     capture = tmp_path / '<b onmouseover="x">&.pcap'
     shutil.copy(SAMPLES["nat_qscan"], capture)
     out = tmp_path / "hostile.html"
@@ -186,7 +186,8 @@ def test_unreadable_capture_leaves_no_file(tmp_path: Path) -> None:
 def test_unwritable_output_fails_before_reading(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     import analyzer.pipeline
 
-    monkeypatch.setattr(analyzer.pipeline, "read", lambda *a, **k: pytest.fail("read before the output was known writable"))
+    monkeypatch.setattr(analyzer.pipeline, "read_sources",
+                        lambda *a, **k: pytest.fail("read before the output was known writable"))
     with pytest.raises(FileNotFoundError):
         report.write_report(str(SAMPLES["basic"]), str(tmp_path / "no" / "such" / "dir.html"))
 

@@ -51,10 +51,11 @@ class RecordArrays:
     """Per-record columns the compiled walks fill in file order. Sized for a guess of the record count (a record
     every 64 bytes of file), and grown (doubled, up to as many as the file's smallest records could make) when
     the guess falls short: a capture of many tiny records costs a copy, and none costs an allocation of a file's
-    size in every column (which a machine short of memory may refuse outright)."""
+    size in every column (which a machine short of memory may refuse outright). `most`: at most that many records
+    (a walk taken a chunk at a time)."""
 
-    def __init__(self, types: tuple, size: int, smallest: int) -> None:
-        self.most = size // smallest + 1
+    def __init__(self, types: tuple, size: int, smallest: int, most: int | None = None) -> None:
+        self.most = size // smallest + 1 if most is None else min(size // smallest + 1, most)
         self.columns = [np.empty(min(self.most, size // 64 + 1024), t) for t in types]
         self.count = 0
 

@@ -20,32 +20,38 @@ from .. import accel
 from .buffers import RecordArrays, Releaser, u32_view
 
 
-def pcap_records(raw: bytes, endian: str, nano: bool, limit: int,
-                 snaplen: int) -> tuple[tuple[np.ndarray, ...], int, str | None]:
-    """A classic pcap's records after its 24-byte header: (offset of each packet's bytes, caplen, wirelen,
-    ts_ns) as int64 arrays, the position where the walk stopped, and the damage that stopped it (or None).
-    A record claiming more than `limit` bytes, or running past the end, ends the walk before it."""
+def pcap_records(raw: bytes, endian: str, nano: bool, limit: int, snaplen: int, start: int = 24,
+                 most: int | None = None, before: int = 0) -> tuple[tuple[np.ndarray, ...], int, str | None]:
+    """A classic pcap's records from byte `start` (after its 24-byte header, or where an earlier walk stopped), at
+    most `most` of them (None: to the end): (offset of each packet's bytes, caplen, wirelen, ts_ns) as int64
+    arrays, the position where the walk stopped, and the damage that stopped it (or None). A record claiming
+    more than `limit` bytes, or running past the end, ends the walk before it; `before` records precede
+    `start` (damage names a record by its number in the file)."""
     reader = accel.COMPILED.reader
     if reader is not None:
-        return _pcap_compiled(reader, raw, endian, nano, limit, snaplen)
-    hdr, pos, damage = _walk_pcap(raw, endian, limit, snaplen)
+        return _pcap_compiled(reader, raw, endian, nano, limit, snaplen, start, most, before)
+    hdr, pos, damage = _walk_pcap(raw, endian, limit, snaplen, start, most, before)
     return _pcap_headers(raw, endian, nano, hdr), pos, damage
 
 
 def epb_run(arrays: RecordArrays, raw: bytes, pos: int, big: bool, interfaces: int, base: int,
-            max_block: int) -> int:
+            max_block: int, most: int | None = None) -> int:
     """Take the run of pcapng enhanced packet blocks at `pos` into `arrays` (offset, caplen, wirelen, ts_units,
-    iface); returns where the run stopped: at the first block that is not a well-formed enhanced packet block
-    of a described interface, for the caller to read. Without the compiled walk, takes none (returns `pos`)."""
+    iface), at most `most` of them (None: the whole run); returns where the run stopped: at the first block that
+    is not a well-formed enhanced packet block of a described interface (for the caller to read), or after `most`
+    blocks. Without the compiled walk, takes none (returns `pos`)."""
     reader = accel.COMPILED.reader
     if reader is None:
         return pos
-    while True:
-        room = arrays.room()
+    left = (1 << 62) if most is None else most
+    while left:
+        room = [a[:left] for a in arrays.room()]
         k, pos = reader.walk_epb(raw, pos, big, interfaces, base, max_block, *room)
         arrays.count += k
+        left -= k
         if k < len(room[0]) or not len(room[0]):
             return pos
+    return pos
 
 
 # Record walk: after this many records walked one by one, try to predict the next ones (see _walk_pcap).
@@ -55,8 +61,10 @@ _SPECULATE_AFTER = 16
 _SPECULATE_MAX = 1 << 16
 
 
-def _walk_pcap(raw: bytes, endian: str, limit: int, snaplen: int) -> tuple[np.ndarray, int, str | None]:
-    """Record starts of a classic pcap, the position where the walk stopped, and the damage found (or None).
+def _walk_pcap(raw: bytes, endian: str, limit: int, snaplen: int, start: int = 24, most: int | None = None,
+               before: int = 0) -> tuple[np.ndarray, int, str | None]:
+    """Record starts of a classic pcap (from `start`, at most `most`), the position where the walk stopped, and
+    the damage found (or None).
 
     Each record's length says where the next begins, so the walk is sequential; but captures repeat
     themselves (a scan's probe and reply lengths alternate for millions of records). So after a few records
@@ -71,23 +79,25 @@ def _walk_pcap(raw: bytes, endian: str, limit: int, snaplen: int) -> tuple[np.nd
     release = Releaser(raw)
     chunks: list[np.ndarray] = []  # record starts found, in order: walked arrays and verified guesses
     done = 0  # records in chunks
-    pos, end = 24, len(raw)
+    pos, end = start, len(raw)
+    most = (1 << 62) if most is None else most
     damage = None
     k = 64  # records guessed at once
     budget = _SPECULATE_AFTER
-    while True:
+    while done < most:
         starts = array("q")
         append = starts.append
-        for _ in range(budget):
+        for _ in range(min(budget, most - done)):
             if pos + 16 > end:
                 break
             cap = caplen_at(raw, pos + 8)[0]
             if cap > limit:
-                damage = f"record {done + len(starts) + 1} at byte {pos} claims {cap} bytes (snaplen {snaplen}); stopping there"
+                damage = (f"record {before + done + len(starts) + 1} at byte {pos} claims {cap} bytes (snaplen "
+                          f"{snaplen}); stopping there")
                 break
             nxt = pos + 16 + cap
             if nxt > end:
-                damage = f"capture cut short inside record {done + len(starts) + 1} (byte {pos})"
+                damage = f"capture cut short inside record {before + done + len(starts) + 1} (byte {pos})"
                 break
             append(pos)
             pos = nxt
@@ -95,7 +105,9 @@ def _walk_pcap(raw: bytes, endian: str, limit: int, snaplen: int) -> tuple[np.nd
             starts_np = np.frombuffer(starts, np.int64)
             chunks.append(starts_np)
             done += len(starts_np)
-            guessed = _guess(view, starts_np, pos, end, k)
+            if done >= most:
+                break
+            guessed = _guess(view, starts_np, pos, end, min(k, most - done))
             if guessed is None:
                 budget = min(budget * 2, 4096)  # nothing to guess from, or a wrong guess: walk longer first
                 continue
@@ -163,21 +175,22 @@ def _pcap_headers(raw: bytes, endian: str, nano: bool, hdr: np.ndarray) -> tuple
 _COMPILED_RECORDS = 1 << 20
 
 
-def _pcap_compiled(reader: ModuleType, raw: bytes, endian: str, nano: bool, limit: int,
-                        snaplen: int) -> tuple[tuple[np.ndarray, ...], int, str | None]:
+def _pcap_compiled(reader: ModuleType, raw: bytes, endian: str, nano: bool, limit: int, snaplen: int,
+                   start: int = 24, most: int | None = None,
+                   before: int = 0) -> tuple[tuple[np.ndarray, ...], int, str | None]:
     """`_walk_pcap` and `_pcap_headers` in one pass of _reader.walk_pcap: the same records, the same damage,
     the same stopping place."""
     release = Releaser(raw)
-    out = RecordArrays((np.int64,) * 4, len(raw), 16)
-    pos = 24
+    out = RecordArrays((np.int64,) * 4, len(raw) - start, 16, most)
+    pos = start
     while True:
         room = [a[:_COMPILED_RECORDS] for a in out.room()]
         k, pos, status, claimed = reader.walk_pcap(raw, pos, endian == ">", nano, limit, *room)
         out.count += k
         release(pos)
-        if status or k < len(room[0]) or not len(room[0]) or pos + 16 > len(raw):
+        if status or k < len(room[0]) or not len(room[0]) or pos + 16 > len(raw) or out.count == most:
             break
-    done = out.count
+    done = before + out.count
     damage = None
     if status == 1:
         damage = f"record {done + 1} at byte {pos} claims {claimed} bytes (snaplen {snaplen}); stopping there"

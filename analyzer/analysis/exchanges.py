@@ -17,8 +17,8 @@ the 4-tuple carries     scan's target answers with RST or SYN/ACK only), or the 
 data, the peer's        it (the ACK that completes its handshake, the FIN or RST that ends it)
 ACK/FIN, or the
 sender's own SYN
-its destination is a    a broadcast or multicast group is not a host to scan (Ethernet group address,
-group                   IPv4 224/4 and 255.255.255.255, IPv6 ff00::/8)
+its destination is a    a broadcast or multicast group is not a host to scan (IPv4 224/3, which holds
+group                   255.255.255.255; IPv6 ff00::/8; but for TCP, an Ethernet group address)
 it answers a group      a datagram from port p to (A, q) after A queried a group from port q on port p:
 query                   NetBIOS, SSDP, mDNS, LLMNR and DHCP answers
 =====================  ==================================================================================

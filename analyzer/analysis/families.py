@@ -54,7 +54,7 @@ METHODS = ("robust", "qscan", "qscan-table")
 DEFAULT_CONFIDENCE = {"robust": 0.99, "qscan": 0.95, "qscan-table": 0.95}
 MIN_SAMPLES = 2  # qscan's methods: fewer cannot be tested at all
 # The evidence rule of `robust`: a port's RTT can set it apart only with samples in at least this many sampling
-# blocks (trips) shared with other ports (README "Methods" and docs/families.md say why, with the simulation).
+# blocks (trips) shared with other ports (docs/families.md says why, with the simulation).
 MIN_TRIPS = 5
 # A sampling block spans at most this long: a trip longer than this (a pass over thousands of ports) is cut
 # into windows of it, so that what a block's ports share is one moment of the network, not minutes of drift.

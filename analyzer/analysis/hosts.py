@@ -239,7 +239,7 @@ def _tool_made(packets: pd.DataFrame, probes: pd.DataFrame | None, scans: pd.Dat
     """Which of the packets at `rows` (sent by `host`, with TTL `ttl`, -1 where none) a scanning tool made
     rather than its host's own stack: they tell of the tool, not of the host's system.
 
-    - The probes of a scanner whose scan names a tool (`analyzer.tools`: nmap, masscan, zmap, hping3, …), and
+    - The probes of a scanner whose scan names a tool (`fingerprints`: nmap, masscan, zmap, hping3, …), and
       all it sent the target during an IP protocol scan that names one (GRE, ESP, … are no probes to `match`):
       the tool wrote their headers (nmap's TTL varies at random within 37-59: taken for the host's, it would put
       the scanner 5-27 hops away). A connect scan's probes are the kernel's own, as its tool is "unknown".

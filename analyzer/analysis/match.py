@@ -161,11 +161,11 @@ def match(packets: pd.DataFrame, *, window_s: float = DEFAULT_WINDOW_S,
     """Pair probes with replies.
 
     Input: the packets table (`analyzer.read`). Output: one row per probe group, ordered by first
-    transmission, with columns probe_frame, ts_ns, src, dst, protocol, sport, dport (for ICMP queries:
-    identifier and sequence), seq, flags, ip_proto, icmp_type, transmissions, reply_frame, reply_ts_ns,
+    transmission, with columns probe_frame, ts_ns, src, dst, protocol, ip_version, sport, dport (for ICMP
+    queries: identifier and sequence), seq, flags, icmp_type, transmissions, reply_frame, reply_ts_ns,
     reply_kind, reply_flags, reply_icmp_type, reply_icmp_code, reply_ttl, reply_ip_id, reply_window,
-    rtt_ns (NA when unanswered or discarded by Karn's rule), duplicates. Times in ns. src and dst are
-    categoricals, as in the packets table (their categories: the addresses the probes hold).
+    reply_ip_len, rtt_ns (NA when unanswered or discarded by Karn's rule), duplicates. Times in ns. src and dst
+    are categoricals, as in the packets table (their categories: the addresses the probes hold).
     ``attrs["unsolicited_replies"]``: answers (SYN/ACK, RST/ACK, ICMP errors and replies) that pair with
     no probe in the capture, or arrive after the reply window. ``attrs["nat_pairs"]``: replies paired
     although the prober's address differs between probe and reply (a capture on a NAT gateway that shows

@@ -9,10 +9,12 @@ Every rule is in one place and visible (STYLE: "classify in one place"):
 * A probe is **scan-like** when its prober sent no payload on the 4-tuple (ordinary clients send data;
   scanners, even connect() scanners, do not). A set of scan-like probes is a **scan** when it touches at
   least `MIN_PORTS` ports of one target (vertical), or one port of `MIN_HOSTS` targets (horizontal), or
-  uses stealth flags (anything but a bare SYN), or repeats `MIN_REPEATS` SYNs to one port (qscan-style).
+  uses flags no conforming stack sends (`crafted`), or is the port scan of an nmap run whose other stages
+  follow within `RUN_GAP_S`.
   A UDP probe is scan-like when empty, from a source port used for several ports, or a retransmission of
   such a probe from a new source port (`_udp_scan_like`: nmap's retries of its protocol payloads).
-* **Phases**: per scanner, probes of one technique; a silence longer than `PHASE_GAP_S` starts a new one.
+* **Phases**: per scanner, probes of one technique; a silence longer than `PHASE_GAP_S` and than `GAP_FACTOR`
+  times the scanner's pace starts a new one (`_phases`).
 * **Port states**: nmap's rules per technique (`state_of`), from the first reply to any of the port's
   probes in the phase. No reply is "filtered" / "open|filtered" as nmap would say; a port whose replies
   contradict each other is "unknown" rather than a guess. A reply a target's rate limit swallowed is no
@@ -441,7 +443,7 @@ def _signature_clusters(segment: np.ndarray, run: np.ndarray, rank: np.ndarray) 
 
 
 def scans(packets: pd.DataFrame, probes: pd.DataFrame | None = None, *, config: ScanConfig = ScanConfig()) -> ScanResult:
-    """Scans found in a capture (`ScanResult`; `found, states = scans(packets)` as before).
+    """Scans found in a capture (`ScanResult`, which also unpacks as `found, states = scans(packets)`).
 
     Input: the packets table (`analyzer.read`, at least `PACKET_FIELDS`) and its probes (`analyzer.match`,
     at least `PROBE_FIELDS`; matched here when not given). Where the table names its file (`attrs["path"]`),
@@ -852,7 +854,7 @@ def _floods(pk: Columns, scanned: np.ndarray, target_phase: np.ndarray, names: d
                       f"{names['dst'][pk['dst'][mine[0]]]} in {span:.1f} s from {n_ports:,} source ports, "
                       f"{answered:,} answered and none completed with data: a flood of one port, not a port scan "
                       "(a scan probes several ports or hosts)"),
-            frames=[int(f) for f in pk["row"][mine[[0, -1]]]]))
+            frames=[int(f) for f in pk["frame"][mine[[0, -1]]]]))
 
 
 def _frames_of(keys: PacketKeys, rows: np.ndarray, most: int = 3) -> list[int]:

@@ -17,7 +17,7 @@ ip_id          both ports use an incremental IP ID counter and the merged sequen
                ("IP ID counters 1 apart vs 4000 apart")
 =============  ==============================================================================================
 
-Families: ports are taken fastest first (by RTT floor) and each joins the first family none of whose members
+Families: ports are taken fastest first (by median RTT) and each joins the first family none of whose members
 it is apart from; a port apart from all opens a new family. Each family split records the evidence that
 decided it. `signals=("rtt",)` keeps qscan's RTT-only meaning.
 """

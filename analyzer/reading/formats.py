@@ -21,6 +21,7 @@ import struct
 import warnings
 import zlib
 from array import array
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import BinaryIO
 
@@ -55,16 +56,29 @@ class Records:
     compressed: bool
     mapping: mmap.mmap | None = None  # the file mapped read-only, when `data` is that mapping
     fcs: int = 0  # bytes of frame check sequence that end each frame on the wire (not packet data)
+    first: int = 0  # records of the file before these (a chunk of a file read a chunk at a time)
+    frame: np.ndarray | None = None  # each record's frame number in its file, where they do not follow `first`
 
     def __len__(self) -> int:
         return len(self.offset)
 
-    def take(self, index: np.ndarray | slice) -> Records:
+    def frames(self) -> np.ndarray:
+        """Each record's frame number in its file (as Wireshark numbers them, from 1)."""
+        if self.frame is not None:
+            return self.frame
+        return np.arange(self.first + 1, self.first + len(self) + 1, dtype=np.int64)
+
+    def take(self, index: np.ndarray | slice, numbered: bool = True) -> Records:
         """The records at `index` (an array of positions: copies of their entries; a slice: views), sharing
-        `data`."""
+        `data`, each keeping its frame number (unless not `numbered`: the decoder's own pieces need none)."""
+        numbering: dict[str, object] = {}
+        if numbered and self.frame is None and isinstance(index, slice) and index.step in (None, 1):
+            numbering = dict(first=self.first + (index.indices(len(self))[0]))
+        elif numbered:
+            numbering = dict(frame=self.frames()[index])
         return dataclasses.replace(self, offset=self.offset[index], caplen=self.caplen[index],
                                    wirelen=self.wirelen[index], ts_ns=self.ts_ns[index],
-                                   linktype=self.linktype[index], iface=self.iface[index])
+                                   linktype=self.linktype[index], iface=self.iface[index], **numbering)
 
     def release(self, start: int, stop: int) -> None:
         """Records start … stop-1 are decoded: when `data` maps the file, give their pages back to the
@@ -139,9 +153,24 @@ def read_records(path: str | os.PathLike[str]) -> Records:
     return records_of(path, raw, compressed)
 
 
+def iter_records(path: str | os.PathLike[str], chunk: int) -> Iterator[Records]:
+    """`read_records` a chunk of at most `chunk` records at a time, in file order (`Records.first`: the records
+    before each chunk), so that the index of a file of any size is never whole in memory. The same records,
+    damage and warnings (given once the last chunk is read) as `read_records`."""
+    path = os.fspath(path)
+    raw, compressed = _load(path)
+    return _chunks(path, raw, compressed, chunk)
+
+
 def records_of(path: str, raw: bytes | bytearray | mmap.mmap, compressed: bool = False) -> Records:
     """`read_records` of a capture's bytes (decompressed) already in memory, `path` naming it in messages (the
     fuzz harness reads each case from an exact-size copy, so that AddressSanitizer sees a read past its end)."""
+    [records] = _chunks(path, raw, compressed, None)
+    return records
+
+
+def _chunks(path: str, raw: bytes | bytearray | mmap.mmap, compressed: bool, chunk: int | None) -> Iterator[Records]:
+    """The records of a capture's bytes, `chunk` at a time (None: all at once: one Records, even when empty)."""
     if len(raw) == 0:
         raise CaptureError(path, "empty file (0 bytes), not a capture")
     if len(raw) < 4:
@@ -149,32 +178,44 @@ def records_of(path: str, raw: bytes | bytearray | mmap.mmap, compressed: bool =
     magic_le = struct.unpack_from("<I", raw)[0]
     magic_be = struct.unpack_from(">I", raw)[0]
     if magic_le in (PCAP_MAGIC_US, PCAP_MAGIC_NS):
-        return _pcap(path, raw, "<", magic_le == PCAP_MAGIC_NS, compressed)
+        return _pcap(path, raw, "<", magic_le == PCAP_MAGIC_NS, compressed, chunk)
     if magic_be in (PCAP_MAGIC_US, PCAP_MAGIC_NS):
-        return _pcap(path, raw, ">", magic_be == PCAP_MAGIC_NS, compressed)
+        return _pcap(path, raw, ">", magic_be == PCAP_MAGIC_NS, compressed, chunk)
     if magic_le == PCAPNG_SHB:
-        return _pcapng(path, raw, compressed)
+        return _pcapng(path, raw, compressed, chunk)
     if magic_le in (0xA1B2CD34, 0x34CDB2A1):
         raise CaptureError(path, "Kuznetzov's modified pcap format is not supported")
     raise CaptureError(path, f"not a pcap or pcapng file (starts with bytes {raw[:4].hex()})")
 
 
-def _pcap(path: str, raw: bytes, endian: str, nano: bool, compressed: bool) -> Records:
+def _pcap(path: str, raw: bytes, endian: str, nano: bool, compressed: bool, chunk: int | None) -> Iterator[Records]:
     if len(raw) < 24:
         raise CaptureError(path, f"pcap global header cut short ({len(raw)} of 24 bytes)")
     _, _, _, _, snaplen, network = struct.unpack_from(endian + "HHiIII", raw, 4)
     linktype, fcs = _link_field(network)
     limit = max(min(MAX_RECORD, max(snaplen, 65535) * 4), 65535 + 64)
-    (offset, caplen, wirelen, ts_ns), pos, damage = walk.pcap_records(raw, endian, nano, limit, snaplen)
-    end = len(raw)
-    if damage is None and pos != end:
-        damage = f"capture cut short inside record header {len(offset) + 1} (byte {pos})"
-    if damage:
-        warnings.warn(CaptureWarning(path, damage + f"; read {len(offset)} records"))
-    # One link type and one interface for every record: one value each, not an array of copies.
-    return _records(path, raw, "pcap", compressed, offset=offset, caplen=caplen, wirelen=wirelen, ts_ns=ts_ns,
-                    linktype=np.broadcast_to(np.uint16(linktype), (len(offset),)),
-                    iface=np.broadcast_to(np.uint16(0), (len(offset),)), fcs=fcs)
+    return _pcap_chunks(path, raw, endian, nano, compressed, chunk, linktype, fcs, limit, snaplen)
+
+
+def _pcap_chunks(path: str, raw: bytes, endian: str, nano: bool, compressed: bool, chunk: int | None, linktype: int,
+                 fcs: int, limit: int, snaplen: int) -> Iterator[Records]:
+    pos, done, end = 24, 0, len(raw)
+    while True:
+        (offset, caplen, wirelen, ts_ns), pos, damage = walk.pcap_records(raw, endian, nano, limit, snaplen, pos,
+                                                                          chunk, done)
+        last = chunk is None or damage is not None or len(offset) < chunk or pos + 16 > end
+        if last and damage is None and pos != end:
+            damage = f"capture cut short inside record header {done + len(offset) + 1} (byte {pos})"
+        if last and damage:
+            warnings.warn(CaptureWarning(path, damage + f"; read {done + len(offset)} records"))
+        if len(offset) or done == 0:
+            # One link type and one interface for every record: one value each, not an array of copies.
+            yield _records(path, raw, "pcap", compressed, offset=offset, caplen=caplen, wirelen=wirelen,
+                           ts_ns=ts_ns, linktype=np.broadcast_to(np.uint16(linktype), (len(offset),)),
+                           iface=np.broadcast_to(np.uint16(0), (len(offset),)), fcs=fcs, first=done)
+        done += len(offset)
+        if last:
+            return
 
 
 def _link_field(network: int) -> tuple[int, int]:
@@ -232,10 +273,15 @@ class _Packets:
     """The packet records of a pcapng as the block walk finds them, in file order: appended one by one, or
     taken a run of enhanced packet blocks at a time (accel.walk.epb_run)."""
 
-    def __init__(self, size: int) -> None:
+    def __init__(self, size: int, most: int | None = None) -> None:
         # offset, caplen, wirelen, ts_units, iface; the smallest packet block (simple) takes 16 bytes
-        self.arrays = RecordArrays(_PCAPNG_TYPES, size, 16)
+        self.size, self.most = size, most
+        self.arrays = RecordArrays(_PCAPNG_TYPES, size, 16, most)
         self.one_by_one: tuple[array, ...] = tuple(array(code) for code in "qqqQH")
+
+    def clear(self) -> None:
+        """Empty, for the next chunk (`filled` has been taken)."""
+        self.arrays = RecordArrays(_PCAPNG_TYPES, self.size, 16, self.most)
 
     def add(self, start: int, iface: int, ts_hi: int, ts_lo: int, cap: int, wire: int) -> None:
         for column, value in zip(self.one_by_one, (start, cap, wire, (ts_hi << 32) | ts_lo, iface)):
@@ -253,7 +299,8 @@ class _Packets:
         """Take the run of enhanced packet blocks at `pos`; returns where it stopped (`pos` where the run is read
         block by block instead)."""
         self._flush()
-        return walk.epb_run(self.arrays, raw, pos, endian == ">", interfaces, base, MAX_RECORD + 64)
+        most = None if self.most is None else self.most - self.arrays.count
+        return walk.epb_run(self.arrays, raw, pos, endian == ">", interfaces, base, MAX_RECORD + 64, most)
 
     def __len__(self) -> int:
         return self.arrays.count + len(self.one_by_one[0])
@@ -269,10 +316,12 @@ _PCAPNG_BODY_MIN = {1: 8, 6: 20, 3: 4, 2: 20}
 _PCAPNG_TYPES = (np.int64, np.int64, np.int64, np.uint64, np.uint16)
 
 
-def _pcapng(path: str, raw: bytes, compressed: bool) -> Records:
+def _pcapng(path: str, raw: bytes, compressed: bool, chunk: int | None) -> Iterator[Records]:
     end = len(raw)
     view = memoryview(raw)
-    packets = _Packets(len(raw))
+    packets = _Packets(len(raw), chunk)
+    done = 0  # packets in the chunks yielded
+    outside = 0  # timestamps held at an end of int64 ns
     add = packets.add
     interfaces: list[_Iface] = []
     all_ifaces: list[_Iface] = []  # across sections, so iface ids stay unique in the table
@@ -284,11 +333,18 @@ def _pcapng(path: str, raw: bytes, compressed: bool) -> Records:
     bad_options = first_bad_option = 0  # interface descriptions with an option past their end; the first's byte
     described: dict[tuple[str, bytes], tuple[_Iface, bool]] = {}
     while pos + 12 <= end:
+        if chunk is not None and len(packets) >= chunk:
+            records, held = _pcapng_records(path, raw, compressed, packets, all_ifaces, done)
+            outside += held
+            done += len(records)
+            yield records
         btype = struct.unpack_from(endian + "I", raw, pos)[0]
         if btype == 6:
             stop = packets.run(raw, pos, endian, len(interfaces), base)
             if stop != pos:
                 pos = stop
+                if chunk is not None and len(packets) >= chunk:
+                    continue  # (the chunk is full: taken first, then the block at pos)
                 if pos + 12 > end:
                     break
                 btype = struct.unpack_from(endian + "I", raw, pos)[0]  # the block the run stopped at: read below
@@ -349,26 +405,39 @@ def _pcapng(path: str, raw: bytes, compressed: bool) -> Records:
         pos += blen
     if damage is None and pos != end:
         damage = f"capture cut short inside block header at byte {pos}"
-    if not all_ifaces and not len(packets) and damage:
+    if not all_ifaces and not done + len(packets) and damage:
         raise CaptureError(path, damage)
     if bad_options:
         warnings.warn(CaptureWarning(path, f"{bad_options} interface description(s) hold an option that runs past "
                                      f"the block's end (the first at byte {first_bad_option}); the options from "
                                      "there on are not read"))
     if damage:
-        warnings.warn(CaptureWarning(path, damage + f"; read {len(packets)} packets"))
+        warnings.warn(CaptureWarning(path, damage + f"; read {done + len(packets)} packets"))
+    records, held = _pcapng_records(path, raw, compressed, packets, all_ifaces, done)
+    if held + outside:
+        warnings.warn(CaptureWarning(path, f"{held + outside} packet timestamp(s) lie outside the years 1823 to 2116 "
+                                     "(2^62 ns either side of 1970); each is held at the nearer end"))
+    if len(records) or not done:
+        yield records
+
+
+def _pcapng_records(path: str, raw: bytes, compressed: bool, packets: _Packets, ifaces: list[_Iface],
+                    done: int) -> tuple[Records, int]:
+    """The packets taken so far as Records (`done` packets before them), and how many of their timestamps were
+    held within ±HELD_NS; `packets` is emptied for the next chunk."""
     offset, caplen, wirelen, ts_units, ifid = packets.filled()
-    ts_ns, outside = _timestamps_ns(ts_units, ifid, all_ifaces)
-    if outside:
-        warnings.warn(CaptureWarning(path, f"{outside} packet timestamp(s) lie beyond what 64-bit nanoseconds "
-                                     "since 1970 hold (years 1677 to 2262); each is held at the nearer end"))
-    linktype = np.array([i.linktype for i in all_ifaces], np.uint16)[ifid] if all_ifaces else ifid
+    packets.clear()
+    ts_ns, outside = _timestamps_ns(ts_units, ifid, ifaces)
+    linktype = np.array([i.linktype for i in ifaces], np.uint16)[ifid] if ifaces else ifid
     return _records(path, raw, "pcapng", compressed, offset=offset, caplen=caplen, wirelen=wirelen, ts_ns=ts_ns,
-                    linktype=linktype, iface=ifid)
+                    linktype=linktype, iface=ifid, first=done), outside
 
 
 _NS = 10**9
-_INT64 = (-(1 << 63), (1 << 63) - 1)
+# Timestamps are held within 2^62 - 1 ns of 1970 (late 1823 to early 2116; a classic pcap's unsigned seconds end
+# in 2106), so that the difference of any two, and a time plus any window up to 146 years, fit in 64 bits
+# wherever the analysis takes them.
+HELD_NS = (1 << 62) - 1
 # An interface's timestamp of fewer than 2^32 whole seconds, and an offset of fewer than 2^32 seconds either
 # way, sum to fewer than 2^63 ns: such packets (every real capture's, until the year 2106) take int64 arithmetic.
 _SAFE_SECONDS = 1 << 32
@@ -377,7 +446,7 @@ _SAFE_SECONDS = 1 << 32
 def _timestamps_ns(units: np.ndarray, ifid: np.ndarray, ifaces: list[_Iface]) -> tuple[np.ndarray, int]:
     """Each packet's timestamp (in its interface's units, uint64) → integer ns since 1970, exactly, with its
     interface's if_tsoffset added (seconds, signed 64-bit, as the pcapng spec and Wireshark take it); and how
-    many lie beyond int64 ns (held at the nearer end). Per if_tsresol in use (at most 256), not per interface:
+    many lie beyond ±HELD_NS (held at the nearer end). Per if_tsresol in use (at most 256), not per interface:
     a capture of 65,536 interfaces reads as fast as one of one."""
     ts_ns = np.zeros(len(units), np.int64)
     if not len(units):
@@ -399,12 +468,16 @@ def _timestamps_ns(units: np.ndarray, ifid: np.ndarray, ifaces: list[_Iface]) ->
         local += offset_ns if np.ndim(offset_ns) == 0 else offset_ns[rows]
         wide |= far if np.ndim(far) == 0 else far[rows]
         if wide.any():
-            # Beyond int64 on the way, or at the end: in Python integers, exactly, then held within int64.
+            # Beyond int64 on the way, or at the end: in Python integers, exactly, then held.
             off = offset if np.ndim(offset) == 0 else offset[rows][wide].astype(object)
             exact = units[rows][wide].astype(object) * _NS // ((2 if binary else 10) ** exp) + off * _NS
-            held = np.clip(exact, *_INT64)
+            held = np.clip(exact, -HELD_NS, HELD_NS)
             outside += int((held != exact).sum())
             local[wide] = held.astype(np.int64)
+        if np.any(offset_ns):  # (without an offset the others are below 2^32 s + 1 s: inside)
+            beyond = (local > HELD_NS) | (local < -HELD_NS)
+            outside += int(beyond.sum())
+            np.clip(local, -HELD_NS, HELD_NS, out=local)
         ts_ns[rows] = local
     return ts_ns, outside
 

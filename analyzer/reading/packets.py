@@ -166,7 +166,7 @@ def _repeated(value: object, dtype: np.dtype | type, n: int) -> np.ndarray:
 
 
 def read(path: str | os.PathLike[str], *, engine: str = "native", columns: Iterable[str] | None = None) -> pd.DataFrame:
-    """Read a capture file into the packets table (analyzer.schema), one row per record.
+    """Read a capture file into the packets table (reading/schema.py), one row per record.
 
     engine: "native" (synlens's decoder) or "tshark" (Wireshark's dissectors through pyshark; slow).
     columns: only these columns of the schema, in schema order (default: all); ``frame`` always comes along.
@@ -229,14 +229,15 @@ def decode(rec: Records, *, columns: Iterable[str] | None = None) -> pd.DataFram
     frames = _without_fcs(rec)
     for a in range(0, n, DECODE_ROWS):
         b = min(n, a + DECODE_ROWS)
-        chunk = frames.take(slice(a, b))
+        chunk = frames.take(slice(a, b), numbered=False)
         fast = decode_tcp4(chunk, a, out, addr)
         rest = np.flatnonzero(~fast)
         if len(rest):
-            _layers(rec.data, chunk if len(rest) == len(chunk) else chunk.take(rest), rest + a, out, addr, malformed)
+            _layers(rec.data, chunk if len(rest) == len(chunk) else chunk.take(rest, numbered=False), rest + a, out, addr,
+                    malformed)
         rec.release(a, b)  # this chunk's bytes are decoded: a mapped capture gives their pages back
     cols: dict[str, object] = {
-        "frame": np.arange(1, n + 1, dtype=np.int64),
+        "frame": rec.frames(),
         "ts_ns": rec.ts_ns,
         "iface": rec.iface,
         "linktype": rec.linktype,

@@ -1,4 +1,4 @@
-"""The second engine: the packets table (analyzer.schema) from Wireshark's dissectors, through pyshark.
+"""The second engine: the packets table (reading/schema.py) from Wireshark's dissectors, through pyshark.
 
 Optional (``pip install 'synlens[tshark]'``, plus Wireshark's ``tshark``) and slow (half a second to start
 tshark, then about a thousand frames a second), so it is never on the default path: ``synlens …

@@ -13,6 +13,7 @@ import orjson
 import pandas as pd
 
 from ..analysis.groups import group_ids, group_positions, unique_inverse
+from .frames import frame_list, frame_text, probe_and_reply, with_labels
 
 RTT_COLUMNS = ["port", "protocol", "family", "family_kind", "sent", "received", "loss", "retransmissions",
                "samples", "mean_us", "stddev_us", "min_us", "median_us", "p95_us"]
@@ -303,13 +304,20 @@ def rtt_table(fams: pd.DataFrame, meta: dict[str, object], family_table: pd.Data
     return "\n".join(line for block in rtt_table_blocks(fams, meta, family_table) for line in block)
 
 
+def capture_text(capture: object) -> str:
+    """The capture as a text output's first line names it: its name, or how many files and the first and last."""
+    if isinstance(capture, (list, tuple)):
+        return f"{len(capture)} files, {capture[0]} … {capture[-1]}" if len(capture) > 2 else " and ".join(capture)
+    return str(capture)
+
+
 def rtt_table_blocks(fams: pd.DataFrame, meta: dict[str, object], family_table: pd.DataFrame | None = None,
                      silent_over: int = SILENT_TARGETS_OVER) -> Iterator[list[str]]:
     """`rtt_table`'s lines, a block at a time, to be written one block after the other: the columns' widths
     come from their widest values (not from every cell's text), so a big result's text is made and written
     BLOCK_ROWS rows at a time, never whole. More than `silent_over` targets that answered nothing (a sweep's)
     are one block at the end."""
-    yield [(f"# {meta['capture']}: method {meta['method']}, confidence {meta['confidence']}, "
+    yield [(f"# {capture_text(meta['capture'])}: method {meta['method']}, confidence {meta['confidence']}, "
             f"{meta['probes_matched']} probes answered, {meta['unsolicited_replies']} unsolicited replies")]
     signals = "deciding_signal" in fams.columns
     # Each target's rows of the family table, found once (not a filter of the whole table per target).
@@ -563,6 +571,7 @@ def scans_json_pieces(scans: pd.DataFrame, states: pd.DataFrame, hosts: pd.DataF
                        service=_service_names(states["port"], states["protocol"]),
                        probe_frame=states["probe_frame"].astype("Int64"),
                        reply_frame=states["reply_frame"].astype("Int64"))[PORT_JSON_COLUMNS]
+    st, scans, hosts, notes = with_labels(st), with_labels(scans), with_labels(hosts), with_labels(notes)
     keys = [(int(p), str(t)) for p, t in zip(scans["phase"], scans["target"])]
     rows_of = [by_scan.get(key) for key in keys]
     deferred_at = [rows is not None and not indent and len(rows) >= DEFER_ROWS for rows in rows_of]
@@ -599,7 +608,7 @@ def scans_csv(states: pd.DataFrame, scans: pd.DataFrame | None = None) -> str:
             out = pd.concat([out, rows], ignore_index=True).sort_values(["phase"], kind="stable")
     columns = ["stage"] + [c for c in out.columns if c != "stage"]
     frame_columns = {c: "Int64" for c in ("port", "probe_frame", "reply_frame") if c in out.columns}
-    return out[columns].astype(frame_columns).to_csv(index=False)
+    return with_labels(out[columns].astype(frame_columns)).to_csv(index=False)
 
 
 def states_by_scan(states: pd.DataFrame) -> dict[tuple[int, str], np.ndarray]:
@@ -654,7 +663,7 @@ def scans_table(scans: pd.DataFrame, states: pd.DataFrame, meta: dict[str, objec
     are a discovery sweep's. The other stages of a run (host discovery, OS detection, traceroute) are blocks of
     their own; what resembles a scan and is not one closes the table, with the reason."""
     n_port_scans = int((scans["stage"] == "port scan").sum()) if len(scans) else 0
-    lines = [f"# {meta['capture']}: {n_port_scans} port scan(s)"
+    lines = [f"# {capture_text(meta['capture'])}: {n_port_scans} port scan(s)"
              + (f", {len(scans) - n_port_scans} other stage row(s)" if len(scans) > n_port_scans else "")]
     if scans.empty:
         lines.append("no port scan found")
@@ -701,15 +710,11 @@ def scans_table(scans: pd.DataFrame, states: pd.DataFrame, meta: dict[str, objec
 
 
 def _frame_list(frames: object) -> str:
-    """Frame numbers as a short list: "1, 2, 3 … 1994"."""
-    values = [int(f) for f in (frames if isinstance(frames, (list, tuple, np.ndarray)) else [])]
-    if len(values) > 3:
-        return ", ".join(str(f) for f in values[:-1]) + f" … {values[-1]}"
-    return ", ".join(str(f) for f in values) or "-"
+    return frame_list(frames) or "-"
 
 
 def _span(s: dict) -> str:
-    frames = (f"  (frames {int(s['first_frame'])}..{int(s['last_frame'])})"
+    frames = (f"  (frames {frame_text(s['first_frame'])}..{frame_text(s['last_frame'])})"
               if pd.notna(s.get("first_frame")) and pd.notna(s.get("last_frame")) else "")
     return f"  {utc(s['first'])} .. {utc(s['last'])}{frames}"
 
@@ -754,10 +759,7 @@ def _scan_block(lines: list[str], s: dict, mine: pd.DataFrame, hide_over: int) -
 
 def _decided_by(state: dict) -> str:
     """The frames behind a port's state: its deciding probe, and the reply to it ("14 -> 15")."""
-    probe, reply = state.get("probe_frame"), state.get("reply_frame")
-    if probe is None or pd.isna(probe):
-        return "-"
-    return f"{int(probe)} -> {int(reply)}" if reply is not None and pd.notna(reply) else f"{int(probe)}"
+    return probe_and_reply(state.get("probe_frame"), state.get("reply_frame")) or "-"
 
 
 def _stage_block(lines: list[str], s: dict) -> None:
@@ -775,8 +777,8 @@ def _sweep_block(lines: list[str], rows: pd.DataFrame) -> None:
     tool = s["tool"] if s["tool"] != "unknown" else "tool unknown"
     lines.append(f"{s['stage'][:1].upper()}{s['stage'][1:]} ({s['flags']}) {s['scanner']} -> {len(rows):,} addresses: "
                  f"{len(up):,} up, {len(rows) - len(up):,} down  [{tool}; {int(rows['probes'].sum()):,} probes]")
-    lines.append(f"  {utc(rows['first'].min())} .. {utc(rows['last'].max())}  (frames {int(rows['first_frame'].min())}.."
-                 f"{int(rows['last_frame'].max())})")
+    lines.append(f"  {utc(rows['first'].min())} .. {utc(rows['last'].max())}  (frames {frame_text(rows['first_frame'].min())}.."
+                 f"{frame_text(rows['last_frame'].max())})")
     if s.get("evidence"):
         lines.append(f"  sent: {s['evidence']}")
     if up:

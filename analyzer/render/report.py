@@ -1,9 +1,9 @@
 """Capture → one self-contained HTML report: the capture, hosts, scans, port tables, RTT families, plots.
 
-Self-contained: styles and plots (inline SVG, see analyzer.report_plots) are in the file and there is no
+Self-contained: styles and plots (inline SVG, see render/plots.py) are in the file and there is no
 script at all, so it opens offline in any browser and nothing is fetched; a Content-Security-Policy meta tag
 forbids the page to load anything but its own inline styles and data: images. A capture is untrusted input:
-every string taken from it goes through `html.escape` (`report_html.e`) before it reaches the page.
+every string taken from it goes through `html.escape` (render/html.py's `e`) before it reaches the page.
 """
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ import os
 import sys
 import tempfile
 import time
+from collections.abc import Sequence
 
 import numpy as np
 import pandas as pd
@@ -23,7 +24,9 @@ from ..analysis.groups import group_ids, group_positions
 from ..analysis.scans import ScanResult
 from ..analysis.stats import rtt_samples
 from ..pipeline import Options, analyze
+from ..reading.sources import Sources
 from . import plots
+from .frames import frame_list, frame_text, naming, probe_and_reply
 from .html import (
     MAX_ROWS,
     Raw,
@@ -55,7 +58,7 @@ REPORT_STEPS = ("scans", "hosts", "families")  # the analyses the report shows (
 HIDE_OVER = 25  # a port table longer than this leaves out its commonest state, as nmap does
 MAX_PLOTS = 12  # plots of one kind (scan phases, scanners, targets); the largest are kept
 # A sweep's answering targets of at most this many ports (more than SILENT_TARGETS_OVER of them) are rows of one
-# table, as zmap and masscan list their answers, not a table each (4,096 such targets: 5.5 MB in 10 s).
+# table, as zmap and masscan list their answers, not a table each (a 5.5 MB page for 4,096 such targets).
 FEW_ROWS = 4
 NAV = [("capture", "Capture"), ("hosts", "Hosts"), ("scans", "Scans"), ("ports", "Ports"), ("families", "RTT families")]
 STAGES = ("reading", "matching", "scans", "hosts", "families", "plotting", "writing")
@@ -75,11 +78,15 @@ class _Progress:
                   f" ({time.monotonic() - self.start:.1f} s)", file=sys.stderr, flush=True)
 
 
-def write_report(capture: str, output: str, *, engine: str = "native", progress: bool = False) -> None:
-    """Analyse `capture` and write the HTML report to `output`, atomically: a failed run leaves no file.
+def write_report(capture: str | Sequence[str] | Sources, output: str, *, engine: str = "native",
+                 options: Options | None = None, progress: bool = False) -> None:
+    """Analyse `capture` (one file, or several read as one: `analyzer.analyze`) and write the HTML report to
+    `output`, atomically: a failed run leaves no file. `options`: the pipeline's (their engine wins over
+    `engine`).
 
     The output file is opened first, so an unwritable destination fails at once, not after the analysis.
     """
+    options = options or Options(engine=engine)
     try:
         fd, tmp = tempfile.mkstemp(dir=os.path.dirname(os.path.abspath(output)), prefix=".synlens-report-",
                                    suffix=".html")
@@ -87,7 +94,7 @@ def write_report(capture: str, output: str, *, engine: str = "native", progress:
         raise type(error)(error.errno, error.strerror, output) from None
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(_report(capture, engine, _Progress(progress), output))
+            f.write(_report(capture, options, _Progress(progress), output))
         umask = os.umask(0)
         os.umask(umask)
         os.chmod(tmp, 0o666 & ~umask)  # mkstemp's 0600 would hide the report from a web server or a colleague
@@ -97,23 +104,25 @@ def write_report(capture: str, output: str, *, engine: str = "native", progress:
         raise
 
 
-def _report(capture: str, engine: str, step: _Progress, output: str) -> str:
-    analysis = analyze(capture, REPORT_STEPS, Options(engine=engine), keep=("packets", "probes"), progress=step)
+def _report(capture: str | Sequence[str] | Sources, options: Options, step: _Progress, output: str) -> str:
+    analysis = analyze(capture, REPORT_STEPS, options, keep=("packets", "probes"), progress=step)
+    engine = options.engine
     packets, probes, result, host_table = analysis.packets, analysis.probes, analysis.scans, analysis.hosts
     found, states = result
     fams = analysis.families
     step("plotting")
     plots.reset_ids()
     t0 = float(packets["ts_ns"].min()) / 1e9 if len(packets) else 0.0
-    body = [
-        _capture_section(capture, engine, packets, probes, list(analysis.warnings)),
-        _hosts_section(host_table),
-        _scans_section(packets, probes, result, t0),
-        _ports_section(found, states),
-        _families_section(probes, fams),
-    ]
+    with naming(analysis.frames):
+        body = [
+            _capture_section(analysis.paths, engine, packets, probes, list(analysis.warnings)),
+            _hosts_section(host_table),
+            _scans_section(packets, probes, result, t0),
+            _ports_section(found, states),
+            _families_section(probes, fams),
+        ]
     step("writing", output)
-    title = f"synlens report: {os.path.basename(capture)}"
+    title = f"synlens report: {os.path.basename(analysis.capture) if len(analysis.paths) == 1 else analysis.capture}"
     return page(title, _summary(found, host_table, fams), NAV, body)
 
 
@@ -129,17 +138,15 @@ def _phase_label(rows: pd.DataFrame) -> str:
 # --------------------------------------------------------------------------------------------- sections
 
 
-def _capture_section(capture: str, engine: str, packets: pd.DataFrame, probes: pd.DataFrame, notes: list[str]) -> str:
-    digest = hashlib.sha256()
-    with open(capture, "rb") as f:
-        for block in iter(functools.partial(f.read, 1 << 20), b""):
-            digest.update(block)
-    size = os.path.getsize(capture)
+def _capture_section(paths: tuple[tuple[str, str], ...], engine: str, packets: pd.DataFrame, probes: pd.DataFrame,
+                     notes: list[str]) -> str:
     fmt = str(packets.attrs.get("format", "?")) + (" (gzip-compressed)" if packets.attrs.get("compressed") else "")
-    items: list[tuple[str, object]] = [
-        ("file", capture), ("size", f"{size:,} bytes"), ("SHA-256", Raw(f"<code>{digest.hexdigest()}</code>")),
-        ("format", f"{fmt}, read by the {engine} engine"), ("packets", f"{len(packets):,}"),
-    ]
+    items: list[tuple[str, object]] = []
+    for name, path in paths:  # (each file the capture was read from, in capture order)
+        items.append(("file", name))
+        if os.path.exists(path):  # (standard input's spool file is gone once read)
+            items += [("size", f"{os.path.getsize(path):,} bytes"), ("SHA-256", Raw(f"<code>{_sha256(path)}</code>"))]
+    items += [("format", f"{fmt}, read by the {engine} engine"), ("packets", f"{len(packets):,}")]
     if len(packets):
         first, last = packets["ts_ns"].min() / 1e9, packets["ts_ns"].max() / 1e9
         links = packets["linktype"].value_counts().sort_index()
@@ -155,6 +162,14 @@ def _capture_section(capture: str, engine: str, packets: pd.DataFrame, probes: p
     return section("capture", "The capture", [dl(items)])
 
 
+def _sha256(path: str) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(functools.partial(f.read, 1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
 def _hosts_section(host_table: pd.DataFrame) -> str:
     rows = []
     for h in host_table.itertuples():
@@ -163,7 +178,7 @@ def _hosts_section(host_table: pd.DataFrame) -> str:
             os_name = os_name[: -len(h.os_evidence) - 3]  # the evidence has its own column
         mac, vendor = (h.mac, h.vendor) if isinstance(h.mac, str) else (
             (f"via gateway {h.via}", h.via_vendor) if isinstance(h.via, str) else (None, None))
-        rows.append([h.address, mac, vendor, os_name, h.os_evidence or None, _frames_text(h.evidence_frames),
+        rows.append([h.address, mac, vendor, os_name, h.os_evidence or None, frame_list(h.evidence_frames),
                      f"{h.packets:,}"])
     listing = table(["address", "MAC", "vendor", "OS hint", "evidence", "frames", "packets"], rows, {6}, "hosts")
     content = [fold(listing, len(rows), f"all {len(rows):,} hosts")] if rows else []
@@ -171,14 +186,6 @@ def _hosts_section(host_table: pd.DataFrame) -> str:
         content.insert(0, '<p class="note">OS hints are evidence, not verdicts: initial TTL, SYN/ACK window and '
                        "option layout, IP ID sequence, RFC 793 compliance.</p>")
     return section("hosts", f"Hosts ({len(rows)})", content, "no hosts: no IP packets in the capture")
-
-
-def _frames_text(frames: object) -> str | None:
-    """Frame numbers (as Wireshark counts them) for a table cell: "1, 2, 3 … 1994"."""
-    values = [int(f) for f in frames] if isinstance(frames, (list, tuple, np.ndarray)) else []
-    if not values:
-        return None
-    return ", ".join(map(str, values[:-1])) + f" … {values[-1]}" if len(values) > 3 else ", ".join(map(str, values))
 
 
 def _scans_section(packets: pd.DataFrame, probes: pd.DataFrame, result: ScanResult, t0: float) -> str:
@@ -189,12 +196,12 @@ def _scans_section(packets: pd.DataFrame, probes: pd.DataFrame, result: ScanResu
     for s in found.itertuples():
         technique = f"{s.type} ({s.flags})" if s.flags else s.type
         host = getattr(s, "host_state", None)
-        frames = (f"{int(s.first_frame)}–{int(s.last_frame)}" if pd.notna(s.first_frame) and pd.notna(s.last_frame)
+        frames = (f"{frame_text(s.first_frame)}–{frame_text(s.last_frame)}" if pd.notna(s.first_frame) and pd.notna(s.last_frame)
                   else None)
         rows.append([int(s.phase), s.stage, Raw(f"{e(s.scanner)} → {e(s.target)}"), technique, s.shape,
                      f"{utc(s.first, t0)} (+{s.first - t0:.3f} s)", duration(s.last - s.first), f"{s.probes:,}",
                      f"{s.ports_probed:,}", f"{s.rate:.1f}", host or None, frames, s.evidence or None, s.tool,
-                     (s.tool_evidence + (f" (frames {_frames_text(s.tool_frames)})" if _frames_text(s.tool_frames) else ""))
+                     (s.tool_evidence + (f" (frames {frame_list(s.tool_frames)})" if frame_list(s.tool_frames) else ""))
                      if s.tool_evidence else None])
     head = ["phase", "stage", "scanner → target", "technique", "shape", "start", "duration", "probes", "ports",
             "probes/s", "host", "frames", "evidence", "tool", "tool evidence"]
@@ -237,7 +244,7 @@ def _notes_table(notes: pd.DataFrame) -> str:
     """What resembles a scan and was not read as one, with the reason."""
     if notes is None or not len(notes):
         return ""
-    rows = [[n.kind, n.scanner, f"{int(n.packets):,}", n.evidence, _frames_text(n.frames)] for n in notes.itertuples()]
+    rows = [[n.kind, n.scanner, f"{int(n.packets):,}", n.evidence, frame_list(n.frames)] for n in notes.itertuples()]
     return ("<h3>Not read as scans</h3>" +
             table(["kind", "sender", "packets", "why not a scan", "frames"], rows, {2}, "notes"))
 
@@ -253,10 +260,7 @@ def _port_rows(st: pd.DataFrame, target: bool = False) -> list[list[object]]:
 
 def _decided_by(r: object) -> str | None:
     """The frames behind a port's state: the deciding probe and its reply ("14 → 15")."""
-    probe, reply = getattr(r, "probe_frame", None), getattr(r, "reply_frame", None)
-    if probe is None or pd.isna(probe):
-        return None
-    return f"{int(probe)} → {int(reply)}" if reply is not None and pd.notna(reply) else str(int(probe))
+    return probe_and_reply(getattr(r, "probe_frame", None), getattr(r, "reply_frame", None), "→")
 
 
 def _few_ports(keys: list, sizes: list[int], over: int = SILENT_TARGETS_OVER) -> set:

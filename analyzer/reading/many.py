@@ -1,0 +1,89 @@
+"""Many captures (or one, filtered) → one packets table, as if one file held all their packets.
+
+The files of `reading/sources.py`, each read a chunk of records at a time (its index is never whole in memory),
+filtered while read (`reading/filters.py`: the time range before decoding, addresses and ports after), put in
+mergecap's order with duplicates across files left out (`reading/merge.py`), and numbered in that order (the
+`frame` column), with `attrs["sources"]` (a `FrameIndex`) naming each frame's file and its number there: the
+chunks of `reading/stream.py`, joined. One file read whole, unfiltered, is `packets.read`'s table exactly.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable, Sequence
+
+import pandas as pd
+
+from ..errors import CaptureError
+from .filters import EVERYTHING, Filter
+from .merge import DEDUP_WINDOW_NS, FrameIndex, concat_tables
+from .packets import _wanted, read
+from .schema import empty_packets
+from .sources import Source, Sources, first_time, sources
+from .stream import Stream, packet_chunks
+
+CHUNK_RECORDS = 1 << 20  # records indexed and decoded at a time
+
+
+def read_sources(found: Sources, *, columns: Iterable[str] | None = None, keep: Filter = EVERYTHING,
+                 dedup_ns: int = DEDUP_WINDOW_NS, chunk: int = CHUNK_RECORDS) -> pd.DataFrame:
+    """The packets table of the captures `found` lists (see the module). Raises CaptureError for a file that
+    cannot be read (reading stops: `found` holds files already checked to be captures); warns CaptureWarning
+    for each damaged one."""
+    files = found.files
+    if not files:
+        raise CaptureError(", ".join(str(e.path) for e in found.errors) or "(no input)", "no capture to read")
+    keep = _anchored(keep, files)
+    if len(files) == 1 and keep.everything:
+        return read(files[0].path, columns=columns)
+    wanted = _wanted(columns)
+    stream = Stream(tuple(f.name for f in files))
+    read_columns = sorted(wanted | {"ts_ns"} | set(keep.columns()))
+    chunks = list(packet_chunks(files, read_columns, keep, dedup_ns, chunk, stream))
+    table = concat_tables(chunks) if len(chunks) > 1 else chunks[0] if chunks else decode_nothing(read_columns)
+    out = table[[c for c in table.columns if c in wanted]]
+    out.attrs.update(stream_attrs(files, stream))
+    return out
+
+
+def _anchored(keep: Filter, files: tuple[Source, ...]) -> Filter:
+    """The filter with its offsets counted from the captures' first packet."""
+    first_ns = files[0].first_ns
+    if first_ns is None and any(t is not None and t.offset for t in (keep.since, keep.until)):
+        first_ns = first_time(files[0].path)
+    return Filter(keep.since, keep.until, keep.hosts, keep.nets, keep.ports, first_ns=first_ns)
+
+
+def stream_attrs(files: tuple[Source, ...], stream: Stream) -> dict[str, object]:
+    """The attributes of a packets table read from a stream (as `packets.read` gives one file's)."""
+    return dict(path=files[0].path if len(files) == 1 else None, paths=tuple(f.path for f in files),
+                format="+".join(sorted(stream.formats)), compressed=stream.compressed, malformed=stream.malformed,
+                sources=stream.index())
+
+
+def read_many(inputs: Sequence[str] | str, *, columns: Iterable[str] | None = None, keep: Filter = EVERYTHING,
+              dedup_ns: int = DEDUP_WINDOW_NS) -> pd.DataFrame:
+    """The packets table of every capture `inputs` name (files, directories, glob patterns; see
+    reading/sources.py), in capture order, duplicates across files left out, filtered by `keep`. Raises
+    CaptureError for the first input that is no capture (the command line reports each and reads the rest)."""
+    found = sources([inputs] if isinstance(inputs, (str, os.PathLike)) else list(inputs))
+    try:
+        if found.errors:
+            raise found.errors[0]
+        return read_sources(found, columns=columns, keep=keep, dedup_ns=dedup_ns)
+    finally:
+        found.close()
+
+
+def frame_labels(packets_or_attrs: pd.DataFrame | dict, frames: Iterable[int]) -> list[int | str]:
+    """Frames as outputs name them: the number itself for one file, "file:number" for several."""
+    attrs = packets_or_attrs.attrs if isinstance(packets_or_attrs, pd.DataFrame) else packets_or_attrs
+    index: FrameIndex | None = attrs.get("sources")
+    return [int(f) for f in frames] if index is None else [index.label(int(f)) for f in frames]
+
+
+
+def decode_nothing(columns: list[str]) -> pd.DataFrame:
+    """The packets table with no row, in these columns."""
+    frame = empty_packets()
+    return frame[[c for c in frame.columns if c in set(columns) | {"frame"}]]

@@ -1,0 +1,364 @@
+"""Many captures read as one (analyzer/reading/sources.py, merge.py, many.py, filters.py): split into files,
+a capture's analysis is the analysis of those files merged as mergecap merges them, frames named by file;
+files are taken in capture order, overlapping files interleaved as mergecap interleaves them, copies from a
+second sensor left out; filters keep what they say; standard input reads as a file; bad files among good ones
+are said and passed over.
+
+The splits are made by editcap (Wireshark's own), the merges by mergecap: the reference is Wireshark's.
+"""
+
+from __future__ import annotations
+
+import io
+import ipaddress
+import json
+import re
+import shutil
+import struct
+import subprocess
+import sys
+import warnings
+from pathlib import Path
+
+import dpkt
+import numpy as np
+import pandas as pd
+import pytest
+
+import analyzer
+from analyzer import cli
+from analyzer.reading.filters import Filter
+from analyzer.reading.formats import iter_records, read_records
+from analyzer.reading.many import read_many
+from analyzer.reading.merge import merged_order, running_max
+
+REPO = Path(__file__).resolve().parents[1]
+SAMPLES = sorted((REPO / "sample_pcaps").glob("*.pcap"))
+REALWORLD = REPO.parent / "shared" / "realworld"
+REAL = sorted(p for p in REALWORLD.glob("*.pcap*")) if REALWORLD.is_dir() else []
+# The captures every equivalence below runs on in the fast suite; the others run in the slow one.
+FAST = ["scans_multi.pcap", "nat_qscan.pcap", "hw13-01__nmap.pcapng", "PortScanDetector__udp-scan-attacker.pcap",
+        "IntroToCybersecurity__traceroute.pcap", "nDPI__dnscrypt-v1-and-resolver-pings.pcap"]
+
+
+def need(tool: str) -> str:
+    path = shutil.which(tool)
+    assert path, f"{tool} is not installed (bash .ci/setup installs it)"
+    return path
+
+
+def split(capture: Path, parts: int, folder: Path) -> list[Path]:
+    """The capture cut into `parts` files of consecutive records (editcap -c), named so that their names sort
+    in the reverse of their capture order (the reader must order them by time, not by name)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    count = len(read_records(capture))
+    per = max(1, -(-count // parts))
+    subprocess.run([need("editcap"), "-c", str(per), str(capture), str(folder / ("part" + capture.suffix))],
+                   check=True, capture_output=True)
+    made = sorted(folder.iterdir())
+    renamed = []
+    for i, f in enumerate(made):
+        target = folder / f"{len(made) - i:03d}{capture.suffix}"
+        f.rename(target)
+        renamed.append(target)
+    return renamed
+
+
+def merge(files: list[Path], out: Path) -> Path:
+    subprocess.run([need("mergecap"), "-F", "pcapng" if out.suffix == ".pcapng" else "pcap", "-w", str(out),
+                    *map(str, files)], check=True, capture_output=True)
+    return out
+
+
+def run(*argv: str) -> tuple[int, bytes, str]:
+    """The command line in this process: exit status, standard output (bytes), standard error."""
+    out, err = io.TextIOWrapper(io.BytesIO(), encoding="utf-8"), io.StringIO()
+    saved = sys.stdout, sys.stderr
+    sys.stdout, sys.stderr = out, err
+    try:
+        with warnings.catch_warnings():
+            code = cli.main(list(argv))
+        out.flush()
+    finally:
+        sys.stdout, sys.stderr = saved
+    return code, out.buffer.getvalue(), err.getvalue()
+
+
+def frames_original(value: object, files: list[Path]) -> object:
+    """A JSON value with every "file:frame" (`files`: consecutive pieces of one capture, in order) replaced by
+    that frame's number in the capture, and without the capture's name: what the command prints for the
+    capture itself."""
+    offset, start = {}, 0
+    for f in files:
+        offset[str(f)] = start
+        start += len(read_records(f))
+    pattern = re.compile(r"^(.*):(\d+)$")
+
+    def walk(v: object) -> object:
+        if isinstance(v, dict):
+            return {k: walk(x) for k, x in v.items() if k != "capture"}
+        if isinstance(v, list):
+            return [walk(x) for x in v]
+        if isinstance(v, str):
+            m = pattern.match(v)
+            if m and m.group(1) in offset:
+                return offset[m.group(1)] + int(m.group(2))
+        return v
+    return walk(value)
+
+
+def without_capture(value: dict) -> dict:
+    return {k: v for k, v in value.items() if k != "capture"}
+
+
+CAPTURES = {p.name: p for p in SAMPLES + REAL}
+
+
+@pytest.mark.parametrize("parts", [1, 2, 7, 50])
+@pytest.mark.parametrize("name", FAST)
+def test_split_captures_analyse_as_their_merge(tmp_path: Path, name: str, parts: int) -> None:
+    check_split(tmp_path, CAPTURES[name], parts)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("parts", [2, 7, 50])
+@pytest.mark.parametrize("name", [n for n in CAPTURES if n not in FAST])
+def test_every_capture_split_analyses_as_its_merge(tmp_path: Path, name: str, parts: int) -> None:
+    check_split(tmp_path, CAPTURES[name], parts)
+
+
+def check_split(tmp_path: Path, capture: Path, parts: int) -> None:
+    """`rtt` and `scans` (JSON) of the parts, each frame mapped back to its number in the capture, are the
+    capture's own; and the parts' packets table is the capture's."""
+    files = split(capture, parts, tmp_path / "parts")
+    for command in (["rtt", "--format", "json"], ["scans", "--format", "json"]):
+        code, whole, _ = run(*command, str(capture))
+        code_parts, pieces, err = run(*command, *map(str, reversed(files)))
+        assert code == code_parts == 0, err
+        assert frames_original(json.loads(pieces), files) == without_capture(json.loads(whole)), command
+    table = read_many([str(f) for f in files])
+    original = analyzer.read(capture)
+    if (np.diff(original["ts_ns"].to_numpy()) >= 0).all():  # (in time order: merged, the parts are the capture)
+        pd.testing.assert_frame_equal(table, original)
+
+
+@pytest.mark.parametrize("name", ["hw13-01__nmap.pcapng", "PortScanDetector__half-scan-attacker.pcap",
+                                  "nDPI__dnscrypt-v1-and-resolver-pings.pcap"])
+def test_interleaved_files_merge_as_mergecap_merges_them(tmp_path: Path, name: str) -> None:
+    """Two files holding a capture's records alternately (one sensor's odd frames, the other's even ones, each
+    file's time order as the capture's, out-of-order records included): our order and frame numbers are
+    mergecap's; each frame's file and number there are right."""
+    capture = REALWORLD / name
+    if not capture.exists():
+        pytest.skip(f"real captures not found at {REALWORLD}")
+    odd, even = tmp_path / f"odd{capture.suffix}", tmp_path / f"even{capture.suffix}"
+    count = len(read_records(capture))
+    for out, first in ((odd, 1), (even, 2)):
+        subprocess.run([need("editcap"), "-r", str(capture), str(out), *map(str, range(first, count + 1, 2))],
+                       check=True, capture_output=True)
+    # mergecap takes, of records of one time, the later-named file's first; we take the file that starts first
+    # (as in a capture cut into files): named in this order, the two agree on every record.
+    merged = merge([even, odd], tmp_path / f"merged{capture.suffix}")
+    ours = read_many([str(odd), str(even)], dedup_ns=0)  # (the capture's own repeated frames stay)
+    pd.testing.assert_frame_equal(ours, analyzer.read(merged))
+    index = ours.attrs["sources"]
+    file, local = index.locate(ours["frame"].to_numpy())
+    for f, part in enumerate(index.names):
+        own = analyzer.read(part)["ts_ns"].to_numpy()
+        np.testing.assert_array_equal(ours["ts_ns"].to_numpy()[file == f], own[local[file == f] - 1])
+
+
+def test_merged_order_is_a_kway_merge_of_heads() -> None:
+    """The k-way merge of the files' next records (the earliest first, ties to the file named first) and the
+    running-maximum sort give one order, on random files with records out of order."""
+    rng = np.random.default_rng(4)
+    for _ in range(300):
+        files = [np.sort(rng.integers(0, 50, rng.integers(0, 12))) for _ in range(rng.integers(1, 5))]
+        for f in files:  # some records out of order
+            if len(f) > 2 and rng.random() < 0.7:
+                i, j = rng.integers(0, len(f), 2)
+                f[i], f[j] = f[j], f[i]
+        heads, want = [0] * len(files), []
+        while True:
+            live = [(int(f[h]), k) for k, (f, h) in enumerate(zip(files, heads)) if h < len(f)]
+            if not live:
+                break
+            _, k = min(live)
+            want.append((k, heads[k]))
+            heads[k] += 1
+        keys = np.concatenate([running_max(f.astype(np.int64)) for f in files] + [np.zeros(0, np.int64)])
+        file = np.concatenate([np.full(len(f), k) for k, f in enumerate(files)] + [np.zeros(0, int)])
+        place = np.concatenate([np.arange(len(f)) for f in files] + [np.zeros(0, int)])
+        order = merged_order(keys, file, place)
+        assert list(zip(file[order].tolist(), place[order].tolist())) == want
+
+
+def pcap_bytes(frames: list[tuple[float, bytes]]) -> bytes:
+    out = [struct.pack("<IHHiIII", 0xA1B2C3D4, 2, 4, 0, 0, 65535, 1)]
+    for ts, data in frames:
+        out.append(struct.pack("<IIII", int(ts), round((ts % 1) * 1e6), len(data), len(data)) + data)
+    return b"".join(out)
+
+
+def syn(sport: int, dport: int, seq: int) -> bytes:
+    tcp = dpkt.tcp.TCP(sport=sport, dport=dport, seq=seq, flags=dpkt.tcp.TH_SYN, win=1024)
+    ip = dpkt.ip.IP(src=bytes([10, 0, 0, 1]), dst=bytes([10, 0, 0, 2]), p=6, ttl=64, data=tcp)
+    ip.len += len(tcp)
+    return bytes(dpkt.ethernet.Ethernet(src=b"\x02" * 6, dst=b"\x04" * 6, data=ip))
+
+
+def test_a_second_sensors_copies_are_left_out(tmp_path: Path) -> None:
+    """Sensor B saw every frame sensor A saw, 2 ms later, and one A did not: the merge keeps A's copies and B's
+    own frame; with --dedup-window 0 every frame counts. A frame A saw twice (a retransmission) stays twice."""
+    frames = [(1000.0 + i, syn(40000 + i, 80, i)) for i in range(20)]
+    frames.insert(5, (1004.5, frames[4][1]))  # the same bytes again, half a second later: the traffic's own
+    a = tmp_path / "a.pcap"
+    b = tmp_path / "b.pcap"
+    a.write_bytes(pcap_bytes(frames))
+    b.write_bytes(pcap_bytes([(t + 0.002, d) for t, d in frames] + [(1030.0, syn(50000, 443, 7))]))
+    table = read_many([str(a), str(b)])
+    assert len(table) == len(frames) + 1
+    files, local = table.attrs["sources"].locate(table["frame"].to_numpy())
+    assert (files[:-1] == 0).all() and files[-1] == 1 and local[-1] == len(frames) + 1
+    assert len(read_many([str(a), str(b)], dedup_ns=0)) == 2 * len(frames) + 1
+    assert len(read_many([str(b), str(a)], dedup_ns=1_000_000)) == 2 * len(frames) + 1  # (2 ms apart: not copies)
+
+
+def test_files_are_ordered_by_their_first_packet_not_their_names(tmp_path: Path) -> None:
+    early, late = tmp_path / "z.pcap", tmp_path / "a.pcap"
+    early.write_bytes(pcap_bytes([(100.0 + i, syn(1000 + i, 22, i)) for i in range(3)]))
+    late.write_bytes(pcap_bytes([(200.0 + i, syn(2000 + i, 22, i)) for i in range(3)]))
+    table = read_many([str(tmp_path)])
+    assert table.attrs["sources"].names == (str(early), str(late))
+    assert table["sport"].tolist() == [1000, 1001, 1002, 2000, 2001, 2002]
+
+
+def test_filters_keep_what_they_say() -> None:
+    """Each filter alone keeps the rows a filter of the whole table keeps, with their own frame numbers."""
+    capture = REALWORLD / "StratosphereLinuxIPS__test7-malicious.pcap"
+    if not capture.exists():
+        pytest.skip(f"real captures not found at {REALWORLD}")
+    whole = analyzer.read(capture)
+    t0 = int(whole["ts_ns"].min())
+    host = str(whole["src"].value_counts().index[3])  # (an address of some packets, not of most)
+    net = ipaddress.ip_network(f"{host}/24", strict=False)
+    port = int(whole.loc[whole["src"] == host, "sport"].value_counts().index[0])  # (one of that host's ports)
+
+    def any_of(columns: list[str], match: object) -> pd.Series:
+        return np.logical_or.reduce([whole[c].astype(object).map(match).fillna(False).astype(bool) for c in columns])
+
+    addresses = ["src", "dst", "q_src", "q_dst"]
+    cases = [
+        (Filter.of(since="+20s"), whole["ts_ns"] >= t0 + 20 * 10**9),
+        (Filter.of(since="+10s", until="+1m"), (whole["ts_ns"] >= t0 + 10**10) & (whole["ts_ns"] < t0 + 6 * 10**10)),
+        (Filter.of(hosts=[host]), any_of(addresses, lambda a: a == host)),
+        (Filter.of(nets=[str(net)]), any_of(addresses, lambda a: isinstance(a, str) and ipaddress.ip_address(a) in net)),
+        (Filter.of(ports=[port]), any_of(["sport", "dport", "q_sport", "q_dport"], lambda p: p == port)),
+        (Filter.of(hosts=[host], ports=[port]), any_of(addresses, lambda a: a == host)
+         & any_of(["sport", "dport", "q_sport", "q_dport"], lambda p: p == port)),
+    ]
+    for keep, expected in cases:
+        got = read_many(str(capture), keep=keep)
+        want = whole[np.asarray(expected, bool)].reset_index(drop=True)
+        assert 0 < len(got) < len(whole), keep
+        pd.testing.assert_frame_equal(got, want, check_categorical=False)
+    absolute = Filter.of(since=str((t0 + 10**10) / 1e9), until=pd.Timestamp(t0 + 6 * 10**10, tz="UTC").isoformat())
+    got = read_many(str(capture), keep=absolute)
+    assert len(got) and got["ts_ns"].between(t0 + 10**10, t0 + 6 * 10**10 - 1).all()
+
+
+def test_bad_times_and_addresses_are_one_line_errors() -> None:
+    capture = str(REPO / "sample_pcaps" / "scans_multi.pcap")
+    for option, value, said in (("--since", "yesterday", "not a time"), ("--host", "10.0.0", "not an IP address"),
+                                ("--net", "10.0.0.0/40", "not a network"), ("--port", "70000", "not a port")):
+        code, out, err = run("scans", capture, option, value)
+        assert code == 2 and out == b"" and err.count("\n") == 1 and said in err, err
+
+
+def test_standard_input_reads_as_a_file(tmp_path: Path) -> None:
+    capture = REPO / "sample_pcaps" / "scans_multi.pcap"
+    with open(capture, "rb") as f:
+        piped = subprocess.run([sys.executable, "-m", "analyzer", "scans", "--format", "json", "-"], stdin=f,
+                               capture_output=True, cwd=REPO, check=True)
+    direct = subprocess.run([sys.executable, "-m", "analyzer", "scans", "--format", "json", str(capture)],
+                            capture_output=True, cwd=REPO, check=True)
+    assert without_capture(json.loads(piped.stdout)) == without_capture(json.loads(direct.stdout))
+    assert json.loads(piped.stdout)["capture"] == "-"
+
+
+def test_bad_files_among_good_ones_are_said_and_the_rest_analysed(tmp_path: Path) -> None:
+    """A folder of captures with a text file, an empty file and a capture cut short: one line for each file
+    that is no capture, a warning for the damaged one, the others analysed, exit 1."""
+    shutil.copy(REPO / "sample_pcaps" / "scans_multi.pcap", tmp_path / "good.pcap")
+    (tmp_path / "notes.txt").write_text("not a capture\n")
+    (tmp_path / "empty.pcap").write_bytes(b"")
+    data = (REPO / "sample_pcaps" / "nat_qscan.pcap").read_bytes()
+    (tmp_path / "cut.pcap").write_bytes(data[: len(data) // 2 + 7])
+    (tmp_path / "good.pcap.json").write_text("{}")  # (a sidecar: passed over)
+    code, out, err = run("scans", "--format", "json", str(tmp_path))
+    assert code == 1
+    lines = err.strip().splitlines()
+    errors = sorted(line.split(": ")[2].rsplit("/", 1)[-1] for line in lines if line.startswith("synlens: error"))
+    assert errors == ["empty.pcap", "notes.txt"], lines
+    assert any("warning" in line and "cut.pcap" in line for line in lines), lines
+    result = json.loads(out)
+    assert sorted(Path(c).name for c in result["capture"]) == ["cut.pcap", "good.pcap"]
+    assert result["scans"]
+    code, out, err = run("scans", str(tmp_path / "notes.txt"))
+    assert code == 2 and out == b"" and err.count("\n") == 1
+
+
+def test_chunked_index_is_the_whole_index() -> None:
+    """iter_records (the index a chunk at a time, as the multi-file reader takes it) gives read_records'
+    records, frame numbers and warnings, for every sample and edge capture, in chunks of 1, 7 and 1,000."""
+    for capture in SAMPLES + sorted((REPO / "tests" / "data" / "edge").glob("*.pcap*")):
+        if ".truth" in capture.name:
+            continue
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            try:
+                whole = read_records(capture)
+            except analyzer.CaptureError as error:
+                with pytest.raises(analyzer.CaptureError, match=re.escape(error.problem)):
+                    list(iter_records(capture, 7))
+                continue
+        said = [str(w.message) for w in caught]
+        for chunk in (1, 7, 1000):
+            with warnings.catch_warnings(record=True) as caught:
+                warnings.simplefilter("always")
+                pieces = list(iter_records(capture, chunk))
+            assert [str(w.message) for w in caught] == said, (capture.name, chunk)
+            assert all(len(p) <= chunk for p in pieces)
+            for field in ("offset", "caplen", "wirelen", "ts_ns", "linktype", "iface"):
+                np.testing.assert_array_equal(np.concatenate([getattr(p, field) for p in pieces]),
+                                              getattr(whole, field), err_msg=f"{capture.name} {chunk} {field}")
+            np.testing.assert_array_equal(np.concatenate([p.frames() for p in pieces]), whole.frames())
+
+
+@pytest.mark.parametrize("chunk", [97, 2000])
+def test_the_stream_gives_the_same_table_a_chunk_at_a_time(tmp_path: Path, chunk: int) -> None:
+    """The merged stream read a few records at a time (each file's hold of a chunk or two, records given out as
+    soon as no other file can come before them) is the stream read whole: rotated files, interleaved files
+    with out-of-order records, a second sensor's copies, filters."""
+    from analyzer.reading.many import read_sources
+    from analyzer.reading.sources import sources
+
+    capture = REALWORLD / "hw13-01__nmap.pcapng"
+    if not capture.exists():
+        pytest.skip(f"real captures not found at {REALWORLD}")
+    rotated = split(capture, 5, tmp_path / "rotated")
+    odd, even = tmp_path / "odd.pcapng", tmp_path / "even.pcapng"
+    count = len(read_records(capture))
+    for out, first in ((odd, 1), (even, 2)):
+        subprocess.run([need("editcap"), "-r", str(capture), str(out), *map(str, range(first, count + 1, 2))],
+                       check=True, capture_output=True)
+    copy = tmp_path / "sensor-b.pcapng"
+    subprocess.run([need("editcap"), "-t", "0.002", str(capture), str(copy)], check=True, capture_output=True)
+    cases = [([str(f) for f in rotated], Filter()), ([str(odd), str(even)], Filter()),
+             ([str(capture), str(copy)], Filter()), ([str(odd), str(even)], Filter.of(since="+20s", ports=[80]))]
+    for names, keep in cases:
+        whole = read_sources(sources(names), keep=keep)
+        pieces = read_sources(sources(names), keep=keep, chunk=chunk)
+        pd.testing.assert_frame_equal(pieces, whole, check_categorical=False)
+        assert pieces.attrs["sources"].start.tolist() == whole.attrs["sources"].start.tolist()
+    assert len(read_sources(sources([str(capture), str(copy)]), chunk=chunk)) == count  # (every copy met)
