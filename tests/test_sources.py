@@ -24,6 +24,7 @@ import dpkt
 import numpy as np
 import pandas as pd
 import pytest
+from conftest import REALWORLD
 
 import analyzer
 from analyzer import cli
@@ -34,7 +35,6 @@ from analyzer.reading.merge import merged_order, running_max
 
 REPO = Path(__file__).resolve().parents[1]
 SAMPLES = sorted((REPO / "sample_pcaps").glob("*.pcap"))
-REALWORLD = REPO.parent / "shared" / "realworld"
 REAL = sorted(p for p in REALWORLD.glob("*.pcap*")) if REALWORLD.is_dir() else []
 # The captures every equivalence below runs on in the fast suite; the others run in the slow one.
 FAST = ["scans_multi.pcap", "nat_qscan.pcap", "hw13-01__nmap.pcapng", "PortScanDetector__udp-scan-attacker.pcap",
