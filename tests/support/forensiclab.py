@@ -46,6 +46,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import ClassVar
 
+import netns
 from netns import TARGET_SYSCTLS, LabError, NamespaceLab, ip_batch, lab_available, neighbour, offload_off
 
 __all__ = ["ForensicLab", "Host", "LabError", "forensic_lab", "lab_available"]
@@ -104,17 +105,8 @@ UDP_OPEN, UDP_DROPPED, UDP_REJECTED = (53, 161), 137, 139
 HTTP_PORT, SSH_PORT = 80, 22
 TARGETS = (T1, T2)
 
-_TARGET_NFT = f"""
-table inet fx_target {{
-    chain input {{
-        type filter hook input priority filter; policy accept;
-        tcp dport {TCP_DROPPED} drop
-        udp dport {UDP_DROPPED} drop
-        meta nfproto ipv4 tcp dport {TCP_REJECTED} reject with icmp type admin-prohibited
-        meta nfproto ipv4 udp dport {UDP_REJECTED} reject with icmp type admin-prohibited
-    }}
-}}
-"""
+_TARGET_NFT = netns.nft_table("fx_target", netns.nft_chain(
+    "input", netns.filtered_port_rules(TCP_DROPPED, UDP_DROPPED, TCP_REJECTED, UDP_REJECTED)))  # fmt: skip
 
 
 def expected_state(technique: str, port: int) -> str:

@@ -102,7 +102,7 @@ from forensic_truth import (
 )
 from forensiclab import ForensicLab, forensic_lab
 from make_scan_captures import FLAG_BITS, _expand_ports
-from netns import require
+from netns import nft_chain, nft_table, require
 
 log = logging.getLogger("make_forensic_captures")
 
@@ -237,15 +237,7 @@ def _old_target_ruleset(dropped: tuple, rejected: tuple, lose_first: tuple) -> s
     rules += [f"tcp dport {p} reject with icmp type admin-prohibited" for p in rejected]
     # A byte quota of one SYN: the first to the port is lost, a retry gets through (a lossy path's look).
     rules += [f"tcp dport {p} quota until {SYN_IP_BYTES + 1} bytes drop" for p in lose_first]
-    body = "\n        ".join(rules)
-    return f"""
-table inet fx_old {{
-    chain input {{
-        type filter hook input priority filter; policy accept;
-        {body}
-    }}
-}}
-"""
+    return nft_table("fx_old", nft_chain("input", rules))
 
 
 def run_old_nmap(lab: ForensicLab, pcap: Path, spec: Spec) -> dict:

@@ -45,6 +45,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import ClassVar
 
+import netns
 from netns import Capture, LabError, NamespaceLab, ip_batch, lab_available, neighbour, offload_off, run
 
 __all__ = ["Capture", "LabError", "NatLab", "ProbeReply", "expected_banners", "lab_available", "nat_lab",
@@ -118,13 +119,8 @@ class NatLab(NamespaceLab):
     sensors: ClassVar[dict[str, tuple[str, str]]] = {"scanner": ("scan", SCANNER_IFACE)}
     settle_s: ClassVar[float] = 0.05  # replies still in the delay line
 
-    @property
-    def scanner_ns(self) -> str:
-        return self.ns("scan")
-
-    @property
-    def gateway_ns(self) -> str:
-        return self.ns("gw")
+    scanner_ns: ClassVar[str] = netns.RoleNamespace("scan")
+    gateway_ns: ClassVar[str] = netns.RoleNamespace("gw")
 
     @property
     def delay_ns(self) -> str | None:
@@ -260,22 +256,14 @@ class NatLab(NamespaceLab):
                 dnat.append(f"ip daddr {self.target} {proto} dport {ports(ps)} dnat ip to {inner}")
                 if self.target6:
                     dnat.append(f"ip6 daddr {self.target6} {proto} dport {ports(ps)} dnat ip6 to {inner6[inner]}")
-        nl = "\n        "
         dropped, rejected = self.dropped_port, self.rejected_port
-        return f"""
-table inet {NFT_TABLE} {{
-    chain prerouting {{
-        type nat hook prerouting priority dstnat; policy accept;
-        {nl.join(dnat)}
-    }}
-    chain input {{
-        type filter hook input priority filter; policy accept;
-        meta l4proto {{ tcp, udp }} th dport {dropped} drop
-        meta nfproto ipv4 meta l4proto {{ tcp, udp }} th dport {rejected} reject with icmp type admin-prohibited
-        meta nfproto ipv6 meta l4proto {{ tcp, udp }} th dport {rejected} reject with icmpv6 type admin-prohibited
-    }}
-}}
-"""
+        filtered = [
+            f"meta l4proto {{ tcp, udp }} th dport {dropped} drop",
+            f"meta nfproto ipv4 meta l4proto {{ tcp, udp }} th dport {rejected} reject with icmp type admin-prohibited",
+            f"meta nfproto ipv6 meta l4proto {{ tcp, udp }} th dport {rejected} reject with icmpv6 type admin-prohibited",
+        ]
+        prerouting = netns.nft_chain("prerouting", dnat, kind="nat", priority="dstnat")
+        return netns.nft_table(NFT_TABLE, prerouting, netns.nft_chain("input", filtered))
 
 
 # ---------------------------------------------------------------------------- reading captures

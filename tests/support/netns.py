@@ -91,6 +91,41 @@ while True:
 """
 
 
+def nft_chain(hook: str, rules: Sequence[str], *, kind: str = "filter", priority: str = "filter") -> str:
+    """One base chain named after its `hook` (policy accept) holding `rules`, for `nft_table`."""
+    body = "".join(f"\n        {rule}" for rule in rules)
+    return f"""
+    chain {hook} {{
+        type {kind} hook {hook} priority {priority}; policy accept;{body}
+    }}"""
+
+
+def nft_table(name: str, *chains: str, family: str = "inet") -> str:
+    """An nft table of `chains` (`nft_chain`), as `NamespaceLab.load_nft` and `NamespaceLab.nft` load it."""
+    return f"\ntable {family} {name} {{{''.join(chains)}\n}}\n"
+
+
+def filtered_port_rules(tcp_dropped: int, udp_dropped: int, tcp_rejected: int, udp_rejected: int) -> list[str]:
+    """A target's firewall rules for its filtered ports: the dropped ones silently, the rejected ones with ICMP
+    admin-prohibited (type 3 code 13), so that a scan meets both kinds of filtering."""
+    return [
+        f"tcp dport {tcp_dropped} drop",
+        f"udp dport {udp_dropped} drop",
+        f"meta nfproto ipv4 tcp dport {tcp_rejected} reject with icmp type admin-prohibited",
+        f"meta nfproto ipv4 udp dport {udp_rejected} reject with icmp type admin-prohibited",
+    ]
+
+
+class RoleNamespace:
+    """A lab's attribute that is the namespace of one of its roles: ``scanner_ns = RoleNamespace("scan")``."""
+
+    def __init__(self, role: str) -> None:
+        self.role = role
+
+    def __get__(self, lab: NamespaceLab | None, owner: type | None = None) -> Any:
+        return self if lab is None else lab.ns(self.role)
+
+
 class LabError(RuntimeError):
     """The lab could not be built or a lab helper failed."""
 

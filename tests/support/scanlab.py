@@ -58,6 +58,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import ClassVar
 
+import netns
 from netns import TARGET_SYSCTLS, LabError, NamespaceLab, ip_batch, lab_available, neighbour, offload_off
 
 __all__ = ["LabError", "ScanLab", "lab_available", "scan_lab"]
@@ -203,21 +204,10 @@ class ScanLab(NamespaceLab):
     settle_s: ClassVar[float] = 0.3
     buffer_kib: ClassVar[int] = 16384
 
-    @property
-    def scanner_ns(self) -> str:
-        return self.ns("scan")
-
-    @property
-    def target_ns(self) -> str:
-        return self.ns("t1")
-
-    @property
-    def target2_ns(self) -> str:
-        return self.ns("t2")
-
-    @property
-    def nat_scanner_ns(self) -> str:
-        return self.ns("in")
+    scanner_ns: ClassVar[str] = netns.RoleNamespace("scan")
+    target_ns: ClassVar[str] = netns.RoleNamespace("t1")
+    target2_ns: ClassVar[str] = netns.RoleNamespace("t2")
+    nat_scanner_ns: ClassVar[str] = netns.RoleNamespace("in")
 
     @property
     def tcp_ports(self) -> tuple[int, ...]:
@@ -290,29 +280,17 @@ class ScanLab(NamespaceLab):
     def behind_nat(self) -> Iterator[str]:
         """For the with-block, the scanner namespace masquerades the NAT'd scanner as its own
         address; yields the NAT'd scanner's namespace. Conntrack exists only inside the block."""
-        nft = f"""
-table ip {NAT_TABLE} {{
-    chain postrouting {{
-        type nat hook postrouting priority srcnat; policy accept;
-        ip saddr {NAT_NET}.0/24 oifname "{self.scanner_iface}" masquerade
-    }}
-}}
-"""
-        with self.nft(self.scanner_ns, nft):
+        masquerade = f'ip saddr {NAT_NET}.0/24 oifname "{self.scanner_iface}" masquerade'
+        chain = netns.nft_chain("postrouting", [masquerade], kind="nat", priority="srcnat")
+        with self.nft(self.scanner_ns, netns.nft_table(NAT_TABLE, chain, family="ip")):
             yield self.nat_scanner_ns
 
     @contextlib.contextmanager
     def rate_limited(self) -> Iterator[None]:
         """For the with-block, the target rate-limits its ICMP errors as Linux does by default,
         and sends at most RST_LIMIT TCP resets (the rest are dropped)."""
-        nft = f"""
-table inet {RATE_TABLE} {{
-    chain output {{
-        type filter hook output priority filter; policy accept;
-        tcp flags & rst == rst limit rate over {RST_LIMIT} drop
-    }}
-}}
-"""
+        limit = f"tcp flags & rst == rst limit rate over {RST_LIMIT} drop"
+        nft = netns.nft_table(RATE_TABLE, netns.nft_chain("output", [limit]))
         self.sysctls(self.target_ns, DEFAULT_ICMP_LIMITS, each=True)
         try:
             with self.nft(self.target_ns, nft):
@@ -325,14 +303,8 @@ table inet {RATE_TABLE} {{
         """For the with-block, the target drops the first `protocol` packet to `port` it receives,
         as a lossy path would: only a retry gets through. The rule is a byte quota of one packet
         of `ip_bytes` (IP length), so it holds for packets of ip_bytes/2 .. ip_bytes."""
-        nft = f"""
-table inet {LOSS_TABLE} {{
-    chain input {{
-        type filter hook input priority filter - 1; policy accept;
-        {protocol} dport {port} quota until {ip_bytes + 1} bytes drop
-    }}
-}}
-"""
+        lose = f"{protocol} dport {port} quota until {ip_bytes + 1} bytes drop"
+        nft = netns.nft_table(LOSS_TABLE, netns.nft_chain("input", [lose], priority="filter - 1"))
         with self.nft(self.target_ns, nft):
             yield
 
@@ -386,19 +358,11 @@ table inet {LOSS_TABLE} {{
         }, timeout=60)  # fmt: skip
 
 
-_NFT_RULESET = f"""
-table inet {NFT_TABLE} {{
-    chain input {{
-        type filter hook input priority filter; policy accept;
-        tcp dport {TCP_DROPPED} drop
-        udp dport {UDP_DROPPED} drop
-        meta nfproto ipv4 tcp dport {TCP_REJECTED} reject with icmp type admin-prohibited
-        meta nfproto ipv4 udp dport {UDP_REJECTED} reject with icmp type admin-prohibited
-        meta nfproto ipv4 meta l4proto {PROTO_DROPPED} drop
-        meta nfproto ipv4 meta l4proto {PROTO_REJECTED} reject with icmp type admin-prohibited
-    }}
-}}
-"""
+_NFT_RULESET = netns.nft_table(NFT_TABLE, netns.nft_chain("input", [
+    *netns.filtered_port_rules(TCP_DROPPED, UDP_DROPPED, TCP_REJECTED, UDP_REJECTED),
+    f"meta nfproto ipv4 meta l4proto {PROTO_DROPPED} drop",
+    f"meta nfproto ipv4 meta l4proto {PROTO_REJECTED} reject with icmp type admin-prohibited",
+]))
 
 
 def scan_lab(prefix: str) -> contextlib.AbstractContextManager[ScanLab]:
