@@ -336,7 +336,8 @@ if __name__ == "__main__":
         raise SystemExit(__doc__)
 
 
-@pytest.mark.parametrize("capture", ["hw13-01__nmap.pcapng", "ProbingDataset__nmap.pcapng"])
+@pytest.mark.parametrize("capture", ["hw13-01__nmap.pcapng",
+                                     pytest.param("ProbingDataset__nmap.pcapng", marks=pytest.mark.slow)])
 def test_plots_count_what_the_tables_count(capture: str, tmp_path: Path) -> None:
     """Each scan's port-walk plot draws the probes the scans table counts for its phase, and its legend
     counts each state as the port table does: the report's figures and tables come from one result."""

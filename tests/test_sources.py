@@ -335,7 +335,7 @@ def test_chunked_index_is_the_whole_index() -> None:
             np.testing.assert_array_equal(np.concatenate([p.frames() for p in pieces]), whole.frames())
 
 
-@pytest.mark.parametrize("chunk", [97, 2000])
+@pytest.mark.parametrize("chunk", [pytest.param(97, marks=pytest.mark.slow), 2000])  # (97: many chunks, slow)
 def test_the_stream_gives_the_same_table_a_chunk_at_a_time(tmp_path: Path, chunk: int) -> None:
     """The merged stream read a few records at a time (each file's hold of a chunk or two, records given out as
     soon as no other file can come before them) is the stream read whole: rotated files, interleaved files

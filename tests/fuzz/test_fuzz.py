@@ -48,7 +48,8 @@ def test_formats_round_trip() -> None:
         assert cap is None or cap.bytes() == data, i
 
 
-@pytest.mark.parametrize("name", sorted(mutators.MUTATORS))
+@pytest.mark.parametrize("name", [pytest.param(n, marks=pytest.mark.slow) if n == "gzip_bomb" else n
+                                  for n in sorted(mutators.MUTATORS)])  # (the bomb inflates each seed)
 def test_each_mutator_changes_some_seed(name: str) -> None:
     mutator = mutators.MUTATORS[name][0]
     changed = 0
@@ -155,6 +156,7 @@ _blocks = st.one_of(
 )
 
 
+@pytest.mark.slow
 @settings(max_examples=150, deadline=None)
 @given(blocks=st.lists(_blocks, min_size=1, max_size=8), endian=st.sampled_from("<>"), lie=st.booleans())
 def test_pcapng_interface_structures(tmp_path_factory: pytest.TempPathFactory, blocks: list, endian: str,
@@ -178,6 +180,7 @@ def test_pcapng_interface_structures(tmp_path_factory: pytest.TempPathFactory, b
     assert found == []
 
 
+@pytest.mark.slow
 @settings(max_examples=100, deadline=None)
 @given(options=st.lists(st.tuples(st.integers(0, 255), st.integers(0, 255), st.binary(max_size=12)), max_size=6),
        ext=st.lists(st.tuples(st.sampled_from([0, 43, 44, 51, 60, 135]), st.integers(0, 3)), max_size=5),
