@@ -3,6 +3,7 @@
 The public API, each step a pure function over DataFrames::
 
     packets = read("scan.pcap")                 # packets table (analyzer.schema)
+    packets = read_many(["a.pcap", "sensor2/"])  # several captures as one, merged by time (analyzer.dask: dask)
     probes = match(packets)                     # one row per probe, its reply, RTT (ns)
     stats = rtt(probes)                         # per (target, protocol, port): sent, loss, RTT statistics (µs)
     fams = families(probes)                     # stats plus each port's RTT family
@@ -33,13 +34,14 @@ _API = {
     "match": ("analysis.match", "match"), "match_columns": ("analysis.match", "match_columns"),
     "pairwise": ("analysis.families", "pairwise"),
     "pooled_t": ("analysis.stats", "pooled_t"), "port_stats": ("analysis.stats", "port_stats"), "read": ("reading.packets", "read"),
+    "read_many": ("reading.many", "read_many"),
     "rtt": ("analysis.stats", "port_stats"), "scans": ("analysis.scans", "scans"),
     "signal_families": ("analysis.signals", "signal_families"),
     "yuen_welch": ("analysis.stats", "yuen_welch"),
 }
 __all__ = [
     "Analysis", "CaptureError", "CaptureWarning", "Options", "TTest", "analyze", "families", "hosts", "match",
-    "match_columns", "pairwise", "pooled_t", "port_stats", "read", "rtt", "scans", "signal_families", "yuen_welch",
+    "match_columns", "pairwise", "pooled_t", "port_stats", "read", "read_many", "rtt", "scans", "signal_families", "yuen_welch",
 ]  # (_API's names: tests/test_import.py checks the two agree)
 
 if TYPE_CHECKING:
@@ -51,6 +53,7 @@ if TYPE_CHECKING:
     from .analysis.stats import TTest, pooled_t, port_stats, yuen_welch
     from .errors import CaptureError, CaptureWarning
     from .pipeline import Analysis, Options, analyze
+    from .reading.many import read_many
     from .reading.packets import read
 
     rtt = port_stats

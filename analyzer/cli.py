@@ -27,6 +27,7 @@ from .render.output import (
     scans_json_pieces,
     scans_table,
 )
+from .render.progress import Meter
 
 
 def _confidence(text: str) -> float:
@@ -60,7 +61,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--confidence", type=_confidence, default=None,
                    help="confidence of the family tests, in (0, 1) (default: 0.99 robust, 0.95 qscan)")
     p.add_argument("--method", choices=METHODS, default="robust",
-                   help="robust (default): Welch ANOVA on trimmed log RTT, divisive, FWER-controlled; "
+                   help="robust (default): ports compared within the trips that probed them together (a blocked "
+                   "rank test, Skillings-Mack), divisive, FWER-controlled; "
                    "qscan: nmap qscan's greedy pooled t with exact quantiles; qscan-table: qscan's table as shipped")
     p.add_argument("--min-ratio", type=_positive, default=MIN_RATIO, metavar="R",
                    help=f"robust: floors closer than this ratio are one family (default {MIN_RATIO:g})")
@@ -86,6 +88,13 @@ def build_parser() -> argparse.ArgumentParser:
                        description="Write a self-contained HTML report (no network needed to view it).")
     _input_options(r)
     r.add_argument("--output", "-o", required=True, metavar="FILE", help="HTML file to write")
+    x = sub.add_parser("export", help="the packets and probes tables as Parquet, for DuckDB, Spark, Polars, dask",
+                       description="Write the captures' packets and probes tables as Parquet datasets partitioned "
+                       "by hour (Hive style), with a manifest of the captures read.")
+    _input_options(x)
+    x.add_argument("--to", required=True, metavar="DIR", help="folder to write (new, or empty)")
+    x.add_argument("--window", type=_positive, default=DEFAULT_WINDOW_S, metavar="SECONDS",
+                   help="reply window for the probes table (default 10)")
     return parser
 
 
@@ -115,9 +124,27 @@ def _input_options(p: argparse.ArgumentParser) -> None:
 def cmd_report(args: argparse.Namespace) -> int:
     from .render.report import write_report
 
-    found = _found(args)
-    write_report(found, args.output, options=_options(args), progress=sys.stderr.isatty())
+    found, options = _found(args), _options(args)
+    _one_for_tshark(found, options)
+    write_report(found, args.output, options=options, progress=sys.stderr.isatty())
     print(f"wrote {args.output}", file=sys.stderr)
+    return _status(args)
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    try:
+        import pyarrow  # noqa: F401
+    except ImportError:
+        raise UsageError("export writes Parquet with pyarrow, which is not installed: "
+                         "pip install 'synlens[parquet]'") from None
+    from .render.export import export
+
+    options = _options(args)
+    if options.engine != "native":
+        raise UsageError("export reads with the native engine only")
+    done = export(_found(args), args.to, keep=options.keep, dedup_ns=options.dedup_ns, window_s=options.window_s)
+    print(f"wrote {done.folder}: {done.packets} packets, {done.probes} probes, {len(done.hours)} hour(s), "
+          f"{done.files} Parquet file(s)", file=sys.stderr)
     return _status(args)
 
 
@@ -164,13 +191,31 @@ def _capture_name(args: argparse.Namespace, analysis: Analysis) -> str | list[st
     return list(analysis.captures)
 
 
+def _one_for_tshark(found: Sources, options: Options) -> None:
+    """The tshark engine reads one capture, unfiltered: anything else is a one-line error."""
+    if options.engine == "tshark" and (len(found.files) != 1 or not options.keep.everything):
+        found.close()
+        raise UsageError("--engine tshark reads one capture, unfiltered (no --since, --until, --host, --net or "
+                         "--port): use the native engine for several captures or filters")
+
+
+def _analyze(found: Sources, steps: tuple[str, ...], options: Options) -> Analysis:
+    """The pipeline, with reading's progress on a terminal (render/progress.py)."""
+    _one_for_tshark(found, options)
+    meter = Meter()
+    try:
+        return analyze(found, steps, options, reading=meter if meter.enabled else None)
+    finally:
+        meter.close()
+
+
 def _say_notes(analysis: Analysis) -> None:
     for note in analysis.notes:
         print(f"synlens: note: {note}", file=sys.stderr)
 
 
 def cmd_scans(args: argparse.Namespace) -> int:
-    analysis = analyze(_found(args), ("scans", "hosts"), _options(args))
+    analysis = _analyze(_found(args), ("scans", "hosts"), _options(args))
     result = analysis.scans
     meta = {"capture": _capture_name(args, analysis), "packets": analysis.packet_count}
     with naming(analysis.frames):
@@ -184,7 +229,7 @@ def cmd_scans(args: argparse.Namespace) -> int:
 
 
 def cmd_hosts(args: argparse.Namespace) -> int:
-    analysis = analyze(_found(args), ("scans", "hosts"), _options(args))
+    analysis = _analyze(_found(args), ("scans", "hosts"), _options(args))
     found, states = analysis.scans
     with naming(analysis.frames):
         if args.format == "json":
@@ -218,7 +263,7 @@ def _warn_line(message, category, filename, lineno, file=None, line=None) -> Non
 
 def cmd_rtt(args: argparse.Namespace) -> int:
     options = _options(args)
-    analysis = analyze(_found(args), ("signals",) if args.signals == "all" else ("families",), options)
+    analysis = _analyze(_found(args), ("signals",) if args.signals == "all" else ("families",), options)
     _say_notes(analysis)
     fams, family_table = analysis.signals if args.signals == "all" else (analysis.families, None)
     meta = {
@@ -243,7 +288,7 @@ def cmd_rtt(args: argparse.Namespace) -> int:
     return _status(args)
 
 
-COMMANDS = {"rtt": cmd_rtt, "scans": cmd_scans, "hosts": cmd_hosts, "report": cmd_report}
+COMMANDS = {"rtt": cmd_rtt, "scans": cmd_scans, "hosts": cmd_hosts, "report": cmd_report, "export": cmd_export}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
 
@@ -37,3 +38,25 @@ def capture_file_errors(path: str) -> Iterator[None]:
         raise CaptureError(path, "permission denied") from None
     except OSError as e:
         raise CaptureError(path, e.strerror or str(e)) from None
+
+
+@contextmanager
+def said_of(path: str, name: str) -> Iterator[None]:
+    """Errors and warnings about the file `path` said of `name`, as the user named it (standard input is read
+    from a spool file, and is "-" to the user)."""
+    if path == name:
+        yield
+        return
+    caught: list[warnings.WarningMessage] = []
+    try:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            yield
+    except CaptureError as e:
+        raise CaptureError(name if e.path == path else e.path, e.problem) from None
+    finally:  # (said once the recording is over: said within it, they would be recorded again)
+        for w in caught:
+            if isinstance(w.message, CaptureWarning) and w.message.path == path:
+                warnings.warn(CaptureWarning(name, w.message.problem), stacklevel=1)
+            else:
+                warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)

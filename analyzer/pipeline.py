@@ -36,6 +36,7 @@ from .reading.many import read_sources
 from .reading.merge import DEDUP_WINDOW_NS, FrameIndex
 from .reading.packets import read
 from .reading.sources import Sources, sources
+from .reading.stream import Reading
 
 
 @dataclass(frozen=True)
@@ -156,14 +157,15 @@ def _sources(capture: str | Sequence[str]) -> Sources:
     return found
 
 
-def _read(found: Sources, options: Options, columns: tuple[str, ...] | None) -> pd.DataFrame:
+def _read(found: Sources, options: Options, columns: tuple[str, ...] | None,
+          reading: Callable[[Reading], None] | None = None) -> pd.DataFrame:
     """The packets table of the captures found (their spool files removed once read)."""
     try:
         if options.engine == "tshark":
             if len(found.files) != 1 or not options.keep.everything:
                 raise ValueError("the tshark engine reads one capture, unfiltered")
             return read(found.files[0].path, engine="tshark", columns=columns)
-        return read_sources(found, columns=columns, keep=options.keep, dedup_ns=options.dedup_ns)
+        return read_sources(found, columns=columns, keep=options.keep, dedup_ns=options.dedup_ns, progress=reading)
     finally:
         found.close()
 
@@ -197,13 +199,15 @@ def columns_for(steps: Iterable[str], keep: Iterable[str] = ()) -> tuple[tuple[s
 
 def analyze(capture: str | Sequence[str] | Sources, steps: Iterable[str] = ("scans", "hosts"),
             options: Options = Options(), *, keep: Iterable[str] = (),
-            progress: Callable[[str, str], None] | None = None) -> Analysis:
+            progress: Callable[[str, str], None] | None = None,
+            reading: Callable[[Reading], None] | None = None) -> Analysis:
     """Read `capture` (a file; several, or directories and patterns, read as one capture: reading/many.py),
     match its probes and run the `steps` asked for (names of `STEPS`; the steps they need run too). `keep`:
     "packets" and/or "probes", to have the whole tables in the result (read and matched whole); otherwise only
     the columns the steps read are read, and the tables are let go once used. `progress(step, detail)` is
-    called as each step starts. Raises CaptureError for an input that is no capture (the command line
-    reports those and reads the rest: it passes `Sources`)."""
+    called as each step starts; `reading(Reading)` as the captures are read (bytes and files done). Raises
+    CaptureError for an input that is no capture (the command line reports those and reads the rest: it passes
+    `Sources`)."""
     asked = list(dict.fromkeys(steps))
     unknown = sorted(set(asked) - set(STEPS))
     if unknown:
@@ -222,7 +226,7 @@ def analyze(capture: str | Sequence[str] | Sources, steps: Iterable[str] = ("sca
     say("reading", capture)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        packets = _read(found, options, packet_columns)
+        packets = _read(found, options, packet_columns, reading)
     for w in caught:  # passed on as usual (filters apply); the capture's own are also the result's
         warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
     said = tuple(str(w.message) for w in caught if issubclass(w.category, CaptureWarning))

@@ -275,6 +275,16 @@ def test_bad_times_and_addresses_are_one_line_errors() -> None:
         assert code == 2 and out == b"" and err.count("\n") == 1 and said in err, err
 
 
+def test_the_tshark_engine_on_several_captures_or_filtered_is_a_one_line_error() -> None:
+    capture = str(REPO / "sample_pcaps" / "scans_multi.pcap")
+    for command in ("rtt", "scans", "hosts"):
+        other = str(REPO / "sample_pcaps" / "scans_syn.pcap")
+        for argv in ([capture, other, "--engine", "tshark"], [capture, "--engine", "tshark", "--port", "22"]):
+            code, out, err = run(command, *argv)
+            assert code == 2 and out == b"" and err.count("\n") == 1, err
+            assert err.startswith("synlens: error: --engine tshark reads one capture, unfiltered"), err
+
+
 def test_standard_input_reads_as_a_file(tmp_path: Path) -> None:
     capture = REPO / "sample_pcaps" / "scans_multi.pcap"
     with open(capture, "rb") as f:
@@ -284,6 +294,20 @@ def test_standard_input_reads_as_a_file(tmp_path: Path) -> None:
                             capture_output=True, cwd=REPO, check=True)
     assert without_capture(json.loads(piped.stdout)) == without_capture(json.loads(direct.stdout))
     assert json.loads(piped.stdout)["capture"] == "-"
+
+
+def test_damage_on_standard_input_is_said_of_standard_input(tmp_path: Path) -> None:
+    """A capture cut short, piped in alone or beside a file: its warning names standard input as the other
+    messages do, never the temporary file it was spooled to."""
+    data = (REPO / "sample_pcaps" / "nat_qscan.pcap").read_bytes()[:3000]
+    other = str(REPO / "sample_pcaps" / "scans_syn.pcap")
+    for inputs in (["-"], ["-", other]):
+        done = subprocess.run([sys.executable, "-m", "analyzer", "scans", *inputs], input=data, capture_output=True,
+                              cwd=REPO, check=False)
+        err = done.stderr.decode()
+        assert done.returncode == 0 and "synlens-stdin" not in err, err
+        said = "synlens: warning: stdin: capture cut short inside record 41 (byte 2932); read 40 records"
+        assert err.splitlines() == [said], err
 
 
 def test_bad_files_among_good_ones_are_said_and_the_rest_analysed(tmp_path: Path) -> None:

@@ -92,6 +92,13 @@ class Filter:
         return cls(parse_time(since) if since else None, parse_time(until) if until else None,
                    tuple(host(h) for h in hosts), tuple(net(n) for n in nets), tuple(int(p) for p in ports))
 
+    def describe(self) -> dict[str, object]:
+        """The filters given, as the command line wrote them (offsets as seconds from the first packet)."""
+        def time(t: Time | None) -> str | None:
+            return None if t is None else f"+{t.ns / 1e9:g}s" if t.offset else f"{t.ns / 1e9:.9f}"
+        return {"since": time(self.since), "until": time(self.until), "hosts": list(self.hosts),
+                "nets": [str(n) for n in self.nets], "ports": list(self.ports)}
+
     @property
     def everything(self) -> bool:
         return self.since is None and self.until is None and not self.hosts and not self.nets and not self.ports

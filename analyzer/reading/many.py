@@ -10,34 +10,39 @@ chunks of `reading/stream.py`, joined. One file read whole, unfiltered, is `pack
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 
 import pandas as pd
 
-from ..errors import CaptureError
+from ..errors import CaptureError, said_of
 from .filters import EVERYTHING, Filter
 from .merge import DEDUP_WINDOW_NS, FrameIndex, concat_tables
 from .packets import _wanted, read
 from .schema import empty_packets
 from .sources import Source, Sources, first_time, sources
-from .stream import Stream, packet_chunks
+from .stream import Reading, Stream, packet_chunks
 
 CHUNK_RECORDS = 1 << 20  # records indexed and decoded at a time
 
 
 def read_sources(found: Sources, *, columns: Iterable[str] | None = None, keep: Filter = EVERYTHING,
-                 dedup_ns: int = DEDUP_WINDOW_NS, chunk: int = CHUNK_RECORDS) -> pd.DataFrame:
+                 dedup_ns: int = DEDUP_WINDOW_NS, chunk: int = CHUNK_RECORDS,
+                 progress: Callable[[Reading], None] | None = None) -> pd.DataFrame:
     """The packets table of the captures `found` lists (see the module). Raises CaptureError for a file that
     cannot be read (reading stops: `found` holds files already checked to be captures); warns CaptureWarning
-    for each damaged one."""
+    for each damaged one. `progress` is told how far reading has gone (`stream.Reading`) as it goes."""
     files = found.files
     if not files:
         raise CaptureError(", ".join(str(e.path) for e in found.errors) or "(no input)", "no capture to read")
     keep = _anchored(keep, files)
+    stream = Stream(tuple(f.name for f in files), paths=tuple(f.path for f in files), progress=progress)
     if len(files) == 1 and keep.everything:
-        return read(files[0].path, columns=columns)
+        with said_of(files[0].path, files[0].name):
+            table = read(files[0].path, columns=columns,
+                         progress=None if progress is None else lambda share: stream.advanced(0, min(share, 0.999)))
+        stream.advanced(0, 1.0)
+        return table
     wanted = _wanted(columns)
-    stream = Stream(tuple(f.name for f in files))
     read_columns = sorted(wanted | {"ts_ns"} | set(keep.columns()))
     chunks = list(packet_chunks(files, read_columns, keep, dedup_ns, chunk, stream))
     table = concat_tables(chunks) if len(chunks) > 1 else chunks[0] if chunks else decode_nothing(read_columns)

@@ -16,7 +16,7 @@ from __future__ import annotations
 import dataclasses
 import ipaddress
 import os
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 
 import numpy as np
 import pandas as pd
@@ -165,12 +165,14 @@ def _repeated(value: object, dtype: np.dtype | type, n: int) -> np.ndarray:
     return np.broadcast_to(np.array(value, dtype), (n,))
 
 
-def read(path: str | os.PathLike[str], *, engine: str = "native", columns: Iterable[str] | None = None) -> pd.DataFrame:
+def read(path: str | os.PathLike[str], *, engine: str = "native", columns: Iterable[str] | None = None,
+         progress: Callable[[float], None] | None = None) -> pd.DataFrame:
     """Read a capture file into the packets table (reading/schema.py), one row per record.
 
     engine: "native" (synlens's decoder) or "tshark" (Wireshark's dissectors through pyshark; slow).
     columns: only these columns of the schema, in schema order (default: all); ``frame`` always comes along.
-    A command that needs a few fields of a big capture keeps only those in memory.
+    A command that needs a few fields of a big capture keeps only those in memory. `progress(share)` is told
+    the share of the file decoded (0 to 1) as decoding goes.
     Raises `CaptureError` when the file cannot be read (memory running out included); warns `CaptureWarning`
     and returns the records before the damage when it is cut short or corrupt. ``attrs``: path, format,
     compressed, malformed.
@@ -184,7 +186,7 @@ def read(path: str | os.PathLike[str], *, engine: str = "native", columns: Itera
     if engine != "native":
         raise ValueError(f"engine must be 'native' or 'tshark', not {engine!r}")
     try:
-        return decode(read_records(path), columns=columns)
+        return decode(read_records(path), columns=columns, progress=progress)
     except MemoryError:
         raise CaptureError(os.fspath(path), "not enough memory to read it") from None
 
@@ -212,8 +214,10 @@ def _subset(frame: pd.DataFrame, keep: frozenset[str]) -> pd.DataFrame:
 DECODE_ROWS = 1 << 17
 
 
-def decode(rec: Records, *, columns: Iterable[str] | None = None) -> pd.DataFrame:
-    """Decode every record's headers into the packets table (or the `columns` of it asked for)."""
+def decode(rec: Records, *, columns: Iterable[str] | None = None,
+           progress: Callable[[float], None] | None = None) -> pd.DataFrame:
+    """Decode every record's headers into the packets table (or the `columns` of it asked for); `progress`
+    is told the share of the file's bytes decoded after each block of rows."""
     from .schema import PACKET_COLUMNS
 
     keep = _wanted(columns)
@@ -236,6 +240,8 @@ def decode(rec: Records, *, columns: Iterable[str] | None = None) -> pd.DataFram
             _layers(rec.data, chunk if len(rest) == len(chunk) else chunk.take(rest, numbered=False), rest + a, out, addr,
                     malformed)
         rec.release(a, b)  # this chunk's bytes are decoded: a mapped capture gives their pages back
+        if progress is not None:
+            progress((int(rec.offset[b - 1]) + int(rec.caplen[b - 1])) / max(1, len(rec.data)))
     cols: dict[str, object] = {
         "frame": rec.frames(),
         "ts_ns": rec.ts_ns,

@@ -14,6 +14,7 @@ in `Sources.errors`; the others are read.
 from __future__ import annotations
 
 import glob
+import hashlib
 import os
 import shutil
 import sys
@@ -97,6 +98,15 @@ def sources(inputs: Sequence[str], stdin: object = None) -> Sources:
     # Capture order: by first packet's time (files without a packet last), ties in the order named.
     order = sorted(range(len(found)), key=lambda i: (found[i].first_ns is None, found[i].first_ns or 0, i))
     return Sources(tuple(found[i] for i in order), tuple(errors), tuple(spool))
+
+
+def sha256_of(path: str) -> str:
+    """A file's SHA-256, in hex: how a report or an export names the exact capture it read."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(1 << 20):
+            digest.update(block)
+    return digest.hexdigest()
 
 
 def first_time(path: str) -> int | None:

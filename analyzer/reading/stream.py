@@ -13,12 +13,14 @@ and port filters drop rows after, and a second sensor's copies are dropped as th
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import os
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
 
+from ..errors import said_of
 from .filters import Filter
 from .formats import Records, iter_records
 from .merge import FrameIndex, concat_tables, duplicates, frame_hashes, merged_order, overlapping, running_max
@@ -51,6 +53,16 @@ class _File:
         return self.read_all and not len(self.keys)
 
 
+@dataclass(frozen=True)
+class Reading:
+    """How far reading has gone: bytes of the captures' files (on disk) and files read to their end."""
+
+    bytes_done: int
+    bytes_total: int
+    files_done: int
+    files: int
+
+
 @dataclass
 class Stream:
     """A merged stream's state that outlives its chunks: the frame index (merged frame → file, frame there) built
@@ -62,6 +74,20 @@ class Stream:
     malformed: int = 0
     formats: set[str] = field(default_factory=set)
     compressed: bool = False
+    paths: tuple[str, ...] = ()  # the files read
+    progress: Callable[[Reading], None] | None = None  # told as each chunk of records is read
+    read: dict[int, float] = field(default_factory=dict)  # each file begun: the share of it read (0 to 1)
+    sizes: tuple[int, ...] = ()  # the files' sizes on disk (bytes), when progress is told
+
+    def advanced(self, file: int, share: float) -> None:
+        """File `file` read to `share` of it: progress told (the files' sizes weigh their shares)."""
+        if self.progress is None:
+            return
+        if not self.sizes:
+            self.sizes = tuple(os.path.getsize(p) for p in self.paths)
+        self.read[file] = share
+        done = sum(self.sizes[i] * r for i, r in self.read.items())
+        self.progress(Reading(int(done), sum(self.sizes), sum(r >= 1 for r in self.read.values()), len(self.sizes)))
 
     def index(self) -> FrameIndex | None:
         """The frame index (None for one file: its frames are the merged ones)."""
@@ -130,12 +156,17 @@ def _fill(state: list[_File], columns: list[str], keep: Filter, hashed: bool, ch
 
 
 def _read_chunk(f: _File, columns: list[str], keep: Filter, hashed: bool, chunk: int, stream: Stream) -> None:
-    if f.chunks is None:
-        f.chunks = iter_records(f.source.path, chunk)
-    records = next(f.chunks, None)
+    with said_of(f.source.path, f.source.name):
+        if f.chunks is None:
+            f.chunks = iter_records(f.source.path, chunk)
+        records = next(f.chunks, None)
     if records is None:
         f.read_all = True
+        stream.advanced(f.index, 1.0)
         return
+    if len(records):
+        end = int(records.offset[-1]) + int(records.caplen[-1])  # (in the decompressed bytes: a share of them)
+        stream.advanced(f.index, min(0.999, end / max(1, len(records.data))))
     places = records.frames() - 1
     key = running_max(records.ts_ns, f.top)
     if len(key):

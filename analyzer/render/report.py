@@ -8,8 +8,6 @@ every string taken from it goes through `html.escape` (render/html.py's `e`) bef
 
 from __future__ import annotations
 
-import functools
-import hashlib
 import os
 import sys
 import tempfile
@@ -24,7 +22,7 @@ from ..analysis.groups import group_ids, group_positions
 from ..analysis.scans import ScanResult
 from ..analysis.stats import rtt_samples
 from ..pipeline import Options, analyze
-from ..reading.sources import Sources
+from ..reading.sources import Sources, sha256_of
 from . import plots
 from .frames import frame_list, frame_text, naming, probe_and_reply
 from .html import (
@@ -53,6 +51,7 @@ from .output import (
     states_by_scan,
     utc,
 )
+from .progress import Meter
 
 REPORT_STEPS = ("scans", "hosts", "families")  # the analyses the report shows (families: RTT alone)
 HIDE_OVER = 25  # a port table longer than this leaves out its commonest state, as nmap does
@@ -105,7 +104,12 @@ def write_report(capture: str | Sequence[str] | Sources, output: str, *, engine:
 
 
 def _report(capture: str | Sequence[str] | Sources, options: Options, step: _Progress, output: str) -> str:
-    analysis = analyze(capture, REPORT_STEPS, options, keep=("packets", "probes"), progress=step)
+    meter = Meter()
+    try:
+        analysis = analyze(capture, REPORT_STEPS, options, keep=("packets", "probes"), progress=step,
+                           reading=meter if meter.enabled else None)
+    finally:
+        meter.close()
     engine = options.engine
     packets, probes, result, host_table = analysis.packets, analysis.probes, analysis.scans, analysis.hosts
     found, states = result
@@ -145,7 +149,7 @@ def _capture_section(paths: tuple[tuple[str, str], ...], engine: str, packets: p
     for name, path in paths:  # (each file the capture was read from, in capture order)
         items.append(("file", name))
         if os.path.exists(path):  # (standard input's spool file is gone once read)
-            items += [("size", f"{os.path.getsize(path):,} bytes"), ("SHA-256", Raw(f"<code>{_sha256(path)}</code>"))]
+            items += [("size", f"{os.path.getsize(path):,} bytes"), ("SHA-256", Raw(f"<code>{sha256_of(path)}</code>"))]
     items += [("format", f"{fmt}, read by the {engine} engine"), ("packets", f"{len(packets):,}")]
     if len(packets):
         first, last = packets["ts_ns"].min() / 1e9, packets["ts_ns"].max() / 1e9
@@ -160,14 +164,6 @@ def _capture_section(paths: tuple[tuple[str, str], ...], engine: str, packets: p
     if notes:
         items.append(("reader warnings", Raw("<br>".join(e(n) for n in notes))))
     return section("capture", "The capture", [dl(items)])
-
-
-def _sha256(path: str) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(functools.partial(f.read, 1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def _hosts_section(host_table: pd.DataFrame) -> str:
