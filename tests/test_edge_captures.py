@@ -273,7 +273,7 @@ def write_pcap(path: Path, frames: list[bytes]) -> None:
 
 
 @pytest.mark.parametrize("fast_path", FAST_PATHS)
-@pytest.mark.parametrize("chunk", [None, 1, 7, 1000])
+@pytest.mark.parametrize("chunk", [None, pytest.param(1, marks=pytest.mark.slow), 7, 1000])  # (1: a decode a row)
 def test_fast_path_on_fuzzed_frames(api, tmp_path: Path, monkeypatch, chunk: int | None, fast_path: str) -> None:
     """Frames at and around the fast path's layout, mixed in every chunk: the fast path takes those it can
     and gives exactly the general layers' table (values, presence, malformed count) for them."""

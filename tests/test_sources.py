@@ -114,7 +114,7 @@ def without_capture(value: dict) -> dict:
 CAPTURES = {p.name: p for p in SAMPLES + REAL}
 
 
-@pytest.mark.parametrize("parts", [1, 2, 7, 50])
+@pytest.mark.parametrize("parts", [1, 2, 7, pytest.param(50, marks=pytest.mark.slow)])
 @pytest.mark.parametrize("name", FAST)
 def test_split_captures_analyse_as_their_merge(tmp_path: Path, name: str, parts: int) -> None:
     check_split(tmp_path, CAPTURES[name], parts)
