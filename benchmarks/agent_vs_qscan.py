@@ -24,9 +24,9 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO / "tests"))
+sys.path.insert(0, str(REPO / "tests" / "support"))
 
-from lab import NatLab, lab_available, nat_lab
+from natlab import NatLab, lab_available, nat_lab
 
 TRIPS = 10
 DELAY = "50ms"

@@ -669,7 +669,7 @@ L2.md("""
 * how the replies (or their absence) become port states: open, closed, filtered, open|filtered, unfiltered;
 * how to tell a tool by its probes.
 
-**The lab.** Every capture here was made in one namespace lab (`tests/scanlab.py`; the commands are in each
+**The lab.** Every capture here was made in one namespace lab (`tests/support/scanlab.py`; the commands are in each
 capture's `.truth.json`). The scanner 10.77.40.1 scans the target 10.77.40.2, which is configured like this:
 
 | port | TCP | UDP |

@@ -1,8 +1,8 @@
 #!/usr/bin/env python3
 """Make the scan captures the classroom notebooks read, into sample_pcaps/ as ``scans_NAME.pcap``.
 
-Needs root, nmap, hping3, tcpdump and tshark: it builds the scan lab of tests/scanlab.py in network
-namespaces (prefix ``slnb``) and runs tests/make_scan_captures.py's ``make_all`` for a few of its
+Needs root, nmap, hping3, tcpdump and tshark: it builds the scan lab of tests/support/scanlab.py in network
+namespaces (prefix ``slnb``) and runs tests/support/make_scan_captures.py's ``make_all`` for a few of its
 captures, then copies each ``NAME.pcap``/``NAME.truth.json``/``NAME*.nmap.xml`` to
 ``sample_pcaps/scans_NAME.*`` (the truth's ``file`` renamed to match). All traffic stays inside the
 lab's namespaces.
@@ -24,7 +24,7 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 SAMPLES = ROOT / "sample_pcaps"
-sys.path.insert(0, str(ROOT / "tests"))
+sys.path.insert(0, str(ROOT / "tests" / "support"))
 
 from make_scan_captures import make_all, summary
 
@@ -45,7 +45,7 @@ def copy_capture(src: Path, name: str, dest: Path) -> Path:
     truth["file"] = pcap.name
     # nmap's -oX paths point into the scratch directory: name the copies instead
     truth["commands"] = [c.replace(f"{src}/{name}.", f"{stem}.") for c in truth["commands"]]
-    truth["made_by"] = "notebooks/make_lesson_captures.py (tests/make_scan_captures.py: make_all)"
+    truth["made_by"] = "notebooks/make_lesson_captures.py (tests/support/make_scan_captures.py: make_all)"
     (dest / f"{stem}.truth.json").write_text(json.dumps(truth, indent=2) + "\n", encoding="utf-8")
     for output in sorted(src.glob(f"{name}.*")):
         if output.name not in (f"{name}.pcap", f"{name}.truth.json"):

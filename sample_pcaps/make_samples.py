@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Regenerate the sample captures in sample_pcaps/ from a real NAT lab (tests/lab.py).
+"""Regenerate the sample captures in sample_pcaps/ from a real NAT lab (tests/support/natlab.py).
 
 Needs root, nmap, hping3, tcpdump and tshark. For each sample NAME it writes NAME.pcap,
 NAME.truth.json (what the capture must be found to contain) and, for nmap runs,
@@ -22,9 +22,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE.parent / "tests"))
+sys.path.insert(0, str(HERE.parent / "tests" / "support"))
 
-from lab import NatLab, ProbeReply, lab_available, nat_lab, probe_replies, remove_orphan_labs
+from natlab import NatLab, ProbeReply, lab_available, nat_lab, probe_replies
 
 log = logging.getLogger("make_samples")
 
@@ -197,7 +197,7 @@ def main(argv: list[str] | None = None) -> int:
     if not ok:
         log.error("cannot build the lab: %s", reason)
         return 2
-    remove_orphan_labs(LAB_STEM)
+    NatLab.remove_orphans(LAB_STEM)
     problems = []
     for sample in SAMPLES:
         if not args.only or sample.name in args.only:

@@ -1,15 +1,34 @@
-"""Shared fixtures. Lab fixtures build real network namespaces (tests/lab.py) and skip,
-with the reason shown in the summary, where that is impossible (not root, tools missing)."""
+"""Shared fixtures and the suite's selection.
+
+`python3 -m pytest` runs the fast suite: pyproject's addopts deselect the tests marked `lab` (network
+namespaces, tests/lab/), `notebooks` and `slow`. `--all` runs every test whatever its marker, as CI does
+(README's test command). A lab test that runs where the lab cannot be built (not root, a tool missing) fails,
+saying why: asked for, it must not pass by skipping.
+"""
 
 from __future__ import annotations
 
 import os
-import shutil
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from lab import NatLab, lab_available, nat_lab, remove_orphan_labs
+from natlab import NatLab, lab_available, nat_lab
+from netns import missing_tools
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption("--all", action="store_true", dest="run_all",
+                     help="run every test, the lab's, the notebooks' and the slow ones included (CI runs this)")
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    if not config.option.run_all:
+        return
+    if any(arg == "-m" or arg.startswith("-m") and not arg.startswith("--") for arg in config.invocation_params.args):
+        raise pytest.UsageError("--all runs every test: it takes no -m")
+    config.option.markexpr = ""  # (addopts' -m is the default run's; --all drops it)
+
 
 # Third-party captures (read-only): ../shared/realworld from the repository root, as CI lays them out;
 # SYNLENS_REALWORLD names another place (a work tree kept elsewhere).
@@ -29,17 +48,17 @@ LAB_STEM = "slt"
 
 
 def require_lab() -> None:
-    """Skip the calling test or fixture, visibly, when namespaces can't be built here."""
+    """Fail the calling test or fixture, saying why, when namespaces can't be built here."""
     ok, reason = lab_available()
     if not ok:
-        pytest.skip(f"network lab unavailable: {reason}")
+        pytest.fail(f"network lab unavailable: {reason}", pytrace=False)
 
 
 def require_tools(*tools: str) -> None:
-    """Skip, visibly, when a command-line tool the test drives is not installed."""
-    missing = [tool for tool in tools if shutil.which(tool) is None]
+    """Fail, saying which, when a command-line tool the test drives is not installed."""
+    missing = missing_tools(tools)
     if missing:
-        pytest.skip(f"tools not installed: {', '.join(missing)}")
+        pytest.fail(f"tools not installed: {', '.join(missing)}", pytrace=False)
 
 
 def lab_prefix(tag: str = "") -> str:
@@ -51,7 +70,7 @@ def lab_prefix(tag: str = "") -> str:
 def lab() -> Iterator[NatLab]:
     """The default IPv4 NAT lab (delay 1 ms each way), shared by the whole session."""
     require_lab()
-    remove_orphan_labs(LAB_STEM)
+    NatLab.remove_orphans(LAB_STEM)
     with nat_lab(lab_prefix()) as built:
         yield built
 

@@ -1,6 +1,6 @@
 """A series of captures, each analysed on its own and compared (analysis/changes.py, `synlens rtt --each`): the
 matching rules on hand-made family tables, the comparison on hand-made snapshots, and the command on the
-committed agent capture. The same over a lab series with real changes: tests/test_fleet_lab.py."""
+committed agent capture. The same over a lab series with real changes: tests/lab/test_fleet_lab.py."""
 
 from __future__ import annotations
 

@@ -5,7 +5,7 @@ accel/decode.py: the Ethernet/IPv4/TCP decode, which tests/test_edge_captures.py
 layers on fuzzed frames). Here: every bundled sample and every edge capture read both ways
 gives the same table, attributes and warnings; record chains with random lengths (absurd ones, cut records,
 a trailing partial header) stop at the same record with the same damage message; bad arguments raise.
-The lab's captures are compared in tests/test_scans_lab.py. And the radix sort of packed keys (sort_u64) against
+The lab's captures are compared in tests/lab/test_scans_lab.py. And the radix sort of packed keys (sort_u64) against
 numpy's sort, the matcher's key order (key_order) against its numpy order, and every sample analysed (matching,
 signals, scans, hosts) with them and without them.
 """

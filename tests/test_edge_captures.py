@@ -1,6 +1,6 @@
 """The hand-built edge-case captures against analyzer.read / analyzer.match, tshark, and the CLI.
 
-The captures are regenerated into a temporary directory by tests/make_edge_captures.py (so these tests never
+The captures are regenerated into a temporary directory by tests/support/make_edge_captures.py (so these tests never
 depend on committed binaries); each has a truth file whose format is described in that script's docstring.
 A committed copy lives in tests/data/edge/ for people to open in Wireshark; a test checks it is current.
 """
@@ -8,7 +8,6 @@ A committed copy lives in tests/data/edge/ for people to open in Wireshark; a te
 from __future__ import annotations
 
 import gzip
-import importlib.util
 import json
 import os
 import re
@@ -20,6 +19,7 @@ import warnings
 from decimal import Decimal
 from pathlib import Path
 
+import make_edge_captures as gen
 import pandas as pd
 import pytest
 
@@ -28,15 +28,6 @@ REPO = HERE.parent
 COMMITTED = HERE / "data" / "edge"
 
 
-def _load_generator():
-    spec = importlib.util.spec_from_file_location("make_edge_captures", HERE / "make_edge_captures.py")
-    mod = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = mod  # dataclasses resolve annotations through sys.modules
-    spec.loader.exec_module(mod)
-    return mod
-
-
-gen = _load_generator()
 BUILT = gen.build_all()  # file name -> (bytes, truth); milliseconds
 FILES = sorted(BUILT)
 READABLE = [f for f in FILES if BUILT[f][1]["error"] is None]
@@ -282,7 +273,7 @@ def write_pcap(path: Path, frames: list[bytes]) -> None:
 
 
 @pytest.mark.parametrize("fast_path", FAST_PATHS)
-@pytest.mark.parametrize("chunk", [None, 1, 7, 1000])
+@pytest.mark.parametrize("chunk", [None, pytest.param(1, marks=pytest.mark.slow), 7, 1000])  # (1: a decode a row)
 def test_fast_path_on_fuzzed_frames(api, tmp_path: Path, monkeypatch, chunk: int | None, fast_path: str) -> None:
     """Frames at and around the fast path's layout, mixed in every chunk: the fast path takes those it can
     and gives exactly the general layers' table (values, presence, malformed count) for them."""
@@ -611,11 +602,11 @@ def test_committed_copy_is_current(file: str) -> None:
     path = COMMITTED / file
     if not COMMITTED.is_dir():
         pytest.skip("tests/data/edge/ not present")
-    assert path.exists(), f"{path} missing: run python tests/make_edge_captures.py"
+    assert path.exists(), f"{path} missing: run python tests/support/make_edge_captures.py"
     data, truth = BUILT[file]
     committed = path.read_bytes()
     if file.endswith(".gz"):  # zlib versions may compress differently; compare what is inside
         data, committed = gzip.decompress(data), gzip.decompress(committed)
-    assert committed == data, f"{path} is stale: run python tests/make_edge_captures.py"
+    assert committed == data, f"{path} is stale: run python tests/support/make_edge_captures.py"
     truth_path = COMMITTED / f"{gen.stem(file)}.truth.json"
     assert truth_path.read_text(encoding="utf-8") == gen.dump_truth(truth), f"{truth_path} is stale"

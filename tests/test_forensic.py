@@ -1,5 +1,5 @@
 """Scan forensics against the lab's forensic captures (tests/data/forensic/, made by
-tests/make_forensic_captures.py; README.md there): each nmap stage read as a stage of the run, an older nmap's
+tests/support/make_forensic_captures.py; README.md there): each nmap stage read as a stage of the run, an older nmap's
 per-probe windows read as one scan per target, tools named two routers from the scanner with the hops, and
 ordinary traffic (keep-alives, peer-to-peer, NetBIOS, multicast, ARP resolution) read as no scan.
 

@@ -4,19 +4,19 @@ These check the captures themselves, read by analyzer.read (not by the tshark th
 with): each truth parses and names its files, each capture reads without a warning, the frames the truth
 names are where it says (probes from the scanner, replies to it), TTLs and MACs fit the hops and initial
 TTLs the truth gives, nmap's -oX verdict is the truth's port table. What an analysis must make of them is
-tested elsewhere. The captures are made by tests/make_forensic_captures.py (root, real tools).
+tested elsewhere. The captures are made by tests/support/make_forensic_captures.py (root, real tools).
 """
 
 from __future__ import annotations
 
-import importlib.util
 import ipaddress
 import json
 import re
-import sys
 import warnings
 from pathlib import Path
 
+import make_forensic_captures
+import make_scan_captures
 import pandas as pd
 import pytest
 
@@ -32,14 +32,6 @@ ORDINARY = [n for n in NAMES if TRUTHS[n]["kind"] == "ordinary"]
 NMAP = [n for n in NAMES if "nmap" in TRUTHS[n]]
 STAGE_NAMES = {"host discovery", "port scan", "version detection", "OS detection", "traceroute", "scripts"}
 NMAP_STATES = {"open", "closed", "filtered", "open|filtered", "closed|filtered", "unfiltered"}
-
-
-def _load(name: str, path: Path):
-    spec = importlib.util.spec_from_file_location(name, path)
-    mod = importlib.util.module_from_spec(spec)
-    sys.modules[name] = mod  # dataclasses resolve annotations through sys.modules
-    spec.loader.exec_module(mod)
-    return mod
 
 
 @pytest.fixture(scope="module")
@@ -59,8 +51,7 @@ def _mac(value: int) -> str:
 
 
 def test_every_capture_is_here_with_its_truth():
-    generator = _load("make_forensic_captures", HERE / "make_forensic_captures.py")
-    assert NAMES == sorted(generator.NAMES)  # the generator makes exactly the committed captures
+    assert NAMES == sorted(make_forensic_captures.NAMES)  # the generator makes exactly the committed captures
     assert set(ORDINARY) >= {"keepalive", "p2p_like", "netbios", "arp_resolution", "multicast"}
     pcaps = sorted(p.name for p in DATA.glob("*.pcap"))
     assert pcaps == sorted(t["file"] for t in TRUTHS.values())
@@ -141,9 +132,8 @@ def test_stage_frames_are_the_scanners(packets, name):
 def test_port_tables_are_nmaps_own(name):
     """The truth's port table is nmap's -oX verdict, and it holds only the port scan's ports: OS detection's
     U1 port and the scripts' datagrams stay out of it."""
-    generator = _load("make_scan_captures", HERE / "make_scan_captures.py")
     t = TRUTHS[name]
-    xml = generator.parse_nmap_xml(DATA / t["nmap"]["xml"])
+    xml = make_scan_captures.parse_nmap_xml(DATA / t["nmap"]["xml"])
     want = {(h["address"], p["protocol"], p["port"]): p["state"] for h in xml["hosts"] for p in h["ports"]}
     got = {(s["target"], p["protocol"], p["port"]): p["state"] for s in t["scans"] for p in s["ports"]}
     assert got == want

@@ -17,6 +17,7 @@ import warnings
 import zlib
 from pathlib import Path
 
+import make_edge_captures as gen  # (the edge captures' packet builders)
 import numpy as np
 import pytest
 from hypothesis import given, settings
@@ -31,8 +32,6 @@ from analyzer.reading import formats as capture
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
-sys.path.insert(0, str(HERE))
-import make_edge_captures as gen  # (the edge captures' packet builders)
 
 INT64_MIN, INT64_MAX = -(1 << 63), (1 << 63) - 1
 HELD = capture.HELD_NS  # timestamps are held within ±(2^62 - 1) ns of 1970
@@ -248,7 +247,8 @@ def test_65536_interfaces(tmp_path: Path) -> None:
 
 # ---------------------------------------------------------------------------------------------- TCP options
 
-@pytest.mark.parametrize("first_kind", [128, 253, 254, 255])
+# Each kind runs every command in a process of its own: the fast suite takes one, --all every one.
+@pytest.mark.parametrize("first_kind", [128, *(pytest.param(k, marks=pytest.mark.slow) for k in (253, 254, 255))])
 def test_synack_whose_first_option_kind_is_128_or_more(tmp_path: Path, first_kind: int) -> None:
     """An experimental TCP option (RFC 4727: kinds 253, 254) first in a SYN/ACK puts the option layout's top bit
     at 2^63. Reproducer of the fault: `synlens rtt` died in the reply-signal families (OverflowError in
@@ -381,6 +381,7 @@ def test_gzip_bound_grows_with_the_file(tmp_path: Path, monkeypatch: pytest.Monk
 
 # ---------------------------------------------------------------------------------------------- memory
 
+@pytest.mark.slow
 def test_memory_running_out_is_a_one_line_error(tmp_path: Path) -> None:
     """A command whose capture needs more memory than the process may have (RLIMIT_AS set, once the libraries are
     loaded, to 150 MB more than the process holds; the capture inflates to 256 MiB) ends with one line naming the

@@ -71,6 +71,7 @@ def _lesson_text(nb) -> list[str]:
     return [c.source for c in nb.cells if not set(c.metadata.get("tags", [])) & {"solution", "answer"}]
 
 
+@pytest.mark.notebooks
 @pytest.mark.parametrize("path", ALL_NOTEBOOKS, ids=lambda p: str(p.relative_to(NOTEBOOKS)))
 def test_notebook_runs(path, monkeypatch):
     # The kernel inherits the environment: make the checkout importable even when synlens is not installed.

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+from conftest import REALWORLD as REAL
 
 import analyzer
 from analyzer import cli, pipeline
@@ -18,7 +19,6 @@ from analyzer.render import report
 
 REPO = Path(__file__).resolve().parents[1]
 SAMPLES = REPO / "sample_pcaps"
-REAL = REPO.parent / "shared" / "realworld"
 CAPTURES = [SAMPLES / "nat_qscan.pcap", SAMPLES / "scans_multi.pcap", SAMPLES / "nat_nmap_ipv6.pcap",
             REAL / "hw13-01__nmap.pcapng"]
 

@@ -10,14 +10,13 @@ answered even where the capture kept no reply.
 from __future__ import annotations
 
 import warnings
-from pathlib import Path
 
 import pandas as pd
 import pytest
+from conftest import REALWORLD
 
 import analyzer
 
-REALWORLD = Path(__file__).resolve().parent.parent.parent / "shared" / "realworld"
 pytestmark = pytest.mark.skipif(not REALWORLD.is_dir(), reason=f"real captures not found at {REALWORLD}")
 
 

@@ -22,6 +22,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from conftest import REALWORLD
 
 from analyzer import match, read
 from analyzer.analysis.families import families
@@ -335,11 +336,12 @@ if __name__ == "__main__":
         raise SystemExit(__doc__)
 
 
-@pytest.mark.parametrize("capture", ["hw13-01__nmap.pcapng", "ProbingDataset__nmap.pcapng"])
+@pytest.mark.parametrize("capture", ["hw13-01__nmap.pcapng",
+                                     pytest.param("ProbingDataset__nmap.pcapng", marks=pytest.mark.slow)])
 def test_plots_count_what_the_tables_count(capture: str, tmp_path: Path) -> None:
     """Each scan's port-walk plot draws the probes the scans table counts for its phase, and its legend
     counts each state as the port table does: the report's figures and tables come from one result."""
-    real = Path(__file__).resolve().parent.parent.parent / "shared" / "realworld" / capture
+    real = REALWORLD / capture
     if not real.exists():
         pytest.skip(f"real capture not found: {real}")
     out = tmp_path / "report.html"

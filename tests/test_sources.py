@@ -24,6 +24,7 @@ import dpkt
 import numpy as np
 import pandas as pd
 import pytest
+from conftest import REALWORLD
 
 import analyzer
 from analyzer import cli
@@ -34,7 +35,6 @@ from analyzer.reading.merge import merged_order, running_max
 
 REPO = Path(__file__).resolve().parents[1]
 SAMPLES = sorted((REPO / "sample_pcaps").glob("*.pcap"))
-REALWORLD = REPO.parent / "shared" / "realworld"
 REAL = sorted(p for p in REALWORLD.glob("*.pcap*")) if REALWORLD.is_dir() else []
 # The captures every equivalence below runs on in the fast suite; the others run in the slow one.
 FAST = ["scans_multi.pcap", "nat_qscan.pcap", "hw13-01__nmap.pcapng", "PortScanDetector__udp-scan-attacker.pcap",
@@ -114,7 +114,7 @@ def without_capture(value: dict) -> dict:
 CAPTURES = {p.name: p for p in SAMPLES + REAL}
 
 
-@pytest.mark.parametrize("parts", [1, 2, 7, 50])
+@pytest.mark.parametrize("parts", [1, 2, 7, pytest.param(50, marks=pytest.mark.slow)])
 @pytest.mark.parametrize("name", FAST)
 def test_split_captures_analyse_as_their_merge(tmp_path: Path, name: str, parts: int) -> None:
     check_split(tmp_path, CAPTURES[name], parts)
@@ -359,7 +359,7 @@ def test_chunked_index_is_the_whole_index() -> None:
             np.testing.assert_array_equal(np.concatenate([p.frames() for p in pieces]), whole.frames())
 
 
-@pytest.mark.parametrize("chunk", [97, 2000])
+@pytest.mark.parametrize("chunk", [pytest.param(97, marks=pytest.mark.slow), 2000])  # (97: many chunks, slow)
 def test_the_stream_gives_the_same_table_a_chunk_at_a_time(tmp_path: Path, chunk: int) -> None:
     """The merged stream read a few records at a time (each file's hold of a chunk or two, records given out as
     soon as no other file can come before them) is the stream read whole: rotated files, interleaved files

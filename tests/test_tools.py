@@ -1,5 +1,5 @@
 """Tool signatures (analyzer/analysis/fingerprints.py): unicornscan's, on probes built as its source builds them
-(tests/make_edge_captures.py, unicornscan_capture), and no tool renamed on the real captures."""
+(tests/support/make_edge_captures.py, unicornscan_capture), and no tool renamed on the real captures."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import sys
 import warnings
 from pathlib import Path
 
-import make_edge_captures as gen  # tests/ is on sys.path, as conftest's own imports need
+import make_edge_captures as gen  # (tests/support is on sys.path: pyproject's pythonpath)
 import pandas as pd
 import pytest
 

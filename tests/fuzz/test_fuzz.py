@@ -48,7 +48,8 @@ def test_formats_round_trip() -> None:
         assert cap is None or cap.bytes() == data, i
 
 
-@pytest.mark.parametrize("name", sorted(mutators.MUTATORS))
+@pytest.mark.parametrize("name", [pytest.param(n, marks=pytest.mark.slow) if n == "gzip_bomb" else n
+                                  for n in sorted(mutators.MUTATORS)])  # (the bomb inflates each seed)
 def test_each_mutator_changes_some_seed(name: str) -> None:
     mutator = mutators.MUTATORS[name][0]
     changed = 0
@@ -123,6 +124,7 @@ def test_harness_checks_each_commands_output(tmp_path: Path, monkeypatch: pytest
     assert [f.signature for f in found] == ["rtt: exit 2 on a capture the API reads"]
 
 
+@pytest.mark.slow
 def test_campaign_sees_crashes_hangs_and_sanitizer_reports(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """Faults planted in the worker at given cases (an abort twice, a hang, a read past a heap block): each is
     a finding with its reproducer (the case's bytes), the two aborts one finding; the campaign goes on past
@@ -154,6 +156,7 @@ _blocks = st.one_of(
 )
 
 
+@pytest.mark.slow
 @settings(max_examples=150, deadline=None)
 @given(blocks=st.lists(_blocks, min_size=1, max_size=8), endian=st.sampled_from("<>"), lie=st.booleans())
 def test_pcapng_interface_structures(tmp_path_factory: pytest.TempPathFactory, blocks: list, endian: str,
@@ -177,6 +180,7 @@ def test_pcapng_interface_structures(tmp_path_factory: pytest.TempPathFactory, b
     assert found == []
 
 
+@pytest.mark.slow
 @settings(max_examples=100, deadline=None)
 @given(options=st.lists(st.tuples(st.integers(0, 255), st.integers(0, 255), st.binary(max_size=12)), max_size=6),
        ext=st.lists(st.tuples(st.sampled_from([0, 43, 44, 51, 60, 135]), st.integers(0, 3)), max_size=5),
@@ -228,6 +232,7 @@ def test_tcp_options_and_ipv6_extension_chains(tmp_path_factory: pytest.TempPath
 
 # ---------------------------------------------------------------------------------------------- the pass
 
+@pytest.mark.slow
 def test_fixed_seed_fuzz_pass(tmp_path: Path) -> None:
     """FUZZ_CASES cases of seed 19, the compiled code built with AddressSanitizer and UBSan: no traceback, no
     crash, no sanitizer report, no hang, no disagreement between the compiled and numpy readers. A finding
@@ -240,6 +245,7 @@ def test_fixed_seed_fuzz_pass(tmp_path: Path) -> None:
     assert not state.findings, "\n".join(listed)
 
 
+@pytest.mark.slow
 def test_atheris_run(tmp_path: Path) -> None:
     """The coverage-guided fuzzer (atheris) runs the same check: 100 inputs, the seeds first, none a finding."""
     done = subprocess.run([sys.executable, "-m", "tests.fuzz.atheris_fuzz", str(tmp_path / "corpus"), "-runs=100",
@@ -252,6 +258,7 @@ def test_atheris_run(tmp_path: Path) -> None:
     assert not list(tmp_path.glob("crash-*"))
 
 
+@pytest.mark.slow
 def test_minimize_keeps_the_signature(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """A planted fault (the scan stage fails on any packet to port 443) in a capture of 40 records: the
     minimized reproducer still shows it, in one record."""

@@ -1,4 +1,4 @@
-"""The capture agent against the NAT lab (tests/lab.py): what it sends, what it captures, how it stops.
+"""The capture agent against the NAT lab (tests/support/natlab.py): what it sends, what it captures, how it stops.
 
 Every check reads the agent's pcap with tshark (or dpkt for validity), not the agent's own code. Needs root
 and the lab's tools; skips with the reason shown otherwise.
@@ -25,11 +25,11 @@ import dpkt
 import pytest
 import scipy.stats
 from conftest import lab_prefix, require_lab, require_tools
-from lab import NatLab, nat_lab
+from natlab import NatLab, nat_lab
 
 pytestmark = pytest.mark.lab
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 DELAY_MS = 20
 TRIPS = 5
 # A gap is measured between the kernel stamps of two of our probes. The agent spins for the last 1 ms

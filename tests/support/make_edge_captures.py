@@ -1,6 +1,6 @@
 """Write the hand-built edge-case captures into tests/data/edge/, each with ``<stem>.truth.json`` beside it.
 
-Usage: ``python tests/make_edge_captures.py [OUTDIR]`` (default: tests/data/edge next to this file).
+Usage: ``python tests/support/make_edge_captures.py [OUTDIR]`` (default: tests/data/edge next to this file).
 
 Every capture is a tiny scenario: a prober (10.0.0.9 / 2001:db8::9) sends TCP SYNs (some UDP, ICMP echo)
 to a target (10.0.0.2 / 2001:db8::2), which answers SYN/ACK (open), RST/ACK (closed), an ICMP error (often
@@ -1175,7 +1175,7 @@ def write_all(outdir: str | Path) -> list[Path]:
 
 
 def main(argv: list[str]) -> int:
-    outdir = Path(argv[1]) if len(argv) > 1 else Path(__file__).resolve().parent / "data" / "edge"
+    outdir = Path(argv[1]) if len(argv) > 1 else Path(__file__).resolve().parents[1] / "data" / "edge"
     for p in write_all(outdir):
         print(p)
     return 0

@@ -1,4 +1,4 @@
-"""`synlens rtt --each` over a fleet's series of real agent captures (the NAT lab, tests/lab.py), with forwards
+"""`synlens rtt --each` over a fleet's series of real agent captures (the NAT lab, tests/support/natlab.py), with forwards
 changed between runs: the output names exactly the change made, and nothing where nothing changed.
 
 The series (one capture an hour, as a fleet's sensor makes them; here a minute apart):
@@ -22,13 +22,13 @@ from pathlib import Path
 
 import pytest
 from conftest import lab_prefix, require_lab
-from lab import nat_lab
+from natlab import nat_lab
 
 from analyzer.cli import main
 
 pytestmark = pytest.mark.lab
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 TRIPS = 8  # above the evidence rule's 5 trips: RTT tests every port of every capture
 GATEWAY, INNER = 0, 1  # the families' numbers: by speed, the gateway's own ports first

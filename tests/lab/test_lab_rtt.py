@@ -12,11 +12,11 @@ from pathlib import Path
 
 import pytest
 from conftest import require_tools
-from lab import NatLab
+from natlab import NatLab
 
 pytestmark = pytest.mark.lab
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 QSCAN_RUNS = 10
 HPING_RUNS = 3
 QSCAN_ARGS = "qscan.numtrips=10,qscan.delay=50ms"

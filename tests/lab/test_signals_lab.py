@@ -1,4 +1,4 @@
-"""Multi-signal port families on the namespace lab (tests/lab.py): which machine really answers each port.
+"""Multi-signal port families on the namespace lab (tests/support/natlab.py): which machine really answers each port.
 
 Captures of real probers (nmap's qscan, hping3, our agent) are fed to ``python -m analyzer rtt --format json``
 (default ``--signals all``) and its families must be the lab's machines, with the evidence named:
@@ -35,11 +35,11 @@ from pathlib import Path
 
 import pytest
 from conftest import LAB_STEM, lab_prefix, require_lab, require_tools
-from lab import NatLab, nat_lab, remove_orphan_labs
+from natlab import NatLab, nat_lab
 
 pytestmark = pytest.mark.lab
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 QSCAN_ARGS = "qscan.numtrips=10,qscan.delay=20ms"
 TRIPS = 10
 WRAP = 2**32
@@ -56,7 +56,7 @@ Partition = set[frozenset[int]]
 def _lab(tag: str, **options: bool) -> Iterator[NatLab]:
     require_lab()
     require_tools("tcpdump", "tshark")
-    remove_orphan_labs(LAB_STEM)
+    NatLab.remove_orphans(LAB_STEM)
     with nat_lab(lab_prefix(tag), **options) as lab:
         yield lab
 

@@ -1,9 +1,9 @@
 #!/usr/bin/env python3
-"""Real scan captures for scan forensics, made in a namespace lab (tests/scanlab.py), with their truth.
+"""Real scan captures for scan forensics, made in a namespace lab (tests/support/scanlab.py), with their truth.
 
 Usage (root; nmap, hping3, masscan, zmap, tcpdump, tshark)::
 
-    python3 tests/make_scan_captures.py OUTDIR [--only NAME ...] [--prefix slsc]
+    python3 tests/support/make_scan_captures.py OUTDIR [--only NAME ...] [--prefix slsc]
 
 or ``make_all(outdir)`` from Python. For every capture NAME it writes ``NAME.pcap`` (tcpdump on the
 scanner's side, Ethernet), ``NAME.truth.json`` and, for nmap runs, ``NAME.nmap.xml`` (nmap's own
@@ -64,19 +64,16 @@ import ipaddress
 import json
 import logging
 import os
-import shutil
 import subprocess
 import sys
 import time
 import xml.etree.ElementTree as ET
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE))
-
-from scanlab import RST_LIMIT, ScanLab, lab_available, scan_lab
+from netns import require
+from scanlab import RST_LIMIT, ScanLab, scan_lab
 
 log = logging.getLogger("make_scan_captures")
 
@@ -741,22 +738,11 @@ def make_one(lab: ScanLab, spec: Spec, outdir: Path) -> dict:
     return truth
 
 
-def require_lab(tools: Iterable[str], what: str) -> None:
-    """Raise RuntimeError saying why `what` cannot be built here: no namespaces (not root, ...) or a tool
-    missing."""
-    ok, why = lab_available()
-    if not ok:
-        raise RuntimeError(f"{what} unavailable: {why}")
-    missing = [t for t in tools if shutil.which(t) is None]
-    if missing:
-        raise RuntimeError(f"{what} unavailable: missing tools: {', '.join(missing)}")
-
-
 def make_all(
     outdir: str | os.PathLike, *, only: list[str] | None = None, prefix: str | None = None
 ) -> list[dict]:
     """Build the lab, make every capture (or those named in `only`) into `outdir`; return the truths."""
-    require_lab(TOOLS, "scan lab")
+    require(TOOLS, "scan lab")
     outdir = Path(outdir)
     outdir.mkdir(parents=True, exist_ok=True)
     specs = [s for s in SPECS if not only or s.name in only]

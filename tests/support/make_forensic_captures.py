@@ -1,9 +1,9 @@
 #!/usr/bin/env python3
-"""Real captures for scan forensics on other people's traffic, made in tests/forensiclab.py.
+"""Real captures for scan forensics on other people's traffic, made in tests/support/forensiclab.py.
 
 Usage (root; nmap, masscan, zmap, hping3, tcpdump, tshark)::
 
-    python3 tests/make_forensic_captures.py [NAME ...] [--out DIR] [--prefix NAME_OF_LAB]
+    python3 tests/support/make_forensic_captures.py [NAME ...] [--out DIR] [--prefix NAME_OF_LAB]
 
 With no NAME every capture is made. For each NAME it writes into DIR (default tests/data/forensic/)
 ``NAME.pcap`` (tcpdump -U -s 2048 at the capture's sensor), ``NAME.truth.json``, and the tool's own output
@@ -23,7 +23,7 @@ Truth file (JSON)
     the scanning host's address (null for ordinary traffic), the tool ("nmap 7.93", "masscan 1.3.2", ...,
     "old nmap (emulated)"), and ``{"scanner_to_sensor": N}``: routers between the scanner and the sensor.
 ``scans``
-    one object per (scanner, target, technique) port table, as tests/make_scan_captures.py writes them:
+    one object per (scanner, target, technique) port table, as tests/support/make_scan_captures.py writes them:
     ``scanner``, ``target``, ``type`` (SYN, UDP, PING), ``nmap_type``, ``flags``, ``tool``, ``started``,
     ``ended``, ``ports`` [{``port``, ``protocol``, ``state``, ``reason``, ``lab_state``}]: the tool's own
     verdict (nmap's from -oX) and what the lab's configuration predicts. Only the port-scan technique's ports
@@ -82,9 +82,6 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE))
-
 import forensiclab as fl
 from forensic_truth import (
     LINUX,
@@ -104,12 +101,12 @@ from forensic_truth import (
     tshark_count,
 )
 from forensiclab import ForensicLab, forensic_lab
-from lab import remove_orphan_labs
-from make_scan_captures import FLAG_BITS, _expand_ports, require_lab
+from make_scan_captures import FLAG_BITS, _expand_ports
+from netns import nft_chain, nft_table, require
 
 log = logging.getLogger("make_forensic_captures")
 
-OUT = HERE / "data" / "forensic"
+OUT = Path(__file__).resolve().parents[1] / "data" / "forensic"
 LAB_STEM = "slfx"  # lab namespaces are {LAB_STEM}{pid}-{role}
 TOOLS = ("nmap", "masscan", "zmap", "hping3", "tcpdump", "tshark")
 MAX_CAPTURE_BYTES = 300_000
@@ -240,15 +237,7 @@ def _old_target_ruleset(dropped: tuple, rejected: tuple, lose_first: tuple) -> s
     rules += [f"tcp dport {p} reject with icmp type admin-prohibited" for p in rejected]
     # A byte quota of one SYN: the first to the port is lost, a retry gets through (a lossy path's look).
     rules += [f"tcp dport {p} quota until {SYN_IP_BYTES + 1} bytes drop" for p in lose_first]
-    body = "\n        ".join(rules)
-    return f"""
-table inet fx_old {{
-    chain input {{
-        type filter hook input priority filter; policy accept;
-        {body}
-    }}
-}}
-"""
+    return nft_table("fx_old", nft_chain("input", rules))
 
 
 def run_old_nmap(lab: ForensicLab, pcap: Path, spec: Spec) -> dict:
@@ -263,10 +252,10 @@ def run_old_nmap(lab: ForensicLab, pcap: Path, spec: Spec) -> dict:
         stack.enter_context(lab.neighbours("scan", [(h.address, h.mac) for h, *_ in OLD_TARGETS]))
         for host, open_ports, dropped, rejected, lost_closed, lost_open in OLD_TARGETS:
             stack.enter_context(lab.neighbours(host.role, [(scanner, fl.SCANNER.mac)]))
-            stack.enter_context(lab.nft(host.role, _old_target_ruleset(dropped, rejected, lost_closed + lost_open)))
+            stack.enter_context(lab.nft(lab.ns(host.role), _old_target_ruleset(dropped, rejected,
+                                                                           lost_closed + lost_open)))
             lab.start_role(host.role, "http", {"port": 65000, "title": host.role})  # (a listener nobody scans)
-            lab.spawn(lab.ns(host.role), sys.executable, "-c", fl.BANNER_SERVER_SRC, host.role,
-                      ",".join(map(str, open_ports)), "", "0", ready="ready")  # fmt: skip
+            lab.serve_banners(lab.ns(host.role), host.role, open_ports)
         with lab.capture(pcap, at=spec.sensor) as cap:
             started = time.time()
             result = json.loads(lab.run_role("scan", "old_nmap", plan).splitlines()[-1])
@@ -811,11 +800,12 @@ README_HEAD = """\
 Real packets for scan forensics on traffic nobody here shaped: nmap's stages, an older nmap's
 per-probe randomness, tools seen two routers from the scanner, and ordinary traffic that must yield no scan.
 Each was made by real kernels and real tools (Debian's nmap 7.93, masscan 1.3.2, zmap 2.1.1, hping3) in network
-namespaces, by `tests/make_forensic_captures.py` in the lab of `tests/forensiclab.py` (topology and services in
-its docstring; programs the hosts run in `tests/forensic_roles.py`), captured with `tcpdump -U -s 2048`.
+namespaces, by `tests/support/make_forensic_captures.py` in the lab of `tests/support/forensiclab.py`
+(topology and services in its docstring; programs the hosts run in `tests/support/forensic_roles.py`), captured
+with `tcpdump -U -s 2048`.
 
-Regenerate (root): `python3 tests/make_forensic_captures.py [NAME ...]`. The kernels' and tools' own choices
-(ports, sequence numbers, nmap's random TTLs) differ from run to run; what the lab sends is seeded.
+Regenerate (root): `python3 tests/support/make_forensic_captures.py [NAME ...]`. The kernels' and tools' own
+choices (ports, sequence numbers, nmap's random TTLs) differ from run to run; what the lab sends is seeded.
 
 Beside each `NAME.pcap`: `NAME.truth.json` (format in the generator's docstring: the port tables with the
 tool's own verdict, every stage with its frame numbers as Wireshark counts them, hosts with hops and initial
@@ -852,10 +842,10 @@ def write_readme(outdir: Path) -> None:
 
 
 def make_all(outdir: Path, names: list[str], prefix: str) -> tuple[list[dict], list[str]]:
-    require_lab(TOOLS, "forensic lab")
+    require(TOOLS, "forensic lab")
     outdir.mkdir(parents=True, exist_ok=True)
     truths, problems = [], []
-    remove_orphan_labs(LAB_STEM, fl.ROLES)  # labs of runs killed before their teardown
+    ForensicLab.remove_orphans(LAB_STEM)  # labs of runs killed before their teardown
     with forensic_lab(prefix) as lab:
         for spec in [s for s in SPECS if not names or s.name in names]:
             t0 = time.monotonic()

@@ -39,29 +39,15 @@ from __future__ import annotations
 import contextlib
 import ipaddress
 import json
-import os
 import subprocess
 import sys
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
+from typing import ClassVar
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-from lab import (
-    BANNER_SERVER_SRC,
-    Capture,
-    LabError,
-    NamespaceLab,
-    _ip_batch,
-    _offload_off,
-    _Processes,
-    _run,
-    lab_available,
-    standing,
-    tcpdump,
-)
-from scanlab import _SYSCTLS, _sysctls
+import netns
+from netns import TARGET_SYSCTLS, LabError, NamespaceLab, ip_batch, lab_available, neighbour, offload_off
 
 __all__ = ["ForensicLab", "Host", "LabError", "forensic_lab", "lab_available"]
 
@@ -119,17 +105,8 @@ UDP_OPEN, UDP_DROPPED, UDP_REJECTED = (53, 161), 137, 139
 HTTP_PORT, SSH_PORT = 80, 22
 TARGETS = (T1, T2)
 
-_TARGET_NFT = f"""
-table inet fx_target {{
-    chain input {{
-        type filter hook input priority filter; policy accept;
-        tcp dport {TCP_DROPPED} drop
-        udp dport {UDP_DROPPED} drop
-        meta nfproto ipv4 tcp dport {TCP_REJECTED} reject with icmp type admin-prohibited
-        meta nfproto ipv4 udp dport {UDP_REJECTED} reject with icmp type admin-prohibited
-    }}
-}}
-"""
+_TARGET_NFT = netns.nft_table("fx_target", netns.nft_chain(
+    "input", netns.filtered_port_rules(TCP_DROPPED, UDP_DROPPED, TCP_REJECTED, UDP_REJECTED)))  # fmt: skip
 
 
 def expected_state(technique: str, port: int) -> str:
@@ -146,35 +123,15 @@ def expected_state(technique: str, port: int) -> str:
     return "filtered" if port in (TCP_DROPPED, TCP_REJECTED) else "closed"
 
 
-@dataclass
+@dataclass(frozen=True, kw_only=True)
 class ForensicLab(NamespaceLab):
     """A built forensic lab (module docstring). Valid only inside its `forensic_lab` block."""
 
-    prefix: str
-    _processes: _Processes = field(default_factory=_Processes, repr=False)
-
-    def ns(self, role: str) -> str:
-        return f"{self.prefix}-{role}"
-
-    @property
-    def namespaces(self) -> tuple[str, ...]:
-        return tuple(self.ns(r) for r in ROLES)
-
-    def capture(self, path: str | os.PathLike, *, at: str, settle_s: float = 0.5
-                ) -> contextlib.AbstractContextManager[Capture]:
-        """tcpdump -U -s 2048 at sensor `at` (SENSORS) for the with-block, then `settle_s` for late replies."""
-        role, iface, _ = SENSORS[at]
-        return tcpdump(self.ns(role), iface, path, settle_s=settle_s, buffer_kib=16384)
-
-    @contextlib.contextmanager
-    def nft(self, role: str, ruleset: str) -> Iterator[None]:
-        """Ruleset (one table) loaded in `role`'s namespace for the with-block."""
-        family, table = ruleset.split()[1:3]
-        self.run(self.ns(role), "nft", "-f", "-", input=ruleset)
-        try:
-            yield
-        finally:
-            self.run(self.ns(role), "nft", "delete", "table", family, table, check=False)
+    what: ClassVar[str] = "forensic lab"
+    roles: ClassVar[tuple[str, ...]] = ROLES
+    sensors: ClassVar[dict[str, tuple[str, str]]] = {at: (role, iface) for at, (role, iface, _) in SENSORS.items()}
+    settle_s: ClassVar[float] = 0.5
+    buffer_kib: ClassVar[int] = 16384
 
     def start_role(self, role: str, program: str, plan: dict) -> subprocess.Popen:
         """forensic_roles.py `program` with `plan` in `role`'s namespace, until the lab ends (or it is stopped);
@@ -186,76 +143,64 @@ class ForensicLab(NamespaceLab):
         return self.run(self.ns(role), sys.executable, str(ROLES_PY), program, json.dumps(plan),
                         timeout=timeout).stdout
 
-    def stop(self, proc: subprocess.Popen) -> None:
-        """Stop one process this lab started (its process group), by its PID."""
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(proc.pid, 15)
-        try:
-            proc.wait(5)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, 9)
-            proc.wait(5)
-
     @contextlib.contextmanager
     def neighbours(self, role: str, entries: list[tuple[str, str]]) -> Iterator[None]:
         """Static neighbour entries (address, MAC) on `role`'s eth0 for the with-block."""
-        lines = [f"neigh replace {a} lladdr {m} dev eth0 nud permanent" for a, m in entries]
-        _ip_batch(self.ns(role), lines)
+        ip_batch(self.ns(role), [neighbour(a, m, "eth0") for a, m in entries])
         try:
             yield
         finally:
-            _ip_batch(self.ns(role), [f"neigh del {a} dev eth0" for a, _ in entries])
+            ip_batch(self.ns(role), [f"neigh del {a} dev eth0" for a, _ in entries])
 
     def flush_lan_neighbours(self) -> None:
         """Forget what the LAN hosts learnt of each other (their gateway entries are static and stay)."""
         for h in LAN_HOSTS:
             self.run(self.ns(h.role), "ip", "neigh", "flush", "dev", "eth0")
 
-
-def _build(lab: ForensicLab) -> None:
-    for role in ROLES:
-        _run(["ip", "netns", "add", lab.ns(role)])
-        _sysctls(lab.ns(role), _SYSCTLS + (["net.ipv4.ip_forward=1"] if role in ROUTERS else []))
-    lan = lab.ns("lan")
-    ifaces: dict[str, list[str]] = {role: [] for role in ROLES}
-    lines: dict[str, list[str]] = {role: ["link set lo up"] for role in ROLES}
-    # The switch: one bridge port per LAN host, named after it; multicast flooded to every port.
-    lines["lan"] += ["link add br0 type bridge stp_state 0 forward_delay 0 mcast_snooping 0", "link set br0 up"]
-    for host in (SCANNER, *LAN_HOSTS, GATEWAY):
-        _run(["ip", "link", "add", "name", host.role, "netns", lan, "type", "veth", "peer", "name", host.iface,
-              "address", host.mac, "netns", lab.ns(host.role)])  # fmt: skip
-        lines["lan"] += [f"link set {host.role} master br0", f"link set {host.role} up"]
-        ifaces["lan"].append(host.role)
-        ifaces[host.role].append(host.iface)
-        lines[host.role] += [f"link set {host.iface} up", f"addr add {host.address}/24 brd + dev {host.iface}"]
-        if host is not GATEWAY:
-            lines[host.role].append(f"neigh replace {GATEWAY.address} lladdr {GATEWAY.mac} dev eth0 nud permanent")
-            lines["r1"].append(f"neigh replace {host.address} lladdr {host.mac} dev lan0 nud permanent")
-    for role_a, if_a, addr_a, mac_a, role_b, if_b, addr_b, mac_b in LINKS:
-        _run(["ip", "link", "add", "name", if_a, "address", mac_a, "netns", lab.ns(role_a), "type", "veth",
-              "peer", "name", if_b, "address", mac_b, "netns", lab.ns(role_b)])  # fmt: skip
-        for role, iface, addr, peer, peer_mac in ((role_a, if_a, addr_a, addr_b, mac_b),
-                                                  (role_b, if_b, addr_b, addr_a, mac_a)):  # fmt: skip
-            ifaces[role].append(iface)
-            lines[role] += [f"link set {iface} up", f"addr add {addr}/24 dev {iface}",
-                            f"neigh replace {peer} lladdr {peer_mac} dev {iface} nud permanent"]  # fmt: skip
-    for addr in ipaddress.ip_network(UNUSED_T2_NET):
-        mac = f"02:78:03:00:01:{addr.packed[-1]:02x}"
-        lines["r2"].append(f"neigh replace {addr} lladdr {mac} dev eth1 nud permanent")
-    for role, routes in ROUTES.items():
-        lines[role] += [f"route add {r}" for r in routes]
-    for role in ROLES:
-        _ip_batch(lab.ns(role), lines[role])
-        if ifaces[role]:
-            _offload_off(lab.ns(role), ifaces[role])  # real checksums in every captured frame
-    for target in TARGETS:
-        ns = lab.ns(target.role)
-        _run(["ip", "netns", "exec", ns, "nft", "-f", "-"], input=_TARGET_NFT)
-        lab.spawn(ns, sys.executable, "-c", BANNER_SERVER_SRC, SSH_BANNER, str(SSH_PORT), "", "0", ready="ready")
-        lab.spawn(ns, sys.executable, "-c", BANNER_SERVER_SRC, target.role, "", ",".join(map(str, UDP_OPEN)), "0",
-                  "1", ready="ready")  # fmt: skip
-        lab.start_role(target.role, "http", {"port": HTTP_PORT, "title": f"synlens lab {target.role}"})
-    _verify(lab)
+    def build(self) -> None:
+        for role in ROLES:
+            self.sysctls(self.ns(role), [*TARGET_SYSCTLS, *(["net.ipv4.ip_forward=1"] if role in ROUTERS else [])],
+                         each=True)
+        lan = self.ns("lan")
+        ifaces: dict[str, list[str]] = {role: [] for role in ROLES}
+        lines: dict[str, list[str]] = {role: ["link set lo up"] for role in ROLES}
+        # The switch: one bridge port per LAN host, named after it; multicast flooded to every port.
+        lines["lan"] += ["link add br0 type bridge stp_state 0 forward_delay 0 mcast_snooping 0", "link set br0 up"]
+        for host in (SCANNER, *LAN_HOSTS, GATEWAY):
+            self.veth(lan, host.role, self.ns(host.role), host.iface, mac_b=host.mac)
+            lines["lan"] += [f"link set {host.role} master br0", f"link set {host.role} up"]
+            ifaces["lan"].append(host.role)
+            ifaces[host.role].append(host.iface)
+            lines[host.role] += [f"link set {host.iface} up", f"addr add {host.address}/24 brd + dev {host.iface}"]
+            if host is not GATEWAY:
+                lines[host.role].append(neighbour(GATEWAY.address, GATEWAY.mac, "eth0"))
+                lines["r1"].append(neighbour(host.address, host.mac, "lan0"))
+        for role_a, if_a, addr_a, mac_a, role_b, if_b, addr_b, mac_b in LINKS:
+            self.veth(self.ns(role_a), if_a, self.ns(role_b), if_b, mac_a=mac_a, mac_b=mac_b)
+            for role, iface, addr, peer, peer_mac in ((role_a, if_a, addr_a, addr_b, mac_b),
+                                                      (role_b, if_b, addr_b, addr_a, mac_a)):  # fmt: skip
+                ifaces[role].append(iface)
+                lines[role] += [f"link set {iface} up", f"addr add {addr}/24 dev {iface}",
+                                neighbour(peer, peer_mac, iface)]  # fmt: skip
+        for addr in ipaddress.ip_network(UNUSED_T2_NET):
+            lines["r2"].append(neighbour(str(addr), f"02:78:03:00:01:{addr.packed[-1]:02x}", "eth1"))
+        for role, routes in ROUTES.items():
+            lines[role] += [f"route add {r}" for r in routes]
+        for role in ROLES:
+            ip_batch(self.ns(role), lines[role])
+            if ifaces[role]:
+                offload_off(self.ns(role), ifaces[role])  # real checksums in every captured frame
+        for target in TARGETS:
+            ns = self.ns(target.role)
+            self.load_nft(ns, _TARGET_NFT)
+            self.serve_banners(ns, SSH_BANNER, [SSH_PORT])
+            self.serve_banners(ns, target.role, udp=UDP_OPEN, dns=True)
+            self.start_role(target.role, "http", {"port": HTTP_PORT, "title": f"synlens lab {target.role}"})
+        expected = {}
+        for t in TARGETS:
+            a = t.address
+            expected |= {f"{a}/22": SSH_BANNER, f"{a}/23": "refused", f"{a}/80": True, f"{a}/u53": "abcd"}
+        self.check_answers(self.ns("scan"), _VERIFY_SRC, [t.address for t in TARGETS], expected)
 
 
 _VERIFY_SRC = r"""
@@ -277,21 +222,7 @@ print(json.dumps(out))
 """
 
 
-def _verify(lab: ForensicLab) -> None:
-    targets = [t.address for t in TARGETS]
-    got = json.loads(lab.run(lab.ns("scan"), sys.executable, "-c", _VERIFY_SRC, *targets, timeout=30).stdout)
-    expected = {}
-    for t in targets:
-        expected |= {f"{t}/22": SSH_BANNER, f"{t}/23": "refused", f"{t}/80": True, f"{t}/u53": "abcd"}
-    wrong = {k: (v, got.get(k)) for k, v in expected.items() if got.get(k) != v}
-    if wrong:
-        raise LabError(f"forensic lab {lab.prefix} answers wrongly (expected, got): {wrong}")
-
-
-@contextlib.contextmanager
-def forensic_lab(prefix: str) -> Iterator[ForensicLab]:
-    """Build the forensic lab named `prefix`, yield it, tear it down (processes, then namespaces) however
-    the body ends. A stale lab of the same name is removed first."""
-    lab = ForensicLab(prefix=prefix)
-    with standing(lab, lambda: _build(lab), "forensic lab"):
-        yield lab
+def forensic_lab(prefix: str) -> contextlib.AbstractContextManager[ForensicLab]:
+    """Build the forensic lab named `prefix` for a with-block, tear it down (processes, then namespaces)
+    however the block ends. A stale lab of the same name is removed first."""
+    return ForensicLab(prefix=prefix).standing()

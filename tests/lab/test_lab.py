@@ -9,7 +9,7 @@ from collections.abc import Iterator
 
 import pytest
 from conftest import lab_prefix, require_lab, require_tools
-from lab import NatLab, ProbeReply, expected_banners, nat_lab, probe_replies
+from natlab import NatLab, ProbeReply, expected_banners, nat_lab, probe_replies
 
 pytestmark = pytest.mark.lab
 

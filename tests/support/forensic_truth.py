@@ -1,6 +1,6 @@
 """What a forensic capture holds, read back: its frames (tshark), nmap's own account of its stages, its hosts.
 
-The generator (tests/make_forensic_captures.py) writes each capture's truth from these: nmap's --packet-trace
+The generator (tests/support/make_forensic_captures.py) writes each capture's truth from these: nmap's --packet-trace
 matched packet by packet to the capture's frames and labelled with the task nmap ran (`nmap_stages`), a
 tool's probes and the replies in their conversations (`tool_stage`), each sender's place, MAC and TTLs seen
 from the sensor (`hosts_table`), and the truth file's layout (`compact_json`).
@@ -13,13 +13,10 @@ import ipaddress
 import json
 import re
 import subprocess
-import sys
 import xml.etree.ElementTree as ET
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-
-sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import forensiclab as fl
 from make_scan_captures import FLAG_BITS, parse_nmap_xml

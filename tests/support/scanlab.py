@@ -53,35 +53,15 @@ Use::
 from __future__ import annotations
 
 import contextlib
-import logging
-import os
-import re
 import sys
-from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, field
-from pathlib import Path
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import ClassVar
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
+import netns
+from netns import TARGET_SYSCTLS, LabError, NamespaceLab, ip_batch, lab_available, neighbour, offload_off
 
-from lab import (
-    BANNER_SERVER_SRC,
-    Capture,
-    LabError,
-    NamespaceLab,
-    _delete_netns,
-    _ip_batch,
-    _list_netns,
-    _offload_off,
-    _Processes,
-    _run,
-    lab_available,
-    standing,
-    tcpdump,
-)
-
-log = logging.getLogger(__name__)
-
-__all__ = ["LabError", "ScanLab", "lab_available", "remove_orphan_scan_labs", "scan_lab"]
+__all__ = ["LabError", "ScanLab", "lab_available", "scan_lab"]
 
 NET = "10.77.40"
 PREFIX_LEN = 29
@@ -188,15 +168,10 @@ print(json.dumps(out))
 """
 
 
-@dataclass
+@dataclass(frozen=True, kw_only=True)
 class ScanLab(NamespaceLab):
     """A built scan lab (see the module docstring). Valid only inside its `scan_lab` block."""
 
-    prefix: str
-    scanner_ns: str
-    target_ns: str
-    target2_ns: str
-    nat_scanner_ns: str
     scanner_iface: str = "br0"
     nat_scanner_iface: str = "eth0"
     nat_scanner_addr: str = NAT_SCANNER_ADDR
@@ -217,11 +192,22 @@ class ScanLab(NamespaceLab):
     udp_rejected: int = UDP_REJECTED
     http_port: int = HTTP_PORT
     target2_tcp_open: tuple[int, ...] = TARGET2_TCP_OPEN
-    _processes: _Processes = field(default_factory=_Processes, repr=False)
 
-    @property
-    def namespaces(self) -> tuple[str, ...]:
-        return (self.scanner_ns, self.target_ns, self.target2_ns, self.nat_scanner_ns)
+    what: ClassVar[str] = "scan lab"
+    roles: ClassVar[tuple[str, ...]] = ROLES
+    # Captures: "scanner" on the scanner's bridge (both directions, Ethernet), "target" on the target's own
+    # interface, "inside" on the NAT'd scanner's, "gateway" on the same bridge as "scanner", named for what it
+    # is inside `behind_nat()`: the NAT gateway's own bridge, where probes show the outside address and replies
+    # the inside one (module docstring).
+    sensors: ClassVar[dict[str, tuple[str, str]]] = {
+        "scanner": ("scan", "br0"), "target": ("t1", "eth0"), "inside": ("in", "eth0"), "gateway": ("scan", "br0")}
+    settle_s: ClassVar[float] = 0.3
+    buffer_kib: ClassVar[int] = 16384
+
+    scanner_ns: ClassVar[str] = netns.RoleNamespace("scan")
+    target_ns: ClassVar[str] = netns.RoleNamespace("t1")
+    target2_ns: ClassVar[str] = netns.RoleNamespace("t2")
+    nat_scanner_ns: ClassVar[str] = netns.RoleNamespace("in")
 
     @property
     def tcp_ports(self) -> tuple[int, ...]:
@@ -294,207 +280,91 @@ class ScanLab(NamespaceLab):
     def behind_nat(self) -> Iterator[str]:
         """For the with-block, the scanner namespace masquerades the NAT'd scanner as its own
         address; yields the NAT'd scanner's namespace. Conntrack exists only inside the block."""
-        nft = f"""
-table ip {NAT_TABLE} {{
-    chain postrouting {{
-        type nat hook postrouting priority srcnat; policy accept;
-        ip saddr {NAT_NET}.0/24 oifname "{self.scanner_iface}" masquerade
-    }}
-}}
-"""
-        with self._nft(self.scanner_ns, NAT_TABLE, nft):
+        masquerade = f'ip saddr {NAT_NET}.0/24 oifname "{self.scanner_iface}" masquerade'
+        chain = netns.nft_chain("postrouting", [masquerade], kind="nat", priority="srcnat")
+        with self.nft(self.scanner_ns, netns.nft_table(NAT_TABLE, chain, family="ip")):
             yield self.nat_scanner_ns
 
     @contextlib.contextmanager
     def rate_limited(self) -> Iterator[None]:
         """For the with-block, the target rate-limits its ICMP errors as Linux does by default,
         and sends at most RST_LIMIT TCP resets (the rest are dropped)."""
-        nft = f"""
-table inet {RATE_TABLE} {{
-    chain output {{
-        type filter hook output priority filter; policy accept;
-        tcp flags & rst == rst limit rate over {RST_LIMIT} drop
-    }}
-}}
-"""
-        _sysctls(self.target_ns, DEFAULT_ICMP_LIMITS)
+        limit = f"tcp flags & rst == rst limit rate over {RST_LIMIT} drop"
+        nft = netns.nft_table(RATE_TABLE, netns.nft_chain("output", [limit]))
+        self.sysctls(self.target_ns, DEFAULT_ICMP_LIMITS, each=True)
         try:
-            with self._nft(self.target_ns, RATE_TABLE, nft):
+            with self.nft(self.target_ns, nft):
                 yield
         finally:
-            _sysctls(self.target_ns, _SYSCTLS)
+            self.sysctls(self.target_ns, TARGET_SYSCTLS, each=True)
 
     @contextlib.contextmanager
     def lose_first(self, protocol: str, port: int, ip_bytes: int) -> Iterator[None]:
         """For the with-block, the target drops the first `protocol` packet to `port` it receives,
         as a lossy path would: only a retry gets through. The rule is a byte quota of one packet
         of `ip_bytes` (IP length), so it holds for packets of ip_bytes/2 .. ip_bytes."""
-        nft = f"""
-table inet {LOSS_TABLE} {{
-    chain input {{
-        type filter hook input priority filter - 1; policy accept;
-        {protocol} dport {port} quota until {ip_bytes + 1} bytes drop
-    }}
-}}
-"""
-        with self._nft(self.target_ns, LOSS_TABLE, nft):
+        lose = f"{protocol} dport {port} quota until {ip_bytes + 1} bytes drop"
+        nft = netns.nft_table(LOSS_TABLE, netns.nft_chain("input", [lose], priority="filter - 1"))
+        with self.nft(self.target_ns, nft):
             yield
 
-    @contextlib.contextmanager
-    def _nft(self, ns: str, table: str, ruleset: str) -> Iterator[None]:
-        family = ruleset.split()[1]
-        self.run(ns, "nft", "-f", "-", input=ruleset)
-        try:
-            yield
-        finally:
-            self.run(ns, "nft", "delete", "table", family, table, check=False)
-
-    def capture(
-        self, path: str | os.PathLike, *, settle_s: float = 0.3, at: str = "scanner"
-    ) -> contextlib.AbstractContextManager[Capture]:
-        """tcpdump on the scanner's bridge (both directions, Ethernet) for the with-block; `at`
-        "target" on the target's own interface, "inside" on the NAT'd scanner's, "gateway" on the
-        same bridge as "scanner", named for what it is inside `behind_nat()`: the NAT gateway's own
-        bridge, where probes show the outside address and replies the inside one (module docstring).
-        After the block, waits `settle_s` so late replies are kept.
-        """
-        ns, iface = {"scanner": (self.scanner_ns, self.scanner_iface), "target": (self.target_ns, "eth0"),
-                     "inside": (self.nat_scanner_ns, self.nat_scanner_iface),
-                     "gateway": (self.scanner_ns, self.scanner_iface)}[at]  # fmt: skip
-        return tcpdump(ns, iface, path, settle_s=settle_s, buffer_kib=16384)
-
-
-def _nft_ruleset() -> str:
-    return f"""
-table inet {NFT_TABLE} {{
-    chain input {{
-        type filter hook input priority filter; policy accept;
-        tcp dport {TCP_DROPPED} drop
-        udp dport {UDP_DROPPED} drop
-        meta nfproto ipv4 tcp dport {TCP_REJECTED} reject with icmp type admin-prohibited
-        meta nfproto ipv4 udp dport {UDP_REJECTED} reject with icmp type admin-prohibited
-        meta nfproto ipv4 meta l4proto {PROTO_DROPPED} drop
-        meta nfproto ipv4 meta l4proto {PROTO_REJECTED} reject with icmp type admin-prohibited
-    }}
-}}
-"""
-
-
-_SYSCTLS = [
-    "net.ipv6.conf.all.disable_ipv6=1",  # no RS/MLD/ND noise in captures
-    "net.ipv6.conf.default.disable_ipv6=1",
-    "net.ipv4.icmp_ratelimit=0",
-    "net.ipv4.icmp_msgs_per_sec=100000",
-    "net.ipv4.icmp_msgs_burst=100000",
-]
-
-
-def _sysctls(ns: str, settings: Sequence[str]) -> None:
-    for s in settings:  # one by one: an unknown key (older kernel) must not stop the rest
-        _run(["ip", "netns", "exec", ns, "sysctl", "-q", "-w", s], check=False)
-
-
-def _build(lab: ScanLab) -> None:
-    scan, t1, t2, inside = lab.namespaces
-    for ns in lab.namespaces:
-        _run(["ip", "netns", "add", ns])
-        _sysctls(ns, _SYSCTLS)
-    # Ports of the bridge live in the scanner namespace; the host ends in the targets.
-    for port, ns, mac in (("port1", t1, TARGET_MAC), ("port2", t2, TARGET2_MAC)):
-        _run([
-            "ip", "link", "add", "name", port, "netns", scan,
-            "type", "veth", "peer", "name", "eth0", "address", mac, "netns", ns,
-        ])  # fmt: skip
-    _ip_batch(scan, [
-        "link set lo up",
-        f"link add br0 address {SCANNER_MAC} type bridge stp_state 0 forward_delay 0",
-        "link set port1 master br0",
-        "link set port2 master br0",
-        "link set port1 up",
-        "link set port2 up",
-        "link set br0 up",
-        f"addr add {SCANNER_ADDR}/{PREFIX_LEN} dev br0",
-        f"neigh replace {TARGET_ADDR} lladdr {TARGET_MAC} dev br0 nud permanent",
-        f"neigh replace {TARGET2_ADDR} lladdr {TARGET2_MAC} dev br0 nud permanent",
-    ])  # fmt: skip
-    for ns, addr in ((t1, TARGET_ADDR), (t2, TARGET2_ADDR)):
-        _ip_batch(ns, [
+    def build(self) -> None:
+        scan, t1, t2, inside = self.scanner_ns, self.target_ns, self.target2_ns, self.nat_scanner_ns
+        for ns in self.namespaces:
+            self.sysctls(ns, TARGET_SYSCTLS, each=True)
+        # Ports of the bridge live in the scanner namespace; the host ends in the targets.
+        for port, ns, mac in (("port1", t1, TARGET_MAC), ("port2", t2, TARGET2_MAC)):
+            self.veth(scan, port, ns, "eth0", mac_b=mac)
+        ip_batch(scan, [
             "link set lo up",
-            "link set eth0 up",
-            f"addr add {addr}/{PREFIX_LEN} dev eth0",
-            f"neigh replace {SCANNER_ADDR} lladdr {SCANNER_MAC} dev eth0 nud permanent",
+            f"link add br0 address {SCANNER_MAC} type bridge stp_state 0 forward_delay 0",
+            "link set port1 master br0",
+            "link set port2 master br0",
+            "link set port1 up",
+            "link set port2 up",
+            "link set br0 up",
+            f"addr add {SCANNER_ADDR}/{PREFIX_LEN} dev br0",
+            neighbour(TARGET_ADDR, TARGET_MAC, "br0"),
+            neighbour(TARGET2_ADDR, TARGET2_MAC, "br0"),
         ])  # fmt: skip
-        _offload_off(ns, ["eth0"])
-    # The NAT'd scanner: a host behind the scanner namespace, which routes for it.
-    _run([
-        "ip", "link", "add", "name", "nat0", "address", NAT_INSIDE_MAC, "netns", scan,
-        "type", "veth", "peer", "name", "eth0", "address", NAT_SCANNER_MAC, "netns", inside,
-    ])  # fmt: skip
-    _sysctls(scan, ["net.ipv4.ip_forward=1"])
-    _ip_batch(scan, [
-        "link set nat0 up",
-        f"addr add {NAT_INSIDE_ADDR}/24 dev nat0",
-        f"neigh replace {NAT_SCANNER_ADDR} lladdr {NAT_SCANNER_MAC} dev nat0 nud permanent",
-    ])  # fmt: skip
-    _ip_batch(inside, [
-        "link set lo up",
-        "link set eth0 up",
-        f"addr add {NAT_SCANNER_ADDR}/24 dev eth0",
-        f"neigh replace {NAT_INSIDE_ADDR} lladdr {NAT_INSIDE_MAC} dev eth0 nud permanent",
-        f"route add default via {NAT_INSIDE_ADDR}",
-    ])  # fmt: skip
-    _offload_off(inside, ["eth0"])
-    # Real checksums in every captured frame (the scanner's own TCP stack included).
-    _offload_off(scan, ["port1", "port2", "br0", "nat0"])
-    _run(["ip", "netns", "exec", t1, "nft", "-f", "-"], input=_nft_ruleset())
+        for ns, addr in ((t1, TARGET_ADDR), (t2, TARGET2_ADDR)):
+            ip_batch(ns, ["link set lo up", "link set eth0 up", f"addr add {addr}/{PREFIX_LEN} dev eth0",
+                          neighbour(SCANNER_ADDR, SCANNER_MAC, "eth0")])  # fmt: skip
+            offload_off(ns, ["eth0"])
+        # The NAT'd scanner: a host behind the scanner namespace, which routes for it.
+        self.veth(scan, "nat0", inside, "eth0", mac_a=NAT_INSIDE_MAC, mac_b=NAT_SCANNER_MAC)
+        self.sysctls(scan, ["net.ipv4.ip_forward=1"], each=True)
+        ip_batch(scan, ["link set nat0 up", f"addr add {NAT_INSIDE_ADDR}/24 dev nat0",
+                        neighbour(NAT_SCANNER_ADDR, NAT_SCANNER_MAC, "nat0")])  # fmt: skip
+        ip_batch(inside, ["link set lo up", "link set eth0 up", f"addr add {NAT_SCANNER_ADDR}/24 dev eth0",
+                          neighbour(NAT_INSIDE_ADDR, NAT_INSIDE_MAC, "eth0"),
+                          f"route add default via {NAT_INSIDE_ADDR}"])  # fmt: skip
+        offload_off(inside, ["eth0"])
+        # Real checksums in every captured frame (the scanner's own TCP stack included).
+        offload_off(scan, ["port1", "port2", "br0", "nat0"])
+        self.load_nft(t1, _NFT_RULESET)
 
-    banner_tcp = [p for p in TCP_OPEN if p != HTTP_PORT]
-    # lab.py's banner server, answering UDP 53 like a DNS server (IPv4 only)
-    lab.spawn(t1, sys.executable, "-c", BANNER_SERVER_SRC, "t1", ",".join(map(str, banner_tcp)),
-              ",".join(map(str, UDP_OPEN)), "0", "1", ready="ready")  # fmt: skip
-    lab.spawn(t1, sys.executable, "-c", _HTTP_SRC, str(HTTP_PORT), str(HTTP_BODY_BYTES), ready="ready")
-    lab.spawn(t2, sys.executable, "-c", BANNER_SERVER_SRC, "t2", ",".join(map(str, TARGET2_TCP_OPEN)), "",
-              "0", ready="ready")  # fmt: skip
-    _verify(lab)
+        self.serve_banners(t1, "t1", [p for p in TCP_OPEN if p != HTTP_PORT], UDP_OPEN, dns=True)
+        self.spawn(t1, sys.executable, "-c", _HTTP_SRC, str(HTTP_PORT), str(HTTP_BODY_BYTES), ready="ready")
+        self.serve_banners(t2, "t2", TARGET2_TCP_OPEN)
+        a1, a2 = self.target, self.target2
+        self.check_answers(scan, _VERIFY_SRC, [a1, a2], {
+            f"tcp/{a1}/22": "open:t1", f"tcp/{a1}/443": "open:t1", f"tcp/{a1}/23": "closed",
+            f"tcp/{a1}/135": "timeout", f"tcp/{a1}/139": "error:113",  # EHOSTUNREACH from type 3 code 13
+            f"tcp/{a2}/22": "open:t2", f"tcp/{a2}/8080": "open:t2", f"tcp/{a2}/80": "closed",
+            f"http/{a1}/80": HTTP_BODY_BYTES,
+            f"udp/{a1}/53": "open:abcd", f"udp/{a1}/161": "open:" + b"t1".hex(), f"udp/{a1}/162": "closed",
+            f"udp/{a1}/137": "timeout", f"udp/{a1}/139": "error:113",
+        }, timeout=60)  # fmt: skip
 
 
-def _verify(lab: ScanLab) -> None:
-    import json
-
-    out = lab.run(lab.scanner_ns, sys.executable, "-c", _VERIFY_SRC, lab.target, lab.target2, timeout=60)
-    got = json.loads(out.stdout)
-    t1, t2 = lab.target, lab.target2
-    expected = {
-        f"tcp/{t1}/22": "open:t1", f"tcp/{t1}/443": "open:t1", f"tcp/{t1}/23": "closed",
-        f"tcp/{t1}/135": "timeout", f"tcp/{t1}/139": "error:113",  # EHOSTUNREACH from type 3 code 13
-        f"tcp/{t2}/22": "open:t2", f"tcp/{t2}/8080": "open:t2", f"tcp/{t2}/80": "closed",
-        f"http/{t1}/80": HTTP_BODY_BYTES,
-        f"udp/{t1}/53": "open:abcd", f"udp/{t1}/161": "open:" + b"t1".hex(), f"udp/{t1}/162": "closed",
-        f"udp/{t1}/137": "timeout", f"udp/{t1}/139": "error:113",
-    }  # fmt: skip
-    wrong = {k: (v, got.get(k)) for k, v in expected.items() if got.get(k) != v}
-    if wrong:
-        raise LabError(f"scan lab {lab.prefix} answers wrongly (expected, got): {wrong}")
+_NFT_RULESET = netns.nft_table(NFT_TABLE, netns.nft_chain("input", [
+    *netns.filtered_port_rules(TCP_DROPPED, UDP_DROPPED, TCP_REJECTED, UDP_REJECTED),
+    f"meta nfproto ipv4 meta l4proto {PROTO_DROPPED} drop",
+    f"meta nfproto ipv4 meta l4proto {PROTO_REJECTED} reject with icmp type admin-prohibited",
+]))
 
 
-def remove_orphan_scan_labs(stem: str) -> list[str]:
-    """Delete labs named ``{stem}{pid}-{role}`` whose creating process `pid` is gone."""
-    removed = []
-    pattern = re.compile(rf"^{re.escape(stem)}(\d+)-(?:{'|'.join(ROLES)})$")
-    for name in _list_netns():
-        m = pattern.match(name)
-        if m and not Path(f"/proc/{m.group(1)}").exists():
-            _delete_netns(name)
-            removed.append(name)
-    return removed
-
-
-@contextlib.contextmanager
-def scan_lab(prefix: str) -> Iterator[ScanLab]:
-    """Build the scan lab named `prefix`, yield it, tear it down however the body ends."""
-    lab = ScanLab(
-        prefix=prefix, scanner_ns=f"{prefix}-scan", target_ns=f"{prefix}-t1", target2_ns=f"{prefix}-t2",
-        nat_scanner_ns=f"{prefix}-in",
-    )
-    with standing(lab, lambda: _build(lab), "scan lab"):
-        yield lab
+def scan_lab(prefix: str) -> contextlib.AbstractContextManager[ScanLab]:
+    """Build the scan lab named `prefix` for a with-block, tear it down however the block ends."""
+    return ScanLab(prefix=prefix).standing()

@@ -1,4 +1,4 @@
-"""`synlens scans` against real scans made in a namespace lab (tests/scanlab.py, tests/make_scan_captures.py).
+"""`synlens scans` against real scans made in a namespace lab (tests/support/scanlab.py, tests/support/make_scan_captures.py).
 
 A session fixture builds the lab once and makes every capture with its truth (nmap's own ``-oX`` verdict,
 the lab's configuration for hping3, masscan's and zmap's own output) into a temporary directory; each test then runs
@@ -20,7 +20,7 @@ the lab's configuration for hping3, masscan's and zmap's own output) into a temp
   show); every datagram nmap sent a UDP port, retries from new source ports with payloads included, is a
   probe of the scan.
 
-Set ``SYNLENS_SCAN_CAPTURES=DIR`` to reuse captures made before by ``tests/make_scan_captures.py DIR``
+Set ``SYNLENS_SCAN_CAPTURES=DIR`` to reuse captures made before by ``tests/support/make_scan_captures.py DIR``
 (no lab needed then, only the analyzer).
 """
 
@@ -37,13 +37,13 @@ import make_scan_captures as gen
 import pandas as pd
 import pytest
 from conftest import families_both_ways, require_lab, require_tools
-from scanlab import remove_orphan_scan_labs
+from scanlab import ScanLab
 
 import analyzer
 
 pytestmark = pytest.mark.lab
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 STEM = "slsc"
 WINDOW_SLACK_S = (0.5, 1.0)  # before the tool started, after it ended
 
@@ -91,7 +91,7 @@ def captures(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, 
         return d, truths
     require_lab()
     require_tools(*gen.TOOLS)
-    remove_orphan_scan_labs(STEM)
+    ScanLab.remove_orphans(STEM)
     d = tmp_path_factory.mktemp("scan_captures")
     truths = gen.make_all(d, prefix=f"{STEM}{os.getpid()}")
     return d, {t["name"]: t for t in truths}

@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """The programs the forensic lab runs inside its namespaces (stdlib only; run as root by the lab).
 
-    python3 tests/forensic_roles.py ROLE JSON
+    python3 tests/support/forensic_roles.py ROLE JSON
 
 Each role takes one JSON argument (its plan), prints ``ready`` once its sockets are bound or its connections
 made, and, where it has a result, prints it as one JSON line at the end. Randomness is drawn from the plan's
@@ -37,7 +37,7 @@ from collections.abc import Iterable, Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # the repository, for agent/
 
 from agent.packet import checksum  # stdlib only, and importing it does nothing
 
