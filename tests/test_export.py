@@ -123,6 +123,15 @@ def test_dask_read_of_captures_is_one_partition_per_capture() -> None:
     assert ports["dport"].fillna(0).astype(np.int64).sum() == want["dport"].fillna(0).astype(np.int64).sum()
 
 
+def test_dask_read_counts_offsets_from_the_first_capture_not_each() -> None:
+    """`--since +60s` is 60 s after the first packet of all the captures, in every partition alike (anchored on
+    its own file, each partition would keep what its own first minute leaves)."""
+    keep = Filter.of(since="+60s")
+    got = analyzer.dask.read(SCANS, columns=["ts_ns"], keep=keep).compute()
+    want = analyzer.read_many(SCANS, columns=["ts_ns"], keep=keep, dedup_ns=0)
+    assert len(want) > 0 and sorted(got["ts_ns"]) == sorted(want["ts_ns"])
+
+
 def test_dask_read_of_an_export_is_the_export(tmp_path: Path) -> None:
     export(sources(SCANS), tmp_path / "out")
     got = analyzer.dask.read(tmp_path / "out").compute().sort_values("frame").reset_index(drop=True)

@@ -52,7 +52,10 @@ def read_sources(found: Sources, *, columns: Iterable[str] | None = None, keep: 
 
 
 def _anchored(keep: Filter, files: tuple[Source, ...]) -> Filter:
-    """The filter with its offsets counted from the captures' first packet."""
+    """The filter with its offsets counted from the captures' first packet (a filter already anchored, as
+    analyzer.dask gives each capture of several, keeps its anchor)."""
+    if keep.first_ns is not None:
+        return keep
     first_ns = files[0].first_ns
     if first_ns is None and any(t is not None and t.offset for t in (keep.since, keep.until)):
         first_ns = first_time(files[0].path)
