@@ -35,7 +35,7 @@ def read(inputs: str | os.PathLike | Sequence[str | os.PathLike], columns: Itera
     input that is no capture."""
     import dask.dataframe as dd
 
-    from .reading.many import _anchored
+    from .reading.many import anchored
     from .reading.sources import sources
 
     names = [inputs] if isinstance(inputs, (str, os.PathLike)) else list(inputs)
@@ -48,7 +48,7 @@ def read(inputs: str | os.PathLike | Sequence[str | os.PathLike], columns: Itera
     if found.errors:
         raise found.errors[0]
     files = found.files
-    keep = _anchored(keep, files)
+    keep = anchored(keep, files)
     wanted = None if columns is None else tuple(columns)
     meta = _meta(wanted, [f.name for f in files])
     return dd.from_map(_one, [(f.path, f.name) for f in files], columns=wanted, keep=keep, meta=meta,

@@ -34,8 +34,8 @@ def read_sources(found: Sources, *, columns: Iterable[str] | None = None, keep: 
     files = found.files
     if not files:
         raise CaptureError(", ".join(str(e.path) for e in found.errors) or "(no input)", "no capture to read")
-    keep = _anchored(keep, files)
-    stream = Stream(tuple(f.name for f in files), paths=tuple(f.path for f in files), progress=progress)
+    keep = anchored(keep, files)
+    stream = Stream.of(files, progress)
     if len(files) == 1 and keep.everything:
         with said_of(files[0].path, files[0].name):
             table = read(files[0].path, columns=columns,
@@ -51,7 +51,7 @@ def read_sources(found: Sources, *, columns: Iterable[str] | None = None, keep: 
     return out
 
 
-def _anchored(keep: Filter, files: tuple[Source, ...]) -> Filter:
+def anchored(keep: Filter, files: tuple[Source, ...]) -> Filter:
     """The filter with its offsets counted from the captures' first packet (a filter already anchored, as
     analyzer.dask gives each capture of several, keeps its anchor)."""
     if keep.first_ns is not None:

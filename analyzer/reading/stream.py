@@ -79,6 +79,11 @@ class Stream:
     read: dict[int, float] = field(default_factory=dict)  # each file begun: the share of it read (0 to 1)
     sizes: tuple[int, ...] = ()  # the files' sizes on disk (bytes), when progress is told
 
+    @classmethod
+    def of(cls, files: tuple[Source, ...], progress: Callable[[Reading], None] | None = None) -> Stream:
+        """The stream of these files (progress told to `progress`)."""
+        return cls(tuple(f.name for f in files), paths=tuple(f.path for f in files), progress=progress)
+
     def advanced(self, file: int, share: float) -> None:
         """File `file` read to `share` of it: progress told (the files' sizes weigh their shares)."""
         if self.progress is None:

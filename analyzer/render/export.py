@@ -12,9 +12,9 @@ its first transmission), so that a query for one hour reads one folder. Several 
 `source` (the file a frame came from) and `source_frame` (its number there); `frame` is the merged number every
 synlens output uses.
 
-The packets are written as they are read, a chunk at a time (reading/stream.py): their memory does not grow
-with the captures. The probes are matched on the whole capture, as `synlens rtt` does: that step holds the
-matcher's columns of every packet (about 60 bytes a packet).
+The captures are read once. The packets are written as they are read, a chunk at a time (reading/stream.py);
+the matcher's columns of each chunk are kept, and the probes matched on them all once reading ends, as
+`synlens rtt` matches them: that step holds the matcher's columns of every packet (about 60 bytes a packet).
 """
 
 from __future__ import annotations
@@ -28,9 +28,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from ..analysis.match import DEFAULT_WINDOW_S, match, match_columns
 from ..errors import CaptureError
 from ..reading.filters import EVERYTHING, Filter
-from ..reading.many import CHUNK_RECORDS, _anchored
+from ..reading.many import CHUNK_RECORDS, anchored, decode_nothing
 from ..reading.merge import DEDUP_WINDOW_NS, concat_tables
 from ..reading.schema import PACKET_COLUMNS
 from ..reading.sources import Sources, sha256_of
@@ -52,14 +53,9 @@ class Exported:
 
 
 def export(found: Sources, to: str | Path, *, keep: Filter = EVERYTHING, dedup_ns: int = DEDUP_WINDOW_NS,
-           window_s: float | None = None, chunk: int = CHUNK_RECORDS) -> Exported:
+           window_s: float = DEFAULT_WINDOW_S, chunk: int = CHUNK_RECORDS) -> Exported:
     """Write the captures `found` lists to `to` (a folder that does not exist or is empty) as Parquet (see the
     module). Raises CaptureError for a capture that cannot be read, or a folder that holds something."""
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-
-    from ..pipeline import Options, analyze
-
     folder = Path(to)
     if folder.exists() and (not folder.is_dir() or any(folder.iterdir())):
         raise CaptureError(str(folder), "exists and is not an empty folder: export writes a new dataset")
@@ -69,34 +65,43 @@ def export(found: Sources, to: str | Path, *, keep: Filter = EVERYTHING, dedup_n
     manifest = {"captures": [_described(f.name, f.path) for f in files], "filters": keep.describe(),
                 "dedup_window_s": dedup_ns / 1e9, "partitioning": f"hive: {PARTITION} (UTC)",
                 "columns": {c.name: c.dtype for c in PACKET_COLUMNS}}
-    written: list[int] = [0, 0]  # Parquet files, packets
-    hours: set[str] = set()
-
-    def write(table: pd.DataFrame, name: str, part: int) -> None:
-        if not len(table):
-            return
-        table = table.assign(**{PARTITION: _hours(table["ts_ns"].to_numpy(np.int64))})
-        hours.update(table[PARTITION].unique().tolist())
-        arrow = pa.Table.from_pandas(table, preserve_index=False)
-        groups = table[PARTITION].nunique()
-        pq.write_to_dataset(arrow, folder / name, partition_cols=[PARTITION],
-                            basename_template=f"part-{part:05d}-{{i}}.parquet", existing_data_behavior="overwrite_or_ignore")
-        written[0] += groups
-
-    stream = Stream(tuple(f.name for f in files))
-    anchored = _anchored(keep, files)
+    stream = Stream.of(files)
     columns = [c.name for c in PACKET_COLUMNS if c.name != "frame"]
-    chunks = packet_chunks(files, columns, anchored, dedup_ns, chunk, stream)
+    chunks = packet_chunks(files, columns, anchored(keep, files), dedup_ns, chunk, stream)
+    for_matching, hours, parquet_files, packets = [], set(), 0, 0
     for part, table in enumerate(_batched(_with_sources(chunks, stream), chunk)):
-        write(table, "packets", part)
-        written[1] += len(table)
-    options = Options(keep=keep, dedup_ns=dedup_ns, **({} if window_s is None else {"window_s": window_s}))
-    probes = analyze(found, (), options, keep=("probes",)).probes
-    write(probes, "probes", 0)
-    manifest.update(packets=written[1], probes=len(probes), malformed=stream.malformed)
+        for_matching.append(table[list(match_columns())])
+        written = _write(table, folder / "packets", part)
+        hours |= written
+        parquet_files += len(written)
+        packets += len(table)
+    if not for_matching:
+        matchable = decode_nothing(list(match_columns()))
+    else:
+        matchable = concat_tables(for_matching) if len(for_matching) > 1 else for_matching[0]
+    del for_matching
+    probes = match(matchable, window_s=window_s)
+    written = _write(probes, folder / "probes", 0)
+    hours |= written
+    parquet_files += len(written)
+    manifest.update(packets=packets, probes=len(probes), malformed=stream.malformed)
     folder.mkdir(parents=True, exist_ok=True)
     (folder / "manifest.json").write_text(json.dumps(manifest, indent=1) + "\n")
-    return Exported(folder, written[1], len(probes), tuple(sorted(hours)), written[0])
+    return Exported(folder, packets, len(probes), tuple(sorted(hours)), parquet_files)
+
+
+def _write(table: pd.DataFrame, dataset: Path, part: int) -> set[str]:
+    """A table's rows into the dataset's hour partitions (part `part` of each); the hours written."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    if not len(table):
+        return set()
+    hour = _hours(table["ts_ns"].to_numpy(np.int64))
+    arrow = pa.Table.from_pandas(table.assign(**{PARTITION: hour}), preserve_index=False)
+    pq.write_to_dataset(arrow, dataset, partition_cols=[PARTITION], basename_template=f"part-{part:05d}-{{i}}.parquet",
+                        existing_data_behavior="overwrite_or_ignore")
+    return set(hour.tolist())
 
 
 def _with_sources(chunks: Iterator[pd.DataFrame], stream: Stream) -> Iterator[pd.DataFrame]:
