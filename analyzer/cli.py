@@ -12,7 +12,7 @@ from typing import NoReturn
 from .analysis.changes import Snapshot, changes
 from .analysis.families import METHODS, MIN_DIFF_US, MIN_RATIO, MIN_TRIPS
 from .analysis.match import DEFAULT_WINDOW_S
-from .errors import CaptureError, CaptureWarning
+from .errors import CaptureError, CaptureWarning, UsageError
 from .pipeline import Analysis, Options, analyze, analyze_each
 from .reading.filters import Filter
 from .reading.merge import DEDUP_WINDOW_NS
@@ -130,9 +130,7 @@ def _input_options(p: argparse.ArgumentParser) -> None:
 def cmd_report(args: argparse.Namespace) -> int:
     from .render.report import write_report
 
-    found, options = _found(args), _options(args)
-    _one_for_tshark(found, options)
-    write_report(found, args.output, options=options, progress=sys.stderr.isatty())
+    write_report(_found(args), args.output, options=_options(args), progress=sys.stderr.isatty())
     print(f"wrote {args.output}", file=sys.stderr)
     return _status(args)
 
@@ -167,10 +165,6 @@ def _options(args: argparse.Namespace) -> Options:
                    dedup_ns=round(args.dedup_window * 1e9))
 
 
-class UsageError(Exception):
-    """An option's value that is wrong: one line, exit 2."""
-
-
 def _found(args: argparse.Namespace) -> Sources:
     """The captures the command names; each name that is none is said in one line (the command reads the
     others and exits 1; none left: the first such error ends it, exit 2)."""
@@ -197,17 +191,8 @@ def _capture_name(args: argparse.Namespace, analysis: Analysis) -> str | list[st
     return list(analysis.captures)
 
 
-def _one_for_tshark(found: Sources, options: Options) -> None:
-    """The tshark engine reads one capture, unfiltered: anything else is a one-line error."""
-    if options.engine == "tshark" and (len(found.files) != 1 or not options.keep.everything):
-        found.close()
-        raise UsageError("--engine tshark reads one capture, unfiltered (no --since, --until, --host, --net or "
-                         "--port): use the native engine for several captures or filters")
-
-
 def _analyze(found: Sources, steps: tuple[str, ...], options: Options) -> Analysis:
     """The pipeline, with reading's progress on a terminal (render/progress.py)."""
-    _one_for_tshark(found, options)
     meter = Meter()
     try:
         return analyze(found, steps, options, reading=meter if meter.enabled else None)

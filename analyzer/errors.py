@@ -16,6 +16,11 @@ class CaptureError(Exception):
         self.problem = problem
 
 
+class UsageError(ValueError):
+    """Options that cannot be carried out as given (a value that is wrong, or options that do not go together).
+    `str()` is one line; the command line says it and exits 2."""
+
+
 class CaptureWarning(UserWarning):
     """The capture is damaged; everything before the damage was read."""
 

@@ -30,7 +30,7 @@ from .analysis import signals as _signals
 from .analysis import stats as _stats
 from .analysis.families import DEFAULT_CONFIDENCE, MIN_DIFF_US, MIN_RATIO, families
 from .analysis.match import DEFAULT_WINDOW_S, match, match_columns
-from .errors import CaptureError, CaptureWarning
+from .errors import CaptureError, CaptureWarning, UsageError
 from .reading.filters import EVERYTHING, Filter
 from .reading.many import read_sources
 from .reading.merge import DEDUP_WINDOW_NS, FrameIndex
@@ -163,7 +163,8 @@ def _read(found: Sources, options: Options, columns: tuple[str, ...] | None,
     try:
         if options.engine == "tshark":
             if len(found.files) != 1 or not options.keep.everything:
-                raise ValueError("the tshark engine reads one capture, unfiltered")
+                raise UsageError("--engine tshark reads one capture, unfiltered (no --since, --until, --host, --net "
+                                 "or --port): use the native engine for several captures or filters")
             return read(found.files[0].path, engine="tshark", columns=columns)
         return read_sources(found, columns=columns, keep=options.keep, dedup_ns=options.dedup_ns, progress=reading)
     finally:

@@ -275,14 +275,16 @@ def test_bad_times_and_addresses_are_one_line_errors() -> None:
         assert code == 2 and out == b"" and err.count("\n") == 1 and said in err, err
 
 
-def test_the_tshark_engine_on_several_captures_or_filtered_is_a_one_line_error() -> None:
+def test_the_tshark_engine_on_several_captures_or_filtered_is_a_one_line_error(tmp_path: Path) -> None:
     capture = str(REPO / "sample_pcaps" / "scans_multi.pcap")
-    for command in ("rtt", "scans", "hosts"):
-        other = str(REPO / "sample_pcaps" / "scans_syn.pcap")
+    other = str(REPO / "sample_pcaps" / "scans_syn.pcap")
+    html = str(tmp_path / "report.html")
+    for command, extra in (("rtt", []), ("scans", []), ("hosts", []), ("report", ["-o", html])):
         for argv in ([capture, other, "--engine", "tshark"], [capture, "--engine", "tshark", "--port", "22"]):
-            code, out, err = run(command, *argv)
+            code, out, err = run(command, *argv, *extra)
             assert code == 2 and out == b"" and err.count("\n") == 1, err
             assert err.startswith("synlens: error: --engine tshark reads one capture, unfiltered"), err
+    assert not list(tmp_path.iterdir())  # (the report writes nothing)
 
 
 def test_standard_input_reads_as_a_file(tmp_path: Path) -> None:
