@@ -80,6 +80,15 @@ def test_export_manifest_names_the_captures_exactly(tmp_path: Path) -> None:
 
 
 @pytest.mark.skipif(not REALWORLD.is_dir(), reason="../shared/realworld is not here")
+def test_export_manifest_says_the_filters_exactly(tmp_path: Path) -> None:
+    """The filters as given, to the nanosecond (a float would write 1.0368e+06 for twelve days)."""
+    keep = Filter.of(since="+12d", until="1714557600.123456789", hosts=["10.77.40.2"], ports=[22])
+    export(sources(SCANS[:2]), tmp_path / "out", keep=keep)
+    filters = json.loads((tmp_path / "out" / "manifest.json").read_text())["filters"]
+    assert filters == {"since": "+1036800.000000000s", "until": "1714557600.123456789", "hosts": ["10.77.40.2"],
+                       "nets": [], "ports": [22]}
+
+
 def test_export_in_small_chunks_of_a_real_capture_is_the_capture(tmp_path: Path) -> None:
     path = str(REALWORLD / "nmapscan__nmap.pcapng")
     export(sources([path]), tmp_path / "out", chunk=100)

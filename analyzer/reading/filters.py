@@ -94,8 +94,12 @@ class Filter:
 
     def describe(self) -> dict[str, object]:
         """The filters given, as the command line wrote them (offsets as seconds from the first packet)."""
-        def time(t: Time | None) -> str | None:
-            return None if t is None else f"+{t.ns / 1e9:g}s" if t.offset else f"{t.ns / 1e9:.9f}"
+        def time(t: Time | None) -> str | None:  # (exact: whole seconds and nanoseconds, never a float)
+            if t is None:
+                return None
+            sign, ns = ("-" if t.ns < 0 else ""), abs(t.ns)
+            text = f"{sign}{ns // 10**9}.{ns % 10**9:09d}"
+            return f"+{text}s" if t.offset else text
         return {"since": time(self.since), "until": time(self.until), "hosts": list(self.hosts),
                 "nets": [str(n) for n in self.nets], "ports": list(self.ports)}
 
