@@ -69,11 +69,8 @@ def _one(file: tuple[str, str], columns: tuple[str, ...] | None, keep: Filter, n
                              keep=keep, dedup_ns=0)
     finally:
         found.close()
-    table = table.copy() if table.attrs else table
+    table = _addresses_as_text(table)
     table.attrs = {}
-    for c in ("src", "dst", "q_src", "q_dst"):
-        if c in table.columns:
-            table[c] = table[c].astype(str)
     table["source"] = pd.Categorical([name] * len(table), categories=names)
     return table if columns is None else table[list(columns)]
 
@@ -86,9 +83,15 @@ def _meta(columns: tuple[str, ...] | None, names: list[str]) -> pd.DataFrame:
     from .reading.schema import PACKET_COLUMNS
 
     wanted = [c.name for c in PACKET_COLUMNS] if columns is None else list(columns)
-    meta = decode_nothing(wanted).copy()
-    for c in ("src", "dst", "q_src", "q_dst"):
-        if c in meta.columns:
-            meta[c] = meta[c].astype(str)
+    meta = _addresses_as_text(decode_nothing(wanted).copy())
     meta["source"] = pd.Categorical([], categories=names)
     return meta
+
+
+def _addresses_as_text(table: pd.DataFrame) -> pd.DataFrame:
+    """The table with its address columns as text: each capture's categories are its own, and dask's partitions
+    must agree on a column's type."""
+    for c in ("src", "dst", "q_src", "q_dst"):
+        if c in table.columns:
+            table[c] = table[c].astype(str)
+    return table

@@ -235,7 +235,8 @@ def _take_kept(state: list[_File], out_file: np.ndarray, out_place: np.ndarray,
     for f in state:
         if not f.kept:
             continue
-        given = out_place[out_file == f.index]
+        mine_out = out_file == f.index
+        given = out_place[mine_out]
         if not len(given):
             continue
         table = f.kept[0] if len(f.kept) == 1 else concat_tables(f.kept)
@@ -244,8 +245,8 @@ def _take_kept(state: list[_File], out_file: np.ndarray, out_place: np.ndarray,
         n = int(np.searchsorted(file_frame, int(given[-1]) + 1, side="right"))  # (kept rows of records given out)
         mine = table.iloc[:n]
         parts.append(mine)
-        at = np.searchsorted(out_place[out_file == f.index], file_frame[:n] - 1)
-        frames.append(merged_frame[out_file == f.index][at])
+        at = np.searchsorted(given, file_frame[:n] - 1)
+        frames.append(merged_frame[mine_out][at])
         origin.append(np.full(n, f.index, np.int32))
         hashes.append(h[:n])
         f.kept, f.hashes = ([table.iloc[n:].reset_index(drop=True)], [h[n:]]) if n < len(table) else ([], [])

@@ -31,12 +31,11 @@ class Meter:
         self.tty = mode not in ("0", "1") and self.stream.isatty()
         self.enabled = mode == "1" or self.tty
         self.clock, self.start, self.last = clock, clock(), None
-        self.drawn, self.latest = False, None
+        self.drawn = False
 
     def __call__(self, reading: Reading) -> None:
         if not self.enabled:
             return
-        self.latest = reading
         now = self.clock()
         if self.tty and now - self.start < SHOW_AFTER_S:
             return
