@@ -36,7 +36,7 @@ def read(inputs: str | os.PathLike | Sequence[str | os.PathLike], columns: Itera
     import dask.dataframe as dd
 
     from .reading.many import anchored
-    from .reading.sources import sources
+    from .reading.sources import captures
 
     names = [inputs] if isinstance(inputs, (str, os.PathLike)) else list(inputs)
     if len(names) == 1 and (Path(names[0]) / "manifest.json").is_file():
@@ -44,10 +44,7 @@ def read(inputs: str | os.PathLike | Sequence[str | os.PathLike], columns: Itera
         return dd.read_parquet(Path(names[0]) / "packets", columns=wanted, filters=None)
     if any(str(n) == "-" for n in names):
         raise ValueError("analyzer.dask.read reads files the workers can open, not standard input")
-    found = sources([str(n) for n in names])
-    if found.errors:
-        raise found.errors[0]
-    files = found.files
+    files = captures(names).files
     keep = anchored(keep, files)
     wanted = None if columns is None else tuple(columns)
     meta = _meta(wanted, [f.name for f in files])

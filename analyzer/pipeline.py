@@ -35,7 +35,7 @@ from .reading.filters import EVERYTHING, Filter
 from .reading.many import read_sources
 from .reading.merge import DEDUP_WINDOW_NS, FrameIndex
 from .reading.packets import read
-from .reading.sources import Source, Sources, first_time, sources
+from .reading.sources import Source, Sources, captures, first_time, sources
 from .reading.stream import Reading
 
 
@@ -148,15 +148,6 @@ class Analysis:
     frames: FrameIndex | None = None  # several files: each frame's file and number there
 
 
-def _sources(capture: str | Sequence[str]) -> Sources:
-    """The captures named, or the first that is none as a CaptureError."""
-    found = sources([capture] if isinstance(capture, (str, os.PathLike)) else list(capture))
-    if found.errors:
-        found.close()
-        raise found.errors[0]
-    return found
-
-
 def _read(found: Sources, options: Options, columns: tuple[str, ...] | None,
           reading: Callable[[Reading], None] | None = None) -> pd.DataFrame:
     """The packets table of the captures found (their spool files removed once read)."""
@@ -222,7 +213,7 @@ def analyze(capture: str | Sequence[str] | Sources, steps: Iterable[str] = ("sca
         _stats.load_in_background()  # scipy.special, on the other core while the capture is read and matched
     packet_columns, probe_columns = columns_for([s.name for s in chosen], keep)
 
-    found = capture if isinstance(capture, Sources) else _sources(capture)
+    found = capture if isinstance(capture, Sources) else captures(capture)
     capture = ", ".join(f.name for f in found.files)
     say("reading", capture)
     with warnings.catch_warnings(record=True) as caught:

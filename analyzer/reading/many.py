@@ -9,7 +9,6 @@ chunks of `reading/stream.py`, joined. One file read whole, unfiltered, is `pack
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable, Iterable, Sequence
 
 import pandas as pd
@@ -19,7 +18,7 @@ from .filters import EVERYTHING, Filter
 from .merge import DEDUP_WINDOW_NS, FrameIndex, concat_tables
 from .packets import _wanted, read
 from .schema import empty_packets
-from .sources import Source, Sources, first_time, sources
+from .sources import Source, Sources, captures, first_time
 from .stream import Reading, Stream, packet_chunks
 
 CHUNK_RECORDS = 1 << 20  # records indexed and decoded at a time
@@ -74,10 +73,8 @@ def read_many(inputs: Sequence[str] | str, *, columns: Iterable[str] | None = No
     """The packets table of every capture `inputs` name (files, directories, glob patterns; see
     reading/sources.py), in capture order, duplicates across files left out, filtered by `keep`. Raises
     CaptureError for the first input that is no capture (the command line reports each and reads the rest)."""
-    found = sources([inputs] if isinstance(inputs, (str, os.PathLike)) else list(inputs))
+    found = captures(inputs)
     try:
-        if found.errors:
-            raise found.errors[0]
         return read_sources(found, columns=columns, keep=keep, dedup_ns=dedup_ns)
     finally:
         found.close()

@@ -100,6 +100,16 @@ def sources(inputs: Sequence[str], stdin: object = None) -> Sources:
     return Sources(tuple(found[i] for i in order), tuple(errors), tuple(spool))
 
 
+def captures(inputs: str | os.PathLike | Sequence[str | os.PathLike]) -> Sources:
+    """The captures one name or several name (as `sources`), or the first name that is none as a CaptureError:
+    what the API takes, where the command line instead reports each such name and reads the rest."""
+    found = sources([os.fspath(inputs)] if isinstance(inputs, (str, os.PathLike)) else [os.fspath(i) for i in inputs])
+    if found.errors:
+        found.close()
+        raise found.errors[0]
+    return found
+
+
 def sha256_of(path: str) -> str:
     """A file's SHA-256, in hex: how a report or an export names the exact capture it read."""
     digest = hashlib.sha256()
