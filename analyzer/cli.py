@@ -254,9 +254,10 @@ def _warn_line(message, category, filename, lineno, file=None, line=None) -> Non
 
 def cmd_rtt(args: argparse.Namespace) -> int:
     options = _options(args)
+    steps = ("signals",) if args.signals == "all" else ("families",)
     if args.each:
-        return _rtt_each(args, options)
-    analysis = _analyze(_found(args), ("signals",) if args.signals == "all" else ("families",), options)
+        return _rtt_each(args, steps, options)
+    analysis = _analyze(_found(args), steps, options)
     _say_notes(analysis)
     fams, family_table = analysis.signals if args.signals == "all" else (analysis.families, None)
     meta = {
@@ -281,13 +282,12 @@ def cmd_rtt(args: argparse.Namespace) -> int:
     return _status(args)
 
 
-def _rtt_each(args: argparse.Namespace, options: Options) -> int:
+def _rtt_each(args: argparse.Namespace, steps: tuple[str, ...], options: Options) -> int:
     """`rtt --each`: every capture analysed on its own, then compared (analysis/changes.py)."""
     found = _found(args)
     errors: list[CaptureError] = []
     snapshots = []
-    for source, analysis in analyze_each(found, ("signals",) if args.signals == "all" else ("families",), options,
-                                         on_error=errors.append):
+    for source, analysis in analyze_each(found, steps, options, on_error=errors.append):
         _say_notes(analysis)
         snapshots.append(Snapshot.of(analysis, source.first_ns))
         del analysis  # (one capture's tables at a time)
