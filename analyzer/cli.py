@@ -13,8 +13,9 @@ from .analysis.changes import Snapshot, changes
 from .analysis.families import METHODS, MIN_DIFF_US, MIN_RATIO, MIN_TRIPS
 from .analysis.match import DEFAULT_WINDOW_S
 from .errors import CaptureError, CaptureWarning, UsageError
-from .pipeline import Analysis, Options, analyze, analyze_each
+from .pipeline import CHUNKED_ABOVE, Analysis, Options, analyze, analyze_each
 from .reading.filters import Filter
+from .reading.many import CHUNK_RECORDS
 from .reading.merge import DEDUP_WINDOW_NS
 from .reading.sources import Sources, sources
 from .render.changes import changes_csv, changes_json, changes_table_lines
@@ -39,6 +40,16 @@ def _confidence(text: str) -> float:
         raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
     if not 0.0 < value < 1.0:
         raise argparse.ArgumentTypeError(f"must be between 0 and 1 (exclusive), not {text}")
+    return value
+
+
+def _records(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be 0 or more, not {text}")
     return value
 
 
@@ -83,6 +94,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="probes to draw RTTs from: bare SYNs (default, as qscan) or every probe")
     p.add_argument("--window", type=_positive, default=DEFAULT_WINDOW_S, metavar="SECONDS",
                    help=f"reply window: later replies are unsolicited and the probe lost (default {DEFAULT_WINDOW_S:g})")
+    p.add_argument("--chunk", type=_records, default=None, metavar="RECORDS",
+                   help="match this many records at a time, in memory bounded by a few reply windows of traffic "
+                   f"(default: captures over {CHUNKED_ABOVE >> 30} GB in chunks of {CHUNK_RECORDS:,}, smaller ones "
+                   "whole; 0: whole)")
     for name, text in (("scans", "port scans: scanner, target, technique, phases, tool, and each port's state"),
                        ("hosts", "hosts: MAC, vendor (offline OUI table), OS hints with their evidence")):
         q = sub.add_parser(name, help=text, description=text)
@@ -161,6 +176,8 @@ def _options(args: argparse.Namespace) -> Options:
         keep = Filter.of(args.since, args.until, args.host, args.net, args.port)
     except ValueError as e:  # (a time, address or port the user wrote: said in one line, as argparse would)
         raise UsageError(str(e)) from None
+    if getattr(args, "chunk", None) is not None:
+        given["chunk"] = args.chunk
     return Options(**given, targets=tuple(getattr(args, "target", None) or ()), keep=keep,
                    dedup_ns=round(args.dedup_window * 1e9))
 

@@ -22,21 +22,23 @@ import warnings
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
 
+import numpy as np
 import pandas as pd
 
 from .analysis import hosts as _hosts
 from .analysis import scans as _scans
 from .analysis import signals as _signals
 from .analysis import stats as _stats
+from .analysis.chunked import ChunkedMatch, Disordered, joined
 from .analysis.families import DEFAULT_CONFIDENCE, MIN_DIFF_US, MIN_RATIO, families
 from .analysis.match import DEFAULT_WINDOW_S, match, match_columns
 from .errors import CaptureError, CaptureWarning, UsageError
 from .reading.filters import EVERYTHING, Filter
-from .reading.many import read_sources
-from .reading.merge import DEDUP_WINDOW_NS, FrameIndex
+from .reading.many import CHUNK_RECORDS, decode_nothing, iter_sources, read_sources, stream_attrs
+from .reading.merge import DEDUP_WINDOW_NS, FrameIndex, concat_tables
 from .reading.packets import read
 from .reading.sources import Source, Sources, captures, first_time, sources
-from .reading.stream import Reading
+from .reading.stream import Reading, Stream
 
 
 @dataclass(frozen=True)
@@ -53,6 +55,7 @@ class Options:
     min_diff_us: float = MIN_DIFF_US  # robust: floors closer than this many µs are one family
     keep: Filter = EVERYTHING  # packets analysed: a time range, addresses, ports (reading/filters.py)
     dedup_ns: int = DEDUP_WINDOW_NS  # frames of another file within this of an identical one are its copies
+    chunk: int | None = None  # records matched at a time (0: the capture whole; None: chunks above CHUNKED_ABOVE)
 
     @property
     def family_options(self) -> dict[str, object]:
@@ -74,6 +77,7 @@ class Step:
     packet_columns: tuple[str, ...] | None
     probe_columns: tuple[str, ...] | None
     run: Callable[[_Run], object]
+    at_replies: bool = False  # reads the packets table only at its probes' replies: matching may go by chunks
 
 
 @dataclass
@@ -117,10 +121,11 @@ def _hosts_step(run: _Run) -> pd.DataFrame:
 STEPS = {step.name: step for step in (
     Step("scans", ("packets", "probes"), _scans.PACKET_FIELDS, _scans.PROBE_FIELDS, _scans_step),
     Step("hosts", ("packets", "probes", "scans"), _hosts.PACKET_FIELDS, _hosts.PROBE_FIELDS, _hosts_step),
-    Step("families", ("probes",), (), _stats.PROBE_FIELDS, _families),
-    Step("signals", ("packets", "probes"), _signals.REPLY_FIELDS, _stats.PROBE_FIELDS, _signals_step),
+    Step("families", ("probes",), (), _stats.PROBE_FIELDS, _families, at_replies=True),
+    Step("signals", ("packets", "probes"), _signals.REPLY_FIELDS, _stats.PROBE_FIELDS, _signals_step, at_replies=True),
 )}
 _TESTS_RTT = ("families", "signals")  # steps that test RTTs (scipy.special, loaded while the capture is read)
+CHUNKED_ABOVE = 2 << 30  # bytes of captures above which steps that read only replies match a chunk at a time
 
 
 @dataclass(frozen=True)
@@ -160,6 +165,55 @@ def _read(found: Sources, options: Options, columns: tuple[str, ...] | None,
         return read_sources(found, columns=columns, keep=options.keep, dedup_ns=options.dedup_ns, progress=reading)
     finally:
         found.close()
+
+
+def _chunk_records(found: Sources, options: Options, chosen: list[Step], keep: frozenset[str]) -> int:
+    """Records matched at a time (0: the capture whole): chunks when every step reads the packets only at
+    their replies and no whole table is kept, and the captures are bigger than CHUNKED_ABOVE (or as asked)."""
+    if options.engine != "native" or keep & {"packets", "probes"} or not all(s.at_replies for s in chosen):
+        return 0
+    if options.chunk is not None:
+        return options.chunk
+    return CHUNK_RECORDS if sum(os.path.getsize(f.path) for f in found.files) > CHUNKED_ABOVE else 0
+
+
+def _read_chunked(found: Sources, options: Options, chosen: list[Step], probe_columns: set[str] | None,
+                  records: int, reading: Callable[[Reading], None] | None
+                  ) -> tuple[pd.DataFrame | None, pd.DataFrame, dict[str, object]] | None:
+    """The captures read and matched a chunk at a time (analysis/chunked.py): the packets the steps read (the
+    replies), the probes table and the counts; None when the capture's clock steps back too far for chunks (it
+    must be read whole: `found` is left open for that)."""
+    reply_columns = [c for s in chosen for c in s.packet_columns or ()]
+    m = ChunkedMatch(window_s=options.window_s, columns=probe_columns, reply_columns=reply_columns or None,
+                     rows=min(records, 1 << 16))
+    stream = Stream.of(found.files, reading)
+    count, probes, replies = 0, [], []
+    try:
+        for chunk in iter_sources(found, stream, columns=m.packet_columns(), keep=options.keep,
+                                  dedup_ns=options.dedup_ns, chunk=records):
+            count += len(chunk)
+            for part in m.feed(chunk):
+                probes.append(part.probes)
+                replies.append(part.replies)
+            del chunk
+        for part in m.finish():
+            probes.append(part.probes)
+            replies.append(part.replies)
+    except Disordered:
+        return None
+    found.close()
+    attrs = stream_attrs(found.files, stream)
+    packets = None
+    if reply_columns:  # (each list let go as soon as it is joined: the parts and the whole are not held twice)
+        packets = concat_tables(replies) if len(replies) > 1 else replies[0] if replies else \
+            decode_nothing(list(m.reply_columns))
+        del replies[:]
+        order = np.argsort(packets["frame"].to_numpy(), kind="stable")
+        packets = packets.take(order).reset_index(drop=True)
+        del order
+    probes = joined(probes, m)
+    counts = dict(packet_count=count, malformed=attrs["malformed"], format=attrs["format"], frames=attrs["sources"])
+    return packets, probes, counts
 
 
 def _after_matching(packets: pd.DataFrame, chosen: list[Step]) -> pd.DataFrame | None:
@@ -216,21 +270,27 @@ def analyze(capture: str | Sequence[str] | Sources, steps: Iterable[str] = ("sca
     found = capture if isinstance(capture, Sources) else captures(capture)
     capture = ", ".join(f.name for f in found.files)
     say("reading", capture)
+    records = _chunk_records(found, options, chosen, keep)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        packets = _read(found, options, packet_columns, reading)
+        chunked = _read_chunked(found, options, chosen, probe_columns, records, reading) if records else None
+        if chunked is None:
+            del caught[:]  # (a capture tried in chunks is read again, whole: its warnings are said once)
+            packets = _read(found, options, packet_columns, reading)
     for w in caught:  # passed on as usual (filters apply); the capture's own are also the result's
         warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
     said = tuple(str(w.message) for w in caught if issubclass(w.category, CaptureWarning))
-    say("matching", f"{len(packets)} packets")
-    probes = match(packets, window_s=options.window_s, columns=probe_columns)
+    if chunked is None:
+        say("matching", f"{len(packets)} packets")
+        probes = match(packets, window_s=options.window_s, columns=probe_columns)
+        counts = dict(packet_count=len(packets), malformed=packets.attrs.get("malformed", 0),
+                      format=str(packets.attrs.get("format", "")), frames=packets.attrs.get("sources"))
+        if "packets" not in keep:
+            packets = _after_matching(packets, chosen)
+    else:
+        packets, probes, counts = chunked
     run = _Run(options, {}, capture=capture)
-    counts = dict(packet_count=len(packets), malformed=packets.attrs.get("malformed", 0),
-                  format=str(packets.attrs.get("format", "")), captures=tuple(f.name for f in found.files),
-                  paths=tuple((f.name, f.path) for f in found.files),
-                  frames=packets.attrs.get("sources"))
-    if "packets" not in keep:
-        packets = _after_matching(packets, chosen)
+    counts.update(captures=tuple(f.name for f in found.files), paths=tuple((f.name, f.path) for f in found.files))
     if options.targets:
         dst = probes["dst"].astype(str)
         for absent in sorted(set(options.targets) - set(dst.unique())):

@@ -116,20 +116,24 @@ def _present(series: pd.Series) -> np.ndarray:
     return ~np.asarray(series.isna())
 
 
-def _in_connection(pk: pd.DataFrame, tcp: np.ndarray, flags: np.ndarray, src: np.ndarray, dst: np.ndarray,
-                   sport: np.ndarray, dport: np.ndarray) -> np.ndarray:
-    """True for TCP segments sent inside an accepted connection: a SYN/ACK seen on the 4-tuple, either way
-    (the client's segments after the server's SYN/ACK, and the server's own), and no RST since."""
-    n = len(pk)
-    result = np.zeros(n, bool)
-    cand = np.flatnonzero(tcp & ((flags & ACK) != 0) & ((flags & (SYN | RST)) == 0))
-    if not len(cand):
-        return result
+class Connections(NamedTuple):
+    """TCP connections' state before a table's first packet (chunked matching carries it from the packets
+    it let go): the last event (a SYN/ACK opens, a RST closes) on each 4-tuple, in the orientation `_in_connection`
+    looks them up (`exact`: a, b, x, y, open), and on each (b, x, y) without the prober's address (`loose`);
+    addresses as global ids, `ids` the table's address codes' ids."""
+
+    exact: pd.DataFrame
+    loose: pd.DataFrame
+    ids: np.ndarray
+
+
+def connection_events(tcp: np.ndarray, flags: np.ndarray, src: np.ndarray, dst: np.ndarray, sport: np.ndarray,
+                      dport: np.ndarray, ts: np.ndarray) -> pd.DataFrame:
+    """The TCP events that open and close connections, keyed in the orientation of the segments that look them
+    up: a SYN/ACK either way opens, a RST either way closes; in time order (ties: SYN/ACKs first)."""
     synack = np.flatnonzero(tcp & ((flags & (SYN | ACK)) == (SYN | ACK)))
     rst = np.flatnonzero(tcp & ((flags & RST) != 0))
-    ts = pk.ts_ns.to_numpy()  # (src … dport: the caller's arrays; every row used here is TCP, so has ports)
-    # Events keyed in the candidate's orientation: a SYN/ACK either way opens, a RST either way closes.
-    ev = pd.DataFrame({
+    return pd.DataFrame({
         "a": np.concatenate([dst[synack], src[synack], src[rst], dst[rst]]),
         "b": np.concatenate([src[synack], dst[synack], dst[rst], src[rst]]),
         "x": np.concatenate([dport[synack], sport[synack], sport[rst], dport[rst]]),
@@ -137,23 +141,66 @@ def _in_connection(pk: pd.DataFrame, tcp: np.ndarray, flags: np.ndarray, src: np
         "ts": np.concatenate([ts[synack], ts[synack], ts[rst], ts[rst]]),
         "open": np.concatenate([np.ones(2 * len(synack), bool), np.zeros(2 * len(rst), bool)]),
     }).sort_values("ts", kind="stable")
+
+
+def _in_connection(pk: pd.DataFrame, tcp: np.ndarray, flags: np.ndarray, src: np.ndarray, dst: np.ndarray,
+                   sport: np.ndarray, dport: np.ndarray, carried: Connections | None = None) -> np.ndarray:
+    """True for TCP segments sent inside an accepted connection: a SYN/ACK seen on the 4-tuple, either way
+    (the client's segments after the server's SYN/ACK, and the server's own), and no RST since. `carried`: the
+    state before the table's first packet, for 4-tuples with no event in the table."""
+    n = len(pk)
+    result = np.zeros(n, bool)
+    cand = np.flatnonzero(tcp & ((flags & ACK) != 0) & ((flags & (SYN | RST)) == 0))
+    if not len(cand):
+        return result
+    ts = pk.ts_ns.to_numpy()  # (src … dport: the caller's arrays; every row used here is TCP, so has ports)
+    ev = connection_events(tcp, flags, src, dst, sport, dport, ts)
     left = pd.DataFrame({"i": cand, "a": src[cand], "b": dst[cand], "x": sport[cand], "y": dport[cand], "ts": ts[cand]})
     left = left.sort_values("ts", kind="stable")
     merged = pd.merge_asof(left, ev, on="ts", by=["a", "b", "x", "y"], direction="backward", allow_exact_matches=False)
+    if carried is not None:
+        _carried(merged, carried, ["a", "b", "x", "y"], carried.exact)
     result[merged["i"].to_numpy()] = merged["open"].fillna(False).to_numpy(bool)
-    _without_prober(merged, ev, "open", result)  # the SYN/ACK went to the untranslated prober address
+    _without_prober(merged, ev, "open", result, carried=carried)  # the SYN/ACK went to the untranslated prober
     return result
 
 
-def _without_prober(merged: pd.DataFrame, right: pd.DataFrame, flag: str, result: np.ndarray, **asof: object) -> None:
+def _carried(merged: pd.DataFrame, carried: Connections, by: list[str], state: pd.DataFrame) -> None:
+    """Rows of an as-of merge that found no event in the table take the carried state of their key (in place)."""
+    rest = merged["open"].isna().to_numpy()
+    if not rest.any() or not len(state):
+        return
+    keys = merged.loc[rest, by].copy()
+    for c in ("a", "b"):
+        if c in keys:
+            keys[c] = carried.ids[keys[c].to_numpy()]
+    found = keys.merge(state, on=by, how="left")["open"].to_numpy()
+    merged.loc[rest, "open"] = found
+
+
+def _without_prober(merged: pd.DataFrame, right: pd.DataFrame, flag: str, result: np.ndarray,
+                    carried: Connections | None = None, **asof: object) -> None:
     """A NAT gateway's view: rows of an as-of merge on (a, b, x, y) that found nothing on their exact
     addresses look once more without the prober's (a); `result` is set where they find `flag`. `right` is
-    the merge's right side, sorted by ts."""
+    the merge's right side, sorted by ts; `carried`: the connections' state before it (`_in_connection`'s)."""
     rest = merged.loc[merged[flag].isna(), ["i", "a", "b", "x", "y", "ts"]]
     if len(rest):
         again = pd.merge_asof(rest, right.drop(columns="a"), on="ts", by=["b", "x", "y"], direction="backward",
                               allow_exact_matches=False, **asof)
+        if carried is not None:
+            _carried(again, carried, ["b", "x", "y"], carried.loose)
         result[again["i"].to_numpy()] = again[flag].fillna(False).to_numpy(bool)
+
+
+class Detail(NamedTuple):
+    """What chunked matching (analysis/chunked.py) needs beyond the probes table: each group's last
+    transmission's time (in the table's order), the times of the answers and whether a probe claimed each
+    (the unsolicited ones are counted by time range), and the reply times of the NAT pairs."""
+
+    last_ns: np.ndarray
+    answer_ns: np.ndarray
+    claimed: np.ndarray
+    nat_ns: np.ndarray
 
 
 def match(packets: pd.DataFrame, *, window_s: float = DEFAULT_WINDOW_S,
@@ -176,6 +223,13 @@ def match(packets: pd.DataFrame, *, window_s: float = DEFAULT_WINDOW_S,
     wanted = set(PROBE_COLUMNS if columns is None else columns)
     if wanted - set(PROBE_COLUMNS):
         raise ValueError(f"not columns of the probes table: {sorted(wanted - set(PROBE_COLUMNS))}")
+    return match_detail(packets, window_s, wanted)[0]
+
+
+def match_detail(packets: pd.DataFrame, window_s: float, wanted: set[str],
+                 carried: Connections | None = None) -> tuple[pd.DataFrame, Detail]:
+    """`match`, with the `Detail` chunked matching needs; `carried`: the connections open before the first
+    of these packets (the packets before them are not in the table)."""
     window_ns = int(window_s * 1e9)
     pk = packets
     # Narrow types (each column's values fit; sums of them are done in int64 on the rows that need them).
@@ -203,7 +257,7 @@ def match(packets: pd.DataFrame, *, window_s: float = DEFAULT_WINDOW_S,
     rst = tcp & ((flags & RST) != 0) & ~crafted
     tcp_probe = tcp & ~rst & ~synack & (((flags & SYN) != 0) | (plen == 0))
     del crafted
-    tcp_probe &= ~_in_connection(pk, tcp, flags, src, dst, sport, dport)
+    tcp_probe &= ~_in_connection(pk, tcp, flags, src, dst, sport, dport, carried)
     udp_reply = _udp_replies(udp, src, dst, sport, dport, ts, window_ns)
     udp_probe = udp & ~udp_reply
     del udp, frag
@@ -248,6 +302,7 @@ def match(packets: pd.DataFrame, *, window_s: float = DEFAULT_WINDOW_S,
     tx_nth[:] = np.arange(1, len(order) + 1, dtype=order.dtype) - g_start[tx_nth - 1]  # … then its place in it
     n_tx = np.diff(g_start, append=len(order)).astype(order.dtype)
     tx_rows = r[order]  # transmissions' rows, in transmission order
+    g_last_ns = ts[tx_rows[g_start + n_tx - 1]]
     del t_x, t_y, t_seq, t_f, t_ts, tx_ts, order
     # Groups numbered in the output's order, by first transmission (ties: frame number): each group's first
     # transmission (g_first), its start in the transmission order (g_start) and its size (n_tx) in that order.
@@ -257,7 +312,7 @@ def match(packets: pd.DataFrame, *, window_s: float = DEFAULT_WINDOW_S,
         out_order = _order_of_rows(g_first, len(frame))  # rows are in (time, frame) order: no sort needed
     else:
         out_order = np.lexsort((frame[g_first], ts[g_first]))
-    g_first, g_start, n_tx = g_first[out_order], g_start[out_order], n_tx[out_order]
+    g_first, g_start, n_tx, g_last_ns = g_first[out_order], g_start[out_order], n_tx[out_order], g_last_ns[out_order]
     del out_order
 
     # ---- keys each reply candidate offers (built first: probe key families no reply offers are skipped)
@@ -292,6 +347,7 @@ def match(packets: pd.DataFrame, *, window_s: float = DEFAULT_WINDOW_S,
     n_r, n_g, n_t = _latest_transmissions(lone, free, g_start, n_tx, tx_rows, time_rank)
     keep = ts[n_r] - ts[tx_rows[n_t]] <= window_ns
     nat_pairs = int(keep.sum())
+    nat_ns = ts[n_r[keep]]
     c_r, c_g, c_tx = (np.concatenate([a, b[keep]]) for a, b in ((c_r, n_r), (c_g, n_g), (c_tx, n_t)))
     del rk, pk_keys, lone, free, n_r, n_g, n_t, keep
     # Each group's answer: its earliest reply in time order; the others are duplicates.
@@ -321,7 +377,9 @@ def match(packets: pd.DataFrame, *, window_s: float = DEFAULT_WINDOW_S,
     # Unsolicited: answers no probe claimed. Bare RSTs are left out: most tear down a SYN/ACK the
     # prober's own kernel did not expect (nmap's SYN scan), which answers no probe by design.
     answers = np.flatnonzero(synack | (rst & ((flags & ACK) != 0)) | icmp_error | echo_reply | udp_reply)
-    unsolicited = int(len(answers) - np.isin(answers, c_r).sum())
+    claimed = np.isin(answers, c_r)
+    unsolicited = int(len(answers) - claimed.sum())
+    detail = Detail(g_last_ns, ts[answers], claimed, nat_ns)
     # Free what the output does not need before building it.
     del (answers, proto, src, dst, ack, plen, synack, rst, udp_reply, icmp_error, echo_reply, probe_rows, r, tx_rows,
          g_start, tx_nth, c_r, c_g, ans)
@@ -369,7 +427,7 @@ def match(packets: pd.DataFrame, *, window_s: float = DEFAULT_WINDOW_S,
     out.attrs["unsolicited_replies"] = unsolicited
     out.attrs["window_s"] = window_s
     out.attrs["nat_pairs"] = nat_pairs
-    return out
+    return out, detail
 
 
 def _where(mask: np.ndarray) -> np.ndarray:
@@ -613,15 +671,17 @@ def _latest_transmissions(left_parts: list[KeyPart], right_parts: list[KeyPart],
 
 
 def _no_probes(pk: pd.DataFrame, synack: np.ndarray, rst: np.ndarray, flags: np.ndarray, icmp_error: np.ndarray,
-               echo_reply: np.ndarray, udp_reply: np.ndarray, window_s: float, wanted: set[str]) -> pd.DataFrame:
+               echo_reply: np.ndarray, udp_reply: np.ndarray, window_s: float,
+               wanted: set[str]) -> tuple[pd.DataFrame, Detail]:
     """The probes table with no rows (a capture of replies only, or of nothing)."""
     # Matching a one-SYN table gives the empty probes table its exact columns and dtypes.
     out = match(_one_probe_table(), window_s=window_s, columns=wanted).iloc[0:0].copy()
-    answers = synack | (rst & ((flags & ACK) != 0)) | icmp_error | echo_reply | udp_reply
-    out.attrs["unsolicited_replies"] = int(answers.sum())
+    answers = np.flatnonzero(synack | (rst & ((flags & ACK) != 0)) | icmp_error | echo_reply | udp_reply)
+    out.attrs["unsolicited_replies"] = len(answers)
     out.attrs["nat_pairs"] = 0
     out.attrs["window_s"] = window_s
-    return out
+    none = np.zeros(0, np.int64)
+    return out, Detail(none, pk.ts_ns.to_numpy()[answers], np.zeros(len(answers), bool), none)
 
 
 def _one_probe_table() -> pd.DataFrame:

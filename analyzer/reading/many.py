@@ -9,7 +9,7 @@ chunks of `reading/stream.py`, joined. One file read whole, unfiltered, is `pack
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 
 import pandas as pd
 
@@ -48,6 +48,20 @@ def read_sources(found: Sources, *, columns: Iterable[str] | None = None, keep: 
     out = table[[c for c in table.columns if c in wanted]]
     out.attrs.update(stream_attrs(files, stream))
     return out
+
+
+def iter_sources(found: Sources, stream: Stream, *, columns: Iterable[str] | None = None, keep: Filter = EVERYTHING,
+                 dedup_ns: int = DEDUP_WINDOW_NS, chunk: int = CHUNK_RECORDS) -> Iterator[pd.DataFrame]:
+    """The packets table of the captures `found` lists, as `read_sources` gives it whole, a chunk of about
+    `chunk` records at a time (`stream`, `Stream.of(found.files)`, gathers the frame index and counts:
+    `stream_attrs`). Raises and warns as `read_sources`."""
+    files = found.files
+    if not files:
+        raise CaptureError(", ".join(str(e.path) for e in found.errors) or "(no input)", "no capture to read")
+    wanted = _wanted(columns)
+    read_columns = sorted(wanted | {"ts_ns"} | set(keep.columns()))
+    for table in packet_chunks(files, read_columns, anchored(keep, files), dedup_ns, chunk, stream):
+        yield table[[c for c in table.columns if c in wanted]]
 
 
 def anchored(keep: Filter, files: tuple[Source, ...]) -> Filter:

@@ -12,15 +12,17 @@ its first transmission), so that a query for one hour reads one folder. Several 
 `source` (the file a frame came from) and `source_frame` (its number there); `frame` is the merged number every
 synlens output uses.
 
-The captures are read once. The packets are written as they are read, a chunk at a time (reading/stream.py);
-the matcher's columns of each chunk are kept, and the probes matched on them all once reading ends, as
-`synlens rtt` matches them: that step holds the matcher's columns of every packet (about 60 bytes a packet).
+The captures are read once, and written a chunk at a time as they are read (reading/stream.py): the packets,
+and the probes as chunked matching gives them out (analysis/chunked.py), so an export's memory is bounded by a
+chunk and a few reply windows of traffic, whatever the captures' size. (A capture whose clock steps back more
+than the reply window is read a second time, for its probes, and matched whole.)
 """
 
 from __future__ import annotations
 
 import json
 import os
+import shutil
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,10 +30,11 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from ..analysis.chunked import ChunkedMatch, Disordered, Matched
 from ..analysis.match import DEFAULT_WINDOW_S, match, match_columns
 from ..errors import CaptureError
 from ..reading.filters import EVERYTHING, Filter
-from ..reading.many import CHUNK_RECORDS, anchored, decode_nothing
+from ..reading.many import CHUNK_RECORDS, anchored
 from ..reading.merge import DEDUP_WINDOW_NS, concat_tables
 from ..reading.schema import PACKET_COLUMNS
 from ..reading.sources import Sources, sha256_of
@@ -68,26 +71,43 @@ def export(found: Sources, to: str | Path, *, keep: Filter = EVERYTHING, dedup_n
     stream = Stream.of(files)
     columns = [c.name for c in PACKET_COLUMNS if c.name != "frame"]
     chunks = packet_chunks(files, columns, anchored(keep, files), dedup_ns, chunk, stream)
-    for_matching, hours, parquet_files, packets = [], set(), 0, 0
-    for part, table in enumerate(_batched(_with_sources(chunks, stream), chunk)):
-        for_matching.append(table[list(match_columns())])
-        written = _write(table, folder / "packets", part)
-        hours |= written
-        parquet_files += len(written)
-        packets += len(table)
-    if not for_matching:
-        matchable = decode_nothing(list(match_columns()))
-    else:
-        matchable = concat_tables(for_matching) if len(for_matching) > 1 else for_matching[0]
-    del for_matching
-    probes = match(matchable, window_s=window_s)
-    written = _write(probes, folder / "probes", 0)
-    hours |= written
-    parquet_files += len(written)
-    manifest.update(packets=packets, probes=len(probes), malformed=stream.malformed)
+    hours: set[str] = set()
+    m = ChunkedMatch(window_s=window_s)
+    matched = [0, 0, 0]  # probes written, Parquet files, parts
+    parquet_files = packets = 0
+
+    def write_probes(parts: Iterator[Matched]) -> None:
+        nonlocal hours
+        for done in parts:
+            written = _write(done.probes, folder / "probes", matched[2])
+            hours |= written
+            matched[0] += len(done.probes)
+            matched[1] += len(written)
+            matched[2] += 1
+
+    try:
+        for part, table in enumerate(_batched(_with_sources(chunks, stream), chunk)):
+            written = _write(table, folder / "packets", part)
+            hours |= written
+            parquet_files += len(written)
+            packets += len(table)
+            write_probes(m.feed(table[list(match_columns())]))
+        write_probes(m.finish())
+        probe_count = matched[0]
+    except Disordered:  # (the packets written stand; the probes are matched on the capture read again, whole)
+        shutil.rmtree(folder / "probes", ignore_errors=True)
+        again = packet_chunks(files, list(match_columns()), anchored(keep, files), dedup_ns, chunk, Stream.of(files))
+        tables = list(again)
+        whole = concat_tables(tables) if len(tables) > 1 else tables[0]
+        del tables
+        probes = match(whole, window_s=window_s)
+        probe_count = len(probes)
+        matched[1] = len(_write(probes, folder / "probes", 0))
+    parquet_files += matched[1]
+    manifest.update(packets=packets, probes=probe_count, malformed=stream.malformed)
     folder.mkdir(parents=True, exist_ok=True)
     (folder / "manifest.json").write_text(json.dumps(manifest, indent=1) + "\n")
-    return Exported(folder, packets, len(probes), tuple(sorted(hours)), parquet_files)
+    return Exported(folder, packets, probe_count, tuple(sorted(hours)), parquet_files)
 
 
 def _write(table: pd.DataFrame, dataset: Path, part: int) -> set[str]:

@@ -1,0 +1,199 @@
+"""Packets tables a chunk at a time → the probes table, in memory bounded by the traffic of a few reply windows,
+the same table `match` makes of the whole capture.
+
+The chunks (`reading/stream.py`: records in merged order, numbered) are gathered into a *context*, and each time
+it has grown by as many rows as it held, it is matched whole (`match.match_detail`). Of what that finds, the
+probe groups whose first transmission is before a *cut* are final, and given out:
+
+- the cut is 3 windows before the context's latest packet, and earlier than any group still sending (its last
+  transmission less than 3 windows before the latest packet: a retransmission, or a reply, may still come);
+- a group, its retransmissions and replies all lie in the context, with 2 windows of traffic before the group's
+  first transmission: one window to tell a group's start from a retransmission and to find every transmission a
+  reply could answer, one more to tell whether those datagrams are probes or replies (a UDP reply follows a
+  datagram the other way within the window);
+- answers no probe claims are counted by their time in the same ranges (each once).
+
+The context then lets go of the packets more than 2 windows before the cut. What they said about TCP connections
+(a SYN/ACK opens one, a RST closes it: a segment inside one is no probe, whatever came before) is carried as
+state (`match.Connections`): the last event on each 4-tuple.
+
+The chunks must come in time order within a window: a packet more than a window older than the context's latest
+(a capture whose clock stepped back) could belong to what was given out. That raises `Disordered`, and the
+caller matches the capture whole (`pipeline.analyze` reads it again).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+from ..reading.merge import concat_tables
+from .match import (
+    DEFAULT_WINDOW_S,
+    PROBE_COLUMNS,
+    Connections,
+    connection_events,
+    match_columns,
+    match_detail,
+)
+
+_KEYS = {"exact": ["a", "b", "x", "y"], "loose": ["b", "x", "y"]}
+
+
+class Disordered(Exception):
+    """A packet came more than a reply window earlier than packets already matched: the capture must be matched
+    whole."""
+
+
+@dataclass(frozen=True)
+class Matched:
+    """Probes given out: their rows of the probes table, and the packets that answered them (the columns
+    asked for)."""
+
+    probes: pd.DataFrame
+    replies: pd.DataFrame | None
+
+
+class ChunkedMatch:
+    """Matches the packets tables it is fed (`feed`, then `finish`), giving out `Matched` parts whose
+    concatenation is `match(whole)` (with `columns`), and counting `unsolicited_replies` and `nat_pairs` as
+    `match` does. `reply_columns`: packets columns of the replies to give out beside the probes (signals read
+    them), or None. `rows`: the least number of new rows a round waits for."""
+
+    def __init__(self, *, window_s: float = DEFAULT_WINDOW_S, columns: Iterable[str] | None = None,
+                 reply_columns: Iterable[str] | None = None, rows: int = 1 << 16):
+        self.window_s = window_s
+        self.w = int(window_s * 1e9)
+        self.columns = tuple(c for c in PROBE_COLUMNS if columns is None or c in set(columns))
+        self.reply_columns = None if reply_columns is None else tuple(dict.fromkeys(("frame", *reply_columns)))
+        self.wanted = set(self.columns) | {"ts_ns", "probe_frame"} | ({"reply_frame"} if reply_columns else set())
+        self.rows = rows
+        self.context: pd.DataFrame | None = None
+        self.pending: list[pd.DataFrame] = []
+        self.pending_rows = 0
+        self.cut: int | None = None  # groups first sent before it are given out (None: none yet)
+        self.latest: int | None = None  # the latest packet's time when the cut was last moved
+        self.ids: dict[str, int] = {}
+        self.connections = {k: pd.DataFrame({c: np.zeros(0, np.int64) for c in v} | {"open": np.zeros(0, bool)})
+                            for k, v in _KEYS.items()}
+        self.unsolicited_replies = 0
+        self.nat_pairs = 0
+
+    def packet_columns(self) -> tuple[str, ...]:
+        """The packets columns the chunks must hold."""
+        return tuple(dict.fromkeys((*match_columns(self.columns), *(self.reply_columns or ()))))
+
+    def feed(self, chunk: pd.DataFrame) -> Iterator[Matched]:
+        """Take a chunk (the next packets, in merged order); give out what became final."""
+        if not len(chunk):
+            return
+        if self.latest is not None and int(chunk["ts_ns"].min()) <= self.latest - self.w:
+            raise Disordered
+        self.pending.append(chunk)
+        self.pending_rows += len(chunk)
+        if self.pending_rows >= max(self.rows, 0 if self.context is None else len(self.context)):
+            yield from self._round(final=False)
+
+    def finish(self) -> Iterator[Matched]:
+        """Give out the rest."""
+        yield from self._round(final=True)
+
+    def _round(self, *, final: bool) -> Iterator[Matched]:
+        tables = ([self.context] if self.context is not None else []) + self.pending
+        self.pending, self.pending_rows = [], 0
+        if not tables:
+            return
+        context = concat_tables(tables) if len(tables) > 1 else tables[0].reset_index(drop=True)
+        ts = context["ts_ns"].to_numpy()
+        latest = int(ts.max())
+        ids = np.array([self.ids.setdefault(a, len(self.ids)) for a in context["src"].cat.categories], np.int64)
+        carried = Connections(self.connections["exact"], self.connections["loose"], ids)
+        probes, detail = match_detail(context, self.window_s, self.wanted, carried)
+        first = probes["ts_ns"].to_numpy()
+        if final:
+            cut = np.iinfo(np.int64).max
+        else:
+            cut = latest - 3 * self.w
+            sending = detail.last_ns > latest - 3 * self.w
+            if sending.any():
+                cut = min(cut, int(first[sending].min()))
+        start = np.iinfo(np.int64).min if self.cut is None else self.cut
+        if cut > start:
+            mine = (first >= start) & (first < cut)
+            out = probes[mine].reset_index(drop=True)
+            for c in ("src", "dst"):  # (the addresses these probes hold, as match gives them)
+                if c in out:
+                    out[c] = out[c].cat.remove_unused_categories()
+            self.unsolicited_replies += int(((detail.answer_ns >= start) & (detail.answer_ns < cut)
+                                             & ~detail.claimed).sum())
+            self.nat_pairs += int(((detail.nat_ns >= start) & (detail.nat_ns < cut)).sum())
+            replies = None
+            if self.reply_columns is not None:
+                answered = out["reply_frame"].dropna().to_numpy(np.int64)
+                at = np.isin(context["frame"].to_numpy(), answered)
+                replies = context.loc[at, list(self.reply_columns)].reset_index(drop=True)
+            if len(out) or (replies is not None and len(replies)):
+                yield Matched(out[list(self.columns)], replies)
+            self.cut, self.latest = cut, latest
+        if final:
+            self.context = None
+            return
+        gone = ts < (self.cut if self.cut is not None else np.iinfo(np.int64).min) - 2 * self.w
+        if gone.any():
+            self._carry(context[gone], ids)
+            context = context[~gone].reset_index(drop=True)
+        self.context = context
+
+    def _carry(self, gone: pd.DataFrame, ids: np.ndarray) -> None:
+        """The connections' state after the packets let go (`gone`), for the segments that come later."""
+        proto = gone["ip_proto"].to_numpy(np.int16, na_value=0)
+        tcp = ((proto == 6) & ~gone["fragment"].to_numpy(bool) & gone["sport"].notna().to_numpy()
+               & gone["tcp_flags"].notna().to_numpy())
+        if not tcp.any():
+            return
+        rows = gone[tcp]
+        ev = connection_events(np.ones(len(rows), bool), rows["tcp_flags"].to_numpy(np.int64),
+                               ids[rows["src"].cat.codes.to_numpy()], ids[rows["dst"].cat.codes.to_numpy()],
+                               rows["sport"].to_numpy(np.int64), rows["dport"].to_numpy(np.int64),
+                               rows["ts_ns"].to_numpy())
+        for kind, keys in _KEYS.items():
+            both = pd.concat([self.connections[kind], ev[[*keys, "open"]]], ignore_index=True)
+            self.connections[kind] = both.drop_duplicates(keys, keep="last").reset_index(drop=True)
+
+
+def match_chunks(chunks: Iterable[pd.DataFrame], *, window_s: float = DEFAULT_WINDOW_S,
+                 columns: Iterable[str] | None = None, rows: int = 1 << 16) -> pd.DataFrame:
+    """`match` of the packets tables `chunks` (consecutive, in merged order) as if they were one table."""
+    m = ChunkedMatch(window_s=window_s, columns=columns, rows=rows)
+    parts = [part.probes for chunk in chunks for part in m.feed(chunk)] + [part.probes for part in m.finish()]
+    return joined(parts, m)
+
+
+def joined(parts: list[pd.DataFrame], m: ChunkedMatch) -> pd.DataFrame:
+    """The probes table of the parts a `ChunkedMatch` gave out."""
+    if len(parts) > 1:
+        # Column by column, each let go of the parts once joined; each address column with its own categories
+        # (the addresses it holds), as match gives them.
+        order = list(parts[0].columns)
+        columns = {}
+        for c in order:
+            if c in ("src", "dst"):
+                columns[c] = concat_tables([p[[c]] for p in parts])[c].cat.remove_unused_categories()
+            else:
+                columns[c] = pd.concat([p[c] for p in parts], ignore_index=True)
+            for p in parts:
+                del p[c]
+        del parts[:]
+        out = pd.DataFrame(columns, copy=False)
+    elif parts:
+        out = parts[0]
+    else:
+        from ..reading.schema import empty_packets
+        from .match import match
+
+        out = match(empty_packets(), window_s=m.window_s, columns=m.columns)
+    out.attrs.update(unsolicited_replies=m.unsolicited_replies, window_s=m.window_s, nat_pairs=m.nat_pairs)
+    return out

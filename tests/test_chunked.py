@@ -1,0 +1,152 @@
+"""Chunked matching (analysis/chunked.py): the probes table of a capture matched a chunk of records at a time is
+the table `match` makes of the whole capture, on every sample and third-party capture, and on hand-built
+captures of what the chunks' edges could break: a connection open for longer than the context (its state
+carried), a probe group that never pauses, a clock that steps back."""
+
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+
+import dpkt
+import pandas as pd
+import pytest
+from conftest import REALWORLD
+from test_sources import FAST, pcap_bytes, run
+
+import analyzer
+from analyzer.analysis.chunked import Disordered, match_chunks
+from analyzer.analysis.match import match, match_columns
+from analyzer.pipeline import Options, analyze
+from analyzer.reading.filters import EVERYTHING
+from analyzer.reading.sources import captures
+from analyzer.reading.stream import Stream, packet_chunks
+
+REPO = Path(__file__).resolve().parents[1]
+CAPTURES = {p.name: p for p in sorted((REPO / "sample_pcaps").glob("*.pcap"))
+            + (sorted(REALWORLD.glob("*.pcap*")) if REALWORLD.is_dir() else [])}
+
+
+def chunked(path: Path, records: int, **kw: object) -> pd.DataFrame:
+    found = captures([str(path)])
+    columns = sorted(set(match_columns()))
+    return match_chunks(packet_chunks(found.files, columns, EVERYTHING, 0, records, Stream.of(found.files)),
+                        rows=records, **kw)
+
+
+def assert_same(path: Path, records: int) -> None:
+    whole = match(analyzer.read(path, columns=match_columns()))
+    got = chunked(path, records)
+    pd.testing.assert_frame_equal(got, whole)
+    assert got.attrs == whole.attrs
+
+
+def test_the_captures_are_there() -> None:
+    assert REALWORLD.is_dir(), f"{REALWORLD} is absent: the third-party captures sit beside the repository"
+    assert len(CAPTURES) >= 50
+
+
+@pytest.mark.parametrize("name", FAST)
+def test_chunks_of_a_thousand_records_match_as_the_whole(name: str) -> None:
+    assert_same(CAPTURES[name], 1000)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("records", [1000, 50])
+@pytest.mark.parametrize("name", sorted(CAPTURES))
+def test_every_capture_in_chunks_matches_as_the_whole(name: str, records: int) -> None:
+    assert_same(CAPTURES[name], records)
+
+
+A, B, C = bytes([10, 0, 0, 1]), bytes([10, 0, 0, 2]), bytes([10, 0, 0, 3])
+
+
+def tcp(src: bytes, dst: bytes, sport: int, dport: int, flags: int, seq: int = 1000, ack: int = 0) -> bytes:
+    segment = dpkt.tcp.TCP(sport=sport, dport=dport, seq=seq, ack=ack, flags=flags, win=1024)
+    ip = dpkt.ip.IP(src=src, dst=dst, p=6, ttl=64, data=segment)
+    ip.len += len(segment)
+    return bytes(dpkt.ethernet.Ethernet(src=b"\x02" * 6, dst=b"\x04" * 6, data=ip))
+
+
+def udp(src: bytes, dst: bytes, sport: int, dport: int) -> bytes:
+    datagram = dpkt.udp.UDP(sport=sport, dport=dport, data=b"x")
+    datagram.ulen = len(datagram)
+    ip = dpkt.ip.IP(src=src, dst=dst, p=17, ttl=64, data=datagram)
+    ip.len += len(datagram)
+    return bytes(dpkt.ethernet.Ethernet(src=b"\x02" * 6, dst=b"\x04" * 6, data=ip))
+
+
+SYN, ACK, RST = dpkt.tcp.TH_SYN, dpkt.tcp.TH_ACK, dpkt.tcp.TH_RST
+
+
+def background(start: float, end: float) -> list[tuple[float, bytes]]:
+    """A SYN scan of C every second (a probe and its RST/ACK), so that every chunk holds packets."""
+    out = []
+    t, port = start, 1
+    while t < end:
+        out += [(t, tcp(A, C, 40000, port, SYN, seq=port)), (t + 0.001, tcp(C, A, port, 40000, RST | ACK, 0, port + 1))]
+        t, port = t + 1.0, port + 1
+    return out
+
+
+def test_a_connection_open_longer_than_the_context_stays_open(tmp_path: Path) -> None:
+    """A connection set up at t=0 carries bare ACKs (no payload: each would be a probe outside a connection) at
+    t=100 s and later, long after its SYN/ACK left the context; one is reset at t=150 s, after which a bare ACK
+    is a probe again (an ACK scan's). Matched 20 records at a time they are what the whole capture says."""
+    frames = background(0.0, 220.0) + [
+        (0.5, tcp(A, B, 5000, 80, SYN, 1)), (0.501, tcp(B, A, 80, 5000, SYN | ACK, 9, 2)),
+        (0.502, tcp(A, B, 5000, 80, ACK, 2, 10)),
+        (100.2, tcp(A, B, 5000, 80, ACK, 2, 10)), (100.3, tcp(B, A, 80, 5000, ACK, 10, 2)),
+        (150.2, tcp(B, A, 80, 5000, RST, 10)),
+        (180.2, tcp(A, B, 5000, 80, ACK, 2, 10)), (180.201, tcp(B, A, 80, 5000, RST, 10)),
+    ]
+    path = tmp_path / "long.pcap"
+    path.write_bytes(pcap_bytes(sorted(frames, key=lambda f: f[0])))
+    whole = match(analyzer.read(path, columns=match_columns()))
+    bare_acks = whole[(whole["flags"] == ACK) & (whole["dport"] == 80)]
+    assert bare_acks["ts_ns"].tolist() == [180_200_000_000]  # (the one after the RST; answered by a RST)
+    assert bare_acks["reply_kind"].tolist() == ["rst"]
+    assert_same(path, 20)
+
+
+def test_a_probe_group_that_never_pauses_is_one_probe(tmp_path: Path) -> None:
+    """A one-way UDP stream, a datagram every 2 s for 300 s, is one probe group of 150 transmissions (never
+    silent for the window); in chunks of 20 records it is still one, with its count."""
+    frames = background(0.0, 320.0) + [(1.0 + 2 * i, udp(A, B, 514, 514)) for i in range(150)]
+    path = tmp_path / "stream.pcap"
+    path.write_bytes(pcap_bytes(sorted(frames, key=lambda f: f[0])))
+    whole = match(analyzer.read(path, columns=match_columns()))
+    assert whole.loc[whole["protocol"] == "udp", "transmissions"].tolist() == [150]
+    assert_same(path, 20)
+
+
+def test_a_clock_that_steps_back_is_matched_whole(tmp_path: Path) -> None:
+    """The capture's clock is set back 100 s half way: chunks cannot hold what a packet that far back answers,
+    so chunked matching refuses (Disordered) and the pipeline reads the capture again, whole, with the same
+    result, and its warnings said once."""
+    frames = background(1000.0, 1100.0) + [(t - 100.0, f) for t, f in background(1100.0, 1200.0)]
+    path = tmp_path / "stepped.pcap"
+    data = pcap_bytes(frames)
+    path.write_bytes(data + data[24:60])  # (and cut short inside a record: one warning)
+    with pytest.raises(Disordered):
+        chunked(path, 20)
+    with warnings.catch_warnings(record=True) as said:
+        warnings.simplefilter("always")
+        a = analyze(str(path), ("families",), Options(chunk=20))
+    with warnings.catch_warnings(record=True):
+        warnings.simplefilter("always")
+        b = analyze(str(path), ("families",), Options(chunk=0))
+    assert len(said) == 1 and "cut short" in str(said[0].message)
+    pd.testing.assert_frame_equal(a.families, b.families)
+    assert (a.packet_count, a.probes_matched, a.unsolicited_replies) == (b.packet_count, b.probes_matched,
+                                                                         b.unsolicited_replies)
+
+
+def test_rtt_in_chunks_prints_what_rtt_whole_prints() -> None:
+    """The command line, both signal sets, on a scan with families: byte for byte."""
+    capture = str(CAPTURES["nat_qscan.pcap"])
+    for signals in ("all", "rtt"):
+        code, whole, _ = run("rtt", capture, "--format", "json", "--signals", signals, "--chunk", "0")
+        code_chunks, chunks, err = run("rtt", capture, "--format", "json", "--signals", signals, "--chunk", "30")
+        assert code == code_chunks == 0, err
+        assert chunks == whole
