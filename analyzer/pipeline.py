@@ -188,15 +188,16 @@ def _read_chunked(found: Sources, options: Options, chosen: list[Step], probe_co
                      rows=min(records, 1 << 16))
     stream = Stream.of(found.files, reading)
     count, probes, replies = 0, [], []
-    try:
+
+    def counted() -> Iterator[pd.DataFrame]:
+        nonlocal count
         for chunk in iter_sources(found, stream, columns=m.packet_columns(), keep=options.keep,
                                   dedup_ns=options.dedup_ns, chunk=records):
             count += len(chunk)
-            for part in m.feed(chunk):
-                probes.append(part.probes)
-                replies.append(part.replies)
-            del chunk
-        for part in m.finish():
+            yield chunk
+
+    try:
+        for part in m.parts(counted()):
             probes.append(part.probes)
             replies.append(part.replies)
     except Disordered:

@@ -31,13 +31,16 @@ import numpy as np
 import pandas as pd
 
 from ..reading.merge import concat_tables
+from ..reading.schema import empty_packets
 from .match import (
     DEFAULT_WINDOW_S,
     PROBE_COLUMNS,
     Connections,
     connection_events,
+    match,
     match_columns,
     match_detail,
+    tcp_segments,
 )
 
 _KEYS = {"exact": ["a", "b", "x", "y"], "loose": ["b", "x", "y"]}
@@ -101,6 +104,12 @@ class ChunkedMatch:
         """Give out the rest."""
         yield from self._round(final=True)
 
+    def parts(self, chunks: Iterable[pd.DataFrame]) -> Iterator[Matched]:
+        """Every chunk fed, then the rest: all the parts."""
+        for chunk in chunks:
+            yield from self.feed(chunk)
+        yield from self.finish()
+
     def _round(self, *, final: bool) -> Iterator[Matched]:
         tables = ([self.context] if self.context is not None else []) + self.pending
         self.pending, self.pending_rows = [], 0
@@ -117,7 +126,7 @@ class ChunkedMatch:
             cut = np.iinfo(np.int64).max
         else:
             cut = latest - 3 * self.w
-            sending = detail.last_ns > latest - 3 * self.w
+            sending = detail.last_ns > cut
             if sending.any():
                 cut = min(cut, int(first[sending].min()))
         start = np.iinfo(np.int64).min if self.cut is None else self.cut
@@ -149,9 +158,8 @@ class ChunkedMatch:
 
     def _carry(self, gone: pd.DataFrame, ids: np.ndarray) -> None:
         """The connections' state after the packets let go (`gone`), for the segments that come later."""
-        proto = gone["ip_proto"].to_numpy(np.int16, na_value=0)
-        tcp = ((proto == 6) & ~gone["fragment"].to_numpy(bool) & gone["sport"].notna().to_numpy()
-               & gone["tcp_flags"].notna().to_numpy())
+        tcp = tcp_segments(gone["ip_proto"].to_numpy(np.int16, na_value=0), gone["fragment"].to_numpy(bool),
+                           gone["sport"].notna().to_numpy(), gone["tcp_flags"].notna().to_numpy())
         if not tcp.any():
             return
         rows = gone[tcp]
@@ -168,8 +176,7 @@ def match_chunks(chunks: Iterable[pd.DataFrame], *, window_s: float = DEFAULT_WI
                  columns: Iterable[str] | None = None, rows: int = 1 << 16) -> pd.DataFrame:
     """`match` of the packets tables `chunks` (consecutive, in merged order) as if they were one table."""
     m = ChunkedMatch(window_s=window_s, columns=columns, rows=rows)
-    parts = [part.probes for chunk in chunks for part in m.feed(chunk)] + [part.probes for part in m.finish()]
-    return joined(parts, m)
+    return joined([part.probes for part in m.parts(chunks)], m)
 
 
 def joined(parts: list[pd.DataFrame], m: ChunkedMatch) -> pd.DataFrame:
@@ -191,9 +198,6 @@ def joined(parts: list[pd.DataFrame], m: ChunkedMatch) -> pd.DataFrame:
     elif parts:
         out = parts[0]
     else:
-        from ..reading.schema import empty_packets
-        from .match import match
-
         out = match(empty_packets(), window_s=m.window_s, columns=m.columns)
     out.attrs.update(unsolicited_replies=m.unsolicited_replies, window_s=m.window_s, nat_pairs=m.nat_pairs)
     return out

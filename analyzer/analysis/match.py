@@ -111,6 +111,12 @@ def _np(series: pd.Series, fill: int = 0, dtype: type = np.int64) -> np.ndarray:
     return series.to_numpy(dtype=dtype, na_value=fill)
 
 
+def tcp_segments(proto: np.ndarray, fragment: np.ndarray, has_ports: np.ndarray, has_flags: np.ndarray) -> np.ndarray:
+    """The TCP segments whose header was read (not a later fragment; ports and flags there): the rows matching
+    reads as TCP."""
+    return (proto == 6) & ~fragment & has_ports & has_flags
+
+
 def _present(series: pd.Series) -> np.ndarray:
     """True where a nullable column holds a value."""
     return ~np.asarray(series.isna())
@@ -246,7 +252,7 @@ def match_detail(packets: pd.DataFrame, window_s: float, wanted: set[str],
     itype, icode = _np(pk.icmp_type, -1, np.int16), _np(pk.icmp_code, -1, np.int16)
 
     has_ports = _present(pk.sport)  # (a first fragment's transport header is read: it has its ports)
-    tcp = (proto == 6) & ~frag & has_ports & _present(pk.tcp_flags)
+    tcp = tcp_segments(proto, frag, has_ports, _present(pk.tcp_flags))
     udp = (proto == 17) & has_ports  # a datagram's first fragment stands for it: its answer pairs with it
     del has_ports
     icmp = ((proto == 1) | (proto == 58)) & (itype >= 0)

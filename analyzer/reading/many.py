@@ -41,11 +41,8 @@ def read_sources(found: Sources, *, columns: Iterable[str] | None = None, keep: 
                          progress=None if progress is None else lambda share: stream.advanced(0, min(share, 0.999)))
         stream.advanced(0, 1.0)
         return table
-    wanted = _wanted(columns)
-    read_columns = sorted(wanted | {"ts_ns"} | set(keep.columns()))
-    chunks = list(packet_chunks(files, read_columns, keep, dedup_ns, chunk, stream))
-    table = concat_tables(chunks) if len(chunks) > 1 else chunks[0] if chunks else decode_nothing(read_columns)
-    out = table[[c for c in table.columns if c in wanted]]
+    chunks = list(iter_sources(found, stream, columns=columns, keep=keep, dedup_ns=dedup_ns, chunk=chunk))
+    out = concat_tables(chunks) if len(chunks) > 1 else chunks[0] if chunks else decode_nothing(sorted(_wanted(columns)))
     out.attrs.update(stream_attrs(files, stream))
     return out
 
