@@ -27,6 +27,7 @@ from analyzer.pipeline import Options, analyze
 from analyzer.reading.filters import EVERYTHING
 from analyzer.reading.sources import captures
 from analyzer.reading.stream import Stream, packet_chunks
+from analyzer.render.export import export
 
 REPO = Path(__file__).resolve().parents[1]
 CAPTURES = {p.name: p for p in sorted((REPO / "sample_pcaps").glob("*.pcap"))
@@ -37,11 +38,11 @@ def chunked(path: Path, records: int, window_s: float = DEFAULT_WINDOW_S) -> tup
     """The probes table matched `records` at a time, and how many parts were given out before the end."""
     found = captures([str(path)])
     m = ChunkedMatch(window_s=window_s, rows=records)
-    early = []
+    parts, early = [], 0
     for chunk in packet_chunks(found.files, list(m.packet_columns()), EVERYTHING, 0, records, Stream.of(found.files)):
-        early += [part.probes for part in m.feed(chunk)]
-    count = len(early)
-    return joined(early + [part.probes for part in m.finish()], m), count
+        parts += [part.probes for part in m.feed(chunk)]
+        early = len(parts)
+    return joined(parts + [part.probes for part in m.finish()], m), early
 
 
 def assert_same(path: Path, records: int, window_s: float = DEFAULT_WINDOW_S) -> None:
@@ -137,14 +138,20 @@ def test_a_probe_group_that_never_pauses_is_one_probe(tmp_path: Path) -> None:
     assert_same(path, 20)
 
 
+def stepped(tmp_path: Path) -> Path:
+    """A capture whose clock is set back 100 s half way, cut short inside its last record."""
+    frames = background(1000.0, 1100.0) + [(t - 100.0, f) for t, f in background(1100.0, 1200.0)]
+    path = tmp_path / "stepped.pcap"
+    data = pcap_bytes(frames)
+    path.write_bytes(data + data[24:60])
+    return path
+
+
 def test_a_clock_that_steps_back_is_matched_whole(tmp_path: Path) -> None:
     """The capture's clock is set back 100 s half way: chunks cannot hold what a packet that far back answers,
     so chunked matching refuses (Disordered) and the pipeline reads the capture again, whole, with the same
     result, and its warnings said once."""
-    frames = background(1000.0, 1100.0) + [(t - 100.0, f) for t, f in background(1100.0, 1200.0)]
-    path = tmp_path / "stepped.pcap"
-    data = pcap_bytes(frames)
-    path.write_bytes(data + data[24:60])  # (and cut short inside a record: one warning)
+    path = stepped(tmp_path)
     with pytest.raises(Disordered):
         chunked(path, 20)
     with warnings.catch_warnings(record=True) as said:
@@ -171,3 +178,18 @@ def test_rtt_in_chunks_prints_what_rtt_whole_prints() -> None:
         assert code == code_chunks == 0, err
         assert json.loads(whole)["probes_matched"] >= 100  # (a result worth comparing, not an empty one)
         assert chunks == whole
+
+
+def test_export_of_a_clock_that_steps_back_writes_the_whole_captures_probes(tmp_path: Path) -> None:
+    """export matches in chunks as it writes; where the clock steps back it matches the capture again, whole:
+    the probes written are `match`'s, none twice, and the packets all written once."""
+    pytest.importorskip("pyarrow", reason="export writes Parquet with pyarrow (the test extra installs it)")
+    path = stepped(tmp_path)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        done = export(captures([str(path)]), tmp_path / "out", chunk=20)
+        whole = match(analyzer.read(path))
+    probes = pd.read_parquet(tmp_path / "out" / "probes")
+    assert done.probes == len(probes) == len(whole) >= 100  # (200 SYNs, to 100 ports twice)
+    assert sorted(probes["probe_frame"]) == sorted(whole["probe_frame"])
+    assert done.packets == len(pd.read_parquet(tmp_path / "out" / "packets")) == 400

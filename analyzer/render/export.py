@@ -15,7 +15,7 @@ synlens output uses.
 The captures are read once, and written a chunk at a time as they are read (reading/stream.py): the packets,
 and the probes as chunked matching gives them out (analysis/chunked.py), so an export's memory is bounded by a
 chunk and a few reply windows of traffic, whatever the captures' size. (A capture whose clock steps back more
-than the reply window is read a second time, for its probes, and matched whole.)
+than the reply window is read a second time, once its packets are written, and its probes matched whole.)
 """
 
 from __future__ import annotations
@@ -34,11 +34,11 @@ from ..analysis.chunked import ChunkedMatch, Disordered, Matched
 from ..analysis.match import DEFAULT_WINDOW_S, match, match_columns
 from ..errors import CaptureError
 from ..reading.filters import EVERYTHING, Filter
-from ..reading.many import CHUNK_RECORDS, anchored
+from ..reading.many import CHUNK_RECORDS, iter_sources, read_sources
 from ..reading.merge import DEDUP_WINDOW_NS, concat_tables
 from ..reading.schema import PACKET_COLUMNS
 from ..reading.sources import Sources, sha256_of
-from ..reading.stream import Stream, packet_chunks
+from ..reading.stream import Stream
 
 PARTITION = "hour"  # the Hive partition column: the UTC hour of the row's time, 2024-05-01T10
 _HOUR_NS = 3600 * 10**9
@@ -69,45 +69,45 @@ def export(found: Sources, to: str | Path, *, keep: Filter = EVERYTHING, dedup_n
                 "dedup_window_s": dedup_ns / 1e9, "partitioning": f"hive: {PARTITION} (UTC)",
                 "columns": {c.name: c.dtype for c in PACKET_COLUMNS}}
     stream = Stream.of(files)
-    columns = [c.name for c in PACKET_COLUMNS if c.name != "frame"]
-    chunks = packet_chunks(files, columns, anchored(keep, files), dedup_ns, chunk, stream)
+    m = ChunkedMatch(window_s=window_s, rows=min(chunk, 1 << 16))
     hours: set[str] = set()
-    m = ChunkedMatch(window_s=window_s)
-    matched = [0, 0, 0]  # probes written, Parquet files, parts
-    parquet_files = packets = 0
+    rows = {"packets": 0, "probes": 0}
+    parquet = {"packets": 0, "probes": 0}
 
-    def write_probes(parts: Iterator[Matched]) -> None:
-        nonlocal hours
-        for done in parts:
-            written = _write(done.probes, folder / "probes", matched[2])
-            hours |= written
-            matched[0] += len(done.probes)
-            matched[1] += len(written)
-            matched[2] += 1
+    def write(table: pd.DataFrame, dataset: str, part: int) -> None:
+        written = _write(table, folder / dataset, part)
+        hours.update(written)
+        rows[dataset] += len(table)
+        parquet[dataset] += len(written)
 
-    try:
+    disordered = False
+
+    def probe_parts() -> Iterator[Matched]:
+        """The packets written a batch at a time, each batch fed to the matcher: its probes as they are found
+        (none more once the clock has stepped back: every packet is still written)."""
+        nonlocal disordered
+        chunks = iter_sources(found, stream, keep=keep, dedup_ns=dedup_ns, chunk=chunk)
         for part, table in enumerate(_batched(_with_sources(chunks, stream), chunk)):
-            written = _write(table, folder / "packets", part)
-            hours |= written
-            parquet_files += len(written)
-            packets += len(table)
-            write_probes(m.feed(table[list(match_columns())]))
-        write_probes(m.finish())
-        probe_count = matched[0]
-    except Disordered:  # (the packets written stand; the probes are matched on the capture read again, whole)
+            write(table, "packets", part)
+            if not disordered:
+                try:
+                    yield from m.feed(table[list(match_columns())])
+                except Disordered:
+                    disordered = True
+        if not disordered:
+            yield from m.finish()
+
+    for part, done in enumerate(probe_parts()):
+        write(done.probes, "probes", part)
+    if disordered:  # (the probes written go; they are matched on the capture read again, whole)
         shutil.rmtree(folder / "probes", ignore_errors=True)
-        again = packet_chunks(files, list(match_columns()), anchored(keep, files), dedup_ns, chunk, Stream.of(files))
-        tables = list(again)
-        whole = concat_tables(tables) if len(tables) > 1 else tables[0]
-        del tables
-        probes = match(whole, window_s=window_s)
-        probe_count = len(probes)
-        matched[1] = len(_write(probes, folder / "probes", 0))
-    parquet_files += matched[1]
-    manifest.update(packets=packets, probes=probe_count, malformed=stream.malformed)
+        rows["probes"] = parquet["probes"] = 0
+        whole = read_sources(found, columns=match_columns(), keep=keep, dedup_ns=dedup_ns, chunk=chunk)
+        write(match(whole, window_s=window_s), "probes", 0)
+    manifest.update(packets=rows["packets"], probes=rows["probes"], malformed=stream.malformed)
     folder.mkdir(parents=True, exist_ok=True)
     (folder / "manifest.json").write_text(json.dumps(manifest, indent=1) + "\n")
-    return Exported(folder, packets, probe_count, tuple(sorted(hours)), parquet_files)
+    return Exported(folder, rows["packets"], rows["probes"], tuple(sorted(hours)), sum(parquet.values()))
 
 
 def _write(table: pd.DataFrame, dataset: Path, part: int) -> set[str]:
