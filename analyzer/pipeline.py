@@ -195,6 +195,7 @@ def _read_chunked(found: Sources, options: Options, chosen: list[Step], probe_co
                                   dedup_ns=options.dedup_ns, chunk=records):
             count += len(chunk)
             yield chunk
+            del chunk  # (not held here while the next is read)
 
     try:
         for part in m.parts(counted()):

@@ -1,12 +1,13 @@
-"""Make the scale benchmark's captures from the benchmark capture, and measure `synlens rtt` on them.
+"""Make the scale benchmark's captures from the benchmark capture (or another), and measure `synlens rtt` on them.
 
-Copies of benchmarks/data/big.pcap (make_big_capture.py) are laid end to end in time: copy i is big.pcap with
-every timestamp moved by i × (its duration + 20 s) (`editcap -t`, Wireshark's), so each copy's probes are new
+Copies of benchmarks/data/big.pcap (make_big_capture.py; `--capture` names another) are laid end to end in time:
+copy i is the capture with every timestamp moved by i × (its duration + 20 s) (`editcap -t`, Wireshark's), so each copy's probes are new
 probes of the same ports. `--rotated` leaves them as one file per copy (a sensor's rotated files); otherwise
 `mergecap -a` writes them as one file. Then `synlens rtt --format json` runs on them whole (`--chunk 0`) and a
-chunk at a time (`--chunk 1048576`), each timed with its peak RSS (GNU time), and the two outputs compared.
+chunk at a time (`--chunk 1048576`), alternately, `--runs` times each, timed with peak RSS (GNU time; the
+medians are printed), and the two outputs compared.
 
-    python3 benchmarks/scale.py --copies 10 [--rotated] [--dir /tmp/synlens-scale] [--keep]
+    python3 benchmarks/scale.py --copies 10 [--capture PCAP] [--runs 3] [--rotated] [--dir DIR] [--keep]
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import argparse
 import filecmp
 import os
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -25,16 +27,20 @@ BIG = HERE / "data" / "big.pcap"
 
 
 def duration_s(path: Path) -> float:
-    out = subprocess.run(["capinfos", "-u", "-M", str(path)], capture_output=True, text=True, check=True).stdout
+    # (no check: capinfos, as editcap below, says what it read of a capture cut short, and exits 1)
+    out = subprocess.run(["capinfos", "-u", "-M", str(path)], check=False, capture_output=True, text=True).stdout
     return float(next(line.split(":", 1)[1] for line in out.splitlines() if "duration" in line).split()[0])
 
 
-def make(copies: int, folder: Path, rotated: bool) -> list[Path]:
-    step = duration_s(BIG) + 20.0
+def make(capture: Path, copies: int, folder: Path, rotated: bool) -> list[Path]:
+    step = duration_s(capture) + 20.0
     parts = []
     for i in range(copies):
         part = folder / f"part-{i:04d}.pcap"
-        subprocess.run(["editcap", "-t", f"{i * step:.6f}", str(BIG), str(part)], check=True)
+        subprocess.run(["editcap", "-F", "pcap", "-t", f"{i * step:.6f}", str(capture), str(part)],
+                       check=False, stderr=subprocess.DEVNULL)
+        if not part.exists():
+            raise SystemExit(f"editcap wrote nothing for {capture}")
         parts.append(part)
     if rotated:
         return parts
@@ -58,6 +64,8 @@ def measure(inputs: list[Path], chunk: int, out: Path) -> tuple[float, int]:
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--copies", type=int, default=10)
+    ap.add_argument("--capture", type=Path, default=BIG, help="the capture to copy (default: the benchmark's)")
+    ap.add_argument("--runs", type=int, default=3, help="runs of each (default 3)")
     ap.add_argument("--rotated", action="store_true", help="one file per copy (default: one file)")
     ap.add_argument("--dir", type=Path, default=None, help="where to write them (default: a temporary folder)")
     ap.add_argument("--keep", action="store_true", help="keep the captures made")
@@ -65,16 +73,19 @@ def main(argv: list[str] | None = None) -> int:
     folder = args.dir or Path(tempfile.mkdtemp(prefix="synlens-scale-"))
     folder.mkdir(parents=True, exist_ok=True)
     try:
-        inputs = make(args.copies, folder, args.rotated)
+        inputs = make(args.capture, args.copies, folder, args.rotated)
         size = sum(os.path.getsize(p) for p in inputs)
-        print(f"{args.copies} copies of {BIG.name}, {'rotated' if args.rotated else 'one file'}: "
+        print(f"{args.copies} copies of {args.capture.name}, {'rotated' if args.rotated else 'one file'}: "
               f"{size / 1e9:.2f} GB in {len(inputs)} file(s)")
-        results = {}
-        for chunk in (0, 1 << 20):
-            seconds, mb = measure(inputs, chunk, folder / f"rtt-{chunk}.json")
-            results[chunk] = folder / f"rtt-{chunk}.json"
-            print(f"rtt --chunk {chunk}: {seconds:.1f} s, peak RSS {mb} MB")
-        same = filecmp.cmp(results[0], results[1 << 20], shallow=False)
+        chunks = (0, 1 << 20)
+        runs: dict[int, list[tuple[float, int]]] = {chunk: [] for chunk in chunks}
+        for _ in range(args.runs):
+            for chunk in chunks:
+                runs[chunk].append(measure(inputs, chunk, folder / f"rtt-{chunk}.json"))
+        for chunk, done in runs.items():
+            print(f"rtt --chunk {chunk}: {statistics.median(s for s, _ in done):.2f} s, "
+                  f"peak RSS {statistics.median(mb for _, mb in done):.0f} MB (medians of {len(done)})")
+        same = filecmp.cmp(folder / "rtt-0.json", folder / f"rtt-{1 << 20}.json", shallow=False)
         print("outputs identical" if same else "OUTPUTS DIFFER")
         return 0 if same else 1
     finally:

@@ -108,6 +108,7 @@ class ChunkedMatch:
         """Every chunk fed, then the rest: all the parts."""
         for chunk in chunks:
             yield from self.feed(chunk)
+            del chunk  # (held by the context now: not by this loop as the next chunk is read)
         yield from self.finish()
 
     def _round(self, *, final: bool) -> Iterator[Matched]:
