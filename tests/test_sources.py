@@ -30,8 +30,9 @@ import analyzer
 from analyzer import cli
 from analyzer.reading.filters import Filter
 from analyzer.reading.formats import iter_records, read_records
-from analyzer.reading.many import read_many
+from analyzer.reading.many import read_many, read_sources
 from analyzer.reading.merge import merged_order, running_max
+from analyzer.reading.sources import captures
 
 REPO = Path(__file__).resolve().parents[1]
 SAMPLES = sorted((REPO / "sample_pcaps").glob("*.pcap"))
@@ -230,6 +231,38 @@ def test_a_second_sensors_copies_are_left_out(tmp_path: Path) -> None:
     assert (files[:-1] == 0).all() and files[-1] == 1 and local[-1] == len(frames) + 1
     assert len(read_many([str(a), str(b)], dedup_ns=0)) == 2 * len(frames) + 1
     assert len(read_many([str(b), str(a)], dedup_ns=1_000_000)) == 2 * len(frames) + 1  # (2 ms apart: not copies)
+
+
+def test_only_frames_another_file_comes_near_are_hashed(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Frames are hashed to meet a second sensor's copies only where another file holds packets near them: of
+    rotated files, none; of a sensor that saw a stretch of another's traffic, that stretch's chunks. What is
+    left out is what hashing every frame leaves out."""
+    from analyzer.reading import stream
+
+    frames = [(1000.0 + i, syn(40000 + i, 80, i)) for i in range(20)]
+    a, b, c = tmp_path / "a.pcap", tmp_path / "b.pcap", tmp_path / "c.pcap"
+    a.write_bytes(pcap_bytes(frames))
+    b.write_bytes(pcap_bytes([(t + 0.002, d) for t, d in frames[10:15]] + [(1016.5, syn(50000, 443, 7))]))
+    c.write_bytes(pcap_bytes([(1100.0 + i, syn(60000 + i, 22, i)) for i in range(8)]))  # (rotated: after a)
+    hashed: list[int] = []
+    real = stream.frame_hashes
+    monkeypatch.setattr(stream, "frame_hashes", lambda records: hashed.append(len(records)) or real(records))
+
+    def table(*paths: Path) -> pd.DataFrame:
+        found = captures([str(p) for p in paths])
+        try:
+            return read_sources(found, chunk=4)
+        finally:
+            found.close()
+
+    rotated = table(a, c)
+    assert len(rotated) == 28 and hashed == []
+    some = table(a, b, c)
+    assert len(some) == 20 + 1 + 8
+    assert 0 < sum(hashed) < 20 + 6 + 8, "every frame was hashed, or none"
+    monkeypatch.setattr(stream, "_may_meet_copies", lambda *_: True)
+    everything = table(a, b, c)
+    pd.testing.assert_frame_equal(some, everything)
 
 
 def test_files_are_ordered_by_their_first_packet_not_their_names(tmp_path: Path) -> None:

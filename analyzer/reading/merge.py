@@ -95,6 +95,7 @@ def merged_order(keys: np.ndarray, file: np.ndarray, place: np.ndarray) -> np.nd
 
 
 _BLOCK = 64  # bytes hashed per step
+NO_HASH = np.uint64(0)  # a frame not hashed (no other file's packets come near it); no hash is made 0
 _PRIME = np.uint64(0x9E3779B97F4A7C15)
 
 
@@ -133,6 +134,7 @@ def frame_hashes(records: Records) -> np.ndarray:
                 mixed ^= mixed >> np.uint64(29)
             h[rows] = mixed
             at += _BLOCK
+    h[h == NO_HASH] = 1
     return h
 
 

@@ -23,7 +23,16 @@ import pandas as pd
 from ..errors import said_of
 from .filters import Filter
 from .formats import Records, iter_records
-from .merge import FrameIndex, concat_tables, duplicates, frame_hashes, merged_order, overlapping, running_max
+from .merge import (
+    NO_HASH,
+    FrameIndex,
+    concat_tables,
+    duplicates,
+    frame_hashes,
+    merged_order,
+    overlapping,
+    running_max,
+)
 from .packets import decode
 from .sources import Source
 
@@ -123,7 +132,7 @@ def packet_chunks(files: tuple[Source, ...], columns: list[str], keep: Filter, d
     hashed = len(files) > 1 and dedup_ns > 0
     tail: dict[str, np.ndarray] | None = None  # the last dedup_ns of kept rows given out, to meet copies
     while True:
-        _fill(state, columns, keep, hashed, chunk, stream)
+        _fill(state, columns, keep, dedup_ns if hashed else 0, chunk, stream)
         live = [f for f in state if not f.exhausted]
         if not live:
             return
@@ -138,15 +147,18 @@ def packet_chunks(files: tuple[Source, ...], columns: list[str], keep: Filter, d
         table, frames, origin, hashes = taken
         if hashed and len(table):
             spans = np.array([(f.first, f.last) for f in state], np.int64)
-            copies, tail = duplicates(table["ts_ns"].to_numpy(np.int64), origin, hashes, tail, dedup_ns,
-                                   overlapping(spans[:, 0], spans[:, 1]))
+            copies = np.zeros(len(table), bool)
+            met = hashes != NO_HASH  # (rows no other file's could copy were not hashed: _may_meet_copies)
+            if met.any():
+                copies[met], tail = duplicates(table["ts_ns"].to_numpy(np.int64)[met], origin[met], hashes[met], tail,
+                                               dedup_ns, overlapping(spans[:, 0], spans[:, 1]))
             if copies.any():
                 table, frames = table[~copies].reset_index(drop=True), frames[~copies]
         table["frame"] = frames
         yield table
 
 
-def _fill(state: list[_File], columns: list[str], keep: Filter, hashed: bool, chunk: int, stream: Stream) -> None:
+def _fill(state: list[_File], columns: list[str], keep: Filter, dedup_ns: int, chunk: int, stream: Stream) -> None:
     """Read on in the files that hold the merge back: every file begun and not read to the end holds records
     unless its next records could not yet come (it starts later than everything held)."""
     held = [f for f in state if len(f.keys)]
@@ -156,11 +168,14 @@ def _fill(state: list[_File], columns: list[str], keep: Filter, hashed: bool, ch
             continue
         if f.chunks is None and f.source.first_ns is not None and f.source.first_ns > frontier and held:
             continue  # (not yet begun, and it starts after what is held: nothing of it can come first)
-        _read_chunk(f, columns, keep, hashed, chunk, stream)
+        _read_chunk(state, f, columns, keep, dedup_ns, chunk, stream)
         return  # (one read at a time: the merge may now give out records)
 
 
-def _read_chunk(f: _File, columns: list[str], keep: Filter, hashed: bool, chunk: int, stream: Stream) -> None:
+def _read_chunk(state: list[_File], f: _File, columns: list[str], keep: Filter, dedup_ns: int, chunk: int,
+                stream: Stream) -> None:
+    """The next chunk of `f` read, decoded and filtered into its hold; its frames hashed (to meet a second
+    sensor's copies, `dedup_ns` apart at most: 0, none) unless no other file's packets come near them."""
     with said_of(f.source.path, f.source.name):
         if f.chunks is None:
             f.chunks = iter_records(f.source.path, chunk)
@@ -182,7 +197,10 @@ def _read_chunk(f: _File, columns: list[str], keep: Filter, hashed: bool, chunk:
     in_time = keep.in_time(records.ts_ns)
     if in_time is not None:
         records = records.take(np.flatnonzero(in_time))
-    h = frame_hashes(records) if hashed else None
+    h = None
+    if dedup_ns and len(records) and _may_meet_copies(state, f, int(records.ts_ns.min()), int(records.ts_ns.max()),
+                                                      dedup_ns):
+        h = frame_hashes(records)
     table = decode(records, columns=columns)
     stream.malformed += int(table.attrs.get("malformed", 0))
     stream.formats.add(str(table.attrs.get("format", "")))
@@ -192,7 +210,21 @@ def _read_chunk(f: _File, columns: list[str], keep: Filter, hashed: bool, chunk:
         table = table[kept].reset_index(drop=True)
         h = h[kept] if h is not None else None
     f.kept.append(table)
-    f.hashes.append(h if h is not None else np.zeros(len(table), np.uint64))
+    f.hashes.append(h if h is not None else np.full(len(table), NO_HASH, np.uint64))
+
+
+def _may_meet_copies(state: list[_File], f: _File, low: int, high: int, dedup_ns: int) -> bool:
+    """Whether packets of `f` between `low` and `high` could have a copy in another file, or be one: another file
+    holds, or may yet hold, packets within `dedup_ns` of them (a file read to its end: its first and last packet;
+    one being read: from its first packet on; one not begun: from its first packet's time, as the captures were
+    ordered by). Rotated files, each beginning after the last ended, are then not hashed at all."""
+    for g in state:
+        if g is f:
+            continue
+        first = g.first if g.chunks is not None else g.source.first_ns
+        if first is None or first - dedup_ns <= high and (not g.read_all or g.last + dedup_ns >= low):
+            return True
+    return False
 
 
 def _safe_prefix(live: list[_File]) -> tuple[np.ndarray, np.ndarray]:
