@@ -94,6 +94,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="probes to draw RTTs from: bare SYNs (default, as qscan) or every probe")
     p.add_argument("--window", type=_positive, default=DEFAULT_WINDOW_S, metavar="SECONDS",
                    help=f"reply window: later replies are unsolicited and the probe lost (default {DEFAULT_WINDOW_S:g})")
+    _cluster_options(p)
     p.add_argument("--chunk", type=_records, default=None, metavar="RECORDS",
                    help="match this many records at a time, in memory bounded by a few reply windows of traffic "
                    f"(default: captures over {CHUNKED_ABOVE >> 30} GB in chunks of {CHUNK_RECORDS:,}, smaller ones "
@@ -105,10 +106,12 @@ def build_parser() -> argparse.ArgumentParser:
         q.add_argument("--format", choices=("table", "json", "csv"), default="table", help="output format")
         q.add_argument("--window", type=_positive, default=DEFAULT_WINDOW_S, metavar="SECONDS",
                        help="reply window (default 10)")
+        _cluster_options(q)
     r = sub.add_parser("report", help="one self-contained HTML report: capture, hosts, scans, ports, RTT families",
                        description="Write a self-contained HTML report (no network needed to view it).")
     _input_options(r)
     r.add_argument("--output", "-o", required=True, metavar="FILE", help="HTML file to write")
+    _cluster_options(r)
     x = sub.add_parser("export", help="the packets and probes tables as Parquet, for DuckDB, Spark, Polars, dask",
                        description="Write the captures' packets and probes tables as Parquet datasets partitioned "
                        "by hour (Hive style), with a manifest of the captures read.")
@@ -140,6 +143,15 @@ def _input_options(p: argparse.ArgumentParser) -> None:
     g.add_argument("--dedup-window", type=float, default=DEDUP_WINDOW_NS / 1e9, metavar="SECONDS",
                    help="a frame another file captured, byte for byte, at most this long before is a duplicate "
                    f"(default {DEDUP_WINDOW_NS / 1e9:g}; 0: keep every frame)")
+
+
+def _cluster_options(p: argparse.ArgumentParser) -> None:
+    """Where reading and matching run: this process, or a Dask cluster (analyzer/distributed.py)."""
+    g = p.add_argument_group("where the work runs (dask.distributed; the workers read the captures by their paths)")
+    g.add_argument("--scheduler", default=None, metavar="ADDRESS",
+                   help="a Dask scheduler, as tcp://host:8786 (default: $SYNLENS_SCHEDULER, else this process)")
+    g.add_argument("--workers", type=_records, default=0, metavar="N",
+                   help="start a local Dask cluster of N worker processes for the run")
 
 
 def cmd_report(args: argparse.Namespace) -> int:
@@ -178,6 +190,12 @@ def _options(args: argparse.Namespace) -> Options:
         raise UsageError(str(e)) from None
     if getattr(args, "chunk", None) is not None:
         given["chunk"] = args.chunk
+    if hasattr(args, "workers"):
+        from .distributed import scheduler_address
+
+        if args.scheduler and args.workers:
+            raise UsageError("--scheduler and --workers: a cluster running, or one started for the run, not both")
+        given.update(scheduler=None if args.workers else scheduler_address(args.scheduler), workers=args.workers)
     return Options(**given, targets=tuple(getattr(args, "target", None) or ()), keep=keep,
                    dedup_ns=round(args.dedup_window * 1e9))
 
@@ -224,6 +242,7 @@ def _say_notes(analysis: Analysis) -> None:
 
 def cmd_scans(args: argparse.Namespace) -> int:
     analysis = _analyze(_found(args), ("scans", "hosts"), _options(args))
+    _say_notes(analysis)
     result = analysis.scans
     meta = {"capture": _capture_name(args, analysis), "packets": analysis.packet_count}
     with naming(analysis.frames):
@@ -238,6 +257,7 @@ def cmd_scans(args: argparse.Namespace) -> int:
 
 def cmd_hosts(args: argparse.Namespace) -> int:
     analysis = _analyze(_found(args), ("scans", "hosts"), _options(args))
+    _say_notes(analysis)
     found, states = analysis.scans
     with naming(analysis.frames):
         if args.format == "json":

@@ -15,6 +15,9 @@ class CaptureError(Exception):
         self.path = path
         self.problem = problem
 
+    def __reduce__(self) -> tuple[type, tuple[str, str]]:  # (pickled as made: a Dask worker's reaches the client)
+        return type(self), (self.path, self.problem)
+
 
 class UsageError(ValueError):
     """Options that cannot be carried out as given (a value that is wrong, or options that do not go together).
@@ -28,6 +31,9 @@ class CaptureWarning(UserWarning):
         super().__init__(f"{path}: {problem}")
         self.path = path
         self.problem = problem
+
+    def __reduce__(self) -> tuple[type, tuple[str, str]]:  # (pickled as made: a Dask worker's reaches the client)
+        return type(self), (self.path, self.problem)
 
 
 @contextmanager

@@ -56,6 +56,8 @@ class Options:
     keep: Filter = EVERYTHING  # packets analysed: a time range, addresses, ports (reading/filters.py)
     dedup_ns: int = DEDUP_WINDOW_NS  # frames of another file within this of an identical one are its copies
     chunk: int | None = None  # records matched at a time (0: the capture whole; None: chunks above CHUNKED_ABOVE)
+    scheduler: str | None = None  # read and match on this Dask scheduler's cluster (analyzer/distributed.py)
+    workers: int = 0  # … or on a local cluster of this many processes (0: in this process)
 
     @property
     def family_options(self) -> dict[str, object]:
@@ -126,6 +128,7 @@ STEPS = {step.name: step for step in (
 )}
 _TESTS_RTT = ("families", "signals")  # steps that test RTTs (scipy.special, loaded while the capture is read)
 CHUNKED_ABOVE = 2 << 30  # bytes of captures above which steps that read only replies match a chunk at a time
+PART_RECORDS = 1 << 18  # records of a pcap read by one task on a Dask cluster (--chunk: as many as asked)
 
 
 @dataclass(frozen=True)
@@ -218,6 +221,33 @@ def _read_chunked(found: Sources, options: Options, chosen: list[Step], probe_co
     return packets, probes, counts
 
 
+def _on_cluster(found: Sources, options: Options, chosen: list[Step], packet_columns: tuple[str, ...] | None,
+                probe_columns: set[str] | None, keep: frozenset[str]
+                ) -> tuple[pd.DataFrame | None, pd.DataFrame, dict[str, object]] | None:
+    """The captures read and matched on a Dask cluster (analyzer/distributed.py): the packets the steps read
+    (only the replies' rows when every step reads no others), the probes table and the counts; None when the
+    captures overlap in time (they are read here)."""
+    from .distributed import cluster, match_on_cluster
+    from .reading.schema import PACKET_COLUMNS
+
+    if options.engine != "native":
+        raise UsageError("--scheduler and --workers read with the native engine only")
+    replies_only = all(s.at_replies for s in chosen) and "packets" not in keep
+    if replies_only:
+        reply_columns = [c for s in chosen for c in s.packet_columns or ()]
+        wanted = match_columns(probe_columns) if probe_columns is not None else match_columns()
+        read_columns = list(dict.fromkeys((*wanted, *reply_columns)))
+        out_columns = list(dict.fromkeys(("frame", *reply_columns))) if reply_columns else None
+    else:
+        read_columns = list(packet_columns or (c.name for c in PACKET_COLUMNS))
+        out_columns = read_columns
+    with cluster(options.scheduler, options.workers) as client:
+        return match_on_cluster(client, found.files, options.keep, window_s=options.window_s,
+                                records=options.chunk or PART_RECORDS, read_columns=read_columns,
+                                probe_columns=None if probe_columns is None else sorted(probe_columns),
+                                packet_columns=out_columns, replies_only=replies_only)
+
+
 def _after_matching(packets: pd.DataFrame, chosen: list[Step]) -> pd.DataFrame | None:
     """The packets table once its probes are matched: None when no step reads it, else only the columns the
     steps read when they are fewer than the columns let go (keeping them costs a copy of each)."""
@@ -273,9 +303,21 @@ def analyze(capture: str | Sequence[str] | Sources, steps: Iterable[str] = ("sca
     capture = ", ".join(f.name for f in found.files)
     say("reading", capture)
     records = _chunk_records(found, options, chosen, keep)
+    notes = []
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        chunked = _read_chunked(found, options, chosen, probe_columns, records, reading) if records else None
+        chunked = None
+        if options.scheduler or options.workers:
+            chunked = _on_cluster(found, options, chosen, packet_columns, probe_columns, keep)
+            if chunked is None:
+                notes.append(f"{capture}: the captures overlap in time (several sensors): merged, read and matched "
+                             "here, not on the cluster")
+            else:
+                found.close()
+                if "packets" not in keep and chunked[0] is not None and not all(s.at_replies for s in chosen):
+                    chunked = (_after_matching(chunked[0], chosen), *chunked[1:])
+        elif records:
+            chunked = _read_chunked(found, options, chosen, probe_columns, records, reading)
         if chunked is None:
             del caught[:]  # (a capture tried in chunks is read again, whole: its warnings are said once)
             packets = _read(found, options, packet_columns, reading)
@@ -291,7 +333,7 @@ def analyze(capture: str | Sequence[str] | Sources, steps: Iterable[str] = ("sca
             packets = _after_matching(packets, chosen)
     else:
         packets, probes, counts = chunked
-    run = _Run(options, {}, capture=capture)
+    run = _Run(options, {}, notes, capture=capture)
     counts.update(captures=tuple(f.name for f in found.files), paths=tuple((f.name, f.path) for f in found.files))
     if options.targets:
         dst = probes["dst"].astype(str)

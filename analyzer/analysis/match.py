@@ -117,6 +117,26 @@ def tcp_segments(proto: np.ndarray, fragment: np.ndarray, has_ports: np.ndarray,
     return (proto == 6) & ~fragment & has_ports & has_flags
 
 
+def shard_of(packets: pd.DataFrame, shards: int) -> np.ndarray:
+    """Each packet's shard (0 … shards-1), such that matching each shard's packets on their own gives the rows of
+    the whole table's probes table, and its counts, split between the shards: every key matching reads (a group's
+    identity, a reply's key in each family, a connection's 4-tuple and its NAT form without the prober, a UDP
+    datagram and its answer) holds both ports of the segment or datagram, so packets sharing the unordered pair
+    of ports (an ICMP error: the pair it quotes; an ICMP query or reply: its identifier and sequence) share a
+    shard. Packets matching does not read (no ports, not ICMP) go to shard 0."""
+    def column(name: str) -> np.ndarray:
+        return packets[name].to_numpy(np.int64, na_value=-1)
+
+    sport, dport = column("sport"), column("dport")
+    key = np.zeros(len(packets), np.uint64)
+    for a, b, tag in ((sport, dport, 0), (column("q_sport"), column("q_dport"), 0),  # (a quoted pair: its own)
+                      (column("icmp_id"), np.maximum(column("icmp_seq"), 0), 1 << 34)):
+        rows = (key == 0) & (a >= 0) & (b >= 0)
+        key[rows] = ((np.minimum(a, b)[rows] << 16 | np.maximum(a, b)[rows]) + 1 | tag).astype(np.uint64)
+    key *= np.uint64(0x9E3779B97F4A7C15)  # (Fibonacci hashing: neighbouring port pairs spread over the shards)
+    return ((key >> np.uint64(32)) % np.uint64(shards)).astype(np.int64)
+
+
 def _present(series: pd.Series) -> np.ndarray:
     """True where a nullable column holds a value."""
     return ~np.asarray(series.isna())

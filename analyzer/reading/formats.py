@@ -162,6 +162,25 @@ def iter_records(path: str | os.PathLike[str], chunk: int) -> Iterator[Records]:
     return _chunks(path, raw, compressed, chunk)
 
 
+def pcap_range(path: str | os.PathLike[str], pos: int, first: int, count: int) -> Records:
+    """Records `first` … `first + count - 1` of a classic pcap file (not compressed) whose record header `first`
+    starts at byte `pos` (as a chunk of `iter_records` found them: its first packet's offset, less the 16 bytes of
+    its header): a record range read on its own, as a worker reads its part of a big capture. The damage and
+    warning of the file's end, when the range reaches it, as `read_records` gives them."""
+    path = os.fspath(path)
+    raw, compressed = _load(path)
+    if compressed or len(raw) < 24 or struct.unpack_from("<I", raw)[0] not in (PCAP_MAGIC_US, PCAP_MAGIC_NS) \
+            and struct.unpack_from(">I", raw)[0] not in (PCAP_MAGIC_US, PCAP_MAGIC_NS):
+        raise CaptureError(path, "not an uncompressed classic pcap file: its records cannot be read by range")
+    endian = "<" if struct.unpack_from("<I", raw)[0] in (PCAP_MAGIC_US, PCAP_MAGIC_NS) else ">"
+    nano = struct.unpack_from(endian + "I", raw)[0] == PCAP_MAGIC_NS
+    _, _, _, _, snaplen, network = struct.unpack_from(endian + "HHiIII", raw, 4)
+    linktype, fcs = _link_field(network)
+    limit = max(min(MAX_RECORD, max(snaplen, 65535) * 4), 65535 + 64)
+    chunks = _pcap_chunks(path, raw, endian, nano, compressed, count, linktype, fcs, limit, snaplen, start=(pos, first))
+    return next(chunks)
+
+
 def records_of(path: str, raw: bytes | bytearray | mmap.mmap, compressed: bool = False) -> Records:
     """`read_records` of a capture's bytes (decompressed) already in memory, `path` naming it in messages (the
     fuzz harness reads each case from an exact-size copy, so that AddressSanitizer sees a read past its end)."""
@@ -193,13 +212,13 @@ def _pcap(path: str, raw: bytes, endian: str, nano: bool, compressed: bool, chun
         raise CaptureError(path, f"pcap global header cut short ({len(raw)} of 24 bytes)")
     _, _, _, _, snaplen, network = struct.unpack_from(endian + "HHiIII", raw, 4)
     linktype, fcs = _link_field(network)
-    limit = max(min(MAX_RECORD, max(snaplen, 65535) * 4), 65535 + 64)
+    limit = max(min(MAX_RECORD, max(snaplen, 65535) * 4), 65535 + 64)  # (pcap_range's too)
     return _pcap_chunks(path, raw, endian, nano, compressed, chunk, linktype, fcs, limit, snaplen)
 
 
 def _pcap_chunks(path: str, raw: bytes, endian: str, nano: bool, compressed: bool, chunk: int | None, linktype: int,
-                 fcs: int, limit: int, snaplen: int) -> Iterator[Records]:
-    pos, done, end = 24, 0, len(raw)
+                 fcs: int, limit: int, snaplen: int, start: tuple[int, int] = (24, 0)) -> Iterator[Records]:
+    (pos, done), end = start, len(raw)
     while True:
         (offset, caplen, wirelen, ts_ns), pos, damage = walk.pcap_records(raw, endian, nano, limit, snaplen, pos,
                                                                           chunk, done)

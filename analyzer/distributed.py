@@ -1,0 +1,168 @@
+"""Reading and matching as tasks on a Dask cluster (dask.distributed): the scheduler and workers users already
+run (`--scheduler tcp://host:8786`, or SYNLENS_SCHEDULER), or a local cluster of N processes (`--workers N`).
+
+    parts (reading/parts.py) ──decode──▶ shards (match.shard_of) ──match──▶ probes per shard ──▶ client: merged
+
+1. The client plans the parts: record ranges of each uncompressed pcap (one walk of its record headers), whole
+   files otherwise. The workers read them from their paths: the captures must be on a filesystem every worker
+   sees at the same path (a shared mount, or one machine).
+2. A task per part decodes it (filters applied while reading, frames numbered as the single-process stream
+   numbers them) and splits its packets into shards by their pair of ports.
+3. A task per shard joins that shard's pieces of every part and matches them: matching is local to a pair of
+   ports (`match.shard_of`), so each shard's probes are the whole capture's probes of those ports.
+4. The client joins the shards' probes in the capture's order (first transmission, then frame), and with them
+   the packets the analyses read: for rtt only the replies, for scans and hosts the columns they read.
+
+The result is the single-process result, row for row. Dask moves the pieces between workers and, when a worker
+dies, runs its tasks again elsewhere: every task is a pure function of its part. Captures that overlap in time
+(several sensors) are merged and their copies found by one stream, which is not split: `match_on_cluster`
+returns None for them and the pipeline reads them on the client.
+"""
+
+from __future__ import annotations
+
+import os
+import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+from .analysis.match import match, shard_of
+from .reading.filters import Filter
+from .reading.merge import concat_tables
+from .reading.parts import Part, plan, read_part
+from .reading.sources import Source
+
+ENV = "SYNLENS_SCHEDULER"
+
+
+@contextmanager
+def cluster(scheduler: str | None, workers: int) -> Iterator[object]:
+    """A dask.distributed Client: of the scheduler at `scheduler`, or of a local cluster of `workers` processes
+    (one thread each) started here and stopped on leaving."""
+    from distributed import Client, LocalCluster
+
+    if scheduler:
+        with Client(scheduler, set_as_default=False) as client:
+            yield client
+        return
+    with LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=":0") as local, \
+            Client(local, set_as_default=False) as client:
+        yield client
+
+
+@dataclass(frozen=True)
+class _Decoded:
+    """A part decoded: its shards' packets and what the stream would count."""
+
+    shards: tuple[pd.DataFrame, ...]
+    packets: int
+    malformed: int
+    format: str
+    compressed: bool
+    warnings: tuple[Warning, ...]
+
+
+def _decode(part: Part, read_columns: list[str], wanted: list[str], keep: Filter, shards: int) -> _Decoded:
+    """A worker's task: a part's packets, split into shards."""
+    r = read_part(part, read_columns, keep)
+    table = r.table[[c for c in r.table.columns if c in set(wanted)]]
+    shard = shard_of(table, shards)
+    order = np.argsort(shard, kind="stable")
+    bounds = np.searchsorted(shard[order], np.arange(shards + 1))
+    pieces = tuple(table.take(order[bounds[s]:bounds[s + 1]]).reset_index(drop=True) for s in range(shards))
+    return _Decoded(pieces, len(table), r.malformed, r.format, r.compressed, r.warnings)
+
+
+def _piece(decoded: _Decoded, shard: int) -> pd.DataFrame:
+    return decoded.shards[shard]
+
+
+def _counts(decoded: _Decoded) -> _Decoded:
+    return _Decoded((), decoded.packets, decoded.malformed, decoded.format, decoded.compressed, decoded.warnings)
+
+
+def _match(pieces: list[pd.DataFrame], window_s: float, probe_columns: list[str] | None,
+           packet_columns: list[str] | None, replies_only: bool) -> tuple[pd.DataFrame, pd.DataFrame | None]:
+    """A worker's task: one shard's packets (its pieces, in the parts' order) matched; the packets the client
+    keeps: the replies', or every row, in `packet_columns` (None: none)."""
+    present = [p for p in pieces if len(p)]
+    table = concat_tables(present) if len(present) > 1 else present[0] if present else pieces[0]
+    probes = match(table, window_s=window_s, columns=None if probe_columns is None else
+                   {*probe_columns, "ts_ns", "probe_frame", *(("reply_frame",) if replies_only else ())})
+    packets = None
+    if packet_columns is not None:
+        if replies_only:
+            table = table[np.isin(table["frame"].to_numpy(), probes["reply_frame"].dropna().to_numpy(np.int64))]
+        packets = table[[c for c in table.columns if c in set(packet_columns)]].reset_index(drop=True)
+    return probes, packets
+
+
+def match_on_cluster(client: object, files: tuple[Source, ...], keep: Filter, *, window_s: float, records: int,
+                     read_columns: list[str], probe_columns: list[str] | None, packet_columns: list[str] | None,
+                     replies_only: bool) -> tuple[pd.DataFrame | None, pd.DataFrame, dict[str, object]] | None:
+    """The captures `files` read and matched on `client`'s cluster (see the module): (the packets kept, in
+    `packet_columns`: the replies' rows only when `replies_only`; the probes table; the counts of a read), or
+    None when the files overlap in time. Raises the CaptureError of a file that cannot be read; warns the
+    warnings of damaged ones (CaptureWarning), as reading on the client would."""
+    from .reading.many import anchored
+
+    layout = plan(files, records)
+    if layout is None:
+        return None
+    keep = anchored(keep, files)
+    wanted = list(dict.fromkeys((*read_columns, "frame")))
+    columns = sorted(set(wanted) | {"ts_ns"} | set(keep.columns()))
+    workers = client.scheduler_info()["workers"]
+    shards = max(1, 2 * sum(w.get("nthreads", 1) for w in workers.values()))
+    decoded = [client.submit(_decode, part, columns, wanted, keep, shards, pure=False) for part in layout.parts]
+    counts = [client.submit(_counts, d, pure=False) for d in decoded]
+    matched = [client.submit(_match, [client.submit(_piece, d, s, pure=False) for d in decoded], window_s,
+                             probe_columns, packet_columns, replies_only, pure=False) for s in range(shards)]
+    del decoded  # (released on the workers once every shard has its pieces)
+    said = client.gather(counts)
+    for d in said:
+        for w in d.warnings:
+            warnings.warn(w, stacklevel=2)
+    results = client.gather(matched)
+    probes = _joined([p for p, _ in results], window_s)
+    if probe_columns is not None:
+        probes = probes[[c for c in probes.columns if c in set(probe_columns)]]
+    packets = None
+    if packet_columns is not None:
+        tables = [t for _, t in results if len(t)] or [results[0][1]]
+        del results
+        packets = concat_tables(tables) if len(tables) > 1 else tables[0]
+        packets = packets.take(np.argsort(packets["frame"].to_numpy(), kind="stable")).reset_index(drop=True)
+    paths = tuple(f.path for f in files)
+    attrs = dict(path=paths[0] if len(paths) == 1 else None, paths=paths,
+                 format="+".join(sorted({f for d in said for f in d.format.split("+") if f})),
+                 compressed=any(d.compressed for d in said), malformed=sum(d.malformed for d in said),
+                 sources=layout.frame_index())
+    if packets is not None:
+        packets.attrs.update(attrs)
+    return packets, probes, dict(packet_count=sum(d.packets for d in said), malformed=attrs["malformed"],
+                                 format=attrs["format"], frames=attrs["sources"])
+
+
+def _joined(parts: list[pd.DataFrame], window_s: float) -> pd.DataFrame:
+    """The shards' probes as one probes table, in its order (first transmission, then frame)."""
+    present = [p for p in parts if len(p)] or parts[:1]
+    out = concat_tables(present) if len(present) > 1 else present[0]
+    if len(present) > 1:
+        order = np.lexsort((out["probe_frame"].to_numpy(), out["ts_ns"].to_numpy()))
+        out = out.take(order).reset_index(drop=True)
+        for c in ("src", "dst"):
+            if c in out:
+                out[c] = out[c].cat.remove_unused_categories()
+    out.attrs = dict(unsolicited_replies=sum(p.attrs.get("unsolicited_replies", 0) for p in parts),
+                     window_s=window_s, nat_pairs=sum(p.attrs.get("nat_pairs", 0) for p in parts))
+    return out
+
+
+def scheduler_address(given: str | None) -> str | None:
+    """The scheduler asked for: `given`, else SYNLENS_SCHEDULER (None: neither; `--workers` overrides both)."""
+    return given or os.environ.get(ENV) or None
