@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import os
 import warnings
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 
@@ -35,6 +35,7 @@ from .reading.filters import Filter
 from .reading.merge import concat_tables
 from .reading.parts import Part, plan, read_part
 from .reading.sources import Source
+from .reading.stream import Reading
 
 ENV = "SYNLENS_SCHEDULER"
 
@@ -103,11 +104,13 @@ def _match(pieces: list[pd.DataFrame], window_s: float, probe_columns: list[str]
 
 def match_on_cluster(client: object, files: tuple[Source, ...], keep: Filter, *, window_s: float, records: int,
                      read_columns: list[str], probe_columns: list[str] | None, packet_columns: list[str] | None,
-                     replies_only: bool) -> tuple[pd.DataFrame | None, pd.DataFrame, dict[str, object]] | None:
+                     replies_only: bool, reading: Callable[[Reading], None] | None = None
+                     ) -> tuple[pd.DataFrame | None, pd.DataFrame, dict[str, object]] | None:
     """The captures `files` read and matched on `client`'s cluster (see the module): (the packets kept, in
     `packet_columns`: the replies' rows only when `replies_only`; the probes table; the counts of a read), or
     None when the files overlap in time. Raises the CaptureError of a file that cannot be read; warns the
-    warnings of damaged ones (CaptureWarning), as reading on the client would."""
+    warnings of damaged ones (CaptureWarning), as reading on the client would. `reading` is told how far the
+    parts' reading has gone as their tasks finish."""
     from .reading.many import anchored
 
     layout = plan(files, records)
@@ -123,7 +126,7 @@ def match_on_cluster(client: object, files: tuple[Source, ...], keep: Filter, *,
     matched = [client.submit(_match, [client.submit(_piece, d, s, pure=False) for d in decoded], window_s,
                              probe_columns, packet_columns, replies_only, pure=False) for s in range(shards)]
     del decoded  # (released on the workers once every shard has its pieces)
-    said = client.gather(counts)
+    said = _gathered(client, counts, layout.parts, reading)
     for d in said:
         for w in d.warnings:
             warnings.warn(w, stacklevel=2)
@@ -146,6 +149,27 @@ def match_on_cluster(client: object, files: tuple[Source, ...], keep: Filter, *,
         packets.attrs.update(attrs)
     return packets, probes, dict(packet_count=sum(d.packets for d in said), malformed=attrs["malformed"],
                                  format=attrs["format"], frames=attrs["sources"])
+
+
+def _gathered(client: object, counts: list, parts: tuple[Part, ...],
+              reading: Callable[[Reading], None] | None) -> list[_Decoded]:
+    """The parts' counts, in the parts' order, `reading` told as each part is read."""
+    if reading is None:
+        return client.gather(counts)
+    from distributed import as_completed
+
+    total, files = sum(p.size for p in parts), len({p.file for p in parts})
+    left = {}  # each file's parts not yet read
+    for p in parts:
+        left[p.file] = left.get(p.file, 0) + 1
+    place = {c.key: k for k, c in enumerate(counts)}
+    done = 0
+    for future in as_completed(counts, loop=client.loop):
+        part = parts[place[future.key]]
+        done += part.size
+        left[part.file] -= 1
+        reading(Reading(done, total, sum(n == 0 for n in left.values()), files))
+    return client.gather(counts)
 
 
 def _joined(parts: list[pd.DataFrame], window_s: float) -> pd.DataFrame:

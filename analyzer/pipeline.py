@@ -222,7 +222,7 @@ def _read_chunked(found: Sources, options: Options, chosen: list[Step], probe_co
 
 
 def _on_cluster(found: Sources, options: Options, chosen: list[Step], packet_columns: tuple[str, ...] | None,
-                probe_columns: set[str] | None, keep: frozenset[str]
+                probe_columns: set[str] | None, keep: frozenset[str], reading: Callable[[Reading], None] | None
                 ) -> tuple[pd.DataFrame | None, pd.DataFrame, dict[str, object]] | None:
     """The captures read and matched on a Dask cluster (analyzer/distributed.py): the packets the steps read
     (only the replies' rows when every step reads no others), the probes table and the counts; None when the
@@ -245,7 +245,7 @@ def _on_cluster(found: Sources, options: Options, chosen: list[Step], packet_col
         return match_on_cluster(client, found.files, options.keep, window_s=options.window_s,
                                 records=options.chunk or PART_RECORDS, read_columns=read_columns,
                                 probe_columns=None if probe_columns is None else sorted(probe_columns),
-                                packet_columns=out_columns, replies_only=replies_only)
+                                packet_columns=out_columns, replies_only=replies_only, reading=reading)
 
 
 def _after_matching(packets: pd.DataFrame, chosen: list[Step]) -> pd.DataFrame | None:
@@ -308,7 +308,7 @@ def analyze(capture: str | Sequence[str] | Sources, steps: Iterable[str] = ("sca
         warnings.simplefilter("always")
         chunked = None
         if options.scheduler or options.workers:
-            chunked = _on_cluster(found, options, chosen, packet_columns, probe_columns, keep)
+            chunked = _on_cluster(found, options, chosen, packet_columns, probe_columns, keep, reading)
             if chunked is None:
                 notes.append(f"{capture}: the captures overlap in time (several sensors): merged, read and matched "
                              "here, not on the cluster")

@@ -235,6 +235,24 @@ def test_overlapping_captures_are_read_here_and_said(cluster: Cluster, tmp_path:
     assert "overlap in time" in there[2] and "overlap in time" not in here[2]
 
 
+def test_progress_is_told_as_parts_are_read(cluster: Cluster, tmp_path: Path) -> None:
+    """Reading's progress (what a terminal shows) is told as the workers finish parts: bytes grow to the
+    capture's size, part by part, and the file is done with its last part; files split (pcapng: a part each)
+    count one by one."""
+    capture = CAPTURES["scans_multi.pcap"]  # (260 records: 7 parts of 40)
+    told = []
+    analyze(str(capture), ["families"], Options(scheduler=cluster.address, chunk=40), reading=told.append)
+    assert len(told) == 7
+    assert [r.bytes_done for r in told] == sorted({r.bytes_done for r in told})
+    assert told[-1].bytes_done == told[-1].bytes_total == capture.stat().st_size
+    assert [r.files_done for r in told] == [0] * 6 + [1]
+    files = split(capture, 3, tmp_path / "parts")
+    told.clear()
+    analyze([str(f) for f in files], ["families"], Options(scheduler=cluster.address, chunk=40), reading=told.append)
+    assert [(r.files_done, r.files) for r in told] == [(1, 3), (2, 3), (3, 3)]
+    assert told[-1].bytes_done == sum(f.stat().st_size for f in files)
+
+
 def test_a_cluster_asked_for_twice_is_a_usage_error(monkeypatch: pytest.MonkeyPatch) -> None:
     """--scheduler with --workers is one line, exit 2; --workers wins over SYNLENS_SCHEDULER (a cluster the user
     starts for this run, over the one the environment names); a scheduler that does not answer is one line, exit

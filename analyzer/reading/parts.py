@@ -40,6 +40,7 @@ class Part:
     pos: int | None = None
     count: int | None = None
     last: bool = True  # the file's last part (its end, and any damage there, is read and warned of)
+    size: int = 0  # bytes of the file it covers (for progress)
 
 
 @dataclass(frozen=True)
@@ -88,9 +89,10 @@ def plan(files: tuple[Source, ...], records: int) -> Plan | None:
             if latest is not None and low < latest:
                 return None
             latest = high
-        if own:
-            own[-1] = replace(own[-1], last=True)
-        parts.extend(own if split else [Part(i, path, f.name, frame0)])
+        ends = [p.pos for p in own[1:]] + [os.path.getsize(path)]
+        own = [replace(p, size=end - (p.pos if k else 0), last=k == len(own) - 1)  # (the first: with the header)
+               for k, (p, end) in enumerate(zip(own, ends))]
+        parts.extend(own if split else [Part(i, path, f.name, frame0, size=os.path.getsize(path))])
         counts.append(n)
         frame0 += n
     return Plan(tuple(parts), tuple(f.name for f in files), tuple(counts))
