@@ -169,16 +169,9 @@ def pcap_range(path: str | os.PathLike[str], pos: int, first: int, count: int) -
     warning of the file's end, when the range reaches it, as `read_records` gives them."""
     path = os.fspath(path)
     raw, compressed = _load(path)
-    if compressed or len(raw) < 24 or struct.unpack_from("<I", raw)[0] not in (PCAP_MAGIC_US, PCAP_MAGIC_NS) \
-            and struct.unpack_from(">I", raw)[0] not in (PCAP_MAGIC_US, PCAP_MAGIC_NS):
+    if compressed or len(raw) < 4 or PCAPNG_SHB in struct.unpack_from("<I", raw):
         raise CaptureError(path, "not an uncompressed classic pcap file: its records cannot be read by range")
-    endian = "<" if struct.unpack_from("<I", raw)[0] in (PCAP_MAGIC_US, PCAP_MAGIC_NS) else ">"
-    nano = struct.unpack_from(endian + "I", raw)[0] == PCAP_MAGIC_NS
-    _, _, _, _, snaplen, network = struct.unpack_from(endian + "HHiIII", raw, 4)
-    linktype, fcs = _link_field(network)
-    limit = max(min(MAX_RECORD, max(snaplen, 65535) * 4), 65535 + 64)
-    chunks = _pcap_chunks(path, raw, endian, nano, compressed, count, linktype, fcs, limit, snaplen, start=(pos, first))
-    return next(chunks)
+    return next(_chunks(path, raw, compressed, count, start=(pos, first)))
 
 
 def records_of(path: str, raw: bytes | bytearray | mmap.mmap, compressed: bool = False) -> Records:
@@ -188,8 +181,10 @@ def records_of(path: str, raw: bytes | bytearray | mmap.mmap, compressed: bool =
     return records
 
 
-def _chunks(path: str, raw: bytes | bytearray | mmap.mmap, compressed: bool, chunk: int | None) -> Iterator[Records]:
-    """The records of a capture's bytes, `chunk` at a time (None: all at once: one Records, even when empty)."""
+def _chunks(path: str, raw: bytes | bytearray | mmap.mmap, compressed: bool, chunk: int | None,
+            start: tuple[int, int] = (24, 0)) -> Iterator[Records]:
+    """The records of a capture's bytes, `chunk` at a time (None: all at once: one Records, even when empty); a
+    classic pcap's from `start` (the byte of a record header, and the records before it)."""
     if len(raw) == 0:
         raise CaptureError(path, "empty file (0 bytes), not a capture")
     if len(raw) < 4:
@@ -197,9 +192,9 @@ def _chunks(path: str, raw: bytes | bytearray | mmap.mmap, compressed: bool, chu
     magic_le = struct.unpack_from("<I", raw)[0]
     magic_be = struct.unpack_from(">I", raw)[0]
     if magic_le in (PCAP_MAGIC_US, PCAP_MAGIC_NS):
-        return _pcap(path, raw, "<", magic_le == PCAP_MAGIC_NS, compressed, chunk)
+        return _pcap(path, raw, "<", magic_le == PCAP_MAGIC_NS, compressed, chunk, start)
     if magic_be in (PCAP_MAGIC_US, PCAP_MAGIC_NS):
-        return _pcap(path, raw, ">", magic_be == PCAP_MAGIC_NS, compressed, chunk)
+        return _pcap(path, raw, ">", magic_be == PCAP_MAGIC_NS, compressed, chunk, start)
     if magic_le == PCAPNG_SHB:
         return _pcapng(path, raw, compressed, chunk)
     if magic_le in (0xA1B2CD34, 0x34CDB2A1):
@@ -207,17 +202,18 @@ def _chunks(path: str, raw: bytes | bytearray | mmap.mmap, compressed: bool, chu
     raise CaptureError(path, f"not a pcap or pcapng file (starts with bytes {raw[:4].hex()})")
 
 
-def _pcap(path: str, raw: bytes, endian: str, nano: bool, compressed: bool, chunk: int | None) -> Iterator[Records]:
+def _pcap(path: str, raw: bytes, endian: str, nano: bool, compressed: bool, chunk: int | None,
+          start: tuple[int, int]) -> Iterator[Records]:
     if len(raw) < 24:
         raise CaptureError(path, f"pcap global header cut short ({len(raw)} of 24 bytes)")
     _, _, _, _, snaplen, network = struct.unpack_from(endian + "HHiIII", raw, 4)
     linktype, fcs = _link_field(network)
-    limit = max(min(MAX_RECORD, max(snaplen, 65535) * 4), 65535 + 64)  # (pcap_range's too)
-    return _pcap_chunks(path, raw, endian, nano, compressed, chunk, linktype, fcs, limit, snaplen)
+    limit = max(min(MAX_RECORD, max(snaplen, 65535) * 4), 65535 + 64)
+    return _pcap_chunks(path, raw, endian, nano, compressed, chunk, linktype, fcs, limit, snaplen, start)
 
 
 def _pcap_chunks(path: str, raw: bytes, endian: str, nano: bool, compressed: bool, chunk: int | None, linktype: int,
-                 fcs: int, limit: int, snaplen: int, start: tuple[int, int] = (24, 0)) -> Iterator[Records]:
+                 fcs: int, limit: int, snaplen: int, start: tuple[int, int]) -> Iterator[Records]:
     (pos, done), end = start, len(raw)
     while True:
         (offset, caplen, wirelen, ts_ns), pos, damage = walk.pcap_records(raw, endian, nano, limit, snaplen, pos,

@@ -22,7 +22,7 @@ import pandas as pd
 from ..errors import CaptureWarning, said_of
 from .filters import Filter
 from .formats import PCAP_MAGIC_NS, PCAP_MAGIC_US, iter_records, pcap_range
-from .merge import FrameIndex
+from .merge import FrameIndex, concat_tables
 from .packets import decode
 from .sources import Source
 
@@ -144,8 +144,6 @@ def read_part(part: Part, columns: list[str], keep: Filter) -> Read:
             table["frame"] = frames
             tables.append(table)
             del records
-    from .merge import concat_tables
-
     table = concat_tables(tables) if len(tables) > 1 else tables[0]
     table.attrs = {}
     said = tuple(w.message for w in caught if isinstance(w.message, CaptureWarning))
