@@ -374,6 +374,13 @@ def analyze_each(capture: str | Sequence[str] | Sources, steps: Iterable[str] = 
     try:
         for error in ([] if isinstance(capture, Sources) else found.errors):
             failed(error)
+        if options.workers:  # (one local cluster for the series, not one per capture)
+            from .distributed import cluster
+
+            with cluster(None, options.workers) as client:
+                yield from analyze_each(found, steps, replace(options, scheduler=client.scheduler.address, workers=0),
+                                        on_error=on_error)
+            return
         for file in found.files:
             try:
                 first_ns = file.first_ns if file.first_ns is not None else first_time(file.path)

@@ -19,6 +19,7 @@ import threading
 import time
 import warnings
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -268,6 +269,28 @@ def test_a_cluster_asked_for_twice_is_a_usage_error(monkeypatch: pytest.MonkeyPa
     with dask.config.set({"distributed.comm.timeouts.connect": "1s"}):
         code, out, err = run("scans", capture)
     assert code == 2 and out == b"" and err.count("\n") == 1 and "tcp://127.0.0.1:1" in err, err
+
+
+def test_a_series_runs_on_one_local_cluster(monkeypatch: pytest.MonkeyPatch) -> None:
+    """`rtt --each --workers N`: one cluster started for the series, each capture analysed on it, the output the
+    one-process output."""
+    import analyzer.distributed as dist
+
+    started = []
+    real = dist.cluster
+
+    @contextmanager
+    def counted(scheduler: str | None, workers: int) -> Iterator[object]:
+        started.append((scheduler, workers))
+        with real(scheduler, workers) as client:
+            yield client
+
+    monkeypatch.setattr(dist, "cluster", counted)
+    paths = [str(CAPTURES[n]) for n in ("nat_qscan.pcap", "nat_agent.pcap", "scans_multi.pcap")]
+    here = run("rtt", "--each", "--format", "json", *paths)
+    there = run("rtt", "--each", "--format", "json", "--workers", "2", *paths)
+    assert there == here and here[0] == 0
+    assert started[0] == (None, 2) and len(started) == 4 and all(s and w == 0 for s, w in started[1:])
 
 
 def test_a_local_cluster_of_workers() -> None:
