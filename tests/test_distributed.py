@@ -196,6 +196,26 @@ def test_through_the_cluster_every_capture(cluster: Cluster, name: str) -> None:
     same_outputs(cluster, [CAPTURES[name]], "--chunk", "1000")
 
 
+@pytest.mark.slow
+@pytest.mark.parametrize("name", list(CAPTURES))
+def test_through_the_cluster_every_capture_split(cluster: Cluster, name: str, tmp_path: Path) -> None:
+    """Split into 2, 7 and 50 files, each capture reads the same on the cluster as here (test_sources.py shows
+    that here, split, is the capture itself)."""
+    for parts in (2, 7, 50):
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", analyzer.CaptureWarning)  # (a damaged capture is split up to its damage)
+            files = split(CAPTURES[name], parts, tmp_path / str(parts))
+        # (a capture whose clock steps back across a cut overlaps itself: read on the client, and said)
+        overlap = plan(captures(list(map(str, files))).files, 1000) is None
+        for command in (["rtt", "--format", "json"], ["scans", "--format", "json"]):
+            here = run(*command, *map(str, files))
+            there = run(*command, "--scheduler", cluster.address, *map(str, files))
+            assert there[:2] == here[:2], (command, parts)
+            said = there[2].splitlines()
+            assert [line for line in said if "overlap in time" not in line] == here[2].splitlines()
+            assert sum("overlap in time" in line for line in said) == overlap
+
+
 def test_a_damaged_capture_among_good_ones(cluster: Cluster, tmp_path: Path) -> None:
     """A damaged capture is read up to its damage and warned of once, a file that is no capture is said in one
     line, and the rest is analysed (exit 1), on the cluster as here."""
