@@ -310,8 +310,8 @@ def analyze(capture: str | Sequence[str] | Sources, steps: Iterable[str] = ("sca
         if options.scheduler or options.workers:
             chunked = _on_cluster(found, options, chosen, packet_columns, probe_columns, keep, reading)
             if chunked is None:
-                notes.append(f"{capture}: the captures overlap in time (several sensors): merged, read and matched "
-                             "here, not on the cluster")
+                notes.append(f"{capture}: the captures overlap in time (several sensors, or a clock set back across a "
+                             "file's end): merged, read and matched here, not on the cluster")
             else:
                 found.close()
                 if "packets" not in keep and chunked[0] is not None and not all(s.at_replies for s in chosen):
