@@ -23,8 +23,8 @@ from ..errors import CaptureWarning, said_of
 from .filters import Filter
 from .formats import PCAP_MAGIC_NS, PCAP_MAGIC_US, iter_records, pcap_range
 from .merge import FrameIndex, concat_tables
-from .packets import decode
 from .sources import Source
+from .stream import read_kept
 
 
 @dataclass(frozen=True)
@@ -130,18 +130,12 @@ def read_part(part: Part, columns: list[str], keep: Filter) -> Read:
             chunks = iter([pcap_range(part.path, part.pos, part.first, part.count + part.last)])
         tables, malformed, formats, compressed = [], 0, set(), False
         for records in chunks:
-            in_time = keep.in_time(records.ts_ns)
-            if in_time is not None:
-                records = records.take(np.flatnonzero(in_time))
-            table = decode(records, columns=columns)
+            records, table, kept = read_kept(records, columns, keep)
             malformed += int(table.attrs.get("malformed", 0))
             formats.add(str(table.attrs.get("format", "")))
             compressed |= bool(table.attrs.get("compressed"))
             frames = records.frames() + part.frame0
-            kept = keep.kept(table)
-            if kept is not None:
-                table, frames = table[kept].reset_index(drop=True), frames[kept]
-            table["frame"] = frames
+            table["frame"] = frames if kept is None else frames[kept]
             tables.append(table)
             del records
     table = concat_tables(tables) if len(tables) > 1 else tables[0]

@@ -194,23 +194,33 @@ def _read_chunk(state: list[_File], f: _File, columns: list[str], keep: Filter, 
             f.first = int(records.ts_ns[0])
         f.top = f.last = int(key[-1])
     f.keys, f.places = np.concatenate([f.keys, key]), np.concatenate([f.places, places])
-    in_time = keep.in_time(records.ts_ns)
-    if in_time is not None:
-        records = records.take(np.flatnonzero(in_time))
+    records, table, kept = read_kept(records, columns, keep)
+    stream.malformed += int(table.attrs.get("malformed", 0))
+    stream.formats.add(str(table.attrs.get("format", "")))
+    stream.compressed |= bool(table.attrs.get("compressed"))
     h = None
     if dedup_ns and len(records) and _may_meet_copies(state, f, int(records.ts_ns.min()), int(records.ts_ns.max()),
                                                       dedup_ns):
         h = frame_hashes(records)
-    table = decode(records, columns=columns)
-    stream.malformed += int(table.attrs.get("malformed", 0))
-    stream.formats.add(str(table.attrs.get("format", "")))
-    stream.compressed |= bool(table.attrs.get("compressed"))
-    kept = keep.kept(table)
-    if kept is not None:
-        table = table[kept].reset_index(drop=True)
-        h = h[kept] if h is not None else None
+        h = h if kept is None else h[kept]
     f.kept.append(table)
     f.hashes.append(h if h is not None else np.full(len(table), NO_HASH, np.uint64))
+
+
+def read_kept(records: Records, columns: list[str], keep: Filter) -> tuple[Records, pd.DataFrame, np.ndarray | None]:
+    """Records as the filters keep them: (the records in the time range, dropped before decoding; the packets table
+    of those the address and port filters keep, its attrs the decoder's counts of all of them; which they kept,
+    None: all). The stream's reading of a chunk, and a cluster's of a part (reading/parts.py)."""
+    in_time = keep.in_time(records.ts_ns)
+    if in_time is not None:
+        records = records.take(np.flatnonzero(in_time))
+    table = decode(records, columns=columns)
+    kept = keep.kept(table)
+    if kept is not None:
+        attrs = table.attrs
+        table = table[kept].reset_index(drop=True)
+        table.attrs = attrs
+    return records, table, kept
 
 
 def _may_meet_copies(state: list[_File], f: _File, low: int, high: int, dedup_ns: int) -> bool:
