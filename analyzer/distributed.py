@@ -30,9 +30,9 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from .analysis.match import match, shard_of
+from .analysis.match import answering, match, shard_of
 from .reading.filters import Filter
-from .reading.merge import concat_tables
+from .reading.merge import concat_tables, in_frame_order
 from .reading.parts import Part, plan, read_part
 from .reading.sources import Source
 from .reading.stream import Reading
@@ -97,7 +97,7 @@ def _match(pieces: list[pd.DataFrame], window_s: float, probe_columns: list[str]
     packets = None
     if packet_columns is not None:
         if replies_only:
-            table = table[np.isin(table["frame"].to_numpy(), probes["reply_frame"].dropna().to_numpy(np.int64))]
+            table = table[answering(table, probes)]
         packets = table[[c for c in table.columns if c in set(packet_columns)]].reset_index(drop=True)
     return probes, packets
 
@@ -138,8 +138,7 @@ def match_on_cluster(client: object, files: tuple[Source, ...], keep: Filter, *,
     if packet_columns is not None:
         tables = [t for _, t in results if len(t)] or [results[0][1]]
         del results
-        packets = concat_tables(tables) if len(tables) > 1 else tables[0]
-        packets = packets.take(np.argsort(packets["frame"].to_numpy(), kind="stable")).reset_index(drop=True)
+        packets = in_frame_order(tables)
     paths = tuple(f.path for f in files)
     attrs = dict(path=paths[0] if len(paths) == 1 else None, paths=paths,
                  format="+".join(sorted({f for d in said for f in d.format.split("+") if f})),

@@ -22,7 +22,6 @@ import warnings
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
 
-import numpy as np
 import pandas as pd
 
 from .analysis import hosts as _hosts
@@ -35,7 +34,7 @@ from .analysis.match import DEFAULT_WINDOW_S, match, match_columns
 from .errors import CaptureError, CaptureWarning, UsageError
 from .reading.filters import EVERYTHING, Filter
 from .reading.many import CHUNK_RECORDS, decode_nothing, iter_sources, read_sources, stream_attrs
-from .reading.merge import DEDUP_WINDOW_NS, FrameIndex, concat_tables
+from .reading.merge import DEDUP_WINDOW_NS, FrameIndex, in_frame_order
 from .reading.packets import read
 from .reading.sources import Source, Sources, captures, first_time, sources
 from .reading.stream import Reading, Stream
@@ -180,13 +179,18 @@ def _chunk_records(found: Sources, options: Options, chosen: list[Step], keep: f
     return CHUNK_RECORDS if sum(os.path.getsize(f.path) for f in found.files) > CHUNKED_ABOVE else 0
 
 
+def _reply_columns(chosen: list[Step]) -> list[str]:
+    """The packets columns steps that read the packets only at their probes' replies read there."""
+    return [c for s in chosen for c in s.packet_columns or ()]
+
+
 def _read_chunked(found: Sources, options: Options, chosen: list[Step], probe_columns: set[str] | None,
                   records: int, reading: Callable[[Reading], None] | None
                   ) -> tuple[pd.DataFrame | None, pd.DataFrame, dict[str, object]] | None:
     """The captures read and matched a chunk at a time (analysis/chunked.py): the packets the steps read (the
     replies), the probes table and the counts; None when the capture's clock steps back too far for chunks (it
     must be read whole: `found` is left open for that)."""
-    reply_columns = [c for s in chosen for c in s.packet_columns or ()]
+    reply_columns = _reply_columns(chosen)
     m = ChunkedMatch(window_s=options.window_s, columns=probe_columns, reply_columns=reply_columns or None,
                      rows=min(records, 1 << 16))
     stream = Stream.of(found.files, reading)
@@ -209,13 +213,9 @@ def _read_chunked(found: Sources, options: Options, chosen: list[Step], probe_co
     found.close()
     attrs = stream_attrs(found.files, stream)
     packets = None
-    if reply_columns:  # (each list let go as soon as it is joined: the parts and the whole are not held twice)
-        packets = concat_tables(replies) if len(replies) > 1 else replies[0] if replies else \
-            decode_nothing(list(m.reply_columns))
+    if reply_columns:  # (the list let go as soon as it is joined: the parts and the whole are not held twice)
+        packets = in_frame_order(replies) if replies else decode_nothing(list(m.reply_columns))
         del replies[:]
-        order = np.argsort(packets["frame"].to_numpy(), kind="stable")
-        packets = packets.take(order).reset_index(drop=True)
-        del order
     probes = joined(probes, m)
     counts = dict(packet_count=count, malformed=attrs["malformed"], format=attrs["format"], frames=attrs["sources"])
     return packets, probes, counts
@@ -234,7 +234,7 @@ def _on_cluster(found: Sources, options: Options, chosen: list[Step], packet_col
         raise UsageError("--scheduler and --workers read with the native engine only")
     replies_only = all(s.at_replies for s in chosen) and "packets" not in keep
     if replies_only:
-        reply_columns = [c for s in chosen for c in s.packet_columns or ()]
+        reply_columns = _reply_columns(chosen)
         wanted = match_columns(probe_columns) if probe_columns is not None else match_columns()
         read_columns = list(dict.fromkeys((*wanted, *reply_columns)))
         out_columns = list(dict.fromkeys(("frame", *reply_columns))) if reply_columns else None

@@ -36,6 +36,7 @@ from .match import (
     DEFAULT_WINDOW_S,
     PROBE_COLUMNS,
     Connections,
+    answering,
     connection_events,
     match,
     match_columns,
@@ -142,9 +143,7 @@ class ChunkedMatch:
             self.nat_pairs += int(((detail.nat_ns >= start) & (detail.nat_ns < cut)).sum())
             replies = None
             if self.reply_columns is not None:
-                answered = out["reply_frame"].dropna().to_numpy(np.int64)
-                at = np.isin(context["frame"].to_numpy(), answered)
-                replies = context.loc[at, list(self.reply_columns)].reset_index(drop=True)
+                replies = context.loc[answering(context, out), list(self.reply_columns)].reset_index(drop=True)
             if len(out) or (replies is not None and len(replies)):
                 yield Matched(out[list(self.columns)], replies)
             self.cut, self.latest = cut, latest

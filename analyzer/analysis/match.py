@@ -137,6 +137,11 @@ def shard_of(packets: pd.DataFrame, shards: int) -> np.ndarray:
     return ((key >> np.uint64(32)) % np.uint64(shards)).astype(np.int64)
 
 
+def answering(packets: pd.DataFrame, probes: pd.DataFrame) -> np.ndarray:
+    """Which rows of the packets table are the replies of `probes` (their reply_frame)."""
+    return np.isin(packets["frame"].to_numpy(), probes["reply_frame"].dropna().to_numpy(np.int64))
+
+
 def _present(series: pd.Series) -> np.ndarray:
     """True where a nullable column holds a value."""
     return ~np.asarray(series.isna())
