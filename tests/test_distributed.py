@@ -173,12 +173,19 @@ def test_parts_are_the_stream_cut_at_record_boundaries(tmp_path: Path) -> None:
     assert layout.frame_index() is not None and len(layout.frame_index().start) == 3
 
 
+def two_sensors(folder: Path) -> list[str]:
+    """A capture cut in two, and a second sensor's copy of its second half, half a second late: files that
+    overlap in time."""
+    files = split(CAPTURES["scans_multi.pcap"], 2, folder / "a")
+    subprocess.run(["editcap", "-t", "0.5", str(files[1]), str(folder / "shifted.pcap")], check=True)
+    return [str(files[0]), str(files[1]), str(folder / "shifted.pcap")]
+
+
 def test_overlapping_captures_are_not_planned(tmp_path: Path) -> None:
     """Two sensors' captures interleave: their merge is the stream's, so no plan (the client reads them)."""
-    files = split(CAPTURES["scans_multi.pcap"], 2, tmp_path / "a")
-    subprocess.run(["editcap", "-t", "0.5", str(files[1]), str(tmp_path / "shifted.pcap")], check=True)
-    found = captures([str(files[0]), str(files[1]), str(tmp_path / "shifted.pcap")])
-    assert plan(found.files, 100) is None
+    paths = two_sensors(tmp_path)
+    assert plan(captures(paths).files, 100) is None
+    assert plan(captures(paths[:2]).files, 100) is not None  # (the first sensor's two files follow one another)
 
 
 # ---- the command line through a real cluster
@@ -222,11 +229,13 @@ def test_a_damaged_capture_among_good_ones(cluster: Cluster, tmp_path: Path) -> 
     bad = tmp_path / "notes.pcap"
     bad.write_bytes(b"not a capture at all")
     paths = [CAPTURES["Alienvault-Demo__spambot.pcap"], bad]
+    before = tasks_run(cluster.address)
     for command in (["rtt", "--format", "json", "--chunk", "5000"], ["scans", "--format", "json"]):
         here = run(*command, *map(str, paths))
         there = run(*command, "--scheduler", cluster.address, *map(str, paths))
         assert there == here and here[0] == 1
         assert there[2].count("cut short") == 1 and "notes.pcap: not a pcap" in there[2]
+    assert tasks_run(cluster.address) > before
 
 
 def test_split_files_and_the_environment_variable(cluster: Cluster, tmp_path: Path,
@@ -247,11 +256,9 @@ def test_split_files_and_the_environment_variable(cluster: Cluster, tmp_path: Pa
 
 
 def test_overlapping_captures_are_read_here_and_said(cluster: Cluster, tmp_path: Path) -> None:
-    files = split(CAPTURES["scans_multi.pcap"], 2, tmp_path / "a")
-    subprocess.run(["editcap", "-t", "0.5", str(files[1]), str(tmp_path / "shifted.pcap")], check=True)
-    paths = [files[0], files[1], tmp_path / "shifted.pcap"]
-    here = run("scans", "--format", "json", *map(str, paths))
-    there = run("scans", "--format", "json", "--scheduler", cluster.address, *map(str, paths))
+    paths = two_sensors(tmp_path)
+    here = run("scans", "--format", "json", *paths)
+    there = run("scans", "--format", "json", "--scheduler", cluster.address, *paths)
     assert there[1] == here[1]
     assert "overlap in time" in there[2] and "overlap in time" not in here[2]
 
@@ -313,11 +320,19 @@ def test_a_series_runs_on_one_local_cluster(monkeypatch: pytest.MonkeyPatch) -> 
     assert started[0] == (None, 2) and len(started) == 4 and all(s and w == 0 for s, w in started[1:])
 
 
-def test_a_local_cluster_of_workers() -> None:
-    """`--workers N` starts a cluster of N processes for the run (the API's Options.workers)."""
+def test_a_local_cluster_of_workers(monkeypatch: pytest.MonkeyPatch) -> None:
+    """`--workers N` starts a cluster of N processes for the run (the API's Options.workers), and the capture is
+    read and matched there."""
+    import analyzer.distributed as dist
+
+    done = []
+    real = dist.match_on_cluster
+    monkeypatch.setattr(dist, "match_on_cluster", lambda client, *a, **k: done.append(
+        (len(client.scheduler_info()["workers"]), real(client, *a, **k))) or done[-1][1])
     capture = str(CAPTURES["scans_multi.pcap"])
     here = analyze(capture, ["families", "scans"], Options())
     there = analyze(capture, ["families", "scans"], Options(workers=2, chunk=100))
+    assert len(done) == 1 and done[0][0] == 2 and done[0][1] is not None
     pd.testing.assert_frame_equal(there.families, here.families)
     assert there.scans.scans.equals(here.scans.scans)
     assert (there.packet_count, there.probes_matched, there.unsolicited_replies) == \
