@@ -9,6 +9,7 @@ import warnings
 from collections.abc import Iterable
 from typing import NoReturn
 
+from .analysis.buckets import DEFAULT_BUDGET
 from .analysis.changes import Snapshot, changes
 from .analysis.families import METHODS, MIN_DIFF_US, MIN_RATIO, MIN_TRIPS
 from .analysis.match import DEFAULT_WINDOW_S
@@ -51,6 +52,18 @@ def _records(text: str) -> int:
     if value < 0:
         raise argparse.ArgumentTypeError(f"must be 0 or more, not {text}")
     return value
+
+
+def _size(text: str) -> int:
+    """Bytes, as GNU sort's --buffer-size takes them: a whole number, with K, M or G (powers of 1,024)."""
+    scale = {"K": 1 << 10, "M": 1 << 20, "G": 1 << 30}.get(text[-1:].upper(), 1)
+    try:
+        value = int(text[:-1] if scale > 1 else text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a size (a whole number, with K, M or G): {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be 0 or more, not {text}")
+    return value * scale
 
 
 def _positive(text: str) -> float:
@@ -99,6 +112,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="match this many records at a time, in memory bounded by a few reply windows of traffic "
                    f"(default: captures over {CHUNKED_ABOVE >> 30} GB in chunks of {CHUNK_RECORDS:,}, smaller ones "
                    "whole; 0: whole)")
+    p.add_argument("--buffer-size", type=_size, default=None, metavar="SIZE",
+                   help="matched in chunks, hold at most this much of the probes in memory; beyond it they go to "
+                   f"temporary files (in TMPDIR), a file per bucket of targets, analysed a bucket at a time (default "
+                   f"{DEFAULT_BUDGET >> 20}M; K, M, G)")
     for name, text in (("scans", "port scans: scanner, target, technique, phases, tool, and each port's state"),
                        ("hosts", "hosts: MAC, vendor (offline OUI table), OS hints with their evidence")):
         q = sub.add_parser(name, help=text, description=text)
@@ -190,6 +207,8 @@ def _options(args: argparse.Namespace) -> Options:
         raise UsageError(str(e)) from None
     if getattr(args, "chunk", None) is not None:
         given["chunk"] = args.chunk
+    if getattr(args, "buffer_size", None) is not None:
+        given["buffer_size"] = args.buffer_size
     if hasattr(args, "workers"):
         from .distributed import scheduler_address
 

@@ -2,6 +2,8 @@
 run (`--scheduler tcp://host:8786`, or SYNLENS_SCHEDULER), or a local cluster of N processes (`--workers N`).
 
     parts (reading/parts.py) ──decode──▶ shards (match.shard_of) ──match──▶ probes per shard ──▶ client: merged
+                                                                              └──deal──▶ buckets of targets
+                                                                                 ──analyse──▶ client: results
 
 1. The client plans the parts: record ranges of each uncompressed pcap (one walk of its record headers), whole
    files otherwise. The workers read them from their paths: the captures must be on a filesystem every worker
@@ -10,8 +12,11 @@ run (`--scheduler tcp://host:8786`, or SYNLENS_SCHEDULER), or a local cluster of
    numbers them) and splits its packets into shards by their pair of ports.
 3. A task per shard joins that shard's pieces of every part and matches them: matching is local to a pair of
    ports (`match.shard_of`), so each shard's probes are the whole capture's probes of those ports.
-4. The client joins the shards' probes in the capture's order (first transmission, then frame), and with them
-   the packets the analyses read: for rtt only the replies, for scans and hosts the columns they read.
+4. For analyses made per target (rtt's: `analyse_on_cluster`), a task per shard deals its probes and their
+   replies into buckets of targets (analysis/buckets.py), and a task per bucket joins its pieces of every shard,
+   in the capture's order (first transmission, then frame), and analyses them: only the results travel.
+5. Otherwise (scans, hosts: `match_on_cluster`) the client joins the shards' probes in the capture's order, and
+   with them the packets the analyses read, in the columns they read.
 
 The result is the single-process result, row for row. Dask moves the pieces between workers and, when a worker
 dies, runs its tasks again elsewhere: every task is a pure function of its part. Captures that overlap in time
@@ -30,10 +35,11 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
+from .analysis.buckets import deal
 from .analysis.match import answering, match, shard_of
 from .reading.filters import Filter
 from .reading.merge import concat_tables, in_frame_order
-from .reading.parts import Part, plan, read_part
+from .reading.parts import Part, Plan, plan, read_part
 from .reading.sources import Source
 from .reading.stream import Reading
 
@@ -102,15 +108,11 @@ def _match(pieces: list[pd.DataFrame], window_s: float, probe_columns: list[str]
     return probes, packets
 
 
-def match_on_cluster(client: object, files: tuple[Source, ...], keep: Filter, *, window_s: float, records: int,
-                     read_columns: list[str], probe_columns: list[str] | None, packet_columns: list[str] | None,
-                     replies_only: bool, reading: Callable[[Reading], None] | None = None
-                     ) -> tuple[pd.DataFrame | None, pd.DataFrame, dict[str, object]] | None:
-    """The captures `files` read and matched on `client`'s cluster (see the module): (the packets kept, in
-    `packet_columns`: the replies' rows only when `replies_only`; the probes table; the counts of a read), or
-    None when the files overlap in time. Raises the CaptureError of a file that cannot be read; warns the
-    warnings of damaged ones (CaptureWarning), as reading on the client would. `reading` is told how far the
-    parts' reading has gone as their tasks finish."""
+def _submitted(client: object, files: tuple[Source, ...], keep: Filter, window_s: float, records: int,
+               read_columns: list[str], probe_columns: list[str] | None, packet_columns: list[str] | None,
+               replies_only: bool) -> tuple[Plan, list, list] | None:
+    """The tasks that read and match the captures (None when they overlap in time): the plan, each part's
+    counts and each shard's (probes, packets kept)."""
     from .reading.many import anchored
 
     layout = plan(files, records)
@@ -125,11 +127,41 @@ def match_on_cluster(client: object, files: tuple[Source, ...], keep: Filter, *,
     counts = [client.submit(_counts, d, pure=False) for d in decoded]
     matched = [client.submit(_match, [client.submit(_piece, d, s, pure=False) for d in decoded], window_s,
                              probe_columns, packet_columns, replies_only, pure=False) for s in range(shards)]
-    del decoded  # (released on the workers once every shard has its pieces)
+    return layout, counts, matched
+
+
+def _read_counts(client: object, files: tuple[Source, ...], layout: Plan, counts: list,
+                 reading: Callable[[Reading], None] | None) -> tuple[dict[str, object], dict[str, object]]:
+    """The parts' counts gathered (their warnings warned, as reading on the client would): the attrs of the
+    packets table and the pipeline's counts."""
     said = _gathered(client, counts, layout.parts, reading)
     for d in said:
         for w in d.warnings:
-            warnings.warn(w, stacklevel=2)
+            warnings.warn(w, stacklevel=3)
+    paths = tuple(f.path for f in files)
+    attrs = dict(path=paths[0] if len(paths) == 1 else None, paths=paths,
+                 format="+".join(sorted({f for d in said for f in d.format.split("+") if f})),
+                 compressed=any(d.compressed for d in said), malformed=sum(d.malformed for d in said),
+                 sources=layout.frame_index())
+    return attrs, dict(packet_count=sum(d.packets for d in said), malformed=attrs["malformed"],
+                       format=attrs["format"], frames=attrs["sources"])
+
+
+def match_on_cluster(client: object, files: tuple[Source, ...], keep: Filter, *, window_s: float, records: int,
+                     read_columns: list[str], probe_columns: list[str] | None, packet_columns: list[str] | None,
+                     replies_only: bool, reading: Callable[[Reading], None] | None = None
+                     ) -> tuple[pd.DataFrame | None, pd.DataFrame, dict[str, object]] | None:
+    """The captures `files` read and matched on `client`'s cluster (see the module): (the packets kept, in
+    `packet_columns`: the replies' rows only when `replies_only`; the probes table; the counts of a read), or
+    None when the files overlap in time. Raises the CaptureError of a file that cannot be read; warns the
+    warnings of damaged ones (CaptureWarning), as reading on the client would. `reading` is told how far the
+    parts' reading has gone as their tasks finish."""
+    submitted = _submitted(client, files, keep, window_s, records, read_columns, probe_columns, packet_columns,
+                           replies_only)
+    if submitted is None:
+        return None
+    layout, counts, matched = submitted
+    attrs, read = _read_counts(client, files, layout, counts, reading)
     results = client.gather(matched)
     probes = _joined([p for p, _ in results], window_s)
     if probe_columns is not None:
@@ -139,15 +171,60 @@ def match_on_cluster(client: object, files: tuple[Source, ...], keep: Filter, *,
         tables = [t for _, t in results if len(t)] or [results[0][1]]
         del results
         packets = in_frame_order(tables)
-    paths = tuple(f.path for f in files)
-    attrs = dict(path=paths[0] if len(paths) == 1 else None, paths=paths,
-                 format="+".join(sorted({f for d in said for f in d.format.split("+") if f})),
-                 compressed=any(d.compressed for d in said), malformed=sum(d.malformed for d in said),
-                 sources=layout.frame_index())
-    if packets is not None:
         packets.attrs.update(attrs)
-    return packets, probes, dict(packet_count=sum(d.packets for d in said), malformed=attrs["malformed"],
-                                 format=attrs["format"], frames=attrs["sources"])
+    return packets, probes, read
+
+
+def analyse_on_cluster(client: object, files: tuple[Source, ...], keep: Filter, *, window_s: float, records: int,
+                       read_columns: list[str], probe_columns: list[str] | None, packet_columns: list[str] | None,
+                       analyse: Callable[[pd.DataFrame | None, pd.DataFrame], object], buckets: int | None = None,
+                       reading: Callable[[Reading], None] | None = None
+                       ) -> tuple[list[object], dict[str, object]] | None:
+    """The captures read, matched and analysed on the cluster, for analyses made per target: each shard's probes
+    (and the replies they read, in `packet_columns`) dealt into `buckets` buckets of targets on its worker; a
+    task per bucket joins its pieces of every shard, in the capture's order, and runs `analyse(packets,
+    probes)` on them (analysis/buckets.py; `buckets`: as many as shards, twice the workers' threads, unless
+    asked). Only those results travel to the client: (the result of each bucket
+    with probes, or of the first when none has any; the counts of a read, with the unsolicited replies), or None
+    when the files overlap in time."""
+    submitted = _submitted(client, files, keep, window_s, records, read_columns, probe_columns, packet_columns,
+                           True)
+    if submitted is None:
+        return None
+    layout, counts, matched = submitted
+    buckets = buckets or len(matched)
+    dealt = [client.submit(_dealt, m, buckets, pure=False) for m in matched]
+    unsolicited = [client.submit(_unsolicited, m, pure=False) for m in matched]
+    analysed = [client.submit(_analysed, [client.submit(_piece, d, b, pure=False) for d in dealt], window_s,
+                              analyse, b == 0, pure=False) for b in range(buckets)]
+    del matched, dealt
+    _, read = _read_counts(client, files, layout, counts, reading)
+    read["unsolicited_replies"] = sum(client.gather(unsolicited))
+    return [r for r in client.gather(analysed) if r is not None], read
+
+
+def _dealt(result: tuple[pd.DataFrame, pd.DataFrame | None], n: int) -> _Decoded:
+    """A worker's task: a shard's probes and replies dealt into buckets of targets (as `_Decoded` shards)."""
+    probes, replies = result
+    return _Decoded(tuple(deal(probes, replies, n)), 0, 0, "", False, ())
+
+
+def _unsolicited(result: tuple[pd.DataFrame, pd.DataFrame | None]) -> int:
+    """A worker's task: a shard's unsolicited replies."""
+    return result[0].attrs.get("unsolicited_replies", 0)
+
+
+def _analysed(pieces: list[tuple[pd.DataFrame, pd.DataFrame | None]], window_s: float,
+              analyse: Callable[[pd.DataFrame | None, pd.DataFrame], object], always: bool) -> object | None:
+    """A worker's task: a bucket of targets' pieces of every shard, joined in the capture's order, analysed;
+    None for a bucket without probes, unless `always` (one bucket is analysed even so: the result of a capture
+    without probes)."""
+    if not always and not any(len(p) for p, _ in pieces):
+        return None
+    probes = _joined([p for p, _ in pieces], window_s)
+    packets = None if pieces[0][1] is None else in_frame_order([r for _, r in pieces if len(r)] or [pieces[0][1]])
+    del pieces
+    return analyse(packets, probes)
 
 
 def _gathered(client: object, counts: list, parts: tuple[Part, ...],

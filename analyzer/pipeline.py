@@ -21,6 +21,7 @@ import os
 import warnings
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
+from functools import partial
 
 import pandas as pd
 
@@ -28,6 +29,7 @@ from .analysis import hosts as _hosts
 from .analysis import scans as _scans
 from .analysis import signals as _signals
 from .analysis import stats as _stats
+from .analysis.buckets import DEFAULT_BUDGET, Buckets, in_target_order
 from .analysis.chunked import ChunkedMatch, Disordered, joined
 from .analysis.families import DEFAULT_CONFIDENCE, MIN_DIFF_US, MIN_RATIO, families
 from .analysis.match import DEFAULT_WINDOW_S, match, match_columns
@@ -57,6 +59,7 @@ class Options:
     chunk: int | None = None  # records matched at a time (0: the capture whole; None: chunks above CHUNKED_ABOVE)
     scheduler: str | None = None  # read and match on this Dask scheduler's cluster (analyzer/distributed.py)
     workers: int = 0  # … or on a local cluster of this many processes (0: in this process)
+    buffer_size: int = DEFAULT_BUDGET  # bytes of probes held when matched in chunks (beyond: on disk by target)
 
     @property
     def family_options(self) -> dict[str, object]:
@@ -79,6 +82,9 @@ class Step:
     probe_columns: tuple[str, ...] | None
     run: Callable[[_Run], object]
     at_replies: bool = False  # reads the packets table only at its probes' replies: matching may go by chunks
+    # Made per target (a target's result reads only its probes): the result of the whole from the results of
+    # buckets of targets (analysis/buckets.py), so that the probes need not be held all at once. None: not so.
+    by_target: Callable[[list], object] | None = None
 
 
 @dataclass
@@ -122,8 +128,9 @@ def _hosts_step(run: _Run) -> pd.DataFrame:
 STEPS = {step.name: step for step in (
     Step("scans", ("packets", "probes"), _scans.PACKET_FIELDS, _scans.PROBE_FIELDS, _scans_step),
     Step("hosts", ("packets", "probes", "scans"), _hosts.PACKET_FIELDS, _hosts.PROBE_FIELDS, _hosts_step),
-    Step("families", ("probes",), (), _stats.PROBE_FIELDS, _families, at_replies=True),
-    Step("signals", ("packets", "probes"), _signals.REPLY_FIELDS, _stats.PROBE_FIELDS, _signals_step, at_replies=True),
+    Step("families", ("probes",), (), _stats.PROBE_FIELDS, _families, at_replies=True, by_target=in_target_order),
+    Step("signals", ("packets", "probes"), _signals.REPLY_FIELDS, _stats.PROBE_FIELDS, _signals_step, at_replies=True,
+         by_target=lambda results: tuple(in_target_order(list(tables)) for tables in zip(*results))),
 )}
 _TESTS_RTT = ("families", "signals")  # steps that test RTTs (scipy.special, loaded while the capture is read)
 CHUNKED_ABOVE = 2 << 30  # bytes of captures above which steps that read only replies match a chunk at a time
@@ -186,15 +193,17 @@ def _reply_columns(chosen: list[Step]) -> list[str]:
 
 def _read_chunked(found: Sources, options: Options, chosen: list[Step], probe_columns: set[str] | None,
                   records: int, reading: Callable[[Reading], None] | None
-                  ) -> tuple[pd.DataFrame | None, pd.DataFrame, dict[str, object]] | None:
+                  ) -> tuple[pd.DataFrame | None, pd.DataFrame | _ByTarget, dict[str, object]] | None:
     """The captures read and matched a chunk at a time (analysis/chunked.py): the packets the steps read (the
-    replies), the probes table and the counts; None when the capture's clock steps back too far for chunks (it
-    must be read whole: `found` is left open for that)."""
+    replies), the probes table and the counts; past `options.buffer_size`, the probes and replies in buckets of
+    targets on disk instead (analysis/buckets.py: `_ByTarget`, analysed a bucket at a time). None when the
+    capture's clock steps back too far for chunks (it must be read whole: `found` is left open for that)."""
     reply_columns = _reply_columns(chosen)
     m = ChunkedMatch(window_s=options.window_s, columns=probe_columns, reply_columns=reply_columns or None,
                      rows=min(records, 1 << 16))
     stream = Stream.of(found.files, reading)
-    count, probes, replies = 0, [], []
+    count = 0
+    kept = Buckets(options.buffer_size)
 
     def counted() -> Iterator[pd.DataFrame]:
         nonlocal count
@@ -206,28 +215,50 @@ def _read_chunked(found: Sources, options: Options, chosen: list[Step], probe_co
 
     try:
         for part in m.parts(counted()):
-            probes.append(part.probes)
-            replies.append(part.replies)
+            kept.add(part.probes, part.replies)
     except Disordered:
+        kept.close()
         return None
     found.close()
     attrs = stream_attrs(found.files, stream)
+    counts = dict(packet_count=count, malformed=attrs["malformed"], format=attrs["format"], frames=attrs["sources"])
+    if kept.spilled:
+        return None, _ByTarget(kept, m, bool(reply_columns)), dict(counts, unsolicited_replies=m.unsolicited_replies)
+    probes, replies = [p for p, _ in kept.held], [r for _, r in kept.held]
+    kept.close()
     packets = None
     if reply_columns:  # (the list let go as soon as it is joined: the parts and the whole are not held twice)
         packets = in_frame_order(replies) if replies else decode_nothing(list(m.reply_columns))
         del replies[:]
-    probes = joined(probes, m)
-    counts = dict(packet_count=count, malformed=attrs["malformed"], format=attrs["format"], frames=attrs["sources"])
-    return packets, probes, counts
+    return packets, joined(probes, m), counts
+
+
+@dataclass(frozen=True)
+class _ByTarget:
+    """Probes matched a chunk at a time and kept on disk by buckets of targets: each bucket's (packets at its
+    replies, or None; probes), joined as the whole capture's would be, one bucket at a time."""
+
+    buckets: Buckets
+    m: ChunkedMatch
+    replies: bool  # the steps read the packets at the replies
+
+    def __iter__(self) -> Iterator[tuple[pd.DataFrame | None, pd.DataFrame]]:
+        with self.buckets:
+            for parts in self.buckets.buckets():
+                packets = in_frame_order([r for _, r in parts]) if self.replies else None
+                probes = joined([p for p, _ in parts], self.m)
+                parts.clear()
+                yield packets, probes
 
 
 def _on_cluster(found: Sources, options: Options, chosen: list[Step], packet_columns: tuple[str, ...] | None,
                 probe_columns: set[str] | None, keep: frozenset[str], reading: Callable[[Reading], None] | None
                 ) -> tuple[pd.DataFrame | None, pd.DataFrame, dict[str, object]] | None:
     """The captures read and matched on a Dask cluster (analyzer/distributed.py): the packets the steps read
-    (only the replies' rows when every step reads no others), the probes table and the counts; None when the
-    captures overlap in time (they are read here)."""
-    from .distributed import cluster, match_on_cluster
+    (only the replies' rows when every step reads no others), the probes table and the counts; when every step is
+    made per target, analysed there too: (None, each bucket of targets' `BucketResult`, the counts). None when
+    the captures overlap in time (they are read here)."""
+    from .distributed import analyse_on_cluster, cluster, match_on_cluster
     from .reading.schema import PACKET_COLUMNS
 
     if options.engine != "native":
@@ -242,6 +273,15 @@ def _on_cluster(found: Sources, options: Options, chosen: list[Step], packet_col
         read_columns = list(packet_columns or (c.name for c in PACKET_COLUMNS))
         out_columns = read_columns
     with cluster(options.scheduler, options.workers) as client:
+        if replies_only and all(s.by_target for s in chosen) and "probes" not in keep:
+            # (analysed on the workers, a bucket of targets each: only the results travel)
+            analysed = analyse_on_cluster(
+                client, found.files, options.keep, window_s=options.window_s, records=options.chunk or PART_RECORDS,
+                read_columns=read_columns, probe_columns=None if probe_columns is None else sorted(probe_columns),
+                packet_columns=out_columns,
+                analyse=partial(bucket_result, options=options, steps=tuple(s.name for s in chosen),
+                                capture=", ".join(f.name for f in found.files)), reading=reading)
+            return None if analysed is None else (None, *analysed)
         return match_on_cluster(client, found.files, options.keep, window_s=options.window_s,
                                 records=options.chunk or PART_RECORDS, read_columns=read_columns,
                                 probe_columns=None if probe_columns is None else sorted(probe_columns),
@@ -335,15 +375,41 @@ def analyze(capture: str | Sequence[str] | Sources, steps: Iterable[str] = ("sca
         packets, probes, counts = chunked
     run = _Run(options, {}, notes, capture=capture)
     counts.update(captures=tuple(f.name for f in found.files), paths=tuple((f.name, f.path) for f in found.files))
-    if options.targets:
-        dst = probes["dst"].astype(str)
-        for absent in sorted(set(options.targets) - set(dst.unique())):
-            run.notes.append(f"--target {absent}: no probe to that address in {capture}")
-        probes = probes[dst.isin(options.targets)]
-    counts.update(probes_matched=int(probes["reply_frame"].notna().sum()),
-                  unsolicited_replies=probes.attrs.get("unsolicited_replies", 0))
-    run.results.update(packets=packets, probes=probes)
-    del packets, probes
+    if isinstance(probes, (_ByTarget, list)):  # buckets of targets: on disk, or their results from a cluster
+        for step in chosen:
+            say(step.name, "a bucket of targets at a time")
+        steps = tuple(s.name for s in chosen)
+        done = probes if isinstance(probes, list) else (bucket_result(pk, pr, options, steps, capture)
+                                                        for pk, pr in probes)
+        results, counts["probes_matched"] = merge_buckets(done, run, asked)
+    else:
+        if options.targets:
+            run.notes += _absent_targets(options, set(probes["dst"].astype(str).unique()), capture)
+        probes = _targets_kept(options, probes)
+        counts.update(probes_matched=int(probes["reply_frame"].notna().sum()),
+                      unsolicited_replies=probes.attrs.get("unsolicited_replies", 0))
+        run.results.update(packets=packets, probes=probes)
+        del packets, probes
+        _run_steps(run, chosen, keep, asked, say)
+        results = run.results
+    return Analysis(capture=capture, options=options, warnings=said, notes=tuple(run.notes),
+                    **counts, **{name: results.get(name) for name in ("packets", "probes", *STEPS)})
+
+
+def _absent_targets(options: Options, present: set[str], capture: str) -> list[str]:
+    return [f"--target {absent}: no probe to that address in {capture}"
+            for absent in sorted(set(options.targets) - present)]
+
+
+def _targets_kept(options: Options, probes: pd.DataFrame) -> pd.DataFrame:
+    """The probes to the targets asked for (all, when none was)."""
+    return probes[probes["dst"].astype(str).isin(options.targets)] if options.targets else probes
+
+
+def _run_steps(run: _Run, chosen: list[Step], keep: frozenset[str], asked: list[str],
+               say: Callable[[str, str], None]) -> None:
+    """The steps, in order, on the run's packets and probes; each result let go once no later step, and no
+    caller, needs it."""
     for i, step in enumerate(chosen):
         say(step.name, f"{len(run.results['probes'])} probes" if i == 0 else "")
         run.results[step.name] = step.run(run)
@@ -351,8 +417,46 @@ def analyze(capture: str | Sequence[str] | Sources, steps: Iterable[str] = ("sca
         for name in ("packets", "probes", *(s.name for s in chosen[:i + 1])):
             if name not in later and name not in keep and name not in asked:
                 run.results.pop(name, None)
-    return Analysis(capture=capture, options=options, warnings=said, notes=tuple(run.notes),
-                    **counts, **{name: run.results.get(name) for name in ("packets", "probes", *STEPS)})
+
+
+@dataclass(frozen=True)
+class BucketResult:
+    """What the steps made of one bucket of targets (`bucket_result`): their results, their notes, the probes
+    answered, the targets probed (before `--target` kept some), and whether the bucket kept no probe."""
+
+    results: dict[str, object]
+    notes: tuple[str, ...]
+    matched: int
+    present: frozenset[str]
+    empty: bool
+
+
+def bucket_result(packets: pd.DataFrame | None, probes: pd.DataFrame, options: Options, steps: tuple[str, ...],
+                  capture: str) -> BucketResult:
+    """The steps (all made per target) on one bucket of targets' probes and the packets at their replies: where
+    the buckets are on disk (`_ByTarget`), or on a cluster's worker (analyzer/distributed.py)."""
+    present = frozenset(probes["dst"].astype(str).unique()) if options.targets else frozenset()
+    probes = _targets_kept(options, probes)
+    one = _Run(options, {"packets": packets, "probes": probes}, [], capture=capture)
+    chosen = [STEPS[name] for name in steps]
+    matched, empty = int(probes["reply_frame"].notna().sum()), not len(probes)
+    del packets, probes
+    _run_steps(one, chosen, frozenset(), list(steps), lambda step, detail: None)
+    return BucketResult({name: one.results[name] for name in steps}, tuple(one.notes), matched, present, empty)
+
+
+def merge_buckets(results: Iterable[BucketResult], run: _Run, asked: list[str]) -> tuple[dict[str, object], int]:
+    """The buckets' results put together as the whole's (`Step.by_target`), and the probes answered; the notes
+    said on `run`. A bucket that kept no probe of the targets asked for counts only when none did. A note the
+    steps say in every bucket is the capture's (a note of what no probe shows, said where some probes do show it,
+    would be false)."""
+    done = list(results)
+    ran = [r for r in done if not r.empty] or done[:1]
+    if run.options.targets:
+        run.notes += _absent_targets(run.options, frozenset().union(*(r.present for r in done)), run.capture)
+    run.notes += [note for note in dict.fromkeys(n for r in ran for n in r.notes) if all(note in r.notes for r in ran)]
+    merged = {name: STEPS[name].by_target([r.results[name] for r in ran]) for name in asked}
+    return merged, sum(r.matched for r in ran)
 
 
 def analyze_each(capture: str | Sequence[str] | Sources, steps: Iterable[str] = ("signals",),

@@ -5,7 +5,8 @@ timing, as a user's running cluster is; its start is timed apart. Each run is th
 (`analyzer.cli.main`, output to a file) with `--scheduler` naming the cluster, alternating with the one-process
 run, `--runs` times; the medians are printed, with the share of each cluster run spent in the client's merge (the
 shards' probes joined and sorted, and the packets the analyses read joined and sorted: `distributed._joined` and
-the packets' `concat_tables`) and in the client's plan (the walk of the record headers), and the outputs compared.
+the packets' `concat_tables`; for rtt, whose analyses run on the workers, the buckets' results put in order:
+`pipeline.merge_buckets`) and in the client's plan (the walk of the record headers), and the outputs compared.
 
     python3 benchmarks/cluster.py [--capture PCAP | --copies 10 [--dir DIR]] [--workers 1 2 4] [--runs 3]
 """
@@ -29,7 +30,7 @@ sys.path.insert(0, str(HERE))
 from scale import BIG, make
 
 import analyzer.distributed as dist
-from analyzer import cli
+from analyzer import cli, pipeline
 
 SPENT: dict[str, float] = {}
 
@@ -47,6 +48,7 @@ def timed(name: str, fn: Callable) -> Callable:
 dist._joined = timed("merge", dist._joined)
 dist.concat_tables = timed("merge", dist.concat_tables)  # (the client's: the workers' are their own processes')
 dist.plan = timed("plan", dist.plan)
+pipeline.merge_buckets = timed("merge", pipeline.merge_buckets)
 
 
 def once(argv: list[str], out: Path) -> float:

@@ -56,10 +56,11 @@ def make(capture: Path, copies: int, folder: Path, rotated: bool) -> list[Path]:
     return [one]
 
 
-def measure(inputs: list[Path], chunk: int, out: Path) -> tuple[float, int]:
-    """Wall seconds and peak RSS (MB) of `synlens rtt --format json --chunk N` on the inputs."""
+def measure(inputs: list[Path], chunk: int, out: Path, buffer: str | None = None) -> tuple[float, int]:
+    """Wall seconds and peak RSS (MB) of `synlens rtt --format json --chunk N [--buffer-size SIZE]` on the
+    inputs."""
     cmd = ["/usr/bin/time", "-f", "%e %M", sys.executable, "-m", "analyzer", "rtt", *map(str, inputs),
-           "--format", "json", "--chunk", str(chunk)]
+           "--format", "json", "--chunk", str(chunk), *(("--buffer-size", buffer) if buffer else ())]
     with out.open("wb") as f:
         done = subprocess.run(cmd, stdout=f, stderr=subprocess.PIPE, text=True, check=True)
     seconds, kb = done.stderr.strip().splitlines()[-1].split()
@@ -75,6 +76,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--dir", type=Path, default=None, help="where to write them (default: a temporary folder)")
     ap.add_argument("--keep", action="store_true", help="keep the captures made")
     ap.add_argument("--chunks", type=int, nargs="+", default=[0, 1 << 20], help="--chunk values to time")
+    ap.add_argument("--buffer-sizes", nargs="+", default=[None], metavar="SIZE",
+                    help="--buffer-size values to time with each --chunk (default: the default)")
     ap.add_argument("--make-only", action="store_true", help="make the captures, time nothing")
     args = ap.parse_args(argv)
     folder = args.dir or Path(tempfile.mkdtemp(prefix="synlens-scale-"))
@@ -86,18 +89,22 @@ def main(argv: list[str] | None = None) -> int:
               f"{size / 1e9:.2f} GB in {len(inputs)} file(s)")
         if args.make_only:
             return 0
-        chunks = tuple(args.chunks)
-        runs: dict[int, list[tuple[float, int]]] = {chunk: [] for chunk in chunks}
+        cases = [(chunk, buffer) for chunk in args.chunks for buffer in args.buffer_sizes]
+        runs: dict[tuple[int, str | None], list[tuple[float, int]]] = {case: [] for case in cases}
+
+        def output(case: tuple[int, str | None]) -> Path:
+            return folder / f"rtt-{case[0]}-{case[1] or 'default'}.json"
+
         for _ in range(args.runs):
-            for chunk in chunks:
-                runs[chunk].append(measure(inputs, chunk, folder / f"rtt-{chunk}.json"))
-        for chunk, done in runs.items():
-            print(f"rtt --chunk {chunk}: {statistics.median(s for s, _ in done):.2f} s, "
+            for case in cases:
+                runs[case].append(measure(inputs, case[0], output(case), case[1]))
+        for (chunk, buffer), done in runs.items():
+            print(f"rtt --chunk {chunk}{f' --buffer-size {buffer}' if buffer else ''}: "
+                  f"{statistics.median(s for s, _ in done):.2f} s, "
                   f"peak RSS {statistics.median(mb for _, mb in done):.0f} MB (medians of {len(done)})")
-        if len(chunks) < 2:
+        if len(cases) < 2:
             return 0
-        same = all(filecmp.cmp(folder / f"rtt-{chunks[0]}.json", folder / f"rtt-{c}.json", shallow=False)
-                   for c in chunks[1:])
+        same = all(filecmp.cmp(output(cases[0]), output(case), shallow=False) for case in cases[1:])
         print("outputs identical" if same else "OUTPUTS DIFFER")
         return 0 if same else 1
     finally:

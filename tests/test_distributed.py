@@ -339,6 +339,32 @@ def test_a_local_cluster_of_workers(monkeypatch: pytest.MonkeyPatch) -> None:
         (here.packet_count, here.probes_matched, here.unsolicited_replies)
 
 
+def test_rtt_is_analysed_on_the_workers_a_bucket_of_targets_each(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Families are made per target: on a cluster each worker analyses a bucket of targets (its probes from
+    every shard, in the capture's order), and only the buckets' results travel to the client, which puts them in
+    order: the one-process result. Two workers of one thread: four shards, four buckets; a sweep of 5,000 targets
+    fills every bucket."""
+    import analyzer.distributed as dist
+    from analyzer.pipeline import BucketResult
+
+    got = []
+    real = dist.analyse_on_cluster
+    monkeypatch.setattr(dist, "analyse_on_cluster", lambda *a, **k: got.append(real(*a, **k)) or got[-1])
+    capture = str(CAPTURES["ProbingDataset__zmap_tcp_5k.pcapng"])
+    here = analyze(capture, ["signals"], Options())
+    there = analyze(capture, ["signals"], Options(workers=2, chunk=1000))
+    results, counts = got[0]
+    assert len(results) == 4 and all(isinstance(r, BucketResult) and set(r.results) == {"signals"}
+                                           for r in results)
+    assert all(not r.empty for r in results)
+    assert sum(len(r.results["signals"][0]) for r in results) == len(here.signals[0]) == 5000
+    for a, b in zip(here.signals, there.signals):
+        pd.testing.assert_frame_equal(a, b)
+    assert (there.packet_count, there.probes_matched, there.unsolicited_replies, there.notes) == \
+        (here.packet_count, here.probes_matched, here.unsolicited_replies, here.notes) == \
+        (counts["packet_count"], sum(r.matched for r in results), counts["unsolicited_replies"], ())
+
+
 # ---- a worker killed mid-run
 
 def test_a_worker_killed_mid_run_loses_nothing(tmp_path: Path) -> None:

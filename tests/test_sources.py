@@ -130,18 +130,19 @@ def test_every_capture_split_analyses_as_its_merge(tmp_path: Path, name: str, pa
 
 def check_split(tmp_path: Path, capture: Path, parts: int) -> None:
     """`rtt` and `scans` (JSON) of the parts, each frame mapped back to its number in the capture, are the
-    capture's own, and so is `rtt` matched 1,000 records at a time, and 50 with a 50 ms window; and the parts'
-    packets table is the capture's."""
+    capture's own, and so is `rtt` matched 1,000 records at a time, and 50 with a 50 ms window, and 1,000 with its
+    probes on disk by target; and the parts' packets table is the capture's."""
     files = split(capture, parts, tmp_path / "parts")
     for command in (["rtt", "--format", "json"], ["scans", "--format", "json"]):
         code, whole, _ = run(*command, str(capture))
         code_parts, pieces, err = run(*command, *map(str, reversed(files)))
         assert code == code_parts == 0, err
         assert frames_original(json.loads(pieces), files) == without_capture(json.loads(whole)), command
-    # Matched a chunk of records at a time (analysis/chunked.py); with a 50 ms window, short captures are cut too.
-    for chunk, window in (("1000", "10"), ("50", "0.05")):
+    # Matched a chunk of records at a time (analysis/chunked.py); with a 50 ms window, short captures are cut too;
+    # and with every probe past the memory budget, on disk by target (analysis/buckets.py).
+    for chunk, window, buffer in (("1000", "10", []), ("50", "0.05", []), ("1000", "0.05", ["--buffer-size", "0"])):
         code, whole, _ = run("rtt", "--format", "json", "--window", window, "--chunk", "0", str(capture))
-        code_parts, pieces, err = run("rtt", "--format", "json", "--window", window, "--chunk", chunk,
+        code_parts, pieces, err = run("rtt", "--format", "json", "--window", window, "--chunk", chunk, *buffer,
                                       *map(str, reversed(files)))
         assert code == code_parts == 0, err
         assert frames_original(json.loads(pieces), files) == without_capture(json.loads(whole)), chunk
