@@ -184,9 +184,8 @@ def analyse_on_cluster(client: object, files: tuple[Source, ...], keep: Filter, 
     (and the replies they read, in `packet_columns`) dealt into `buckets` buckets of targets on its worker; a
     task per bucket joins its pieces of every shard, in the capture's order, and runs `analyse(packets,
     probes)` on them (analysis/buckets.py; `buckets`: as many as shards, twice the workers' threads, unless
-    asked). Only those results travel to the client: (the result of each bucket
-    with probes, or of the first when none has any; the counts of a read, with the unsolicited replies), or None
-    when the files overlap in time."""
+    asked). Only those results travel to the client: (the result of each bucket with probes, or of the first when
+    none has any; the counts of a read, with the unsolicited replies), or None when the files overlap in time."""
     submitted = _submitted(client, files, keep, window_s, records, read_columns, probe_columns, packet_columns,
                            True)
     if submitted is None:
