@@ -8,6 +8,7 @@ ordinary traffic (hundreds of peers)."""
 
 from __future__ import annotations
 
+import tempfile
 import warnings
 from pathlib import Path
 
@@ -149,3 +150,17 @@ def test_a_buffer_size_that_is_no_size_is_said_in_one_line(size: str, capsys: py
     last = err.strip().splitlines()[-1]  # (argparse's usage, then its one line of error)
     assert last.startswith("synlens rtt: error: argument --buffer-size: ") and size in last
     assert "Traceback" not in err
+
+
+def test_a_temporary_folder_that_cannot_be_written_is_said_in_one_line(tmp_path: Path,
+                                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    absent = tmp_path / "absent"
+    parts, _ = parts_of(realworld("hw13-01__nmap.pcapng"))
+    with Buckets(budget=0, directory=str(absent)) as kept, pytest.raises(OSError) as failed:
+        kept.add(*parts[0])
+    assert failed.value.filename == str(absent) and "--buffer-size" in failed.value.strerror
+    monkeypatch.setattr(tempfile, "tempdir", str(absent))  # (as TMPDIR naming it would, were it there)
+    code, out, err = run("rtt", str(realworld("hw13-01__nmap.pcapng")), "--chunk", "1000", "--buffer-size", "0")
+    assert code == 2 and not out
+    assert err.startswith(f"synlens: error: {absent}: No such file or directory (temporary files: ")
+    assert err.count("\n") == 1 and "Traceback" not in err

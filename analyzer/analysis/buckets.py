@@ -26,7 +26,7 @@ import pickle
 import tempfile
 import zlib
 from collections.abc import Iterator
-from contextlib import ExitStack
+from contextlib import ExitStack, contextmanager
 from typing import BinaryIO, Self
 
 import numpy as np
@@ -96,12 +96,24 @@ class Buckets:
         self.held.append((probes, replies))
         self._sizes.append(_size((probes, replies)))
         self.held_bytes += self._sizes[-1]
-        if not self.spilled and self.held_bytes > self.budget:
-            temporary = tempfile.TemporaryFile  # (held open until `close`: the ExitStack closes them)
-            self._files = [self._open.enter_context(temporary(prefix="synlens-", dir=self.directory))
-                           for _ in range(self.n)]
-        if self.spilled and self.held_bytes > self.budget // 4:
-            self._flush()
+        with self._disk():
+            if not self.spilled and self.held_bytes > self.budget:
+                temporary = tempfile.TemporaryFile  # (held open until `close`: the ExitStack closes them)
+                self._files = [self._open.enter_context(temporary(prefix="synlens-", dir=self.directory))
+                               for _ in range(self.n)]
+            if self.spilled and self.held_bytes > self.budget // 4:
+                self._flush()
+
+    @contextmanager
+    def _disk(self) -> Iterator[None]:
+        """The temporary files' errors (no such folder, a full disk) as an OSError that names their folder and
+        what goes there."""
+        try:
+            yield
+        except OSError as e:
+            where = self.directory or tempfile.gettempdir()
+            raise OSError(e.errno, f"{e.strerror or e} (temporary files: the probes past --buffer-size go there; "
+                          "TMPDIR names another folder)", where) from e
 
     def _flush(self) -> None:
         """Every part held dealt into the files, a batch of a quarter of the budget at a time."""
@@ -130,7 +142,8 @@ class Buckets:
     def buckets(self) -> Iterator[list[Part]]:
         """Each bucket's parts, in the order they were added (buckets without any left out), one at a time."""
         if self.held:
-            self._flush()
+            with self._disk():
+                self._flush()
         for file in self._files:
             parts: list[Part] = []
             file.seek(0)
