@@ -36,7 +36,8 @@ import numpy as np
 import pandas as pd
 
 from .analysis.buckets import deal
-from .analysis.match import answering, match, shard_of
+from .analysis.chunked import Matched
+from .analysis.match import answering, match, own_addresses, shard_of
 from .reading.filters import Filter
 from .reading.merge import concat_tables, in_frame_order
 from .reading.parts import Part, Plan, plan, read_part
@@ -194,7 +195,7 @@ def analyse_on_cluster(client: object, files: tuple[Source, ...], keep: Filter, 
     buckets = buckets or len(matched)
     dealt = [client.submit(_dealt, m, buckets, pure=False) for m in matched]
     unsolicited = [client.submit(_unsolicited, m, pure=False) for m in matched]
-    analysed = [client.submit(_analysed, [client.submit(_piece, d, b, pure=False) for d in dealt], window_s,
+    analysed = [client.submit(_analysed, [client.submit(_bucket, d, b, pure=False) for d in dealt], window_s,
                               analyse, b == 0, pure=False) for b in range(buckets)]
     del matched, dealt
     _, read = _read_counts(client, files, layout, counts, reading)
@@ -202,10 +203,13 @@ def analyse_on_cluster(client: object, files: tuple[Source, ...], keep: Filter, 
     return [r for r in client.gather(analysed) if r is not None], read
 
 
-def _dealt(result: tuple[pd.DataFrame, pd.DataFrame | None], n: int) -> _Decoded:
-    """A worker's task: a shard's probes and replies dealt into buckets of targets (as `_Decoded` shards)."""
-    probes, replies = result
-    return _Decoded(tuple(deal(probes, replies, n)), 0, 0, "", False, ())
+def _dealt(result: tuple[pd.DataFrame, pd.DataFrame | None], n: int) -> list[Matched]:
+    """A worker's task: a shard's probes and replies dealt into buckets of targets."""
+    return deal(*result, n)
+
+
+def _bucket(dealt: list[Matched], bucket: int) -> Matched:
+    return dealt[bucket]
 
 
 def _unsolicited(result: tuple[pd.DataFrame, pd.DataFrame | None]) -> int:
@@ -253,10 +257,7 @@ def _joined(parts: list[pd.DataFrame], window_s: float) -> pd.DataFrame:
     out = concat_tables(present) if len(present) > 1 else present[0]
     if len(present) > 1:
         order = np.lexsort((out["probe_frame"].to_numpy(), out["ts_ns"].to_numpy()))
-        out = out.take(order).reset_index(drop=True)
-        for c in ("src", "dst"):
-            if c in out:
-                out[c] = out[c].cat.remove_unused_categories()
+        out = own_addresses(out.take(order).reset_index(drop=True))
     out.attrs = dict(unsolicited_replies=sum(p.attrs.get("unsolicited_replies", 0) for p in parts),
                      window_s=window_s, nat_pairs=sum(p.attrs.get("nat_pairs", 0) for p in parts))
     return out

@@ -215,7 +215,7 @@ def _read_chunked(found: Sources, options: Options, chosen: list[Step], probe_co
 
     try:
         for part in m.parts(counted()):
-            kept.add(part.probes, part.replies)
+            kept.add(part)
     except Disordered:
         kept.close()
         return None

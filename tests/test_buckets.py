@@ -38,7 +38,7 @@ def parts_of(path: Path, records: int = 1000) -> tuple[list, ChunkedMatch]:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # (the spam bot's capture is cut short: said elsewhere)
         chunks = packet_chunks(found.files, list(m.packet_columns()), EVERYTHING, 0, records, Stream.of(found.files))
-        return [(part.probes, part.replies) for part in m.parts(chunks)], m
+        return list(m.parts(chunks)), m
 
 
 @pytest.mark.parametrize("name", CAPTURES)
@@ -48,8 +48,8 @@ def test_each_bucket_holds_its_targets_probes_and_their_replies_in_the_wholes_or
     whole = joined([p.copy() for p, _ in parts], m)
     replies = in_frame_order([r for _, r in parts])
     with Buckets(budget=0, n=8) as kept:
-        for probes, answers in parts:
-            kept.add(probes, answers)
+        for part in parts:
+            kept.add(part)
         assert kept.spilled and not kept.held
         buckets = [(joined([p for p, _ in b], m), in_frame_order([r for _, r in b])) for b in kept.buckets()]
     assert len(buckets) > 1
@@ -74,7 +74,7 @@ def test_what_is_held_stays_within_the_budget_and_one_part() -> None:
     assert sum(sizes) > 3 * budget  # (the capture's parts do not fit the budget)
     with Buckets(budget=budget, n=16) as kept:
         for part, size in zip(parts, sizes):
-            kept.add(*part)
+            kept.add(part)
             held = sum(sum(int(t.memory_usage(index=False, deep=True).sum()) for t in p if t is not None)
                        for p in kept.held)
             assert held == kept.held_bytes <= (budget // 4 if kept.spilled else budget) + size
@@ -86,7 +86,7 @@ def test_within_the_budget_nothing_is_dealt() -> None:
     parts, _ = parts_of(realworld("hw13-01__nmap.pcapng"))
     with Buckets(budget=1 << 40) as kept:
         for part in parts:
-            kept.add(*part)
+            kept.add(part)
         assert not kept.spilled
         assert all(a is b for (a, _), (b, _) in zip(kept.held, parts))
 
@@ -157,7 +157,7 @@ def test_a_temporary_folder_that_cannot_be_written_is_said_in_one_line(tmp_path:
     absent = tmp_path / "absent"
     parts, _ = parts_of(realworld("hw13-01__nmap.pcapng"))
     with Buckets(budget=0, directory=str(absent)) as kept, pytest.raises(OSError) as failed:
-        kept.add(*parts[0])
+        kept.add(parts[0])
     assert failed.value.filename == str(absent) and "--buffer-size" in failed.value.strerror
     monkeypatch.setattr(tempfile, "tempdir", str(absent))  # (as TMPDIR naming it would, were it there)
     code, out, err = run("rtt", str(realworld("hw13-01__nmap.pcapng")), "--chunk", "1000", "--buffer-size", "0")

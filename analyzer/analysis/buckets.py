@@ -33,14 +33,13 @@ import numpy as np
 import pandas as pd
 
 from ..reading.merge import concat_tables
+from .chunked import Matched
+from .match import answering, own_addresses
 
 BUCKETS = 64  # files the targets are dealt into once the budget is passed
 DEFAULT_BUDGET = 256 << 20  # bytes of matched probes (and their replies) held before they go to disk
 
-Part = tuple[pd.DataFrame, pd.DataFrame | None]  # a chunk's probes, and the replies they read (or None)
-
-
-def _size(part: Part) -> int:
+def _size(part: Matched) -> int:
     return sum(int(t.memory_usage(index=False, deep=True).sum()) for t in part if t is not None)
 
 
@@ -51,7 +50,7 @@ def target_buckets(dst: pd.Series, n: int) -> np.ndarray:
     return np.where(codes >= 0, of_category[np.maximum(codes, 0)], 0)
 
 
-def deal(probes: pd.DataFrame, replies: pd.DataFrame | None, n: int, bucket: np.ndarray | None = None) -> list[Part]:
+def deal(probes: pd.DataFrame, replies: pd.DataFrame | None, n: int, bucket: np.ndarray | None = None) -> list[Matched]:
     """A probes table, and the replies its probes read, as n parts, one per bucket of targets (`target_buckets`;
     `bucket`: those already known, and the probes in their order), each in the table's order (a bucket without
     probes: no rows)."""
@@ -62,15 +61,10 @@ def deal(probes: pd.DataFrame, replies: pd.DataFrame | None, n: int, bucket: np.
     bounds = np.searchsorted(bucket, np.arange(n + 1))
     parts = []
     for b in range(n):
-        mine = probes.iloc[bounds[b]:bounds[b + 1]].reset_index(drop=True)
-        for c in ("src", "dst"):  # (the addresses these probes hold, as match gives them)
-            if c in mine:
-                mine[c] = mine[c].cat.remove_unused_categories()
-        theirs = None
-        if replies is not None:  # (the replies these probes read: a reply is its probes' target's)
-            theirs = replies[np.isin(replies["frame"].to_numpy(),
-                                     mine["reply_frame"].dropna().to_numpy(np.int64))].reset_index(drop=True)
-        parts.append((mine, theirs))
+        mine = own_addresses(probes.iloc[bounds[b]:bounds[b + 1]].reset_index(drop=True))
+        # (the replies these probes read: a reply is its probes' target's)
+        theirs = None if replies is None else replies[answering(replies, mine)].reset_index(drop=True)
+        parts.append(Matched(mine, theirs))
     return parts
 
 
@@ -82,7 +76,7 @@ class Buckets:
 
     def __init__(self, budget: int = DEFAULT_BUDGET, n: int = BUCKETS, directory: str | None = None) -> None:
         self.budget, self.n, self.directory = budget, n, directory
-        self.held: list[Part] = []
+        self.held: list[Matched] = []
         self._sizes: list[int] = []
         self.held_bytes = 0  # (of the parts held: their tables' memory_usage)
         self._files: list[BinaryIO] = []
@@ -92,9 +86,9 @@ class Buckets:
     def spilled(self) -> bool:
         return bool(self._files)
 
-    def add(self, probes: pd.DataFrame, replies: pd.DataFrame | None) -> None:
-        self.held.append((probes, replies))
-        self._sizes.append(_size((probes, replies)))
+    def add(self, part: Matched) -> None:
+        self.held.append(part)
+        self._sizes.append(_size(part))
         self.held_bytes += self._sizes[-1]
         with self._disk():
             if not self.spilled and self.held_bytes > self.budget:
@@ -118,7 +112,7 @@ class Buckets:
     def _flush(self) -> None:
         """Every part held dealt into the files, a batch of a quarter of the budget at a time."""
         held, sizes, self.held, self._sizes, self.held_bytes = self.held, self._sizes, [], [], 0
-        batch: list[Part] = []
+        batch: list[Matched] = []
         size = 0
         for i, part in enumerate(held):
             held[i] = None  # (held by the batch only: let go once dealt)
@@ -128,7 +122,7 @@ class Buckets:
                 self._deal(batch)
                 batch, size = [], 0
 
-    def _deal(self, batch: list[Part]) -> None:
+    def _deal(self, batch: list[Matched]) -> None:
         """A batch of parts as one table per bucket (its rows in the parts' order), each appended to its file."""
         bucket = np.concatenate([target_buckets(p["dst"], self.n) for p, _ in batch])
         order = np.argsort(bucket, kind="stable")
@@ -139,13 +133,13 @@ class Buckets:
             if len(part[0]):
                 pickle.dump([part], self._files[b], protocol=pickle.HIGHEST_PROTOCOL)
 
-    def buckets(self) -> Iterator[list[Part]]:
+    def buckets(self) -> Iterator[list[Matched]]:
         """Each bucket's parts, in the order they were added (buckets without any left out), one at a time."""
         if self.held:
             with self._disk():
                 self._flush()
         for file in self._files:
-            parts: list[Part] = []
+            parts: list[Matched] = []
             file.seek(0)
             while True:
                 try:
@@ -176,7 +170,7 @@ def in_target_order(tables: list[pd.DataFrame]) -> pd.DataFrame:
     without rows are left out: a bucket whose probes gave no row makes its empty table with columns of objects,
     which would turn the others' columns to objects.)"""
     rows = [t for t in tables if len(t)] or tables[:1]
-    both = pd.concat(rows, ignore_index=True) if len(rows) > 1 else rows[0].copy()
+    both = pd.concat(rows, ignore_index=True) if len(rows) > 1 else rows[0]
     target = pd.factorize(both["target"].astype(str), sort=True)[0]
     protocol = pd.factorize(both["protocol"].astype(str), sort=True)[0]
     key = target.astype(np.int64) * (int(protocol.max(initial=0)) + 1) + protocol

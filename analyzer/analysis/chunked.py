@@ -25,7 +25,7 @@ caller matches the capture whole (`pipeline.analyze` reads it again).
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass
+from typing import NamedTuple
 
 import numpy as np
 import pandas as pd
@@ -41,6 +41,7 @@ from .match import (
     match,
     match_columns,
     match_detail,
+    own_addresses,
     tcp_segments,
 )
 
@@ -52,10 +53,9 @@ class Disordered(Exception):
     whole."""
 
 
-@dataclass(frozen=True)
-class Matched:
+class Matched(NamedTuple):
     """Probes given out: their rows of the probes table, and the packets that answered them (the columns
-    asked for)."""
+    asked for), or None."""
 
     probes: pd.DataFrame
     replies: pd.DataFrame | None
@@ -134,10 +134,7 @@ class ChunkedMatch:
         start = np.iinfo(np.int64).min if self.cut is None else self.cut
         if cut > start:
             mine = (first >= start) & (first < cut)
-            out = probes[mine].reset_index(drop=True)
-            for c in ("src", "dst"):  # (the addresses these probes hold, as match gives them)
-                if c in out:
-                    out[c] = out[c].cat.remove_unused_categories()
+            out = own_addresses(probes[mine].reset_index(drop=True))
             self.unsolicited_replies += int(((detail.answer_ns >= start) & (detail.answer_ns < cut)
                                              & ~detail.claimed).sum())
             self.nat_pairs += int(((detail.nat_ns >= start) & (detail.nat_ns < cut)).sum())

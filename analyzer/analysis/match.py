@@ -137,6 +137,15 @@ def shard_of(packets: pd.DataFrame, shards: int) -> np.ndarray:
     return ((key >> np.uint64(32)) % np.uint64(shards)).astype(np.int64)
 
 
+def own_addresses(probes: pd.DataFrame) -> pd.DataFrame:
+    """A probes table taken from a larger one (some of its rows, or several joined) with, in its address columns,
+    only the addresses it holds, as `match` gives them (changed in place, and returned)."""
+    for c in ("src", "dst"):
+        if c in probes:
+            probes[c] = probes[c].cat.remove_unused_categories()
+    return probes
+
+
 def answering(packets: pd.DataFrame, probes: pd.DataFrame) -> np.ndarray:
     """Which rows of the packets table are the replies of `probes` (their reply_frame)."""
     return np.isin(packets["frame"].to_numpy(), probes["reply_frame"].dropna().to_numpy(np.int64))
