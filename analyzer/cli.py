@@ -116,6 +116,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="matched in chunks, hold at most this much of the probes in memory; beyond it they go to "
                    f"temporary files (in TMPDIR), a file per bucket of targets, analysed a bucket at a time (default "
                    f"{DEFAULT_BUDGET >> 20}M; K, M, G)")
+    _memory_option(p)
     for name, text in (("scans", "port scans: scanner, target, technique, phases, tool, and each port's state"),
                        ("hosts", "hosts: MAC, vendor (offline OUI table), OS hints with their evidence")):
         q = sub.add_parser(name, help=text, description=text)
@@ -124,11 +125,13 @@ def build_parser() -> argparse.ArgumentParser:
         q.add_argument("--window", type=_positive, default=DEFAULT_WINDOW_S, metavar="SECONDS",
                        help="reply window (default 10)")
         _cluster_options(q)
+        _memory_option(q)
     r = sub.add_parser("report", help="one self-contained HTML report: capture, hosts, scans, ports, RTT families",
                        description="Write a self-contained HTML report (no network needed to view it).")
     _input_options(r)
     r.add_argument("--output", "-o", required=True, metavar="FILE", help="HTML file to write")
     _cluster_options(r)
+    _memory_option(r)
     x = sub.add_parser("export", help="the packets and probes tables as Parquet, for DuckDB, Spark, Polars, dask",
                        description="Write the captures' packets and probes tables as Parquet datasets partitioned "
                        "by hour (Hive style), with a manifest of the captures read.")
@@ -160,6 +163,14 @@ def _input_options(p: argparse.ArgumentParser) -> None:
     g.add_argument("--dedup-window", type=float, default=DEDUP_WINDOW_NS / 1e9, metavar="SECONDS",
                    help="a frame another file captured, byte for byte, at most this long before is a duplicate "
                    f"(default {DEDUP_WINDOW_NS / 1e9:g}; 0: keep every frame)")
+
+
+def _memory_option(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--max-memory", type=_size, default=None, metavar="SIZE",
+                   help="the most memory the run may take when it reads the packets table whole (scans, hosts, "
+                   "report; rtt under 2 GB): a peak projected past it while reading stops the run with an error, "
+                   "before the system runs out (default: what the run holds and the system has available when "
+                   "reading begins; 0: no limit; K, M, G)")
 
 
 def _cluster_options(p: argparse.ArgumentParser) -> None:
@@ -209,6 +220,8 @@ def _options(args: argparse.Namespace) -> Options:
         given["chunk"] = args.chunk
     if getattr(args, "buffer_size", None) is not None:
         given["buffer_size"] = args.buffer_size
+    if getattr(args, "max_memory", None) is not None:
+        given["max_memory"] = args.max_memory
     if hasattr(args, "workers"):
         from .distributed import scheduler_address
 

@@ -24,6 +24,11 @@ class UsageError(ValueError):
     `str()` is one line; the command line says it and exits 2."""
 
 
+class NotEnoughMemory(MemoryError):
+    """The captures' packets table would not fit in the memory the run may take (reading/memory.py): said before
+    the system runs out. `str()` is one line; the command line says it, naming the captures, and exits 2."""
+
+
 class CaptureWarning(UserWarning):
     """The capture is damaged; everything before the damage was read."""
 

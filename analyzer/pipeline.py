@@ -30,12 +30,13 @@ from .analysis import scans as _scans
 from .analysis import signals as _signals
 from .analysis import stats as _stats
 from .analysis.buckets import DEFAULT_BUDGET, Buckets, in_target_order
-from .analysis.chunked import ChunkedMatch, Disordered, joined
+from .analysis.chunked import ChunkedMatch, Disordered, joined, match_in_slices
 from .analysis.families import DEFAULT_CONFIDENCE, MIN_DIFF_US, MIN_RATIO, families
-from .analysis.match import DEFAULT_WINDOW_S, match, match_columns
+from .analysis.match import DEFAULT_WINDOW_S, match_columns
 from .errors import CaptureError, CaptureWarning, UsageError
 from .reading.filters import EVERYTHING, Filter
 from .reading.many import CHUNK_RECORDS, decode_nothing, iter_sources, read_sources, stream_attrs
+from .reading.memory import MemoryGuard
 from .reading.merge import DEDUP_WINDOW_NS, FrameIndex, in_frame_order
 from .reading.packets import read
 from .reading.sources import Source, Sources, captures, first_time, sources
@@ -60,6 +61,7 @@ class Options:
     scheduler: str | None = None  # read and match on this Dask scheduler's cluster (analyzer/distributed.py)
     workers: int = 0  # … or on a local cluster of this many processes (0: in this process)
     buffer_size: int = DEFAULT_BUDGET  # bytes of probes held when matched in chunks (beyond: on disk by target)
+    max_memory: int | None = None  # bytes a whole packets table may take at its peak (None: what is available; 0: any)
 
     @property
     def family_options(self) -> dict[str, object]:
@@ -163,17 +165,33 @@ class Analysis:
 
 
 def _read(found: Sources, options: Options, columns: tuple[str, ...] | None,
-          reading: Callable[[Reading], None] | None = None) -> pd.DataFrame:
-    """The packets table of the captures found (their spool files removed once read)."""
+          reading: Callable[[Reading], None] | None = None, holding: str = "") -> pd.DataFrame:
+    """The packets table of the captures found (their spool files removed once read), read only while it will
+    fit in `options.max_memory` (reading/memory.py: `holding` names who reads it whole, for the error)."""
     try:
         if options.engine == "tshark":
             if len(found.files) != 1 or not options.keep.everything:
                 raise UsageError("--engine tshark reads one capture, unfiltered (no --since, --until, --host, --net "
                                  "or --port): use the native engine for several captures or filters")
             return read(found.files[0].path, engine="tshark", columns=columns)
-        return read_sources(found, columns=columns, keep=options.keep, dedup_ns=options.dedup_ns, progress=reading)
+        guard = MemoryGuard.of(options.max_memory, holding)
+        told = reading if guard is None else guard if reading is None else _both(guard, reading)
+        return read_sources(found, columns=columns, keep=options.keep, dedup_ns=options.dedup_ns, progress=told)
     finally:
         found.close()
+
+
+def _both(first: Callable[[Reading], None], then: Callable[[Reading], None]) -> Callable[[Reading], None]:
+    def told(reading: Reading) -> None:
+        first(reading)
+        then(reading)
+    return told
+
+
+def _readers(chosen: list[Step]) -> str:
+    """The commands whose steps read the packets table whole, as the memory error names them."""
+    names = list(dict.fromkeys("rtt" if s.name in _TESTS_RTT else s.name for s in chosen))
+    return " and ".join(names) + (" read" if len(names) > 1 else " reads")
 
 
 def _chunk_records(found: Sources, options: Options, chosen: list[Step], keep: frozenset[str]) -> int:
@@ -360,13 +378,13 @@ def analyze(capture: str | Sequence[str] | Sources, steps: Iterable[str] = ("sca
             chunked = _read_chunked(found, options, chosen, probe_columns, records, reading)
         if chunked is None:
             del caught[:]  # (a capture tried in chunks is read again, whole: its warnings are said once)
-            packets = _read(found, options, packet_columns, reading)
+            packets = _read(found, options, packet_columns, reading, _readers(chosen))
     for w in caught:  # passed on as usual (filters apply); the capture's own are also the result's
         warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
     said = tuple(str(w.message) for w in caught if issubclass(w.category, CaptureWarning))
     if chunked is None:
         say("matching", f"{len(packets)} packets")
-        probes = match(packets, window_s=options.window_s, columns=probe_columns)
+        probes = match_in_slices(packets, window_s=options.window_s, columns=probe_columns)
         counts = dict(packet_count=len(packets), malformed=packets.attrs.get("malformed", 0),
                       format=str(packets.attrs.get("format", "")), frames=packets.attrs.get("sources"))
         if "packets" not in keep:

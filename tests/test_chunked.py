@@ -21,7 +21,8 @@ from conftest import REALWORLD
 from test_sources import FAST, pcap_bytes, run
 
 import analyzer
-from analyzer.analysis.chunked import ChunkedMatch, Disordered, joined
+from analyzer.analysis import chunked as chunked_module
+from analyzer.analysis.chunked import ChunkedMatch, Disordered, joined, match_chunks, match_in_slices
 from analyzer.analysis.match import DEFAULT_WINDOW_S, match, match_columns
 from analyzer.pipeline import Options, analyze
 from analyzer.reading.filters import EVERYTHING
@@ -193,3 +194,44 @@ def test_export_of_a_clock_that_steps_back_writes_the_whole_captures_probes(tmp_
     assert done.probes == len(probes) == len(whole) >= 100  # (200 SYNs, to 100 ports twice)
     assert sorted(probes["probe_frame"]) == sorted(whole["probe_frame"])
     assert done.packets == len(pd.read_parquet(tmp_path / "out" / "packets")) == 400
+
+
+@pytest.mark.parametrize("name", FAST)
+def test_a_big_table_matched_in_slices_is_matched_as_the_whole(name: str) -> None:
+    """A packets table read whole and matched a slice at a time (as the pipeline matches tables above
+    SLICED_ABOVE rows) gives match's table, attributes included; here in eight slices or more."""
+    packets = analyzer.read(CAPTURES[name])
+    rows = max(25, len(packets) // 8)
+    assert len(packets) > 2 * rows
+    for window_s in (DEFAULT_WINDOW_S, 0.05):
+        whole = match(packets, window_s=window_s)
+        sliced = match_in_slices(packets, window_s=window_s, rows=rows, above=2 * rows)
+        pd.testing.assert_frame_equal(sliced, whole)
+        assert sliced.attrs == whole.attrs
+
+
+def test_slices_of_a_clock_that_steps_back_are_matched_whole(tmp_path: Path) -> None:
+    """The capture whose clock is set back 100 s: slices refuse it (`Disordered`), and the table is matched whole."""
+    packets = analyzer.read(stepped(tmp_path))
+    with pytest.raises(Disordered):
+        match_chunks((packets.iloc[i:i + 20] for i in range(0, len(packets), 20)), rows=20)
+    pd.testing.assert_frame_equal(match_in_slices(packets, rows=20, above=40), match(packets))
+
+
+def test_scans_and_hosts_of_a_table_matched_in_slices_are_the_wholes(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The pipeline's scans and hosts when it matches the table in slices of 1,000 rows: the same tables as
+    matched whole, on nmap's scans of a host (several stages, OS detection, version probes)."""
+    capture = str(CAPTURES["hw13-01__nmap.pcapng"])
+    whole = analyze(capture, ("scans", "hosts"))
+    monkeypatch.setattr(chunked_module, "SLICED_ABOVE", 2000)
+    monkeypatch.setattr(chunked_module, "SLICE_ROWS", 1000)
+    sliced_runs = []
+    monkeypatch.setattr(chunked_module, "match_chunks",
+                        lambda chunks, **kw: sliced_runs.append(kw) or match_chunks(chunks, **kw))
+    sliced = analyze(capture, ("scans", "hosts"))
+    assert [kw["rows"] for kw in sliced_runs] == [1000]  # (matched in slices, not whole)
+    assert whole.packet_count > 2000 and len(whole.scans.scans) >= 2
+    for a, b in ((whole.scans.scans, sliced.scans.scans), (whole.scans.states, sliced.scans.states),
+                 (whole.scans.notes, sliced.scans.notes), (whole.hosts, sliced.hosts)):
+        pd.testing.assert_frame_equal(a, b)
+    assert (whole.probes_matched, whole.unsolicited_replies) == (sliced.probes_matched, sliced.unsolicited_replies)

@@ -413,7 +413,7 @@ def test_memory_error_after_reading_is_a_one_line_error(tmp_path: Path, monkeypa
     def no_memory(*args: object, **kwargs: object) -> None:
         np.empty(1 << 62, np.uint8)  # numpy's own MemoryError (its _ArrayMemoryError)
 
-    monkeypatch.setattr("analyzer.pipeline.match", no_memory)
+    monkeypatch.setattr("analyzer.pipeline.match_in_slices", no_memory)
     for command in ("rtt", "scans", "hosts"):
         assert cli_main([command, path]) == 2
         err = capsys.readouterr().err.splitlines()

@@ -430,3 +430,60 @@ def test_the_stream_gives_the_same_table_a_chunk_at_a_time(tmp_path: Path, chunk
         pd.testing.assert_frame_equal(pieces, whole, check_categorical=False)
         assert pieces.attrs["sources"].start.tolist() == whole.attrs["sources"].start.tolist()
     assert len(read_sources(sources([str(capture), str(copy)]), chunk=chunk)) == count  # (every copy met)
+
+
+def test_tables_joined_and_let_go_are_the_tables_joined() -> None:
+    """concat_tables(consume=True), as the reader joins its chunks: the same table as joining them and keeping
+    them, with the parts' list emptied (so that the parts and the whole are not held twice); on two captures
+    of different addresses."""
+    from analyzer.reading.merge import concat_tables
+
+    names = ("hw13-01__nmap.pcapng", "IntroToCybersecurity__traceroute.pcap")
+    tables = [analyzer.read(REALWORLD / name) for name in names]
+    kept = concat_tables(tables)
+    parts = [t.copy() for t in tables]
+    joined = concat_tables(parts, consume=True)
+    assert parts == []
+    pd.testing.assert_frame_equal(joined, kept)
+    assert len(kept) == sum(map(len, tables))
+    assert set(kept["src"].cat.categories) == set().union(*(t["src"].cat.categories for t in tables))
+
+
+BIG = REPO / "benchmarks" / "data" / "big.pcap"
+
+
+def test_a_table_that_would_not_fit_is_a_one_line_error_before_it_is_read() -> None:
+    """scans reads the packets table whole: with 100 MB allowed, the benchmark's capture (1.31 M packets, a table
+    of about 200 MB) stops while it is read, in one line that names the capture, the projected peak and the way
+    out; no traceback, exit 2. rtt in chunks holds no whole table and runs under the same limit; no limit (0)
+    runs scans."""
+    code, out, err = run("scans", str(BIG), "--format", "json", "--max-memory", "100M")
+    assert code == 2 and out == b""
+    assert len(err.splitlines()) == 1 and "Traceback" not in err
+    assert err.startswith(f"synlens: error: {BIG}: not enough memory to analyse it (scans and hosts read the packets "
+                          "table whole: about ")
+    assert "--max-memory 100 MB" in err and "--since/--until" in err
+    peak = float(re.search(r"about ([\d.]+) (MB|GB) at the peak", err).group(1))
+    assert peak > 100
+    code, out, err = run("rtt", str(BIG), "--format", "json", "--chunk", "100000", "--max-memory", "100M")
+    assert code == 0 and json.loads(out)["probes_matched"] > 600_000, err
+    code, out, err = run("scans", str(BIG), "--format", "json", "--max-memory", "0")
+    assert code == 0 and json.loads(out)["scans"], err
+
+
+def test_the_projected_peak_is_what_was_held_and_the_growth_times_the_factor() -> None:
+    from analyzer.reading.memory import PEAK_FACTOR, projected_peak
+
+    # 100 MB held at a tenth of the reading, 500 MB at half: 1,000 MB per whole, none before the table began
+    mb = 1 << 20
+    assert projected_peak((0.1, 100 * mb), (0.5, 500 * mb)) == int(1000 * mb * PEAK_FACTOR)
+    # memory that went back (a freed buffer) is no growth
+    assert projected_peak((0.1, 300 * mb), (0.5, 200 * mb)) == 300 * mb
+
+
+def test_analyze_raises_not_enough_memory_a_memory_error() -> None:
+    from analyzer.errors import NotEnoughMemory
+
+    with pytest.raises(NotEnoughMemory) as raised:
+        analyzer.analyze(str(BIG), ("scans",), analyzer.Options(max_memory=50 << 20))
+    assert isinstance(raised.value, MemoryError) and "scans reads the packets table whole" in str(raised.value)

@@ -176,6 +176,29 @@ def match_chunks(chunks: Iterable[pd.DataFrame], *, window_s: float = DEFAULT_WI
     return joined([part.probes for part in m.parts(chunks)], m)
 
 
+SLICE_ROWS = 1 << 22  # rows of a big packets table matched at a time (`match_in_slices`)
+SLICED_ABOVE = 1 << 24  # rows of a packets table above which it is matched in slices
+
+
+def match_in_slices(packets: pd.DataFrame, *, window_s: float = DEFAULT_WINDOW_S,
+                    columns: Iterable[str] | None = None, rows: int | None = None,
+                    above: int | None = None) -> pd.DataFrame:
+    """`match` of a whole packets table; above `above` rows, fed to a `ChunkedMatch` a slice of `rows` at a
+    time: the same table, with the temporaries of a slice and a few reply windows' packets instead of the
+    whole's, which take as much again as the table. (Below, whole: slices match the windows at their edges
+    twice, which costs a scan that probes each port again and again from one source port a fifth more time.)
+    Matched whole where the capture's clock steps back too far for slices. (rows, above: None for
+    `SLICE_ROWS`, `SLICED_ABOVE`.)"""
+    rows = SLICE_ROWS if rows is None else rows
+    if len(packets) <= (SLICED_ABOVE if above is None else above):
+        return match(packets, window_s=window_s, columns=columns)
+    try:
+        return match_chunks((packets.iloc[i:i + rows] for i in range(0, len(packets), rows)), window_s=window_s,
+                            columns=columns, rows=rows)
+    except Disordered:
+        return match(packets, window_s=window_s, columns=columns)
+
+
 def joined(parts: list[pd.DataFrame], m: ChunkedMatch) -> pd.DataFrame:
     """The probes table of the parts a `ChunkedMatch` gave out."""
     if len(parts) > 1:

@@ -111,7 +111,7 @@ def hosts(packets: pd.DataFrame, probes: pd.DataFrame | None = None, states: pd.
     rows = np.flatnonzero(((packets["ip_version"].to_numpy() > 0) | packets["arp_op"].notna().to_numpy()) & (src >= 0))
     seen = np.flatnonzero(np.bincount(src[rows], minlength=len(addresses)))
     seen = seen[np.argsort(addresses[seen], kind="stable")]  # hosts in address text order
-    number = np.full(len(addresses), -1)
+    number = np.full(len(addresses), -1, np.int32)  # (a row-long array: in 32 bits)
     number[seen] = np.arange(len(seen))
     host, n_hosts = number[src[rows]], len(seen)
 
@@ -136,10 +136,10 @@ def hosts(packets: pd.DataFrame, probes: pd.DataFrame | None = None, states: pd.
     eth = column("eth_src", dtype=np.int64)
     eth[eth == 0] = -1  # (00:00:00:00:00:00: loopback and cooked captures carry no address, not Xerox's)
     mac = _mode(host, eth, n_hosts)
-    frame = packets["frame"].to_numpy()[rows]
-    ttl_frame = _first_frame(host[ttl_rows], all_ttls[ttl_rows], ttl, frame[ttl_rows], n_hosts)
+    frame = packets["frame"].to_numpy()  # (taken at the rows a reading needs: not copied whole)
+    ttl_frame = _first_frame(host[ttl_rows], all_ttls[ttl_rows], ttl, frame[rows[ttl_rows]], n_hosts)
     synack_frame = np.full(n_hosts, -1)
-    np.minimum.at(synack_frame, host[synacks][::-1], -frame[synacks][::-1])  # (the first SYN/ACK's, negated)
+    np.minimum.at(synack_frame, host[synacks][::-1], -frame[rows[synacks]][::-1])  # (the first SYN/ACK's, negated)
     synack_frame = -synack_frame
     window = _mode(host[synacks], column("window", synacks), n_hosts)
     option_code, options = pd.factorize(packets["tcp_options"].array[rows[synacks]].fillna(0), sort=True)

@@ -42,7 +42,7 @@ def read_sources(found: Sources, *, columns: Iterable[str] | None = None, keep: 
         stream.advanced(0, 1.0)
         return table
     chunks = list(iter_sources(found, stream, columns=columns, keep=keep, dedup_ns=dedup_ns, chunk=chunk))
-    out = concat_tables(chunks) if len(chunks) > 1 else chunks[0] if chunks else decode_nothing(sorted(_wanted(columns)))
+    out = concat_tables(chunks, consume=True) if len(chunks) > 1 else chunks[0] if chunks else decode_nothing(sorted(_wanted(columns)))
     out.attrs.update(stream_attrs(files, stream))
     return out
 

@@ -189,6 +189,9 @@ def in_frame_order(tables: list[pd.DataFrame]) -> pd.DataFrame:
 
 def union_addresses(tables: list[pd.DataFrame]) -> pd.Index:
     """The address categories of several tables as one list, in the reader's order (IPv4 by value, then IPv6)."""
+    lists = {id(t[c].cat.categories): t[c].cat.categories for t in tables for c in ADDRESS_COLUMNS if c in t.columns}
+    if len(lists) == 1:  # (slices of one table: its own list)
+        return next(iter(lists.values()))
     texts: set[str] = set()
     for t in tables:
         for c in ADDRESS_COLUMNS:
@@ -198,22 +201,31 @@ def union_addresses(tables: list[pd.DataFrame]) -> pd.Index:
     return pd.Index(sorted(texts, key=key.__getitem__), dtype=object)
 
 
-def concat_tables(tables: list[pd.DataFrame], order: np.ndarray | None = None) -> pd.DataFrame:
+def concat_tables(tables: list[pd.DataFrame], order: np.ndarray | None = None, *, consume: bool = False
+                  ) -> pd.DataFrame:
     """Packets tables of the same columns as one (rows in `order`: positions in their concatenation), the
-    address columns sharing one category list, as one capture's do."""
+    address columns sharing one category list, as one capture's do. `consume`: the list is emptied and each
+    column of the parts let go as soon as it is joined (the caller holds no other reference to them), so that
+    the parts and the whole are not held twice."""
     columns = tables[0].columns
     categories = union_addresses(tables)
+    parts = [{c: t[c] for c in columns} for t in tables]
+    if consume:
+        tables.clear()
     out = {}
     for c in columns:
         if c in ADDRESS_COLUMNS:
             # Each table's codes through its categories' places in the union (code -1, absent, to the last: -1).
             codes = np.concatenate([np.append(categories.get_indexer(t[c].cat.categories), -1)[t[c].cat.codes.to_numpy()]
-                                    for t in tables])
+                                    for t in parts])
             if order is not None:
                 codes = codes[order]
             out[c] = pd.Categorical.from_codes(codes, categories=categories)
         else:
-            values = pd.concat([t[c] for t in tables], ignore_index=True).array
+            values = pd.concat([t[c] for t in parts], ignore_index=True).array
             out[c] = values if order is None else values.take(order)
+        if consume:
+            for t in parts:
+                del t[c]
     frame = pd.DataFrame(out, copy=False)
     return frame

@@ -22,7 +22,7 @@ import numpy as np
 import pandas as pd
 
 from ..accel.decode import tcp4 as decode_tcp4
-from ..errors import CaptureError
+from ..errors import CaptureError, NotEnoughMemory
 from ..protocols import (
     ETH_ARP,
     ETH_IPV4,
@@ -187,6 +187,8 @@ def read(path: str | os.PathLike[str], *, engine: str = "native", columns: Itera
         raise ValueError(f"engine must be 'native' or 'tshark', not {engine!r}")
     try:
         return decode(read_records(path), columns=columns, progress=progress)
+    except NotEnoughMemory:  # (a projection said by whoever watches the progress: its own words)
+        raise
     except MemoryError:
         raise CaptureError(os.fspath(path), "not enough memory to read it") from None
 
