@@ -61,7 +61,7 @@ class Options:
     scheduler: str | None = None  # read and match on this Dask scheduler's cluster (analyzer/distributed.py)
     workers: int = 0  # … or on a local cluster of this many processes (0: in this process)
     buffer_size: int = DEFAULT_BUDGET  # bytes of probes held when matched in chunks (beyond: on disk by target)
-    max_memory: int | None = None  # bytes a whole packets table may take at its peak (None: what is available; 0: any)
+    max_memory: int | None = None  # bytes a run that reads the packets table whole may take (None: what is available)
 
     @property
     def family_options(self) -> dict[str, object]:
@@ -165,16 +165,15 @@ class Analysis:
 
 
 def _read(found: Sources, options: Options, columns: tuple[str, ...] | None,
-          reading: Callable[[Reading], None] | None = None, holding: str = "") -> pd.DataFrame:
-    """The packets table of the captures found (their spool files removed once read), read only while it will
-    fit in `options.max_memory` (reading/memory.py: `holding` names who reads it whole, for the error)."""
+          reading: Callable[[Reading], None] | None = None, guard: MemoryGuard | None = None) -> pd.DataFrame:
+    """The packets table of the captures found (their spool files removed once read), read only while `guard`
+    (reading/memory.py) projects that it will fit."""
     try:
         if options.engine == "tshark":
             if len(found.files) != 1 or not options.keep.everything:
                 raise UsageError("--engine tshark reads one capture, unfiltered (no --since, --until, --host, --net "
                                  "or --port): use the native engine for several captures or filters")
             return read(found.files[0].path, engine="tshark", columns=columns)
-        guard = MemoryGuard.of(options.max_memory, holding)
         told = reading if guard is None else guard if reading is None else _both(guard, reading)
         return read_sources(found, columns=columns, keep=options.keep, dedup_ns=options.dedup_ns, progress=told)
     finally:
@@ -191,7 +190,9 @@ def _both(first: Callable[[Reading], None], then: Callable[[Reading], None]) -> 
 def _readers(chosen: list[Step]) -> str:
     """The commands whose steps read the packets table whole, as the memory error names them."""
     names = list(dict.fromkeys("rtt" if s.name in _TESTS_RTT else s.name for s in chosen))
-    return " and ".join(names) + (" read" if len(names) > 1 else " reads")
+    if not names:  # (no step: the tables kept are what the run is for)
+        return "this run reads"
+    return f"{', '.join(names[:-1])} and {names[-1]} read" if len(names) > 1 else f"{names[0]} reads"
 
 
 def _chunk_records(found: Sources, options: Options, chosen: list[Step], keep: frozenset[str]) -> int:
@@ -364,7 +365,7 @@ def analyze(capture: str | Sequence[str] | Sources, steps: Iterable[str] = ("sca
     notes = []
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        chunked = None
+        chunked, guard = None, None
         if options.scheduler or options.workers:
             chunked = _on_cluster(found, options, chosen, packet_columns, probe_columns, keep, reading)
             if chunked is None:
@@ -378,13 +379,16 @@ def analyze(capture: str | Sequence[str] | Sources, steps: Iterable[str] = ("sca
             chunked = _read_chunked(found, options, chosen, probe_columns, records, reading)
         if chunked is None:
             del caught[:]  # (a capture tried in chunks is read again, whole: its warnings are said once)
-            packets = _read(found, options, packet_columns, reading, _readers(chosen))
+            guard = MemoryGuard.of(options.max_memory, _readers(chosen))
+            packets = _read(found, options, packet_columns, reading, guard)
     for w in caught:  # passed on as usual (filters apply); the capture's own are also the result's
         warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
     said = tuple(str(w.message) for w in caught if issubclass(w.category, CaptureWarning))
     if chunked is None:
         say("matching", f"{len(packets)} packets")
         probes = match_in_slices(packets, window_s=options.window_s, columns=probe_columns)
+        if guard is not None:
+            guard.before_steps(len(packets), len(probes), tuple(s.name for s in chosen))
         counts = dict(packet_count=len(packets), malformed=packets.attrs.get("malformed", 0),
                       format=str(packets.attrs.get("format", "")), frames=packets.attrs.get("sources"))
         if "packets" not in keep:

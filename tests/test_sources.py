@@ -449,26 +449,49 @@ def test_tables_joined_and_let_go_are_the_tables_joined() -> None:
     assert set(kept["src"].cat.categories) == set().union(*(t["src"].cat.categories for t in tables))
 
 
-BIG = REPO / "benchmarks" / "data" / "big.pcap"
+
+@pytest.fixture(scope="module")
+def big(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """nmap's scans (ProbingDataset, 43,011 packets) 25 times end to end in one file, each copy 20 s after the
+    last (benchmarks/scale.py, as the scale benchmark makes its captures): 100 MB, 1.08 million packets."""
+    folder = tmp_path_factory.mktemp("big")
+    subprocess.run([sys.executable, str(REPO / "benchmarks" / "scale.py"), "--copies", "25", "--capture",
+                    str(REALWORLD / "ProbingDataset__nmap.pcapng"), "--dir", str(folder), "--keep", "--make-only"],
+                   check=True, capture_output=True)
+    return folder / "all.pcap"
 
 
-def test_a_table_that_would_not_fit_is_a_one_line_error_before_it_is_read() -> None:
-    """scans reads the packets table whole: with 100 MB allowed, the benchmark's capture (1.31 M packets, a table
-    of about 200 MB) stops while it is read, in one line that names the capture, the projected peak and the way
-    out; no traceback, exit 2. rtt in chunks holds no whole table and runs under the same limit; no limit (0)
-    runs scans."""
-    code, out, err = run("scans", str(BIG), "--format", "json", "--max-memory", "100M")
-    assert code == 2 and out == b""
-    assert len(err.splitlines()) == 1 and "Traceback" not in err
-    assert err.startswith(f"synlens: error: {BIG}: not enough memory to analyse it (scans and hosts read the packets "
-                          "table whole: about ")
-    assert "--max-memory 100 MB" in err and "--since/--until" in err
-    peak = float(re.search(r"about ([\d.]+) (MB|GB) at the peak", err).group(1))
-    assert peak > 100
-    code, out, err = run("rtt", str(BIG), "--format", "json", "--chunk", "100000", "--max-memory", "100M")
-    assert code == 0 and json.loads(out)["probes_matched"] > 600_000, err
-    code, out, err = run("scans", str(BIG), "--format", "json", "--max-memory", "0")
-    assert code == 0 and json.loads(out)["scans"], err
+def synlens(*argv: str) -> subprocess.CompletedProcess:
+    """The command line in a process of its own (the memory it measures is its own)."""
+    return subprocess.run([sys.executable, "-m", "analyzer", *argv], cwd=REPO, capture_output=True, text=True,
+                          check=False)
+
+
+def test_a_table_that_would_not_fit_is_a_one_line_error_before_it_is_read(big: Path) -> None:
+    """scans reads the packets table whole: with 120 MB allowed, 100 MB of nmap's scans (a table of about 130 MB)
+    stop while they are read, in one line that names the capture, the projected peak and the way out; no
+    traceback, exit 2. rtt in chunks holds no whole table and runs under the same limit; no limit (0) runs
+    scans."""
+    done = synlens("scans", str(big), "--format", "json", "--max-memory", "120M")
+    assert done.returncode == 2 and done.stdout == ""
+    assert len(done.stderr.splitlines()) == 1 and "Traceback" not in done.stderr
+    assert done.stderr.startswith(f"synlens: error: {big}: not enough memory to analyse it (scans and hosts read the "
+                                  "packets table whole: about ")
+    assert "--max-memory 120 MB" in done.stderr and "--since/--until" in done.stderr
+    peak = re.search(r"about ([\d.]+) (MB|GB) at the peak", done.stderr)
+    assert peak and float(peak.group(1)) * (1024 if peak.group(2) == "GB" else 1) > 120
+    done = synlens("rtt", str(big), "--format", "json", "--chunk", "100000", "--max-memory", "120M")
+    assert done.returncode == 0 and json.loads(done.stdout)["probes_matched"] >= 25 * 200, done.stderr
+    done = synlens("scans", str(big), "--format", "json", "--max-memory", "0")
+    assert done.returncode == 0 and len(json.loads(done.stdout)["scans"]) >= 25, done.stderr
+
+
+def test_a_capture_of_probes_is_stopped_once_matched(big: Path) -> None:
+    """nmap's scans are a probe a packet: reading projects a peak under 500 MB, and once matched the probes'
+    share of scans (about 350 bytes each) puts it past: the error says so, with the counts; exit 2."""
+    done = synlens("scans", str(big), "--format", "json", "--max-memory", "500M")
+    assert done.returncode == 2 and done.stdout == "" and len(done.stderr.splitlines()) == 1, done.stderr
+    assert "for 1,075,275 packets and 1,059,325 probes, once matched, --max-memory 500 MB;" in done.stderr
 
 
 def test_the_projected_peak_is_what_was_held_and_the_growth_times_the_factor() -> None:
@@ -481,9 +504,19 @@ def test_the_projected_peak_is_what_was_held_and_the_growth_times_the_factor() -
     assert projected_peak((0.1, 300 * mb), (0.5, 200 * mb)) == 300 * mb
 
 
-def test_analyze_raises_not_enough_memory_a_memory_error() -> None:
+def test_analyze_raises_not_enough_memory_a_memory_error(big: Path) -> None:
     from analyzer.errors import NotEnoughMemory
 
     with pytest.raises(NotEnoughMemory) as raised:
-        analyzer.analyze(str(BIG), ("scans",), analyzer.Options(max_memory=50 << 20))
+        analyzer.analyze(str(big), ("scans",), analyzer.Options(max_memory=50 << 20))
     assert isinstance(raised.value, MemoryError) and "scans reads the packets table whole" in str(raised.value)
+
+
+def test_report_names_every_command_that_reads_the_table_whole(big: Path, tmp_path: Path) -> None:
+    """report runs scans, hosts and rtt's families on the table it reads whole: the error names the three, and no
+    report is written."""
+    html = tmp_path / "report.html"
+    code, _, err = run("report", str(big), "--output", str(html), "--max-memory", "100M")
+    assert code == 2 and len(err.splitlines()) == 1, err
+    assert "(scans, hosts and rtt read the packets table whole: about " in err
+    assert not html.exists()

@@ -5,13 +5,21 @@ follows the packets, not the bytes on disk (a capture of 60-byte SYNs takes twic
 full-size frames a tenth of it), so it is measured while the captures are read: the growth of the process's
 anonymous memory (`RssAnon`: its own, not the pages of the files it maps) per share of the captures' bytes read,
 from the first time reading tells its progress (after the reader has indexed a file's records, which it holds
-throughout). The steps that follow take up to `PEAK_FACTOR` times that growth at their peak: the reader makes its
-columns whole at the end, matching and `hosts` make arrays as long as the table. Measured on the spam bot's traffic
-(1 to 10 GB, one file and rotated files), the benchmark's scan and ten rotated copies of it, the peak was 1.9 to 2.9
-times the growth: the projection may be a third too high or a seventh too low.
+throughout). Reading and matching take up to `PEAK_FACTOR` times that growth at their peak: the reader makes its
+columns whole at the end. Measured on the spam bot's traffic: of 0.98 GB, 1.8 GB projected by the end of reading
+and 1.76 GB at reading's peak; of 9.84 GB, 14.4 GB projected after a tenth and 11.0 GB at reading's peak. The
+projection may be a third too high; it stops a run that cannot fit after a tenth of its bytes.
 
-When that projection passes the memory the run may take (by default what the system had available when reading
-began, `MemAvailable`, beside what the process held), reading stops with `NotEnoughMemory`, a one-line error,
+Once the table is read and matched, `before_steps` checks again with what is then known: the memory held, and
+what `scans` and `hosts` add for so many packets and probes (`SCAN_BYTES_PER_PACKET`, `SCAN_BYTES_PER_PROBE`,
+`HOST_BYTES_PER_PACKET`, measured): a capture whose every packet is a probe (nmap's runs) takes `scans` several
+times its table, which reading alone cannot see.
+
+(Measured: 799 MB projected for nmap's scans 25 times, 779 MB at the peak; 14.3 GB for the spam bot's 9.84 GB,
+14.3 GB at the peak; 554 MB for the benchmark's scan, 351 MB at the peak: the more held memory glibc has not
+given back, the higher.) When either projection passes the memory the run may take (by default what the system
+had available when reading began, `MemAvailable`, beside what the process held), the run stops with
+`NotEnoughMemory`, a one-line error,
 instead of the kernel's out-of-memory killer ending the process later without a word. Where /proc is not there
 (not Linux), nothing is checked.
 """
@@ -23,7 +31,14 @@ from dataclasses import dataclass
 from ..errors import NotEnoughMemory
 from .stream import Reading
 
-PEAK_FACTOR = 2.5  # the steps' peak, in the memory reading grew by
+PEAK_FACTOR = 2.1  # reading's and matching's peak, in the memory reading grew by
+# What the steps add at their peak, once the packets are matched (measured with glibc giving freed memory back, on
+# the spam bot's traffic, 7.1 and 71 million packets, 0.3 and 3.1 million probes; nmap's scans 25 times, 1.1 million
+# packets, each a probe; the benchmark's scan): scans reads every packet's TCP flags and 4-tuple, and holds a row
+# of readings per probe; hosts reads every packet of every source.
+SCAN_BYTES_PER_PACKET = 60
+SCAN_BYTES_PER_PROBE = 350
+HOST_BYTES_PER_PACKET = 75
 MIN_SHARE = 0.1  # of the captures' bytes read past the first progress before a projection (earlier: noise)
 MIN_BYTES = 32 << 20  # … and at least this many
 
@@ -98,8 +113,24 @@ class MemoryGuard:
             return
         peak = projected_peak(self.first, (share, held))
         if peak > self.limit:
-            limit = f"--max-memory {gigabytes(self.limit)}" if self.limit_given else f"{gigabytes(self.limit)} available"
-            raise NotEnoughMemory(
-                f"{self.holding} the packets table whole: about {gigabytes(peak)} at the peak for these captures, "
-                f"projected after reading {share:.0%} of {gigabytes(reading.bytes_total)}, {limit}; read a part of "
-                "them (--since/--until, --host/--net/--port) or fewer files, or set the limit with --max-memory")
+            self._stop(peak, f"projected after reading {share:.0%} of {gigabytes(reading.bytes_total)}")
+
+    def before_steps(self, packets: int, probes: int, steps: tuple[str, ...]) -> None:
+        """Once the table is read and matched: raises `NotEnoughMemory` when what `scans` and `hosts` (those of
+        `steps`) add at their peak, for this many packets and probes, would pass the limit. They run one after
+        the other: the peak is the larger."""
+        held = anonymous_memory()
+        if held is None:
+            return
+        scans = SCAN_BYTES_PER_PACKET * packets + SCAN_BYTES_PER_PROBE * probes if "scans" in steps else 0
+        hosts = HOST_BYTES_PER_PACKET * packets if "hosts" in steps else 0
+        peak = held + max(scans, hosts)
+        if peak > self.limit:
+            self._stop(peak, f"for {packets:,} packets and {probes:,} probes, once matched")
+
+    def _stop(self, peak: int, when: str) -> None:
+        limit = f"--max-memory {gigabytes(self.limit)}" if self.limit_given else f"{gigabytes(self.limit)} available"
+        raise NotEnoughMemory(
+            f"{self.holding} the packets table whole: about {gigabytes(peak)} at the peak for these captures, "
+            f"{when}, {limit}; read a part of them (--since/--until, --host/--net/--port) or fewer files, or set "
+            "the limit with --max-memory")
