@@ -32,13 +32,14 @@ from ..errors import NotEnoughMemory
 from .stream import Reading
 
 PEAK_FACTOR = 2.1  # reading's and matching's peak, in the memory reading grew by
-# What the steps add at their peak, once the packets are matched (measured with glibc giving freed memory back, on
-# the spam bot's traffic, 7.1 and 71 million packets, 0.3 and 3.1 million probes; nmap's scans 25 times, 1.1 million
-# packets, each a probe; the benchmark's scan): scans reads every packet's TCP flags and 4-tuple, and holds a row
-# of readings per probe; hosts reads every packet of every source.
+# What the steps add at their peak, once the packets are matched: scans reads every packet's TCP flags and 4-tuple,
+# and holds a row of readings per probe; hosts reads every packet of every source. Measured with glibc giving freed
+# memory back (MALLOC_MMAP_THRESHOLD_=262144): scans added 505 MB for the spam bot's 7.1 million packets and 0.3
+# million probes, 419 MB for nmap's scans 25 times (1.1 million packets, each a probe), 148 MB for the benchmark's
+# scan (1.3 million packets, 0.66 million probes); hosts 411 MB, 58 bytes a packet, on the spam bot's.
 SCAN_BYTES_PER_PACKET = 60
 SCAN_BYTES_PER_PROBE = 350
-HOST_BYTES_PER_PACKET = 75
+HOST_BYTES_PER_PACKET = 60
 MIN_SHARE = 0.1  # of the captures' bytes read past the first progress before a projection (earlier: noise)
 MIN_BYTES = 32 << 20  # … and at least this many
 
