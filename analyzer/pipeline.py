@@ -326,7 +326,7 @@ def columns_for(steps: Iterable[str], keep: Iterable[str] = ()) -> tuple[tuple[s
     if "probes" in keep or any(s.probe_columns is None for s in chosen):
         probe_columns = None
     else:
-        probe_columns = {c for s in chosen for c in s.probe_columns}
+        probe_columns = {"reply_frame", *(c for s in chosen for c in s.probe_columns)}  # (every run counts replies)
     if "packets" in keep or any(s.packet_columns is None for s in chosen):
         return None, probe_columns
     wanted = match_columns(probe_columns) if probe_columns is not None else match_columns()
@@ -388,7 +388,7 @@ def analyze(capture: str | Sequence[str] | Sources, steps: Iterable[str] = ("sca
         say("matching", f"{len(packets)} packets")
         probes = match_in_slices(packets, window_s=options.window_s, columns=probe_columns)
         if guard is not None:
-            guard.before_steps(len(packets), len(probes), tuple(s.name for s in chosen))
+            guard.before_steps(len(packets), len(probes), tuple(s.name for s in chosen), _hosts.SLICE_ROWS)
         counts = dict(packet_count=len(packets), malformed=packets.attrs.get("malformed", 0),
                       format=str(packets.attrs.get("format", "")), frames=packets.attrs.get("sources"))
         if "packets" not in keep:

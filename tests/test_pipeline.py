@@ -66,6 +66,15 @@ def test_tables_are_kept_only_when_asked() -> None:
     assert (lean.packet_count, lean.probes_matched) == (len(kept.packets), int(kept.probes["reply_frame"].notna().sum()))
 
 
+def test_no_step_reads_and_matches_the_capture() -> None:
+    """With no step asked for, the capture is read and matched and the counts every output reports are there."""
+    capture = str(SAMPLES / "nat_qscan.pcap")
+    bare = pipeline.analyze(capture, [])
+    kept = pipeline.analyze(capture, ["scans"], keep=["probes"])
+    assert bare.scans is None and bare.hosts is None and bare.probes_matched > 0
+    assert (bare.packet_count, bare.probes_matched) == (kept.packet_count, int(kept.probes["reply_frame"].notna().sum()))
+
+
 def test_columns_are_those_the_steps_declare() -> None:
     columns, probe_columns = pipeline.columns_for(["families"])
     assert probe_columns == set(analyzer.analysis.stats.PROBE_FIELDS)

@@ -1,12 +1,14 @@
 """nmap's port-state rules, one row per (technique, reply), as the nmap book documents them."""
 
+from pathlib import Path
+
 import numpy as np
 import pandas as pd
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from analyzer.analysis.hosts import _mode
+from analyzer.analysis.hosts import _first_frame, _mode, _tallied_modes, _tally
 from analyzer.analysis.scans import state_of, technique_of
 from analyzer.analysis.stacks import ip_id_class, option_layout
 from analyzer.protocols import ACK, FIN, PSH, RST, SYN, URG, flag_text, initial_ttl
@@ -83,6 +85,87 @@ def test_mode_per_host_is_pandas_mode(rows):
     frame = frame[frame["v"] >= 0]
     want = [int(frame.loc[frame["g"] == g, "v"].mode().min()) if (frame["g"] == g).any() else -1 for g in range(6)]
     assert got.tolist() == want
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.tuples(st.integers(0, 5), st.sampled_from([-1, 0, 1, 64, 255, 1 << 40])), max_size=60),
+       st.integers(1, 61))
+def test_modes_tallied_a_slice_at_a_time_are_the_modes_of_the_whole(rows, size):
+    """hosts reads the packets a slice at a time and keeps per slice each (host, value)'s rows and first frame: the
+    modes and first frames put together from the slices are `_mode`'s and `_first_frame`'s of the whole."""
+    groups = np.array([g for g, _ in rows], np.int64)
+    values = np.array([v for _, v in rows], np.int64)
+    frames = np.arange(1, len(rows) + 1, dtype=np.int64) * 3  # (ascending, as the table's)
+    tallies = [_tally(groups[a:a + size], values[a:a + size], frames[a:a + size]) for a in range(0, len(rows), size)]
+    mode, first = _tallied_modes(tallies, 6)
+    want = _mode(groups, values, 6)
+    assert mode.tolist() == want.tolist()
+    wanted_first = _first_frame(groups, values, want, frames, 6)
+    assert [f for f, m in zip(first.tolist(), want.tolist()) if m >= 0] == [
+        f for f, m in zip(wanted_first.tolist(), want.tolist()) if m >= 0]
+
+
+@pytest.mark.parametrize("name", ["hw13-01__nmap.pcapng", "ProbingDataset__masscan_5k.pcapng",
+                                  "ProbingDataset__zmap_tcp_5k.pcapng", "ProbingDataset__hping3.pcapng",
+                                  "Alienvault-Demo__spambot.pcap", "SAE_identifier-by-TensorFlow__arp.pcap",
+                                  "packets__activeosfingerprinting.pcapng"])
+def test_hosts_read_a_slice_at_a_time_are_the_whole(name, monkeypatch):
+    """hosts of a real capture read 97 and 1,000 packets at a time is hosts read in one slice: MACs, vendors, OS
+    hints and their evidence frames, packet counts, and the tool-made packets (masscan's and zmap's fixed TTL,
+    nmap's random one) set apart across slices."""
+    from conftest import REALWORLD
+
+    import analyzer
+    from analyzer.analysis import hosts as hosts_module
+
+    result = analyzer.analyze(str(REALWORLD / name), ("scans",), keep=("packets", "probes"))
+    whole = hosts_module.hosts(result.packets, result.probes, result.scans.states, result.scans.scans)
+    assert len(whole) and whole["packets"].sum() > 0
+    for rows in (97, 1000):
+        monkeypatch.setattr(hosts_module, "SLICE_ROWS", rows)
+        sliced = hosts_module.hosts(result.packets, result.probes, result.scans.states, result.scans.scans)
+        pd.testing.assert_frame_equal(sliced, whole)
+
+
+FORENSIC = Path(__file__).resolve().parent / "data" / "forensic"
+
+
+@pytest.mark.parametrize("path", ["realworld/Alienvault-Demo__spambot.pcap", "realworld/hw13-01__nmap.pcapng",
+                                  "realworld/StratosphereLinuxIPS__test7-malicious.pcap",
+                                  "forensic/nmap_version.pcap", "forensic/nmap_scripts.pcap",
+                                  "forensic/nmap_aggressive.pcap", "forensic/keepalive.pcap"])
+def test_scans_read_a_slice_at_a_time_are_the_whole(path, monkeypatch):
+    """scans of a capture whose readings take its packets a slice at a time (ACKs, resets and data segments
+    screened by the probes' 4-tuples; the data segments that say what a connection sent, and the frames read again
+    from the file, a part at a time) is scans read whole: scans, port states and notes (the spam bot's client
+    fan-out, nmap's version and script connections, keep-alives inside a conversation)."""
+    from conftest import REALWORLD
+
+    import analyzer
+    from analyzer.analysis import exchanges, scans
+    from analyzer.reading import payloads
+
+    where, name = path.split("/")
+    capture = str((REALWORLD if where == "realworld" else FORENSIC) / name)
+    result = analyzer.analyze(capture, ("scans",), keep=("packets", "probes"))
+    whole = scans.scans(result.packets, result.probes)
+    assert len(whole.scans) or len(whole.notes) or name == "keepalive.pcap"  # (keep-alives: no scan, sliced or not)
+    sliced_calls = []
+    marked = exchanges.PacketKeys.marked
+
+    def counted(self, mask):
+        parts = list(marked(self, mask))
+        sliced_calls.append(len(parts))
+        return iter(parts)
+
+    monkeypatch.setattr(exchanges.PacketKeys, "marked", counted)
+    monkeypatch.setattr(payloads, "RECORDS_AT_A_TIME", 7)
+    for rows in (61, 1000):
+        monkeypatch.setattr(exchanges, "SCREEN_ROWS", rows)
+        sliced = scans.scans(result.packets, result.probes)
+        for got, want in ((sliced.scans, whole.scans), (sliced.states, whole.states), (sliced.notes, whole.notes)):
+            pd.testing.assert_frame_equal(got, want)
+    assert max(sliced_calls) > 1  # (the readings did go a slice at a time)
 
 
 def test_syn_ack_lost_from_the_capture_is_not_filtered(tmp_path):

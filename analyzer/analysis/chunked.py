@@ -204,17 +204,9 @@ def joined(parts: list[pd.DataFrame], m: ChunkedMatch) -> pd.DataFrame:
     if len(parts) > 1:
         # Column by column, each let go of the parts once joined; each address column with its own categories
         # (the addresses it holds), as match gives them.
-        order = list(parts[0].columns)
-        columns = {}
-        for c in order:
-            if c in ("src", "dst"):
-                columns[c] = concat_tables([p[[c]] for p in parts])[c].cat.remove_unused_categories()
-            else:
-                columns[c] = pd.concat([p[c] for p in parts], ignore_index=True)
-            for p in parts:
-                del p[c]
-        del parts[:]
-        out = pd.DataFrame(columns, copy=False)
+        out = concat_tables(parts, consume=True)
+        for c in {"src", "dst"} & set(out.columns):
+            out[c] = out[c].cat.remove_unused_categories()
     elif parts:
         out = parts[0]
     else:

@@ -8,12 +8,13 @@ import numpy as np
 import pandas as pd
 
 
-def column_codes(column: pd.Series, dtype: type = np.int64) -> tuple[np.ndarray, np.ndarray]:
-    """(codes, values): one integer per row (-1 where missing) and the value each code stands for."""
+def column_codes(column: pd.Series, dtype: type | None = np.int64) -> tuple[np.ndarray, np.ndarray]:
+    """(codes, values): one integer per row (-1 where missing) and the value each code stands for. `dtype`
+    None: a categorical's own codes (8 to 32 bits: not copied), int64 for other columns."""
     if isinstance(column.dtype, pd.CategoricalDtype):
         return column.cat.codes.to_numpy(dtype), column.cat.categories.to_numpy(object)
     codes, values = pd.factorize(column)
-    return codes.astype(dtype), np.asarray(values, dtype=object)
+    return codes.astype(dtype or np.int64), np.asarray(values, dtype=object)
 
 
 def column_values(column: pd.Series) -> np.ndarray:

@@ -26,7 +26,7 @@ query                   NetBIOS, SSDP, mDNS, LLMNR and DHCP answers
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 
 import numpy as np
 import pandas as pd
@@ -44,6 +44,7 @@ PACKET_FIELDS = ("frame", "ts_ns", "src", "dst", "eth_dst", "ip_proto", "sport",
                  "payload_len")
 
 
+SCREEN_ROWS = 1 << 22  # marked rows past which `PacketKeys.screened` screens the packets table a slice at a time
 _NS_MIN, _NS_MAX = int(np.iinfo(np.int64).min), int(np.iinfo(np.int64).max)
 
 
@@ -90,6 +91,33 @@ class PacketKeys:
         """Every key column (or those named) at `rows`."""
         return {name: self.at(name, rows) for name in (self.NAMES if names is None else names)}
 
+    def marked(self, mask: np.ndarray) -> Iterator[np.ndarray]:
+        """The rows `mask` marks: all at once, or (past `SCREEN_ROWS` of them) a slice of the table at a time."""
+        if np.count_nonzero(mask) <= SCREEN_ROWS:
+            yield np.flatnonzero(mask)
+            return
+        for start in range(0, len(mask), SCREEN_ROWS):
+            yield np.flatnonzero(mask[start:start + SCREEN_ROWS]) + start
+
+    def screened(self, mask: np.ndarray, names: Iterable[str], on: list[np.ndarray], by: Iterable[str] = ("src", "dst", "sport", "dport"),
+                 distinct: bool = False) -> Columns:
+        """Columns `names` at the rows `mask` marks, or (past `SCREEN_ROWS` of them) only at those whose `by`
+        columns hold one of the combinations `on` does (a list of arrays, in `by`'s order), screened a slice of
+        the table at a time: a reading that compares a capture's packets with its probes needs no other rows,
+        and a busy capture marks millions (every ACK of every connection) that are never all taken at once.
+        The caller compares what it is given with `on` anyway: the screen changes no reading. `distinct`: each
+        combination of `names` once (in the order first seen)."""
+        by, names = list(by), list(names)
+        if np.count_nonzero(mask) <= SCREEN_ROWS:
+            rows = np.flatnonzero(mask)
+            return _distinct(self.take(rows, names)) if distinct else self.take(rows, names)
+        parts = []
+        for rows in self.marked(mask):
+            part = self.take(rows[rows_in([self.at(c, rows) for c in by], on)], names)
+            parts.append(_distinct(part) if distinct else part)
+        joined = {name: np.concatenate([part[name] for part in parts]) for name in names}
+        return _distinct(joined) if distinct else joined
+
     def flags(self) -> np.ndarray:
         """Every packet's TCP flags, 0 where none."""
         if self._flags is None:
@@ -109,8 +137,24 @@ class PacketKeys:
                 & (self.proto() == 6))
 
 
+def _distinct(table: Columns) -> Columns:
+    """Each row of the table once (in the order first seen)."""
+    frame = pd.DataFrame(table, copy=False).drop_duplicates()
+    return {name: frame[name].to_numpy() for name in table}
+
+
 _TUPLE = ("src", "dst", "sport", "dport")
 _REVERSED = ("dst", "src", "dport", "sport")
+
+
+def reverse(tuples: list[np.ndarray]) -> list[np.ndarray]:
+    """4-tuples (src, dst, sport, dport) seen the other way."""
+    return [tuples[1], tuples[0], tuples[3], tuples[2]]
+
+
+def both_ways(tuples: list[np.ndarray]) -> list[np.ndarray]:
+    """4-tuples, then the same seen the other way."""
+    return [np.concatenate([a, b]) for a, b in zip(tuples, reverse(tuples))]
 
 
 def _bare_syn(flags: np.ndarray) -> np.ndarray:
@@ -125,8 +169,8 @@ def tcp_in_conversation(keys: PacketKeys, pk: Columns) -> np.ndarray:
     out = np.zeros(len(tcp), bool)
     if not tcp.any():
         return out
-    payload = keys.take(np.flatnonzero(keys.tcp_payload()), _TUPLE)
     mine = [pk[c] for c in _TUPLE]
+    payload = keys.screened(keys.tcp_payload(), _TUPLE, both_ways([m[tcp] for m in mine]))
     if len(payload["src"]):
         out = rows_in(mine, [payload[c] for c in _TUPLE]) & tcp  # its sender sent data on the 4-tuple
     later = np.flatnonzero(tcp & ~_bare_syn(pk["flags"]) & ~out)  # (few in a SYN scan: none)
@@ -135,9 +179,9 @@ def tcp_in_conversation(keys: PacketKeys, pk: Columns) -> np.ndarray:
     at = [m[later] for m in mine]
     flags = keys.flags()
     tcp_rows = keys.proto() == 6
-    talking = keys.take(np.flatnonzero(tcp_rows & ((flags & (SYN | RST)) == 0) & ((flags & (ACK | FIN)) != 0)),
-                        _TUPLE)
-    syns = keys.take(np.flatnonzero(tcp_rows & _bare_syn(flags)), _TUPLE)
+    talking = keys.screened(tcp_rows & ((flags & (SYN | RST)) == 0) & ((flags & (ACK | FIN)) != 0), _TUPLE,
+                            reverse(at))
+    syns = keys.screened(tcp_rows & _bare_syn(flags), _TUPLE, at)
     inside = np.zeros(len(later), bool)
     if len(payload["src"]):  # data the other way
         inside |= rows_in(at, [payload[c] for c in _REVERSED])

@@ -48,13 +48,16 @@ def group_positions(ids: np.ndarray) -> list[np.ndarray]:
 
 def rows_in(left: list[np.ndarray], right: list[np.ndarray]) -> np.ndarray:
     """Whether each left row's combination of column values is among the right rows' (integers >= -1)."""
-    found, rows = np.zeros(len(left[0]), bool), np.arange(len(left[0]))
+    found, rows = np.zeros(len(left[0]), bool), None  # (None: every row, not taken)
     # Screen column by column (last first) while many rows remain: the right side is mostly small, and
     # some column of it selective (nmap's SYNs share one seq, but few ports answer).
     for a, b in zip(left[::-1], right[::-1]):
-        if len(rows) <= max(len(found) // 16, 1000):
+        if len(found if rows is None else rows) <= max(len(found) // 16, 1000):
             break
-        rows = rows[pd.Series(a[rows]).isin(b).to_numpy()]
+        hit = pd.Series(a if rows is None else a[rows], copy=False).isin(b).to_numpy()
+        rows = np.flatnonzero(hit) if rows is None else rows[hit]
+    if rows is None:
+        rows = np.arange(len(found))
     keys = pack_key([np.concatenate([a[rows], b]) for a, b in zip(left, right)])
     found[rows] = pd.Series(keys[:len(rows)]).isin(keys[len(rows):]).to_numpy()
     return found

@@ -14,6 +14,9 @@ import functools
 import io
 import os
 import re
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import NamedTuple
 
 import numpy as np
 import pandas as pd
@@ -21,7 +24,7 @@ import pandas as pd
 from ..protocols import ACK, RST, SYN, initial_ttl
 from .columns import column_codes, int_column_at, packet_rows
 from .exchanges import PacketKeys, to_group
-from .groups import modes, unique_inverse
+from .groups import group_ids, modes, unique_inverse
 from .stacks import ip_id_classes, option_layout
 
 # The packets-table and probes-table columns `hosts` reads.
@@ -104,50 +107,69 @@ def hosts(packets: pd.DataFrame, probes: pd.DataFrame | None = None, states: pd.
     """One row per IP address seen as a source: mac, vendor, os (hint), os_evidence, packets.
 
     With the probes and the scans table (`analyzer.scans`), a scanning tool's own packets are not taken for
-    its host's: see `_tool_made`. Without them, every packet a host sent is its own."""
+    its host's: see `_ToolMade`. Without them, every packet a host sent is its own.
+
+    The packets are read `SLICE_ROWS` at a time: what is kept of each slice is per host (counts, modes' tallies)
+    or per reply (SYN/ACKs and RSTs), so the arrays as long as the table are a slice's."""
     # IP packets by their source, and ARP frames by their sender: a host that only answered ARP is a host.
-    src, addresses = column_codes(packets["src"])
+    src, addresses = column_codes(packets["src"], None)  # (the codes themselves: not copied)
     addresses = addresses.astype(str)
-    rows = np.flatnonzero(((packets["ip_version"].to_numpy() > 0) | packets["arp_op"].notna().to_numpy()) & (src >= 0))
-    seen = np.flatnonzero(np.bincount(src[rows], minlength=len(addresses)))
+    counted = ((packets["ip_version"].to_numpy() > 0) | packets["arp_op"].notna().to_numpy()) & (src >= 0)
+    seen = np.flatnonzero(np.bincount(src[counted], minlength=len(addresses)))
     seen = seen[np.argsort(addresses[seen], kind="stable")]  # hosts in address text order
-    number = np.full(len(addresses), -1, np.int32)  # (a row-long array: in 32 bits)
+    number = np.full(len(addresses), -1, np.int32)  # (each address's host number: hosts are looked up per packet)
     number[seen] = np.arange(len(seen))
-    host, n_hosts = number[src[rows]], len(seen)
+    n_hosts = len(seen)
+    keys = PacketKeys(packets)
+    frame = packets["frame"].to_numpy()
 
-    def column(name: str, at: np.ndarray | None = None, dtype: type = np.int32) -> np.ndarray:
-        """Column `name` at rows[at] (at None: every row), -1 where missing; 8- and 16-bit fields in int32."""
-        return int_column_at(packets[name], rows if at is None else rows[at], dtype=dtype)
+    held: list[_Rows] = []  # (a table of one slice: read once, however many times the rules read it)
 
-    flags = np.maximum(column("tcp_flags"), 0)
-    proto = column("ip_proto")
-    fixed_ttl = proto == 2
-    icmp6 = np.flatnonzero(proto == 58)
-    fixed_ttl[icmp6] = np.isin(column("icmp_type", icmp6), FIXED_TTL_ICMP6)
-    # A group destination's TTL is the application's choice (SSDP's and LLMNR's 1, mDNS's 255), not the stack's.
-    fixed_ttl |= to_group(PacketKeys(packets), rows)
-    all_ttls = np.where(fixed_ttl, -1, column("ttl"))  # (a TTL the protocol fixes tells nothing: as if absent)
-    own = ~_tool_made(packets, probes, scans, rows, host, addresses[seen], all_ttls)  # what their own stacks sent
-    synacks = np.flatnonzero(((flags & (SYN | ACK)) == (SYN | ACK)) & own)
-    replies = np.concatenate([synacks, np.flatnonzero(((flags & RST) != 0) & own)])  # SYN/ACKs, then RSTs
-    n_replies, n_synacks = np.bincount(host[replies], minlength=n_hosts), np.bincount(host[synacks], minlength=n_hosts)
-    ttl_rows = np.concatenate([replies, np.flatnonzero((n_replies[host] == 0) & own)])  # replies, else every packet
-    ttl = _mode(host[ttl_rows], all_ttls[ttl_rows], n_hosts)
-    eth = column("eth_src", dtype=np.int64)
-    eth[eth == 0] = -1  # (00:00:00:00:00:00: loopback and cooked captures carry no address, not Xerox's)
-    mac = _mode(host, eth, n_hosts)
-    frame = packets["frame"].to_numpy()  # (taken at the rows a reading needs: not copied whole)
-    ttl_frame = _first_frame(host[ttl_rows], all_ttls[ttl_rows], ttl, frame[rows[ttl_rows]], n_hosts)
+    def slices() -> Iterator[_Rows]:
+        if held:
+            yield from held
+            return
+        for a in range(0, len(packets), SLICE_ROWS):
+            at = np.flatnonzero(counted[a:a + SLICE_ROWS]) + a
+            if len(at):
+                r = _rows(packets, keys, at, number[src[at]])
+                if len(packets) <= SLICE_ROWS:
+                    held.append(r)
+                yield r
+
+    own = _ToolMade.of(packets, probes, scans, addresses[seen], n_hosts, slices)
+    synacks, resets, n_packets, own_ttls, macs = [], [], np.zeros(n_hosts, np.int64), [], []
+    for r in slices():
+        mine = own(r)
+        for kept, rows in ((synacks, ((r.flags & (SYN | ACK)) == (SYN | ACK)) & mine), (resets, ((r.flags & RST) != 0) & mine)):
+            kept.append((r.at[rows], r.host[rows], r.ttl[rows]))
+        n_packets += np.bincount(r.host, minlength=n_hosts)
+        own_ttls.append(_tally(r.host[mine], r.ttl[mine], frame[r.at[mine]]))
+        eth = int_column_at(packets["eth_src"], r.at, dtype=np.int64)
+        eth[eth == 0] = -1  # (00:00:00:00:00:00: loopback and cooked captures carry no address, not Xerox's)
+        macs.append(_tally(r.host, eth, frame[r.at]))
+    # The replies, SYN/ACKs then RSTs: their positions, hosts and TTLs.
+    replies = _Replies(*(np.concatenate([np.zeros(0, dtype), *(part[i] for part in synacks + resets)])
+                         for i, dtype in enumerate((np.int64, np.int32, np.int32))))
+    synack_at = replies.at[:sum(len(part[0]) for part in synacks)]
+    n_synacks = np.bincount(replies.host[:len(synack_at)], minlength=n_hosts)
+    n_replies = np.bincount(replies.host, minlength=n_hosts)
+    # A host's TTL: its replies' most frequent one; a host that sent none, its own packets'.
+    ttl = _mode(replies.host, replies.ttl, n_hosts)
+    ttl_frame = _first_frame(replies.host, replies.ttl, ttl, frame[replies.at], n_hosts)
+    silent = n_replies == 0
+    ttl[silent], ttl_frame[silent] = (m[silent] for m in _tallied_modes(own_ttls, n_hosts))
+    mac, _ = _tallied_modes(macs, n_hosts)
     synack_frame = np.full(n_hosts, -1)
-    np.minimum.at(synack_frame, host[synacks][::-1], -frame[rows[synacks]][::-1])  # (the first SYN/ACK's, negated)
+    first_host = replies.host[:len(synack_at)]
+    np.minimum.at(synack_frame, first_host[::-1], -frame[synack_at][::-1])  # (the first SYN/ACK's, negated)
     synack_frame = -synack_frame
-    window = _mode(host[synacks], column("window", synacks), n_hosts)
-    option_code, options = pd.factorize(packets["tcp_options"].array[rows[synacks]].fillna(0), sort=True)
-    layout = _mode(host[synacks], option_code.astype(np.int64), n_hosts)
-    ids = column("ip_id", replies)
-    _, id_class = ip_id_classes(host[replies][ids >= 0], ids[ids >= 0], n_hosts)
+    window = _mode(first_host, int_column_at(packets["window"], synack_at, dtype=np.int32), n_hosts)
+    option_code, options = pd.factorize(packets["tcp_options"].array[synack_at].fillna(0), sort=True)
+    layout = _mode(first_host, option_code.astype(np.int64), n_hosts)
+    ids = int_column_at(packets["ip_id"], replies.at, dtype=np.int32)
+    _, id_class = ip_id_classes(replies.host[ids >= 0], ids[ids >= 0], n_hosts)
     not_rfc793 = _rst_on_open_ports(states)
-    n_packets = np.bincount(host, minlength=n_hosts)
 
     hops = np.where(ttl >= 0, initial_ttl(ttl) - ttl, -1)
     gateway = _gateways(mac, hops)
@@ -234,10 +256,77 @@ def _first_frame(groups: np.ndarray, values: np.ndarray, wanted: np.ndarray, fra
     return np.where(out == np.iinfo(np.int64).max, -1, out)
 
 
-def _tool_made(packets: pd.DataFrame, probes: pd.DataFrame | None, scans: pd.DataFrame | None, rows: np.ndarray,
-               host: np.ndarray, names: np.ndarray, ttl: np.ndarray) -> np.ndarray:
-    """Which of the packets at `rows` (sent by `host`, with TTL `ttl`, -1 where none) a scanning tool made
-    rather than its host's own stack: they tell of the tool, not of the host's system.
+SLICE_ROWS = 1 << 22  # packets read at a time by `hosts`
+
+
+@dataclass(frozen=True)
+class _Rows:
+    """Packets at table positions `at`: their senders' host numbers, TCP flags (0 where none) and TTLs (-1 where
+    absent, or where the protocol, not the system, sets it)."""
+
+    at: np.ndarray
+    host: np.ndarray
+    flags: np.ndarray
+    ttl: np.ndarray
+
+
+class _Replies(NamedTuple):
+    at: np.ndarray
+    host: np.ndarray
+    ttl: np.ndarray
+
+
+def _rows(packets: pd.DataFrame, keys: PacketKeys, at: np.ndarray, host: np.ndarray) -> _Rows:
+    """The packets at positions `at`, sent by `host` (8- and 16-bit fields in int32)."""
+    flags = np.maximum(int_column_at(packets["tcp_flags"], at, dtype=np.int32), 0)
+    proto = int_column_at(packets["ip_proto"], at, dtype=np.int32)
+    fixed_ttl = proto == 2
+    icmp6 = np.flatnonzero(proto == 58)
+    fixed_ttl[icmp6] = np.isin(int_column_at(packets["icmp_type"], at[icmp6], dtype=np.int32), FIXED_TTL_ICMP6)
+    # A group destination's TTL is the application's choice (SSDP's and LLMNR's 1, mDNS's 255), not the stack's.
+    fixed_ttl |= to_group(keys, at)
+    ttl = np.where(fixed_ttl, -1, int_column_at(packets["ttl"], at, dtype=np.int32))  # (a fixed TTL tells nothing)
+    return _Rows(at, host, flags, ttl)
+
+
+def _tally(host: np.ndarray, values: np.ndarray, frames: np.ndarray) -> tuple[np.ndarray, ...]:
+    """The distinct (host, value) pairs of the rows that hold a value (>= 0): host, value, rows, first frame (rows
+    in frame order)."""
+    present = values >= 0
+    host, values, frames = host[present], values[present], frames[present]
+    if not len(host):
+        return host.astype(np.int64), values.astype(np.int64), np.zeros(0, np.int64), frames
+    ids = group_ids(host, values)  # (numbered by first appearance: a new id is one more than all before it)
+    first = np.flatnonzero(np.r_[True, ids[1:] > np.maximum.accumulate(ids)[:-1]])
+    return (host[first].astype(np.int64), values[first].astype(np.int64), np.bincount(ids), frames[first])
+
+
+def _tallied_modes(tallies: list[tuple[np.ndarray, ...]], n_hosts: int) -> tuple[np.ndarray, np.ndarray]:
+    """Per host, over the tallies of every slice: its most frequent value (ties: the least), -1 where none, as
+    `_mode` gives it; and that value's first frame, as `_first_frame` does."""
+    mode, frame = np.full(n_hosts, -1, np.int64), np.full(n_hosts, -1, np.int64)
+    if not tallies:
+        return mode, frame
+    host, values, rows, first = (np.concatenate(parts) for parts in zip(*tallies))
+    if not len(host):
+        return mode, frame
+    ids = group_ids(host, values)
+    n = int(ids.max()) + 1
+    count = np.zeros(n, np.int64)
+    np.add.at(count, ids, rows)
+    earliest = np.full(n, np.iinfo(np.int64).max)
+    np.minimum.at(earliest, ids, first)
+    one = np.flatnonzero(np.r_[True, ids[1:] > np.maximum.accumulate(ids)[:-1]])  # (each pair's row, by id)
+    h, v = host[one], values[one]
+    order = np.lexsort((v, -count, h))  # per host, the most rows first, then the least value
+    best = order[np.r_[True, h[order][1:] != h[order][:-1]]]
+    mode[h[best]], frame[h[best]] = v[best], earliest[best]
+    return mode, frame
+
+
+class _ToolMade:
+    """Which packets a scanning tool made rather than its host's own stack: they tell of the tool, not of the
+    host's system.
 
     - The probes of a scanner whose scan names a tool (`fingerprints`: nmap, masscan, zmap, hping3, …), and
       all it sent the target during an IP protocol scan that names one (GRE, ESP, … are no probes to `match`):
@@ -247,26 +336,57 @@ def _tool_made(packets: pd.DataFrame, probes: pd.DataFrame | None, scans: pd.Dat
       scanner's other packets with that TTL, if some of its packets carry another: the tool's own replies
       (masscan resets each SYN/ACK with its template, next to the kernel's RST with TTL 64). Where every
       packet carries it (hping3 uses the system's 64), none is set apart: the tool copies the system.
+
+    The rule reads every packet twice (the templates, then which senders carry another TTL): a slice at a time.
     """
-    if probes is None or scans is None or not len(scans) or not len(rows):
-        return np.zeros(len(rows), bool)
-    signed_phases = scans[scans["tool"].notna() & (scans["tool"] != "unknown")]
-    if not len(signed_phases):
-        return np.zeros(len(rows), bool)
-    by_signed = probes["src"].isin(signed_phases["scanner"].astype(str).unique()).to_numpy(bool)  # (by category)
-    made = np.zeros(len(packets), bool)
-    made[packet_rows(packets["frame"].to_numpy(), probes["probe_frame"].to_numpy(np.int64)[by_signed])] = True
-    made = made if len(rows) == len(made) else made[rows]  # (rows: the IP and ARP rows, often all of them)
-    _ip_protocol_probes(packets, signed_phases[signed_phases["type"] == "IPPROTO"], rows, host, names, made)
-    with_ttl = np.flatnonzero(made & (ttl >= 0))
-    scanners, number = unique_inverse(host[with_ttl])  # (a few hosts: TTLs counted per host)
-    counts = np.bincount(number * 256 + ttl[with_ttl], minlength=len(scanners) * 256).reshape(-1, 256)
-    fixed = counts.max(axis=1) >= 0.9 * counts.sum(axis=1)  # one TTL on nine in ten of its probes
-    template = np.full(int(host.max()) + 1, -1)
-    template[scanners[fixed]] = counts.argmax(axis=1)[fixed]
-    like = ~made & (ttl >= 0) & (ttl == template[host])
-    other = np.bincount(host[~made & ~like & (ttl >= 0)], minlength=len(template)) > 0
-    return made | (like & other[host])
+
+    def __init__(self, packets: pd.DataFrame, probes: pd.DataFrame, phases: pd.DataFrame, names: np.ndarray,
+                 n_hosts: int, slices: Callable[[], Iterator[_Rows]]) -> None:
+        self.packets, self.names = packets, names
+        by_signed = probes["src"].isin(phases["scanner"].astype(str).unique()).to_numpy(bool)  # (by category)
+        self.probes = np.zeros(len(packets), bool)  # (the tool's probes among all packets)
+        self.probes[packet_rows(packets["frame"].to_numpy(), probes["probe_frame"].to_numpy(np.int64)[by_signed])] = True
+        self.ipproto = phases[phases["type"] == "IPPROTO"]
+        counts: dict[int, np.ndarray] = {}  # per scanner, its made packets' TTLs
+        for r in slices():
+            made = self.made(r)
+            with_ttl = made & (r.ttl >= 0)
+            scanners, number = unique_inverse(r.host[with_ttl])
+            tallied = np.bincount(number * 256 + r.ttl[with_ttl], minlength=len(scanners) * 256).reshape(-1, 256)
+            for scanner, row in zip(scanners.tolist(), tallied):
+                counts[scanner] = counts.get(scanner, 0) + row
+        self.template = np.full(n_hosts, -1)
+        for scanner, row in counts.items():
+            if row.max() >= 0.9 * row.sum():  # one TTL on nine in ten of its probes
+                self.template[scanner] = row.argmax()
+        self.other = np.zeros(n_hosts, bool)  # senders with packets of another TTL, their own
+        for r in slices():
+            made, like = self._made_like(r)
+            self.other |= np.bincount(r.host[~made & ~like & (r.ttl >= 0)], minlength=n_hosts) > 0
+
+    @classmethod
+    def of(cls, packets: pd.DataFrame, probes: pd.DataFrame | None, scans: pd.DataFrame | None, names: np.ndarray,
+           n_hosts: int, slices: Callable[[], Iterator[_Rows]]) -> Callable[[_Rows], np.ndarray]:
+        """Which of a slice's packets the hosts' own stacks sent (all of them, when no scan names a tool)."""
+        signed = None if scans is None or not len(scans) else scans[scans["tool"].notna() & (scans["tool"] != "unknown")]
+        if probes is None or signed is None or not len(signed) or not n_hosts:
+            return lambda r: np.ones(len(r.at), bool)
+        tool = cls(packets, probes, signed, names, n_hosts, slices)
+        return tool.own
+
+    def made(self, r: _Rows) -> np.ndarray:
+        """The tool's probes among the packets `r`, and what it sent during its IP protocol scans."""
+        made = self.probes[r.at]
+        _ip_protocol_probes(self.packets, self.ipproto, r.at, r.host, self.names, made)
+        return made
+
+    def _made_like(self, r: _Rows) -> tuple[np.ndarray, np.ndarray]:
+        made = self.made(r)
+        return made, ~made & (r.ttl >= 0) & (r.ttl == self.template[r.host])
+
+    def own(self, r: _Rows) -> np.ndarray:
+        made, like = self._made_like(r)
+        return ~(made | (like & self.other[r.host]))
 
 
 def _ip_protocol_probes(packets: pd.DataFrame, phases: pd.DataFrame, rows: np.ndarray, host: np.ndarray,

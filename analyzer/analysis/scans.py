@@ -36,7 +36,15 @@ from ..protocols import ACK, CWR, ECE, FIN, PSH, RST, SYN, URG, flag_text
 from ..reading.payloads import payload_heads
 from .columns import column_codes, column_values, int_column, int_column_at, packet_rows, value_codes
 from .exchanges import PACKET_FIELDS as EXCHANGE_FIELDS
-from .exchanges import Columns, PacketKeys, answers_group_query, span, take, tcp_in_conversation, to_group
+from .exchanges import (
+    Columns,
+    PacketKeys,
+    answers_group_query,
+    span,
+    take,
+    tcp_in_conversation,
+    to_group,
+)
 from .fingerprints import SIGNATURE_COLUMNS, ToolVerdict, tool_verdict
 from .groups import distinct_per_group, group_ids, group_of, narrow, rows_in
 from .match import match as match_probes
@@ -235,8 +243,11 @@ def _scanner_followups(keys: PacketKeys, pk: Columns) -> np.ndarray:
     if not tcp_syn.any():
         return out
     flags = keys.flags()
+    # (the 4-tuples and the seq that follows each SYN's: a connection's later segments carry others)
+    syns = [pk[c][tcp_syn] for c in ("src", "dst", "sport", "dport")] + [(pk["seq"][tcp_syn] + 1) % (1 << 32)]
     for code, bits in ((2, ACK), (1, RST)):  # (a reset after the handshake's ACK: the ACK says more)
-        sent = keys.take(np.flatnonzero((flags & (RST | SYN | ACK)) == bits), ("src", "dst", "sport", "dport", "seq"))
+        sent = keys.screened((flags & (RST | SYN | ACK)) == bits, ("src", "dst", "sport", "dport", "seq"), syns,
+                             by=("src", "dst", "sport", "dport", "seq"))
         if not len(sent["src"]):
             continue
         # (screened by port first: a big scan's probes mostly went to ports no reset or ACK came back from)
@@ -249,13 +260,16 @@ def _scanner_followups(keys: PacketKeys, pk: Columns) -> np.ndarray:
 def _connects(keys: PacketKeys, pk: Columns) -> np.ndarray:
     """SYN probes whose prober completed the handshake: an ACK with ack = SYN/ACK seq + 1 on the 4-tuple."""
     answered = pk["synack"]
-    acks = keys.take(np.flatnonzero((keys.flags() & (SYN | ACK | RST)) == ACK))
     out = np.zeros(len(answered), bool)
-    if not answered.any() or not len(acks["src"]):
+    if not answered.any():
         return out
     reply_seq = keys.at("seq", packet_rows(keys.frame, pk["reply_frame"][answered]))
     handshake = [pk[c][answered] for c in ("src", "dst", "sport", "dport")] + [(reply_seq + 1) % (1 << 32)]
-    out[answered] = rows_in(handshake, [acks[c] for c in ("src", "dst", "sport", "dport", "ack")])
+    tuple5 = ("src", "dst", "sport", "dport", "ack")
+    acks = keys.screened((keys.flags() & (SYN | ACK | RST)) == ACK, tuple5, handshake, by=tuple5)
+    if not len(acks["src"]):
+        return out
+    out[answered] = rows_in(handshake, [acks[c] for c in tuple5])
     return out
 
 
@@ -586,21 +600,23 @@ class _PairConnection:
 def _connections(keys: PacketKeys, pk: Columns, service: np.ndarray) -> list[_PairConnection]:
     """The service connections opened by the SYN probes `service`, each with what its first data said (the
     scanner's first data segment on the 4-tuple, read from the capture file: `payloads.payload_heads`)."""
-    data = keys.take(np.flatnonzero(keys.tcp_payload()), ("frame", "src", "dst", "sport", "dport"))
     tuple4 = [pk[c][service] for c in ("src", "dst", "sport", "dport")]
     n = len(service)
-    # ids of the connections' 4-tuples, then of the data segments' in both directions
-    ids = group_ids(*[np.concatenate([t, data[c], data[r]]) for t, c, r in
-                      zip(tuple4, ("src", "dst", "sport", "dport"), ("dst", "src", "dport", "sport"))])
-    m = len(data["frame"])
-    client_first = np.full(int(ids.max()) + 1, np.iinfo(np.int64).max)
-    np.minimum.at(client_first, ids[n:n + m], data["frame"])
-    server_sent = np.zeros(int(ids.max()) + 1, bool)
-    server_sent[ids[n + m:]] = True
-    first = client_first[ids[:n]]
+    first, server_sent = np.full(n, np.iinfo(np.int64).max), np.zeros(n, bool)
+    for rows in keys.marked(keys.tcp_payload()):  # (a busy capture's data segments: a slice at a time)
+        data = keys.take(rows, ("frame", "src", "dst", "sport", "dport"))
+        # ids of the connections' 4-tuples, then of the data segments' in both directions
+        ids = group_ids(*[np.concatenate([t, data[c], data[r]]) for t, c, r in
+                          zip(tuple4, ("src", "dst", "sport", "dport"), ("dst", "src", "dport", "sport"))])
+        m = len(rows)
+        client_first = np.full(int(ids.max()) + 1, np.iinfo(np.int64).max)
+        np.minimum.at(client_first, ids[n:n + m], data["frame"])
+        sent = np.zeros(int(ids.max()) + 1, bool)
+        sent[ids[n + m:]] = True
+        first, server_sent = np.minimum(first, client_first[ids[:n]]), server_sent | sent[ids[:n]]
     heads = payload_heads(keys.packets, first[first < np.iinfo(np.int64).max])
     out = []
-    for probe, f, answered in zip(service.tolist(), first.tolist(), server_sent[ids[:n]].tolist()):
+    for probe, f, answered in zip(service.tolist(), first.tolist(), server_sent.tolist()):
         payload = heads.get(f) if f < np.iinfo(np.int64).max else None
         if f < np.iinfo(np.int64).max:
             version, mark = (version_probe(payload), nse_mark(payload)) if payload is not None else (None, None)
@@ -807,7 +823,8 @@ def _clients(keys: PacketKeys, pk: Columns, sweep: np.ndarray, wide: np.ndarray,
     scanner[sweep] = pk["src"]
     port = np.zeros(len(wide), np.int64)
     port[sweep] = pk["dport"]
-    data = keys.take(np.flatnonzero(keys.tcp_payload()), ("src", "dst", "dport"))
+    data = keys.screened(keys.tcp_payload(), ("src", "dst", "dport"), [scanner[tcp_sweeps], port[tcp_sweeps]],
+                         by=("src", "dport"), distinct=True)
     # (sweep, target) pairs: targets that accepted a probe of the sweep, and targets given data by its scanner
     accepted = in_sweep & (pk["synack"] | (pk["followup"] > 0))
     pairs = pd.DataFrame({"sweep": sweep[accepted], "dst": pk["dst"][accepted], "data": False})
@@ -1097,7 +1114,7 @@ def _ipproto_candidates(packets: pd.DataFrame) -> np.ndarray:
     odd = np.flatnonzero(ip & (proto != 1) & (proto != 6) & (proto != 17) & (proto != 58))  # (4 values: no isin)
     if not len(odd):
         return np.zeros(len(packets), bool)
-    src, dst = column_codes(packets["src"])[0], column_codes(packets["dst"])[0]
+    src, dst = column_codes(packets["src"], None)[0], column_codes(packets["dst"], None)[0]  # (not copied)
     pair = group_ids(src[odd], dst[odd])
     many = (distinct_per_group(pair, proto[odd], int(pair.max()) + 1) >= 2)[pair]
     pairs = [src[odd][many], dst[odd][many]]

@@ -7,17 +7,17 @@ anonymous memory (`RssAnon`: its own, not the pages of the files it maps) per sh
 from the first time reading tells its progress (after the reader has indexed a file's records, which it holds
 throughout). Reading and matching take up to `PEAK_FACTOR` times that growth at their peak: the reader makes its
 columns whole at the end. Measured on the spam bot's traffic: of 0.98 GB, 1.8 GB projected by the end of reading
-and 1.76 GB at reading's peak; of 9.84 GB, 14.4 GB projected after a tenth and 11.0 GB at reading's peak. The
-projection may be a third too high; it stops a run that cannot fit after a tenth of its bytes.
+and 1.76 GB at reading's peak; of 9.84 GB, 14.4 to 16.6 GB projected after a tenth and 11.0 GB at reading's peak.
+The projection may be half again too high early on; it stops a run that cannot fit after a tenth of its bytes.
 
 Once the table is read and matched, `before_steps` checks again with what is then known: the memory held, and
 what `scans` and `hosts` add for so many packets and probes (`SCAN_BYTES_PER_PACKET`, `SCAN_BYTES_PER_PROBE`,
 `HOST_BYTES_PER_PACKET`, measured): a capture whose every packet is a probe (nmap's runs) takes `scans` several
 times its table, which reading alone cannot see.
 
-(Measured: 799 MB projected for nmap's scans 25 times, 779 MB at the peak; 14.3 GB for the spam bot's 9.84 GB,
-14.3 GB at the peak; 554 MB for the benchmark's scan, 351 MB at the peak: the more held memory glibc has not
-given back, the higher.) When either projection passes the memory the run may take (by default what the system
+(Measured once matched: 731 MB projected for nmap's scans 25 times, 668 MB at the peak; 12.0 GB for the spam bot's
+9.84 GB, 11.0 GB at the peak, which is reading's; 535 MB for the benchmark's scan, 351 MB at the peak: the more held
+memory glibc has not given back, the higher.) When either projection passes the memory the run may take (by default what the system
 had available when reading began, `MemAvailable`, beside what the process held), the run stops with
 `NotEnoughMemory`, a one-line error,
 instead of the kernel's out-of-memory killer ending the process later without a word. Where /proc is not there
@@ -32,14 +32,17 @@ from ..errors import NotEnoughMemory
 from .stream import Reading
 
 PEAK_FACTOR = 2.1  # reading's and matching's peak, in the memory reading grew by
-# What the steps add at their peak, once the packets are matched: scans reads every packet's TCP flags and 4-tuple,
-# and holds a row of readings per probe; hosts reads every packet of every source. Measured with glibc giving freed
-# memory back (MALLOC_MMAP_THRESHOLD_=262144): scans added 505 MB for the spam bot's 7.1 million packets and 0.3
-# million probes, 419 MB for nmap's scans 25 times (1.1 million packets, each a probe), 148 MB for the benchmark's
-# scan (1.3 million packets, 0.66 million probes); hosts 411 MB, 58 bytes a packet, on the spam bot's.
-SCAN_BYTES_PER_PACKET = 60
-SCAN_BYTES_PER_PROBE = 350
-HOST_BYTES_PER_PACKET = 60
+# What the steps add at their peak, once the packets are matched: scans screens every packet's TCP flags and 4-tuple
+# and holds a row of readings per probe; hosts reads a slice of the table at a time and keeps per slice its rows'
+# hosts, and per reply and per host what it tallies. Measured with glibc giving freed memory back
+# (MALLOC_MMAP_THRESHOLD_=262144): scans added 1,778 MB for the spam bot's 71.2 million packets and 3.09 million
+# probes (its 9.84 GB), 287 MB for its 7.1 million packets and 0.31 million probes, 432 MB for nmap's scans 25 times
+# (1.08 million packets, 1.06 million probes), 147 MB for the benchmark's scan (1.31 million packets, 0.66 million
+# probes); hosts 882 MB, 294 MB, 65 MB and 87 MB.
+SCAN_BYTES_PER_PACKET = 25
+SCAN_BYTES_PER_PROBE = 420
+HOST_BYTES_PER_PACKET = 12
+HOST_BYTES_PER_SLICE_ROW = 60  # … and per row of its largest slice (hosts.SLICE_ROWS)
 MIN_SHARE = 0.1  # of the captures' bytes read past the first progress before a projection (earlier: noise)
 MIN_BYTES = 32 << 20  # … and at least this many
 
@@ -103,28 +106,31 @@ class MemoryGuard:
         return None if available is None else cls(held + available, holding)
 
     def __call__(self, reading: Reading) -> None:
-        held = anonymous_memory()
-        if reading.bytes_total <= 0 or held is None:
+        if reading.bytes_total <= 0:
             return
         share = reading.bytes_done / reading.bytes_total
+        if self.first is not None and (share - self.first[0] < MIN_SHARE or reading.bytes_done < MIN_BYTES):
+            return  # (too little read since the first look to project from: /proc is not read)
+        held = anonymous_memory()
+        if held is None:
+            return
         if self.first is None:
             self.first = (share, held)
-            return
-        if share - self.first[0] < MIN_SHARE or reading.bytes_done < MIN_BYTES:
             return
         peak = projected_peak(self.first, (share, held))
         if peak > self.limit:
             self._stop(peak, f"projected after reading {share:.0%} of {gigabytes(reading.bytes_total)}")
 
-    def before_steps(self, packets: int, probes: int, steps: tuple[str, ...]) -> None:
+    def before_steps(self, packets: int, probes: int, steps: tuple[str, ...], slice_rows: int) -> None:
         """Once the table is read and matched: raises `NotEnoughMemory` when what `scans` and `hosts` (those of
-        `steps`) add at their peak, for this many packets and probes, would pass the limit. They run one after
-        the other: the peak is the larger."""
+        `steps`; hosts reads `slice_rows` packets at a time) add at their peak, for this many packets and probes,
+        would pass the limit. They run one after the other: the peak is the larger."""
         held = anonymous_memory()
         if held is None:
             return
         scans = SCAN_BYTES_PER_PACKET * packets + SCAN_BYTES_PER_PROBE * probes if "scans" in steps else 0
-        hosts = HOST_BYTES_PER_PACKET * packets if "hosts" in steps else 0
+        hosts = (HOST_BYTES_PER_PACKET * packets + HOST_BYTES_PER_SLICE_ROW * min(packets, slice_rows)
+                 if "hosts" in steps else 0)
         peak = held + max(scans, hosts)
         if peak > self.limit:
             self._stop(peak, f"for {packets:,} packets and {probes:,} probes, once matched")

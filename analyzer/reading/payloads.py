@@ -16,13 +16,14 @@ import numpy as np
 import pandas as pd
 
 from ..errors import CaptureError, CaptureWarning
-from .formats import read_records
+from .formats import iter_records
 
 # link type → dpkt's decoder of its frames (raw IP link types by their own numbers)
 _LINKS = {1: dpkt.ethernet.Ethernet, 113: dpkt.sll.SLL, 276: dpkt.sll2.SLL2, 0: dpkt.loopback.Loopback,
           108: dpkt.loopback.Loopback}
 _RAW_IP = (12, 14, 101, 228, 229)
 MOST_FRAMES = 2000  # frames read at most: a stage names a run's connections, not a capture's traffic
+RECORDS_AT_A_TIME = 1 << 18  # records of the file indexed at a time (a big file's index is never whole)
 
 
 def payload_heads(packets: pd.DataFrame, frames: np.ndarray, size: int = 256) -> dict[int, bytes]:
@@ -32,22 +33,22 @@ def payload_heads(packets: pd.DataFrame, frames: np.ndarray, size: int = 256) ->
     frames = np.unique(np.asarray(frames, np.int64))[:MOST_FRAMES]
     if not path or not len(frames) or not os.path.exists(path):
         return {}
+    out = {}
     try:
         with warnings.catch_warnings():  # (the file's damage was told when the table was read)
             warnings.simplefilter("ignore", CaptureWarning)
-            records = read_records(path)
+            for records in iter_records(path, RECORDS_AT_A_TIME):  # (up to the last frame wanted, no further)
+                numbers = records.frames()
+                for i in np.flatnonzero(np.isin(numbers, frames)).tolist():
+                    start = int(records.offset[i])
+                    payload = _payload(bytes(records.data[start:start + int(records.caplen[i])]),
+                                       int(records.linktype[i]))
+                    if payload is not None:
+                        out[int(numbers[i])] = payload[:size]
+                if len(numbers) and numbers[-1] >= frames[-1]:
+                    break
     except (CaptureError, OSError):
         return {}
-    index = frames - 1  # (frame numbers count records from 1)
-    index = index[(index >= 0) & (index < len(records))]
-    chosen = records.take(index)
-    out = {}
-    for i, offset, caplen, link in zip(index.tolist(), chosen.offset.tolist(), chosen.caplen.tolist(),
-                                       chosen.linktype.tolist()):
-        data = bytes(records.data[offset:offset + caplen])
-        payload = _payload(data, int(link))
-        if payload is not None:
-            out[i + 1] = payload[:size]
     return out
 
 
