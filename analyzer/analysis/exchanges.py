@@ -105,12 +105,12 @@ class PacketKeys:
         columns hold one of the combinations `on` does (a list of arrays, in `by`'s order), screened a slice of
         the table at a time: a reading that compares a capture's packets with its probes needs no other rows,
         and a busy capture marks millions (every ACK of every connection) that are never all taken at once.
-        The caller compares what it is given with `on` anyway: the screen changes no reading. `distinct`: each
-        combination of `names` once (in the order first seen)."""
+        The caller compares what it is given with `on` anyway: the screen changes no reading. `distinct`: the
+        caller reads the rows as a set, so screened rows are given each combination of `names` once (in the
+        order first seen)."""
         by, names = list(by), list(names)
         if np.count_nonzero(mask) <= SCREEN_ROWS:
-            rows = np.flatnonzero(mask)
-            return _distinct(self.take(rows, names)) if distinct else self.take(rows, names)
+            return self.take(np.flatnonzero(mask), names)
         parts = []
         for rows in self.marked(mask):
             part = self.take(rows[rows_in([self.at(c, rows) for c in by], on)], names)
@@ -170,7 +170,7 @@ def tcp_in_conversation(keys: PacketKeys, pk: Columns) -> np.ndarray:
     if not tcp.any():
         return out
     mine = [pk[c] for c in _TUPLE]
-    payload = keys.screened(keys.tcp_payload(), _TUPLE, both_ways([m[tcp] for m in mine]))
+    payload = keys.screened(keys.tcp_payload(), _TUPLE, both_ways([m[tcp] for m in mine]), distinct=True)
     if len(payload["src"]):
         out = rows_in(mine, [payload[c] for c in _TUPLE]) & tcp  # its sender sent data on the 4-tuple
     later = np.flatnonzero(tcp & ~_bare_syn(pk["flags"]) & ~out)  # (few in a SYN scan: none)
@@ -180,8 +180,8 @@ def tcp_in_conversation(keys: PacketKeys, pk: Columns) -> np.ndarray:
     flags = keys.flags()
     tcp_rows = keys.proto() == 6
     talking = keys.screened(tcp_rows & ((flags & (SYN | RST)) == 0) & ((flags & (ACK | FIN)) != 0), _TUPLE,
-                            reverse(at))
-    syns = keys.screened(tcp_rows & _bare_syn(flags), _TUPLE, at)
+                            reverse(at), distinct=True)
+    syns = keys.screened(tcp_rows & _bare_syn(flags), _TUPLE, at, distinct=True)
     inside = np.zeros(len(later), bool)
     if len(payload["src"]):  # data the other way
         inside |= rows_in(at, [payload[c] for c in _REVERSED])

@@ -247,7 +247,7 @@ def _scanner_followups(keys: PacketKeys, pk: Columns) -> np.ndarray:
     syns = [pk[c][tcp_syn] for c in ("src", "dst", "sport", "dport")] + [(pk["seq"][tcp_syn] + 1) % (1 << 32)]
     for code, bits in ((2, ACK), (1, RST)):  # (a reset after the handshake's ACK: the ACK says more)
         sent = keys.screened((flags & (RST | SYN | ACK)) == bits, ("src", "dst", "sport", "dport", "seq"), syns,
-                             by=("src", "dst", "sport", "dport", "seq"))
+                             by=("src", "dst", "sport", "dport", "seq"), distinct=True)
         if not len(sent["src"]):
             continue
         # (screened by port first: a big scan's probes mostly went to ports no reset or ACK came back from)
@@ -266,7 +266,7 @@ def _connects(keys: PacketKeys, pk: Columns) -> np.ndarray:
     reply_seq = keys.at("seq", packet_rows(keys.frame, pk["reply_frame"][answered]))
     handshake = [pk[c][answered] for c in ("src", "dst", "sport", "dport")] + [(reply_seq + 1) % (1 << 32)]
     tuple5 = ("src", "dst", "sport", "dport", "ack")
-    acks = keys.screened((keys.flags() & (SYN | ACK | RST)) == ACK, tuple5, handshake, by=tuple5)
+    acks = keys.screened((keys.flags() & (SYN | ACK | RST)) == ACK, tuple5, handshake, by=tuple5, distinct=True)
     if not len(acks["src"]):
         return out
     out[answered] = rows_in(handshake, [acks[c] for c in tuple5])

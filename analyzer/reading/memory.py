@@ -7,16 +7,16 @@ anonymous memory (`RssAnon`: its own, not the pages of the files it maps) per sh
 from the first time reading tells its progress (after the reader has indexed a file's records, which it holds
 throughout). Reading and matching take up to `PEAK_FACTOR` times that growth at their peak: the reader makes its
 columns whole at the end. Measured on the spam bot's traffic: of 0.98 GB, 1.8 GB projected by the end of reading
-and 1.76 GB at reading's peak; of 9.84 GB, 14.4 to 16.6 GB projected after a tenth and 11.0 GB at reading's peak.
-The projection may be half again too high early on; it stops a run that cannot fit after a tenth of its bytes.
+and 1.7 GB at matching's peak; of 9.84 GB, 16.6 GB projected after a tenth and 10.3 GB at reading's peak. The
+projection may be two thirds too high early on; it stops a run that cannot fit after a tenth of its bytes.
 
 Once the table is read and matched, `before_steps` checks again with what is then known: the memory held, and
 what `scans` and `hosts` add for so many packets and probes (`SCAN_BYTES_PER_PACKET`, `SCAN_BYTES_PER_PROBE`,
 `HOST_BYTES_PER_PACKET`, measured): a capture whose every packet is a probe (nmap's runs) takes `scans` several
 times its table, which reading alone cannot see.
 
-(Measured once matched: 731 MB projected for nmap's scans 25 times, 668 MB at the peak; 12.0 GB for the spam bot's
-9.84 GB, 11.0 GB at the peak, which is reading's; 535 MB for the benchmark's scan, 351 MB at the peak: the more held
+(Measured once matched: 731 MB projected for nmap's scans 25 times, 668 MB at the peak; 11.9 GB for the spam bot's
+9.84 GB, 10.3 GB at the peak, which is reading's; 535 MB for the benchmark's scan, 351 MB at the peak: the more held
 memory glibc has not given back, the higher.) When either projection passes the memory the run may take (by default what the system
 had available when reading began, `MemAvailable`, beside what the process held), the run stops with
 `NotEnoughMemory`, a one-line error,
@@ -35,13 +35,13 @@ PEAK_FACTOR = 2.1  # reading's and matching's peak, in the memory reading grew b
 # What the steps add at their peak, once the packets are matched: scans screens every packet's TCP flags and 4-tuple
 # and holds a row of readings per probe; hosts reads a slice of the table at a time and keeps per slice its rows'
 # hosts, and per reply and per host what it tallies. Measured with glibc giving freed memory back
-# (MALLOC_MMAP_THRESHOLD_=262144): scans added 1,778 MB for the spam bot's 71.2 million packets and 3.09 million
-# probes (its 9.84 GB), 287 MB for its 7.1 million packets and 0.31 million probes, 432 MB for nmap's scans 25 times
-# (1.08 million packets, 1.06 million probes), 147 MB for the benchmark's scan (1.31 million packets, 0.66 million
-# probes); hosts 882 MB, 294 MB, 65 MB and 87 MB.
+# (MALLOC_MMAP_THRESHOLD_=262144): scans added 1,316 MB for the spam bot's 71.2 million packets and 3.09 million
+# probes (its 9.84 GB), 318 MB for its 7.1 million packets and 0.31 million probes, 436 MB for nmap's scans 25 times
+# (1.08 million packets, 1.06 million probes), 148 MB for the benchmark's scan (1.31 million packets, 0.66 million
+# probes); hosts 883 MB, 289 MB, 78 MB and 84 MB.
 SCAN_BYTES_PER_PACKET = 25
 SCAN_BYTES_PER_PROBE = 420
-HOST_BYTES_PER_PACKET = 12
+HOST_BYTES_PER_PACKET = 16
 HOST_BYTES_PER_SLICE_ROW = 60  # … and per row of its largest slice (hosts.SLICE_ROWS)
 MIN_SHARE = 0.1  # of the captures' bytes read past the first progress before a projection (earlier: noise)
 MIN_BYTES = 32 << 20  # … and at least this many

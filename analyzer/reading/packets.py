@@ -252,6 +252,10 @@ def decode(rec: Records, *, columns: Iterable[str] | None = None,
         "caplen": rec.caplen.astype(np.uint32) if "caplen" in keep else None,
         "wirelen": rec.wirelen.astype(np.uint32) if "wirelen" in keep else None,
     }
+    attrs = dict(path=rec.path, format=rec.format, compressed=rec.compressed)
+    # The index's offsets and 64-bit lengths (24 bytes a record) let go before the address columns are made,
+    # when the caller holds the records no more (`read`).
+    del rec, frames, chunk
     categories = addr.categories()
     for c in PACKET_COLUMNS:
         if c.name in cols or c.name not in keep:
@@ -262,8 +266,9 @@ def decode(rec: Records, *, columns: Iterable[str] | None = None,
         else:
             cols[c.name] = out.pop(c.name)
     frame = frame_from_columns({k: v for k, v in cols.items() if k in keep}, subset=columns is not None)
-    frame.attrs.update(path=rec.path, format=rec.format, compressed=rec.compressed, malformed=int(malformed.sum()))
+    frame.attrs.update(attrs, malformed=int(malformed.sum()))
     return frame
+
 
 def _without_fcs(rec: Records) -> Records:
     """The records with the frame check sequence that ends each frame on the wire (`Records.fcs` bytes) left
@@ -402,6 +407,7 @@ class _Addresses:
             self.segments.append((name, rows, np.searchsorted(self.u4, distinct).astype(self.dtype)[codes]))
         for name, rows, codes, distinct in self.v6:
             self.segments.append((name, rows, np.array([index6[bytes(a)] for a in distinct], self.dtype)[codes]))
+        self.v4 = self.v6 = []  # (coded again in segments: let go)
         self._built = True
 
     def categories(self) -> pd.Index:
@@ -417,6 +423,7 @@ class _Addresses:
         for seg_name, rows, seg_codes in self.segments:
             if seg_name == name:
                 codes[rows] = seg_codes
+        self.segments = [s for s in self.segments if s[0] != name]  # (each column's codes are made once)
         return codes
 
 
