@@ -33,7 +33,7 @@ import pandas as pd
 
 from ..protocols import ACK, FIN, RST, SYN
 from .columns import column_codes, column_values, int_column, int_column_at, masked_parts
-from .groups import group_ids, rows_in
+from .groups import first_rows, group_ids, rows_in
 
 Columns = dict[str, np.ndarray]  # aligned integer columns: a table without pandas' per-frame costs
 
@@ -77,6 +77,7 @@ class PacketKeys:
         self.frame = packets["frame"].to_numpy()
         self._flags: np.ndarray | None = None
         self._proto: np.ndarray | None = None
+        self._tcp_payload: np.ndarray | None = None
 
     def at(self, name: str, rows: np.ndarray) -> np.ndarray:
         """Column `name` at `rows`."""
@@ -131,16 +132,17 @@ class PacketKeys:
         return self._proto
 
     def tcp_payload(self) -> np.ndarray:
-        """Which packets are TCP segments with payload."""
-        p = self.packets
-        return ((p["payload_len"] > 0).to_numpy(bool, na_value=False) & p["sport"].notna().to_numpy()
-                & (self.proto() == 6))
+        """Which packets are TCP segments with payload (made once: three readings of scans ask)."""
+        if self._tcp_payload is None:
+            p = self.packets
+            self._tcp_payload = ((p["payload_len"] > 0).to_numpy(bool, na_value=False) & p["sport"].notna().to_numpy()
+                                 & (self.proto() == 6))
+        return self._tcp_payload
 
 
 def _distinct(table: Columns) -> Columns:
     """Each row of the table once (in the order first seen)."""
-    frame = pd.DataFrame(table, copy=False).drop_duplicates()
-    return {name: frame[name].to_numpy() for name in table}
+    return take(table, first_rows(group_ids(*table.values())))
 
 
 _TUPLE = ("src", "dst", "sport", "dport")

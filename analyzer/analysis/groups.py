@@ -40,6 +40,12 @@ def group_ids(*columns: np.ndarray) -> np.ndarray:
     return first_ids(pack_key(list(columns)))
 
 
+def first_rows(ids: np.ndarray) -> np.ndarray:
+    """The position of each id's first row, in id order, for ids numbered by first appearance (`group_ids`: a
+    new id is one more than all before it)."""
+    return np.flatnonzero(np.r_[True, ids[1:] > np.maximum.accumulate(ids)[:-1]]) if len(ids) else np.zeros(0, np.int64)
+
+
 def group_positions(ids: np.ndarray) -> list[np.ndarray]:
     """The positions of each group's rows (ids 0..k-1, ascending), each group's in row order."""
     order = stable_order(ids)

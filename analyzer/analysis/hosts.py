@@ -24,7 +24,7 @@ import pandas as pd
 from ..protocols import ACK, RST, SYN, initial_ttl
 from .columns import column_codes, int_column_at, packet_rows
 from .exchanges import PacketKeys, to_group
-from .groups import group_ids, modes, unique_inverse
+from .groups import first_rows, group_ids, modes, unique_inverse
 from .stacks import ip_id_classes, option_layout
 
 # The packets-table and probes-table columns `hosts` reads.
@@ -296,8 +296,8 @@ def _tally(host: np.ndarray, values: np.ndarray, frames: np.ndarray) -> tuple[np
     host, values, frames = host[present], values[present], frames[present]
     if not len(host):
         return host.astype(np.int64), values.astype(np.int64), np.zeros(0, np.int64), frames
-    ids = group_ids(host, values)  # (numbered by first appearance: a new id is one more than all before it)
-    first = np.flatnonzero(np.r_[True, ids[1:] > np.maximum.accumulate(ids)[:-1]])
+    ids = group_ids(host, values)
+    first = first_rows(ids)
     return (host[first].astype(np.int64), values[first].astype(np.int64), np.bincount(ids), frames[first])
 
 
@@ -316,7 +316,7 @@ def _tallied_modes(tallies: list[tuple[np.ndarray, ...]], n_hosts: int) -> tuple
     np.add.at(count, ids, rows)
     earliest = np.full(n, np.iinfo(np.int64).max)
     np.minimum.at(earliest, ids, first)
-    one = np.flatnonzero(np.r_[True, ids[1:] > np.maximum.accumulate(ids)[:-1]])  # (each pair's row, by id)
+    one = first_rows(ids)  # (each pair's row, by id)
     h, v = host[one], values[one]
     order = np.lexsort((v, -count, h))  # per host, the most rows first, then the least value
     best = order[np.r_[True, h[order][1:] != h[order][:-1]]]

@@ -12,16 +12,15 @@ projection may be two thirds too high early on; it stops a run that cannot fit a
 
 Once the table is read and matched, `before_steps` checks again with what is then known: the memory held, and
 what `scans` and `hosts` add for so many packets and probes (`SCAN_BYTES_PER_PACKET`, `SCAN_BYTES_PER_PROBE`,
-`HOST_BYTES_PER_PACKET`, measured): a capture whose every packet is a probe (nmap's runs) takes `scans` several
-times its table, which reading alone cannot see.
+`HOST_BYTES_PER_PACKET`, `HOST_BYTES_PER_SLICE_ROW`, measured): a capture whose every packet is a probe (nmap's
+runs) takes `scans` several times its table, which reading alone cannot see.
 
 (Measured once matched: 731 MB projected for nmap's scans 25 times, 668 MB at the peak; 11.9 GB for the spam bot's
 9.84 GB, 10.3 GB at the peak, which is reading's; 535 MB for the benchmark's scan, 351 MB at the peak: the more held
-memory glibc has not given back, the higher.) When either projection passes the memory the run may take (by default what the system
-had available when reading began, `MemAvailable`, beside what the process held), the run stops with
-`NotEnoughMemory`, a one-line error,
-instead of the kernel's out-of-memory killer ending the process later without a word. Where /proc is not there
-(not Linux), nothing is checked.
+memory glibc has not given back, the higher.) When either projection passes the memory the run may take (by
+default what the system had available when reading began, `MemAvailable`, beside what the process held), the run
+stops with `NotEnoughMemory`, a one-line error, instead of the kernel's out-of-memory killer ending the process
+later without a word. Where /proc is not there (not Linux), nothing is checked.
 """
 
 from __future__ import annotations
