@@ -108,10 +108,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--window", type=_positive, default=DEFAULT_WINDOW_S, metavar="SECONDS",
                    help=f"reply window: later replies are unsolicited and the probe lost (default {DEFAULT_WINDOW_S:g})")
     _cluster_options(p)
-    p.add_argument("--chunk", type=_records, default=None, metavar="RECORDS",
-                   help="match this many records at a time, in memory bounded by a few reply windows of traffic "
-                   f"(default: captures over {CHUNKED_ABOVE >> 30} GB in chunks of {CHUNK_RECORDS:,}, smaller ones "
-                   "whole; 0: whole)")
+    _chunk_option(p, "in memory bounded by a few reply windows of traffic")
     p.add_argument("--buffer-size", type=_size, default=None, metavar="SIZE",
                    help="matched in chunks, hold at most this much of the probes in memory; beyond it they go to "
                    f"temporary files (in TMPDIR), a file per bucket of targets, analysed a bucket at a time (default "
@@ -125,6 +122,7 @@ def build_parser() -> argparse.ArgumentParser:
         q.add_argument("--window", type=_positive, default=DEFAULT_WINDOW_S, metavar="SECONDS",
                        help="reply window (default 10)")
         _cluster_options(q)
+        _chunk_option(q, "keeping of the packets only the rows scans and hosts read (docs/scans.md)")
         _memory_option(q)
     r = sub.add_parser("report", help="one self-contained HTML report: capture, hosts, scans, ports, RTT families",
                        description="Write a self-contained HTML report (no network needed to view it).")
@@ -163,6 +161,12 @@ def _input_options(p: argparse.ArgumentParser) -> None:
     g.add_argument("--dedup-window", type=float, default=DEDUP_WINDOW_NS / 1e9, metavar="SECONDS",
                    help="a frame another file captured, byte for byte, at most this long before is a duplicate "
                    f"(default {DEDUP_WINDOW_NS / 1e9:g}; 0: keep every frame)")
+
+
+def _chunk_option(p: argparse.ArgumentParser, how: str) -> None:
+    p.add_argument("--chunk", type=_records, default=None, metavar="RECORDS",
+                   help=f"match this many records at a time, {how} (default: captures over {CHUNKED_ABOVE >> 30} GB "
+                   f"in chunks of {CHUNK_RECORDS:,}, smaller ones whole; 0: whole)")
 
 
 def _memory_option(p: argparse.ArgumentParser) -> None:

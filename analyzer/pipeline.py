@@ -30,9 +30,11 @@ from .analysis import scans as _scans
 from .analysis import signals as _signals
 from .analysis import stats as _stats
 from .analysis.buckets import DEFAULT_BUDGET, Buckets, in_target_order
-from .analysis.chunked import ChunkedMatch, Disordered, joined, match_in_slices
+from .analysis.chunked import ChunkedMatch, Disordered, Matched, joined, match_in_slices
 from .analysis.families import DEFAULT_CONFIDENCE, MIN_DIFF_US, MIN_RATIO, families
 from .analysis.match import DEFAULT_WINDOW_S, match_columns
+from .analysis.screen import PACKET_FIELDS as SCREEN_FIELDS
+from .analysis.screen import Screen, Tallies
 from .errors import CaptureError, CaptureWarning, UsageError
 from .reading.filters import EVERYTHING, Filter
 from .reading.many import CHUNK_RECORDS, decode_nothing, iter_sources, read_sources, stream_attrs
@@ -84,6 +86,9 @@ class Step:
     probe_columns: tuple[str, ...] | None
     run: Callable[[_Run], object]
     at_replies: bool = False  # reads the packets table only at its probes' replies: matching may go by chunks
+    # Reads the packets table only at the rows a screen keeps, and what it counts of the others (analysis/screen.py):
+    # matching may go by chunks, the screen keeping those rows.
+    screened: bool = False
     # Made per target (a target's result reads only its probes): the result of the whole from the results of
     # buckets of targets (analysis/buckets.py), so that the probes need not be held all at once. None: not so.
     by_target: Callable[[list], object] | None = None
@@ -122,14 +127,16 @@ def _scans_step(run: _Run) -> _scans.ScanResult:
 
 def _hosts_step(run: _Run) -> pd.DataFrame:
     result = run.results["scans"]
-    return _hosts.hosts(run.results["packets"], run.results["probes"], result.states, result.scans)
+    return _hosts.hosts(run.results["packets"], run.results["probes"], result.states, result.scans,
+                        run.results.get("let_go"))
 
 
 # The analyses, in the order they run. `families`: RTT families alone (qscan's meaning); `signals`: families
 # from RTT, TTL, TCP stack, timestamp clock and IP ID, with the evidence that decided (ports, families).
 STEPS = {step.name: step for step in (
-    Step("scans", ("packets", "probes"), _scans.PACKET_FIELDS, _scans.PROBE_FIELDS, _scans_step),
-    Step("hosts", ("packets", "probes", "scans"), _hosts.PACKET_FIELDS, _hosts.PROBE_FIELDS, _hosts_step),
+    Step("scans", ("packets", "probes"), _scans.PACKET_FIELDS, _scans.PROBE_FIELDS, _scans_step, screened=True),
+    Step("hosts", ("packets", "probes", "scans"), _hosts.PACKET_FIELDS, _hosts.PROBE_FIELDS, _hosts_step,
+         screened=True),
     Step("families", ("probes",), (), _stats.PROBE_FIELDS, _families, at_replies=True, by_target=in_target_order),
     Step("signals", ("packets", "probes"), _signals.REPLY_FIELDS, _stats.PROBE_FIELDS, _signals_step, at_replies=True,
          by_target=lambda results: tuple(in_target_order(list(tables)) for tables in zip(*results))),
@@ -197,8 +204,10 @@ def _readers(chosen: list[Step]) -> str:
 
 def _chunk_records(found: Sources, options: Options, chosen: list[Step], keep: frozenset[str]) -> int:
     """Records matched at a time (0: the capture whole): chunks when every step reads the packets only at
-    their replies and no whole table is kept, and the captures are bigger than CHUNKED_ABOVE (or as asked)."""
-    if options.engine != "native" or keep & {"packets", "probes"} or not all(s.at_replies for s in chosen):
+    their replies, or every step only at the rows a screen keeps, and no whole table is kept, and the captures
+    are bigger than CHUNKED_ABOVE (or as asked)."""
+    if options.engine != "native" or keep & {"packets", "probes"} or not chosen or not (
+            all(s.at_replies for s in chosen) or all(s.screened for s in chosen)):
         return 0
     if options.chunk is not None:
         return options.chunk
@@ -250,6 +259,43 @@ def _read_chunked(found: Sources, options: Options, chosen: list[Step], probe_co
         packets = in_frame_order(replies) if replies else decode_nothing(list(m.reply_columns))
         del replies[:]
     return packets, joined(probes, m), counts
+
+
+def _read_screened(found: Sources, options: Options, chosen: list[Step], probe_columns: set[str] | None,
+                   records: int, reading: Callable[[Reading], None] | None
+                   ) -> tuple[tuple[pd.DataFrame, pd.DataFrame, dict[str, object]], Tallies] | None:
+    """The captures read and matched a chunk at a time, the packets screened as the matcher lets them go
+    (analysis/screen.py): the rows the steps read, the probes table, the counts, and the tallies of the packets
+    let go. None when the capture's clock steps back too far for chunks (`found` is left open to read it whole)."""
+    columns = list(dict.fromkeys(("frame", *(c for s in chosen for c in s.packet_columns or ()))))
+    m = ChunkedMatch(window_s=options.window_s, columns=probe_columns, rows=min(records, 1 << 16),
+                     passing=dict.fromkeys((*columns, *SCREEN_FIELDS)))
+    stream = Stream.of(found.files, reading)
+    screen, probes, count = Screen(columns), [], 0
+
+    def screened(parts: Iterable[Matched]) -> None:
+        for part in parts:
+            screen.given(part.probes)
+            probes.append(part.probes)
+        for passed in m.passed():
+            screen.add(passed)
+
+    try:
+        for chunk in iter_sources(found, stream, columns=m.packet_columns(), keep=options.keep,
+                                  dedup_ns=options.dedup_ns, chunk=records):
+            count += len(chunk)
+            screened(m.feed(chunk))
+            del chunk  # (not held here while the next is read)
+        screened(m.finish())
+    except Disordered:
+        return None
+    found.close()
+    attrs = stream_attrs(found.files, stream)
+    packets, let_go = screen.finish()
+    packets = decode_nothing(columns) if packets is None else packets
+    packets.attrs.update(attrs)
+    counts = dict(packet_count=count, malformed=attrs["malformed"], format=attrs["format"], frames=attrs["sources"])
+    return (packets, joined(probes, m), counts), let_go
 
 
 @dataclass(frozen=True)
@@ -365,7 +411,7 @@ def analyze(capture: str | Sequence[str] | Sources, steps: Iterable[str] = ("sca
     notes = []
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        chunked, guard = None, None
+        chunked, guard, let_go = None, None, None
         if options.scheduler or options.workers:
             chunked = _on_cluster(found, options, chosen, packet_columns, probe_columns, keep, reading)
             if chunked is None:
@@ -375,6 +421,10 @@ def analyze(capture: str | Sequence[str] | Sources, steps: Iterable[str] = ("sca
                 found.close()
                 if "packets" not in keep and chunked[0] is not None and not all(s.at_replies for s in chosen):
                     chunked = (_after_matching(chunked[0], chosen), *chunked[1:])
+        elif records and all(s.screened for s in chosen):
+            screened = _read_screened(found, options, chosen, probe_columns, records, reading)
+            if screened is not None:
+                chunked, let_go = screened
         elif records:
             chunked = _read_chunked(found, options, chosen, probe_columns, records, reading)
         if chunked is None:
@@ -410,7 +460,7 @@ def analyze(capture: str | Sequence[str] | Sources, steps: Iterable[str] = ("sca
         probes = _targets_kept(options, probes)
         counts.update(probes_matched=int(probes["reply_frame"].notna().sum()),
                       unsolicited_replies=probes.attrs.get("unsolicited_replies", 0))
-        run.results.update(packets=packets, probes=probes)
+        run.results.update(packets=packets, probes=probes, let_go=let_go)
         del packets, probes
         _run_steps(run, chosen, keep, asked, say)
         results = run.results

@@ -22,6 +22,7 @@ from test_sources import FAST, pcap_bytes, run
 
 import analyzer
 from analyzer.analysis import chunked as chunked_module
+from analyzer.analysis import screen as screen_module
 from analyzer.analysis.chunked import ChunkedMatch, Disordered, joined, match_chunks, match_in_slices
 from analyzer.analysis.match import DEFAULT_WINDOW_S, match, match_columns
 from analyzer.pipeline import Options, analyze
@@ -31,6 +32,7 @@ from analyzer.reading.stream import Stream, packet_chunks
 from analyzer.render.export import export
 
 REPO = Path(__file__).resolve().parents[1]
+FORENSIC = REPO / "tests" / "data" / "forensic"
 CAPTURES = {p.name: p for p in sorted((REPO / "sample_pcaps").glob("*.pcap"))
             + (sorted(REALWORLD.glob("*.pcap*")) if REALWORLD.is_dir() else [])}
 
@@ -167,6 +169,23 @@ def test_a_clock_that_steps_back_is_matched_whole(tmp_path: Path) -> None:
                                                                          b.unsolicited_replies)
 
 
+def test_scans_of_a_clock_that_steps_back_are_read_whole(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The same capture through scans and hosts in chunks of 20 records: the screened reading is refused as well,
+    the capture is read again whole (no screen finishes), with the same scans and hosts, its warnings said once."""
+    path = str(stepped(tmp_path))
+    with warnings.catch_warnings(record=True):
+        warnings.simplefilter("always")
+        whole = analyze(path, ("scans", "hosts"), Options(chunk=0))
+    finished = []
+    monkeypatch.setattr(screen_module.Screen, "finish", lambda self: finished.append(self))
+    with warnings.catch_warnings(record=True) as said:
+        warnings.simplefilter("always")
+        again = analyze(path, ("scans", "hosts"), Options(chunk=20))
+    assert not finished and len(said) == 1 and "cut short" in str(said[0].message)
+    assert len(whole.scans.scans) and len(whole.hosts) == 2  # (the SYN scan of C, read as one)
+    assert_same_scans(whole, again)
+
+
 def test_rtt_in_chunks_prints_what_rtt_whole_prints() -> None:
     """The command line, both signal sets, byte for byte, on a capture of nmap's scans (43,011 packets) that
     chunks of 1,000 records with the default window cut before its end (the matcher's own count says so)."""
@@ -235,3 +254,62 @@ def test_scans_and_hosts_of_a_table_matched_in_slices_are_the_wholes(monkeypatch
                  (whole.scans.notes, sliced.scans.notes), (whole.hosts, sliced.hosts)):
         pd.testing.assert_frame_equal(a, b)
     assert (whole.probes_matched, whole.unsolicited_replies) == (sliced.probes_matched, sliced.unsolicited_replies)
+
+
+def scans_in_chunks(capture: str, records: int, window_s: float, monkeypatch: pytest.MonkeyPatch
+                    ) -> tuple[analyzer.Analysis, analyzer.Analysis, list[int]]:
+    """scans and hosts of a capture read whole, then read and matched `records` at a time with its packets
+    screened as the matcher lets them go (analysis/screen.py); and the rows each screen kept."""
+    whole = analyze(capture, ("scans", "hosts"), Options(window_s=window_s, chunk=0))
+    kept = []
+    finish = screen_module.Screen.finish
+    monkeypatch.setattr(screen_module.Screen, "finish", lambda self: kept.append(self.rows) or finish(self))
+    in_chunks = analyze(capture, ("scans", "hosts"), Options(window_s=window_s, chunk=records))
+    return whole, in_chunks, kept
+
+
+def assert_same_scans(whole: analyzer.Analysis, in_chunks: analyzer.Analysis) -> None:
+    for a, b in ((whole.scans.scans, in_chunks.scans.scans), (whole.scans.states, in_chunks.scans.states),
+                 (whole.scans.notes, in_chunks.scans.notes), (whole.hosts, in_chunks.hosts)):
+        pd.testing.assert_frame_equal(a, b)
+    assert (whole.packet_count, whole.probes_matched, whole.unsolicited_replies, whole.notes) == (
+        in_chunks.packet_count, in_chunks.probes_matched, in_chunks.unsolicited_replies, in_chunks.notes)
+
+
+@pytest.mark.parametrize("window_s", [DEFAULT_WINDOW_S, 0.05])
+@pytest.mark.parametrize("records", [1000, 50])
+@pytest.mark.parametrize("name", [*FAST, "Alienvault-Demo__spambot.pcap"])
+def test_scans_and_hosts_in_chunks_are_the_wholes(name: str, records: int, window_s: float,
+                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    """scans and hosts of a capture read a chunk at a time, keeping only the rows the screen lets through and
+    counting the others for hosts, are those of the capture read whole: scans, port states, notes, hosts.
+    On the spam bot's traffic (connections that carry mail) the screen lets most packets go."""
+    whole, in_chunks, kept = scans_in_chunks(str(CAPTURES[name]), records, window_s, monkeypatch)
+    assert len(kept) == 1 and kept[0] <= whole.packet_count  # (the screened path ran)
+    assert_same_scans(whole, in_chunks)
+    if name.startswith("Alienvault"):
+        assert len(whole.scans.notes) and len(whole.hosts) > 100
+        assert kept[0] < whole.packet_count / 2
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", sorted(CAPTURES) + sorted(f"forensic/{p.name}" for p in FORENSIC.glob("*.pcap")))
+def test_scans_and_hosts_of_every_capture_in_chunks_are_the_wholes(name: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The same, on every sample, third-party and forensic capture, in chunks of 50 records with a 50 ms
+    window (which cuts each many times)."""
+    capture = FORENSIC / name.split("/")[1] if name.startswith("forensic/") else CAPTURES[name]
+    whole, in_chunks, kept = scans_in_chunks(str(capture), 50, 0.05, monkeypatch)
+    assert len(kept) == 1
+    assert_same_scans(whole, in_chunks)
+
+
+def test_scans_in_chunks_prints_what_scans_whole_prints() -> None:
+    """The command line, byte for byte: scans and hosts of nmap's scans (43,011 packets) and of the spam bot's
+    traffic, whole and in chunks of 1,000 records."""
+    for name in ("ProbingDataset__nmap.pcapng", "Alienvault-Demo__spambot.pcap"):
+        for command in ("scans", "hosts"):
+            code, whole, _ = run(command, str(CAPTURES[name]), "--format", "json", "--chunk", "0")
+            code_chunks, chunks, err = run(command, str(CAPTURES[name]), "--format", "json", "--chunk", "1000")
+            assert code == code_chunks == 0, err
+            assert len(json.loads(whole)["hosts"]) >= 2
+            assert chunks == whole

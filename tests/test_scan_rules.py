@@ -8,8 +8,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from analyzer.analysis.hosts import _first_frame, _mode, _tallied_modes, _tally
+from analyzer.analysis.hosts import _first_frame, _mode, _tallied_modes
 from analyzer.analysis.scans import state_of, technique_of
+from analyzer.analysis.screen import added, tally
 from analyzer.analysis.stacks import ip_id_class, option_layout
 from analyzer.protocols import ACK, FIN, PSH, RST, SYN, URG, flag_text, initial_ttl
 
@@ -92,17 +93,19 @@ def test_mode_per_host_is_pandas_mode(rows):
        st.integers(1, 61))
 def test_modes_tallied_a_slice_at_a_time_are_the_modes_of_the_whole(rows, size):
     """hosts reads the packets a slice at a time and keeps per slice each (host, value)'s rows and first frame: the
-    modes and first frames put together from the slices are `_mode`'s and `_first_frame`'s of the whole."""
+    modes and first frames put together from the slices are `_mode`'s and `_first_frame`'s of the whole; and so
+    are they from the slices' tallies added up into one first (as the screen adds up what it let go)."""
     groups = np.array([g for g, _ in rows], np.int64)
     values = np.array([v for _, v in rows], np.int64)
     frames = np.arange(1, len(rows) + 1, dtype=np.int64) * 3  # (ascending, as the table's)
-    tallies = [_tally(groups[a:a + size], values[a:a + size], frames[a:a + size]) for a in range(0, len(rows), size)]
-    mode, first = _tallied_modes(tallies, 6)
+    tallies = [tally(groups[a:a + size], values[a:a + size], frames[a:a + size]) for a in range(0, len(rows), size)]
     want = _mode(groups, values, 6)
-    assert mode.tolist() == want.tolist()
     wanted_first = _first_frame(groups, values, want, frames, 6)
-    assert [f for f, m in zip(first.tolist(), want.tolist()) if m >= 0] == [
-        f for f, m in zip(wanted_first.tolist(), want.tolist()) if m >= 0]
+    for parts in (tallies, [added(tallies)] if tallies else []):
+        mode, first = _tallied_modes(parts, 6)
+        assert mode.tolist() == want.tolist()
+        assert [f for f, m in zip(first.tolist(), want.tolist()) if m >= 0] == [
+            f for f, m in zip(wanted_first.tolist(), want.tolist()) if m >= 0]
 
 
 @pytest.mark.parametrize("name", ["hw13-01__nmap.pcapng", "ProbingDataset__masscan_5k.pcapng",

@@ -65,16 +65,21 @@ class ChunkedMatch:
     """Matches the packets tables it is fed (`feed`, then `finish`), giving out `Matched` parts whose
     concatenation is `match(whole)` (with `columns`), and counting `unsolicited_replies` and `nat_pairs` as
     `match` does. `reply_columns`: packets columns of the replies to give out beside the probes (signals read
-    them), or None. `rows`: the least number of new rows a round waits for."""
+    them), or None. `rows`: the least number of new rows a round waits for. `passing`: packets columns of every
+    packet to give out (`passed`) once the context lets it go, when each of its probes has been given out (the
+    rows `scans` reads are screened from them: analysis/screen.py), or None."""
 
     def __init__(self, *, window_s: float = DEFAULT_WINDOW_S, columns: Iterable[str] | None = None,
-                 reply_columns: Iterable[str] | None = None, rows: int = 1 << 16):
+                 reply_columns: Iterable[str] | None = None, rows: int = 1 << 16,
+                 passing: Iterable[str] | None = None):
         self.window_s = window_s
         self.w = int(window_s * 1e9)
         self.columns = tuple(c for c in PROBE_COLUMNS if columns is None or c in set(columns))
         self.reply_columns = None if reply_columns is None else tuple(dict.fromkeys(("frame", *reply_columns)))
         self.wanted = set(self.columns) | {"ts_ns", "probe_frame"} | ({"reply_frame"} if reply_columns else set())
         self.rows = rows
+        self.passing = None if passing is None else tuple(dict.fromkeys(("frame", *passing)))
+        self._passed: list[pd.DataFrame] = []
         self.context: pd.DataFrame | None = None
         self.pending: list[pd.DataFrame] = []
         self.pending_rows = 0
@@ -88,7 +93,13 @@ class ChunkedMatch:
 
     def packet_columns(self) -> tuple[str, ...]:
         """The packets columns the chunks must hold."""
-        return tuple(dict.fromkeys((*match_columns(self.columns), *(self.reply_columns or ()))))
+        return tuple(dict.fromkeys((*match_columns(self.columns), *(self.reply_columns or ()), *(self.passing or ()))))
+
+    def passed(self) -> list[pd.DataFrame]:
+        """The packets let go since last asked (`passing` columns, in frame order within each table): every probe
+        among them is in a part given out already."""
+        out, self._passed = self._passed, []
+        return out
 
     def feed(self, chunk: pd.DataFrame) -> Iterator[Matched]:
         """Take a chunk (the next packets, in merged order); give out what became final."""
@@ -145,10 +156,14 @@ class ChunkedMatch:
                 yield Matched(out[list(self.columns)], replies)
             self.cut, self.latest = cut, latest
         if final:
+            if self.passing is not None:
+                self._passed.append(context[list(self.passing)])
             self.context = None
             return
         gone = ts < (self.cut if self.cut is not None else np.iinfo(np.int64).min) - 2 * self.w
         if gone.any():
+            if self.passing is not None:
+                self._passed.append(context.loc[gone, list(self.passing)].reset_index(drop=True))
             self._carry(context[gone], ids)
             context = context[~gone].reset_index(drop=True)
         self.context = context

@@ -25,6 +25,7 @@ from ..protocols import ACK, RST, SYN, initial_ttl
 from .columns import column_codes, int_column_at, packet_rows
 from .exchanges import PacketKeys, to_group
 from .groups import first_rows, group_ids, modes, unique_inverse
+from .screen import Tallies, Tally, tally
 from .stacks import ip_id_classes, option_layout
 
 # The packets-table and probes-table columns `hosts` reads.
@@ -103,23 +104,26 @@ def vendor_of(mac: int) -> str:
 
 
 def hosts(packets: pd.DataFrame, probes: pd.DataFrame | None = None, states: pd.DataFrame | None = None,
-          scans: pd.DataFrame | None = None) -> pd.DataFrame:
+          scans: pd.DataFrame | None = None, others: Tallies | None = None) -> pd.DataFrame:
     """One row per IP address seen as a source: mac, vendor, os (hint), os_evidence, packets.
 
     With the probes and the scans table (`analyzer.scans`), a scanning tool's own packets are not taken for
     its host's: see `_ToolMade`. Without them, every packet a host sent is its own.
 
     The packets are read `SLICE_ROWS` at a time: what is kept of each slice is per host (counts, modes' tallies)
-    or per reply (SYN/ACKs and RSTs), so the arrays as long as the table are a slice's."""
+    or per reply (SYN/ACKs and RSTs), so the arrays as long as the table are a slice's. `others`: what the
+    screen (analysis/screen.py) counted of the packets it let go, which the table does not hold (none of them a
+    reply, a probe or a packet to a group)."""
     # IP packets by their source, and ARP frames by their sender: a host that only answered ARP is a host.
     src, addresses = column_codes(packets["src"], None)  # (the codes themselves: not copied)
     addresses = addresses.astype(str)
     counted = ((packets["ip_version"].to_numpy() > 0) | packets["arp_op"].notna().to_numpy()) & (src >= 0)
     seen = np.flatnonzero(np.bincount(src[counted], minlength=len(addresses)))
-    seen = seen[np.argsort(addresses[seen], kind="stable")]  # hosts in address text order
+    names = np.sort(addresses[seen] if others is None else  # hosts in address text order
+                    np.union1d(addresses[seen], others.names[np.flatnonzero(others.packets)]))
     number = np.full(len(addresses), -1, np.int32)  # (each address's host number: hosts are looked up per packet)
-    number[seen] = np.arange(len(seen))
-    n_hosts = len(seen)
+    number[seen] = np.searchsorted(names, addresses[seen])
+    n_hosts = len(names)
     keys = PacketKeys(packets)
     frame = packets["frame"].to_numpy()
 
@@ -137,17 +141,23 @@ def hosts(packets: pd.DataFrame, probes: pd.DataFrame | None = None, states: pd.
                     held.append(r)
                 yield r
 
-    own = _ToolMade.of(packets, probes, scans, addresses[seen], n_hosts, slices)
+    let_go = None if others is None else _LetGo.of(others, names)
+    tool = _ToolMade.of(packets, probes, scans, names, n_hosts, slices, let_go)
     synacks, resets, n_packets, own_ttls, macs = [], [], np.zeros(n_hosts, np.int64), [], []
     for r in slices():
-        mine = own(r)
+        mine = np.ones(len(r.at), bool) if tool is None else tool.own(r)
         for kept, rows in ((synacks, ((r.flags & (SYN | ACK)) == (SYN | ACK)) & mine), (resets, ((r.flags & RST) != 0) & mine)):
             kept.append((r.at[rows], r.host[rows], r.ttl[rows]))
         n_packets += np.bincount(r.host, minlength=n_hosts)
-        own_ttls.append(_tally(r.host[mine], r.ttl[mine], frame[r.at[mine]]))
+        own_ttls.append(tally(r.host[mine], r.ttl[mine], frame[r.at[mine]]))
         eth = int_column_at(packets["eth_src"], r.at, dtype=np.int64)
         eth[eth == 0] = -1  # (00:00:00:00:00:00: loopback and cooked captures carry no address, not Xerox's)
-        macs.append(_tally(r.host, eth, frame[r.at]))
+        macs.append(tally(r.host, eth, frame[r.at]))
+    if let_go is not None:
+        n_packets += let_go.packets
+        host, ttl = let_go.ttl[:2]
+        own_ttls.append(let_go.ttl if tool is None else tuple(part[tool.own_ttl(host, ttl)] for part in let_go.ttl))
+        macs.append(let_go.mac)
     # The replies, SYN/ACKs then RSTs: their positions, hosts and TTLs.
     replies = _Replies(*(np.concatenate([np.zeros(0, dtype), *(part[i] for part in synacks + resets)])
                          for i, dtype in enumerate((np.int64, np.int32, np.int32))))
@@ -175,7 +185,7 @@ def hosts(packets: pd.DataFrame, probes: pd.DataFrame | None = None, states: pd.
     gateway = _gateways(mac, hops)
     rewritten = _rewritten_ttls(mac, hops, ttl, gateway)
     out = []
-    for i, addr in enumerate(addresses[seen].tolist()):
+    for i, addr in enumerate(names.tolist()):
         evidence, frames = [], []
         os_name = init = None
         if ttl[i] >= 0 and i in rewritten:
@@ -289,18 +299,6 @@ def _rows(packets: pd.DataFrame, keys: PacketKeys, at: np.ndarray, host: np.ndar
     return _Rows(at, host, flags, ttl)
 
 
-def _tally(host: np.ndarray, values: np.ndarray, frames: np.ndarray) -> tuple[np.ndarray, ...]:
-    """The distinct (host, value) pairs of the rows that hold a value (>= 0): host, value, rows, first frame (rows
-    in frame order)."""
-    present = values >= 0
-    host, values, frames = host[present], values[present], frames[present]
-    if not len(host):
-        return host.astype(np.int64), values.astype(np.int64), np.zeros(0, np.int64), frames
-    ids = group_ids(host, values)
-    first = first_rows(ids)
-    return (host[first].astype(np.int64), values[first].astype(np.int64), np.bincount(ids), frames[first])
-
-
 def _tallied_modes(tallies: list[tuple[np.ndarray, ...]], n_hosts: int) -> tuple[np.ndarray, np.ndarray]:
     """Per host, over the tallies of every slice: its most frequent value (ties: the least), -1 where none, as
     `_mode` gives it; and that value's first frame, as `_first_frame` does."""
@@ -341,7 +339,7 @@ class _ToolMade:
     """
 
     def __init__(self, packets: pd.DataFrame, probes: pd.DataFrame, phases: pd.DataFrame, names: np.ndarray,
-                 n_hosts: int, slices: Callable[[], Iterator[_Rows]]) -> None:
+                 n_hosts: int, slices: Callable[[], Iterator[_Rows]], let_go: _LetGo | None = None) -> None:
         self.packets, self.names = packets, names
         by_signed = probes["src"].isin(phases["scanner"].astype(str).unique()).to_numpy(bool)  # (by category)
         self.probes = np.zeros(len(packets), bool)  # (the tool's probes among all packets)
@@ -363,16 +361,18 @@ class _ToolMade:
         for r in slices():
             made, like = self._made_like(r)
             self.other |= np.bincount(r.host[~made & ~like & (r.ttl >= 0)], minlength=n_hosts) > 0
+        if let_go is not None:  # (none of the packets let go is a probe, nor sent to a group)
+            host, ttl = let_go.ttl[:2]
+            self.other[host[(ttl >= 0) & (ttl != self.template[host])]] = True
 
     @classmethod
     def of(cls, packets: pd.DataFrame, probes: pd.DataFrame | None, scans: pd.DataFrame | None, names: np.ndarray,
-           n_hosts: int, slices: Callable[[], Iterator[_Rows]]) -> Callable[[_Rows], np.ndarray]:
-        """Which of a slice's packets the hosts' own stacks sent (all of them, when no scan names a tool)."""
+           n_hosts: int, slices: Callable[[], Iterator[_Rows]], let_go: _LetGo | None = None) -> _ToolMade | None:
+        """The rule, or None when no scan names a tool (every packet is then its host's own)."""
         signed = None if scans is None or not len(scans) else scans[scans["tool"].notna() & (scans["tool"] != "unknown")]
         if probes is None or signed is None or not len(signed) or not n_hosts:
-            return lambda r: np.ones(len(r.at), bool)
-        tool = cls(packets, probes, signed, names, n_hosts, slices)
-        return tool.own
+            return None
+        return cls(packets, probes, signed, names, n_hosts, slices, let_go)
 
     def made(self, r: _Rows) -> np.ndarray:
         """The tool's probes among the packets `r`, and what it sent during its IP protocol scans."""
@@ -385,8 +385,29 @@ class _ToolMade:
         return made, ~made & (r.ttl >= 0) & (r.ttl == self.template[r.host])
 
     def own(self, r: _Rows) -> np.ndarray:
+        """Which of a slice's packets the hosts' own stacks sent."""
         made, like = self._made_like(r)
         return ~(made | (like & self.other[r.host]))
+
+    def own_ttl(self, host: np.ndarray, ttl: np.ndarray) -> np.ndarray:
+        """Of packets no tool made (a screen's let go), those their hosts' own stacks sent, by host and TTL."""
+        return ~((ttl >= 0) & (ttl == self.template[host]) & self.other[host])
+
+
+@dataclass(frozen=True)
+class _LetGo:
+    """The screen's tallies (`others`) by host number: packets per host, (host, TTL) and (host, MAC) tallies."""
+
+    packets: np.ndarray
+    ttl: Tally
+    mac: Tally
+
+    @classmethod
+    def of(cls, others: Tallies, names: np.ndarray) -> _LetGo:
+        host = np.searchsorted(names, others.names).clip(0, max(len(names) - 1, 0))  # (every sender is a host)
+        sent = np.flatnonzero(others.packets)
+        packets = np.bincount(host[sent], weights=others.packets[sent], minlength=len(names)).astype(np.int64)
+        return cls(packets, *((host[t[0]], *t[1:]) for t in (others.ttl, others.mac)))
 
 
 def _ip_protocol_probes(packets: pd.DataFrame, phases: pd.DataFrame, rows: np.ndarray, host: np.ndarray,

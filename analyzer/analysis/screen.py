@@ -1,0 +1,260 @@
+"""Packets a batch at a time → the rows `scans` and `hosts` read, and what `hosts` counts of the others.
+
+`scans` reads a capture's probes and replies, and reads the rest of its packets only as sets: which 4-tuples
+carried data, which talked, which sent the ACK or RST that follows a SYN (analysis/exchanges.py, scans.py).
+On a sensor's capture most packets are the segments of connections already open, and most of those add
+nothing to any such set. `Screen` takes the packets in merged order, as `ChunkedMatch` lets them go (each
+probe among them already given out), keeps every row a reading of `scans` could take, and lets the others go,
+counting for `hosts` what it counts of them (`Tallies`: per sender, its packets, TTLs and MACs). `scans` and
+`hosts` of the rows kept, with the tallies, are those of the whole capture.
+
+A row is let go when it is one of (the others are all kept: probes, replies, SYNs, RSTs, ICMP, ARP, …)
+
+=============================  ==================================================================================
+rows                           unless
+=============================  ==================================================================================
+TCP segments without SYN or    the first of their 4-tuple in the batch (a 4-tuple that talks, `tcp_in_conversation`),
+RST, with ACK or FIN; and      or the first SYN (the sender's own SYN), or the first with data (it carries data; its
+SYNs without ACK that are no   first frame: `_connections`), or the first whose seq is a SYN's + 1 on its 4-tuple
+probe (a SYN sent again)       (the ACK or reset that follows a SYN: `_scanner_followups`) or whose ack is a
+                               SYN/ACK's + 1 the other way (the handshake's last ACK: `_connects`)
+UDP datagrams                  none: a datagram that is no probe is read by no reading
+either, when                   a probe (`ChunkedMatch` gave it out), sent to a group (`to_group`: NetBIOS, SSDP, …
+                               queries), or between two hosts one of which sent the other an IP protocol other than
+                               ICMP, TCP and UDP (an IP protocol scan reads all their packets)
+=============================  ==================================================================================
+
+Each "first" is per batch, so a set that holds a combination holds it whatever the batches. The SYNs are
+remembered across batches by a 64-bit hash of (4-tuple, seq + 1): a collision keeps a row more, never one less.
+What a batch cannot show: an ACK that comes a batch before the SYN it follows (the capture's clock stepped back
+across the batches, which `ChunkedMatch` refuses beyond a reply window), and packets between two hosts before
+the first IP protocol other than ICMP, TCP and UDP between them, a batch earlier, in an IP protocol scan's
+figures.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+from ..protocols import ACK, FIN, RST, SYN
+from ..reading.merge import concat_tables
+from .columns import int_column
+from .exchanges import PacketKeys, to_group
+from .groups import first_rows, group_ids
+
+# The packets-table columns the screen reads.
+PACKET_FIELDS = ("frame", "src", "dst", "eth_src", "eth_dst", "ip_version", "ip_proto", "sport", "dport", "tcp_flags",
+                 "seq", "ack", "payload_len", "ttl")
+Tally = tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]  # (sender, value, rows, first frame)
+_COMPACT = 32  # tallies held before they are added up into one
+
+
+def tally(sender: np.ndarray, values: np.ndarray, frames: np.ndarray) -> Tally:
+    """The distinct (sender, value) pairs of the rows that hold a value (>= 0): sender, value, rows, first frame
+    (rows in frame order)."""
+    present = values >= 0
+    sender, values, frames = sender[present], values[present], frames[present]
+    if not len(sender):
+        return sender.astype(np.int64), values.astype(np.int64), np.zeros(0, np.int64), frames.astype(np.int64)
+    ids = group_ids(sender, values)
+    first = first_rows(ids)
+    return sender[first].astype(np.int64), values[first].astype(np.int64), np.bincount(ids), frames[first]
+
+
+def added(tallies: list[Tally]) -> Tally:
+    """Tallies as one: each (sender, value) once, its rows added up and its first frame the least."""
+    sender, values, rows, first = (np.concatenate(parts) for parts in zip(*tallies))
+    if not len(sender):
+        return sender, values, rows, first
+    ids = group_ids(sender, values)
+    one = first_rows(ids)
+    earliest = np.full(len(one), np.iinfo(np.int64).max)
+    np.minimum.at(earliest, ids, first)
+    return sender[one], values[one], np.bincount(ids, weights=rows).astype(np.int64), earliest
+
+
+@dataclass(frozen=True)
+class Tallies:
+    """What `hosts` counts of the packets the screen let go, per sender (ids into `names`, address texts):
+    packets, and the (sender, TTL) and (sender, source MAC) tallies (`tally`)."""
+
+    names: np.ndarray
+    packets: np.ndarray
+    ttl: Tally
+    mac: Tally
+
+
+class _Hashes:
+    """A set of uint64 hashes, held as a few sorted runs (each new run merged into the last while not smaller)."""
+
+    def __init__(self) -> None:
+        self.runs: list[np.ndarray] = []
+
+    def add(self, values: np.ndarray) -> None:
+        run = np.unique(values)
+        while self.runs and len(self.runs[-1]) <= 2 * len(run):
+            run = np.union1d(self.runs.pop(), run)
+        self.runs.append(run)
+
+    def has(self, values: np.ndarray) -> np.ndarray:
+        out = np.zeros(len(values), bool)
+        for run in self.runs:
+            at = np.minimum(np.searchsorted(run, values), len(run) - 1)
+            out |= run[at] == values
+        return out
+
+
+_MIX = (np.uint64(0x9E3779B97F4A7C15), np.uint64(0xC2B2AE3D27D4EB4F), np.uint64(0x165667B19E3779F9),
+        np.uint64(0x27D4EB2F165667C5))
+
+
+def _hash(src: np.ndarray, dst: np.ndarray, sport: np.ndarray, dport: np.ndarray, number: np.ndarray) -> np.ndarray:
+    """A 64-bit hash of (src, dst, sport, dport, a 32-bit number) per row."""
+    with np.errstate(over="ignore"):
+        h = src.astype(np.uint64) * _MIX[0]
+        h ^= dst.astype(np.uint64) * _MIX[1]
+        h ^= ((sport.astype(np.uint64) << np.uint64(16)) | dport.astype(np.uint64)) * _MIX[2]
+        h ^= number.astype(np.uint64) * _MIX[3]
+        h ^= h >> np.uint64(29)
+        h *= _MIX[1]
+        h ^= h >> np.uint64(32)
+    return h
+
+
+@dataclass(frozen=True)
+class _Keys:
+    """A batch's columns the screen compares, as integers (address ids across batches)."""
+
+    src: np.ndarray
+    dst: np.ndarray
+    sport: np.ndarray
+    dport: np.ndarray
+    seq: np.ndarray
+    ack: np.ndarray
+    flags: np.ndarray  # -1 where none
+    tcp: np.ndarray  # TCP segments with ports and flags
+    udp: np.ndarray  # UDP datagrams with ports
+    syn: np.ndarray  # TCP segments with SYN
+    talks: np.ndarray  # TCP segments without SYN or RST, with ACK or FIN
+    bare_syn: np.ndarray  # TCP segments with SYN, without ACK or RST
+    odd: np.ndarray  # IP packets of a protocol other than ICMP, TCP, UDP, ICMPv6
+    pair: np.ndarray  # the two addresses, either way round
+
+    @classmethod
+    def of(cls, t: pd.DataFrame, ids: Callable[[pd.Series], np.ndarray]) -> _Keys:
+        proto, flags = int_column(t["ip_proto"]), int_column(t["tcp_flags"])
+        ports = t["sport"].notna().to_numpy()
+        tcp = (proto == 6) & (flags >= 0) & ports
+        src, dst = ids(t["src"]), ids(t["dst"])
+        return cls(src, dst, int_column(t["sport"], 0), int_column(t["dport"], 0), int_column(t["seq"], 0),
+                   int_column(t["ack"], 0), flags, tcp, (proto == 17) & ports, tcp & ((flags & SYN) != 0),
+                   tcp & ((flags & (SYN | RST)) == 0) & ((flags & (ACK | FIN)) != 0),
+                   tcp & ((flags & (SYN | ACK | RST)) == SYN),
+                   (t["ip_version"].to_numpy() > 0) & (proto >= 0) & (proto != 1) & (proto != 6) & (proto != 17)
+                   & (proto != 58),
+                   np.minimum(src, dst) * (1 << 32) + np.maximum(src, dst))
+
+    def tuple4(self, rows: np.ndarray) -> tuple[np.ndarray, ...]:
+        return self.src[rows], self.dst[rows], self.sport[rows], self.dport[rows]
+
+    def reversed4(self, rows: np.ndarray) -> tuple[np.ndarray, ...]:
+        return self.dst[rows], self.src[rows], self.dport[rows], self.sport[rows]
+
+
+class Screen:
+    """The rows kept of the packets given (`add`, in merged order; `given` the probes first), of the columns
+    named, and the tallies of the others (`finish`)."""
+
+    def __init__(self, columns: list[str]) -> None:
+        self.columns = list(dict.fromkeys(("frame", *columns)))
+        self.names = pd.Index([], dtype=object)  # address texts, by id
+        self.syns = _Hashes()  # (4-tuple, seq + 1) of every SYN and SYN/ACK
+        self.odd: set[int] = set()  # pairs of address ids that carried an IP protocol other than ICMP, TCP, UDP
+        self.probes = np.zeros(0, np.int64)  # frames of probes given out whose packets have not come yet
+        self.kept: list[pd.DataFrame] = []
+        self.packets = np.zeros(0, np.int64)
+        self.ttl: list[Tally] = []
+        self.mac: list[Tally] = []
+        self.rows = 0  # rows kept
+
+    def given(self, probes: pd.DataFrame) -> None:
+        """Probes given out (their packets come later, or came in this batch)."""
+        self.probes = np.concatenate([self.probes, probes["probe_frame"].to_numpy(np.int64)])
+
+    def _ids(self, column: pd.Series) -> np.ndarray:
+        """The address ids of a categorical column (-1 where absent)."""
+        categories = column.cat.categories
+        at = self.names.get_indexer(categories)
+        if (at < 0).any():
+            self.names = self.names.append(pd.Index(categories[at < 0], dtype=object))
+            at = self.names.get_indexer(categories)
+        return np.append(at, -1)[column.cat.codes.to_numpy()]
+
+    def add(self, t: pd.DataFrame) -> None:
+        """The next packets (in frame order)."""
+        if not len(t):
+            return
+        frame = t["frame"].to_numpy()
+        probe = np.isin(frame, self.probes)
+        if probe.any():
+            self.probes = self.probes[~np.isin(self.probes, frame[probe])]
+        k = _Keys.of(t, self._ids)
+        if k.syn.any():
+            self.syns.add(_hash(*k.tuple4(k.syn), (k.seq[k.syn] + 1) % (1 << 32)))
+        self.odd.update(np.unique(k.pair[k.odd]).tolist())
+        gone = self._let_go(t, k, probe)
+        self.kept.append(t.loc[~gone, self.columns].reset_index(drop=True) if gone.any() else t[self.columns])
+        self.rows += len(self.kept[-1])
+        if gone.any():
+            self._tally(t, gone, k.src, frame)
+
+    def _let_go(self, t: pd.DataFrame, k: _Keys, probe: np.ndarray) -> np.ndarray:
+        """Which packets no reading of `scans` takes (the module's table)."""
+        gone = (k.talks | k.bare_syn | k.udp) & ~probe
+        if self.odd:
+            gone &= ~np.isin(k.pair, np.fromiter(self.odd, np.int64, len(self.odd)))
+        rows = np.flatnonzero(gone)
+        gone[rows[to_group(PacketKeys(t), rows)]] = False
+        d = np.flatnonzero(gone & k.tcp)
+        if not len(d):
+            return gone
+        tuple4 = group_ids(*k.tuple4(d))
+        acks = d[(k.flags[d] & (RST | SYN | ACK)) == ACK]
+        follows, last = np.zeros(len(t), bool), np.zeros(len(t), bool)
+        follows[acks] = self.syns.has(_hash(*k.tuple4(acks), k.seq[acks]))
+        last[acks] = self.syns.has(_hash(*k.reversed4(acks), k.ack[acks]))
+        data = t["payload_len"].to_numpy(np.int64, na_value=0) > 0
+        # The first of each 4-tuple that talks, that sends a SYN again, that carries data; the first of each
+        # (4-tuple, seq) that follows a SYN, and of each (4-tuple, ack) that acknowledges a SYN/ACK.
+        for chosen, number in ((k.talks, None), (k.bare_syn, None), (data, None), (follows, k.seq), (last, k.ack)):
+            at = np.flatnonzero(chosen[d])
+            ids = group_ids(tuple4[at]) if number is None else group_ids(tuple4[at], number[d[at]])
+            gone[d[at[first_rows(ids)]]] = False
+        return gone
+
+    def _tally(self, t: pd.DataFrame, gone: np.ndarray, src: np.ndarray, frame: np.ndarray) -> None:
+        sender, frames = src[gone], frame[gone]
+        count = np.bincount(sender, minlength=len(self.names))
+        self.packets = np.pad(self.packets, (0, len(count) - len(self.packets))) + count
+        eth = int_column(t["eth_src"])[gone]
+        eth[eth == 0] = -1  # (as hosts reads them: 00:00:00:00:00:00 is no address)
+        self.ttl.append(tally(sender, int_column(t["ttl"])[gone], frames))
+        self.mac.append(tally(sender, eth, frames))
+        for held in (self.ttl, self.mac):
+            if len(held) > _COMPACT:
+                held[:] = [added(held)]
+
+    def finish(self) -> tuple[pd.DataFrame | None, Tallies]:
+        """The rows kept, in frame order (None: none), and the tallies of the others."""
+        parts = [t for t in self.kept if len(t)]
+        self.kept.clear()
+        order = np.argsort(np.concatenate([t["frame"].to_numpy() for t in parts]), kind="stable") if parts else None
+        table = concat_tables(parts, order, consume=True) if parts else None
+        empty = tally(np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0, np.int64))
+        tallies = Tallies(self.names.to_numpy(str) if len(self.names) else np.zeros(0, str), self.packets,
+                          added(self.ttl) if self.ttl else empty, added(self.mac) if self.mac else empty)
+        return table, tallies
