@@ -194,12 +194,13 @@ def _both(first: Callable[[Reading], None], then: Callable[[Reading], None]) -> 
     return told
 
 
-def _readers(chosen: list[Step]) -> str:
-    """The commands whose steps read the packets table whole, as the memory error names them."""
+def _readers(chosen: list[Step], verb: tuple[str, str] = ("read", "reads")) -> str:
+    """The commands whose steps read the packets table whole (or hold what `verb` says), as the memory error
+    names them."""
     names = list(dict.fromkeys("rtt" if s.name in _TESTS_RTT else s.name for s in chosen))
     if not names:  # (no step: the tables kept are what the run is for)
-        return "this run reads"
-    return f"{', '.join(names[:-1])} and {names[-1]} read" if len(names) > 1 else f"{names[0]} reads"
+        return f"this run {verb[1]}"
+    return f"{', '.join(names[:-1])} and {names[-1]} {verb[0]}" if len(names) > 1 else f"{names[0]} {verb[1]}"
 
 
 def _chunk_records(found: Sources, options: Options, chosen: list[Step], keep: frozenset[str]) -> int:
@@ -280,6 +281,8 @@ def _read_screened(found: Sources, options: Options, chosen: list[Step], probe_c
         for passed in m.passed():
             screen.add(passed)
 
+    guard = MemoryGuard.of(options.max_memory, _readers(chosen, ("hold", "holds")),
+                           "their probes and the packets' rows their readings take")
     try:
         for chunk in iter_sources(found, stream, columns=m.packet_columns(), keep=options.keep,
                                   dedup_ns=options.dedup_ns, chunk=records):
@@ -294,8 +297,11 @@ def _read_screened(found: Sources, options: Options, chosen: list[Step], probe_c
     packets, let_go = screen.finish()
     packets = decode_nothing(columns) if packets is None else packets
     packets.attrs.update(attrs)
+    probes = joined(probes, m)
+    if guard is not None:
+        guard.before_steps(len(packets), len(probes), tuple(s.name for s in chosen), _hosts.SLICE_ROWS)
     counts = dict(packet_count=count, malformed=attrs["malformed"], format=attrs["format"], frames=attrs["sources"])
-    return (packets, joined(probes, m), counts), let_go
+    return (packets, probes, counts), let_go
 
 
 @dataclass(frozen=True)

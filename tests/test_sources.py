@@ -520,3 +520,15 @@ def test_report_names_every_command_that_reads_the_table_whole(big: Path, tmp_pa
     assert code == 2 and len(err.splitlines()) == 1, err
     assert "(scans, hosts and rtt read the packets table whole: about " in err
     assert not html.exists()
+
+
+def test_scans_in_chunks_that_would_not_fit_stop_once_matched(big: Path) -> None:
+    """scans and hosts read in chunks hold no whole table, only the rows their readings take and their probes:
+    nmap's scans (a probe a packet) in chunks of 100,000 records with 150 MB allowed stop once matched, in one
+    line that says what they hold and the counts; exit 2. With no limit they run."""
+    done = synlens("scans", str(big), "--format", "json", "--chunk", "100000", "--max-memory", "150M")
+    assert done.returncode == 2 and done.stdout == "" and len(done.stderr.splitlines()) == 1, done.stderr
+    assert ("(scans and hosts hold their probes and the packets' rows their readings take: about " in done.stderr
+            and "and 1,059,325 probes, once matched, --max-memory 150 MB;" in done.stderr)
+    done = synlens("scans", str(big), "--format", "json", "--chunk", "100000", "--max-memory", "0")
+    assert done.returncode == 0 and len(json.loads(done.stdout)["scans"]) >= 25, done.stderr

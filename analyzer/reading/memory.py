@@ -10,6 +10,9 @@ columns whole at the end. Measured on the spam bot's traffic: of 0.98 GB, 1.8 GB
 and 1.7 GB at matching's peak; of 9.84 GB, 16.6 GB projected after a tenth and 10.3 GB at reading's peak. The
 projection may be two thirds too high early on; it stops a run that cannot fit after a tenth of its bytes.
 
+Captures that `scans` and `hosts` read a chunk at a time (analysis/screen.py) hold no whole table: only
+`before_steps` checks them, once matched, with the rows the screen kept as the packets.
+
 Once the table is read and matched, `before_steps` checks again with what is then known: the memory held, and
 what `scans` and `hosts` add for so many packets and probes (`SCAN_BYTES_PER_PACKET`, `SCAN_BYTES_PER_PROBE`,
 `HOST_BYTES_PER_PACKET`, `HOST_BYTES_PER_SLICE_ROW`, measured): a capture whose every packet is a probe (nmap's
@@ -90,19 +93,20 @@ class MemoryGuard:
     limit: int
     holding: str
     limit_given: bool = False  # the limit is the user's (--max-memory), not the memory available
+    held: str = "the packets table whole"  # what the steps hold, for the message
     first: tuple[float, int] | None = None  # (share read, anonymous bytes) at the first progress
 
     @classmethod
-    def of(cls, limit: int | None, holding: str) -> MemoryGuard | None:
+    def of(cls, limit: int | None, holding: str, held: str = "the packets table whole") -> MemoryGuard | None:
         """The guard of a reading about to begin: `limit` bytes (None: what is available now, beside what the
         process holds; 0: no guard). None where there is nothing to check."""
-        held = anonymous_memory()
-        if limit == 0 or held is None:
+        now = anonymous_memory()
+        if limit == 0 or now is None:
             return None
         if limit is not None:
-            return cls(limit, holding, limit_given=True)
+            return cls(limit, holding, limit_given=True, held=held)
         available = available_memory()
-        return None if available is None else cls(held + available, holding)
+        return None if available is None else cls(now + available, holding, held=held)
 
     def __call__(self, reading: Reading) -> None:
         if reading.bytes_total <= 0:
@@ -137,6 +141,6 @@ class MemoryGuard:
     def _stop(self, peak: int, when: str) -> None:
         limit = f"--max-memory {gigabytes(self.limit)}" if self.limit_given else f"{gigabytes(self.limit)} available"
         raise NotEnoughMemory(
-            f"{self.holding} the packets table whole: about {gigabytes(peak)} at the peak for these captures, "
+            f"{self.holding} {self.held}: about {gigabytes(peak)} at the peak for these captures, "
             f"{when}, {limit}; read a part of them (--since/--until, --host/--net/--port) or fewer files, or set "
             "the limit with --max-memory")
