@@ -97,7 +97,7 @@ def udp(src: bytes, dst: bytes, sport: int, dport: int) -> bytes:
     return bytes(dpkt.ethernet.Ethernet(src=b"\x02" * 6, dst=b"\x04" * 6, data=ip))
 
 
-SYN, ACK, RST = dpkt.tcp.TH_SYN, dpkt.tcp.TH_ACK, dpkt.tcp.TH_RST
+SYN, ACK, RST, FIN = dpkt.tcp.TH_SYN, dpkt.tcp.TH_ACK, dpkt.tcp.TH_RST, dpkt.tcp.TH_FIN
 
 
 def background(start: float, end: float) -> list[tuple[float, bytes]]:
@@ -184,6 +184,38 @@ def test_scans_of_a_clock_that_steps_back_are_read_whole(tmp_path: Path, monkeyp
     assert not finished and len(said) == 1 and "cut short" in str(said[0].message)
     assert len(whole.scans.scans) and len(whole.hosts) == 2  # (the SYN scan of C, read as one)
     assert_same_scans(whole, again)
+
+
+def segment(src: bytes, dst: bytes, sport: int, dport: int, flags: int, seq: int, ack: int, data: bytes = b"") -> bytes:
+    """A TCP segment (with payload `data`) in an Ethernet frame."""
+    tcp_segment = dpkt.tcp.TCP(sport=sport, dport=dport, seq=seq, ack=ack, flags=flags, win=1024, data=data)
+    ip = dpkt.ip.IP(src=src, dst=dst, p=6, ttl=64, data=tcp_segment)
+    ip.len += len(tcp_segment)
+    return bytes(dpkt.ethernet.Ethernet(src=b"\x02" * 6, dst=b"\x04" * 6, data=ip))
+
+
+def test_the_screen_remembers_a_syn_for_the_ack_a_batch_later(tmp_path: Path) -> None:
+    """The screen on two batches: a SYN and its SYN/ACK, then a stale FIN/ACK on the same 4-tuple (its first
+    segment that talks in that batch), the ACK that completes the handshake (kept only because its seq and ack
+    follow the SYN and the SYN/ACK of the batch before), that ACK again, and 20 segments of data. Kept: the
+    SYNs, the FIN/ACK, the handshake's ACK and the first data segment; let go: the rest, counted for the
+    sender."""
+    syn_seq, synack_seq = 100, 500
+    frames = [segment(A, B, 50000, 80, SYN, syn_seq, 0), segment(B, A, 80, 50000, SYN | ACK, synack_seq, syn_seq + 1),
+              segment(A, B, 50000, 80, FIN | ACK, 9, 9),
+              segment(A, B, 50000, 80, ACK, syn_seq + 1, synack_seq + 1),
+              segment(A, B, 50000, 80, ACK, syn_seq + 1, synack_seq + 1)]
+    frames += [segment(A, B, 50000, 80, ACK, syn_seq + 1 + 10 * i, synack_seq + 1, b"y" * 10) for i in range(20)]
+    path = tmp_path / "handshake.pcap"
+    path.write_bytes(pcap_bytes([(1000 + i * 0.001, f) for i, f in enumerate(frames)]))
+    packets = analyzer.read(path, columns=screen_module.PACKET_FIELDS)
+    screen = screen_module.Screen(list(screen_module.PACKET_FIELDS))
+    screen.add(packets.iloc[:2].reset_index(drop=True))
+    screen.add(packets.iloc[2:].reset_index(drop=True))
+    kept, tallies = screen.finish()
+    assert kept["frame"].tolist() == [1, 2, 3, 4, 6]
+    assert tallies.packets.tolist() == [20, 0]  # (10.0.0.1 sent them, 10.0.0.2 none let go)
+    assert tallies.names.tolist() == ["10.0.0.1", "10.0.0.2"]
 
 
 def test_rtt_in_chunks_prints_what_rtt_whole_prints() -> None:
