@@ -194,6 +194,12 @@ def _both(first: Callable[[Reading], None], then: Callable[[Reading], None]) -> 
     return told
 
 
+def _counts(packets: int, attrs: dict[str, object]) -> dict[str, object]:
+    """The counts every output reports, of the packets read and the reader's attributes (`stream_attrs`)."""
+    return dict(packet_count=packets, malformed=attrs.get("malformed", 0), format=str(attrs.get("format", "")),
+                frames=attrs.get("sources"))
+
+
 def _readers(chosen: list[Step], verb: tuple[str, str] = ("read", "reads")) -> str:
     """The commands whose steps read the packets table whole (or hold what `verb` says), as the memory error
     names them."""
@@ -250,7 +256,7 @@ def _read_chunked(found: Sources, options: Options, chosen: list[Step], probe_co
         return None
     found.close()
     attrs = stream_attrs(found.files, stream)
-    counts = dict(packet_count=count, malformed=attrs["malformed"], format=attrs["format"], frames=attrs["sources"])
+    counts = _counts(count, attrs)
     if kept.spilled:
         return None, _ByTarget(kept, m, bool(reply_columns)), dict(counts, unsolicited_replies=m.unsolicited_replies)
     probes, replies = [p for p, _ in kept.held], [r for _, r in kept.held]
@@ -300,7 +306,7 @@ def _read_screened(found: Sources, options: Options, chosen: list[Step], probe_c
     probes = joined(probes, m)
     if guard is not None:
         guard.before_steps(len(packets), len(probes), tuple(s.name for s in chosen), _hosts.SLICE_ROWS)
-    counts = dict(packet_count=count, malformed=attrs["malformed"], format=attrs["format"], frames=attrs["sources"])
+    counts = _counts(count, attrs)
     return (packets, probes, counts), let_go
 
 
@@ -445,8 +451,7 @@ def analyze(capture: str | Sequence[str] | Sources, steps: Iterable[str] = ("sca
         probes = match_in_slices(packets, window_s=options.window_s, columns=probe_columns)
         if guard is not None:
             guard.before_steps(len(packets), len(probes), tuple(s.name for s in chosen), _hosts.SLICE_ROWS)
-        counts = dict(packet_count=len(packets), malformed=packets.attrs.get("malformed", 0),
-                      format=str(packets.attrs.get("format", "")), frames=packets.attrs.get("sources"))
+        counts = _counts(len(packets), packets.attrs)
         if "packets" not in keep:
             packets = _after_matching(packets, chosen)
     else:

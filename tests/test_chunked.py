@@ -295,7 +295,13 @@ def scans_in_chunks(capture: str, records: int, window_s: float, monkeypatch: py
     whole = analyze(capture, ("scans", "hosts"), Options(window_s=window_s, chunk=0))
     kept = []
     finish = screen_module.Screen.finish
-    monkeypatch.setattr(screen_module.Screen, "finish", lambda self: kept.append(self.rows) or finish(self))
+
+    def counted(self: screen_module.Screen) -> tuple:
+        table, tallies = finish(self)
+        kept.append(0 if table is None else len(table))
+        return table, tallies
+
+    monkeypatch.setattr(screen_module.Screen, "finish", counted)
     in_chunks = analyze(capture, ("scans", "hosts"), Options(window_s=window_s, chunk=records))
     return whole, in_chunks, kept
 

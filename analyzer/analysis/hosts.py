@@ -24,8 +24,8 @@ import pandas as pd
 from ..protocols import ACK, RST, SYN, initial_ttl
 from .columns import column_codes, int_column_at, packet_rows
 from .exchanges import PacketKeys, to_group
-from .groups import first_rows, group_ids, modes, unique_inverse
-from .screen import Tallies, Tally, tally
+from .groups import modes, unique_inverse
+from .screen import Tallies, Tally, added, source_macs, tally
 from .stacks import ip_id_classes, option_layout
 
 # The packets-table and probes-table columns `hosts` reads.
@@ -119,8 +119,8 @@ def hosts(packets: pd.DataFrame, probes: pd.DataFrame | None = None, states: pd.
     addresses = addresses.astype(str)
     counted = ((packets["ip_version"].to_numpy() > 0) | packets["arp_op"].notna().to_numpy()) & (src >= 0)
     seen = np.flatnonzero(np.bincount(src[counted], minlength=len(addresses)))
-    names = np.sort(addresses[seen] if others is None else  # hosts in address text order
-                    np.union1d(addresses[seen], others.names[np.flatnonzero(others.packets)]))
+    names = (np.sort(addresses[seen]) if others is None else  # hosts in address text order
+             np.union1d(addresses[seen], others.names[np.flatnonzero(others.packets)]))
     number = np.full(len(addresses), -1, np.int32)  # (each address's host number: hosts are looked up per packet)
     number[seen] = np.searchsorted(names, addresses[seen])
     n_hosts = len(names)
@@ -150,9 +150,7 @@ def hosts(packets: pd.DataFrame, probes: pd.DataFrame | None = None, states: pd.
             kept.append((r.at[rows], r.host[rows], r.ttl[rows]))
         n_packets += np.bincount(r.host, minlength=n_hosts)
         own_ttls.append(tally(r.host[mine], r.ttl[mine], frame[r.at[mine]]))
-        eth = int_column_at(packets["eth_src"], r.at, dtype=np.int64)
-        eth[eth == 0] = -1  # (00:00:00:00:00:00: loopback and cooked captures carry no address, not Xerox's)
-        macs.append(tally(r.host, eth, frame[r.at]))
+        macs.append(tally(r.host, source_macs(packets["eth_src"], r.at), frame[r.at]))
     if let_go is not None:
         n_packets += let_go.packets
         host, ttl = let_go.ttl[:2]
@@ -305,17 +303,9 @@ def _tallied_modes(tallies: list[tuple[np.ndarray, ...]], n_hosts: int) -> tuple
     mode, frame = np.full(n_hosts, -1, np.int64), np.full(n_hosts, -1, np.int64)
     if not tallies:
         return mode, frame
-    host, values, rows, first = (np.concatenate(parts) for parts in zip(*tallies))
-    if not len(host):
+    h, v, count, earliest = added(tallies)  # (each (host, value) once)
+    if not len(h):
         return mode, frame
-    ids = group_ids(host, values)
-    n = int(ids.max()) + 1
-    count = np.zeros(n, np.int64)
-    np.add.at(count, ids, rows)
-    earliest = np.full(n, np.iinfo(np.int64).max)
-    np.minimum.at(earliest, ids, first)
-    one = first_rows(ids)  # (each pair's row, by id)
-    h, v = host[one], values[one]
     order = np.lexsort((v, -count, h))  # per host, the most rows first, then the least value
     best = order[np.r_[True, h[order][1:] != h[order][:-1]]]
     mode[h[best]], frame[h[best]] = v[best], earliest[best]
@@ -359,11 +349,10 @@ class _ToolMade:
                 self.template[scanner] = row.argmax()
         self.other = np.zeros(n_hosts, bool)  # senders with packets of another TTL, their own
         for r in slices():
-            made, like = self._made_like(r)
-            self.other |= np.bincount(r.host[~made & ~like & (r.ttl >= 0)], minlength=n_hosts) > 0
+            self.other[r.host[~self.made(r) & self._another_ttl(r.host, r.ttl)]] = True
         if let_go is not None:  # (none of the packets let go is a probe, nor sent to a group)
             host, ttl = let_go.ttl[:2]
-            self.other[host[(ttl >= 0) & (ttl != self.template[host])]] = True
+            self.other[host[self._another_ttl(host, ttl)]] = True
 
     @classmethod
     def of(cls, packets: pd.DataFrame, probes: pd.DataFrame | None, scans: pd.DataFrame | None, names: np.ndarray,
@@ -380,17 +369,17 @@ class _ToolMade:
         _ip_protocol_probes(self.packets, self.ipproto, r.at, r.host, self.names, made)
         return made
 
-    def _made_like(self, r: _Rows) -> tuple[np.ndarray, np.ndarray]:
-        made = self.made(r)
-        return made, ~made & (r.ttl >= 0) & (r.ttl == self.template[r.host])
+    def _another_ttl(self, host: np.ndarray, ttl: np.ndarray) -> np.ndarray:
+        """Packets with a TTL other than their sender's tool template (any TTL, where it has none)."""
+        return (ttl >= 0) & (ttl != self.template[host])
 
     def own(self, r: _Rows) -> np.ndarray:
         """Which of a slice's packets the hosts' own stacks sent."""
-        made, like = self._made_like(r)
-        return ~(made | (like & self.other[r.host]))
+        return ~self.made(r) & self.own_ttl(r.host, r.ttl)
 
     def own_ttl(self, host: np.ndarray, ttl: np.ndarray) -> np.ndarray:
-        """Of packets no tool made (a screen's let go), those their hosts' own stacks sent, by host and TTL."""
+        """Of packets no tool made (all of a screen's let go), those their hosts' own stacks sent, by host and TTL:
+        not those with the template's TTL from a sender whose other packets carry another."""
         return ~((ttl >= 0) & (ttl == self.template[host]) & self.other[host])
 
 

@@ -41,8 +41,8 @@ import numpy as np
 import pandas as pd
 
 from ..protocols import ACK, FIN, RST, SYN
-from ..reading.merge import concat_tables
-from .columns import int_column
+from ..reading.merge import in_frame_order
+from .columns import int_column, int_column_at
 from .exchanges import PacketKeys, to_group
 from .groups import first_rows, group_ids
 
@@ -63,6 +63,14 @@ def tally(sender: np.ndarray, values: np.ndarray, frames: np.ndarray) -> Tally:
     ids = group_ids(sender, values)
     first = first_rows(ids)
     return sender[first].astype(np.int64), values[first].astype(np.int64), np.bincount(ids), frames[first]
+
+
+def source_macs(eth_src: pd.Series, rows: np.ndarray) -> np.ndarray:
+    """The source MACs at `rows` as `hosts` reads them: 48-bit integers, -1 where absent or all zero (loopback
+    and cooked captures carry no address, not Xerox's 00:00:00:00:00:00)."""
+    eth = int_column_at(eth_src, rows, dtype=np.int64)
+    eth[eth == 0] = -1
+    return eth
 
 
 def added(tallies: list[Tally]) -> Tally:
@@ -179,7 +187,6 @@ class Screen:
         self.packets = np.zeros(0, np.int64)
         self.ttl: list[Tally] = []
         self.mac: list[Tally] = []
-        self.rows = 0  # rows kept
 
     def given(self, probes: pd.DataFrame) -> None:
         """Probes given out (their packets come later, or came in this batch)."""
@@ -208,7 +215,6 @@ class Screen:
         self.odd.update(np.unique(k.pair[k.odd]).tolist())
         gone = self._let_go(t, k, probe)
         self.kept.append(t.loc[~gone, self.columns].reset_index(drop=True) if gone.any() else t[self.columns])
-        self.rows += len(self.kept[-1])
         if gone.any():
             self._tally(t, gone, k.src, frame)
 
@@ -240,10 +246,8 @@ class Screen:
         sender, frames = src[gone], frame[gone]
         count = np.bincount(sender, minlength=len(self.names))
         self.packets = np.pad(self.packets, (0, len(count) - len(self.packets))) + count
-        eth = int_column(t["eth_src"])[gone]
-        eth[eth == 0] = -1  # (as hosts reads them: 00:00:00:00:00:00 is no address)
         self.ttl.append(tally(sender, int_column(t["ttl"])[gone], frames))
-        self.mac.append(tally(sender, eth, frames))
+        self.mac.append(tally(sender, source_macs(t["eth_src"], np.flatnonzero(gone)), frames))
         for held in (self.ttl, self.mac):
             if len(held) > _COMPACT:
                 held[:] = [added(held)]
@@ -252,8 +256,7 @@ class Screen:
         """The rows kept, in frame order (None: none), and the tallies of the others."""
         parts = [t for t in self.kept if len(t)]
         self.kept.clear()
-        order = np.argsort(np.concatenate([t["frame"].to_numpy() for t in parts]), kind="stable") if parts else None
-        table = concat_tables(parts, order, consume=True) if parts else None
+        table = in_frame_order(parts, consume=True) if parts else None
         empty = tally(np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0, np.int64))
         tallies = Tallies(self.names.to_numpy(str) if len(self.names) else np.zeros(0, str), self.packets,
                           added(self.ttl) if self.ttl else empty, added(self.mac) if self.mac else empty)

@@ -179,12 +179,13 @@ def overlapping(first: np.ndarray, last: np.ndarray) -> np.ndarray:
     return (first[:, None] < last[None, :]) & (first[None, :] < last[:, None])
 
 
-def in_frame_order(tables: list[pd.DataFrame]) -> pd.DataFrame:
-    """Packets tables of the same columns as one (`concat_tables`), its rows in frame order: the replies that
-    chunks, or a cluster's shards, give out each in their own order."""
+def in_frame_order(tables: list[pd.DataFrame], *, consume: bool = False) -> pd.DataFrame:
+    """Packets tables of the same columns as one (`concat_tables`, which `consume` is passed to), its rows in frame
+    order: the replies that chunks, or a cluster's shards, give out each in their own order."""
     if len(tables) == 1:
         return tables[0].take(np.argsort(tables[0]["frame"].to_numpy(), kind="stable")).reset_index(drop=True)
-    return concat_tables(tables, np.argsort(np.concatenate([t["frame"].to_numpy() for t in tables]), kind="stable"))
+    return concat_tables(tables, np.argsort(np.concatenate([t["frame"].to_numpy() for t in tables]), kind="stable"),
+                         consume=consume)
 
 
 def union_addresses(tables: list[pd.DataFrame]) -> pd.Index:
