@@ -34,6 +34,7 @@ from .analysis.chunked import ChunkedMatch, Disordered, Matched, joined, match_i
 from .analysis.families import DEFAULT_CONFIDENCE, MIN_DIFF_US, MIN_RATIO, families
 from .analysis.match import DEFAULT_WINDOW_S, match_columns
 from .analysis.screen import PACKET_FIELDS as SCREEN_FIELDS
+from .analysis.screen import PROBE_FIELDS as SCREEN_PROBE_FIELDS
 from .analysis.screen import Screen, Tallies
 from .errors import CaptureError, CaptureWarning, UsageError
 from .reading.filters import EVERYTHING, Filter
@@ -275,7 +276,8 @@ def _read_screened(found: Sources, options: Options, chosen: list[Step], probe_c
     (analysis/screen.py): the rows the steps read, the probes table, the counts, and the tallies of the packets
     let go. None when the capture's clock steps back too far for chunks (`found` is left open to read it whole)."""
     columns = list(dict.fromkeys(("frame", *(c for s in chosen for c in s.packet_columns or ()))))
-    m = ChunkedMatch(window_s=options.window_s, columns=probe_columns, rows=min(records, 1 << 16),
+    m = ChunkedMatch(window_s=options.window_s, rows=min(records, 1 << 16),
+                     columns=None if probe_columns is None else {*probe_columns, *SCREEN_PROBE_FIELDS},
                      passing=dict.fromkeys((*columns, *SCREEN_FIELDS)))
     stream = Stream.of(found.files, reading)
     screen, probes, count = Screen(columns), [], 0

@@ -13,9 +13,11 @@ import json
 import re
 from pathlib import Path
 
+import dpkt
 import pytest
 
 import analyzer
+from analyzer.pipeline import Options, analyze
 
 FORENSIC = Path(__file__).resolve().parent / "data" / "forensic"
 TRUTHS = {p.name.removesuffix(".truth.json"): json.loads(p.read_text()) for p in sorted(FORENSIC.glob("*.truth.json"))}
@@ -76,6 +78,36 @@ def test_tools_and_hops(name: str) -> None:
         else:
             low, high = map(int, re.search(r"the sensor is (\d+)–(\d+) hops", row.tool_evidence).groups())
             assert low <= hops <= high, row.tool_evidence
+
+
+def test_a_tools_probes_sent_again_are_the_tools(tmp_path: Path) -> None:
+    """nmap sends some UDP probes' payloads again, each copy with a random TTL of its own: they are the tool's
+    packets, not the scanner's stack's. Here every copy sent again carries TTL 41, so they outnumber the four
+    port unreachables the scanner's kernel sent (TTL 62: 64 less the two routers); the scanner's TTL is still
+    its kernel's, read whole and in chunks of five records (where the screen must keep those copies)."""
+    frames, seen, again = [], set(), 0
+    with open(FORENSIC / "offlink_nmap_udp.pcap", "rb") as f:
+        reader = dpkt.pcap.Reader(f)
+        linktype = reader.datalink()
+        for ts, buf in reader:
+            eth = dpkt.ethernet.Ethernet(buf)
+            ip = eth.data
+            if isinstance(ip, dpkt.ip.IP) and ip.p == 17 and dpkt.utils.inet_to_str(ip.src) == "10.78.1.10":
+                key = (ip.id, ip.data.sport, ip.data.dport)
+                if key in seen:
+                    ip.ttl, ip.sum, again = 41, 0, again + 1
+                    buf = bytes(eth)
+                seen.add(key)
+            frames.append((ts, buf))
+    assert again > 4
+    capture = tmp_path / "again.pcap"
+    with open(capture, "wb") as f:
+        writer = dpkt.pcap.Writer(f, linktype=linktype)
+        for ts, buf in frames:
+            writer.writepkt(buf, ts)
+    for chunk in (0, 5):
+        hosts = analyze(str(capture), ("scans", "hosts"), Options(chunk=chunk)).hosts.set_index("address")
+        assert hosts.loc["10.78.1.10", "os_evidence"].startswith("TTL 62 (initial 64, 2 hops)"), chunk
 
 
 def _our_frames(name: str, stage: str, targets: list[str]) -> set[int]:

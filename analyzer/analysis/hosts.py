@@ -24,17 +24,19 @@ import pandas as pd
 from ..protocols import ACK, RST, SYN, initial_ttl
 from .columns import column_codes, int_column_at, packet_rows
 from .exchanges import PacketKeys, to_group
-from .groups import modes, unique_inverse
+from .groups import group_ids, modes, unique_inverse
+from .match import IDENTITY_FIELDS, PROBE_IDENTITY_FIELDS, probe_identity, sent_identity
 from .screen import Tallies, Tally, added, source_macs, tally
 from .stacks import ip_id_classes, option_layout
 
 # The packets-table and probes-table columns `hosts` reads.
-PACKET_FIELDS = ("frame", "eth_src", "eth_dst", "ip_version", "src", "dst", "arp_op", "ttl", "ip_id", "ip_proto",
-                 "icmp_type", "tcp_flags", "window", "tcp_options")
+PACKET_FIELDS = tuple(dict.fromkeys(("frame", "eth_src", "eth_dst", "ip_version", "src", "dst", "arp_op", "ttl", "ip_id",
+                                    "ip_proto", "icmp_type", "tcp_flags", "window", "tcp_options", *IDENTITY_FIELDS)))
 # Packets whose TTL the protocol fixes, not the system: IGMP (TTL 1, RFC 2236/3376); ICMPv6 multicast listener
 # messages (hop limit 1, RFC 2710/3810: types 130-132, 143) and neighbour discovery (255, RFC 4861: 133-137).
 FIXED_TTL_ICMP6 = (130, 131, 132, 133, 134, 135, 136, 137, 143)
-PROBE_FIELDS = ("probe_frame", "src", "ip_version", "flags")
+PROBE_FIELDS = tuple(dict.fromkeys(("probe_frame", "src", "dst", "ip_version", "flags", "transmissions",
+                                   *PROBE_IDENTITY_FIELDS)))
 
 # (initial TTL, option layout prefix) → OS family; layouts as the stacks send them in SYN/ACKs
 OS_LAYOUTS = (
@@ -153,8 +155,8 @@ def hosts(packets: pd.DataFrame, probes: pd.DataFrame | None = None, states: pd.
         macs.append(tally(r.host, source_macs(packets["eth_src"], r.at), frame[r.at]))
     if let_go is not None:
         n_packets += let_go.packets
-        host, ttl = let_go.ttl[:2]
-        own_ttls.append(let_go.ttl if tool is None else tuple(part[tool.own_ttl(host, ttl)] for part in let_go.ttl))
+        own_ttls += ([let_go.ttl, let_go.again] if tool is None else
+                     [tool.own_tally(let_go.ttl), tool.own_tally(tool.not_made(let_go.again))])
         macs.append(let_go.mac)
     # The replies, SYN/ACKs then RSTs: their positions, hosts and TTLs.
     replies = _Replies(*(np.concatenate([np.zeros(0, dtype), *(part[i] for part in synacks + resets)])
@@ -316,7 +318,8 @@ class _ToolMade:
     """Which packets a scanning tool made rather than its host's own stack: they tell of the tool, not of the
     host's system.
 
-    - The probes of a scanner whose scan names a tool (`fingerprints`: nmap, masscan, zmap, hping3, …), and
+    - The probes of a scanner whose scan names a tool (`fingerprints`: nmap, masscan, zmap, hping3, …), each
+      transmission of them (nmap sends a UDP probe's payload again, each time with a TTL of its own), and
       all it sent the target during an IP protocol scan that names one (GRE, ESP, … are no probes to `match`):
       the tool wrote their headers (nmap's TTL varies at random within 37-59: taken for the host's, it would put
       the scanner 5-27 hops away). A connect scan's probes are the kernel's own, as its tool is "unknown".
@@ -331,9 +334,14 @@ class _ToolMade:
     def __init__(self, packets: pd.DataFrame, probes: pd.DataFrame, phases: pd.DataFrame, names: np.ndarray,
                  n_hosts: int, slices: Callable[[], Iterator[_Rows]], let_go: _LetGo | None = None) -> None:
         self.packets, self.names = packets, names
-        by_signed = probes["src"].isin(phases["scanner"].astype(str).unique()).to_numpy(bool)  # (by category)
+        scanners = phases["scanner"].astype(str).unique()
+        by_signed = probes["src"].isin(scanners).to_numpy(bool)  # (by category)
+        self.signed = np.isin(names, scanners)  # (by host: its scans name a tool)
         self.probes = np.zeros(len(packets), bool)  # (the tool's probes among all packets)
         self.probes[packet_rows(packets["frame"].to_numpy(), probes["probe_frame"].to_numpy(np.int64)[by_signed])] = True
+        again = by_signed & (probes["transmissions"].to_numpy() > 1)
+        if again.any():
+            self.probes[_sent_again(packets, probes[again], self.probes)] = True
         self.ipproto = phases[phases["type"] == "IPPROTO"]
         counts: dict[int, np.ndarray] = {}  # per scanner, its made packets' TTLs
         for r in slices():
@@ -343,6 +351,11 @@ class _ToolMade:
             tallied = np.bincount(number * 256 + r.ttl[with_ttl], minlength=len(scanners) * 256).reshape(-1, 256)
             for scanner, row in zip(scanners.tolist(), tallied):
                 counts[scanner] = counts.get(scanner, 0) + row
+        if let_go is not None:  # (the probes the screen saw sent again: made, where their sender's scan names a tool)
+            host, ttl, rows = (part[self.signed[let_go.again[0]]] for part in let_go.again[:3])
+            for scanner in np.unique(host).tolist():
+                mine = host == scanner
+                counts[scanner] = counts.get(scanner, 0) + np.bincount(ttl[mine], rows[mine], 256).astype(np.int64)
         self.template = np.full(n_hosts, -1)
         for scanner, row in counts.items():
             if row.max() >= 0.9 * row.sum():  # one TTL on nine in ten of its probes
@@ -351,8 +364,8 @@ class _ToolMade:
         for r in slices():
             self.other[r.host[~self.made(r) & self._another_ttl(r.host, r.ttl)]] = True
         if let_go is not None:  # (none of the packets let go is a probe, nor sent to a group)
-            host, ttl = let_go.ttl[:2]
-            self.other[host[self._another_ttl(host, ttl)]] = True
+            for host, ttl, *_ in (let_go.ttl, self.not_made(let_go.again)):
+                self.other[host[self._another_ttl(host, ttl)]] = True
 
     @classmethod
     def of(cls, packets: pd.DataFrame, probes: pd.DataFrame | None, scans: pd.DataFrame | None, names: np.ndarray,
@@ -377,26 +390,50 @@ class _ToolMade:
         """Which of a slice's packets the hosts' own stacks sent."""
         return ~self.made(r) & self.own_ttl(r.host, r.ttl)
 
+    def not_made(self, again: Tally) -> Tally:
+        """Of a tally of packets that sent a probe again (a screen's), those of senders whose scans name no tool."""
+        return tuple(part[~self.signed[again[0]]] for part in again)
+
+    def own_tally(self, tallied: Tally) -> Tally:
+        """Of a tally of packets no tool made, those their hosts' own stacks sent (`own_ttl`)."""
+        return tuple(part[self.own_ttl(tallied[0], tallied[1])] for part in tallied)
+
     def own_ttl(self, host: np.ndarray, ttl: np.ndarray) -> np.ndarray:
         """Of packets no tool made (all of a screen's let go), those their hosts' own stacks sent, by host and TTL:
         not those with the template's TTL from a sender whose other packets carry another."""
         return ~((ttl >= 0) & (ttl == self.template[host]) & self.other[host])
 
 
+def _sent_again(packets: pd.DataFrame, probes: pd.DataFrame, own: np.ndarray) -> np.ndarray:
+    """Rows of the packets table, other than the probes' own (`own`), that send one of `probes` again: from its
+    address to its target, alike in what `match` groups a probe's transmissions by (`sent_identity`)."""
+    src = packets["src"].cat.categories.get_indexer(probes["src"].astype(object))
+    dst = packets["dst"].cat.categories.get_indexer(probes["dst"].astype(object))
+    rows = np.flatnonzero(np.isin(packets["src"].cat.codes.to_numpy(), np.unique(src)) & ~own)
+    if not len(rows):
+        return rows
+    sent = (packets["src"].cat.codes.to_numpy()[rows], packets["dst"].cat.codes.to_numpy()[rows],
+            *sent_identity(packets, rows))
+    ids = group_ids(*(np.concatenate([a, b]) for a, b in zip((src, dst, *probe_identity(probes)), sent)))
+    return rows[np.isin(ids[len(probes):], ids[:len(probes)])]
+
+
 @dataclass(frozen=True)
 class _LetGo:
-    """The screen's tallies (`others`) by host number: packets per host, (host, TTL) and (host, MAC) tallies."""
+    """The screen's tallies (`others`) by host number: packets per host, (host, TTL) and (host, MAC) tallies,
+    and the (host, TTL) tally of the packets that sent a probe again."""
 
     packets: np.ndarray
     ttl: Tally
     mac: Tally
+    again: Tally
 
     @classmethod
     def of(cls, others: Tallies, names: np.ndarray) -> _LetGo:
         host = np.searchsorted(names, others.names).clip(0, max(len(names) - 1, 0))  # (every sender is a host)
         sent = np.flatnonzero(others.packets)
         packets = np.bincount(host[sent], weights=others.packets[sent], minlength=len(names)).astype(np.int64)
-        return cls(packets, *((host[t[0]], *t[1:]) for t in (others.ttl, others.mac)))
+        return cls(packets, *((host[t[0]], *t[1:]) for t in (others.ttl, others.mac, others.again)))
 
 
 def _ip_protocol_probes(packets: pd.DataFrame, phases: pd.DataFrame, rows: np.ndarray, host: np.ndarray,

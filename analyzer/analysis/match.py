@@ -35,7 +35,7 @@ import pandas as pd
 from ..accel.keys import pack_into
 from ..accel.order import key_time_order, latest_in_runs
 from ..protocols import ACK, FIN, ICMP4_ERRORS, ICMP6_ERRORS, RST, SYN
-from .columns import categories_at, ranges
+from .columns import categories_at, int_column, int_column_at, ranges
 
 DEFAULT_WINDOW_S = 10.0
 
@@ -149,6 +149,38 @@ def own_addresses(probes: pd.DataFrame) -> pd.DataFrame:
 def answering(packets: pd.DataFrame, probes: pd.DataFrame) -> np.ndarray:
     """Which rows of the packets table are the replies of `probes` (their reply_frame)."""
     return np.isin(packets["frame"].to_numpy(), probes["reply_frame"].dropna().to_numpy(np.int64))
+
+
+# The packets-table columns `sent_identity` reads.
+IDENTITY_FIELDS = ("ip_proto", "sport", "dport", "tcp_flags", "seq", "icmp_type")
+# The probes-table columns `probe_identity` reads.
+PROBE_IDENTITY_FIELDS = ("protocol", "ip_version", "sport", "dport", "seq", "flags", "icmp_type")
+
+
+def _identity(proto: np.ndarray, sport: np.ndarray, dport: np.ndarray, seq: np.ndarray, flags: np.ndarray,
+              icmp_type: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    tcp, icmp = proto == 6, (proto == 1) | (proto == 58)
+    kind = np.where(tcp, flags, np.where(icmp, icmp_type, 0)) & 0xFFFF
+    return (np.where(icmp, 0, sport), np.where(icmp, 0, dport),
+            np.where(tcp, seq, 0) | (kind << 32) | (proto.astype(np.int64) << 48))
+
+
+def sent_identity(packets: pd.DataFrame, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """What the packets at `rows` share with every transmission of a probe, besides its addresses, as (x, y,
+    number): `match` takes packets from one address to another alike in their ports and in one number of the
+    protocol, a TCP segment's seq and flags, and an ICMP query's type, for one probe sent again (int64; -1 where
+    a field is absent). An ICMP query's identifier and sequence, which `match` also compares, are left out: every
+    query of one type from one address to another is some probe's transmission."""
+    return _identity(*(int_column_at(packets[c], rows, 0 if c == "seq" else -1)
+                       for c in ("ip_proto", "sport", "dport", "seq", "tcp_flags", "icmp_type")))
+
+
+def probe_identity(probes: pd.DataFrame) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """`sent_identity` of the probes' own packets, read from the probes table."""
+    protocol = probes["protocol"].astype(object).to_numpy()
+    proto = np.select([protocol == "tcp", protocol == "udp", probes["ip_version"].to_numpy() == 6], [6, 17, 58], 1)
+    return _identity(proto.astype(np.int64), *(int_column(probes[c], 0 if c == "seq" else -1)
+                                               for c in ("sport", "dport", "seq", "flags", "icmp_type")))
 
 
 def _present(series: pd.Series) -> np.ndarray:

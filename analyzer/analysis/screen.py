@@ -24,6 +24,11 @@ either, when                   a probe (`ChunkedMatch` gave it out), sent to a g
                                ICMP, TCP and UDP (an IP protocol scan reads all their packets)
 =============================  ==================================================================================
 
+Of the packets let go, those that send a probe again (a 64-bit hash of their addresses and `sent_identity` is
+that of a probe given out with more than one transmission) are tallied apart: `hosts` reads the TTL a tool
+wrote in each transmission of its probes as the tool's, not its host's, and learns which senders' scans name a
+tool only once the scans are read.
+
 Each "first" is per batch, so a set that holds a combination holds it whatever the batches. The SYNs are
 remembered across batches by a 64-bit hash of (4-tuple, seq + 1): a collision keeps a row more, never one less.
 What a batch cannot show: an ACK that comes a batch before the SYN it follows (the capture's clock stepped back
@@ -45,10 +50,13 @@ from ..reading.merge import in_frame_order
 from .columns import int_column, int_column_at
 from .exchanges import PacketKeys, to_group
 from .groups import first_rows, group_ids
+from .match import IDENTITY_FIELDS, PROBE_IDENTITY_FIELDS, probe_identity, sent_identity
 
 # The packets-table columns the screen reads.
-PACKET_FIELDS = ("frame", "src", "dst", "eth_src", "eth_dst", "ip_version", "ip_proto", "sport", "dport", "tcp_flags",
-                 "seq", "ack", "payload_len", "ttl")
+PACKET_FIELDS = tuple(dict.fromkeys(("frame", "src", "dst", "eth_src", "eth_dst", "ip_version", "ip_proto", "sport",
+                                    "dport", "tcp_flags", "seq", "ack", "payload_len", "ttl", *IDENTITY_FIELDS)))
+# The probes-table columns the screen reads.
+PROBE_FIELDS = ("probe_frame", "src", "dst", "transmissions", *PROBE_IDENTITY_FIELDS)
 Tally = tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]  # (sender, value, rows, first frame)
 _COMPACT = 32  # tallies held before they are added up into one
 
@@ -88,12 +96,14 @@ def added(tallies: list[Tally]) -> Tally:
 @dataclass(frozen=True)
 class Tallies:
     """What `hosts` counts of the packets the screen let go, per sender (ids into `names`, address texts):
-    packets, and the (sender, TTL) and (sender, source MAC) tallies (`tally`)."""
+    packets, the (sender, TTL) and (sender, source MAC) tallies (`tally`), and apart, the (sender, TTL) tally of
+    the packets that send a probe again (`again`: a tool's, where the sender's scan names a tool)."""
 
     names: np.ndarray
     packets: np.ndarray
     ttl: Tally
     mac: Tally
+    again: Tally
 
 
 class _Hashes:
@@ -181,16 +191,21 @@ class Screen:
         self.columns = list(dict.fromkeys(("frame", *columns)))
         self.names = pd.Index([], dtype=object)  # address texts, by id
         self.syns = _Hashes()  # (4-tuple, seq + 1) of every SYN and SYN/ACK
+        self.again = _Hashes()  # (addresses, `probe_identity`) of the probes sent more than once
         self.odd: set[int] = set()  # pairs of address ids that carried an IP protocol other than ICMP, TCP, UDP
         self.probes = np.zeros(0, np.int64)  # frames of probes given out whose packets have not come yet
         self.kept: list[pd.DataFrame] = []
         self.packets = np.zeros(0, np.int64)
         self.ttl: list[Tally] = []
         self.mac: list[Tally] = []
+        self.again_ttl: list[Tally] = []
 
     def given(self, probes: pd.DataFrame) -> None:
         """Probes given out (their packets come later, or came in this batch)."""
         self.probes = np.concatenate([self.probes, probes["probe_frame"].to_numpy(np.int64)])
+        again = probes[probes["transmissions"].to_numpy() > 1]
+        if len(again):
+            self.again.add(_hash(self._ids(again["src"]), self._ids(again["dst"]), *probe_identity(again)))
 
     def _ids(self, column: pd.Series) -> np.ndarray:
         """The address ids of a categorical column (-1 where absent)."""
@@ -216,7 +231,7 @@ class Screen:
         gone = self._let_go(t, k, probe)
         self.kept.append(t.loc[~gone, self.columns].reset_index(drop=True) if gone.any() else t[self.columns])
         if gone.any():
-            self._tally(t, gone, k.src, frame)
+            self._tally(t, k, gone, frame)
 
     def _let_go(self, t: pd.DataFrame, k: _Keys, probe: np.ndarray) -> np.ndarray:
         """Which packets no reading of `scans` takes (the module's table)."""
@@ -242,13 +257,17 @@ class Screen:
             gone[d[at[first_rows(ids)]]] = False
         return gone
 
-    def _tally(self, t: pd.DataFrame, gone: np.ndarray, src: np.ndarray, frame: np.ndarray) -> None:
-        sender, frames = src[gone], frame[gone]
-        count = np.bincount(sender, minlength=len(self.names))
+    def _tally(self, t: pd.DataFrame, k: _Keys, gone: np.ndarray, frame: np.ndarray) -> None:
+        rows = np.flatnonzero(gone)
+        count = np.bincount(k.src[rows], minlength=len(self.names))
         self.packets = np.pad(self.packets, (0, len(count) - len(self.packets))) + count
-        self.ttl.append(tally(sender, int_column(t["ttl"])[gone], frames))
-        self.mac.append(tally(sender, source_macs(t["eth_src"], np.flatnonzero(gone)), frames))
-        for held in (self.ttl, self.mac):
+        self.mac.append(tally(k.src[rows], source_macs(t["eth_src"], rows), frame[rows]))
+        again = np.zeros(len(rows), bool)
+        if self.again.runs:
+            again = self.again.has(_hash(k.src[rows], k.dst[rows], *sent_identity(t, rows)))
+        for held, part in ((self.ttl, rows[~again]), (self.again_ttl, rows[again])):
+            held.append(tally(k.src[part], int_column_at(t["ttl"], part), frame[part]))
+        for held in (self.ttl, self.mac, self.again_ttl):
             if len(held) > _COMPACT:
                 held[:] = [added(held)]
 
@@ -259,5 +278,5 @@ class Screen:
         table = in_frame_order(parts, consume=True) if parts else None
         empty = tally(np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0, np.int64))
         tallies = Tallies(self.names.to_numpy(str) if len(self.names) else np.zeros(0, str), self.packets,
-                          added(self.ttl) if self.ttl else empty, added(self.mac) if self.mac else empty)
+                          *(added(held) if held else empty for held in (self.ttl, self.mac, self.again_ttl)))
         return table, tallies
