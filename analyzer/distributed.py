@@ -16,7 +16,10 @@ run (`--scheduler tcp://host:8786`, or SYNLENS_SCHEDULER), or a local cluster of
    replies into buckets of targets (analysis/buckets.py), and a task per bucket joins its pieces of every shard,
    in the capture's order (first transmission, then frame), and analyses them: only the results travel.
 5. Otherwise (scans, hosts: `match_on_cluster`) the client joins the shards' probes in the capture's order, and
-   with them the packets the analyses read, in the columns they read.
+   with them the packets the analyses read, in the columns they read. For scans and hosts, each shard's task
+   first screens its packets (analysis/screen.py, the whole shard one batch, told which pairs of addresses
+   carried an odd IP protocol in any part) and sends only the rows kept and the tallies of the others, which
+   the client adds up by address: the client holds what the probes bring, not the traffic.
 
 The result is the single-process result, row for row. Dask moves the pieces between workers and, when a worker
 dies, runs its tasks again elsewhere: every task is a pure function of its part. Captures that overlap in time
@@ -38,6 +41,8 @@ import pandas as pd
 from .analysis.buckets import deal
 from .analysis.chunked import Matched
 from .analysis.match import answering, match, own_addresses, shard_of
+from .analysis.screen import PROBE_FIELDS as SCREEN_PROBE_FIELDS
+from .analysis.screen import Screen, Tallies, merged, odd_pairs
 from .reading.filters import Filter
 from .reading.merge import concat_tables, in_frame_order
 from .reading.parts import Part, Plan, plan, read_part
@@ -72,9 +77,11 @@ class _Decoded:
     format: str
     compressed: bool
     warnings: tuple[Warning, ...]
+    odd: pd.DataFrame | None  # (screened: the part's pairs of addresses that carried an odd IP protocol)
 
 
-def _decode(part: Part, read_columns: list[str], wanted: list[str], keep: Filter, shards: int) -> _Decoded:
+def _decode(part: Part, read_columns: list[str], wanted: list[str], keep: Filter, shards: int,
+            screened: bool) -> _Decoded:
     """A worker's task: a part's packets, split into shards."""
     r = read_part(part, read_columns, keep)
     table = r.table[[c for c in r.table.columns if c in set(wanted)]]
@@ -82,7 +89,8 @@ def _decode(part: Part, read_columns: list[str], wanted: list[str], keep: Filter
     order = np.argsort(shard, kind="stable")
     bounds = np.searchsorted(shard[order], np.arange(shards + 1))
     pieces = tuple(table.take(order[bounds[s]:bounds[s + 1]]).reset_index(drop=True) for s in range(shards))
-    return _Decoded(pieces, len(table), r.malformed, r.format, r.compressed, r.warnings)
+    return _Decoded(pieces, len(table), r.malformed, r.format, r.compressed, r.warnings,
+                    odd_pairs(table) if screened else None)
 
 
 def _piece(decoded: _Decoded, shard: int) -> pd.DataFrame:
@@ -90,30 +98,46 @@ def _piece(decoded: _Decoded, shard: int) -> pd.DataFrame:
 
 
 def _counts(decoded: _Decoded) -> _Decoded:
-    return _Decoded((), decoded.packets, decoded.malformed, decoded.format, decoded.compressed, decoded.warnings)
+    return _Decoded((), decoded.packets, decoded.malformed, decoded.format, decoded.compressed, decoded.warnings,
+                    decoded.odd)
 
 
 def _match(pieces: list[pd.DataFrame], window_s: float, probe_columns: list[str] | None,
-           packet_columns: list[str] | None, replies_only: bool) -> tuple[pd.DataFrame, pd.DataFrame | None]:
+           packet_columns: list[str] | None, replies_only: bool, odd: list[_Decoded] | None
+           ) -> tuple[pd.DataFrame, pd.DataFrame | None, Tallies | None]:
     """A worker's task: one shard's packets (its pieces, in the parts' order) matched; the packets the client
-    keeps: the replies', or every row, in `packet_columns` (None: none)."""
+    keeps: the replies', or every row, in `packet_columns` (None: none); screened when `odd` (every part's
+    counts, with the pairs of addresses that carried an odd IP protocol) is given, with the tallies of the rest
+    (analysis/screen.py)."""
     present = [p for p in pieces if len(p)]
     table = concat_tables(present) if len(present) > 1 else present[0] if present else pieces[0]
-    probes = match(table, window_s=window_s, columns=None if probe_columns is None else
-                   {*probe_columns, "ts_ns", "probe_frame", *(("reply_frame",) if replies_only else ())})
-    packets = None
-    if packet_columns is not None:
+    wanted = None if probe_columns is None else {*probe_columns, "ts_ns", "probe_frame",
+                                                 *(("reply_frame",) if replies_only else ()),
+                                                 *(SCREEN_PROBE_FIELDS if odd is not None else ())}
+    probes = match(table, window_s=window_s, columns=wanted)
+    packets, tallies = None, None
+    if odd is not None and packet_columns is not None:
+        screen = Screen([c for c in table.columns if c in set(packet_columns)])
+        for d in odd:
+            screen.knowing(d.odd)
+        screen.given(probes)
+        screen.add(table)
+        empty = table.iloc[:0][screen.columns].reset_index(drop=True)
+        del table
+        packets, tallies = screen.finish()
+        packets = empty if packets is None else packets
+    elif packet_columns is not None:
         if replies_only:
             table = table[answering(table, probes)]
         packets = table[[c for c in table.columns if c in set(packet_columns)]].reset_index(drop=True)
-    return probes, packets
+    return probes, packets, tallies
 
 
 def _submitted(client: object, files: tuple[Source, ...], keep: Filter, window_s: float, records: int,
                read_columns: list[str], probe_columns: list[str] | None, packet_columns: list[str] | None,
-               replies_only: bool) -> tuple[Plan, list, list] | None:
+               replies_only: bool, screened: bool = False) -> tuple[Plan, list, list] | None:
     """The tasks that read and match the captures (None when they overlap in time): the plan, each part's
-    counts and each shard's (probes, packets kept)."""
+    counts and each shard's (probes, packets kept, tallies of the packets screened out or None)."""
     from .reading.many import anchored
 
     layout = plan(files, records)
@@ -124,10 +148,12 @@ def _submitted(client: object, files: tuple[Source, ...], keep: Filter, window_s
     columns = sorted(set(wanted) | {"ts_ns"} | set(keep.columns()))
     workers = client.scheduler_info()["workers"]
     shards = max(1, 2 * sum(w.get("nthreads", 1) for w in workers.values()))
-    decoded = [client.submit(_decode, part, columns, wanted, keep, shards, pure=False) for part in layout.parts]
+    decoded = [client.submit(_decode, part, columns, wanted, keep, shards, screened, pure=False)
+               for part in layout.parts]
     counts = [client.submit(_counts, d, pure=False) for d in decoded]
     matched = [client.submit(_match, [client.submit(_piece, d, s, pure=False) for d in decoded], window_s,
-                             probe_columns, packet_columns, replies_only, pure=False) for s in range(shards)]
+                             probe_columns, packet_columns, replies_only, counts if screened else None, pure=False)
+               for s in range(shards)]
     return layout, counts, matched
 
 
@@ -150,30 +176,32 @@ def _read_counts(client: object, files: tuple[Source, ...], layout: Plan, counts
 
 def match_on_cluster(client: object, files: tuple[Source, ...], keep: Filter, *, window_s: float, records: int,
                      read_columns: list[str], probe_columns: list[str] | None, packet_columns: list[str] | None,
-                     replies_only: bool, reading: Callable[[Reading], None] | None = None
-                     ) -> tuple[pd.DataFrame | None, pd.DataFrame, dict[str, object]] | None:
+                     replies_only: bool, screened: bool = False, reading: Callable[[Reading], None] | None = None
+                     ) -> tuple[pd.DataFrame | None, pd.DataFrame, dict[str, object], Tallies | None] | None:
     """The captures `files` read and matched on `client`'s cluster (see the module): (the packets kept, in
-    `packet_columns`: the replies' rows only when `replies_only`; the probes table; the counts of a read), or
-    None when the files overlap in time. Raises the CaptureError of a file that cannot be read; warns the
-    warnings of damaged ones (CaptureWarning), as reading on the client would. `reading` is told how far the
-    parts' reading has gone as their tasks finish."""
+    `packet_columns`: the replies' rows only when `replies_only`, the rows the screen keeps when `screened`; the
+    probes table; the counts of a read; the tallies of the packets screened out, or None), or None when the
+    files overlap in time. Raises the CaptureError of a file that cannot be read; warns the warnings of damaged
+    ones (CaptureWarning), as reading on the client would. `reading` is told how far the parts' reading has
+    gone as their tasks finish."""
     submitted = _submitted(client, files, keep, window_s, records, read_columns, probe_columns, packet_columns,
-                           replies_only)
+                           replies_only, screened and packet_columns is not None)
     if submitted is None:
         return None
     layout, counts, matched = submitted
     attrs, read = _read_counts(client, files, layout, counts, reading)
     results = client.gather(matched)
-    probes = _joined([p for p, _ in results], window_s)
+    probes = _joined([p for p, _, _ in results], window_s)
     if probe_columns is not None:
         probes = probes[[c for c in probes.columns if c in set(probe_columns)]]
+    tallies = merged([t for _, _, t in results]) if results[0][2] is not None else None
     packets = None
     if packet_columns is not None:
-        tables = [t for _, t in results if len(t)] or [results[0][1]]
+        tables = [t for _, t, _ in results if len(t)] or [results[0][1]]
         del results
         packets = in_frame_order(tables)
         packets.attrs.update(attrs)
-    return packets, probes, read
+    return packets, probes, read, tallies
 
 
 def analyse_on_cluster(client: object, files: tuple[Source, ...], keep: Filter, *, window_s: float, records: int,
@@ -203,16 +231,16 @@ def analyse_on_cluster(client: object, files: tuple[Source, ...], keep: Filter, 
     return [r for r in client.gather(analysed) if r is not None], read
 
 
-def _dealt(result: tuple[pd.DataFrame, pd.DataFrame | None], n: int) -> list[Matched]:
+def _dealt(result: tuple[pd.DataFrame, pd.DataFrame | None, None], n: int) -> list[Matched]:
     """A worker's task: a shard's probes and replies dealt into buckets of targets."""
-    return deal(*result, n)
+    return deal(*result[:2], n)
 
 
 def _bucket(dealt: list[Matched], bucket: int) -> Matched:
     return dealt[bucket]
 
 
-def _unsolicited(result: tuple[pd.DataFrame, pd.DataFrame | None]) -> int:
+def _unsolicited(result: tuple[pd.DataFrame, pd.DataFrame | None, None]) -> int:
     """A worker's task: a shard's unsolicited replies."""
     return result[0].attrs.get("unsolicited_replies", 0)
 

@@ -227,6 +227,28 @@ def _reply_columns(chosen: list[Step]) -> list[str]:
     return [c for s in chosen for c in s.packet_columns or ()]
 
 
+def _in_chunks(found: Sources, options: Options, m: ChunkedMatch, records: int,
+               reading: Callable[[Reading], None] | None, take: Callable[[Iterable[Matched]], None]
+               ) -> tuple[dict[str, object], dict[str, object]] | None:
+    """The captures fed to `m` `records` at a time, each round's parts given to `take` as they are made: the
+    packets table's attrs and the counts, or None when the capture's clock steps back too far for chunks (it
+    must be read whole: `found` is left open for that)."""
+    stream = Stream.of(found.files, reading)
+    count = 0
+    try:
+        for chunk in iter_sources(found, stream, columns=m.packet_columns(), keep=options.keep,
+                                  dedup_ns=options.dedup_ns, chunk=records):
+            count += len(chunk)
+            take(m.feed(chunk))
+            del chunk  # (not held here while the next is read)
+        take(m.finish())
+    except Disordered:
+        return None
+    found.close()
+    attrs = stream_attrs(found.files, stream)
+    return attrs, _counts(count, attrs)
+
+
 def _read_chunked(found: Sources, options: Options, chosen: list[Step], probe_columns: set[str] | None,
                   records: int, reading: Callable[[Reading], None] | None
                   ) -> tuple[pd.DataFrame | None, pd.DataFrame | _ByTarget, dict[str, object]] | None:
@@ -237,27 +259,17 @@ def _read_chunked(found: Sources, options: Options, chosen: list[Step], probe_co
     reply_columns = _reply_columns(chosen)
     m = ChunkedMatch(window_s=options.window_s, columns=probe_columns, reply_columns=reply_columns or None,
                      rows=min(records, 1 << 16))
-    stream = Stream.of(found.files, reading)
-    count = 0
     kept = Buckets(options.buffer_size)
 
-    def counted() -> Iterator[pd.DataFrame]:
-        nonlocal count
-        for chunk in iter_sources(found, stream, columns=m.packet_columns(), keep=options.keep,
-                                  dedup_ns=options.dedup_ns, chunk=records):
-            count += len(chunk)
-            yield chunk
-            del chunk  # (not held here while the next is read)
-
-    try:
-        for part in m.parts(counted()):
+    def add(parts: Iterable[Matched]) -> None:
+        for part in parts:
             kept.add(part)
-    except Disordered:
+
+    done = _in_chunks(found, options, m, records, reading, add)
+    if done is None:
         kept.close()
         return None
-    found.close()
-    attrs = stream_attrs(found.files, stream)
-    counts = _counts(count, attrs)
+    counts = done[1]
     if kept.spilled:
         return None, _ByTarget(kept, m, bool(reply_columns)), dict(counts, unsolicited_replies=m.unsolicited_replies)
     probes, replies = [p for p, _ in kept.held], [r for _, r in kept.held]
@@ -279,8 +291,7 @@ def _read_screened(found: Sources, options: Options, chosen: list[Step], probe_c
     m = ChunkedMatch(window_s=options.window_s, rows=min(records, 1 << 16),
                      columns=None if probe_columns is None else {*probe_columns, *SCREEN_PROBE_FIELDS},
                      passing=dict.fromkeys((*columns, *SCREEN_FIELDS)))
-    stream = Stream.of(found.files, reading)
-    screen, probes, count = Screen(columns), [], 0
+    screen, probes = Screen(columns), []
 
     def screened(parts: Iterable[Matched]) -> None:
         for part in parts:
@@ -291,24 +302,16 @@ def _read_screened(found: Sources, options: Options, chosen: list[Step], probe_c
 
     guard = MemoryGuard.of(options.max_memory, _readers(chosen, ("hold", "holds")),
                            "their probes and the packets' rows their readings take")
-    try:
-        for chunk in iter_sources(found, stream, columns=m.packet_columns(), keep=options.keep,
-                                  dedup_ns=options.dedup_ns, chunk=records):
-            count += len(chunk)
-            screened(m.feed(chunk))
-            del chunk  # (not held here while the next is read)
-        screened(m.finish())
-    except Disordered:
+    done = _in_chunks(found, options, m, records, reading, screened)
+    if done is None:
         return None
-    found.close()
-    attrs = stream_attrs(found.files, stream)
+    attrs, counts = done
     packets, let_go = screen.finish()
     packets = decode_nothing(columns) if packets is None else packets
     packets.attrs.update(attrs)
     probes = joined(probes, m)
     if guard is not None:
         guard.before_steps(len(packets), len(probes), tuple(s.name for s in chosen), _hosts.SLICE_ROWS)
-    counts = _counts(count, attrs)
     return (packets, probes, counts), let_go
 
 
@@ -332,11 +335,12 @@ class _ByTarget:
 
 def _on_cluster(found: Sources, options: Options, chosen: list[Step], packet_columns: tuple[str, ...] | None,
                 probe_columns: set[str] | None, keep: frozenset[str], reading: Callable[[Reading], None] | None
-                ) -> tuple[pd.DataFrame | None, pd.DataFrame, dict[str, object]] | None:
+                ) -> tuple[pd.DataFrame | None, pd.DataFrame, dict[str, object], Tallies | None] | None:
     """The captures read and matched on a Dask cluster (analyzer/distributed.py): the packets the steps read
-    (only the replies' rows when every step reads no others), the probes table and the counts; when every step is
-    made per target, analysed there too: (None, each bucket of targets' `BucketResult`, the counts). None when
-    the captures overlap in time (they are read here)."""
+    (only the replies' rows when every step reads no others; the rows a screen keeps, with the tallies of the
+    others, when every step is screened), the probes table, the counts and the tallies (or None); when every
+    step is made per target, analysed there too: (None, each bucket of targets' `BucketResult`, the counts,
+    None). None when the captures overlap in time (they are read here)."""
     from .distributed import analyse_on_cluster, cluster, match_on_cluster
     from .reading.schema import PACKET_COLUMNS
 
@@ -351,6 +355,9 @@ def _on_cluster(found: Sources, options: Options, chosen: list[Step], packet_col
     else:
         read_columns = list(packet_columns or (c.name for c in PACKET_COLUMNS))
         out_columns = read_columns
+    screened = all(s.screened for s in chosen) and packet_columns is not None and "packets" not in keep
+    if screened:
+        read_columns = list(dict.fromkeys((*read_columns, *SCREEN_FIELDS)))
     with cluster(options.scheduler, options.workers) as client:
         if replies_only and all(s.by_target for s in chosen) and "probes" not in keep:
             # (analysed on the workers, a bucket of targets each: only the results travel)
@@ -360,11 +367,12 @@ def _on_cluster(found: Sources, options: Options, chosen: list[Step], packet_col
                 packet_columns=out_columns,
                 analyse=partial(bucket_result, options=options, steps=tuple(s.name for s in chosen),
                                 capture=", ".join(f.name for f in found.files)), reading=reading)
-            return None if analysed is None else (None, *analysed)
+            return None if analysed is None else (None, *analysed, None)
         return match_on_cluster(client, found.files, options.keep, window_s=options.window_s,
                                 records=options.chunk or PART_RECORDS, read_columns=read_columns,
                                 probe_columns=None if probe_columns is None else sorted(probe_columns),
-                                packet_columns=out_columns, replies_only=replies_only, reading=reading)
+                                packet_columns=out_columns, replies_only=replies_only, screened=screened,
+                                reading=reading)
 
 
 def _after_matching(packets: pd.DataFrame, chosen: list[Step]) -> pd.DataFrame | None:
@@ -427,7 +435,9 @@ def analyze(capture: str | Sequence[str] | Sources, steps: Iterable[str] = ("sca
         warnings.simplefilter("always")
         chunked, guard, let_go = None, None, None
         if options.scheduler or options.workers:
-            chunked = _on_cluster(found, options, chosen, packet_columns, probe_columns, keep, reading)
+            on_cluster = _on_cluster(found, options, chosen, packet_columns, probe_columns, keep, reading)
+            if on_cluster is not None:
+                chunked, let_go = on_cluster[:3], on_cluster[3]
             if chunked is None:
                 notes.append(f"{capture}: the captures overlap in time (several sensors, or a clock set back across a "
                              "file's end): merged, read and matched here, not on the cluster")

@@ -218,6 +218,30 @@ def test_the_screen_remembers_a_syn_for_the_ack_a_batch_later(tmp_path: Path) ->
     assert tallies.names.tolist() == ["10.0.0.1", "10.0.0.2"]
 
 
+def test_a_screen_told_of_an_odd_protocols_pair_keeps_its_packets(tmp_path: Path) -> None:
+    """A cluster's shard holds a pair of ports, so an IP protocol scan's GRE packet (no ports) and the segments
+    between the same two hosts are screened by different tasks: the segments' screen, told of the pair
+    (`Screen.knowing`, either way round), keeps them all; not told, it lets the stale ones go. The tallies of
+    two screens added up by address (`screen.merged`) count what each let go."""
+    frames = [segment(B, A, 80, 50000, ACK, 9 + i, 9) for i in range(6)]
+    path = tmp_path / "talk.pcap"
+    path.write_bytes(pcap_bytes([(1000 + i * 0.001, f) for i, f in enumerate(frames)]))
+    packets = analyzer.read(path, columns=screen_module.PACKET_FIELDS)
+    told, untold = (screen_module.Screen(list(screen_module.PACKET_FIELDS)) for _ in range(2))
+    told.knowing(pd.DataFrame({"src": ["10.0.0.1"], "dst": ["10.0.0.2"]}))
+    kept = []
+    for screen in (told, untold):
+        screen.add(packets)
+        kept.append(screen.finish())
+    assert len(kept[0][0]) == 6 and kept[0][1].packets.sum() == 0
+    assert kept[1][0]["frame"].tolist() == [1] and kept[1][1].packets.tolist() == [0, 5]  # (10.0.0.2 sent them)
+    other = screen_module.Screen(list(screen_module.PACKET_FIELDS))
+    other.add(analyzer.read(path, columns=screen_module.PACKET_FIELDS).assign(frame=lambda t: t["frame"] + 6))
+    both = screen_module.merged([kept[1][1], other.finish()[1]])
+    assert both.names.tolist() == ["10.0.0.1", "10.0.0.2"] and both.packets.tolist() == [0, 10]
+    assert both.ttl[2].tolist() == [10] and both.mac[2].tolist() == [10]
+
+
 def test_rtt_in_chunks_prints_what_rtt_whole_prints() -> None:
     """The command line, both signal sets, byte for byte, on a capture of nmap's scans (43,011 packets) that
     chunks of 1,000 records with the default window cut before its end (the matcher's own count says so)."""

@@ -26,7 +26,8 @@ import numpy as np
 import pandas as pd
 import pytest
 from conftest import REALWORLD
-from test_sources import FAST, run, split
+from test_chunked import assert_same_scans
+from test_sources import FAST, pcap_bytes, run, split
 
 import analyzer
 from analyzer.analysis.match import match, shard_of
@@ -337,6 +338,62 @@ def test_a_local_cluster_of_workers(monkeypatch: pytest.MonkeyPatch) -> None:
     assert there.scans.scans.equals(here.scans.scans)
     assert (there.packet_count, there.probes_matched, there.unsolicited_replies) == \
         (here.packet_count, here.probes_matched, here.unsolicited_replies)
+
+
+def test_scans_on_a_cluster_send_only_the_rows_screened(monkeypatch: pytest.MonkeyPatch) -> None:
+    """scans and hosts on a cluster: each shard's task screens its packets (analysis/screen.py), and the client
+    joins only the rows kept and the tallies of the others, added up by address. Every packet is one or the
+    other; on the spam bot's traffic (connections that carry mail) most stay on the workers; scans, port states,
+    notes and hosts are the one-process ones."""
+    import analyzer.distributed as dist
+
+    got = []
+    real = dist.match_on_cluster
+    monkeypatch.setattr(dist, "match_on_cluster", lambda *a, **k: got.append(real(*a, **k)) or got[-1])
+    capture = str(CAPTURES["Alienvault-Demo__spambot.pcap"])
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", analyzer.CaptureWarning)  # (the capture is cut short)
+        here = analyze(capture, ("scans", "hosts"), Options(chunk=0))
+        there = analyze(capture, ("scans", "hosts"), Options(workers=2, chunk=5000))
+    packets, _, counts, tallies = got[0]
+    assert tallies is not None and len(packets) + tallies.packets.sum() == counts["packet_count"] == here.packet_count
+    assert len(packets) < here.packet_count / 2
+    assert len(here.scans.notes) and len(here.hosts) > 100
+    assert_same_scans(here, there)
+
+
+def test_an_ip_protocol_scan_spread_over_shards(tmp_path: Path) -> None:
+    """nmap -sO's packets without ports (GRE, ESP, AH) go to shard 0, its TCP and UDP probes and their answers
+    to other shards (two workers: four shards): the shards' screens are told which pairs of addresses carried
+    such protocols, so they keep the TCP probe sent again and the UDP answer, which the protocols' states and
+    probe counts read. Through the cluster the scan is the one-process scan: UDP open (its answer), TCP probed
+    twice."""
+    import dpkt
+
+    a, b = bytes([10, 0, 0, 1]), bytes([10, 0, 0, 2])
+
+    def ip(src: bytes, dst: bytes, proto: int, data: bytes | dpkt.Packet) -> bytes:
+        packet = dpkt.ip.IP(src=src, dst=dst, p=proto, ttl=64, data=data)
+        packet.len += len(bytes(data))
+        return bytes(dpkt.ethernet.Ethernet(src=b"\x02" * 6, dst=b"\x04" * 6, data=packet))
+
+    ack = dpkt.tcp.TCP(sport=40000, dport=80, flags=dpkt.tcp.TH_ACK, seq=7, ack=9, win=1024)
+    frames = [ip(a, b, proto, b"\x00" * 8) for proto in (47, 50, 51)]
+    frames += [ip(a, b, 1, dpkt.icmp.ICMP(type=8, data=dpkt.icmp.ICMP.Echo(id=5, seq=1))), ip(a, b, 6, ack),
+               ip(a, b, 6, ack), ip(a, b, 17, dpkt.udp.UDP(sport=40000, dport=53, ulen=8)),
+               ip(b, a, 17, dpkt.udp.UDP(sport=53, dport=40000, ulen=8))]
+    capture = tmp_path / "ipproto.pcap"
+    capture.write_bytes(pcap_bytes([(1000 + i * 0.01, f) for i, f in enumerate(frames)]))
+    table = analyzer.read(capture)
+    shards = shard_of(table, 4)
+    assert shards[0] == 0 and set(shards[4:]) - {0}, shards  # (the TCP and UDP packets are other shards')
+    here = analyze(str(capture), ("scans", "hosts"), Options(chunk=0))
+    there = analyze(str(capture), ("scans", "hosts"), Options(workers=2))
+    states = here.scans.states.set_index("port")
+    assert list(here.scans.scans["type"]) == ["IPPROTO"]
+    assert states.loc[17, "state"] == "open" and states.loc[6, "probes"] == 2
+    for x, y in ((here.scans.scans, there.scans.scans), (here.scans.states, there.scans.states), (here.hosts, there.hosts)):
+        pd.testing.assert_frame_equal(x, y)
 
 
 def test_rtt_is_analysed_on_the_workers_a_bucket_of_targets_each(monkeypatch: pytest.MonkeyPatch) -> None:

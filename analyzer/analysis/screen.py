@@ -73,6 +73,9 @@ def tally(sender: np.ndarray, values: np.ndarray, frames: np.ndarray) -> Tally:
     return sender[first].astype(np.int64), values[first].astype(np.int64), np.bincount(ids), frames[first]
 
 
+_EMPTY: Tally = (np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0, np.int64))
+
+
 def source_macs(eth_src: pd.Series, rows: np.ndarray) -> np.ndarray:
     """The source MACs at `rows` as `hosts` reads them: 48-bit integers, -1 where absent or all zero (loopback
     and cooked captures carry no address, not Xerox's 00:00:00:00:00:00)."""
@@ -104,6 +107,19 @@ class Tallies:
     ttl: Tally
     mac: Tally
     again: Tally
+
+
+def merged(parts: list[Tallies]) -> Tallies:
+    """Tallies of several screens (each its own address ids) as one, by address."""
+    names = np.unique(np.concatenate([np.zeros(0, str), *(p.names for p in parts)]))
+    packets = np.zeros(len(names), np.int64)
+    held: tuple[list[Tally], list[Tally], list[Tally]] = ([], [], [])
+    for p in parts:
+        to = np.searchsorted(names, p.names)
+        np.add.at(packets, to[:len(p.packets)], p.packets)
+        for into, t in zip(held, (p.ttl, p.mac, p.again)):
+            into.append((to[t[0]], *t[1:]))
+    return Tallies(names, packets, *(added(h) if h else _EMPTY for h in held))
 
 
 class _Hashes:
@@ -143,6 +159,23 @@ def _hash(src: np.ndarray, dst: np.ndarray, sport: np.ndarray, dport: np.ndarray
     return h
 
 
+def _odd(t: pd.DataFrame, proto: np.ndarray) -> np.ndarray:
+    """IP packets of a protocol other than ICMP, TCP, UDP, ICMPv6."""
+    return (t["ip_version"].to_numpy() > 0) & (proto >= 0) & (proto != 1) & (proto != 6) & (proto != 17) & (proto != 58)
+
+
+def _pair(src: np.ndarray, dst: np.ndarray) -> np.ndarray:
+    """The two address ids, either way round, as one number."""
+    return np.minimum(src, dst) * (1 << 32) + np.maximum(src, dst)
+
+
+def odd_pairs(t: pd.DataFrame) -> pd.DataFrame:
+    """The (src, dst) address pairs of a table's packets of an IP protocol other than ICMP, TCP and UDP, once
+    each (what another screen of the capture's other packets must know: `Screen.knowing`)."""
+    odd = _odd(t, int_column(t["ip_proto"]))
+    return t.loc[odd, ["src", "dst"]].astype(str).drop_duplicates().reset_index(drop=True)
+
+
 @dataclass(frozen=True)
 class _Keys:
     """A batch's columns the screen compares, as integers (address ids across batches)."""
@@ -172,9 +205,7 @@ class _Keys:
                    int_column(t["ack"], 0), flags, tcp, (proto == 17) & ports, tcp & ((flags & SYN) != 0),
                    tcp & ((flags & (SYN | RST)) == 0) & ((flags & (ACK | FIN)) != 0),
                    tcp & ((flags & (SYN | ACK | RST)) == SYN),
-                   (t["ip_version"].to_numpy() > 0) & (proto >= 0) & (proto != 1) & (proto != 6) & (proto != 17)
-                   & (proto != 58),
-                   np.minimum(src, dst) * (1 << 32) + np.maximum(src, dst))
+                   _odd(t, proto), _pair(src, dst))
 
     def tuple4(self, rows: np.ndarray) -> tuple[np.ndarray, ...]:
         return self.src[rows], self.dst[rows], self.sport[rows], self.dport[rows]
@@ -207,14 +238,23 @@ class Screen:
         if len(again):
             self.again.add(_hash(self._ids(again["src"]), self._ids(again["dst"]), *probe_identity(again)))
 
+    def knowing(self, pairs: pd.DataFrame) -> None:
+        """Address pairs (src, dst texts: `odd_pairs`) that carried an IP protocol other than ICMP, TCP and UDP in
+        packets this screen is not given (another shard's)."""
+        if len(pairs):
+            self.odd.update(np.unique(_pair(self._text_ids(pairs["src"]), self._text_ids(pairs["dst"]))).tolist())
+
+    def _text_ids(self, texts: pd.Index | pd.Series) -> np.ndarray:
+        """The address ids of address texts (new ones added)."""
+        at = self.names.get_indexer(texts)
+        if (at < 0).any():
+            self.names = self.names.append(pd.Index(pd.unique(np.asarray(texts, object)[at < 0]), dtype=object))
+            at = self.names.get_indexer(texts)
+        return at
+
     def _ids(self, column: pd.Series) -> np.ndarray:
         """The address ids of a categorical column (-1 where absent)."""
-        categories = column.cat.categories
-        at = self.names.get_indexer(categories)
-        if (at < 0).any():
-            self.names = self.names.append(pd.Index(categories[at < 0], dtype=object))
-            at = self.names.get_indexer(categories)
-        return np.append(at, -1)[column.cat.codes.to_numpy()]
+        return np.append(self._text_ids(column.cat.categories), -1)[column.cat.codes.to_numpy()]
 
     def add(self, t: pd.DataFrame) -> None:
         """The next packets (in frame order)."""
@@ -276,7 +316,6 @@ class Screen:
         parts = [t for t in self.kept if len(t)]
         self.kept.clear()
         table = in_frame_order(parts, consume=True) if parts else None
-        empty = tally(np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0, np.int64))
         tallies = Tallies(self.names.to_numpy(str) if len(self.names) else np.zeros(0, str), self.packets,
-                          *(added(held) if held else empty for held in (self.ttl, self.mac, self.again_ttl)))
+                          *(added(held) if held else _EMPTY for held in (self.ttl, self.mac, self.again_ttl)))
         return table, tallies
