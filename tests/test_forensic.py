@@ -110,6 +110,20 @@ def test_a_tools_probes_sent_again_are_the_tools(tmp_path: Path) -> None:
         assert hosts.loc["10.78.1.10", "os_evidence"].startswith("TTL 62 (initial 64, 2 hops)"), chunk
 
 
+def test_a_scanner_whose_every_packet_a_tool_wrote_says_so() -> None:
+    """nmap's SYN scan of two closed ports, then OS detection: the scanner's kernel sent nothing (no SYN/ACK to
+    reset), so every packet of 10.78.1.10 is nmap's, its TTL random. hosts names no TTL for it and says why,
+    with the count of those packets, whole and in chunks."""
+    capture = FORENSIC / "nmap_os_noopen.pcap"
+    packets = analyzer.read(capture)
+    sent = int(((packets["src"] == "10.78.1.10") & packets["ttl"].notna()).sum())
+    assert sent > 5
+    for chunk in (0, 5):
+        hosts = analyze(str(capture), ("scans", "hosts"), Options(chunk=chunk)).hosts.set_index("address")
+        assert hosts.loc["10.78.1.10", "os_evidence"] == f"no TTL of its own: nmap wrote all {sent} of its packets with a TTL"
+        assert hosts.loc["10.78.4.10", "os_evidence"].startswith("TTL 63 (initial 64, 1 hops)")
+
+
 def _our_frames(name: str, stage: str, targets: list[str]) -> set[int]:
     r = result(name)
     phases = r.scans.loc[(r.scans["stage"] == stage) & r.scans["target"].isin(targets), "phase"]

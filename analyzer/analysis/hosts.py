@@ -194,6 +194,9 @@ def hosts(packets: pd.DataFrame, probes: pd.DataFrame | None = None, states: pd.
             init = initial_ttl(int(ttl[i]))
             evidence.append(f"TTL {ttl[i]} (initial {init}, {init - int(ttl[i])} hops)")
             frames.append(int(ttl_frame[i]))
+        elif tool is not None and tool.made_ttls[i]:
+            evidence.append(f"no TTL of its own: {tool.tools.get(i, 'a scanning tool')} wrote all "
+                            f"{tool.made_ttls[i]:,} of its packets with a TTL")
         if n_synacks[i]:
             options_seen = option_layout(int(options[layout[i]]))
             evidence.append(f"SYN/ACK window {window[i]}, options {options_seen or 'none'}")
@@ -356,6 +359,12 @@ class _ToolMade:
             for scanner in np.unique(host).tolist():
                 mine = host == scanner
                 counts[scanner] = counts.get(scanner, 0) + np.bincount(ttl[mine], rows[mine], 256).astype(np.int64)
+        self.made_ttls = np.zeros(n_hosts, np.int64)  # per host, the packets with a TTL a tool made
+        for scanner, row in counts.items():
+            self.made_ttls[scanner] = row.sum()
+        named = phases.groupby(phases["scanner"].astype(str))["tool"].agg(lambda t: " and ".join(sorted(set(t))))
+        at = np.searchsorted(names, named.index.to_numpy(str)).clip(0, max(n_hosts - 1, 0))
+        self.tools = {int(i): tools for i, scanner, tools in zip(at, named.index, named) if names[i] == scanner}
         self.template = np.full(n_hosts, -1)
         for scanner, row in counts.items():
             if row.max() >= 0.9 * row.sum():  # one TTL on nine in ten of its probes
