@@ -337,9 +337,13 @@ class _ToolMade:
     def __init__(self, packets: pd.DataFrame, probes: pd.DataFrame, phases: pd.DataFrame, names: np.ndarray,
                  n_hosts: int, slices: Callable[[], Iterator[_Rows]], let_go: _LetGo | None = None) -> None:
         self.packets, self.names = packets, names
-        scanners = phases["scanner"].astype(str).unique()
-        by_signed = probes["src"].isin(scanners).to_numpy(bool)  # (by category)
-        self.signed = np.isin(names, scanners)  # (by host: its scans name a tool)
+        named = phases.groupby(phases["scanner"].astype(str))["tool"].agg(lambda t: " and ".join(sorted(set(t))))
+        by_signed = probes["src"].isin(named.index).to_numpy(bool)  # (by category)
+        at = np.searchsorted(names, named.index.to_numpy(str)).clip(0, max(n_hosts - 1, 0))
+        # per host number of a scanner whose scans name a tool: those tools
+        self.tools = {int(i): tools for i, scanner, tools in zip(at, named.index, named) if names[i] == scanner}
+        self.signed = np.zeros(n_hosts, bool)
+        self.signed[list(self.tools)] = True
         self.probes = np.zeros(len(packets), bool)  # (the tool's probes among all packets)
         self.probes[packet_rows(packets["frame"].to_numpy(), probes["probe_frame"].to_numpy(np.int64)[by_signed])] = True
         again = by_signed & (probes["transmissions"].to_numpy() > 1)
@@ -360,13 +364,9 @@ class _ToolMade:
                 mine = host == scanner
                 counts[scanner] = counts.get(scanner, 0) + np.bincount(ttl[mine], rows[mine], 256).astype(np.int64)
         self.made_ttls = np.zeros(n_hosts, np.int64)  # per host, the packets with a TTL a tool made
-        for scanner, row in counts.items():
-            self.made_ttls[scanner] = row.sum()
-        named = phases.groupby(phases["scanner"].astype(str))["tool"].agg(lambda t: " and ".join(sorted(set(t))))
-        at = np.searchsorted(names, named.index.to_numpy(str)).clip(0, max(n_hosts - 1, 0))
-        self.tools = {int(i): tools for i, scanner, tools in zip(at, named.index, named) if names[i] == scanner}
         self.template = np.full(n_hosts, -1)
         for scanner, row in counts.items():
+            self.made_ttls[scanner] = row.sum()
             if row.max() >= 0.9 * row.sum():  # one TTL on nine in ten of its probes
                 self.template[scanner] = row.argmax()
         self.other = np.zeros(n_hosts, bool)  # senders with packets of another TTL, their own
