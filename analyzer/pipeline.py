@@ -25,6 +25,7 @@ from functools import partial
 
 import pandas as pd
 
+from .accel.tuning import give_back_freed_memory
 from .analysis import hosts as _hosts
 from .analysis import scans as _scans
 from .analysis import signals as _signals
@@ -241,6 +242,7 @@ def _in_chunks(found: Sources, options: Options, m: ChunkedMatch, records: int,
             count += len(chunk)
             take(m.feed(chunk))
             del chunk  # (not held here while the next is read)
+        give_back_freed_memory()  # (the chunks' arrays, before what is kept of them is joined)
         take(m.finish())
     except Disordered:
         return None
@@ -307,6 +309,7 @@ def _read_screened(found: Sources, options: Options, chosen: list[Step], probe_c
         return None
     attrs, counts = done
     packets, let_go = screen.finish()
+    give_back_freed_memory()  # (the rows kept of each chunk, now joined, before the readings)
     packets = decode_nothing(columns) if packets is None else packets
     packets.attrs.update(attrs)
     probes = joined(probes, m)

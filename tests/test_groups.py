@@ -4,6 +4,7 @@ import numpy as np
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from analyzer.analysis import groups
 from analyzer.analysis.columns import packet_rows, ranges
 from analyzer.analysis.groups import stable_order
 
@@ -162,3 +163,38 @@ def test_unique_inverse_is_numpys(n, span, low, seed):
     uniques, inverse = unique_inverse(values)
     want_uniques, want_inverse = np.unique(values, return_inverse=True)
     assert np.array_equal(uniques, want_uniques) and np.array_equal(inverse, want_inverse.reshape(-1))
+
+
+def _with_matches(rng, n, m, columns, span, dtypes):
+    """Left and right columns of random integers >= -1, half the left rows copies of right rows."""
+    right = [rng.integers(-1, span, m).astype(dtypes[i % len(dtypes)]) for i in range(columns)]
+    left = [rng.integers(-1, span, n) for _ in range(columns)]
+    if m:
+        pick = rng.integers(0, m, n // 2)
+        for a, b in zip(left, right):
+            a[:n // 2] = b[pick]
+    return left, right
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.integers(0, 3000), st.integers(0, 3000), st.integers(1, 5), st.sampled_from([2, 60, 70_000, 2**31 - 1]),
+       st.integers(0, 2**32 - 1))
+def test_rows_in_by_hashes_is_rows_in_by_packed_keys(n, m, columns, span, seed):
+    """The two ways `rows_in` compares rows (the columns packed side by side; each row's 64-bit hash looked up
+    among the other side's, then its columns compared) find the same rows, whatever the columns' integer types
+    (int32 and int64 hash alike), and a row set against an empty side is in none."""
+    left, right = _with_matches(np.random.default_rng(seed), n, m, columns, span, [np.int32, np.int64])
+    packed = groups._packed_rows_in(left, right) if m else np.zeros(n, bool)
+    assert np.array_equal(groups._hashed_rows_in(left, right), packed)
+    if n and m:
+        assert packed[:n // 2].all()  # (the copies are found)
+
+
+def test_rows_in_by_hashes_compares_the_columns_where_hashes_collide(monkeypatch):
+    """With every row hashed alike (a collision on every pair), rows whose hash a different row holds are
+    compared with every right row: the answer is still exact."""
+    left, right = _with_matches(np.random.default_rng(7), 2000, 300, 3, 5, [np.int64])
+    want = groups._packed_rows_in(left, right)
+    monkeypatch.setattr(groups, "hash_rows", lambda columns: np.zeros(len(columns[0]), np.uint64))
+    assert np.array_equal(groups._hashed_rows_in(left, right), want)
+    assert want.any() and not want.all()

@@ -82,6 +82,27 @@ print(libc.mallinfo2().fordblks >= 10 << 20)
     assert out == {"set": "True", "default": "False"}
 
 
+def test_a_chunked_read_gives_the_freed_memory_back():
+    """With the command's malloc settings, 256 MB of arrays made and freed stay resident in the heap (kept for
+    reuse); `give_back_freed_memory`, which a capture read in chunks calls once read, hands them back."""
+    code = """
+import numpy as np
+from analyzer.accel.tuning import _reuse_freed_memory, give_back_freed_memory
+def resident():
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * 4096
+_reuse_freed_memory()
+held = [np.ones(16 << 20, np.uint8) for _ in range(16)]  # (under 32 MB each: from the heap)
+held.append(np.ones(1, np.uint8))  # (a block above them: the freed ones are not the heap's top)
+del held[:16]
+kept = resident()
+give_back_freed_memory()
+print(kept - resident() >= 200 << 20)
+"""
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip()
+    assert out == "True"
+
+
 def test_the_command_leaves_numpys_unused_submodules_unloaded_until_used():
     """scipy.special reads every numpy attribute (its array-API layer), which would import numpy.f2py and
     numpy.testing; in the command they are lazy modules: not run by that read, whole on first use."""

@@ -139,13 +139,13 @@ FORENSIC = Path(__file__).resolve().parent / "data" / "forensic"
                                   "forensic/nmap_aggressive.pcap", "forensic/keepalive.pcap"])
 def test_scans_read_a_slice_at_a_time_are_the_whole(path, monkeypatch):
     """scans of a capture whose readings take its packets a slice at a time (ACKs, resets and data segments
-    screened by the probes' 4-tuples; the data segments that say what a connection sent, and the frames read again
-    from the file, a part at a time) is scans read whole: scans, port states and notes (the spam bot's client
+    screened by the hashes of the probes' 4-tuples; the data segments that say what a connection sent, and the
+    frames read again from the file, a part at a time), and compare rows by their hashes, is scans read whole: scans, port states and notes (the spam bot's client
     fan-out, nmap's version and script connections, keep-alives inside a conversation)."""
     from conftest import REALWORLD
 
     import analyzer
-    from analyzer.analysis import exchanges, scans
+    from analyzer.analysis import exchanges, groups, scans
     from analyzer.reading import payloads
 
     where, name = path.split("/")
@@ -153,22 +153,28 @@ def test_scans_read_a_slice_at_a_time_are_the_whole(path, monkeypatch):
     result = analyzer.analyze(capture, ("scans",), keep=("packets", "probes"))
     whole = scans.scans(result.packets, result.probes)
     assert len(whole.scans) or len(whole.notes) or name == "keepalive.pcap"  # (keep-alives: no scan, sliced or not)
-    sliced_calls = []
-    marked = exchanges.PacketKeys.marked
+    sliced_calls, hashed_calls = [], []
+    slices, hashed_rows_in = exchanges._slices, groups._hashed_rows_in
 
-    def counted(self, mask):
-        parts = list(marked(self, mask))
+    def counted(mask):
+        parts = list(slices(mask))
         sliced_calls.append(len(parts))
         return iter(parts)
 
-    monkeypatch.setattr(exchanges.PacketKeys, "marked", counted)
+    def hashed(left, right):
+        hashed_calls.append(len(left[0]))
+        return hashed_rows_in(left, right)
+
+    monkeypatch.setattr(exchanges, "_slices", counted)
+    monkeypatch.setattr(groups, "_hashed_rows_in", hashed)
     monkeypatch.setattr(payloads, "RECORDS_AT_A_TIME", 7)
-    for rows in (61, 1000):
+    for rows, hashed_past in ((61, 0), (1000, 1 << 20)):  # (and every comparison of rows by their hashes)
         monkeypatch.setattr(exchanges, "SCREEN_ROWS", rows)
+        monkeypatch.setattr(groups, "HASHED_ROWS", hashed_past)
         sliced = scans.scans(result.packets, result.probes)
         for got, want in ((sliced.scans, whole.scans), (sliced.states, whole.states), (sliced.notes, whole.notes)):
             pd.testing.assert_frame_equal(got, want)
-    assert max(sliced_calls) > 1  # (the readings did go a slice at a time)
+    assert max(sliced_calls) > 1 and max(hashed_calls, default=0) > 0  # (the readings did go a slice at a time, by hashes)
 
 
 def test_syn_ack_lost_from_the_capture_is_not_filtered(tmp_path):
@@ -201,3 +207,30 @@ def test_syn_ack_lost_from_the_capture_is_not_filtered(tmp_path):
     assert (lost.loc[open_ports, "state"] == "open").all()
     assert lost.loc[open_ports, "reason"].str.contains("not captured").all()
     assert (lost["state"].drop(open_ports) == full.drop(open_ports)).all()
+
+
+@pytest.mark.parametrize("path, nmap", [("realworld/Alienvault-Demo__spambot.pcap", False),
+                                        ("forensic/nmap_version.pcap", True), ("forensic/nmap_scripts.pcap", True)])
+def test_service_connections_are_made_only_for_nmaps_pairs(path, nmap):
+    """Connections to ports a scanner's probe found open: a client's (the spam bot reconnecting to the mail
+    servers that answered it) are found, but only the pairs where nmap's version probes or scripting engine
+    spoke are made into connections (the others make no stage, and a busy client makes millions)."""
+    from conftest import REALWORLD
+
+    import analyzer
+    from analyzer.analysis import exchanges, scans
+
+    where, name = path.split("/")
+    result = analyzer.analyze(str((REALWORLD if where == "realworld" else FORENSIC) / name), ("scans",),
+                              keep=("packets", "probes"))
+    keys = exchanges.PacketKeys(result.packets)
+    pk = scans._probe_keys(result.packets, keys, result.probes)
+    keep = pk["scan_like"] & (pk["src"] >= 0) & ~pk["icmp"]
+    service = scans._service_probes(keys, pk, keep, exchanges.take(pk, keep))
+    connections = scans._connections(keys, pk, service)
+    assert len(service) > 0
+    pairs = {c.pair for c in connections}
+    assert bool(pairs) == nmap
+    for pair in pairs:
+        assert {c.connection.kind for c in connections if c.pair == pair} & {"version", "script"}
+    assert {c.connection.probe for c in connections} <= set(service.tolist())

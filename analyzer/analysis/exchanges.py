@@ -33,7 +33,7 @@ import pandas as pd
 
 from ..protocols import ACK, FIN, RST, SYN
 from .columns import column_codes, column_values, int_column, int_column_at, masked_parts
-from .groups import first_rows, group_ids, rows_in
+from .groups import first_rows, group_ids, hash_rows, hashed_in, rows_in
 
 Columns = dict[str, np.ndarray]  # aligned integer columns: a table without pandas' per-frame costs
 
@@ -96,25 +96,27 @@ class PacketKeys:
         """The rows `mask` marks: all at once, or (past `SCREEN_ROWS` of them) a slice of the table at a time."""
         if np.count_nonzero(mask) <= SCREEN_ROWS:
             yield np.flatnonzero(mask)
-            return
-        for start in range(0, len(mask), SCREEN_ROWS):
-            yield np.flatnonzero(mask[start:start + SCREEN_ROWS]) + start
+        else:
+            yield from _slices(mask)
 
     def screened(self, mask: np.ndarray, names: Iterable[str], on: list[np.ndarray], by: Iterable[str] = ("src", "dst", "sport", "dport"),
                  distinct: bool = False) -> Columns:
         """Columns `names` at the rows `mask` marks, or (past `SCREEN_ROWS` of them) only at those whose `by`
-        columns hold one of the combinations `on` does (a list of arrays, in `by`'s order), screened a slice of
-        the table at a time: a reading that compares a capture's packets with its probes needs no other rows,
-        and a busy capture marks millions (every ACK of every connection) that are never all taken at once.
-        The caller compares what it is given with `on` anyway: the screen changes no reading. `distinct`: the
-        caller reads the rows as a set, so screened rows are given each combination of `names` once (in the
-        order first seen)."""
+        columns hold one of the combinations `on` does (a list of arrays, in `by`'s order), or one whose hash
+        (`hash_rows`) is a combination's, screened a slice of the table at a time: a reading that compares a
+        capture's packets with its probes needs no other rows, and a busy capture marks millions (every ACK
+        of every connection) that are never all taken at once. The combinations are held as one sorted array
+        of their hashes (8 bytes each, where a table of them would take several times that for millions of
+        probes). The caller compares what it is given with `on` anyway: the screen changes no reading.
+        `distinct`: the caller reads the rows as a set, so screened rows are given each combination of
+        `names` once (in the order first seen)."""
         by, names = list(by), list(names)
         if np.count_nonzero(mask) <= SCREEN_ROWS:
             return self.take(np.flatnonzero(mask), names)
+        wanted = np.sort(hash_rows(on))
         parts = []
-        for rows in self.marked(mask):
-            part = self.take(rows[rows_in([self.at(c, rows) for c in by], on)], names)
+        for rows in _slices(mask):
+            part = self.take(rows[hashed_in(hash_rows([self.at(c, rows) for c in by]), wanted)], names)
             parts.append(_distinct(part) if distinct else part)
         joined = {name: np.concatenate([part[name] for part in parts]) for name in names}
         return _distinct(joined) if distinct else joined
@@ -138,6 +140,18 @@ class PacketKeys:
             self._tcp_payload = ((p["payload_len"] > 0).to_numpy(bool, na_value=False) & p["sport"].notna().to_numpy()
                                  & (self.proto() == 6))
         return self._tcp_payload
+
+
+def other_protocol(ip_version: np.ndarray, proto: np.ndarray) -> np.ndarray:
+    """IP packets of a protocol other than ICMP, TCP, UDP and ICMPv6 (`proto`: -1 where none): what an IP
+    protocol scan sends, and whose packets have no ports."""
+    return (ip_version > 0) & (proto >= 0) & (proto != 1) & (proto != 6) & (proto != 17) & (proto != 58)
+
+
+def _slices(mask: np.ndarray) -> Iterator[np.ndarray]:
+    """The rows `mask` marks, a slice of `SCREEN_ROWS` of the table at a time."""
+    for start in range(0, len(mask), SCREEN_ROWS):
+        yield np.flatnonzero(mask[start:start + SCREEN_ROWS]) + start
 
 
 def _distinct(table: Columns) -> Columns:

@@ -15,6 +15,7 @@ from ..accel.keys import first_ids, pack_into
 from ..accel.order import sort_words
 
 KEY_SPAN = 1 << 62  # packed keys stay below this
+HASHED_ROWS = 1 << 20  # rows of the two sides past which `rows_in` looks rows up by their hashes
 
 
 def pack_key(columns: list[np.ndarray]) -> np.ndarray:
@@ -33,6 +34,37 @@ def pack_key(columns: list[np.ndarray]) -> np.ndarray:
         key += 1
         span *= width
     return key
+
+
+# Odd 64-bit multipliers (of xxHash and splitmix) that spread a row's values over a 64-bit hash (`hash_rows`).
+_MIX = (np.uint64(0x9E3779B97F4A7C15), np.uint64(0xC2B2AE3D27D4EB4F), np.uint64(0x165667B19E3779F9),
+        np.uint64(0x27D4EB2F165667C5))
+
+
+def hash_rows(columns: list[np.ndarray]) -> np.ndarray:
+    """A 64-bit hash of each row's combination of integer column values, whatever the columns' integer types
+    (rows that agree hash alike; two that differ hash alike with odds of about 2^-64): a set of many rows
+    held and looked up as one sorted array of uint64 (`hashed_in`), where packed keys take several."""
+    h = np.zeros(len(columns[0]), np.uint64)
+    part = np.empty_like(h)  # (each step in place: two arrays as long as the rows, whatever the columns)
+    with np.errstate(over="ignore"):
+        for i, column in enumerate(columns):
+            part[:] = column  # (a negative integer wraps round, alike from any integer type)
+            part *= _MIX[i % 4]
+            h ^= part
+            np.right_shift(h, np.uint64(29), out=part)
+            h ^= part
+            h *= _MIX[(i + 1) % 4]
+        np.right_shift(h, np.uint64(32), out=part)
+        h ^= part
+    return h
+
+
+def hashed_in(hashes: np.ndarray, sorted_hashes: np.ndarray) -> np.ndarray:
+    """Whether each hash is among `sorted_hashes` (ascending)."""
+    if not len(sorted_hashes):
+        return np.zeros(len(hashes), bool)
+    return sorted_hashes[np.minimum(np.searchsorted(sorted_hashes, hashes), len(sorted_hashes) - 1)] == hashes
 
 
 def group_ids(*columns: np.ndarray) -> np.ndarray:
@@ -54,6 +86,10 @@ def group_positions(ids: np.ndarray) -> list[np.ndarray]:
 
 def rows_in(left: list[np.ndarray], right: list[np.ndarray]) -> np.ndarray:
     """Whether each left row's combination of column values is among the right rows' (integers >= -1)."""
+    return _hashed_rows_in(left, right) if len(left[0]) + len(right[0]) > HASHED_ROWS else _packed_rows_in(left, right)
+
+
+def _packed_rows_in(left: list[np.ndarray], right: list[np.ndarray]) -> np.ndarray:
     found, rows = np.zeros(len(left[0]), bool), None  # (None: every row, not taken)
     # Screen column by column (last first) while many rows remain: the right side is mostly small, and
     # some column of it selective (nmap's SYNs share one seq, but few ports answer).
@@ -66,6 +102,37 @@ def rows_in(left: list[np.ndarray], right: list[np.ndarray]) -> np.ndarray:
         rows = np.arange(len(found))
     keys = pack_key([np.concatenate([a[rows], b]) for a, b in zip(left, right)])
     found[rows] = pd.Series(keys[:len(rows)]).isin(keys[len(rows):]).to_numpy()
+    return found
+
+
+def _hashed_rows_in(left: list[np.ndarray], right: list[np.ndarray]) -> np.ndarray:
+    """`rows_in` for millions of rows (every SYN of a busy capture), for which hash tables of the values and
+    the two sides packed side by side would take several times the columns' own memory:
+    each left row's hash (`hash_rows`) is looked up among the right rows' sorted, and where a right row shares
+    it, the two rows' columns are compared. Left rows whose hash a differing right row holds (odds of about
+    2^-64 a pair) are compared with every right row as `_packed_rows_in` compares."""
+    if not len(right[0]):
+        return np.zeros(len(left[0]), bool)
+    hashes = hash_rows(right)
+    order = np.argsort(hashes)
+    hashes = hashes[order]
+    mine = hash_rows(left)
+    at = np.searchsorted(hashes, mine)
+    np.minimum(at, len(hashes) - 1, out=at)
+    rows = np.flatnonzero(hashes[at] == mine)
+    del hashes, mine
+    twin = at[rows]
+    del at
+    np.take(order, twin, out=twin)  # (the right row with each left row's hash)
+    del order
+    same = np.ones(len(rows), bool)
+    for a, b in zip(left, right):
+        same &= a[rows] == b[twin]
+    found = np.zeros(len(left[0]), bool)
+    found[rows[same]] = True
+    doubt = rows[~same]
+    if len(doubt):
+        found[doubt] = _packed_rows_in([a[doubt] for a in left], right)
     return found
 
 

@@ -40,6 +40,7 @@ from .exchanges import (
     Columns,
     PacketKeys,
     answers_group_query,
+    other_protocol,
     span,
     take,
     tcp_in_conversation,
@@ -548,36 +549,7 @@ def _service_stages(keys: PacketKeys, pk: Columns, keep: np.ndarray, pk_scan: Co
     """Version detection, scripts and other service interaction: TCP connections (or attempts) a scanner
     opened to a port after another of its probes had found that port open (`stages.service_stages`
     reads them; others: the run's other stages, which end its bursts)."""
-    opened = np.flatnonzero((pk_scan["synack"] | (pk_scan["followup"] > 0)) & pk_scan["tcp"])
-    if not len(opened):
-        return []
-    # (SYNs to the ports found open: a scan's many other probes are screened out by port first)
-    candidates = np.flatnonzero(np.isin(pk["dport"], np.unique(pk_scan["dport"][opened])))
-    flags = pk["flags"][candidates]
-    candidates = candidates[pk["tcp"][candidates] & ((flags & (SYN | ACK | RST | FIN)) == SYN)
-                            & (pk["src"][candidates] >= 0) & ~pk["to_group"][candidates]]
-    if not len(candidates):
-        return []
-    # when each (scanner, target, port) was first found open, and by which probe: ids of the open findings'
-    # (scanner, target, port), then of the candidates'
-    opened = opened[np.argsort(pk_scan["ts_ns"][opened], kind="stable")]
-    ids = group_ids(*(np.concatenate([pk_scan[c][opened], pk[c][candidates]]) for c in ("src", "dst", "dport")))
-    first_of = np.full(int(ids.max()) + 1, -1)
-    first_of[ids[:len(opened)][::-1]] = opened[::-1]  # (the earliest finding of each)
-    finding = first_of[ids[len(opened):]]
-    by = np.where(finding >= 0, np.flatnonzero(keep)[np.maximum(finding, 0)], -1)
-    found = np.where(finding >= 0, pk_scan["ts_ns"][np.maximum(finding, 0)], np.iinfo(np.int64).max)
-    later = (finding >= 0) & (candidates != by) & (found < pk["ts_ns"][candidates])
-    if not later.any():
-        return []
-    # a connection: the handshake completed, or data went, or the SYN is not the scan's own kind (the kernel's
-    # beside a tool's raw probes); a later probe of the scan itself to that port (a second pass) is none
-    probe, by = candidates[later], by[later]
-    connected = pk["completed"][probe] | (pk["followup"][probe] == 2) | pk["conversation"][probe]
-    packets = keys.packets
-    rows = np.concatenate([pk["row"][probe], pk["row"][by]])
-    signature = group_ids(int_column_at(packets["window"], rows), value_codes(packets["tcp_options"], rows))
-    service = np.unique(probe[connected | (signature[:len(probe)] != signature[len(probe):])])
+    service = _service_probes(keys, pk, keep, pk_scan)
     if not len(service):
         return []
     connections = _connections(keys, pk, service)
@@ -591,6 +563,46 @@ def _service_stages(keys: PacketKeys, pk: Columns, keep: np.ndarray, pk_scan: Co
     return stages
 
 
+def _service_probes(keys: PacketKeys, pk: Columns, keep: np.ndarray, pk_scan: Columns) -> np.ndarray:
+    """The SYN probes that opened connections to ports another probe of their scanner had found open before
+    (`_service_stages`), ascending."""
+    none = np.zeros(0, np.int64)
+    opened = np.flatnonzero((pk_scan["synack"] | (pk_scan["followup"] > 0)) & pk_scan["tcp"])
+    if not len(opened):
+        return none
+    # (SYNs to the ports found open: a scan's many other probes are screened out by port first)
+    candidates = np.flatnonzero(np.isin(pk["dport"], np.unique(pk_scan["dport"][opened])))
+    flags = pk["flags"][candidates]
+    candidates = candidates[pk["tcp"][candidates] & ((flags & (SYN | ACK | RST | FIN)) == SYN)
+                            & (pk["src"][candidates] >= 0) & ~pk["to_group"][candidates]]
+    if not len(candidates):
+        return none
+    # when each (scanner, target, port) was first found open, and by which probe: ids of the open findings'
+    # (scanner, target, port), then of the candidates'
+    opened = opened[np.argsort(pk_scan["ts_ns"][opened], kind="stable")]
+    ids = group_ids(*(np.concatenate([pk_scan[c][opened], pk[c][candidates]]) for c in ("src", "dst", "dport")))
+    first_of = np.full(int(ids.max()) + 1, -1)
+    first_of[ids[:len(opened)][::-1]] = opened[::-1]  # (the earliest finding of each)
+    finding = first_of[ids[len(opened):]]
+    del ids, first_of  # (a busy client's millions of SYNs to a port found open: its arrays go as they are read)
+    # the candidates that came after their (scanner, target, port)'s finding, and the probe that found it
+    later = finding >= 0
+    candidates, finding = candidates[later], finding[later]
+    by = np.flatnonzero(keep)[finding]
+    later = (candidates != by) & (pk_scan["ts_ns"][finding] < pk["ts_ns"][candidates])
+    del finding
+    if not later.any():
+        return none
+    # a connection: the handshake completed, or data went, or the SYN is not the scan's own kind (the kernel's
+    # beside a tool's raw probes); a later probe of the scan itself to that port (a second pass) is none
+    probe, by = candidates[later], by[later]
+    connected = pk["completed"][probe] | (pk["followup"][probe] == 2) | pk["conversation"][probe]
+    packets = keys.packets
+    rows = np.concatenate([pk["row"][probe], pk["row"][by]])
+    signature = group_ids(int_column_at(packets["window"], rows), value_codes(packets["tcp_options"], rows))
+    return np.unique(probe[connected | (signature[:len(probe)] != signature[len(probe):])])
+
+
 @dataclass(frozen=True)
 class _PairConnection:
     pair: tuple[int, int]
@@ -599,7 +611,9 @@ class _PairConnection:
 
 def _connections(keys: PacketKeys, pk: Columns, service: np.ndarray) -> list[_PairConnection]:
     """The service connections opened by the SYN probes `service`, each with what its first data said (the
-    scanner's first data segment on the 4-tuple, read from the capture file: `payloads.payload_heads`)."""
+    scanner's first data segment on the 4-tuple, read from the capture file: `payloads.payload_heads`), of the
+    (scanner, target) pairs where one of them sent nmap's version probes or its scripting engine's marks: the
+    others' make no stage (`stages.service_stages`), and a busy client's millions are not made objects."""
     tuple4 = [pk[c][service] for c in ("src", "dst", "sport", "dport")]
     n = len(service)
     first, server_sent = np.full(n, np.iinfo(np.int64).max), np.zeros(n, bool)
@@ -614,18 +628,23 @@ def _connections(keys: PacketKeys, pk: Columns, service: np.ndarray) -> list[_Pa
         sent = np.zeros(int(ids.max()) + 1, bool)
         sent[ids[n + m:]] = True
         first, server_sent = np.minimum(first, client_first[ids[:n]]), server_sent | sent[ids[:n]]
-    heads = payload_heads(keys.packets, first[first < np.iinfo(np.int64).max])
-    out = []
-    for probe, f, answered in zip(service.tolist(), first.tolist(), server_sent.tolist()):
-        payload = heads.get(f) if f < np.iinfo(np.int64).max else None
-        if f < np.iinfo(np.int64).max:
+    sent_data = first < np.iinfo(np.int64).max
+    heads = payload_heads(keys.packets, first[sent_data])
+    said: dict[bytes | None, tuple[str, str]] = {}  # (what a payload says, once per distinct payload)
+    kinds = [("banner", "banner read (nmap's NULL probe)") if answered else ("none", "no data")
+             for answered in server_sent.tolist()]
+    for i in np.flatnonzero(sent_data).tolist():
+        payload = heads.get(int(first[i]))
+        if payload not in said:
             version, mark = (version_probe(payload), nse_mark(payload)) if payload is not None else (None, None)
-            kind, what = (("version", version) if version else ("script", mark) if mark else ("data", "other data"))
-        else:
-            kind, what = ("banner", "banner read (nmap's NULL probe)") if answered else ("none", "no data")
-        out.append(_PairConnection((int(pk["src"][probe]), int(pk["dst"][probe])),
-                                   Connection(probe, int(pk["dport"][probe]), int(pk["ts_ns"][probe]), kind, what)))
-    return out
+            said[payload] = ("version", version) if version else ("script", mark) if mark else ("data", "other data")
+        kinds[i] = said[payload]
+    pair = group_ids(tuple4[0], tuple4[1])
+    nmap = np.zeros(int(pair.max(initial=-1)) + 1, bool)
+    nmap[pair[[k in ("version", "script") for k, _ in kinds]]] = True
+    return [_PairConnection((int(pk["src"][probe]), int(pk["dst"][probe])),
+                            Connection(probe, int(pk["dport"][probe]), int(pk["ts_ns"][probe]), *kinds[i]))
+            for i, probe in zip(np.flatnonzero(nmap[pair]).tolist(), service[nmap[pair]].tolist())]
 
 
 def _probe_table(pk: Columns, chosen: np.ndarray, phase: np.ndarray, names: dict[str, np.ndarray]) -> pd.DataFrame:
@@ -1110,8 +1129,9 @@ def _ipproto_candidates(packets: pd.DataFrame) -> np.ndarray:
     with two or more protocols other than ICMP, TCP, UDP, ICMPv6 (the scan's own condition, and rare), and
     those sent to the source of such a pair (its replies)."""
     proto = int_column(packets["ip_proto"], dtype=np.int16)
-    ip = (packets["ip_version"].to_numpy() > 0) & (proto >= 0)
-    odd = np.flatnonzero(ip & (proto != 1) & (proto != 6) & (proto != 17) & (proto != 58))  # (4 values: no isin)
+    ip_version = packets["ip_version"].to_numpy()
+    ip = (ip_version > 0) & (proto >= 0)
+    odd = np.flatnonzero(other_protocol(ip_version, proto))
     if not len(odd):
         return np.zeros(len(packets), bool)
     src, dst = column_codes(packets["src"], None)[0], column_codes(packets["dst"], None)[0]  # (not copied)

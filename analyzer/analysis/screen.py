@@ -48,8 +48,8 @@ import pandas as pd
 from ..protocols import ACK, FIN, RST, SYN
 from ..reading.merge import in_frame_order
 from .columns import int_column, int_column_at
-from .exchanges import PacketKeys, to_group
-from .groups import first_rows, group_ids
+from .exchanges import PacketKeys, other_protocol, to_group
+from .groups import first_rows, group_ids, hash_rows
 from .match import IDENTITY_FIELDS, PROBE_IDENTITY_FIELDS, probe_identity, sent_identity
 
 # The packets-table columns the screen reads.
@@ -142,28 +142,6 @@ class _Hashes:
         return out
 
 
-_MIX = (np.uint64(0x9E3779B97F4A7C15), np.uint64(0xC2B2AE3D27D4EB4F), np.uint64(0x165667B19E3779F9),
-        np.uint64(0x27D4EB2F165667C5))
-
-
-def _hash(src: np.ndarray, dst: np.ndarray, sport: np.ndarray, dport: np.ndarray, number: np.ndarray) -> np.ndarray:
-    """A 64-bit hash of (src, dst, sport, dport, a 32-bit number) per row."""
-    with np.errstate(over="ignore"):
-        h = src.astype(np.uint64) * _MIX[0]
-        h ^= dst.astype(np.uint64) * _MIX[1]
-        h ^= ((sport.astype(np.uint64) << np.uint64(16)) | dport.astype(np.uint64)) * _MIX[2]
-        h ^= number.astype(np.uint64) * _MIX[3]
-        h ^= h >> np.uint64(29)
-        h *= _MIX[1]
-        h ^= h >> np.uint64(32)
-    return h
-
-
-def _odd(t: pd.DataFrame, proto: np.ndarray) -> np.ndarray:
-    """IP packets of a protocol other than ICMP, TCP, UDP, ICMPv6."""
-    return (t["ip_version"].to_numpy() > 0) & (proto >= 0) & (proto != 1) & (proto != 6) & (proto != 17) & (proto != 58)
-
-
 def _pair(src: np.ndarray, dst: np.ndarray) -> np.ndarray:
     """The two address ids, either way round, as one number."""
     return np.minimum(src, dst) * (1 << 32) + np.maximum(src, dst)
@@ -172,7 +150,7 @@ def _pair(src: np.ndarray, dst: np.ndarray) -> np.ndarray:
 def odd_pairs(t: pd.DataFrame) -> pd.DataFrame:
     """The (src, dst) address pairs of a table's packets of an IP protocol other than ICMP, TCP and UDP, once
     each (what another screen of the capture's other packets must know: `Screen.knowing`)."""
-    odd = _odd(t, int_column(t["ip_proto"]))
+    odd = other_protocol(t["ip_version"].to_numpy(), int_column(t["ip_proto"]))
     return t.loc[odd, ["src", "dst"]].astype(str).drop_duplicates().reset_index(drop=True)
 
 
@@ -205,7 +183,7 @@ class _Keys:
                    int_column(t["ack"], 0), flags, tcp, (proto == 17) & ports, tcp & ((flags & SYN) != 0),
                    tcp & ((flags & (SYN | RST)) == 0) & ((flags & (ACK | FIN)) != 0),
                    tcp & ((flags & (SYN | ACK | RST)) == SYN),
-                   _odd(t, proto), _pair(src, dst))
+                   other_protocol(t["ip_version"].to_numpy(), proto), _pair(src, dst))
 
     def tuple4(self, rows: np.ndarray) -> tuple[np.ndarray, ...]:
         return self.src[rows], self.dst[rows], self.sport[rows], self.dport[rows]
@@ -236,7 +214,7 @@ class Screen:
         self.probes = np.concatenate([self.probes, probes["probe_frame"].to_numpy(np.int64)])
         again = probes[probes["transmissions"].to_numpy() > 1]
         if len(again):
-            self.again.add(_hash(self._ids(again["src"]), self._ids(again["dst"]), *probe_identity(again)))
+            self.again.add(hash_rows([self._ids(again["src"]), self._ids(again["dst"]), *probe_identity(again)]))
 
     def knowing(self, pairs: pd.DataFrame) -> None:
         """Address pairs (src, dst texts: `odd_pairs`) that carried an IP protocol other than ICMP, TCP and UDP in
@@ -266,7 +244,7 @@ class Screen:
             self.probes = self.probes[~np.isin(self.probes, frame[probe])]
         k = _Keys.of(t, self._ids)
         if k.syn.any():
-            self.syns.add(_hash(*k.tuple4(k.syn), (k.seq[k.syn] + 1) % (1 << 32)))
+            self.syns.add(hash_rows([*k.tuple4(k.syn), (k.seq[k.syn] + 1) % (1 << 32)]))
         self.odd.update(np.unique(k.pair[k.odd]).tolist())
         gone = self._let_go(t, k, probe)
         self.kept.append(t.loc[~gone, self.columns].reset_index(drop=True) if gone.any() else t[self.columns])
@@ -286,8 +264,8 @@ class Screen:
         tuple4 = group_ids(*k.tuple4(d))
         acks = d[(k.flags[d] & (RST | SYN | ACK)) == ACK]
         follows, last = np.zeros(len(t), bool), np.zeros(len(t), bool)
-        follows[acks] = self.syns.has(_hash(*k.tuple4(acks), k.seq[acks]))
-        last[acks] = self.syns.has(_hash(*k.reversed4(acks), k.ack[acks]))
+        follows[acks] = self.syns.has(hash_rows([*k.tuple4(acks), k.seq[acks]]))
+        last[acks] = self.syns.has(hash_rows([*k.reversed4(acks), k.ack[acks]]))
         data = t["payload_len"].to_numpy(np.int64, na_value=0) > 0
         # The first of each 4-tuple that talks, that sends a SYN again, that carries data; the first of each
         # (4-tuple, seq) that follows a SYN, and of each (4-tuple, ack) that acknowledges a SYN/ACK.
@@ -304,7 +282,7 @@ class Screen:
         self.mac.append(tally(k.src[rows], source_macs(t["eth_src"], rows), frame[rows]))
         again = np.zeros(len(rows), bool)
         if self.again.runs:
-            again = self.again.has(_hash(k.src[rows], k.dst[rows], *sent_identity(t, rows)))
+            again = self.again.has(hash_rows([k.src[rows], k.dst[rows], *sent_identity(t, rows)]))
         for held, part in ((self.ttl, rows[~again]), (self.again_ttl, rows[again])):
             held.append(tally(k.src[part], int_column_at(t["ttl"], part), frame[part]))
         for held in (self.ttl, self.mac, self.again_ttl):
