@@ -64,7 +64,13 @@ def hashed_in(hashes: np.ndarray, sorted_hashes: np.ndarray) -> np.ndarray:
     """Whether each hash is among `sorted_hashes` (ascending)."""
     if not len(sorted_hashes):
         return np.zeros(len(hashes), bool)
-    return sorted_hashes[np.minimum(np.searchsorted(sorted_hashes, hashes), len(sorted_hashes) - 1)] == hashes
+    return sorted_hashes[_sorted_at(sorted_hashes, hashes)] == hashes
+
+
+def _sorted_at(sorted_hashes: np.ndarray, hashes: np.ndarray) -> np.ndarray:
+    """Per hash, the place among `sorted_hashes` (not empty) that holds it if any holds it."""
+    at = np.searchsorted(sorted_hashes, hashes)
+    return np.minimum(at, len(sorted_hashes) - 1, out=at)
 
 
 def group_ids(*columns: np.ndarray) -> np.ndarray:
@@ -117,8 +123,7 @@ def _hashed_rows_in(left: list[np.ndarray], right: list[np.ndarray]) -> np.ndarr
     order = np.argsort(hashes)
     hashes = hashes[order]
     mine = hash_rows(left)
-    at = np.searchsorted(hashes, mine)
-    np.minimum(at, len(hashes) - 1, out=at)
+    at = _sorted_at(hashes, mine)
     rows = np.flatnonzero(hashes[at] == mine)
     del hashes, mine
     twin = at[rows]

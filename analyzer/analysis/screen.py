@@ -49,7 +49,7 @@ from ..protocols import ACK, FIN, RST, SYN
 from ..reading.merge import in_frame_order
 from .columns import int_column, int_column_at
 from .exchanges import PacketKeys, other_protocol, to_group
-from .groups import first_rows, group_ids, hash_rows
+from .groups import first_rows, group_ids, hash_rows, hashed_in
 from .match import IDENTITY_FIELDS, PROBE_IDENTITY_FIELDS, probe_identity, sent_identity
 
 # The packets-table columns the screen reads.
@@ -137,8 +137,7 @@ class _Hashes:
     def has(self, values: np.ndarray) -> np.ndarray:
         out = np.zeros(len(values), bool)
         for run in self.runs:
-            at = np.minimum(np.searchsorted(run, values), len(run) - 1)
-            out |= run[at] == values
+            out |= hashed_in(values, run)
         return out
 
 
