@@ -15,6 +15,7 @@ import warnings
 from pathlib import Path
 
 import dpkt
+import numpy as np
 import pandas as pd
 import pytest
 from conftest import REALWORLD
@@ -216,6 +217,28 @@ def test_the_screen_remembers_a_syn_for_the_ack_a_batch_later(tmp_path: Path) ->
     assert kept["frame"].tolist() == [1, 2, 3, 4, 6]
     assert tallies.packets.tolist() == [20, 0]  # (10.0.0.1 sent them, 10.0.0.2 none let go)
     assert tallies.names.tolist() == ["10.0.0.1", "10.0.0.2"]
+
+
+@pytest.mark.parametrize("bits", [(2, 6), (16, 24)])
+def test_the_screens_hash_set_holds_exactly_what_was_added(bits: tuple[int, int],
+                                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    """The set of SYNs' hashes the screen remembers across batches: each hash added is found, and no other,
+    batch after batch, while its filter grows (from 4 flags to 64) and once every flag is set; hashes that share
+    their top bits (one flag) are told apart."""
+    monkeypatch.setattr(screen_module, "_FILTER_BITS", bits)
+    rng = np.random.default_rng(3)
+    hashes, held = screen_module._Hashes(), set()
+    for size in (1, 3, 40, 7, 500, 2, 3000):
+        batch = rng.integers(0, 2**64, size, dtype=np.uint64)
+        batch[: size // 2] &= np.uint64(2**40 - 1)  # (top bits all 0: one flag)
+        hashes.add(batch)
+        held.update(batch.tolist())
+        asked = np.concatenate([batch, rng.integers(0, 2**64, 2000, dtype=np.uint64),
+                                rng.integers(0, 2**40, 2000, dtype=np.uint64),
+                                np.fromiter(held, np.uint64, len(held))])
+        assert hashes.has(asked).tolist() == [int(a) in held for a in asked]
+    assert len(hashes.filter) == (64 if bits == (2, 6) else 1 << 16)  # (grown to the most; not grown)
+    assert hashes.filter.all() == (bits == (2, 6))
 
 
 def test_a_screen_told_of_an_odd_protocols_pair_keeps_its_packets(tmp_path: Path) -> None:

