@@ -32,6 +32,7 @@ import pandas as pd
 
 from ..reading.merge import concat_tables
 from ..reading.schema import empty_packets
+from .columns import int_column_at
 from .match import (
     DEFAULT_WINDOW_S,
     PROBE_COLUMNS,
@@ -86,7 +87,7 @@ class ChunkedMatch:
         self.cut: int | None = None  # groups first sent before it are given out (None: none yet)
         self.latest: int | None = None  # the latest packet's time when the cut was last moved
         self.ids: dict[str, int] = {}
-        self.connections = {k: pd.DataFrame({c: np.zeros(0, np.int64) for c in v} | {"open": np.zeros(0, bool)})
+        self.connections = {k: pd.DataFrame({c: np.zeros(0, np.int64) for c in v} | {"open": np.zeros(0, np.int8)})
                             for k, v in _KEYS.items()}
         self.unsolicited_replies = 0
         self.nat_pairs = 0
@@ -164,21 +165,23 @@ class ChunkedMatch:
         if gone.any():
             if self.passing is not None:
                 self._passed.append(context.loc[gone, list(self.passing)].reset_index(drop=True))
-            self._carry(context[gone], ids)
+            self._carry(context, np.flatnonzero(gone), ids)
             context = context[~gone].reset_index(drop=True)
         self.context = context
 
-    def _carry(self, gone: pd.DataFrame, ids: np.ndarray) -> None:
-        """The connections' state after the packets let go (`gone`), for the segments that come later."""
-        tcp = tcp_segments(gone["ip_proto"].to_numpy(np.int16, na_value=0), gone["fragment"].to_numpy(bool),
-                           gone["sport"].notna().to_numpy(), gone["tcp_flags"].notna().to_numpy())
+    def _carry(self, context: pd.DataFrame, gone: np.ndarray, ids: np.ndarray) -> None:
+        """The connections' state after the packets let go (the context's rows `gone`), for the segments that
+        come later. (The columns read, at those rows: not every column of the table.)"""
+        sport, flags = context["sport"].array[gone], context["tcp_flags"].array[gone]
+        tcp = tcp_segments(int_column_at(context["ip_proto"], gone, 0, np.int16), context["fragment"].to_numpy(bool)[gone],
+                           ~sport.isna(), ~flags.isna())
         if not tcp.any():
             return
         rows = gone[tcp]
-        ev = connection_events(np.ones(len(rows), bool), rows["tcp_flags"].to_numpy(np.int64),
-                               ids[rows["src"].cat.codes.to_numpy()], ids[rows["dst"].cat.codes.to_numpy()],
-                               rows["sport"].to_numpy(np.int64), rows["dport"].to_numpy(np.int64),
-                               rows["ts_ns"].to_numpy())
+        ev = connection_events(np.ones(len(rows), bool), flags[tcp].to_numpy(np.int64),
+                               ids[context["src"].cat.codes.to_numpy()[rows]], ids[context["dst"].cat.codes.to_numpy()[rows]],
+                               sport[tcp].to_numpy(np.int64), int_column_at(context["dport"], rows),
+                               context["ts_ns"].to_numpy()[rows])
         for kind, keys in _KEYS.items():
             both = pd.concat([self.connections[kind], ev[[*keys, "open"]]], ignore_index=True)
             self.connections[kind] = both.drop_duplicates(keys, keep="last").reset_index(drop=True)

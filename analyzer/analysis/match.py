@@ -202,7 +202,9 @@ class Connections(NamedTuple):
 def connection_events(tcp: np.ndarray, flags: np.ndarray, src: np.ndarray, dst: np.ndarray, sport: np.ndarray,
                       dport: np.ndarray, ts: np.ndarray) -> pd.DataFrame:
     """The TCP events that open and close connections, keyed in the orientation of the segments that look them
-    up: a SYN/ACK either way opens, a RST either way closes; in time order (ties: SYN/ACKs first)."""
+    up: a SYN/ACK either way opens, a RST either way closes (`open` 1 or 0: an as-of merge that finds no event
+    gives NaN in a float column, which pandas tests for missing values at C speed, where a bool column would
+    become Python objects); in time order (ties: SYN/ACKs first)."""
     synack = np.flatnonzero(tcp & ((flags & (SYN | ACK)) == (SYN | ACK)))
     rst = np.flatnonzero(tcp & ((flags & RST) != 0))
     return pd.DataFrame({
@@ -211,7 +213,7 @@ def connection_events(tcp: np.ndarray, flags: np.ndarray, src: np.ndarray, dst: 
         "x": np.concatenate([dport[synack], sport[synack], sport[rst], dport[rst]]),
         "y": np.concatenate([sport[synack], dport[synack], dport[rst], sport[rst]]),
         "ts": np.concatenate([ts[synack], ts[synack], ts[rst], ts[rst]]),
-        "open": np.concatenate([np.ones(2 * len(synack), bool), np.zeros(2 * len(rst), bool)]),
+        "open": np.concatenate([np.ones(2 * len(synack), np.int8), np.zeros(2 * len(rst), np.int8)]),
     }).sort_values("ts", kind="stable")
 
 
@@ -232,7 +234,7 @@ def _in_connection(pk: pd.DataFrame, tcp: np.ndarray, flags: np.ndarray, src: np
     merged = pd.merge_asof(left, ev, on="ts", by=["a", "b", "x", "y"], direction="backward", allow_exact_matches=False)
     if carried is not None:
         _carried(merged, carried, ["a", "b", "x", "y"], carried.exact)
-    result[merged["i"].to_numpy()] = merged["open"].fillna(False).to_numpy(bool)
+    result[merged["i"].to_numpy()] = _is_set(merged["open"])
     _without_prober(merged, ev, "open", result, carried=carried)  # the SYN/ACK went to the untranslated prober
     return result
 
@@ -261,7 +263,12 @@ def _without_prober(merged: pd.DataFrame, right: pd.DataFrame, flag: str, result
                               allow_exact_matches=False, **asof)
         if carried is not None:
             _carried(again, carried, ["b", "x", "y"], carried.loose)
-        result[again["i"].to_numpy()] = again[flag].fillna(False).to_numpy(bool)
+        result[again["i"].to_numpy()] = _is_set(again[flag])
+
+
+def _is_set(flag: pd.Series) -> np.ndarray:
+    """A flag column (1 or 0) of an as-of merge as bools, False where the merge found nothing (NaN)."""
+    return flag.to_numpy() == 1
 
 
 class Detail(NamedTuple):
@@ -782,11 +789,11 @@ def _udp_replies(udp: np.ndarray, src: np.ndarray, dst: np.ndarray, sport: np.nd
         return result
     left = pd.DataFrame({"i": rows, "a": dst[rows], "b": src[rows], "x": dport[rows], "y": sport[rows], "ts": ts[rows]})
     right = pd.DataFrame({"a": src[rows], "b": dst[rows], "x": sport[rows], "y": dport[rows], "ts": ts[rows],
-                          "seen": np.ones(len(rows), bool)})
+                          "seen": np.ones(len(rows), np.int8)})
     right = right.sort_values("ts", kind="stable")
     merged = pd.merge_asof(left.sort_values("ts", kind="stable"), right, on="ts", by=["a", "b", "x", "y"],
                            direction="backward", allow_exact_matches=False, tolerance=window_ns)
-    result[merged["i"].to_numpy()] = merged["seen"].fillna(False).to_numpy(bool)
+    result[merged["i"].to_numpy()] = _is_set(merged["seen"])
     # The reply is addressed to the untranslated prober (same replier, same ports).
     exact = result.copy()
     _without_prober(merged, right, "seen", result, tolerance=window_ns)
@@ -796,6 +803,6 @@ def _udp_replies(udp: np.ndarray, src: np.ndarray, dst: np.ndarray, sport: np.nd
         ahead = pd.merge_asof(left[np.isin(left["i"], loose)].sort_values("ts", kind="stable"), right, on="ts",
                               by=["a", "b", "x", "y"], direction="forward", allow_exact_matches=False,
                               tolerance=window_ns)
-        result[ahead["i"].to_numpy()[ahead["seen"].fillna(False).to_numpy(bool)]] = False
+        result[ahead["i"].to_numpy()[_is_set(ahead["seen"])]] = False
     return result
 
