@@ -150,9 +150,11 @@ class _Hashes:
         out = np.zeros(len(values), bool)
         maybe = np.flatnonzero(self.filter[self._slots(values)])
         if len(maybe):
+            # Sorted once, for every run (`hashed_in` would sort them again for each run past IN_ORDER).
+            maybe = maybe[np.argsort(values[maybe])]
             asked, found = values[maybe], np.zeros(len(maybe), bool)
             for run in self.runs:
-                found |= hashed_in(asked, run)
+                found |= hashed_in(asked, run, ascending=True)
             out[maybe] = found
         return out
 
