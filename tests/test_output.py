@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import socket
+import warnings
 from pathlib import Path
 
 import pytest
@@ -132,6 +133,29 @@ def test_sweep_targets_that_answered_nothing_are_one_block() -> None:
     assert "-> 10.77.40.4  [" not in folded
     whole = scans_table(found, states, {"capture": path.name})
     assert all(f"-> 10.77.40.{i}  [zmap;" in whole for i in (0, 2, 4, 5, 6, 7))
+
+
+@pytest.mark.parametrize("capture, first_line", [
+    ("ProbingDataset__zmap_tcp_5k.pcapng", "1 port scan(s) of 5,000 target(s)"),
+    ("StratosphereLinuxIPS__test8-malicious.pcap", "0 port scan(s), 1 other stage(s)"),
+    ("hw13-01__nmap.pcapng", "4 port scan(s) of 1 target(s), 5 other stage(s)"),
+])
+def test_the_scans_tables_count_is_its_blocks(capture: str, first_line: str) -> None:
+    """The first line counts what the table shows: a zmap sweep of 5,000 silent targets is one port scan (one
+    block), an ARP sweep of 255 addresses one stage, and an nmap run's scans and stages one each (their blocks,
+    counted in the table itself)."""
+    path = realworld(capture)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", analyzer.CaptureWarning)
+        packets = analyzer.read(path)
+    found, states = analyzer.scans(packets, analyzer.match(packets))
+    table = scans_table(found, states, {"capture": capture})
+    assert table.splitlines()[0] == f"# {capture}: {first_line}"
+    titles = [line for line in table.splitlines() if " -> " in line and line.endswith("]") and not line[0].isspace()]
+    n_scans = sum(" scan (" in t for t in titles)
+    assert first_line.startswith(f"{n_scans} port scan(s)")
+    assert first_line.endswith("other stage(s)") == (len(titles) > n_scans)
+    assert first_line.endswith(f", {len(titles) - n_scans} other stage(s)") or len(titles) == n_scans
 
 
 def test_rtt_table_folds_targets_that_answered_nothing() -> None:

@@ -71,6 +71,29 @@ def test_arguable_cases_say_why_they_are_not_scans(name: str, kind: str, scanner
         assert port is None or int(packet["dport"]) == port, (frame, packet["dport"])
 
 
+def test_a_flood_note_counts_its_source_ports():
+    """The real SYN flood comes from a new source port each time; sent from one, as a tool with a fixed source
+    port sends it (the flood's packets rewritten to one, its replies with them), the note says so, in the
+    singular."""
+    import numpy as np
+
+    assert "from 1,658 source ports," in _flood_evidence(result("network-traffic-analyzer__SYN.pcap").notes)
+    packets = analyzer.read(REALWORLD / "network-traffic-analyzer__SYN.pcap")
+    for column, end in (("sport", "src"), ("dport", "dst")):
+        ports = packets[column].to_numpy("float64", na_value=np.nan)
+        ports[(packets[end].astype(str) == "10.0.0.2").to_numpy()] = 40000
+        packets[column] = pd.Series(ports).astype("UInt16").array
+    notes = analyzer.scans(packets, analyzer.match(packets)).notes
+    assert "1,658 connection attempts to port 80 of 10.128.0.2 in 14.0 s from 1 source port, 1,658 answered" in (
+        _flood_evidence(notes))
+
+
+def _flood_evidence(notes: pd.DataFrame) -> str:
+    floods = notes[notes["kind"] == "flood"]
+    assert len(floods) == 1, notes
+    return floods.iloc[0]["evidence"]
+
+
 # (capture, scanner) → technique, tool (None: not named), target, {port: state} that the key fixes
 KEYS = {
     ("ProbingDataset__nmap.pcapng", "192.168.181.140"): ("SYN", "nmap", "192.168.181.1", "open", (

@@ -875,8 +875,12 @@ def _floods(pk: Columns, scanned: np.ndarray, target_phase: np.ndarray, names: d
     target = pk["target"]
     size = np.bincount(target, minlength=len(scanned))
     heavy = np.flatnonzero(~scanned & (size >= FLOOD_PROBES))
+    if not len(heavy):
+        return
+    order = np.argsort(target, kind="stable")  # (each target's rows, in row order: a slice of it)
+    ends = np.cumsum(size)
     for t in heavy:
-        mine = np.flatnonzero(target == t)
+        mine = order[ends[t] - size[t]:ends[t]]
         if len(np.unique(pk["dport"][mine])) != 1 or not pk["tcp"][mine[0]]:
             continue
         ts = pk["ts_ns"][mine]
@@ -887,7 +891,8 @@ def _floods(pk: Columns, scanned: np.ndarray, target_phase: np.ndarray, names: d
             kind="flood", scanner=str(names["src"][pk["src"][mine[0]]]), targets=1, port=int(pk["dport"][mine[0]]),
             protocol="tcp", first=ts.min() / 1e9, last=ts.max() / 1e9, packets=len(mine),
             evidence=(f"{len(mine):,} connection attempts to port {int(pk['dport'][mine[0]])} of "
-                      f"{names['dst'][pk['dst'][mine[0]]]} in {span:.1f} s from {n_ports:,} source ports, "
+                      f"{names['dst'][pk['dst'][mine[0]]]} in {span:.1f} s from {n_ports:,} source "
+                      f"port{'s' if n_ports > 1 else ''}, "
                       f"{answered:,} answered and none completed with data: a flood of one port, not a port scan "
                       "(a scan probes several ports or hosts)"),
             frames=[int(f) for f in pk["frame"][mine[[0, -1]]]]))

@@ -673,9 +673,7 @@ def scans_table(scans: pd.DataFrame, states: pd.DataFrame, meta: dict[str, objec
     frames that show it. A sweep's targets that answered nothing are one block per phase (`silent_targets`), as
     are a discovery sweep's. The other stages of a run (host discovery, OS detection, traceroute) are blocks of
     their own; what resembles a scan and is not one closes the table, with the reason."""
-    n_port_scans = int((scans["stage"] == "port scan").sum()) if len(scans) else 0
-    lines = [f"# {capture_text(meta['capture'])}: {n_port_scans} port scan(s)"
-             + (f", {len(scans) - n_port_scans} other stage row(s)" if len(scans) > n_port_scans else "")]
+    lines = [f"# {capture_text(meta['capture'])}: {_scans_count(scans)}"]
     if scans.empty:
         lines.append("no port scan found")
     by_scan = states_by_scan(states)
@@ -720,6 +718,20 @@ def scans_table(scans: pd.DataFrame, states: pd.DataFrame, meta: dict[str, objec
     return "\n".join(lines)
 
 
+def _scans_count(scans: pd.DataFrame) -> str:
+    """The table's first line's count: the port scans (a scanner's phase, of one target or a sweep of many), the
+    targets they probed, and the other stages of runs (a discovery sweep is one)."""
+    port_scan = (scans["stage"] == "port scan").to_numpy() if len(scans) else np.zeros(0, bool)
+    n_scans = scans.loc[port_scan, "phase"].nunique()
+    text = f"{n_scans} port scan(s)"
+    if n_scans:
+        text += f" of {scans.loc[port_scan, 'target'].nunique():,} target(s)"
+    others = scans[~port_scan]
+    if len(others):
+        text += f", {len(others.drop_duplicates(['phase', 'stage'])):,} other stage(s)"
+    return text
+
+
 def _frame_list(frames: object) -> str:
     return frame_list(frames) or "-"
 
@@ -750,14 +762,14 @@ def _block_head(lines: list[str], s: dict, title: str, facts: str, evidence_labe
 
 def _scan_block(lines: list[str], s: dict, mine: pd.DataFrame, hide_over: int) -> None:
     _block_head(lines, s, f"{s['type']} scan ({s['flags'] or '-'}) {s['scanner']} -> {s['target']}",
-                f"{s['shape']}; {s['probes']} probes, {s['rate']:.1f}/s", "why a scan")
+                f"{s['shape']}; {int(s['probes']):,} probes, {s['rate']:.1f}/s", "why a scan")
     shown = mine
     note = ""
     if len(mine) > hide_over:
         common = mine["state"].mode().iloc[0]
         hidden = mine[mine["state"] == common]
         shown = mine[mine["state"] != common]
-        note = f"Not shown: {len(hidden)} {common} ports"
+        note = f"Not shown: {len(hidden):,} {common} ports"
     rows = [[f"{int(r['port'])}/{r['protocol']}", r["state"], service_name(r["port"], r["protocol"]), str(r["reason"]),
              _decided_by(r)] for r in shown.to_dict("records")]
     if note:
@@ -777,7 +789,7 @@ def _stage_block(lines: list[str], s: dict) -> None:
     """A stage of a run other than a port scan: host discovery, OS detection, a traceroute."""
     state = f": host {s['host_state']}" if s.get("host_state") in ("up", "down") else ""
     _block_head(lines, s, f"{s['stage'][:1].upper()}{s['stage'][1:]} ({s['flags']}) {s['scanner']} -> {s['target']}{state}",
-                f"{s['probes']} probes", "sent")
+                f"{int(s['probes']):,} probes", "sent")
 
 
 def _sweep_block(lines: list[str], rows: pd.DataFrame) -> None:
