@@ -158,6 +158,26 @@ def test_the_scans_tables_count_is_its_blocks(capture: str, first_line: str) -> 
     assert first_line.endswith(f", {len(titles) - n_scans} other stage(s)") or len(titles) == n_scans
 
 
+def test_a_scan_of_one_instant_has_no_rate_and_a_table_of_hidden_ports_no_header(capsys) -> None:
+    """A FIN scan of one probe (nDPI's tcp_scan) shows no rate in the table, and null in JSON, where a rate of
+    one probe would be invented; a UDP scan whose 1,000 ports are all open|filtered (hping3) says so without an
+    empty PORT table under it."""
+    path = str(realworld("nDPI__tcp_scan.pcapng"))
+    assert main(["scans", path]) == 0
+    table = capsys.readouterr().out
+    assert "FIN scan (F) 192.168.1.178 -> 192.168.1.2  [tool unknown; vertical; 1 probe]" in table
+    assert "[tool unknown; vertical; 4 probes, 0.2/s]" in table
+    assert main(["scans", path, "--format", "json"]) == 0
+    rates = {s["type"]: s["rate"] for s in json.loads(capsys.readouterr().out)["scans"]}
+    assert rates["FIN"] is None and rates["CONNECT"] == pytest.approx(4 / 18.802, abs=0.01)
+    assert main(["scans", str(realworld("ProbingDataset__hping3.pcapng"))]) == 0
+    blocks = capsys.readouterr().out.split("\n\n")
+    udp = next(b for b in blocks if b.startswith("UDP scan"))
+    assert udp.endswith("Not shown: 1,000 open|filtered ports (all of them)") and "PORT" not in udp
+    syn = next(b for b in blocks if b.startswith("SYN scan"))
+    assert "Not shown: 995 filtered ports\nPORT " in syn
+
+
 def test_rtt_table_folds_targets_that_answered_nothing() -> None:
     """The rtt table of zmap's six-address sweep (sample scans_zmap), folded from three silent targets up: the
     answering target keeps its table, the five silent ones are one block; the JSON keeps all six."""

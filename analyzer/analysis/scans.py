@@ -973,7 +973,7 @@ def _port_scans(pk: Columns, readings: pd.DataFrame, scanned: np.ndarray, names:
         "first": first[shown] / 1e9, "last": last[shown] / 1e9,
         "first_frame": frame[first_row[shown]], "last_frame": frame[last_row[shown]], "probes": n_probes,
         "ports_probed": np.bincount(group_of(pk["port"], target))[shown],
-        "rate": np.where(duration > 0, n_probes / np.where(duration > 0, duration, 1), n_probes.astype(float)),
+        "rate": np.where(duration > 0, n_probes / np.where(duration > 0, duration, 1), np.nan),  # (one instant: none)
         "shape": ph["shape"].tolist(), "tool": ph["tool"].tolist(), "tool_evidence": ph["tool_evidence"].tolist(),
         "tool_frames": ph["tool_frames"].tolist(), "hops": ph["hops"].tolist(), "host_state": "up"})
     scan_rows["evidence"] = _why_texts(why[shown], breadth[shown], scan_rows["ports_probed"].to_numpy(),
@@ -1079,7 +1079,7 @@ def _row(phase: int, scanner: str, target: str, technique: str, flags: str, ts: 
                 first=first / 1e9, last=last / 1e9,
                 first_frame=int(frames[np.argmin(ts)]) if len(frames) else None,
                 last_frame=int(frames[np.argmax(ts)]) if len(frames) else None, probes=len(ts), ports_probed=ports,
-                rate=(len(ts) / dur if dur > 0 else float(len(ts))), shape=shape, tool=tool, tool_evidence=evidence,
+                rate=(len(ts) / dur if dur > 0 else np.nan), shape=shape, tool=tool, tool_evidence=evidence,
                 tool_frames=[], hops=None, host_state="up", evidence="")
 
 

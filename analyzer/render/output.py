@@ -762,22 +762,31 @@ def _block_head(lines: list[str], s: dict, title: str, facts: str, evidence_labe
 
 def _scan_block(lines: list[str], s: dict, mine: pd.DataFrame, hide_over: int) -> None:
     _block_head(lines, s, f"{s['type']} scan ({s['flags'] or '-'}) {s['scanner']} -> {s['target']}",
-                f"{s['shape']}; {int(s['probes']):,} probes, {s['rate']:.1f}/s", "why a scan")
+                f"{s['shape']}; {_probes_and_rate(s)}", "why a scan")
     shown = mine
     note = ""
     if len(mine) > hide_over:
         common = mine["state"].mode().iloc[0]
         hidden = mine[mine["state"] == common]
         shown = mine[mine["state"] != common]
-        note = f"Not shown: {len(hidden):,} {common} ports"
+        note = f"Not shown: {len(hidden):,} {common} ports" + (" (all of them)" if shown.empty else "")
     rows = [[f"{int(r['port'])}/{r['protocol']}", r["state"], service_name(r["port"], r["protocol"]), str(r["reason"]),
              _decided_by(r)] for r in shown.to_dict("records")]
     if note:
         lines.append(note)
+    if not rows and note:
+        return
     header = ["PORT", "STATE", "SERVICE", "REASON", "FRAMES"]
     widths = [max(len(x) for x in col) for col in zip(header, *rows)] if rows else [len(h) for h in header]
     for row in [header] + rows:
         lines.append("  ".join(c.ljust(w) for c, w in zip(row, widths)).rstrip())
+
+
+def _probes_and_rate(s: dict) -> str:
+    """"N probes, R/s"; without a rate where the probes were sent in one instant (one probe: none to tell)."""
+    n = int(s["probes"])
+    text = f"{n:,} probe{'s' if n != 1 else ''}"
+    return f"{text}, {s['rate']:.1f}/s" if pd.notna(s["rate"]) else text
 
 
 def _decided_by(state: dict) -> str:

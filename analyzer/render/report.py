@@ -197,7 +197,7 @@ def _scans_section(packets: pd.DataFrame, probes: pd.DataFrame, result: ScanResu
                   else None)
         rows.append([int(s.phase), s.stage, Raw(f"{e(s.scanner)} → {e(s.target)}"), technique, s.shape,
                      f"{utc(s.first, t0)} (+{s.first - t0:.3f} s)", duration(s.last - s.first), f"{s.probes:,}",
-                     f"{s.ports_probed:,}", f"{s.rate:.1f}", host or None, frames, s.evidence or None, s.tool,
+                     f"{s.ports_probed:,}", f"{s.rate:.1f}" if pd.notna(s.rate) else None, host or None, frames, s.evidence or None, s.tool,
                      (s.tool_evidence + (f" (frames {frame_list(s.tool_frames)})" if frame_list(s.tool_frames) else ""))
                      if s.tool_evidence else None])
     head = ["phase", "stage", "scanner → target", "technique", "shape", "start", "duration", "probes", "ports",
