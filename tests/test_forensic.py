@@ -121,7 +121,7 @@ def test_a_scanner_whose_every_packet_a_tool_wrote_says_so() -> None:
     for chunk in (0, 5):
         hosts = analyze(str(capture), ("scans", "hosts"), Options(chunk=chunk)).hosts.set_index("address")
         assert hosts.loc["10.78.1.10", "os_evidence"] == f"no TTL of its own: nmap wrote all {sent} of its packets with a TTL"
-        assert hosts.loc["10.78.4.10", "os_evidence"].startswith("TTL 63 (initial 64, 1 hops)")
+        assert hosts.loc["10.78.4.10", "os_evidence"].startswith("TTL 63 (initial 64, 1 hop)")
 
 
 def _our_frames(name: str, stage: str, targets: list[str]) -> set[int]:

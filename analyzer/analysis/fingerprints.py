@@ -209,7 +209,9 @@ class ToolVerdict:
 
 def _hops_text(hops: int | None, low: int | None = None, high: int | None = None) -> str:
     if hops is not None:
-        return "the sensor is next to the scanner" if hops == 0 else f"the sensor is {hops} hop(s) from the scanner"
+        if hops == 0:
+            return "the sensor is next to the scanner"
+        return f"the sensor is {hops} hop{'' if hops == 1 else 's'} from the scanner"
     if low is not None and high is not None:
         return f"the sensor is {low}–{high} hops from the scanner"
     return ""

@@ -192,7 +192,8 @@ def hosts(packets: pd.DataFrame, probes: pd.DataFrame | None = None, states: pd.
             evidence.append(rewritten[i])
         elif ttl[i] >= 0:
             init = initial_ttl(int(ttl[i]))
-            evidence.append(f"TTL {ttl[i]} (initial {init}, {init - int(ttl[i])} hops)")
+            n_hops = init - int(ttl[i])
+            evidence.append(f"TTL {ttl[i]} (initial {init}, {n_hops} hop{'' if n_hops == 1 else 's'})")
             frames.append(int(ttl_frame[i]))
         elif tool is not None and tool.made_ttls[i]:
             evidence.append(f"no TTL of its own: {tool.tools.get(i, 'a scanning tool')} wrote all "
@@ -213,7 +214,7 @@ def hosts(packets: pd.DataFrame, probes: pd.DataFrame | None = None, states: pd.
                        32: "old Windows / embedded"}[init]
         own = mac[i] >= 0 and not gateway[i]
         if own and hops[i] > 0 and i not in rewritten:
-            evidence.append(f"frames arrive through a router ({hops[i]} hop(s)): MAC {mac_text(int(mac[i]))} is that "
+            evidence.append(f"frames arrive through a router ({hops[i]} hop{'' if hops[i] == 1 else 's'}): MAC {mac_text(int(mac[i]))} is that "
                             "router's (a NAT's own address, or a host behind it)")
         out.append(dict(address=addr, mac=mac_text(int(mac[i])) if own else None,
                         vendor=vendor_of(int(mac[i])) if own else None,

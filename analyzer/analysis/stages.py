@@ -213,7 +213,8 @@ def _discovery_stage(pk: Columns, probes: np.ndarray, flags: str, tool: str, too
     n_up = sum(s == "up" for s in states.values())
     return Stage(probes=np.sort(probes), stage="host discovery", kind="PING", flags=flags, tool=tool,
                  tool_evidence=tool_evidence,
-                 evidence=f"{len(probes)} probes to {len(states)} host(s); {n_up} answered", host_state=states)
+                 evidence=f"{len(probes)} probe{'' if len(probes) == 1 else 's'} to {len(states)} host(s); {n_up} answered",
+                 host_state=states)
 
 
 TRACE_MIN_TTLS = 3  # consecutive TTLs, the least at most TRACE_FIRST_TTL, to one target: a traceroute
@@ -250,7 +251,8 @@ def traceroutes(keys: PacketKeys, pk: Columns, candidates: np.ndarray, ttl: np.n
         n_expired = _time_exceeded(keys, pk, take)
         evidence = (f"{len(take)} probes with TTL {int(ttl[take].min())}–{int(ttl[take].max())}, {n_expired} expired in "
                     "transit (ICMP time exceeded)" if tracing else
-                    f"{len(take)} probes with TTL {int(ttl[take].min())} expired in transit (ICMP time exceeded)")
+                    f"{len(take)} probe{'' if len(take) == 1 else 's'} with TTL {int(ttl[take].min())} expired in "
+                    "transit (ICMP time exceeded)")
         stages.append(Stage(probes=np.sort(take), stage="traceroute" if tracing else "path probes", kind="TRACE",
                             flags="TTL " + (f"{int(ttl[take].min())}–{int(ttl[take].max())}" if tracing
                                             else str(int(ttl[take].min()))),

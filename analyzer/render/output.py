@@ -798,7 +798,7 @@ def _stage_block(lines: list[str], s: dict) -> None:
     """A stage of a run other than a port scan: host discovery, OS detection, a traceroute."""
     state = f": host {s['host_state']}" if s.get("host_state") in ("up", "down") else ""
     _block_head(lines, s, f"{s['stage'][:1].upper()}{s['stage'][1:]} ({s['flags']}) {s['scanner']} -> {s['target']}{state}",
-                f"{int(s['probes']):,} probes", "sent")
+                _probes_and_rate(s | {"rate": None}), "sent")
 
 
 def _sweep_block(lines: list[str], rows: pd.DataFrame) -> None:
