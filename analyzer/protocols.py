@@ -1,10 +1,11 @@
 """Protocol numbers, declared once: TCP flags and their letters, link types, ethertypes, IPv6 extension headers,
 ICMP message classes, the TCP options the packets table holds and their names, and the initial TTLs stacks
-and tools send with. The reader, the matcher and every analysis take them from here."""
+and tools send with, and the order of addresses. The reader, the matcher and every analysis take them from here."""
 
 from __future__ import annotations
 
 import enum
+import socket
 
 import numpy as np
 
@@ -58,3 +59,14 @@ def initial_ttl(ttl: int | np.ndarray) -> int | np.ndarray:
     table = np.array(INITIAL_TTLS)
     out = table[np.searchsorted(table, np.minimum(ttl, 255))]
     return int(out) if np.ndim(ttl) == 0 else out
+
+
+def address_order(text: str) -> tuple[int, bytes, str]:
+    """A sort key putting address texts in address order (IPv4, then IPv6, then anything else by its text)."""
+    for family in (socket.AF_INET, socket.AF_INET6):
+        try:
+            packed = socket.inet_pton(family, text)
+        except OSError:
+            continue
+        return len(packed), packed, ""
+    return 99, b"", text

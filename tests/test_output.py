@@ -178,6 +178,20 @@ def test_a_scan_of_one_instant_has_no_rate_and_a_table_of_hidden_ports_no_header
     assert "Not shown: 995 filtered ports\nPORT " in syn
 
 
+def test_rtt_table_lists_targets_in_address_order(capsys) -> None:
+    """A bot's probes of a hundred-odd Internet hosts (Stratosphere's test7): the table's targets come in address
+    order (14.x before 108.x), as nmap lists hosts, not in the order of their texts; a count of one is singular."""
+    import ipaddress
+
+    path = str(realworld("StratosphereLinuxIPS__test7-malicious.pcap"))
+    assert main(["rtt", path]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    targets = [line.split(" ")[0] for line in lines if line.endswith((" (tcp)", " (udp)"))]
+    assert len(targets) >= 5 and targets == sorted(targets, key=ipaddress.ip_address)
+    assert main(["rtt", path, "--target", "138.197.52.48"]) == 0
+    assert ", 1 probe answered, 48 unsolicited replies" in capsys.readouterr().out.splitlines()[0]
+
+
 def test_rtt_table_folds_targets_that_answered_nothing() -> None:
     """The rtt table of zmap's six-address sweep (sample scans_zmap), folded from three silent targets up: the
     answering target keeps its table, the five silent ones are one block; the JSON keeps all six."""

@@ -232,3 +232,30 @@ def test_frames_name_what_wireshark_shows() -> None:
         assert int(probe["dport"]) == row.port and int(probe["tcp_flags"]) == 0x02
         assert int(reply["sport"]) == row.port and int(reply["tcp_flags"]) == 0x12
     assert pd.notna(states["probe_frame"]).all()
+
+
+def test_hosts_of_a_home_network_as_an_investigator_reads_them() -> None:
+    """The prolog project's capture of a home network: a NETGEAR router (192.168.0.1, its own frames at TTL 64),
+    hosts on the Internet whose frames come through it, and a DHCP client asking from 0.0.0.0. The hosts are
+    listed in address order; the router is a host with its own MAC, not a host behind itself; the hosts behind it
+    name it as their gateway; 0.0.0.0 (a host with no address yet) is no host."""
+    import ipaddress
+
+    import numpy as np
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", analyzer.CaptureWarning)
+        packets = analyzer.read(REALWORLD / "Port-scans-detector-with-prolog__true_scan.pcap")
+    found = analyzer.scans(packets, analyzer.match(packets))
+    hosts = analyzer.hosts(packets, analyzer.match(packets), found.states, found.scans).set_index("address")
+    assert list(hosts.index) == sorted(hosts.index, key=ipaddress.ip_address)
+    assert "0.0.0.0" not in hosts.index and (packets["src"].astype(str) == "0.0.0.0").any()
+    src, mac = packets["src"].astype(str).to_numpy(), packets["eth_src"].to_numpy("float64", na_value=np.nan)
+    router_mac = np.unique(mac[src == "192.168.0.1"])
+    assert len(router_mac) == 1
+    behind = sorted(set(src[(mac == router_mac[0]) & (src != "192.168.0.1")]) - {"nan"})
+    assert len(behind) >= 10
+    as_text = hosts.loc["192.168.0.1", "mac"]
+    assert int(as_text.replace(":", ""), 16) == int(router_mac[0]) and pd.isna(hosts.loc["192.168.0.1", "via"])
+    assert hosts.loc["192.168.0.1", "os_evidence"].startswith("TTL 64 (initial 64, 0 hops)")
+    assert (hosts.loc[behind, "via"] == as_text).all() and hosts.loc[behind, "mac"].isna().all()

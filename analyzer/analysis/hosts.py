@@ -21,7 +21,7 @@ from typing import NamedTuple
 import numpy as np
 import pandas as pd
 
-from ..protocols import ACK, RST, SYN, initial_ttl
+from ..protocols import ACK, RST, SYN, address_order, initial_ttl
 from .columns import column_codes, int_column_at, packet_rows
 from .exchanges import PacketKeys, to_group
 from .groups import group_ids, modes, unique_inverse
@@ -120,9 +120,10 @@ def hosts(packets: pd.DataFrame, probes: pd.DataFrame | None = None, states: pd.
     src, addresses = column_codes(packets["src"], None)  # (the codes themselves: not copied)
     addresses = addresses.astype(str)
     counted = ((packets["ip_version"].to_numpy() > 0) | packets["arp_op"].notna().to_numpy()) & (src >= 0)
+    counted &= ~np.isin(addresses, UNSPECIFIED)[src.clip(0)]
     seen = np.flatnonzero(np.bincount(src[counted], minlength=len(addresses)))
-    names = (np.sort(addresses[seen]) if others is None else  # hosts in address text order
-             np.union1d(addresses[seen], others.names[np.flatnonzero(others.packets)]))
+    names = (np.sort(addresses[seen]) if others is None else  # (searched in address text order; shown in address order)
+             np.setdiff1d(np.union1d(addresses[seen], others.names[np.flatnonzero(others.packets)]), UNSPECIFIED))
     number = np.full(len(addresses), -1, np.int32)  # (each address's host number: hosts are looked up per packet)
     number[seen] = np.searchsorted(names, addresses[seen])
     n_hosts = len(names)
@@ -222,10 +223,12 @@ def hosts(packets: pd.DataFrame, probes: pd.DataFrame | None = None, states: pd.
                         via_vendor=vendor_of(int(mac[i])) if mac[i] >= 0 and gateway[i] else None,
                         os=(f"{os_name} ({'; '.join(evidence)})" if os_name else None),
                         os_evidence="; ".join(evidence), evidence_frames=frames, packets=int(n_packets[i])))
+    out.sort(key=lambda row: address_order(row["address"]))
     return pd.DataFrame(out, columns=list(HOST_COLUMNS))
 
 
 HOST_COLUMNS = ("address", "mac", "vendor", "via", "via_vendor", "os", "os_evidence", "evidence_frames", "packets")
+UNSPECIFIED = ("0.0.0.0", "::")  # the source of a host that has no address yet (DHCP, an ARP or DAD probe): no host
 GATEWAY_HOSTS = 3  # addresses behind one MAC, some of them hops away: that MAC is a router's
 REWRITE_HOSTS = 5  # remote addresses behind one gateway whose TTLs all sit at 0 hops: a middlebox sets them
 
@@ -234,7 +237,9 @@ def _gateways(mac: np.ndarray, hops: np.ndarray) -> np.ndarray:
     """Per host: whether its frames' source MAC is a router's rather than its own: a MAC that GATEWAY_HOSTS or
     more addresses share, some of them hops away, is the router they come through (a NAT rewriting TTLs hides
     the hops, not the sharing). One address hops away behind a MAC of its own may be a NAT's outside address,
-    whose MAC it is: `hosts` says the hops and keeps the MAC."""
+    whose MAC it is: `hosts` says the hops and keeps the MAC. The one address behind a router's MAC at 0 hops is
+    the router's own (its frames carry its own MAC): not a host behind it. (Several at 0 hops: a middlebox may
+    set their TTLs, `_rewritten_ttls`; none is singled out.)"""
     out = np.zeros(len(mac), bool)
     known = np.flatnonzero(mac >= 0)
     if not len(known):
@@ -242,7 +247,9 @@ def _gateways(mac: np.ndarray, hops: np.ndarray) -> np.ndarray:
     inverse = np.unique(mac[known], return_inverse=True)[1]
     sharing = np.bincount(inverse) >= GATEWAY_HOSTS
     remote = np.bincount(inverse, weights=hops[known] > 0) > 0
-    out[known] = sharing[inverse] & remote[inverse]
+    local = hops[known] == 0
+    own = local & (np.bincount(inverse, weights=local)[inverse] == 1)
+    out[known] = sharing[inverse] & remote[inverse] & ~own
     return out
 
 
@@ -440,10 +447,19 @@ class _LetGo:
 
     @classmethod
     def of(cls, others: Tallies, names: np.ndarray) -> _LetGo:
-        host = np.searchsorted(names, others.names).clip(0, max(len(names) - 1, 0))  # (every sender is a host)
+        at = np.searchsorted(names, others.names).clip(0, max(len(names) - 1, 0))
+        host = np.where(names[at] == others.names, at, -1) if len(names) else np.full(len(others.names), -1)
         sent = np.flatnonzero(others.packets)
+        sent = sent[host[sent] >= 0]  # (every sender is a host, but an unspecified address)
         packets = np.bincount(host[sent], weights=others.packets[sent], minlength=len(names)).astype(np.int64)
-        return cls(packets, *((host[t[0]], *t[1:]) for t in (others.ttl, others.mac, others.again)))
+        return cls(packets, *(_of_hosts(host, t) for t in (others.ttl, others.mac, others.again)))
+
+
+def _of_hosts(host: np.ndarray, t: Tally) -> Tally:
+    """A tally by sender id → by host number, the senders that are no host left out."""
+    mine = host[t[0]]
+    keep = mine >= 0
+    return (mine[keep], *(x[keep] for x in t[1:])) if not keep.all() else (mine, *t[1:])
 
 
 def _ip_protocol_probes(packets: pd.DataFrame, phases: pd.DataFrame, rows: np.ndarray, host: np.ndarray,

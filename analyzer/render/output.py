@@ -5,7 +5,6 @@ from __future__ import annotations
 import functools
 import math
 import re
-import socket
 from collections.abc import Callable, Iterable, Iterator
 
 import numpy as np
@@ -13,6 +12,7 @@ import orjson
 import pandas as pd
 
 from ..analysis.groups import group_ids, group_positions, unique_inverse
+from ..protocols import address_order
 from .frames import frame_list, frame_text, probe_and_reply, with_labels
 
 RTT_COLUMNS = ["port", "protocol", "family", "family_kind", "sent", "received", "loss", "retransmissions",
@@ -318,7 +318,8 @@ def rtt_table_blocks(fams: pd.DataFrame, meta: dict[str, object], family_table: 
     BLOCK_ROWS rows at a time, never whole. More than `silent_over` targets that answered nothing (a sweep's)
     are one block at the end."""
     yield [(f"# {capture_text(meta['capture'])}: method {meta['method']}, confidence {meta['confidence']}, "
-            f"{meta['probes_matched']} probes answered, {meta['unsolicited_replies']} unsolicited replies")]
+            f"{_counted(meta['probes_matched'], 'probe')} answered, "
+            f"{_counted(meta['unsolicited_replies'], 'unsolicited reply', 'unsolicited replies')}")]
     signals = "deciding_signal" in fams.columns
     # Each target's rows of the family table, found once (not a filter of the whole table per target).
     evidence: dict[tuple, list[dict]] = {}
@@ -330,6 +331,8 @@ def rtt_table_blocks(fams: pd.DataFrame, meta: dict[str, object], family_table: 
     fold = silent.any() and fams.loc[silent, ["target", "protocol"]].drop_duplicates().shape[0] > silent_over
     shown = fams[~silent] if fold else fams
     positions = group_positions(shown.groupby(["target", "protocol"], sort=False).ngroup().to_numpy())
+    keys = [(address_order(str(shown["target"].iat[p[0]])), str(shown["protocol"].iat[p[0]])) for p in positions]
+    positions = [positions[i] for i in sorted(range(len(positions)), key=keys.__getitem__)]  # (in address order)
     # Targets of a few ports (a sweep's answering hosts): every cell's text made once for all of them, each
     # target's widths from its own texts (as `_width` finds them from its values).
     few = [len(p) <= FEW_PORTS for p in positions]
@@ -656,17 +659,6 @@ def silent_summary(states: pd.DataFrame, rows: list[np.ndarray], targets: list[s
     return first_addresses(targets, most), _tally(ports, most)
 
 
-def address_order(text: str) -> tuple[int, bytes, str]:
-    """A sort key putting address texts in address order (IPv4, then IPv6, then anything else by its text)."""
-    for family in (socket.AF_INET, socket.AF_INET6):
-        try:
-            packed = socket.inet_pton(family, text)
-        except OSError:
-            continue
-        return len(packed), packed, ""
-    return 99, b"", text
-
-
 def scans_table(scans: pd.DataFrame, states: pd.DataFrame, meta: dict[str, object], hide_over: int = 25,
                 silent_over: int = SILENT_TARGETS_OVER, notes: pd.DataFrame | None = None) -> str:
     """Per scan phase and target, the table its operator would have seen: PORT STATE SERVICE REASON, and the
@@ -780,6 +772,11 @@ def _scan_block(lines: list[str], s: dict, mine: pd.DataFrame, hide_over: int) -
     widths = [max(len(x) for x in col) for col in zip(header, *rows)] if rows else [len(h) for h in header]
     for row in [header] + rows:
         lines.append("  ".join(c.ljust(w) for c, w in zip(row, widths)).rstrip())
+
+
+def _counted(n: int, one: str, many: str | None = None) -> str:
+    """"1 probe", "2 probes": a count and its noun."""
+    return f"{int(n)} {one}" if int(n) == 1 else f"{int(n)} {many or one + 's'}"
 
 
 def _probes_and_rate(s: dict) -> str:

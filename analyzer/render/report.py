@@ -22,6 +22,7 @@ from ..analysis.groups import group_ids, group_positions
 from ..analysis.scans import ScanResult
 from ..analysis.stats import rtt_samples
 from ..pipeline import Options, analyze
+from ..protocols import address_order
 from ..reading.sources import Sources, sha256_of
 from . import plots
 from .frames import frame_list, frame_text, naming, probe_and_reply
@@ -42,7 +43,6 @@ from .html import (
 )
 from .output import (
     SILENT_TARGETS_OVER,
-    address_order,
     first_addresses,
     port_ranges,
     service_name,
