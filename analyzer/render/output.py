@@ -665,7 +665,7 @@ def scans_table(scans: pd.DataFrame, states: pd.DataFrame, meta: dict[str, objec
     frames that show it. A sweep's targets that answered nothing are one block per phase (`silent_targets`), as
     are a discovery sweep's. The other stages of a run (host discovery, OS detection, traceroute) are blocks of
     their own; what resembles a scan and is not one closes the table, with the reason."""
-    lines = [f"# {capture_text(meta['capture'])}: {_scans_count(scans)}"]
+    lines = [f"# {capture_text(meta['capture'])}: {scans_count(scans)}"]
     if scans.empty:
         lines.append("no port scan found")
     by_scan = states_by_scan(states)
@@ -710,7 +710,7 @@ def scans_table(scans: pd.DataFrame, states: pd.DataFrame, meta: dict[str, objec
     return "\n".join(lines)
 
 
-def _scans_count(scans: pd.DataFrame) -> str:
+def scans_count(scans: pd.DataFrame) -> str:
     """The table's first line's count: the port scans (a scanner's phase, of one target or a sweep of many), the
     targets they probed, and the other stages of runs (a discovery sweep is one)."""
     port_scan = (scans["stage"] == "port scan").to_numpy() if len(scans) else np.zeros(0, bool)

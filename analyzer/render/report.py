@@ -45,6 +45,7 @@ from .output import (
     SILENT_TARGETS_OVER,
     first_addresses,
     port_ranges,
+    scans_count,
     service_name,
     silent_rows,
     silent_summary,
@@ -188,7 +189,7 @@ def _hosts_section(host_table: pd.DataFrame) -> str:
 def _scans_section(packets: pd.DataFrame, probes: pd.DataFrame, result: ScanResult, t0: float) -> str:
     found, states = result
     if found.empty:
-        return section("scans", "Scans (0)", [_notes_table(result.notes)], "no scans found")
+        return section("scans", "Scans: none", [_notes_table(result.notes)], "no scans found")
     rows = []
     for s in found.itertuples():
         technique = f"{s.type} ({s.flags})" if s.flags else s.type
@@ -234,7 +235,7 @@ def _scans_section(packets: pd.DataFrame, probes: pd.DataFrame, result: ScanResu
             content.append(figure(plots.fingerprint(pk, phase[mine], own, t0, f"probes sent by {scanner}"),
                                    "TTL, IP ID and source port of each probe (first transmission) against time: "
                                    "tools show in fixed or patterned header fields.", f"fingerprint-{i}"))
-    return section("scans", f"Scans ({len(found)})", content)
+    return section("scans", f"Scans: {scans_count(found)}", content)
 
 
 def _notes_table(notes: pd.DataFrame) -> str:
@@ -406,4 +407,4 @@ def _families_section(probes: pd.DataFrame, fams: pd.DataFrame) -> str:
 def _summary(found: pd.DataFrame, host_table: pd.DataFrame, fams: pd.DataFrame) -> str:
     answered = fams[fams["family_kind"] == "answered"]
     n_fams = int(answered.groupby(["target", "protocol"])["family"].nunique().sum()) if len(answered) else 0
-    return f"{len(host_table)} hosts · {len(found)} scans · {n_fams} RTT families"
+    return f"{len(host_table)} hosts · {scans_count(found)} · {n_fams} RTT families"
