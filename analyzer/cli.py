@@ -189,7 +189,8 @@ def _cluster_options(p: argparse.ArgumentParser) -> None:
 def cmd_report(args: argparse.Namespace) -> int:
     from .render.report import write_report
 
-    write_report(_found(args), args.output, options=_options(args), progress=sys.stderr.isatty())
+    options = _options(args)  # (the options checked before the captures are looked at)
+    write_report(_found(args), args.output, options=options, progress=sys.stderr.isatty())
     print(f"wrote {args.output}", file=sys.stderr)
     return _status(args)
 
@@ -277,7 +278,8 @@ def _say_notes(analysis: Analysis) -> None:
 
 
 def cmd_scans(args: argparse.Namespace) -> int:
-    analysis = _analyze(_found(args), ("scans", "hosts"), _options(args))
+    options = _options(args)
+    analysis = _analyze(_found(args), ("scans", "hosts"), options)
     _say_notes(analysis)
     result = analysis.scans
     meta = {"capture": _capture_name(args, analysis), "packets": analysis.packet_count}
@@ -292,7 +294,8 @@ def cmd_scans(args: argparse.Namespace) -> int:
 
 
 def cmd_hosts(args: argparse.Namespace) -> int:
-    analysis = _analyze(_found(args), ("scans", "hosts"), _options(args))
+    options = _options(args)
+    analysis = _analyze(_found(args), ("scans", "hosts"), options)
     _say_notes(analysis)
     found, states = analysis.scans
     with naming(analysis.frames):

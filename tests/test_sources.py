@@ -310,11 +310,16 @@ def test_filters_keep_what_they_say() -> None:
 
 
 def test_bad_times_and_addresses_are_one_line_errors() -> None:
-    capture = str(REPO / "sample_pcaps" / "scans_multi.pcap")
-    for option, value, said in (("--since", "yesterday", "not a time"), ("--host", "10.0.0", "not an IP address"),
-                                ("--net", "10.0.0.0/40", "not a network"), ("--port", "70000", "not a port")):
-        code, out, err = run("scans", capture, option, value)
-        assert code == 2 and out == b"" and err.count("\n") == 1 and said in err, err
+    """Each names its option and value, and comes first: before the captures are looked at (sample_pcaps/ holds
+    files that are no captures, each of which would be said)."""
+    folder = str(REPO / "sample_pcaps")
+    for option, value, said in (("--since", "yesterday", "not a time"), ("--until", "+5x", "not a time"),
+                                ("--host", "10.0.0", "not an IP address"), ("--net", "10.0.0.0/40", "not a network"),
+                                ("--port", "70000", "not a port")):
+        for command in ("scans", "hosts", "rtt"):
+            code, out, err = run(command, folder, option, value)
+            assert code == 2 and out == b"" and err.count("\n") == 1, err
+            assert err.startswith(f"synlens: error: {option} {value}: {said}"), err
 
 
 def test_the_tshark_engine_on_several_captures_or_filtered_is_a_one_line_error(tmp_path: Path) -> None:

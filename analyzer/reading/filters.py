@@ -51,8 +51,8 @@ def parse_time(text: str) -> Time:
     try:
         when = datetime.fromisoformat(text.replace("Z", "+00:00"))
     except ValueError:
-        raise ValueError(f"not a time: {text!r} (ISO 8601 such as 2024-05-01T10:00:00Z, seconds since 1970, "
-                         "or an offset from the first packet such as +15m)") from None
+        raise ValueError("not a time (ISO 8601 such as 2024-05-01T10:00:00Z, seconds since 1970, or an offset from "
+                         "the first packet such as +15m)") from None
     if when.tzinfo is None:
         when = when.replace(tzinfo=timezone.utc)
     delta = when - datetime(1970, 1, 1, tzinfo=timezone.utc)
@@ -86,11 +86,17 @@ class Filter:
             except ValueError:
                 raise ValueError(f"--net {text}: not a network (address/prefix)") from None
 
+        def time(option: str, text: str | None) -> Time | None:
+            try:
+                return parse_time(text) if text else None
+            except ValueError as e:
+                raise ValueError(f"{option} {text}: {e}") from None
+
         for p in ports:
             if not 0 <= p <= 65535:
                 raise ValueError(f"--port {p}: not a port (0-65535)")
-        return cls(parse_time(since) if since else None, parse_time(until) if until else None,
-                   tuple(host(h) for h in hosts), tuple(net(n) for n in nets), tuple(int(p) for p in ports))
+        return cls(time("--since", since), time("--until", until), tuple(host(h) for h in hosts),
+                   tuple(net(n) for n in nets), tuple(int(p) for p in ports))
 
     def describe(self) -> dict[str, object]:
         """The filters given, as the command line wrote them (offsets as seconds from the first packet)."""
