@@ -215,8 +215,8 @@ def hosts(packets: pd.DataFrame, probes: pd.DataFrame | None = None, states: pd.
                        32: "old Windows / embedded"}[init]
         own = mac[i] >= 0 and not gateway[i]
         if own and hops[i] > 0 and i not in rewritten:
-            evidence.append(f"frames arrive through a router ({hops[i]} hop{'' if hops[i] == 1 else 's'}): MAC {mac_text(int(mac[i]))} is that "
-                            "router's (a NAT's own address, or a host behind it)")
+            evidence.append(f"frames arrive through a router ({hops[i]} hop{'' if hops[i] == 1 else 's'}): MAC "
+                            f"{mac_text(int(mac[i]))} is that router's (a NAT's own address, or a host behind it)")
         out.append(dict(address=addr, mac=mac_text(int(mac[i])) if own else None,
                         vendor=vendor_of(int(mac[i])) if own else None,
                         via=mac_text(int(mac[i])) if mac[i] >= 0 and gateway[i] else None,

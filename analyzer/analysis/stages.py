@@ -213,8 +213,8 @@ def _discovery_stage(pk: Columns, probes: np.ndarray, flags: str, tool: str, too
     n_up = sum(s == "up" for s in states.values())
     return Stage(probes=np.sort(probes), stage="host discovery", kind="PING", flags=flags, tool=tool,
                  tool_evidence=tool_evidence,
-                 evidence=f"{len(probes)} probe{'' if len(probes) == 1 else 's'} to {len(states)} host(s); {n_up} answered",
-                 host_state=states)
+                 evidence=(f"{len(probes)} probe{'' if len(probes) == 1 else 's'} to {len(states)} host(s); "
+                           f"{n_up} answered"), host_state=states)
 
 
 TRACE_MIN_TTLS = 3  # consecutive TTLs, the least at most TRACE_FIRST_TTL, to one target: a traceroute
