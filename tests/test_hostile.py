@@ -440,6 +440,22 @@ def test_rtt_csv_of_a_capture_without_tcp_probes(tmp_path: Path) -> None:
                                          "samples,mean_us,stddev_us,min_us,median_us,p95_us")]
 
 
+def test_hosts_of_a_capture_without_one_address(tmp_path: Path) -> None:
+    """Found by a fuzz campaign (seed 44: the spam bot's capture, its link type flipped to 147, a user DLT the
+    reader does not decode): a packets table whose address columns hold no address at all. `hosts` finds no
+    host (it looked up each packet's address code -1 among no addresses: IndexError), through the API and the
+    command line."""
+    path = write(tmp_path, "user_dlt.pcap", pcap([bytes(range(60)), bytes(60)], network=147))
+    packets = analyzer.read(path)
+    assert len(packets) == 2 and packets["src"].isna().all() and not len(packets["src"].cat.categories)
+    found = analyzer.scans(packets, analyzer.match(packets))
+    assert analyzer.hosts(packets, analyzer.match(packets), found.states, found.scans).empty
+    assert analyzer.hosts(packets).empty
+    for command in ("hosts", "scans"):
+        done = run_cli(command, path)
+        assert done.returncode == 0 and "Traceback" not in done.stderr, done.stderr
+
+
 def test_scan_of_a_capture_whose_times_are_held_at_the_readers_ends(tmp_path) -> None:
     """Found by the fixed-seed fuzz pass (tests/data/fuzz/clamped_times_scan.pcapng, minimized by `python -m
     tests.fuzz minimize`): pcapng times far outside any real capture's are held at the ends of what

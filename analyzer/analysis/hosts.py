@@ -120,7 +120,7 @@ def hosts(packets: pd.DataFrame, probes: pd.DataFrame | None = None, states: pd.
     src, addresses = column_codes(packets["src"], None)  # (the codes themselves: not copied)
     addresses = addresses.astype(str)
     counted = ((packets["ip_version"].to_numpy() > 0) | packets["arp_op"].notna().to_numpy()) & (src >= 0)
-    counted &= ~np.isin(addresses, UNSPECIFIED)[src.clip(0)]
+    counted &= ~np.append(np.isin(addresses, UNSPECIFIED), False)[src]  # (code -1, no address: the False)
     seen = np.flatnonzero(np.bincount(src[counted], minlength=len(addresses)))
     names = (np.sort(addresses[seen]) if others is None else  # (searched in address text order; shown in address order)
              np.setdiff1d(np.union1d(addresses[seen], others.names[np.flatnonzero(others.packets)]), UNSPECIFIED))
