@@ -172,9 +172,9 @@ def _chunk_option(p: argparse.ArgumentParser, how: str) -> None:
 def _memory_option(p: argparse.ArgumentParser) -> None:
     p.add_argument("--max-memory", type=_size, default=None, metavar="SIZE",
                    help="the most memory the run may take when it reads the packets table whole (scans, hosts, "
-                   "report; rtt under 2 GB): a peak projected past it while reading stops the run with an error, "
-                   "before the system runs out (default: what the run holds and the system has available when "
-                   "reading begins; 0: no limit; K, M, G)")
+                   "report; rtt under 2 GB), or a bucket of targets' probes (rtt past --buffer-size): a peak "
+                   "projected past it stops the run with an error, before the system runs out (default: what the "
+                   "run holds and the system has available when reading begins; 0: no limit; K, M, G)")
 
 
 def _cluster_options(p: argparse.ArgumentParser) -> None:

@@ -262,6 +262,8 @@ def _read_chunked(found: Sources, options: Options, chosen: list[Step], probe_co
     m = ChunkedMatch(window_s=options.window_s, columns=probe_columns, reply_columns=reply_columns or None,
                      rows=min(records, 1 << 16))
     kept = Buckets(options.buffer_size)
+    # (the memory the run may take, as reading begins: each bucket of targets past the buffer is checked before read)
+    guard = MemoryGuard.of(options.max_memory, _readers(chosen, ("hold", "holds")), "a target's probes together")
 
     def add(parts: Iterable[Matched]) -> None:
         for part in parts:
@@ -273,7 +275,9 @@ def _read_chunked(found: Sources, options: Options, chosen: list[Step], probe_co
         return None
     counts = done[1]
     if kept.spilled:
-        return None, _ByTarget(kept, m, bool(reply_columns)), dict(counts, unsolicited_replies=m.unsolicited_replies)
+        checked = None if guard is None else partial(guard.before_bucket, steps=tuple(s.name for s in chosen))
+        return (None, _ByTarget(kept, m, bool(reply_columns), checked),
+                dict(counts, unsolicited_replies=m.unsolicited_replies))
     probes, replies = [p for p, _ in kept.held], [r for _, r in kept.held]
     kept.close()
     packets = None
@@ -326,10 +330,11 @@ class _ByTarget:
     buckets: Buckets
     m: ChunkedMatch
     replies: bool  # the steps read the packets at the replies
+    before: Callable[[int], None] | None = None  # told each bucket's bytes on disk before it is read (a memory check)
 
     def __iter__(self) -> Iterator[tuple[pd.DataFrame | None, pd.DataFrame]]:
         with self.buckets:
-            for parts in self.buckets.buckets():
+            for parts in self.buckets.buckets(self.before):
                 packets = in_frame_order([r for _, r in parts]) if self.replies else None
                 probes = joined([p for p, _ in parts], self.m)
                 parts.clear()

@@ -130,6 +130,40 @@ def test_rtt_with_probes_on_disk_prints_what_rtt_in_memory_prints(name: str) -> 
     assert "no probe to that address" in err
 
 
+@pytest.mark.parametrize("signals, factor", [("all", 3.0), ("rtt", 4.0)])
+def test_a_bucket_past_the_memory_allowed_is_one_line_before_it_is_read(signals: str, factor: float,
+                                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    """hw13's probes dealt to disk (--buffer-size 0), by buckets of targets: the process holding 100 MB (as told
+    here), a --max-memory of 100 MB stops the run in one line at its first bucket, naming it, before any bucket is
+    analysed; 102 MB lets every bucket add `BUCKET_PEAK_FACTOR` times its bytes on disk (the largest is its one
+    scanned target's, under 0.5 MB) and the run prints what it prints without a limit."""
+    from analyzer import pipeline
+    from analyzer.reading import memory
+
+    assert memory.BUCKET_PEAK_FACTOR == {"signals": 3.0, "families": 4.0}
+    told: list[int] = []
+    monkeypatch.setattr(memory, "anonymous_memory", lambda: 100 << 20)
+    original = memory.MemoryGuard.before_bucket
+    monkeypatch.setattr(memory.MemoryGuard, "before_bucket",
+                        lambda self, on_disk, steps: (told.append(on_disk), original(self, on_disk, steps))[1])
+    analysed = pipeline.bucket_result
+    monkeypatch.setattr(pipeline, "bucket_result", None)  # (a bucket analysed would call it)
+    capture = str(realworld("hw13-01__nmap.pcapng"))
+    argv = ("rtt", capture, "--signals", signals, "--chunk", "500", "--buffer-size", "0")
+    code, out, err = run(*argv, "--max-memory", "100M")
+    assert code == 2 and not out and err.count("\n") == 1, err
+    assert len(told) == 1 and told[0] > 0
+    peak = (100 << 20) + int(factor * told[0])
+    assert err.startswith(f"synlens: error: {capture}: not enough memory to analyse it (rtt holds a target's probes "
+                          f"together: about {memory.gigabytes(peak)} at the peak for these captures, for a bucket of "
+                          f"targets of {memory.gigabytes(told[0])} on disk, --max-memory 100 MB; "), err
+    monkeypatch.setattr(pipeline, "bucket_result", analysed)
+    told.clear()
+    code, out, err = run(*argv, "--max-memory", "102M")
+    assert code == 0 and not err and len(told) > 1 and max(told) * factor < 2 << 20, err
+    assert (code, out, err) == run(*argv)
+
+
 @pytest.mark.parametrize("size, bytes_", [("0", 0), ("4096", 4096), ("64K", 64 << 10), ("256M", 256 << 20),
                                           ("2g", 2 << 30)])
 def test_buffer_size_reads_sizes_as_sort_does(size: str, bytes_: int) -> None:

@@ -22,10 +22,11 @@ files in the temporary directory (`TMPDIR`, as GNU sort's): gone when closed, or
 
 from __future__ import annotations
 
+import os
 import pickle
 import tempfile
 import zlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
 from typing import BinaryIO, Self
 
@@ -133,13 +134,17 @@ class Buckets:
             if len(part[0]):
                 pickle.dump([part], self._files[b], protocol=pickle.HIGHEST_PROTOCOL)
 
-    def buckets(self) -> Iterator[list[Matched]]:
-        """Each bucket's parts, in the order they were added (buckets without any left out), one at a time."""
+    def buckets(self, before: Callable[[int], None] | None = None) -> Iterator[list[Matched]]:
+        """Each bucket's parts, in the order they were added (buckets without any left out), one at a time;
+        `before(bytes)` is told the size of each bucket's file before it is read."""
         if self.held:
             with self._disk():
                 self._flush()
         for file in self._files:
             parts: list[Matched] = []
+            size = file.seek(0, os.SEEK_END)
+            if before is not None and size:
+                before(size)
             file.seek(0)
             while True:
                 try:
