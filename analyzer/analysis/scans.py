@@ -47,7 +47,7 @@ from .exchanges import (
     to_group,
 )
 from .fingerprints import SIGNATURE_COLUMNS, ToolVerdict, tool_verdict
-from .groups import distinct_per_group, group_ids, group_of, narrow, rows_in
+from .groups import distinct_per_group, group_ids, group_of, narrow, rows_in, stable_order
 from .match import match as match_probes
 from .stages import (
     ArpStage,
@@ -877,7 +877,7 @@ def _floods(pk: Columns, scanned: np.ndarray, target_phase: np.ndarray, names: d
     heavy = np.flatnonzero(~scanned & (size >= FLOOD_PROBES))
     if not len(heavy):
         return
-    order = np.argsort(target, kind="stable")  # (each target's rows, in row order: a slice of it)
+    order = stable_order(target)  # (each target's rows, in row order: a slice of it)
     ends = np.cumsum(size)
     for t in heavy:
         mine = order[ends[t] - size[t]:ends[t]]
