@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import csv
+import io
 import json
 import socket
 import warnings
@@ -178,9 +180,10 @@ def test_a_scan_of_one_instant_has_no_rate_and_a_table_of_hidden_ports_no_header
     assert "Not shown: 995 filtered ports\nPORT " in syn
 
 
-def test_rtt_table_lists_targets_in_address_order(capsys) -> None:
+def test_rtt_lists_targets_in_address_order(capsys) -> None:
     """A bot's probes of a hundred-odd Internet hosts (Stratosphere's test7): the table's targets come in address
-    order (14.x before 108.x), as nmap lists hosts, not in the order of their texts; a count of one is singular."""
+    order (14.x before 108.x), as nmap lists hosts, not in the order of their texts, and the JSON and the CSV list
+    every target in that order too; a count of one is singular."""
     import ipaddress
 
     path = str(realworld("StratosphereLinuxIPS__test7-malicious.pcap"))
@@ -188,6 +191,13 @@ def test_rtt_table_lists_targets_in_address_order(capsys) -> None:
     lines = capsys.readouterr().out.splitlines()
     targets = [line.split(" ")[0] for line in lines if line.endswith((" (tcp)", " (udp)"))]
     assert len(targets) >= 5 and targets == sorted(targets, key=ipaddress.ip_address)
+    assert main(["rtt", path, "--format", "json"]) == 0
+    listed = [t["address"] for t in json.loads(capsys.readouterr().out)["targets"]]
+    assert len(listed) > len(targets) and listed == sorted(listed, key=ipaddress.ip_address)
+    assert [t for t in listed if t in set(targets)] == targets
+    assert main(["rtt", path, "--format", "csv"]) == 0
+    rows = list(csv.DictReader(io.StringIO(capsys.readouterr().out)))
+    assert list(dict.fromkeys(r["target"] for r in rows)) == listed
     assert main(["rtt", path, "--target", "138.197.52.48"]) == 0
     assert ", 1 probe answered, 48 unsolicited replies" in capsys.readouterr().out.splitlines()[0]
 

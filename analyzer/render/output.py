@@ -168,6 +168,22 @@ def _dumps(obj: object, indent: bool) -> bytes:
     return orjson.dumps(obj, option=option, default=str)
 
 
+def in_address_order(fams: pd.DataFrame) -> pd.DataFrame:
+    """rtt's rows with the targets in address order (10.0.0.9 before 10.0.0.10; IPv4, then IPv6), each target's
+    protocols in the order of their names, each (target, protocol)'s rows as they were (by port): what the table,
+    the JSON and the CSV all list."""
+    codes, names = pd.factorize(fams["target"])
+    rank = np.empty(len(names), np.int64)
+    rank[sorted(range(len(names)), key=lambda i: address_order(str(names[i])))] = np.arange(len(names))
+    protocol = pd.factorize(fams["protocol"].astype(str), sort=True)[0]
+    order = np.lexsort((protocol, rank[codes]))  # (stable: each group's rows keep their order)
+    if (order == np.arange(len(order))).all():
+        return fams
+    out = fams.take(order).reset_index(drop=True)
+    out.attrs = dict(fams.attrs)
+    return out
+
+
 def rtt_json(fams: pd.DataFrame, meta: dict[str, object], family_table: pd.DataFrame | None = None) -> bytes:
     """The rtt result as JSON (UTF-8): indented up to INDENT_UP_TO_ROWS ports, else compact."""
     return b"".join(rtt_json_pieces(fams, meta, family_table))
@@ -178,6 +194,7 @@ def rtt_json_pieces(fams: pd.DataFrame, meta: dict[str, object],
     """`rtt_json` in pieces, to be written one after the other: a big result is never whole in memory. Each
     target's rows and families are found once (a sweep has tens of thousands of targets); a target of many
     ports in a big result has its records written column-wise (`_DEFERRED`, `_records_json`), the others as dicts."""
+    fams = in_address_order(fams)
     columns = RTT_COLUMNS + [c for c in SIGNAL_COLUMNS if c in fams.columns]
     medians = _median_of(fams)
     fams = fams.assign(**{key: fams[key].astype("Int64").where(fams[key] >= 0)  # -1: no family
@@ -254,7 +271,7 @@ def _rtt_groups(fams: pd.DataFrame, median: Callable[[object, object, object, st
 
 
 def rtt_csv(fams: pd.DataFrame) -> str:
-    return fams[["target"] + RTT_COLUMNS].to_csv(index=False, float_format="%.3f")
+    return in_address_order(fams)[["target"] + RTT_COLUMNS].to_csv(index=False, float_format="%.3f")
 
 
 Coded = tuple[np.ndarray, list[str]]  # a column's text: each row's code into its distinct texts (-1: the last)
@@ -320,6 +337,7 @@ def rtt_table_blocks(fams: pd.DataFrame, meta: dict[str, object], family_table: 
     yield [(f"# {capture_text(meta['capture'])}: method {meta['method']}, confidence {meta['confidence']}, "
             f"{_counted(meta['probes_matched'], 'probe')} answered, "
             f"{_counted(meta['unsolicited_replies'], 'unsolicited reply', 'unsolicited replies')}")]
+    fams = in_address_order(fams)
     signals = "deciding_signal" in fams.columns
     # Each target's rows of the family table, found once (not a filter of the whole table per target).
     evidence: dict[tuple, list[dict]] = {}
@@ -331,8 +349,6 @@ def rtt_table_blocks(fams: pd.DataFrame, meta: dict[str, object], family_table: 
     fold = silent.any() and fams.loc[silent, ["target", "protocol"]].drop_duplicates().shape[0] > silent_over
     shown = fams[~silent] if fold else fams
     positions = group_positions(shown.groupby(["target", "protocol"], sort=False).ngroup().to_numpy())
-    keys = [(address_order(str(shown["target"].iat[p[0]])), str(shown["protocol"].iat[p[0]])) for p in positions]
-    positions = [positions[i] for i in sorted(range(len(positions)), key=keys.__getitem__)]  # (in address order)
     # Targets of a few ports (a sweep's answering hosts): every cell's text made once for all of them, each
     # target's widths from its own texts (as `_width` finds them from its values).
     few = [len(p) <= FEW_PORTS for p in positions]
