@@ -493,7 +493,7 @@ def analyze(capture: str | Sequence[str] | Sources, steps: Iterable[str] = ("sca
                       unsolicited_replies=probes.attrs.get("unsolicited_replies", 0))
         run.results.update(packets=packets, probes=probes, let_go=let_go)
         del packets, probes
-        _run_steps(run, chosen, keep, asked, say)
+        _run_steps(run, chosen, keep, asked, say, give_back=chunked is not None)
         results = run.results
     return Analysis(capture=capture, options=options, warnings=said, notes=tuple(run.notes),
                     **counts, **{name: results.get(name) for name in ("packets", "probes", *STEPS)})
@@ -510,9 +510,10 @@ def _targets_kept(options: Options, probes: pd.DataFrame) -> pd.DataFrame:
 
 
 def _run_steps(run: _Run, chosen: list[Step], keep: frozenset[str], asked: list[str],
-               say: Callable[[str, str], None]) -> None:
+               say: Callable[[str, str], None], give_back: bool = False) -> None:
     """The steps, in order, on the run's packets and probes; each result let go once no later step, and no
-    caller, needs it."""
+    caller, needs it. `give_back`: the heap's free memory handed back after each (a capture read in chunks:
+    accel/tuning.py)."""
     for i, step in enumerate(chosen):
         say(step.name, f"{len(run.results['probes'])} probes" if i == 0 else "")
         run.results[step.name] = step.run(run)
@@ -520,6 +521,8 @@ def _run_steps(run: _Run, chosen: list[Step], keep: frozenset[str], asked: list[
         for name in ("packets", "probes", *(s.name for s in chosen[:i + 1])):
             if name not in later and name not in keep and name not in asked:
                 run.results.pop(name, None)
+        if give_back:
+            give_back_freed_memory()
 
 
 @dataclass(frozen=True)

@@ -59,6 +59,16 @@ main()
     assert _run(code, env | {"NUMPY_MADVISE_HUGEPAGE": "1"}) == "1 True True True"
 
 
+# glibc's mallinfo2 in a test's program: `libc.mallinfo2()` gives the heap's figures (fordblks: free bytes;
+# keepcost: what its top could give back).
+_MALLINFO2 = """class Info(ctypes.Structure):
+    _fields_ = [(name, ctypes.c_size_t) for name in (
+        "arena", "ordblks", "smblks", "hblks", "hblkhd", "usmblks", "fsmblks", "uordblks", "fordblks", "keepcost")]
+libc = ctypes.CDLL(None)
+libc.mallinfo2.restype = Info
+"""
+
+
 def test_the_command_keeps_freed_memory_in_the_heap():
     """After the command's malloc settings, a freed 10 MB array stays in the heap for the next one (glibc's
     mallinfo2: free heap bytes); without them glibc maps it apart and gives it back when freed."""
@@ -66,11 +76,7 @@ def test_the_command_keeps_freed_memory_in_the_heap():
 import ctypes, sys
 import numpy as np
 from analyzer.accel.tuning import _reuse_freed_memory
-class Info(ctypes.Structure):
-    _fields_ = [(name, ctypes.c_size_t) for name in (
-        "arena", "ordblks", "smblks", "hblks", "hblkhd", "usmblks", "fsmblks", "uordblks", "fordblks", "keepcost")]
-libc = ctypes.CDLL(None)
-libc.mallinfo2.restype = Info
+""" + _MALLINFO2 + """
 if sys.argv[1] == "set":
     _reuse_freed_memory()
 a = np.ones(10 << 20, np.uint8)
@@ -101,6 +107,29 @@ print(kept - resident() >= 200 << 20)
 """
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip()
     assert out == "True"
+
+
+def test_after_a_chunked_read_the_heap_keeps_little_free_memory_at_its_top():
+    """With the command's malloc settings, 192 MB of arrays made and freed stay at the heap's top (mallinfo2's
+    keepcost: what the top could give back), kept for reuse; once `give_back_freed_memory` has been called (a
+    capture read in chunks, then after each of its readings), the same arrays made and freed are given back
+    beyond 64 MB, as the readings of millions of probes make and free them."""
+    code = """
+import ctypes
+import numpy as np
+from analyzer.accel.tuning import _reuse_freed_memory, give_back_freed_memory
+""" + _MALLINFO2 + """
+def made_and_freed():
+    held = [np.ones(16 << 20, np.uint8) for _ in range(12)]  # (under 32 MB each: from the heap)
+    del held[:]
+    return libc.mallinfo2().keepcost
+_reuse_freed_memory()
+kept = made_and_freed()
+give_back_freed_memory()
+print(kept >= 160 << 20, made_and_freed() <= 64 << 20)
+"""
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip()
+    assert out == "True True"
 
 
 def test_the_command_leaves_numpys_unused_submodules_unloaded_until_used():

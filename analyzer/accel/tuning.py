@@ -43,9 +43,14 @@ Settings only a whole program may make, made here before numpy, pandas and scipy
 One call a long command makes later (`give_back_freed_memory`): a capture read a chunk at a time frees each
 chunk's arrays, and the heap keeps what they took (above: up to 1 GB at its top, and the holes between the rows
 kept of each chunk); the tables then joined from the rows kept, and the readings' arrays, above 32 MB, are mapped
-afresh beside it. Once the chunks are read, and once their rows are joined, the heap's free memory is handed back
-(glibc's malloc_trim): the 20 GB benchmark's `scans` peaks 0.7 GB lower for it
-([benchmarks/README.md](../../benchmarks/README.md#twenty-gigabytes)). A capture read whole never calls it.
+afresh beside it. Once the chunks are read, once their rows are joined, and after each reading of them (`scans`,
+then `hosts`), the heap's free memory is handed back (glibc's malloc_trim), and from the first call on the heap
+keeps at most 64 MB free at its top, not 1 GB: the readings of millions of probes make and free arrays of tens of
+megabytes, under the 32 MB that would map them afresh. The 20 GB benchmark's `scans` peaks 0.7 GB lower for the
+first two calls. With the first two alone, `scans` of the spam bot's 9.84 GB file held 1.1 GB of free heap beside
+1.5 GB in use at its readings' peak (glibc's mallinfo2, sampled as it ran); with all of this, it and `hosts` peak
+at 2.2 GB against 2.4 GB with the first two alone, and the 20 GB benchmark's `scans` at 4.2 GB against 4.4 GB, in
+the same time ([benchmarks/README.md](../../benchmarks/README.md#twenty-gigabytes)). A capture read whole never calls it.
 """
 
 from __future__ import annotations
@@ -58,6 +63,7 @@ import threading
 
 _M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3  # mallopt(3) parameters (glibc's malloc.h)
 _MADV_POPULATE_WRITE = 23  # madvise(2) advice (Linux 5.14+; older kernels refuse it: nothing happens)
+_TRIM_LONG = 64 << 20  # free heap kept at its top once a long command has read its chunks (see above)
 _PREFAULT_MAX = 256 << 20  # bytes of heap faulted in ahead, at most
 _PREFAULT_BLOCK = 16 << 20  # malloc'd at a time to grow the heap (under the 32 MB threshold: from the heap)
 _PREFAULT_STEP = 8 << 20  # faulted in per madvise call
@@ -75,9 +81,12 @@ def _reuse_freed_memory() -> bool:
 
 
 def give_back_freed_memory() -> None:
-    """glibc: the heap's free memory handed back to the system (malloc_trim(0); see above). Elsewhere nothing."""
+    """glibc: the heap's free memory handed back to the system (malloc_trim(0)), and from then on at most
+    `_TRIM_LONG` of it kept at the heap's top (see above). Elsewhere nothing."""
     try:
-        ctypes.CDLL(None).malloc_trim(0)
+        libc = ctypes.CDLL(None)
+        libc.mallopt(_M_TRIM_THRESHOLD, _TRIM_LONG)
+        libc.malloc_trim(0)
     except (OSError, AttributeError):
         pass
 
